@@ -1,0 +1,55 @@
+# Hearth: `make run` starts the server, `make test` runs every test.
+# Both first install what the build needs (clang/libclang for RocksDB).
+
+CARGO ?= cargo
+PYTHON ?= python3
+# Build artefacts; .ci/run points this outside the clone so reruns are incremental.
+CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TARGET_DIR
+VENV := $(CARGO_TARGET_DIR)/venv
+
+.PHONY: run test deps build release check fmt clean
+
+run: deps
+	$(CARGO) run --release --bin hearth -- --config example.toml
+
+build: deps
+	$(CARGO) build
+
+release: deps
+	$(CARGO) build --release
+
+# Rust unit and integration tests, then a real Matrix client (matrix-nio).
+test: deps $(VENV)/.ok
+	$(CARGO) test --all-targets
+	$(CARGO) build --bin hearth
+	$(VENV)/bin/python tests/clients/nio_smoke.py $(CARGO_TARGET_DIR)/debug/hearth
+
+check: deps
+	$(CARGO) check --all-targets
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+
+# librocksdb-sys needs clang and libclang; install them when missing.
+deps:
+	@command -v $(CARGO) >/dev/null || { echo "cargo is missing: install Rust (rustup) first"; exit 1; }
+	@if ! command -v clang >/dev/null || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then \
+		echo "make: installing clang and libclang-dev (needed to build RocksDB)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq clang libclang-dev; \
+	fi
+
+# A Python virtualenv with matrix-nio, the client library the smoke test drives.
+$(VENV)/.ok: tests/clients/requirements.txt
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1; then \
+		echo "make: installing python3-venv (needed for the client-library tests)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3 python3-venv; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r tests/clients/requirements.txt
+	touch $@

@@ -1,0 +1,200 @@
+//! Account registration and management: `register`, `register/available`,
+//! `account/whoami`, `account/password`, `account/deactivate`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use http::StatusCode;
+use ruma::api::{
+    client::{
+        account::{
+            ThirdPartyIdRemovalStatus, change_password, deactivate, get_username_availability,
+            register::{self, RegistrationKind},
+            whoami,
+        },
+        uiaa::{AuthData, AuthType},
+    },
+    error::ErrorKind,
+};
+
+use crate::{
+    Error, Result,
+    api::ruma::{Ruma, RumaRouter},
+    services::Services,
+    users::{hash_password, uiaa::Challenge},
+};
+
+/// Longest password accepted (as in Synapse).
+pub const MAX_PASSWORD_LEN: usize = 512;
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router.ruma(register).ruma(username_available).ruma(whoami).ruma(change_password).ruma(deactivate)
+}
+
+fn registration_disabled() -> Error {
+    Error::forbidden("Registration has been disabled")
+}
+
+fn rate_limit_registration<T>(req: &Ruma<T>) -> Result<()> {
+    req.services.limiters.registration.check(&req.client_ip.to_string()).map_err(Error::limit_exceeded)
+}
+
+pub fn check_password_length(password: &str) -> Result<()> {
+    if password.len() > MAX_PASSWORD_LEN {
+        return Err(Error::invalid_param(format!("Password too long (max {MAX_PASSWORD_LEN})")));
+    }
+    Ok(())
+}
+
+/// Runs user-interactive auth on a blocking thread (password checks hash).
+pub async fn check_uia(
+    services: &Arc<Services>,
+    flows: Vec<Vec<AuthType>>,
+    user_id: Option<ruma::OwnedUserId>,
+    operation: crate::users::uiaa::Operation,
+    auth: Option<AuthData>,
+) -> Result<()> {
+    let services = services.clone();
+    tokio::task::spawn_blocking(move || {
+        let challenge = Challenge {
+            flows,
+            user_id: user_id.as_deref(),
+            registration_token: services.config.registration.token.as_deref(),
+            operation,
+        };
+        services.uiaa.check(&services.users, &challenge, auth.as_ref())
+    })
+    .await
+    .map_err(Error::internal)?
+}
+
+async fn hash(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(Error::internal)?
+}
+
+async fn register(req: Ruma<register::v3::Request>) -> Result<register::v3::Response> {
+    let services = &req.services;
+    let body = &req.body;
+    if body.kind == RegistrationKind::Guest {
+        return Err(Error::new(
+            StatusCode::FORBIDDEN,
+            ErrorKind::GuestAccessForbidden,
+            "Guest access is disabled",
+        ));
+    }
+    if body.login_type.is_some() {
+        return Err(Error::forbidden("Application service registration is not available"));
+    }
+    if !services.config.registration.enabled {
+        return Err(registration_disabled());
+    }
+    rate_limit_registration(&req)?;
+
+    // Check the username and password before UIA, so the client learns early.
+    let user_id = match &body.username {
+        Some(name) => services.users.user_id_for_new_localpart(&name.to_lowercase())?,
+        None => loop {
+            let candidate = crate::util::random_string(12).to_lowercase();
+            let id = services.users.user_id_for_new_localpart(&candidate)?;
+            if !services.users.exists(&id)? {
+                break id;
+            }
+        },
+    };
+    if services.users.exists(&user_id)? {
+        return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken."));
+    }
+    if let Some(password) = &body.password {
+        check_password_length(password)?;
+    }
+
+    let stage = if services.config.registration.token.is_some() {
+        AuthType::RegistrationToken
+    } else {
+        AuthType::Dummy
+    };
+    check_uia(services, vec![vec![stage]], None, req.operation(), body.auth.clone()).await?;
+
+    let password_hash = match body.password.clone() {
+        Some(password) => Some(hash(password).await?),
+        None => None,
+    };
+    services.users.create(&user_id, password_hash, false, None)?;
+    tracing::info!("registered {user_id}");
+
+    let mut response = register::v3::Response::new(user_id.clone());
+    if !body.inhibit_login {
+        let (device_id, token) = services.users.login_device(
+            &user_id,
+            body.device_id.clone(),
+            body.initial_device_display_name.clone(),
+            Some(req.client_ip),
+        )?;
+        response.access_token = Some(token);
+        response.device_id = Some(device_id);
+    }
+    Ok(response)
+}
+
+async fn username_available(
+    req: Ruma<get_username_availability::v3::Request>,
+) -> Result<get_username_availability::v3::Response> {
+    if !req.services.config.registration.enabled {
+        return Err(registration_disabled());
+    }
+    rate_limit_registration(&req)?;
+    let user_id = req.services.users.user_id_for_new_localpart(&req.body.username.to_lowercase())?;
+    if req.services.users.exists(&user_id)? {
+        return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken."));
+    }
+    Ok(get_username_availability::v3::Response::new(true))
+}
+
+async fn whoami(req: Ruma<whoami::v3::Request>) -> Result<whoami::v3::Response> {
+    let mut response = whoami::v3::Response::new(req.user().clone(), false);
+    response.device_id = req.sender_device.clone();
+    Ok(response)
+}
+
+/// The endpoints that take `AccessTokenOptional` but need a user here.
+fn require_user<T>(req: &Ruma<T>) -> Result<ruma::OwnedUserId> {
+    req.sender_user
+        .clone()
+        .ok_or_else(|| Error::new(StatusCode::UNAUTHORIZED, ErrorKind::MissingToken, "Missing access token"))
+}
+
+async fn change_password(req: Ruma<change_password::v3::Request>) -> Result<change_password::v3::Response> {
+    let user_id = require_user(&req)?;
+    let services = &req.services;
+    check_password_length(&req.body.new_password)?;
+    check_uia(
+        services,
+        vec![vec![AuthType::Password]],
+        Some(user_id.clone()),
+        req.operation(),
+        req.body.auth.clone(),
+    )
+    .await?;
+    let password_hash = hash(req.body.new_password.clone()).await?;
+    services.users.set_password_hash(&user_id, Some(password_hash))?;
+    if req.body.logout_devices {
+        services.users.remove_all_devices(&user_id, req.sender_device.as_deref())?;
+    }
+    Ok(change_password::v3::Response::new())
+}
+
+async fn deactivate(req: Ruma<deactivate::v3::Request>) -> Result<deactivate::v3::Response> {
+    let user_id = require_user(&req)?;
+    let services = &req.services;
+    check_uia(
+        services,
+        vec![vec![AuthType::Password]],
+        Some(user_id.clone()),
+        req.operation(),
+        req.body.auth.clone(),
+    )
+    .await?;
+    services.users.deactivate(&user_id)?;
+    tracing::info!("deactivated {user_id}");
+    Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
+}

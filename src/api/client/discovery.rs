@@ -1,0 +1,84 @@
+//! Server discovery and capabilities: `/versions`, `/.well-known/matrix/client`,
+//! `/capabilities`.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::Router;
+use ruma::{
+    RoomVersionId,
+    api::client::discovery::{
+        discover_homeserver::{self, HomeserverInfo},
+        get_capabilities::{
+            self,
+            v3::{
+                Capabilities, ChangePasswordCapability, ProfileFieldsCapability, RoomVersionStability,
+                RoomVersionsCapability, ThirdPartyIdChangesCapability,
+            },
+        },
+        get_supported_versions,
+    },
+};
+
+use crate::{
+    Error, Result,
+    api::ruma::{Ruma, RumaRouter},
+    services::Services,
+};
+
+/// The Client-Server API versions Hearth speaks.
+const VERSIONS: &[&str] = &[
+    "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
+    "v1.10", "v1.11", "v1.12",
+];
+
+/// The room version new rooms get, and every version Hearth can process.
+pub const DEFAULT_ROOM_VERSION: RoomVersionId = RoomVersionId::V12;
+pub const SUPPORTED_ROOM_VERSIONS: &[RoomVersionId] = &[
+    RoomVersionId::V1,
+    RoomVersionId::V2,
+    RoomVersionId::V3,
+    RoomVersionId::V4,
+    RoomVersionId::V5,
+    RoomVersionId::V6,
+    RoomVersionId::V7,
+    RoomVersionId::V8,
+    RoomVersionId::V9,
+    RoomVersionId::V10,
+    RoomVersionId::V11,
+    RoomVersionId::V12,
+];
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router.ruma(versions).ruma(well_known).ruma(capabilities)
+}
+
+async fn versions(_: Ruma<get_supported_versions::Request>) -> Result<get_supported_versions::Response> {
+    Ok(get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect()))
+}
+
+async fn well_known(req: Ruma<discover_homeserver::Request>) -> Result<discover_homeserver::Response> {
+    let base_url = req
+        .services
+        .config
+        .well_known
+        .client
+        .clone()
+        .ok_or_else(|| Error::not_found("No client well-known is configured"))?;
+    Ok(discover_homeserver::Response::new(HomeserverInfo::new(base_url)))
+}
+
+// `m.set_displayname` and `m.set_avatar_url` are deprecated in favour of
+// `m.profile_fields`, but clients still read them: serve both.
+#[allow(deprecated)]
+async fn capabilities(_: Ruma<get_capabilities::v3::Request>) -> Result<get_capabilities::v3::Response> {
+    let mut caps = Capabilities::new();
+    caps.change_password = ChangePasswordCapability::new(true);
+    caps.set_displayname = get_capabilities::v3::SetDisplayNameCapability::new(true);
+    caps.set_avatar_url = get_capabilities::v3::SetAvatarUrlCapability::new(true);
+    caps.profile_fields = Some(ProfileFieldsCapability::new(true));
+    caps.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
+    let available: BTreeMap<_, _> =
+        SUPPORTED_ROOM_VERSIONS.iter().map(|v| (v.clone(), RoomVersionStability::Stable)).collect();
+    caps.room_versions = RoomVersionsCapability::new(DEFAULT_ROOM_VERSION, available);
+    Ok(get_capabilities::v3::Response::new(caps))
+}

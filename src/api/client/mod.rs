@@ -1,0 +1,27 @@
+//! Client-Server API handlers, one file per spec module.
+
+mod account;
+mod account_data;
+mod devices;
+mod discovery;
+mod filter;
+mod profile;
+mod session;
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::services::Services;
+
+pub use account::check_password_length;
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    let router = discovery::routes(router);
+    let router = account::routes(router);
+    let router = session::routes(router);
+    let router = devices::routes(router);
+    let router = profile::routes(router);
+    let router = account_data::routes(router);
+    filter::routes(router)
+}

@@ -1,0 +1,77 @@
+//! Profiles: `GET /profile/{userId}` and `GET/PUT/DELETE
+//! /profile/{userId}/{keyName}` (which covers `displayname` and `avatar_url`).
+
+use std::sync::Arc;
+
+use axum::Router;
+use ruma::{
+    UserId,
+    api::client::profile::{delete_profile_field, get_profile, get_profile_field, set_profile_field},
+    profile::{ProfileFieldName, ProfileFieldValue},
+};
+
+use crate::{
+    Error, Result,
+    api::ruma::{Ruma, RumaRouter},
+    services::Services,
+};
+
+/// Longest display name (as in Synapse).
+const MAX_DISPLAYNAME_LEN: usize = 256;
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router.ruma(get_all).ruma(get_field).ruma(set_field).ruma(delete_field)
+}
+
+fn profile_of(services: &Services, user_id: &UserId) -> Result<crate::users::profile::Profile> {
+    // Remote profiles need federation; until then they are not found.
+    if !services.users.is_local(user_id) {
+        return Err(Error::not_found("Profile was not found"));
+    }
+    services.users.profile(user_id)?.ok_or_else(|| Error::not_found("Profile was not found"))
+}
+
+async fn get_all(req: Ruma<get_profile::v3::Request>) -> Result<get_profile::v3::Response> {
+    let profile = profile_of(&req.services, &req.body.user_id)?;
+    Ok(get_profile::v3::Response::from_iter(profile))
+}
+
+async fn get_field(req: Ruma<get_profile_field::v3::Request>) -> Result<get_profile_field::v3::Response> {
+    let profile = profile_of(&req.services, &req.body.user_id)?;
+    let field = req.body.field.as_str();
+    let value = profile
+        .get(field)
+        .cloned()
+        .ok_or_else(|| Error::not_found("The requested profile key does not exist."))?;
+    let value = ProfileFieldValue::new(field, value).map_err(Error::internal)?;
+    Ok(get_profile_field::v3::Response::new(value))
+}
+
+fn check_own<T>(req: &Ruma<T>, user_id: &UserId) -> Result<()> {
+    if req.user() != user_id {
+        return Err(Error::forbidden("Cannot change another user's profile"));
+    }
+    Ok(())
+}
+
+async fn set_field(req: Ruma<set_profile_field::v3::Request>) -> Result<set_profile_field::v3::Response> {
+    check_own(&req, &req.body.user_id)?;
+    let value = &req.body.value;
+    if let ProfileFieldValue::DisplayName(name) = value
+        && name.chars().count() > MAX_DISPLAYNAME_LEN
+    {
+        return Err(Error::invalid_param(format!("Displayname is too long (max {MAX_DISPLAYNAME_LEN})")));
+    }
+    let field = value.field_name();
+    req.services.users.set_profile_field(req.user(), field.as_str(), Some(value.value().into_owned()))?;
+    Ok(set_profile_field::v3::Response::new())
+}
+
+async fn delete_field(
+    req: Ruma<delete_profile_field::v3::Request>,
+) -> Result<delete_profile_field::v3::Response> {
+    check_own(&req, &req.body.user_id)?;
+    let field: &ProfileFieldName = &req.body.field;
+    req.services.users.set_profile_field(req.user(), field.as_str(), None)?;
+    Ok(delete_profile_field::v3::Response::new())
+}

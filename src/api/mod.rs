@@ -1,0 +1,102 @@
+//! HTTP: the axum router, the ruma adapter, and one handler file per spec
+//! module. Handlers stay thin; the work happens in the services.
+
+pub mod admin;
+pub mod client;
+mod error;
+pub mod ruma;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::Instant,
+};
+
+use axum::{
+    Router,
+    extract::{ConnectInfo, Request},
+    middleware::Next,
+    response::Response,
+};
+use http::{HeaderName, Method, StatusCode, header};
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::{Error, services::Services};
+
+/// Builds the whole HTTP application.
+pub fn router(services: Arc<Services>) -> Router {
+    let router = client::routes(Router::new());
+    let router = admin::routes(router);
+    router
+        .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND) })
+        .method_not_allowed_fallback(|| async { Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED) })
+        .with_state(services)
+        .layer(cors())
+        .layer(axum::middleware::from_fn(log_request))
+}
+
+/// Per-listener settings the request path needs.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerInfo {
+    pub x_forwarded: bool,
+}
+
+/// The client's address: the peer, or the first X-Forwarded-For entry on
+/// listeners configured to trust their reverse proxy.
+pub fn client_ip(parts: &http::request::Parts) -> IpAddr {
+    let trusts_proxy = parts.extensions.get::<ListenerInfo>().is_some_and(|l| l.x_forwarded);
+    if trusts_proxy
+        && let Some(ip) = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+    {
+        return ip;
+    }
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(Ipv4Addr::LOCALHOST.into(), |c| c.0.ip())
+}
+
+/// Parses a JSON body for the handlers that are not ruma endpoints, with
+/// the same error codes: `M_NOT_JSON` for bad syntax, `M_BAD_JSON` for bad fields.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> crate::Result<T> {
+    serde_json::from_slice(body).map_err(json_error)
+}
+
+/// `M_BAD_JSON` for JSON with the wrong fields, `M_NOT_JSON` for anything else.
+pub fn json_error(e: serde_json::Error) -> Error {
+    match e.classify() {
+        serde_json::error::Category::Data => Error::bad_json(e.to_string()),
+        _ => Error::new(
+            StatusCode::BAD_REQUEST,
+            ::ruma::api::error::ErrorKind::NotJson,
+            format!("Content not JSON: {e}"),
+        ),
+    }
+}
+
+/// The CORS headers the spec asks for, so browser clients (Element Web) work.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            HeaderName::from_static("x-requested-with"),
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+        ])
+}
+
+/// One log line per request: method, path (never the query, which may hold
+/// an access token), status and duration.
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(target: "hearth::request", "{method} {path} {status} {ms:.1}ms");
+    response
+}

@@ -1,0 +1,225 @@
+//! The one adapter between axum and ruma: routes each ruma endpoint at all
+//! its paths, reads the body within the size limit, authenticates the
+//! access token as the endpoint's metadata demands, parses the typed
+//! request, and serialises the typed response.
+
+use std::{future::Future, sync::Arc};
+
+use axum::{
+    Router,
+    extract::{FromRequest, RawPathParams, Request},
+    response::{IntoResponse, Response},
+    routing::{MethodFilter, on},
+};
+use bytes::BytesMut;
+use http::{StatusCode, header};
+use ruma::{
+    OwnedDeviceId, OwnedUserId,
+    api::{
+        IncomingRequest, IncomingRequestExt, OutgoingResponseExt,
+        auth_scheme::{
+            AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken,
+            NoAuthentication, extract_bearer_or_query_token,
+        },
+        error::{DeserializationError, ErrorKind, FromHttpRequestError},
+        path_builder::PathBuilder,
+    },
+};
+
+use crate::{Error, Result, services::Services};
+
+/// Whether an endpoint needs an access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRequirement {
+    None,
+    Optional,
+    Required,
+}
+
+/// Maps ruma's authentication schemes to what Hearth checks.
+pub trait AuthRequirement {
+    const TOKEN: TokenRequirement;
+}
+
+impl AuthRequirement for NoAuthentication {
+    const TOKEN: TokenRequirement = TokenRequirement::None;
+}
+impl AuthRequirement for NoAccessToken {
+    const TOKEN: TokenRequirement = TokenRequirement::None;
+}
+impl AuthRequirement for AccessToken {
+    const TOKEN: TokenRequirement = TokenRequirement::Required;
+}
+impl AuthRequirement for AccessTokenOptional {
+    const TOKEN: TokenRequirement = TokenRequirement::Optional;
+}
+// Hearth has no application services yet: an appservice token is a user token.
+impl AuthRequirement for AppserviceToken {
+    const TOKEN: TokenRequirement = TokenRequirement::Required;
+}
+impl AuthRequirement for AppserviceTokenOptional {
+    const TOKEN: TokenRequirement = TokenRequirement::None;
+}
+
+/// A parsed, authenticated request for endpoint `T`.
+pub struct Ruma<T> {
+    pub body: T,
+    pub services: Arc<Services>,
+    /// The authenticated user, when a valid access token came with the request.
+    pub sender_user: Option<OwnedUserId>,
+    pub sender_device: Option<OwnedDeviceId>,
+    pub client_ip: std::net::IpAddr,
+    /// The request's method and path, for binding UIA sessions to operations.
+    pub method: http::Method,
+    pub path: String,
+}
+
+impl<T> Ruma<T> {
+    /// The authenticated user of an endpoint that requires a token.
+    pub fn user(&self) -> &OwnedUserId {
+        self.sender_user.as_ref().expect("endpoint requires authentication")
+    }
+
+    pub fn device(&self) -> &OwnedDeviceId {
+        self.sender_device.as_ref().expect("endpoint requires authentication")
+    }
+
+    pub fn operation(&self) -> crate::users::uiaa::Operation {
+        crate::users::uiaa::Operation { method: self.method.clone(), path: self.path.clone() }
+    }
+}
+
+impl<T> FromRequest<Arc<Services>> for Ruma<T>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: AuthRequirement,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, services: &Arc<Services>) -> Result<Self> {
+        let (mut parts, body) = req.into_parts();
+        let client_ip = super::client_ip(&parts);
+        let path_args: Vec<String> = {
+            use axum::extract::FromRequestParts;
+            let params = RawPathParams::from_request_parts(&mut parts, &())
+                .await
+                .map_err(|_| Error::invalid_param("Invalid path parameters"))?;
+            params.iter().map(|(_, v)| v.to_owned()).collect()
+        };
+
+        // Authenticate first, as Synapse does: a bad token is a 401 whatever the body.
+        let (sender_user, sender_device) = match <T::Authentication as AuthRequirement>::TOKEN {
+            TokenRequirement::None => (None, None),
+            requirement => {
+                let request = http::Request::from_parts(parts, ());
+                let token = extract_bearer_or_query_token(&request);
+                parts = request.into_parts().0;
+                let token = token.map_err(|_| {
+                    Error::new(
+                        StatusCode::UNAUTHORIZED,
+                        ErrorKind::MissingToken,
+                        "Invalid access token header",
+                    )
+                })?;
+                match token {
+                    None if requirement == TokenRequirement::Required => {
+                        return Err(Error::new(
+                            StatusCode::UNAUTHORIZED,
+                            ErrorKind::MissingToken,
+                            "Missing access token",
+                        ));
+                    }
+                    None => (None, None),
+                    Some(token) => {
+                        let record = services.users.find_token(&token)?.ok_or_else(Error::unknown_token)?;
+                        services.users.touch_device(&record.user_id, &record.device_id, client_ip)?;
+                        (Some(record.user_id), Some(record.device_id))
+                    }
+                }
+            }
+        };
+
+        let limit = services.config.limits.max_request_size;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return Err(Error::too_large());
+        }
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| Error::too_large())?;
+
+        let method = parts.method.clone();
+        let path = parts.uri.path().to_owned();
+        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let body = T::try_from_http_request(http::Request::from_parts(parts, &bytes[..]), &args)
+            .map_err(request_error)?;
+        Ok(Self { body, services: services.clone(), sender_user, sender_device, client_ip, method, path })
+    }
+}
+
+/// Maps ruma's parse failures to the spec's error codes.
+fn request_error(e: FromHttpRequestError) -> Error {
+    match e {
+        FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => super::json_error(e),
+        FromHttpRequestError::Deserialization(DeserializationError::Utf8(e)) => {
+            Error::new(StatusCode::BAD_REQUEST, ErrorKind::NotJson, format!("Content not UTF-8: {e}"))
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Query(e)) => {
+            let message = e.to_string();
+            if message.contains("missing field") {
+                Error::new(StatusCode::BAD_REQUEST, ErrorKind::MissingParam, message)
+            } else {
+                Error::invalid_param(message)
+            }
+        }
+        FromHttpRequestError::Deserialization(e) => Error::invalid_param(e.to_string()),
+        FromHttpRequestError::MethodMismatch { .. } => Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED),
+        _ => Error::bad_json(e.to_string()),
+    }
+}
+
+/// A typed ruma response, serialised as the endpoint defines.
+pub struct RumaResponse<R>(pub R);
+
+impl<R: ruma::api::OutgoingResponse> IntoResponse for RumaResponse<R> {
+    fn into_response(self) -> Response {
+        match self.0.try_into_http_response::<BytesMut>() {
+            Ok(response) => response.map(|b| axum::body::Body::from(b.freeze())),
+            Err(e) => Error::internal(format!("cannot serialise response: {e}")).into_response(),
+        }
+    }
+}
+
+/// Registers ruma endpoints on a router at every path their metadata lists.
+pub trait RumaRouter {
+    fn ruma<T, H, F>(self, handler: H) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: AuthRequirement,
+        T::OutgoingResponse: Send + 'static,
+        H: Fn(Ruma<T>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Result<T::OutgoingResponse>> + Send + 'static;
+}
+
+impl RumaRouter for Router<Arc<Services>> {
+    fn ruma<T, H, F>(mut self, handler: H) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: AuthRequirement,
+        T::OutgoingResponse: Send + 'static,
+        H: Fn(Ruma<T>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+    {
+        let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
+        for path in T::PATH_BUILDER.all_paths() {
+            let handler = handler.clone();
+            self = self.route(
+                path,
+                on(filter, move |req: Ruma<T>| async move { handler(req).await.map(RumaResponse) }),
+            );
+        }
+        self
+    }
+}

@@ -1,0 +1,152 @@
+//! The `hearth` command line: `serve` (the default) and the admin commands,
+//! which work on a stopped server's database.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::{config::Config, services::Services, users::hash_password};
+
+#[derive(Parser)]
+#[command(name = "hearth", version, about = "Hearth, a Matrix homeserver")]
+struct Cli {
+    /// The TOML config file. Without it: ./hearth.toml when present, else
+    /// the built-in defaults (those of example.toml). HEARTH_* environment
+    /// variables override either.
+    #[arg(long, short, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default when no command is given).
+    Serve,
+    /// Manage local accounts. The server must be stopped: these commands
+    /// open its database directly.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account. Without --password, a random one is generated and printed.
+    Create {
+        /// The localpart (alice for @alice:your.server).
+        localpart: String,
+        #[arg(long)]
+        password: Option<String>,
+        /// Make the account a server admin.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Set a new password and log out every device of the account.
+    ResetPassword {
+        /// A localpart or a full user ID.
+        user: String,
+        /// Without it, a random password is generated and printed.
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Deactivate an account for good: it is logged out everywhere and its
+    /// user ID can never be registered again.
+    Deactivate {
+        /// A localpart or a full user ID.
+        user: String,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            let source = cli.config.as_ref().map_or_else(
+                || "the built-in defaults, ./hearth.toml or HEARTH_* variables".to_owned(),
+                |p| p.display().to_string(),
+            );
+            eprintln!("hearth: {e} (configuration from {source})");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config, cli.config),
+        Command::User { command } => user(config, command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hearth: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Config, file: Option<PathBuf>) -> crate::Result<()> {
+    let filter = EnvFilter::try_new(&config.log).map_err(crate::Error::internal)?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
+    let source = match file {
+        Some(path) => path.display().to_string(),
+        None if std::path::Path::new("hearth.toml").is_file() => "./hearth.toml".into(),
+        None => "built-in defaults (example.toml)".into(),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(crate::Error::internal)?
+        .block_on(crate::server::run(config, &source))
+}
+
+fn user(config: Config, command: UserCommand) -> crate::Result<()> {
+    let services = Services::open(config)?;
+    let users = &services.users;
+    let resolve = |name: &str| {
+        users
+            .resolve_login_name(name)
+            .filter(|id| users.exists(id).unwrap_or(false))
+            .ok_or_else(|| crate::Error::not_found(format!("no local user {name}")))
+    };
+    match command {
+        UserCommand::Create { localpart, password, admin } => {
+            let user_id = users.user_id_for_new_localpart(&localpart)?;
+            let (password, generated) = password_or_generated(password);
+            users.create(&user_id, Some(hash_password(&password)?), admin, None)?;
+            println!("created {user_id}{}", if admin { " (admin)" } else { "" });
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        UserCommand::ResetPassword { user, password } => {
+            let user_id = resolve(&user)?;
+            if !users.is_active(&user_id)? {
+                return Err(crate::Error::forbidden(format!("{user_id} is deactivated")));
+            }
+            let (password, generated) = password_or_generated(password);
+            users.set_password_hash(&user_id, Some(hash_password(&password)?))?;
+            users.remove_all_devices(&user_id, None)?;
+            println!("reset the password of {user_id} and logged out all its devices");
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        UserCommand::Deactivate { user } => {
+            let user_id = resolve(&user)?;
+            users.deactivate(&user_id)?;
+            println!("deactivated {user_id}");
+        }
+    }
+    services.db.flush()?;
+    Ok(())
+}
+
+fn password_or_generated(password: Option<String>) -> (String, bool) {
+    match password {
+        Some(p) => (p, false),
+        None => (crate::util::random_string(20), true),
+    }
+}

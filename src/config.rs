@@ -1,0 +1,199 @@
+//! Configuration: the defaults embedded from `example.toml`, then a TOML file,
+//! then `HEARTH_*` environment variables (`__` between nested keys).
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use ruma::OwnedServerName;
+use serde::{Deserialize, Serialize};
+
+/// The reference configuration, which doubles as the built-in defaults.
+pub const EXAMPLE_TOML: &str = include_str!("../example.toml");
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server_name: OwnedServerName,
+    pub log: String,
+    pub listeners: Vec<Listener>,
+    pub database: Database,
+    pub registration: Registration,
+    pub limits: Limits,
+    pub rate_limits: RateLimits,
+    pub well_known: WellKnown,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub address: IpAddr,
+    pub port: u16,
+    /// Take the client's address from X-Forwarded-For (behind a reverse proxy).
+    #[serde(default)]
+    pub x_forwarded: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    pub path: PathBuf,
+    pub cache_mb: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    pub enabled: bool,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub shared_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_request_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst_count: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    pub login: Rate,
+    pub login_failures: Rate,
+    pub registration: Rate,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WellKnown {
+    #[serde(default)]
+    pub client: Option<String>,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// The defaults alone (the content of `example.toml`).
+    pub fn defaults() -> Self {
+        Self::from_figment(Self::base()).expect("example.toml is a valid configuration")
+    }
+
+    fn base() -> Figment {
+        Figment::from(Toml::string(EXAMPLE_TOML))
+    }
+
+    /// Loads the configuration as `hearth` does: defaults, then `file` (or
+    /// `./hearth.toml` when present), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Self::base();
+        match file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError(format!("{} is not a readable file", path.display())));
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None if Path::new("hearth.toml").is_file() => {
+                figment = figment.merge(Toml::file_exact("hearth.toml"));
+            }
+            None => {}
+        }
+        Self::from_figment(figment.merge(Env::prefixed("HEARTH_").split("__")))
+    }
+
+    /// Extracts and validates a configuration from any figment (tests use
+    /// this to layer overrides).
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(|errors| {
+            ConfigError(errors.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("invalid value for key `{key}`: {why}")));
+        if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
+            return bad("log", "not a valid log filter");
+        }
+        if self.listeners.is_empty() {
+            return bad("listeners", "at least one listener is needed");
+        }
+        if self.limits.max_request_size < 1024 {
+            return bad("limits.max_request_size", "must be at least 1024 bytes");
+        }
+        for (name, rate) in [
+            ("login", self.rate_limits.login),
+            ("login_failures", self.rate_limits.login_failures),
+            ("registration", self.rate_limits.registration),
+        ] {
+            if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst_count == 0 {
+                return bad(
+                    &format!("rate_limits.{name}"),
+                    "per_second must be a positive number and burst_count at least 1",
+                );
+            }
+        }
+        if self.registration.token.as_deref().is_some_and(str::is_empty) {
+            return bad("registration.token", "must not be empty");
+        }
+        if self.registration.shared_secret.as_deref().is_some_and(str::is_empty) {
+            return bad("registration.shared_secret", "must not be empty");
+        }
+        if let Some(url) = &self.well_known.client
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad("well_known.client", "must be an http:// or https:// URL");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    #[test]
+    fn example_toml_is_the_default() {
+        let c = Config::defaults();
+        assert_eq!(c.server_name.as_str(), "localhost");
+        assert_eq!(c.listeners[0].port, 8008);
+        assert_eq!(c.database.path, PathBuf::from("./data"));
+        assert!(!c.registration.enabled);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = Config::from_figment(Config::base().merge(Toml::string("colour = 1"))).unwrap_err();
+        assert!(err.0.contains("colour"), "{err}");
+        let err =
+            Config::from_figment(Config::base().merge(Toml::string("[database]\nsize = 1"))).unwrap_err();
+        assert!(err.0.contains("size"), "{err}");
+        let err = Config::from_figment(
+            Config::base().merge(Serialized::default("server_name", "no spaces allowed")),
+        )
+        .unwrap_err();
+        assert!(err.0.contains("server_name"), "{err}");
+        let err =
+            Config::from_figment(Config::base().merge(Serialized::default("log", "info,[["))).unwrap_err();
+        assert!(err.0.contains("`log`"), "{err}");
+    }
+}

@@ -1,0 +1,18 @@
+//! Hearth, a Matrix homeserver.
+//!
+//! `docs/ARCHITECTURE.md` is the map: modules, the request path, and every
+//! RocksDB column family.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod ratelimit;
+pub mod server;
+pub mod services;
+pub mod storage;
+pub mod users;
+pub mod util;
+
+pub use error::{Error, Result};

@@ -1,0 +1,88 @@
+//! Token-bucket rate limiting, keyed by whatever the caller chooses (an IP
+//! address, a user ID).
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use crate::config::{Rate, RateLimits};
+
+/// How many keys a limiter tracks before it drops full (idle) buckets.
+const SWEEP_AT: usize = 10_000;
+
+pub struct Limiter {
+    rate: Rate,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl Limiter {
+    pub fn new(rate: Rate) -> Self {
+        Self { rate, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes one token for `key`; when none is left, how long until one is.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        self.take(key, true)
+    }
+
+    /// Like [`Limiter::check`], but takes nothing: for actions counted only
+    /// when they fail (failed logins).
+    pub fn peek(&self, key: &str) -> Result<(), Duration> {
+        self.take(key, false)
+    }
+
+    fn take(&self, key: &str, consume: bool) -> Result<(), Duration> {
+        let burst = f64::from(self.rate.burst_count);
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().expect("rate limiter lock");
+        if buckets.len() >= SWEEP_AT {
+            let rate = self.rate.per_second;
+            buckets.retain(|_, (tokens, at)| *tokens + at.elapsed().as_secs_f64() * rate < burst);
+        }
+        let (tokens, at) = buckets.entry(key.to_owned()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate.per_second).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            if consume {
+                *tokens -= 1.0;
+            }
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate.per_second))
+        }
+    }
+}
+
+/// The limiters of the configured actions.
+pub struct Limiters {
+    pub login: Limiter,
+    pub login_failures: Limiter,
+    pub registration: Limiter,
+}
+
+impl Limiters {
+    pub fn new(config: &RateLimits) -> Self {
+        Self {
+            login: Limiter::new(config.login),
+            login_failures: Limiter::new(config.login_failures),
+            registration: Limiter::new(config.registration),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_burst_then_refuses_with_a_wait() {
+        let limiter = Limiter::new(Rate { per_second: 0.5, burst_count: 2 });
+        assert!(limiter.check("a").is_ok());
+        assert!(limiter.check("a").is_ok());
+        let wait = limiter.check("a").unwrap_err();
+        assert!(wait > Duration::from_millis(1500) && wait <= Duration::from_secs(2), "{wait:?}");
+        assert!(limiter.check("b").is_ok(), "keys are independent");
+    }
+}

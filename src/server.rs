@@ -1,0 +1,116 @@
+//! Running the server: listeners, the start-up banner, graceful shutdown.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::{Error, Result, config::Config, services::Services};
+
+/// A server started by [`start`]; [`RunningServer::stop`] shuts it down.
+pub struct RunningServer {
+    /// The addresses actually bound (port 0 in the config becomes a real port).
+    pub addrs: Vec<SocketAddr>,
+    pub services: Arc<Services>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Opens the database, binds every listener and starts serving.
+pub async fn start(config: Config) -> Result<RunningServer> {
+    let services = Services::open(config)?;
+    let app = crate::api::router(services.clone());
+    let (shutdown, watcher) = watch::channel(false);
+    let mut addrs = Vec::new();
+    let mut tasks = Vec::new();
+    for listener in &services.config.listeners {
+        let bound = TcpListener::bind((listener.address, listener.port)).await.map_err(|e| {
+            Error::internal(format!("cannot listen on {}:{}: {e}", listener.address, listener.port))
+        })?;
+        addrs.push(bound.local_addr().map_err(Error::internal)?);
+        let mut watcher = watcher.clone();
+        let service = app
+            .clone()
+            .layer(axum::Extension(crate::api::ListenerInfo { x_forwarded: listener.x_forwarded }))
+            .into_make_service_with_connect_info::<SocketAddr>();
+        tasks.push(tokio::spawn(async move {
+            axum::serve(bound, service)
+                .with_graceful_shutdown(async move {
+                    let _ = watcher.wait_for(|stop| *stop).await;
+                })
+                .await
+        }));
+    }
+    Ok(RunningServer { addrs, services, shutdown, tasks })
+}
+
+impl RunningServer {
+    /// Stops accepting connections, lets in-flight requests finish, then
+    /// flushes the database. The database is closed when this returns.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            task.await.map_err(Error::internal)?.map_err(Error::internal)?;
+        }
+        self.services.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Runs until SIGINT or SIGTERM (`hearth` / `hearth serve`).
+pub async fn run(config: Config, config_source: &str) -> Result<()> {
+    let server = start(config).await?;
+    banner(&server, config_source)?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    server.stop().await?;
+    tracing::info!("stopped; database flushed");
+    Ok(())
+}
+
+fn banner(server: &RunningServer, config_source: &str) -> Result<()> {
+    let config = &server.services.config;
+    for addr in &server.addrs {
+        tracing::info!("Hearth listening on http://{addr} (server name {})", config.server_name);
+    }
+    tracing::info!(
+        "config: {config_source}; database: {}; signing key {}",
+        config.database.path.display(),
+        server.services.keys.key_id
+    );
+    let registration = &config.registration;
+    if registration.enabled {
+        match registration.token {
+            Some(_) => tracing::info!("registration is open to holders of the registration token"),
+            None => tracing::info!("registration is open to anyone who can reach this server"),
+        }
+    } else if server.services.users.count()? == 0 {
+        tracing::info!(
+            "No users yet, and registration is disabled. Create the first one (with the server stopped) with: \
+             hearth --config <file> user create <name> --admin \
+             -- or set `registration.enabled = true` (with `registration.token` to require a token) \
+             or `registration.shared_secret` in the config."
+        );
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,41 @@
+//! The shared handle every request handler and command receives.
+
+use std::sync::Arc;
+
+use crate::{
+    Result,
+    config::Config,
+    keys::ServerKeys,
+    ratelimit::Limiters,
+    storage::Db,
+    users::{Users, shared_secret::Nonces, uiaa::Uiaa},
+};
+
+pub struct Services {
+    pub config: Config,
+    pub db: Db,
+    pub keys: ServerKeys,
+    pub users: Users,
+    pub uiaa: Uiaa,
+    pub limiters: Limiters,
+    pub shared_secret_nonces: Nonces,
+}
+
+impl Services {
+    /// Opens the database and builds every service on it.
+    pub fn open(config: Config) -> Result<Arc<Self>> {
+        let db = Db::open(&config.database.path, config.database.cache_mb)?;
+        let keys = ServerKeys::load_or_generate(&db)?;
+        let users = Users::new(db.clone(), config.server_name.clone());
+        let limiters = Limiters::new(&config.rate_limits);
+        Ok(Arc::new(Self {
+            config,
+            db,
+            keys,
+            users,
+            uiaa: Uiaa::default(),
+            limiters,
+            shared_secret_nonces: Nonces::default(),
+        }))
+    }
+}

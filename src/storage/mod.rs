@@ -1,0 +1,200 @@
+//! Persistent storage: a typed layer ([`Db`]) over a narrow key-value engine.
+//!
+//! Services never see RocksDB: they read and write named maps (declared in
+//! [`maps`]) through [`Db`], and group multi-map changes in a [`Batch`] so a
+//! crash leaves all of a change or none of it.
+
+pub mod engine;
+pub mod maps;
+pub mod rocks;
+
+use std::{path::Path, sync::Arc};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+pub use engine::{Batch, KeyValue, KvEngine};
+use maps::MapDef;
+
+/// The schema this build reads and writes. Bump it with a migration when a
+/// map's key or value layout changes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Separates the parts of a composite key. 0xFF never occurs in UTF-8.
+pub const SEP: u8 = 0xFF;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("storage engine: {0}")]
+    Engine(String),
+    #[error("corrupt value in map {map}: {reason}")]
+    Corrupt { map: &'static str, reason: String },
+    #[error(
+        "the database has schema version {found}, this Hearth understands {SCHEMA_VERSION}; \
+         {hint}"
+    )]
+    Schema { found: u64, hint: &'static str },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Joins key parts with [`SEP`].
+pub fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(SEP);
+        }
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// A key prefix that matches every key whose first parts are `parts`.
+pub fn prefix(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = key(parts);
+    out.push(SEP);
+    out
+}
+
+/// The typed handle services share.
+#[derive(Clone)]
+pub struct Db {
+    engine: Arc<dyn KvEngine>,
+}
+
+impl Db {
+    /// Opens the RocksDB database at `path` and checks its schema version.
+    pub fn open(path: &Path, cache_mb: usize) -> Result<Self> {
+        let db = Self::with_engine(Arc::new(rocks::RocksEngine::open(path, cache_mb)?));
+        db.check_schema()?;
+        Ok(db)
+    }
+
+    pub fn with_engine(engine: Arc<dyn KvEngine>) -> Self {
+        Self { engine }
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        const KEY: &[u8] = b"schema_version";
+        match self.get(&maps::GLOBAL, KEY)? {
+            None => {
+                let mut batch = Batch::new();
+                batch.put(&maps::GLOBAL, KEY, SCHEMA_VERSION.to_be_bytes());
+                self.write(batch)
+            }
+            Some(bytes) => {
+                let found = u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| Error::Corrupt {
+                    map: maps::GLOBAL.name,
+                    reason: "schema_version".into(),
+                })?);
+                match found.cmp(&SCHEMA_VERSION) {
+                    std::cmp::Ordering::Equal => Ok(()),
+                    std::cmp::Ordering::Greater => {
+                        Err(Error::Schema { found, hint: "it was written by a newer Hearth" })
+                    }
+                    std::cmp::Ordering::Less => {
+                        Err(Error::Schema { found, hint: "no migration from it exists" })
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, map: &MapDef, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.engine.get(map, key)
+    }
+
+    pub fn get_json<T: DeserializeOwned>(&self, map: &MapDef, key: &[u8]) -> Result<Option<T>> {
+        self.get(map, key)?.map(|bytes| decode(map, &bytes)).transpose()
+    }
+
+    pub fn contains(&self, map: &MapDef, key: &[u8]) -> Result<bool> {
+        Ok(self.get(map, key)?.is_some())
+    }
+
+    /// Writes one value; for several changes that belong together use [`Db::write`].
+    pub fn put_json<T: Serialize>(&self, map: &MapDef, key: &[u8], value: &T) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.put_json(map, key, value);
+        self.write(batch)
+    }
+
+    /// All entries under `prefix`, in key order.
+    pub fn scan_prefix(&self, map: &MapDef, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+        self.engine.scan(map, prefix, None, false, usize::MAX)
+    }
+
+    /// Up to `limit` entries under `prefix`, starting at `from`, forwards or backwards.
+    pub fn scan_range(
+        &self,
+        map: &MapDef,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>> {
+        self.engine.scan(map, prefix, from, reverse, limit)
+    }
+
+    /// All values under `prefix`, decoded from JSON.
+    pub fn scan_json<T: DeserializeOwned>(&self, map: &MapDef, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T)>> {
+        self.scan_prefix(map, prefix)?.into_iter().map(|(k, v)| Ok((k, decode(map, &v)?))).collect()
+    }
+
+    pub fn write(&self, batch: Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.engine.write(batch)
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        self.engine.flush()
+    }
+}
+
+fn decode<T: DeserializeOwned>(map: &MapDef, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt { map: map.name, reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), 8).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn batch_is_atomic_across_maps_and_scans_follow_prefixes() {
+        let (_dir, db) = temp_db();
+        let mut batch = Batch::new();
+        batch.put_json(&maps::USERS, b"@a:x".to_vec(), &1u32);
+        batch.put_json(&maps::DEVICES, key(&[b"@a:x", b"D1"]), &"one");
+        batch.put_json(&maps::DEVICES, key(&[b"@a:x", b"D2"]), &"two");
+        batch.put_json(&maps::DEVICES, key(&[b"@ab:x", b"D3"]), &"other user");
+        db.write(batch).unwrap();
+
+        let devices: Vec<(Vec<u8>, String)> = db.scan_json(&maps::DEVICES, &prefix(&[b"@a:x"])).unwrap();
+        assert_eq!(devices.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(), ["one", "two"]);
+
+        let rev = db.scan_range(&maps::DEVICES, &prefix(&[b"@a:x"]), None, true, 1).unwrap();
+        assert_eq!(rev[0].0, key(&[b"@a:x", b"D2"]));
+        assert_eq!(db.get_json::<u32>(&maps::USERS, b"@a:x").unwrap(), Some(1));
+    }
+
+    #[test]
+    fn schema_version_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Db::open(dir.path(), 8).unwrap();
+            let mut batch = Batch::new();
+            batch.put(&maps::GLOBAL, b"schema_version".to_vec(), (SCHEMA_VERSION + 1).to_be_bytes());
+            db.write(batch).unwrap();
+        }
+        let err = Db::open(dir.path(), 8).err().expect("newer schema must be refused");
+        assert!(matches!(err, Error::Schema { .. }), "{err}");
+    }
+}

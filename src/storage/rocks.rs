@@ -1,0 +1,158 @@
+//! The RocksDB engine: one database, one column family per declared map.
+
+use std::path::Path;
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction,
+    IteratorMode, Options, WriteBatch,
+};
+
+use super::{
+    Error, Result,
+    engine::{Batch, KeyValue, KvEngine, Op},
+    maps::{ALL, MapDef},
+};
+
+pub struct RocksEngine {
+    db: DB,
+}
+
+impl RocksEngine {
+    /// Opens (creating if needed) the database at `path` with every declared
+    /// map, plus any column family an earlier version left behind.
+    pub fn open(path: &Path, cache_mb: usize) -> Result<Self> {
+        std::fs::create_dir_all(path)
+            .map_err(|e| Error::Engine(format!("cannot create {}: {e}", path.display())))?;
+        let cache = Cache::new_lru_cache(cache_mb.max(1) * 1024 * 1024);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&table);
+        cf_opts.set_compression_type(DBCompressionType::Lz4);
+        cf_opts.set_bottommost_compression_type(DBCompressionType::Zstd);
+
+        let mut db_opts = cf_opts.clone();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_open_files(512);
+        db_opts.set_keep_log_file_num(3);
+        db_opts.increase_parallelism(2);
+
+        let mut names: Vec<String> = ALL.iter().map(|m| m.name.to_owned()).collect();
+        if let Ok(existing) = DB::list_cf(&db_opts, path) {
+            for name in existing {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        let cfs = names.into_iter().map(|n| ColumnFamilyDescriptor::new(n, cf_opts.clone()));
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| {
+            let msg = e.into_string();
+            if msg.contains("lock") {
+                Error::Engine(format!(
+                    "the database at {} is in use (is Hearth already running?): {msg}",
+                    path.display()
+                ))
+            } else {
+                Error::Engine(msg)
+            }
+        })?;
+        Ok(Self { db })
+    }
+
+    fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+        self.db.cf_handle(name).ok_or_else(|| Error::Engine(format!("column family {name} missing")))
+    }
+}
+
+fn rocks_err(e: rocksdb::Error) -> Error {
+    Error::Engine(e.into_string())
+}
+
+impl KvEngine for RocksEngine {
+    fn get(&self, map: &MapDef, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(map.name)?, key).map_err(rocks_err)
+    }
+
+    fn scan(
+        &self,
+        map: &MapDef,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>> {
+        let cf = self.cf(map.name)?;
+        let upper = prefix_upper_bound(prefix);
+        let mode = match (from, reverse, &upper) {
+            (Some(f), false, _) => IteratorMode::From(f, Direction::Forward),
+            (Some(f), true, _) => IteratorMode::From(f, Direction::Reverse),
+            (None, false, _) => IteratorMode::From(prefix, Direction::Forward),
+            // Seeks to the last key <= upper; upper itself lacks the prefix and is skipped.
+            (None, true, Some(u)) => IteratorMode::From(u, Direction::Reverse),
+            (None, true, None) => IteratorMode::End,
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, mode) {
+            let (k, v) = item.map_err(rocks_err)?;
+            if !k.starts_with(prefix) {
+                if reverse && from.is_none() && upper.as_deref() == Some(&*k) {
+                    continue;
+                }
+                break;
+            }
+            out.push((k.into_vec(), v.into_vec()));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn write(&self, batch: Batch) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        for op in batch.ops {
+            match op {
+                Op::Put(name, k, v) => wb.put_cf(self.cf(name)?, k, v),
+                Op::Delete(name, k) => wb.delete_cf(self.cf(name)?, k),
+            }
+        }
+        self.db.write(wb).map_err(rocks_err)
+    }
+
+    fn flush(&self) -> Result<()> {
+        for map in ALL {
+            self.db.flush_cf(self.cf(map.name)?).map_err(rocks_err)?;
+        }
+        self.db.flush_wal(true).map_err(rocks_err)
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, if any.
+fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut upper = prefix.to_vec();
+    while let Some(last) = upper.pop() {
+        if last < 0xFF {
+            upper.push(last + 1);
+            return Some(upper);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_upper_bound;
+
+    #[test]
+    fn upper_bound() {
+        assert_eq!(prefix_upper_bound(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_upper_bound(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_upper_bound(&[0xFF, 0xFF]), None);
+        assert_eq!(prefix_upper_bound(b""), None);
+    }
+}

@@ -1,0 +1,182 @@
+//! Devices and their access tokens.
+
+use std::net::IpAddr;
+
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::Users;
+use crate::{
+    Error, Result,
+    storage::{Batch, key, maps, prefix},
+    util,
+};
+
+/// What `tokens` maps an access token to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+}
+
+/// What `devices` stores for each device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub display_name: Option<String>,
+    pub access_token: String,
+    pub last_seen_ip: Option<String>,
+    pub last_seen_ts: Option<u64>,
+    pub created_ts: u64,
+}
+
+/// How often a device's last-seen time is written at most.
+const LAST_SEEN_GRANULARITY_MS: u64 = 60_000;
+
+fn device_key(user_id: &UserId, device_id: &DeviceId) -> Vec<u8> {
+    key(&[user_id.as_bytes(), device_id.as_bytes()])
+}
+
+/// A new access token: 256 random bits.
+fn new_access_token() -> String {
+    format!("hth_{}", util::random_string(43))
+}
+
+/// A new device ID: 26 upper-case letters and digits (~134 random bits).
+fn new_device_id() -> OwnedDeviceId {
+    util::random_string(26).to_uppercase().into()
+}
+
+impl Users {
+    /// Logs a device in: creates it (or, for a known `device_id`, replaces its
+    /// token, revoking the old one) and returns its ID and new access token.
+    pub fn login_device(
+        &self,
+        user_id: &UserId,
+        device_id: Option<OwnedDeviceId>,
+        display_name: Option<String>,
+        ip: Option<IpAddr>,
+    ) -> Result<(OwnedDeviceId, String)> {
+        let device_id = device_id.unwrap_or_else(new_device_id);
+        let token = new_access_token();
+        let now = util::now_ms();
+        let mut batch = Batch::new();
+        let record = match self.get_device(user_id, &device_id)? {
+            Some(mut existing) => {
+                batch.delete(&maps::TOKENS, existing.access_token.as_bytes());
+                existing.access_token = token.clone();
+                if display_name.is_some() {
+                    existing.display_name = display_name;
+                }
+                existing
+            }
+            None => DeviceRecord {
+                display_name,
+                access_token: token.clone(),
+                last_seen_ip: ip.map(|ip| ip.to_string()),
+                last_seen_ts: Some(now),
+                created_ts: now,
+            },
+        };
+        batch.put_json(&maps::DEVICES, device_key(user_id, &device_id), &record);
+        batch.put_json(
+            &maps::TOKENS,
+            token.as_bytes(),
+            &TokenRecord { user_id: user_id.to_owned(), device_id: device_id.clone() },
+        );
+        self.db.write(batch)?;
+        Ok((device_id, token))
+    }
+
+    /// The user and device an access token belongs to.
+    pub fn find_token(&self, token: &str) -> Result<Option<TokenRecord>> {
+        Ok(self.db.get_json(&maps::TOKENS, token.as_bytes())?)
+    }
+
+    pub fn get_device(&self, user_id: &UserId, device_id: &DeviceId) -> Result<Option<DeviceRecord>> {
+        Ok(self.db.get_json(&maps::DEVICES, &device_key(user_id, device_id))?)
+    }
+
+    pub fn list_devices(&self, user_id: &UserId) -> Result<Vec<(OwnedDeviceId, DeviceRecord)>> {
+        let p = prefix(&[user_id.as_bytes()]);
+        self.db
+            .scan_json::<DeviceRecord>(&maps::DEVICES, &p)?
+            .into_iter()
+            .map(|(k, record)| {
+                let id = std::str::from_utf8(&k[p.len()..]).map_err(Error::internal)?;
+                Ok((id.into(), record))
+            })
+            .collect()
+    }
+
+    pub fn set_device_display_name(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        display_name: Option<String>,
+    ) -> Result<()> {
+        let mut record =
+            self.get_device(user_id, device_id)?.ok_or_else(|| Error::not_found("Unknown device"))?;
+        record.display_name = display_name;
+        self.db.put_json(&maps::DEVICES, &device_key(user_id, device_id), &record)?;
+        Ok(())
+    }
+
+    /// Records that a device was used, at most once a minute per device.
+    pub fn touch_device(&self, user_id: &UserId, device_id: &DeviceId, ip: IpAddr) -> Result<()> {
+        let Some(mut record) = self.get_device(user_id, device_id)? else { return Ok(()) };
+        let now = util::now_ms();
+        let ip = ip.to_string();
+        let fresh = record.last_seen_ts.is_some_and(|ts| now.saturating_sub(ts) < LAST_SEEN_GRANULARITY_MS);
+        if fresh && record.last_seen_ip.as_deref() == Some(ip.as_str()) {
+            return Ok(());
+        }
+        record.last_seen_ts = Some(now);
+        record.last_seen_ip = Some(ip);
+        self.db.put_json(&maps::DEVICES, &device_key(user_id, device_id), &record)?;
+        Ok(())
+    }
+
+    /// Deletes devices and revokes their tokens. Unknown IDs are skipped, as
+    /// the spec's `delete_devices` requires.
+    pub fn remove_devices(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> Result<()> {
+        let mut batch = Batch::new();
+        for device_id in device_ids {
+            if let Some(record) = self.get_device(user_id, device_id)? {
+                batch.delete(&maps::TOKENS, record.access_token.as_bytes());
+                batch.delete(&maps::DEVICES, device_key(user_id, device_id));
+            }
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Deletes every device of the user but `keep`.
+    pub fn remove_all_devices(&self, user_id: &UserId, keep: Option<&DeviceId>) -> Result<()> {
+        let mut batch = Batch::new();
+        self.remove_devices_into(&mut batch, user_id, keep)?;
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    pub(super) fn remove_devices_into(
+        &self,
+        batch: &mut Batch,
+        user_id: &UserId,
+        keep: Option<&DeviceId>,
+    ) -> Result<()> {
+        for (device_id, record) in self.list_devices(user_id)? {
+            if Some(&*device_id) == keep {
+                continue;
+            }
+            batch.delete(&maps::TOKENS, record.access_token.as_bytes());
+            batch.delete(&maps::DEVICES, device_key(user_id, &device_id));
+        }
+        Ok(())
+    }
+
+    /// Logs a device out: its token is revoked, the device itself goes too
+    /// (as in Synapse, logging out deletes the device).
+    pub fn logout(&self, user_id: &UserId, device_id: &DeviceId) -> Result<()> {
+        self.remove_devices(user_id, &[device_id.to_owned()])
+    }
+}

@@ -1,0 +1,229 @@
+//! Local accounts: creation, passwords, deactivation; devices and access
+//! tokens ([`devices`]); profiles ([`profile`]); account data and filters
+//! ([`account_data`]); user-interactive authentication ([`uiaa`]).
+
+pub mod account_data;
+pub mod devices;
+pub mod profile;
+pub mod shared_secret;
+pub mod uiaa;
+
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use http::StatusCode;
+use ruma::{OwnedServerName, OwnedUserId, UserId, api::error::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Error, Result,
+    storage::{Batch, Db, maps},
+    util,
+};
+
+/// What `users` stores for each local account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// argon2id PHC string; `None` means password login is impossible.
+    pub password_hash: Option<String>,
+    pub admin: bool,
+    pub deactivated: bool,
+    pub created_ts: u64,
+}
+
+pub struct Users {
+    db: Db,
+    server_name: OwnedServerName,
+    /// Serialises filter-ID allocation.
+    filter_lock: std::sync::Mutex<()>,
+}
+
+impl Users {
+    pub fn new(db: Db, server_name: OwnedServerName) -> Self {
+        Self { db, server_name, filter_lock: std::sync::Mutex::default() }
+    }
+
+    pub fn server_name(&self) -> &OwnedServerName {
+        &self.server_name
+    }
+
+    pub fn is_local(&self, user_id: &UserId) -> bool {
+        user_id.server_name() == self.server_name
+    }
+
+    /// Validates a requested localpart against the spec's grammar for new
+    /// user IDs, returning the user ID it makes.
+    pub fn user_id_for_new_localpart(&self, localpart: &str) -> Result<OwnedUserId> {
+        let invalid = |why: &str| Error::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidUsername, why);
+        if localpart.is_empty() {
+            return Err(invalid("User ID cannot be empty"));
+        }
+        if !localpart
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'))
+        {
+            return Err(invalid("User ID can only contain characters a-z, 0-9, or '=_-./+'"));
+        }
+        if localpart.starts_with('_') {
+            return Err(invalid("User ID may not begin with _"));
+        }
+        if localpart.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid("Numeric user IDs are reserved for guest users"));
+        }
+        let user_id = UserId::parse(format!("@{localpart}:{}", self.server_name))
+            .map_err(|e| invalid(&format!("Invalid user ID: {e}")))?;
+        if user_id.as_str().len() > 255 {
+            return Err(invalid("User ID is too long"));
+        }
+        Ok(user_id)
+    }
+
+    /// Resolves what a client typed as a login name (a localpart or a full
+    /// user ID, any case) to a local user ID, if it can name one.
+    pub fn resolve_login_name(&self, name: &str) -> Option<OwnedUserId> {
+        let lowered = name.to_lowercase();
+        let user_id = if lowered.starts_with('@') {
+            UserId::parse(lowered).ok()?
+        } else {
+            UserId::parse(format!("@{lowered}:{}", self.server_name)).ok()?
+        };
+        self.is_local(&user_id).then_some(user_id)
+    }
+
+    pub fn get(&self, user_id: &UserId) -> Result<Option<UserRecord>> {
+        Ok(self.db.get_json(&maps::USERS, user_id.as_bytes())?)
+    }
+
+    /// Whether the ID is taken, by an active or a deactivated account.
+    pub fn exists(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.db.contains(&maps::USERS, user_id.as_bytes())?)
+    }
+
+    pub fn is_active(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.get(user_id)?.is_some_and(|u| !u.deactivated))
+    }
+
+    pub fn is_admin(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.get(user_id)?.is_some_and(|u| u.admin && !u.deactivated))
+    }
+
+    pub fn count(&self) -> Result<usize> {
+        Ok(self.db.scan_prefix(&maps::USERS, b"")?.len())
+    }
+
+    /// Creates an account. `password_hash` comes from [`hash_password`], so
+    /// the expensive hashing happens outside any lock or batch.
+    pub fn create(
+        &self,
+        user_id: &UserId,
+        password_hash: Option<String>,
+        admin: bool,
+        displayname: Option<&str>,
+    ) -> Result<()> {
+        if self.exists(user_id)? {
+            return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken."));
+        }
+        let record = UserRecord { password_hash, admin, deactivated: false, created_ts: util::now_ms() };
+        let mut batch = Batch::new();
+        batch.put_json(&maps::USERS, user_id.as_bytes(), &record);
+        let mut profile = serde_json::Map::new();
+        profile.insert("displayname".into(), displayname.unwrap_or_else(|| user_id.localpart()).into());
+        batch.put_json(&maps::PROFILES, user_id.as_bytes(), &profile);
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Checks a password; a missing, deactivated or password-less account
+    /// never matches.
+    pub fn check_password(&self, user_id: &UserId, password: &str) -> Result<bool> {
+        let hash = match self.get(user_id)? {
+            Some(UserRecord { password_hash: Some(hash), deactivated: false, .. }) => hash,
+            _ => {
+                // Spend the same time as a real check, so timing does not reveal accounts.
+                let _ = verify_password(DUMMY_HASH, password);
+                return Ok(false);
+            }
+        };
+        Ok(verify_password(&hash, password))
+    }
+
+    pub fn set_password_hash(&self, user_id: &UserId, password_hash: Option<String>) -> Result<()> {
+        let mut record = self.get(user_id)?.ok_or_else(|| Error::not_found("Unknown user"))?;
+        record.password_hash = password_hash;
+        self.db.put_json(&maps::USERS, user_id.as_bytes(), &record)?;
+        Ok(())
+    }
+
+    pub fn set_admin(&self, user_id: &UserId, admin: bool) -> Result<()> {
+        let mut record = self.get(user_id)?.ok_or_else(|| Error::not_found("Unknown user"))?;
+        record.admin = admin;
+        self.db.put_json(&maps::USERS, user_id.as_bytes(), &record)?;
+        Ok(())
+    }
+
+    /// Deactivates an account for good: the password, every device and token
+    /// and the profile go; the user ID stays reserved.
+    pub fn deactivate(&self, user_id: &UserId) -> Result<()> {
+        let mut record = self.get(user_id)?.ok_or_else(|| Error::not_found("Unknown user"))?;
+        record.deactivated = true;
+        record.password_hash = None;
+        record.admin = false;
+        let mut batch = Batch::new();
+        batch.put_json(&maps::USERS, user_id.as_bytes(), &record);
+        self.remove_devices_into(&mut batch, user_id, None)?;
+        batch.put_json(&maps::PROFILES, user_id.as_bytes(), &serde_json::Map::new());
+        self.db.write(batch)?;
+        Ok(())
+    }
+}
+
+/// A valid argon2id hash of a random password, used to equalise timing.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$9iwWC6zFqIBFtAvd0I/ObXPoR+J3+pTpUC1iPg8yOL4";
+
+/// Hashes a password with argon2id (OWASP parameters). CPU-heavy: call it
+/// from a blocking task.
+pub fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(Error::internal)
+}
+
+fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password(&hash, "correct horse"));
+        assert!(!verify_password(&hash, "wrong"));
+        assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    #[test]
+    fn localparts_follow_the_grammar() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = Users::new(Db::open(dir.path(), 8).unwrap(), "example.org".try_into().unwrap());
+        assert_eq!(
+            users.user_id_for_new_localpart("alice.b-c=d/e+f").unwrap().as_str(),
+            "@alice.b-c=d/e+f:example.org"
+        );
+        for bad in ["", "Alice", "al ice", "al:ice", "_bot", "12345", &"a".repeat(260)] {
+            let err = users.user_id_for_new_localpart(bad).unwrap_err();
+            assert!(matches!(err, Error::Matrix { kind: ErrorKind::InvalidUsername, .. }), "{bad}: {err}");
+        }
+        assert_eq!(users.resolve_login_name("Alice").unwrap().as_str(), "@alice:example.org");
+        assert_eq!(users.resolve_login_name("@alice:example.org").unwrap().as_str(), "@alice:example.org");
+        assert!(users.resolve_login_name("@alice:elsewhere.org").is_none());
+    }
+}

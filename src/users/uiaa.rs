@@ -1,0 +1,191 @@
+//! User-interactive authentication (the spec's UIA): sessions, flows and
+//! the stages Hearth offers (`m.login.password`, `m.login.dummy`,
+//! `m.login.registration_token`).
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use http::{Method, StatusCode};
+use ruma::{
+    OwnedUserId, UserId,
+    api::{
+        client::uiaa::{AuthData, AuthFlow, AuthType, UiaaInfo, UserIdentifier},
+        error::{ErrorKind, StandardErrorBody},
+    },
+};
+
+use super::Users;
+use crate::{Error, Result, util};
+
+/// How long an unfinished session lives.
+const SESSION_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+/// The operation a session authorises: a session started for one request
+/// cannot complete another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    pub method: Method,
+    pub path: String,
+}
+
+struct Session {
+    user_id: Option<OwnedUserId>,
+    operation: Operation,
+    completed: Vec<AuthType>,
+    created: Instant,
+}
+
+/// What a request is asked to prove.
+pub struct Challenge<'a> {
+    pub flows: Vec<Vec<AuthType>>,
+    /// The account that must authenticate (`None` during registration).
+    pub user_id: Option<&'a UserId>,
+    /// The registration token, when the flows contain that stage.
+    pub registration_token: Option<&'a str>,
+    pub operation: Operation,
+}
+
+#[derive(Default)]
+pub struct Uiaa {
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl Uiaa {
+    /// Checks `auth` against the challenge. `Ok(())` once a whole flow is
+    /// complete; otherwise the 401 [`Error::Uiaa`] the client needs to go on.
+    /// `users` verifies passwords (blocking work: call from a blocking task).
+    pub fn check(&self, users: &Users, challenge: &Challenge<'_>, auth: Option<&AuthData>) -> Result<()> {
+        let session_id = {
+            let mut sessions = self.sessions.lock().expect("uiaa lock");
+            sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
+            let Some(auth) = auth else {
+                let id = new_session(&mut sessions, challenge);
+                return Err(info(challenge, &id, &[], None));
+            };
+            match auth_session(auth) {
+                Some(id) => {
+                    let session = sessions.get(id).ok_or_else(|| {
+                        Error::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, "Unknown session ID")
+                    })?;
+                    if session.operation != challenge.operation {
+                        return Err(Error::forbidden(
+                            "Requested operation has changed during the UI authentication session.",
+                        ));
+                    }
+                    if session.user_id.as_deref() != challenge.user_id {
+                        return Err(Error::forbidden("This session belongs to another user."));
+                    }
+                    id.to_owned()
+                }
+                None => new_session(&mut sessions, challenge),
+            }
+        };
+
+        // Password checks are slow: run the stage without holding the lock.
+        let outcome = run_stage(users, challenge, auth.expect("checked above"));
+
+        let mut sessions = self.sessions.lock().expect("uiaa lock");
+        let session = sessions
+            .get_mut(&session_id)
+            .ok_or_else(|| Error::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, "Unknown session ID"))?;
+        let stage_error = match outcome {
+            Ok(stage) => {
+                if !session.completed.contains(&stage) {
+                    session.completed.push(stage);
+                }
+                None
+            }
+            Err(body) => Some(body),
+        };
+        let done =
+            challenge.flows.iter().any(|flow| flow.iter().all(|stage| session.completed.contains(stage)));
+        if done && stage_error.is_none() {
+            sessions.remove(&session_id);
+            return Ok(());
+        }
+        let completed = session.completed.clone();
+        Err(info(challenge, &session_id, &completed, stage_error))
+    }
+}
+
+fn new_session(sessions: &mut HashMap<String, Session>, challenge: &Challenge<'_>) -> String {
+    let id = util::random_string(32);
+    sessions.insert(
+        id.clone(),
+        Session {
+            user_id: challenge.user_id.map(ToOwned::to_owned),
+            operation: challenge.operation.clone(),
+            completed: Vec::new(),
+            created: Instant::now(),
+        },
+    );
+    id
+}
+
+fn auth_session(auth: &AuthData) -> Option<&str> {
+    match auth {
+        AuthData::Password(p) => p.session.as_deref(),
+        AuthData::Dummy(d) => d.session.as_deref(),
+        AuthData::RegistrationToken(t) => t.session.as_deref(),
+        AuthData::FallbackAcknowledgement(f) => Some(f.session.as_str()),
+        other => other.session(),
+    }
+}
+
+/// Runs one stage, returning the stage completed or the error to report.
+fn run_stage(
+    users: &Users,
+    challenge: &Challenge<'_>,
+    auth: &AuthData,
+) -> Result<AuthType, StandardErrorBody> {
+    let offered = |stage: &AuthType| challenge.flows.iter().flatten().any(|s| s == stage);
+    let Some(stage) = auth.auth_type().filter(offered) else {
+        return Err(StandardErrorBody::new(
+            ErrorKind::Unrecognized,
+            "Unrecognised or unoffered auth type".into(),
+        ));
+    };
+    match auth {
+        AuthData::Dummy(_) => Ok(stage),
+        AuthData::RegistrationToken(t) => {
+            if challenge.registration_token.is_some_and(|expected| expected == t.token) {
+                Ok(stage)
+            } else {
+                Err(StandardErrorBody::new(ErrorKind::Unauthorized, "Invalid registration token".into()))
+            }
+        }
+        AuthData::Password(p) => {
+            let forbidden =
+                || StandardErrorBody::new(ErrorKind::Forbidden, "Invalid username or password".into());
+            let UserIdentifier::Matrix(id) = &p.identifier else { return Err(forbidden()) };
+            let named = users.resolve_login_name(&id.user);
+            let Some(expected) = challenge.user_id else { return Err(forbidden()) };
+            if named.as_deref() != Some(expected) {
+                return Err(forbidden());
+            }
+            match users.check_password(expected, &p.password) {
+                Ok(true) => Ok(stage),
+                Ok(false) => Err(forbidden()),
+                Err(e) => Err(StandardErrorBody::new(ErrorKind::Unknown, e.to_string())),
+            }
+        }
+        _ => Err(StandardErrorBody::new(ErrorKind::Unrecognized, "Unsupported auth type".into())),
+    }
+}
+
+fn info(
+    challenge: &Challenge<'_>,
+    session: &str,
+    completed: &[AuthType],
+    error: Option<StandardErrorBody>,
+) -> Error {
+    let mut info = UiaaInfo::new(challenge.flows.iter().map(|f| AuthFlow::new(f.clone())).collect());
+    info.session = Some(session.to_owned());
+    info.completed = completed.to_vec();
+    info.params = Some(serde_json::value::to_raw_value(&serde_json::json!({})).expect("empty object"));
+    info.auth_error = error.map(Box::new);
+    Error::Uiaa(Box::new(info))
+}

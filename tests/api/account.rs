@@ -1,0 +1,117 @@
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::*;
+
+const PASSWORD_URL: &str = "/_matrix/client/v3/account/password";
+
+#[tokio::test]
+async fn password_change_runs_uia_and_logs_out_other_devices() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let other = session(&s.login("alice", PASSWORD).await.1);
+
+    // No auth: the challenge.
+    let (status, body) = s.post(PASSWORD_URL, Some(&alice.token), json!({"new_password": "new pass"})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["flows"], json!([{"stages": ["m.login.password"]}]));
+    let sid = body["session"].as_str().unwrap().to_owned();
+
+    // Wrong password: still 401, with the stage's error.
+    let (status, body) = s
+        .post(
+            PASSWORD_URL,
+            Some(&alice.token),
+            json!({"new_password": "new pass", "auth": password_auth(&alice.user_id, "wrong", Some(&sid))}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["errcode"], "M_FORBIDDEN", "{body}");
+    assert_eq!(body["session"], sid.as_str());
+
+    // Another user's password does not authenticate alice.
+    s.register("mallory").await;
+    let (status, _) = s
+        .post(PASSWORD_URL, Some(&alice.token), json!({"new_password": "new pass", "auth": password_auth("@mallory:localhost", PASSWORD, Some(&sid))}))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, body) = s
+        .post(
+            PASSWORD_URL,
+            Some(&alice.token),
+            json!({"new_password": "new pass", "auth": password_auth(&alice.user_id, PASSWORD, Some(&sid))}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(s.whoami(&alice.token).await, StatusCode::OK, "the requesting device stays logged in");
+    assert_eq!(s.whoami(&other.token).await, StatusCode::UNAUTHORIZED, "other devices are logged out");
+    assert_eq!(s.login("alice", PASSWORD).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(s.login("alice", "new pass").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn password_change_can_keep_devices() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let other = session(&s.login("alice", PASSWORD).await.1);
+    let (status, body) = s
+        .post(PASSWORD_URL, Some(&alice.token), json!({"new_password": "n", "logout_devices": false, "auth": password_auth("alice", PASSWORD, None)}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(s.whoami(&other.token).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn uia_session_is_bound_to_its_operation() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let (_, body) = s.post(PASSWORD_URL, Some(&alice.token), json!({"new_password": "x"})).await;
+    let sid = body["session"].as_str().unwrap().to_owned();
+    // The password-change session cannot authorise a deactivation.
+    let resp = s
+        .post(
+            "/_matrix/client/v3/account/deactivate",
+            Some(&alice.token),
+            json!({"auth": password_auth(&alice.user_id, PASSWORD, Some(&sid))}),
+        )
+        .await;
+    assert_error(&resp, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_eq!(s.whoami(&alice.token).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn deactivation_revokes_everything_and_reserves_the_id() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let other = session(&s.login("alice", PASSWORD).await.1);
+    let (status, body) = s.post("/_matrix/client/v3/account/deactivate", Some(&alice.token), json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(s.whoami(&alice.token).await, StatusCode::OK, "nothing happens before UIA completes");
+
+    let (status, body) = s
+        .post(
+            "/_matrix/client/v3/account/deactivate",
+            Some(&alice.token),
+            json!({"auth": password_auth(&alice.user_id, PASSWORD, None)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["id_server_unbind_result"], "no-support");
+    assert_eq!(s.whoami(&alice.token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.whoami(&other.token).await, StatusCode::UNAUTHORIZED);
+    assert_error(&s.login("alice", PASSWORD).await, StatusCode::FORBIDDEN, "M_USER_DEACTIVATED");
+    assert_error(
+        &s.post(
+            "/_matrix/client/v3/register",
+            None,
+            json!({"username": "alice", "password": "pw", "auth": {"type": "m.login.dummy"}}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "M_USER_IN_USE",
+    );
+    let (status, body) = s.get("/_matrix/client/v3/profile/@alice:localhost", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.get("displayname").is_none(), "profile erased: {body}");
+}

@@ -1,0 +1,167 @@
+//! Test harness: real Hearth servers on ephemeral 127.0.0.1 ports with
+//! temporary databases, driven over HTTP.
+
+use hearth::{config::Config, server::RunningServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+pub struct TestServer {
+    pub base: String,
+    pub config: Config,
+    pub http: reqwest::Client,
+    server: Option<RunningServer>,
+    _dir: tempfile::TempDir,
+}
+
+/// A user logged in on one device.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub user_id: String,
+    pub token: String,
+    pub device_id: String,
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+impl TestServer {
+    /// Registration open (dummy stage), generous rate limits.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::defaults();
+        config.database.path = dir.path().join("db");
+        config.database.cache_mb = 8;
+        config.listeners[0].port = 0;
+        config.registration.enabled = true;
+        for rate in [
+            &mut config.rate_limits.login,
+            &mut config.rate_limits.login_failures,
+            &mut config.rate_limits.registration,
+        ] {
+            rate.per_second = 1000.0;
+            rate.burst_count = 1000;
+        }
+        adjust(&mut config);
+        let server = hearth::server::start(config.clone()).await.expect("server starts");
+        Self {
+            base: format!("http://{}", server.addrs[0]),
+            config,
+            http: reqwest::Client::new(),
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    pub fn server(&self) -> &RunningServer {
+        self.server.as_ref().expect("server running")
+    }
+
+    /// Stops the server (flushing and closing the database) and starts it
+    /// again on the same database.
+    pub async fn restart(&mut self) {
+        self.server.take().expect("server running").stop().await.expect("clean stop");
+        let server = hearth::server::start(self.config.clone()).await.expect("server restarts");
+        self.base = format!("http://{}", server.addrs[0]);
+        self.server = Some(server);
+    }
+
+    pub async fn stop(mut self) {
+        self.server.take().expect("server running").stop().await.expect("clean stop");
+    }
+
+    /// Sends a request; returns the status and the JSON body (Null if none).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body read");
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(Method::PUT, path, token, Some(body)).await
+    }
+
+    /// Registers through the dummy UIA stage.
+    pub async fn register(&self, username: &str) -> Session {
+        let (status, body) = self
+            .post(
+                "/_matrix/client/v3/register",
+                None,
+                json!({"username": username, "password": PASSWORD, "auth": {"type": "m.login.dummy"}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "register {username}: {body}");
+        session(&body)
+    }
+
+    pub async fn login(&self, user: &str, password: &str) -> (StatusCode, Value) {
+        self.post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password}),
+        )
+        .await
+    }
+
+    pub async fn whoami(&self, token: &str) -> StatusCode {
+        self.get("/_matrix/client/v3/account/whoami", Some(token)).await.0
+    }
+}
+
+pub fn session(body: &Value) -> Session {
+    Session {
+        user_id: body["user_id"].as_str().expect("user_id").to_owned(),
+        token: body["access_token"].as_str().expect("access_token").to_owned(),
+        device_id: body["device_id"].as_str().expect("device_id").to_owned(),
+    }
+}
+
+/// The password stage of UIA for `user_id`.
+pub fn password_auth(user_id: &str, password: &str, session: Option<&str>) -> Value {
+    let mut auth = json!({
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": user_id},
+        "password": password,
+    });
+    if let Some(s) = session {
+        auth["session"] = json!(s);
+    }
+    auth
+}
+
+/// Asserts a Matrix error response.
+#[track_caller]
+pub fn assert_error(resp: &(StatusCode, Value), status: StatusCode, errcode: &str) {
+    assert_eq!(resp.0, status, "body: {}", resp.1);
+    assert_eq!(resp.1["errcode"], errcode, "body: {}", resp.1);
+    assert!(resp.1["error"].is_string(), "error message missing: {}", resp.1);
+}

@@ -1,0 +1,150 @@
+//! The error contract every endpoint holds.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn bodies_that_are_not_json_or_have_wrong_fields() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let url = format!("{}/_matrix/client/v3/user/{}/filter", s.base, alice.user_id);
+
+    let resp = s.http.post(&url).bearer_auth(&alice.token).body("{not json").send().await.unwrap();
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_error(&(status, body), StatusCode::BAD_REQUEST, "M_NOT_JSON");
+
+    // Valid JSON with a field of the wrong type.
+    assert_error(
+        &s.post(
+            &format!("/_matrix/client/v3/user/{}/filter", alice.user_id),
+            Some(&alice.token),
+            json!({"room": {"timeline": {"limit": "ten"}}}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "M_BAD_JSON",
+    );
+    // Login with a required field missing.
+    assert_error(
+        &s.post("/_matrix/client/v3/login", None, json!({"type": "m.login.password"})).await,
+        StatusCode::BAD_REQUEST,
+        "M_BAD_JSON",
+    );
+    // Nothing was stored by the failed requests.
+    assert_error(
+        &s.get(&format!("/_matrix/client/v3/user/{}/filter/0", alice.user_id), Some(&alice.token)).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let s = TestServer::start_with(|c| c.limits.max_request_size = 4096).await;
+    let alice = s.register("alice").await;
+    let big = "x".repeat(10_000);
+    let resp = s
+        .put(
+            &format!("/_matrix/client/v3/user/{}/account_data/org.example.big", alice.user_id),
+            Some(&alice.token),
+            json!({"data": big}),
+        )
+        .await;
+    assert_error(&resp, StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE");
+    assert_error(
+        &s.get(
+            &format!("/_matrix/client/v3/user/{}/account_data/org.example.big", alice.user_id),
+            Some(&alice.token),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+    // Also without a Content-Length header (chunked).
+    let stream = futures_stream(big.into_bytes());
+    let resp = s
+        .http
+        .put(format!("{}/_matrix/client/v3/user/{}/account_data/org.example.big", s.base, alice.user_id))
+        .bearer_auth(&alice.token)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+fn futures_stream(
+    bytes: Vec<u8>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    let chunks: Vec<_> = bytes.chunks(1024).map(|c| Ok(c.to_vec())).collect();
+    futures_util::stream::iter(chunks)
+}
+
+#[tokio::test]
+async fn missing_and_unknown_tokens() {
+    let s = TestServer::start().await;
+    assert_error(
+        &s.get("/_matrix/client/v3/account/whoami", None).await,
+        StatusCode::UNAUTHORIZED,
+        "M_MISSING_TOKEN",
+    );
+    let resp = s.get("/_matrix/client/v3/account/whoami", Some("not-a-token")).await;
+    assert_error(&resp, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
+    // soft_logout defaults to false; a revoked token is never a soft logout.
+    assert_ne!(resp.1["soft_logout"], true, "{}", resp.1);
+    // The deprecated query parameter works too.
+    let alice = s.register("alice").await;
+    let (status, body) =
+        s.get(&format!("/_matrix/client/v3/account/whoami?access_token={}", alice.token), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user_id"], alice.user_id);
+    // An optional-auth endpoint still refuses a bad token.
+    assert_error(
+        &s.get("/_matrix/client/versions", Some("bad")).await,
+        StatusCode::UNAUTHORIZED,
+        "M_UNKNOWN_TOKEN",
+    );
+}
+
+#[tokio::test]
+async fn login_and_registration_are_rate_limited() {
+    let s = TestServer::start_with(|c| {
+        c.rate_limits.login.per_second = 0.1;
+        c.rate_limits.login.burst_count = 2;
+        c.rate_limits.registration.per_second = 0.1;
+        c.rate_limits.registration.burst_count = 2;
+    })
+    .await;
+    assert_eq!(s.login("nobody", "x").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(s.login("nobody", "x").await.0, StatusCode::FORBIDDEN);
+    let resp = s.login("nobody", "x").await;
+    assert_error(&resp, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
+    let retry = resp.1["retry_after_ms"].as_u64().expect("retry_after_ms");
+    assert!(retry > 0 && retry <= 10_000, "{retry}");
+
+    for _ in 0..2 {
+        s.get("/_matrix/client/v3/register/available?username=free", None).await;
+    }
+    assert_error(
+        &s.get("/_matrix/client/v3/register/available?username=free", None).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "M_LIMIT_EXCEEDED",
+    );
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_account() {
+    let s = TestServer::start_with(|c| {
+        c.rate_limits.login_failures.per_second = 0.01;
+        c.rate_limits.login_failures.burst_count = 2;
+    })
+    .await;
+    s.register("alice").await;
+    assert_eq!(s.login("alice", "wrong").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(s.login("alice", "wrong").await.0, StatusCode::FORBIDDEN);
+    // Even the right password is refused while the account is locked out.
+    assert_error(&s.login("alice", PASSWORD).await, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
+}

@@ -1,0 +1,14 @@
+//! Integration tests: real servers, real HTTP.
+
+mod common;
+
+mod account;
+mod admin_register;
+mod devices;
+mod discovery;
+mod errors;
+mod login;
+mod persistence;
+mod process;
+mod profile_and_data;
+mod register;
