@@ -83,7 +83,7 @@ fn banner(server: &RunningServer, config_source: &str) -> Result<()> {
             Some(_) => tracing::info!("registration is open to holders of the registration token"),
             None => tracing::info!("registration is open to anyone who can reach this server"),
         }
-    } else if server.services.users.count()? == 0 {
+    } else if !server.services.users.any()? {
         tracing::info!(
             "No users yet, and registration is disabled. Create the first one (with the server stopped) with: \
              hearth --config <file> user create <name> --admin \

@@ -48,7 +48,7 @@ impl Users {
 
     /// Stores a filter and returns its new ID.
     pub fn create_filter(&self, user_id: &UserId, filter: &serde_json::Value) -> Result<String> {
-        let _guard = self.filter_lock.lock().expect("filter lock");
+        let _guard = self.alloc_lock.lock().expect("allocation lock");
         let p = prefix(&[user_id.as_bytes()]);
         let last = self.db.scan_range(&maps::FILTERS, &p, None, true, 1)?;
         let next = match last.first() {

@@ -35,13 +35,13 @@ pub struct UserRecord {
 pub struct Users {
     db: Db,
     server_name: OwnedServerName,
-    /// Serialises filter-ID allocation.
-    filter_lock: std::sync::Mutex<()>,
+    /// Serialises check-then-write allocations: new user IDs, filter IDs.
+    alloc_lock: std::sync::Mutex<()>,
 }
 
 impl Users {
     pub fn new(db: Db, server_name: OwnedServerName) -> Self {
-        Self { db, server_name, filter_lock: std::sync::Mutex::default() }
+        Self { db, server_name, alloc_lock: std::sync::Mutex::default() }
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -108,8 +108,9 @@ impl Users {
         Ok(self.get(user_id)?.is_some_and(|u| u.admin && !u.deactivated))
     }
 
-    pub fn count(&self) -> Result<usize> {
-        Ok(self.db.scan_prefix(&maps::USERS, b"")?.len())
+    /// Whether any account exists (deactivated ones included).
+    pub fn any(&self) -> Result<bool> {
+        Ok(!self.db.scan_range(&maps::USERS, b"", None, false, 1)?.is_empty())
     }
 
     /// Creates an account. `password_hash` comes from [`hash_password`], so
@@ -121,6 +122,7 @@ impl Users {
         admin: bool,
         displayname: Option<&str>,
     ) -> Result<()> {
+        let _guard = self.alloc_lock.lock().expect("allocation lock");
         if self.exists(user_id)? {
             return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken."));
         }
@@ -208,6 +210,30 @@ mod tests {
         assert!(verify_password(&hash, "correct horse"));
         assert!(!verify_password(&hash, "wrong"));
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    #[test]
+    fn concurrent_creates_of_one_id_make_one_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = std::sync::Arc::new(Users::new(
+            Db::open(dir.path(), 8).unwrap(),
+            "example.org".try_into().unwrap(),
+        ));
+        for round in 0..20 {
+            let user_id = users.user_id_for_new_localpart(&format!("race{round}")).unwrap();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let (users, barrier, user_id) = (users.clone(), barrier.clone(), user_id.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        users.create(&user_id, Some(format!("hash{i}")), false, None).is_ok()
+                    })
+                })
+                .collect();
+            let created = handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count();
+            assert_eq!(created, 1, "round {round}: {created} creates of one ID succeeded");
+        }
     }
 
     #[test]

@@ -5,16 +5,19 @@ use std::sync::Arc;
 
 use axum::Router;
 use http::StatusCode;
-use ruma::api::{
-    client::{
-        account::{
-            ThirdPartyIdRemovalStatus, change_password, deactivate, get_username_availability,
-            register::{self, RegistrationKind},
-            whoami,
+use ruma::{
+    UserId,
+    api::{
+        client::{
+            account::{
+                ThirdPartyIdRemovalStatus, change_password, deactivate, get_username_availability,
+                register::{self, RegistrationKind},
+                whoami,
+            },
+            uiaa::{AuthData, AuthType},
         },
-        uiaa::{AuthData, AuthType},
+        error::ErrorKind,
     },
-    error::ErrorKind,
 };
 
 use crate::{
@@ -46,8 +49,15 @@ pub fn check_password_length(password: &str) -> Result<()> {
     Ok(())
 }
 
+/// Re-authentication of the requesting user by password (the UIA flow of
+/// password changes, deactivation and device deletion).
+pub async fn password_uia<T>(req: &Ruma<T>, user_id: &UserId, auth: Option<AuthData>) -> Result<()> {
+    let flows = vec![vec![AuthType::Password]];
+    check_uia(&req.services, flows, Some(user_id.to_owned()), req.operation(), auth).await
+}
+
 /// Runs user-interactive auth on a blocking thread (password checks hash).
-pub async fn check_uia(
+async fn check_uia(
     services: &Arc<Services>,
     flows: Vec<Vec<AuthType>>,
     user_id: Option<ruma::OwnedUserId>,
@@ -167,14 +177,7 @@ async fn change_password(req: Ruma<change_password::v3::Request>) -> Result<chan
     let user_id = require_user(&req)?;
     let services = &req.services;
     check_password_length(&req.body.new_password)?;
-    check_uia(
-        services,
-        vec![vec![AuthType::Password]],
-        Some(user_id.clone()),
-        req.operation(),
-        req.body.auth.clone(),
-    )
-    .await?;
+    password_uia(&req, &user_id, req.body.auth.clone()).await?;
     let password_hash = hash(req.body.new_password.clone()).await?;
     services.users.set_password_hash(&user_id, Some(password_hash))?;
     if req.body.logout_devices {
@@ -186,14 +189,7 @@ async fn change_password(req: Ruma<change_password::v3::Request>) -> Result<chan
 async fn deactivate(req: Ruma<deactivate::v3::Request>) -> Result<deactivate::v3::Response> {
     let user_id = require_user(&req)?;
     let services = &req.services;
-    check_uia(
-        services,
-        vec![vec![AuthType::Password]],
-        Some(user_id.clone()),
-        req.operation(),
-        req.body.auth.clone(),
-    )
-    .await?;
+    password_uia(&req, &user_id, req.body.auth.clone()).await?;
     services.users.deactivate(&user_id)?;
     tracing::info!("deactivated {user_id}");
     Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))

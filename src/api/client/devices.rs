@@ -6,13 +6,10 @@ use std::sync::Arc;
 use axum::Router;
 use ruma::{
     MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt,
-    api::client::{
-        device::{Device, delete_device, delete_devices, get_device, get_devices, update_device},
-        uiaa::AuthType,
-    },
+    api::client::device::{Device, delete_device, delete_devices, get_device, get_devices, update_device},
 };
 
-use super::account::check_uia;
+use super::account::password_uia;
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
@@ -58,27 +55,13 @@ async fn delete(req: Ruma<delete_device::v3::Request>) -> Result<delete_device::
     if users.get_device(req.user(), &req.body.device_id)?.is_none() {
         return Err(Error::not_found("Device not found"));
     }
-    check_uia(
-        &req.services,
-        vec![vec![AuthType::Password]],
-        Some(req.user().clone()),
-        req.operation(),
-        req.body.auth.clone(),
-    )
-    .await?;
+    password_uia(&req, req.user(), req.body.auth.clone()).await?;
     users.remove_devices(req.user(), std::slice::from_ref(&req.body.device_id))?;
     Ok(delete_device::v3::Response::new())
 }
 
 async fn delete_many(req: Ruma<delete_devices::v3::Request>) -> Result<delete_devices::v3::Response> {
-    check_uia(
-        &req.services,
-        vec![vec![AuthType::Password]],
-        Some(req.user().clone()),
-        req.operation(),
-        req.body.auth.clone(),
-    )
-    .await?;
+    password_uia(&req, req.user(), req.body.auth.clone()).await?;
     req.services.users.remove_devices(req.user(), &req.body.devices)?;
     Ok(delete_devices::v3::Response::new())
 }
