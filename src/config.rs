@@ -75,6 +75,7 @@ pub struct RateLimits {
     pub login: Rate,
     pub login_failures: Rate,
     pub registration: Rate,
+    pub registration_checks: Rate,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -143,6 +144,7 @@ impl Config {
             ("login", self.rate_limits.login),
             ("login_failures", self.rate_limits.login_failures),
             ("registration", self.rate_limits.registration),
+            ("registration_checks", self.rate_limits.registration_checks),
         ] {
             if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst_count == 0 {
                 return bad(

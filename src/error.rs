@@ -65,9 +65,10 @@ impl Error {
 
     pub fn limit_exceeded(retry_after: std::time::Duration) -> Self {
         let mut data = LimitExceededErrorData::new();
-        // Whole milliseconds, at least 1, so clients never spin.
-        let ms = retry_after.as_millis().max(1) as u64;
-        data.retry_after = Some(RetryAfter::Delay(std::time::Duration::from_millis(ms)));
+        // Whole seconds, rounded up: the Retry-After header carries seconds, and
+        // clients that read it must not come back before a token is free.
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        data.retry_after = Some(RetryAfter::Delay(std::time::Duration::from_secs(secs.max(1))));
         Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorKind::LimitExceeded(data), "Too many requests")
     }
 

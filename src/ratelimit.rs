@@ -60,6 +60,7 @@ pub struct Limiters {
     pub login: Limiter,
     pub login_failures: Limiter,
     pub registration: Limiter,
+    pub registration_checks: Limiter,
 }
 
 impl Limiters {
@@ -68,6 +69,7 @@ impl Limiters {
             login: Limiter::new(config.login),
             login_failures: Limiter::new(config.login_failures),
             registration: Limiter::new(config.registration),
+            registration_checks: Limiter::new(config.registration_checks),
         }
     }
 }

@@ -61,7 +61,19 @@ pub fn client_ip(parts: &http::request::Parts) -> IpAddr {
 /// Parses a JSON body for the handlers that are not ruma endpoints, with
 /// the same error codes: `M_NOT_JSON` for bad syntax, `M_BAD_JSON` for bad fields.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> crate::Result<T> {
+    check_utf8(body)?;
     serde_json::from_slice(body).map_err(json_error)
+}
+
+/// JSON must be UTF-8 throughout; serde_json does not check the fields it skips.
+pub fn check_utf8(body: &[u8]) -> crate::Result<()> {
+    std::str::from_utf8(body).map(|_| ()).map_err(|e| {
+        Error::new(
+            StatusCode::BAD_REQUEST,
+            ::ruma::api::error::ErrorKind::NotJson,
+            format!("Content not UTF-8: {e}"),
+        )
+    })
 }
 
 /// `M_BAD_JSON` for JSON with the wrong fields, `M_NOT_JSON` for anything else.

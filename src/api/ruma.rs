@@ -149,6 +149,7 @@ where
             return Err(Error::too_large());
         }
         let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| Error::too_large())?;
+        super::check_utf8(&bytes)?;
 
         let method = parts.method.clone();
         let path = parts.uri.path().to_owned();

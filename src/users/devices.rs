@@ -61,12 +61,11 @@ impl Users {
         let now = util::now_ms();
         let mut batch = Batch::new();
         let record = match self.get_device(user_id, &device_id)? {
+            // A known device keeps its name: the spec ignores
+            // `initial_device_display_name` for it.
             Some(mut existing) => {
                 batch.delete(&maps::TOKENS, existing.access_token.as_bytes());
                 existing.access_token = token.clone();
-                if display_name.is_some() {
-                    existing.display_name = display_name;
-                }
                 existing
             }
             None => DeviceRecord {
@@ -112,11 +111,11 @@ impl Users {
         &self,
         user_id: &UserId,
         device_id: &DeviceId,
-        display_name: Option<String>,
+        display_name: String,
     ) -> Result<()> {
         let mut record =
-            self.get_device(user_id, device_id)?.ok_or_else(|| Error::not_found("Unknown device"))?;
-        record.display_name = display_name;
+            self.get_device(user_id, device_id)?.ok_or_else(|| Error::not_found("Device not found"))?;
+        record.display_name = Some(display_name);
         self.db.put_json(&maps::DEVICES, &device_key(user_id, device_id), &record)?;
         Ok(())
     }

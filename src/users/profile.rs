@@ -17,8 +17,9 @@ pub type Profile = Map<String, Value>;
 
 impl Users {
     /// The profile of a local user, or `None` when no such account exists.
+    /// Deactivated accounts have none.
     pub fn profile(&self, user_id: &UserId) -> Result<Option<Profile>> {
-        if !self.exists(user_id)? {
+        if !self.is_active(user_id)? {
             return Ok(None);
         }
         Ok(Some(self.db.get_json(&maps::PROFILES, user_id.as_bytes())?.unwrap_or_default()))
@@ -26,6 +27,9 @@ impl Users {
 
     /// Sets one profile field, or removes it when `value` is `None`.
     pub fn set_profile_field(&self, user_id: &UserId, field: &str, value: Option<Value>) -> Result<()> {
+        if !valid_key_name(field) {
+            return Err(Error::invalid_param("Invalid profile key."));
+        }
         if field.len() > MAX_KEY_BYTES {
             return Err(Error::new(
                 StatusCode::BAD_REQUEST,
@@ -52,5 +56,34 @@ impl Users {
         }
         self.db.put_json(&maps::PROFILES, user_id.as_bytes(), &profile)?;
         Ok(())
+    }
+}
+
+/// The spec's key names: `avatar_url`, `displayname`, `m.tz`, or a custom key
+/// in the Common Namespaced Identifier Grammar (`tld.name.key`, lower case).
+fn valid_key_name(field: &str) -> bool {
+    if matches!(field, "avatar_url" | "displayname" | "m.tz") {
+        return true;
+    }
+    let well_formed = |part: &str| {
+        part.starts_with(|c: char| c.is_ascii_lowercase())
+            && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    field.split('.').count() >= 2 && field.split('.').all(well_formed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_key_name;
+
+    #[test]
+    fn key_names_follow_the_grammar() {
+        for good in ["displayname", "avatar_url", "m.tz", "org.example.pronouns", "com.x_y.k2"] {
+            assert!(valid_key_name(good), "{good}");
+        }
+        for bad in ["foo", "", "Org.example.x", "org..x", "org.example.", ".org.x", "org.9x", "org.ex-ample"]
+        {
+            assert!(!valid_key_name(bad), "{bad}");
+        }
     }
 }

@@ -35,7 +35,21 @@ struct Session {
     user_id: Option<OwnedUserId>,
     operation: Operation,
     completed: Vec<AuthType>,
+    /// Every stage of a flow is complete. The session stays until it expires,
+    /// so a client retrying its last request gets the API's result again.
+    done: bool,
     created: Instant,
+}
+
+/// What one submitted stage came to.
+enum Outcome {
+    Completed(AuthType),
+    /// The stage failed; the client may try again (401 with the error).
+    Failed(StandardErrorBody),
+    /// Nothing to check (a fallback acknowledgement): report progress.
+    Nothing,
+    /// A hard refusal, outside UIA (403).
+    Refused(Error),
 }
 
 /// What a request is asked to prove.
@@ -78,6 +92,9 @@ impl Uiaa {
                     if session.user_id.as_deref() != challenge.user_id {
                         return Err(Error::forbidden("This session belongs to another user."));
                     }
+                    if session.done {
+                        return Ok(());
+                    }
                     id.to_owned()
                 }
                 None => new_session(&mut sessions, challenge),
@@ -92,18 +109,20 @@ impl Uiaa {
             .get_mut(&session_id)
             .ok_or_else(|| Error::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, "Unknown session ID"))?;
         let stage_error = match outcome {
-            Ok(stage) => {
+            Outcome::Completed(stage) => {
                 if !session.completed.contains(&stage) {
                     session.completed.push(stage);
                 }
                 None
             }
-            Err(body) => Some(body),
+            Outcome::Failed(body) => Some(body),
+            Outcome::Nothing => None,
+            Outcome::Refused(error) => return Err(error),
         };
         let done =
             challenge.flows.iter().any(|flow| flow.iter().all(|stage| session.completed.contains(stage)));
-        if done && stage_error.is_none() {
-            sessions.remove(&session_id);
+        if done {
+            session.done = true;
             return Ok(());
         }
         let completed = session.completed.clone();
@@ -119,6 +138,7 @@ fn new_session(sessions: &mut HashMap<String, Session>, challenge: &Challenge<'_
             user_id: challenge.user_id.map(ToOwned::to_owned),
             operation: challenge.operation.clone(),
             completed: Vec::new(),
+            done: false,
             created: Instant::now(),
         },
     );
@@ -135,44 +155,53 @@ fn auth_session(auth: &AuthData) -> Option<&str> {
     }
 }
 
-/// Runs one stage, returning the stage completed or the error to report.
-fn run_stage(
-    users: &Users,
-    challenge: &Challenge<'_>,
-    auth: &AuthData,
-) -> Result<AuthType, StandardErrorBody> {
+/// Runs one stage.
+fn run_stage(users: &Users, challenge: &Challenge<'_>, auth: &AuthData) -> Outcome {
+    if let AuthData::FallbackAcknowledgement(_) = auth {
+        return Outcome::Nothing;
+    }
     let offered = |stage: &AuthType| challenge.flows.iter().flatten().any(|s| s == stage);
     let Some(stage) = auth.auth_type().filter(offered) else {
-        return Err(StandardErrorBody::new(
+        return Outcome::Failed(StandardErrorBody::new(
             ErrorKind::Unrecognized,
             "Unrecognised or unoffered auth type".into(),
         ));
     };
     match auth {
-        AuthData::Dummy(_) => Ok(stage),
+        AuthData::Dummy(_) => Outcome::Completed(stage),
         AuthData::RegistrationToken(t) => {
             if challenge.registration_token.is_some_and(|expected| expected == t.token) {
-                Ok(stage)
+                Outcome::Completed(stage)
             } else {
-                Err(StandardErrorBody::new(ErrorKind::Unauthorized, "Invalid registration token".into()))
+                Outcome::Failed(StandardErrorBody::new(
+                    ErrorKind::Unauthorized,
+                    "Invalid registration token".into(),
+                ))
             }
         }
         AuthData::Password(p) => {
-            let forbidden =
-                || StandardErrorBody::new(ErrorKind::Forbidden, "Invalid username or password".into());
-            let UserIdentifier::Matrix(id) = &p.identifier else { return Err(forbidden()) };
-            let named = users.resolve_login_name(&id.user);
-            let Some(expected) = challenge.user_id else { return Err(forbidden()) };
-            if named.as_deref() != Some(expected) {
-                return Err(forbidden());
-            }
-            match users.check_password(expected, &p.password) {
-                Ok(true) => Ok(stage),
-                Ok(false) => Err(forbidden()),
-                Err(e) => Err(StandardErrorBody::new(ErrorKind::Unknown, e.to_string())),
+            let invalid = || {
+                Outcome::Failed(StandardErrorBody::new(
+                    ErrorKind::Forbidden,
+                    "Invalid username or password".into(),
+                ))
+            };
+            let UserIdentifier::Matrix(id) = &p.identifier else { return invalid() };
+            let (Some(named), Some(expected)) = (users.resolve_login_name(&id.user), challenge.user_id)
+            else {
+                return invalid();
+            };
+            match users.check_password(&named, &p.password) {
+                // Someone else's valid credentials do not authorise this user's request.
+                Ok(true) if named != expected => {
+                    Outcome::Refused(Error::forbidden("Requester is not the user who authenticated."))
+                }
+                Ok(true) => Outcome::Completed(stage),
+                Ok(false) => invalid(),
+                Err(e) => Outcome::Refused(e),
             }
         }
-        _ => Err(StandardErrorBody::new(ErrorKind::Unrecognized, "Unsupported auth type".into())),
+        _ => Outcome::Failed(StandardErrorBody::new(ErrorKind::Unrecognized, "Unsupported auth type".into())),
     }
 }
 

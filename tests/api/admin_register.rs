@@ -56,6 +56,14 @@ async fn shared_secret_registration() {
     assert_error(&resp, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     assert_eq!(s.login("sneaky", "pw").await.0, StatusCode::FORBIDDEN);
 
+    // Capitals are lower-cased (the MAC covers the name as sent), as in Synapse.
+    let n = nonce(&s).await;
+    let (status, body) = s
+        .post(PATH, None, json!({"nonce": n, "username": "Shouty", "password": "pw", "mac": mac(&n, "Shouty", "pw", false)}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user_id"], "@shouty:localhost");
+
     let n = nonce(&s).await;
     assert_error(&s.post(PATH, None, json!({"nonce": n})).await, StatusCode::BAD_REQUEST, "M_BAD_JSON");
 }

@@ -40,6 +40,7 @@ impl TestServer {
             &mut config.rate_limits.login,
             &mut config.rate_limits.login_failures,
             &mut config.rate_limits.registration,
+            &mut config.rate_limits.registration_checks,
         ] {
             rate.per_second = 1000.0;
             rate.burst_count = 1000;

@@ -20,6 +20,22 @@ async fn list_get_rename_devices() {
     let (status, body) = s.get(&path, Some(&alice.token)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["display_name"], "Laptop");
+    // Without display_name, the name stays.
+    let (status, _) = s.put(&path, Some(&alice.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.get(&path, Some(&alice.token)).await.1["display_name"], "Laptop");
+    // Logging in again on the device does not rename it.
+    let (status, body) = s
+        .post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+                   "password": PASSWORD, "device_id": alice.device_id, "initial_device_display_name": "Other"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let alice = session(&body);
+    assert_eq!(s.get(&path, Some(&alice.token)).await.1["display_name"], "Laptop");
 
     assert_error(
         &s.get("/_matrix/client/v3/devices/NOPE", Some(&alice.token)).await,
@@ -84,4 +100,51 @@ async fn delete_devices_in_bulk() {
     assert_eq!(s.whoami(&alice.token).await, StatusCode::OK);
     let (_, devices) = s.get("/_matrix/client/v3/devices", Some(&alice.token)).await;
     assert_eq!(devices["devices"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn another_users_valid_password_does_not_authorise() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    s.register("bob").await;
+    let path = format!("/_matrix/client/v3/devices/{}", alice.device_id);
+    let resp = s
+        .request(
+            Method::DELETE,
+            &path,
+            Some(&alice.token),
+            Some(json!({"auth": password_auth("bob", PASSWORD, None)})),
+        )
+        .await;
+    assert_error(&resp, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_eq!(s.whoami(&alice.token).await, StatusCode::OK, "device not deleted");
+}
+
+#[tokio::test]
+async fn deletes_are_idempotent_and_completed_uia_answers_retries() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let phone = session(&s.login("alice", PASSWORD).await.1);
+    let body = json!({"devices": [phone.device_id]});
+    let (_, challenge) = s.post("/_matrix/client/v3/delete_devices", Some(&alice.token), body.clone()).await;
+    let mut with_auth = body;
+    with_auth["auth"] = password_auth("alice", PASSWORD, challenge["session"].as_str());
+    assert_eq!(
+        s.post("/_matrix/client/v3/delete_devices", Some(&alice.token), with_auth.clone()).await.0,
+        StatusCode::OK
+    );
+    // The client lost the answer and retries: the same result, not an error.
+    assert_eq!(
+        s.post("/_matrix/client/v3/delete_devices", Some(&alice.token), with_auth).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(s.whoami(&phone.token).await, StatusCode::UNAUTHORIZED);
+
+    // Deleting a device that does not exist (any more) succeeds after UIA.
+    let path = format!("/_matrix/client/v3/devices/{}", phone.device_id);
+    let (status, challenge) = s.request(Method::DELETE, &path, Some(&alice.token), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let auth = json!({"auth": password_auth("alice", PASSWORD, challenge["session"].as_str())});
+    assert_eq!(s.request(Method::DELETE, &path, Some(&alice.token), Some(auth)).await.0, StatusCode::OK);
+    assert_eq!(s.whoami(&alice.token).await, StatusCode::OK);
 }

@@ -42,6 +42,22 @@ async fn bodies_that_are_not_json_or_have_wrong_fields() {
 }
 
 #[tokio::test]
+async fn invalid_utf8_is_not_json() {
+    let s = TestServer::start().await;
+    // serde_json would skip the unknown field without looking at its bytes.
+    let resp = s
+        .http
+        .post(format!("{}/_matrix/client/v3/register", s.base))
+        .header("Content-Type", "application/json")
+        .body(b"{ \"test\":\"a\x81\" }".to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    assert_error(&(status, resp.json().await.unwrap()), StatusCode::BAD_REQUEST, "M_NOT_JSON");
+}
+
+#[tokio::test]
 async fn oversized_bodies_are_refused() {
     let s = TestServer::start_with(|c| c.limits.max_request_size = 4096).await;
     let alice = s.register("alice").await;
@@ -116,17 +132,53 @@ async fn login_and_registration_are_rate_limited() {
         c.rate_limits.login.burst_count = 2;
         c.rate_limits.registration.per_second = 0.1;
         c.rate_limits.registration.burst_count = 2;
+        c.rate_limits.registration_checks.per_second = 0.1;
+        c.rate_limits.registration_checks.burst_count = 2;
     })
     .await;
     assert_eq!(s.login("nobody", "x").await.0, StatusCode::FORBIDDEN);
     assert_eq!(s.login("nobody", "x").await.0, StatusCode::FORBIDDEN);
-    let resp = s.login("nobody", "x").await;
+    let resp = s
+        .http
+        .post(format!("{}/_matrix/client/v3/login", s.base))
+        .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "nobody"}, "password": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let retry_header: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let resp = (resp.status(), resp.json().await.unwrap());
     assert_error(&resp, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
-    let retry = resp.1["retry_after_ms"].as_u64().expect("retry_after_ms");
-    assert!(retry > 0 && retry <= 10_000, "{retry}");
+    let retry_ms = resp.1["retry_after_ms"].as_u64().expect("retry_after_ms");
+    assert!(retry_ms > 0 && retry_ms <= 10_000, "{retry_ms}");
+    // The header (whole seconds) must not send clients back before the body says.
+    assert!(retry_header * 1000 >= retry_ms, "Retry-After {retry_header}s < {retry_ms}ms");
 
+    // Fetching the flows costs nothing; each attempt at a stage costs a token.
+    for _ in 0..4 {
+        assert_eq!(
+            s.post("/_matrix/client/v3/register", None, json!({"username": "x", "password": "p"})).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    s.register("first").await;
+    s.register("second").await;
+    assert_error(
+        &s.post(
+            "/_matrix/client/v3/register",
+            None,
+            json!({"username": "third", "password": "p", "auth": {"type": "m.login.dummy"}}),
+        )
+        .await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "M_LIMIT_EXCEEDED",
+    );
+
+    // Availability checks have their own bucket.
     for _ in 0..2 {
-        s.get("/_matrix/client/v3/register/available?username=free", None).await;
+        assert_eq!(
+            s.get("/_matrix/client/v3/register/available?username=free", None).await.0,
+            StatusCode::OK
+        );
     }
     assert_error(
         &s.get("/_matrix/client/v3/register/available?username=free", None).await,

@@ -50,6 +50,10 @@ async fn whoami_reports_user_and_device() {
     assert_eq!(body["user_id"], alice.user_id.as_str());
     assert_eq!(body["device_id"], alice.device_id.as_str());
     assert_ne!(body["is_guest"], true, "{body}");
+
+    let (status, body) = s.get("/_matrix/client/v3/account/3pid", Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body["threepids"].as_array().is_none_or(Vec::is_empty), "{body}");
 }
 
 #[tokio::test]

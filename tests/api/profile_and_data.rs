@@ -36,6 +36,29 @@ async fn profile_fields() {
     let (_, body) = s.get(&base, None).await;
     assert_eq!(body, json!({"displayname": "Alice A.", "m.tz": "Europe/Paris"}));
 
+    // Key names follow the spec's grammar.
+    assert_error(
+        &s.put(&format!("{base}/foo"), Some(&alice.token), json!({"foo": 1})).await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
+    let long_key = format!("org.example.{}", "k".repeat(260));
+    assert_error(
+        &s.put(&format!("{base}/{long_key}"), Some(&alice.token), json!({long_key.clone(): 1})).await,
+        StatusCode::BAD_REQUEST,
+        "M_KEY_TOO_LARGE",
+    );
+    assert_error(
+        &s.put(
+            &format!("{base}/org.example.big"),
+            Some(&alice.token),
+            json!({"org.example.big": "x".repeat(70_000)}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "M_PROFILE_TOO_LARGE",
+    );
+
     // Others cannot change it; unknown users have none.
     let bob = s.register("bob").await;
     assert_error(

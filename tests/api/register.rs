@@ -18,6 +18,11 @@ async fn disabled_registration_is_forbidden() {
         StatusCode::FORBIDDEN,
         "M_FORBIDDEN",
     );
+    assert_error(
+        &s.get("/_matrix/client/v1/register/m.login.registration_token/validity?token=x", None).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
 }
 
 #[tokio::test]
@@ -91,6 +96,12 @@ async fn invalid_usernames_and_guests_are_refused() {
         StatusCode::BAD_REQUEST,
         "M_MISSING_PARAM",
     );
+    // Without a password the account could never be re-entered.
+    assert_error(
+        &s.post(REGISTER, None, json!({"username": "nopass", "auth": {"type": "m.login.dummy"}})).await,
+        StatusCode::BAD_REQUEST,
+        "M_MISSING_PARAM",
+    );
     assert_error(
         &s.post("/_matrix/client/v3/register?kind=guest", None, json!({})).await,
         StatusCode::FORBIDDEN,
@@ -141,6 +152,13 @@ async fn registration_token_flow() {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["errcode"], "M_UNAUTHORIZED", "{body}");
+
+    // Element checks a token before using it.
+    let validity = "/_matrix/client/v1/register/m.login.registration_token/validity";
+    let (status, body) = s.get(&format!("{validity}?token=guess"), None).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"valid": false})));
+    let (status, body) = s.get(&format!("{validity}?token=let-me-in"), None).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"valid": true})));
 
     let (status, body) = s
         .post(

@@ -68,7 +68,8 @@ async fn register(State(services): State<Arc<Services>>, req: axum::extract::Req
         return Err(Error::forbidden("HMAC incorrect"));
     }
     check_password_length(&body.password)?;
-    let user_id = services.users.user_id_for_new_localpart(&body.username)?;
+    // The MAC covers the name as sent; the account gets it lower-cased (as in Synapse).
+    let user_id = services.users.user_id_for_new_localpart(&body.username.to_lowercase())?;
     let password = body.password.clone();
     let password_hash =
         tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(Error::internal)??;

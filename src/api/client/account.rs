@@ -10,7 +10,8 @@ use ruma::{
     api::{
         client::{
             account::{
-                ThirdPartyIdRemovalStatus, change_password, deactivate, get_username_availability,
+                ThirdPartyIdRemovalStatus, change_password, check_registration_token_validity, deactivate,
+                get_3pids, get_username_availability,
                 register::{self, RegistrationKind},
                 whoami,
             },
@@ -31,15 +32,23 @@ use crate::{
 pub const MAX_PASSWORD_LEN: usize = 512;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(register).ruma(username_available).ruma(whoami).ruma(change_password).ruma(deactivate)
+    router
+        .ruma(register)
+        .ruma(username_available)
+        .ruma(registration_token_validity)
+        .ruma(whoami)
+        .ruma(third_party_ids)
+        .ruma(change_password)
+        .ruma(deactivate)
 }
 
 fn registration_disabled() -> Error {
     Error::forbidden("Registration has been disabled")
 }
 
-fn rate_limit_registration<T>(req: &Ruma<T>) -> Result<()> {
-    req.services.limiters.registration.check(&req.client_ip.to_string()).map_err(Error::limit_exceeded)
+/// Availability and token-validity checks have their own, looser bucket.
+fn rate_limit_checks<T>(req: &Ruma<T>) -> Result<()> {
+    req.services.limiters.registration_checks.check(&req.client_ip.to_string()).map_err(Error::limit_exceeded)
 }
 
 pub fn check_password_length(password: &str) -> Result<()> {
@@ -98,7 +107,12 @@ async fn register(req: Ruma<register::v3::Request>) -> Result<register::v3::Resp
     if !services.config.registration.enabled {
         return Err(registration_disabled());
     }
-    rate_limit_registration(&req)?;
+    // The first request of a registration only fetches the flows; each one
+    // that tries a stage (and may create an account) takes a token.
+    let limiter = &services.limiters.registration;
+    let ip = req.client_ip.to_string();
+    if body.auth.is_some() { limiter.check(&ip) } else { limiter.peek(&ip) }
+        .map_err(Error::limit_exceeded)?;
 
     // Check the username and password before UIA, so the client learns early.
     let user_id = match &body.username {
@@ -114,9 +128,12 @@ async fn register(req: Ruma<register::v3::Request>) -> Result<register::v3::Resp
     if services.users.exists(&user_id)? {
         return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken."));
     }
-    if let Some(password) = &body.password {
-        check_password_length(password)?;
-    }
+    // Password login and re-authentication are the only ways back into an
+    // account, so one without a password would be lost (Synapse refuses too).
+    let Some(password) = &body.password else {
+        return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::MissingParam, "Missing params: password"));
+    };
+    check_password_length(password)?;
 
     let stage = if services.config.registration.token.is_some() {
         AuthType::RegistrationToken
@@ -125,11 +142,8 @@ async fn register(req: Ruma<register::v3::Request>) -> Result<register::v3::Resp
     };
     check_uia(services, vec![vec![stage]], None, req.operation(), body.auth.clone()).await?;
 
-    let password_hash = match body.password.clone() {
-        Some(password) => Some(hash(password).await?),
-        None => None,
-    };
-    services.users.create(&user_id, password_hash, false, None)?;
+    let password_hash = hash(password.clone()).await?;
+    services.users.create(&user_id, Some(password_hash), false, None)?;
     tracing::info!("registered {user_id}");
 
     let mut response = register::v3::Response::new(user_id.clone());
@@ -152,7 +166,7 @@ async fn username_available(
     if !req.services.config.registration.enabled {
         return Err(registration_disabled());
     }
-    rate_limit_registration(&req)?;
+    rate_limit_checks(&req)?;
     let user_id = req.services.users.user_id_for_new_localpart(&req.body.username.to_lowercase())?;
     if req.services.users.exists(&user_id)? {
         return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken."));
@@ -193,4 +207,22 @@ async fn deactivate(req: Ruma<deactivate::v3::Request>) -> Result<deactivate::v3
     services.users.deactivate(&user_id)?;
     tracing::info!("deactivated {user_id}");
     Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
+}
+
+async fn registration_token_validity(
+    req: Ruma<check_registration_token_validity::v1::Request>,
+) -> Result<check_registration_token_validity::v1::Response> {
+    let registration = &req.services.config.registration;
+    if !registration.enabled {
+        return Err(registration_disabled());
+    }
+    rate_limit_checks(&req)?;
+    let valid = registration.token.as_deref().is_some_and(|t| t == req.body.token);
+    Ok(check_registration_token_validity::v1::Response::new(valid))
+}
+
+/// Hearth binds no email addresses or phone numbers to accounts (yet), so
+/// the list is always empty; the endpoints that would add one are not built.
+async fn third_party_ids(_: Ruma<get_3pids::v3::Request>) -> Result<get_3pids::v3::Response> {
+    Ok(get_3pids::v3::Response::new(Vec::new()))
 }

@@ -42,21 +42,23 @@ async fn get(req: Ruma<get_device::v3::Request>) -> Result<get_device::v3::Respo
 }
 
 async fn update(req: Ruma<update_device::v3::Request>) -> Result<update_device::v3::Response> {
-    req.services.users.set_device_display_name(
-        req.user(),
-        &req.body.device_id,
-        req.body.display_name.clone(),
-    )?;
+    let users = &req.services.users;
+    // Without `display_name` the name stays as it is.
+    match &req.body.display_name {
+        Some(name) => users.set_device_display_name(req.user(), &req.body.device_id, name.clone())?,
+        None if users.get_device(req.user(), &req.body.device_id)?.is_none() => {
+            return Err(Error::not_found("Device not found"));
+        }
+        None => {}
+    }
     Ok(update_device::v3::Response::new())
 }
 
+/// Deleting a device that is already gone succeeds, as the spec says, so a
+/// retried request gets the same answer.
 async fn delete(req: Ruma<delete_device::v3::Request>) -> Result<delete_device::v3::Response> {
-    let users = &req.services.users;
-    if users.get_device(req.user(), &req.body.device_id)?.is_none() {
-        return Err(Error::not_found("Device not found"));
-    }
     password_uia(&req, req.user(), req.body.auth.clone()).await?;
-    users.remove_devices(req.user(), std::slice::from_ref(&req.body.device_id))?;
+    req.services.users.remove_devices(req.user(), std::slice::from_ref(&req.body.device_id))?;
     Ok(delete_device::v3::Response::new())
 }
 
