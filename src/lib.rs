@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod ratelimit;
+pub mod rooms;
 pub mod server;
 pub mod services;
 pub mod storage;

@@ -7,6 +7,7 @@ use crate::{
     config::Config,
     keys::ServerKeys,
     ratelimit::Limiters,
+    rooms::Rooms,
     storage::Db,
     users::{Users, shared_secret::Nonces, uiaa::Uiaa},
 };
@@ -14,8 +15,9 @@ use crate::{
 pub struct Services {
     pub config: Config,
     pub db: Db,
-    pub keys: ServerKeys,
+    pub keys: Arc<ServerKeys>,
     pub users: Users,
+    pub rooms: Rooms,
     pub uiaa: Uiaa,
     pub limiters: Limiters,
     pub shared_secret_nonces: Nonces,
@@ -25,7 +27,8 @@ impl Services {
     /// Opens the database and builds every service on it.
     pub fn open(config: Config) -> Result<Arc<Self>> {
         let db = Db::open(&config.database.path, config.database.cache_mb)?;
-        let keys = ServerKeys::load_or_generate(&db)?;
+        let keys = Arc::new(ServerKeys::load_or_generate(&db)?);
+        let rooms = Rooms::open(db.clone(), config.server_name.clone(), keys.clone())?;
         let users = Users::new(db.clone(), config.server_name.clone());
         let limiters = Limiters::new(&config.rate_limits);
         Ok(Arc::new(Self {
@@ -33,6 +36,7 @@ impl Services {
             db,
             keys,
             users,
+            rooms,
             uiaa: Uiaa::default(),
             limiters,
             shared_secret_nonces: Nonces::default(),

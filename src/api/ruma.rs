@@ -153,7 +153,11 @@ where
 
         let method = parts.method.clone();
         let path = parts.uri.path().to_owned();
-        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        // Routes registered by `ruma_state_key` leave out an empty state key.
+        while args.len() < T::PATH_BUILDER._path_parameters().len() {
+            args.push("");
+        }
         let body = T::try_from_http_request(http::Request::from_parts(parts, &bytes[..]), &args)
             .map_err(request_error)?;
         Ok(Self { body, services: services.clone(), sender_user, sender_device, client_ip, method, path })
@@ -202,6 +206,17 @@ pub trait RumaRouter {
         T::OutgoingResponse: Send + 'static,
         H: Fn(Ruma<T>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Result<T::OutgoingResponse>> + Send + 'static;
+
+    /// Like [`RumaRouter::ruma`], for the state endpoints whose paths end in
+    /// `/{state_key}`: also at the path without it and with a bare trailing
+    /// slash, which is how clients address the empty state key.
+    fn ruma_state_key<T, H, F>(self, handler: H) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: AuthRequirement,
+        T::OutgoingResponse: Send + 'static,
+        H: Fn(Ruma<T>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Result<T::OutgoingResponse>> + Send + 'static;
 }
 
 impl RumaRouter for Router<Arc<Services>> {
@@ -213,14 +228,39 @@ impl RumaRouter for Router<Arc<Services>> {
         H: Fn(Ruma<T>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
     {
-        let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
         for path in T::PATH_BUILDER.all_paths() {
-            let handler = handler.clone();
-            self = self.route(
-                path,
-                on(filter, move |req: Ruma<T>| async move { handler(req).await.map(RumaResponse) }),
-            );
+            self = add_route::<T, H, F>(self, path, handler.clone());
         }
         self
     }
+
+    fn ruma_state_key<T, H, F>(mut self, handler: H) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: AuthRequirement,
+        T::OutgoingResponse: Send + 'static,
+        H: Fn(Ruma<T>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+    {
+        for path in T::PATH_BUILDER.all_paths() {
+            self = add_route::<T, H, F>(self, path, handler.clone());
+            if let Some(base) = path.strip_suffix("/{state_key}") {
+                self = add_route::<T, H, F>(self, base, handler.clone());
+                self = add_route::<T, H, F>(self, &format!("{base}/"), handler.clone());
+            }
+        }
+        self
+    }
+}
+
+fn add_route<T, H, F>(router: Router<Arc<Services>>, path: &str, handler: H) -> Router<Arc<Services>>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: AuthRequirement,
+    T::OutgoingResponse: Send + 'static,
+    H: Fn(Ruma<T>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+{
+    let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
+    router.route(path, on(filter, move |req: Ruma<T>| async move { handler(req).await.map(RumaResponse) }))
 }

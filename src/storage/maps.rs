@@ -57,4 +57,74 @@ maps! {
         key: "user ID ‖ SEP ‖ filter ID (u64 big-endian; clients see it in decimal)",
         value: "JSON filter definition"
     }
+    /// Short IDs: u64s standing for long strings, so other keys stay small.
+    SHORT_IDS = "short_ids" {
+        key: "kind byte (`e` event ID, `r` room ID, `k` state key: event type ‖ SEP ‖ state key) ‖ the string",
+        value: "u64 big-endian"
+    }
+    /// The strings behind short IDs.
+    SHORT_ID_NAMES = "short_id_names" {
+        key: "u64 big-endian",
+        value: "kind byte ‖ the string (as in short_ids)"
+    }
+    /// Every stored PDU, as canonical JSON (the redacted form once redacted).
+    PDUS = "pdus" {
+        key: "event short ID (u64 big-endian)",
+        value: "canonical JSON of the PDU, without event_id (v3+) or unsigned"
+    }
+    /// What Hearth knows about each stored event.
+    EVENT_META = "event_meta" {
+        key: "event short ID",
+        value: "JSON EventMeta {room, stream, state_before (snapshot ID), state_after, depth, rejected, soft_failed, txn}"
+    }
+    /// Every event in the order this server accepted it (all rooms).
+    STREAM = "stream" {
+        key: "stream position (u64 big-endian)",
+        value: "event short ID"
+    }
+    /// Each room's events in the order this server accepted them.
+    TIMELINE = "timeline" {
+        key: "room short ID ‖ stream position (u64 big-endian)",
+        value: "event short ID"
+    }
+    /// State snapshots, stored as deltas against a parent.
+    STATE_SNAPSHOTS = "state_snapshots" {
+        key: "snapshot ID (u64 big-endian)",
+        value: "JSON Snapshot {parent, depth, added: [[state key short, event short]], removed: [state key short]}"
+    }
+    /// Snapshot IDs by content hash, so equal states share one snapshot.
+    STATE_SNAPSHOT_HASHES = "state_snapshot_hashes" {
+        key: "SHA-256 of the sorted full state",
+        value: "snapshot ID"
+    }
+    /// The current state of each room, materialised for keyed reads.
+    ROOM_STATE = "room_state" {
+        key: "room short ID ‖ state key short ID (u64 big-endian)",
+        value: "event short ID"
+    }
+    /// Per-room facts.
+    ROOMS = "rooms" {
+        key: "room short ID",
+        value: "JSON RoomRecord {room_id, version, current_snapshot, forward_extremities, created_ts}"
+    }
+    /// Rooms a user is in, for `/joined_rooms` and membership look-ups.
+    USER_ROOMS = "user_rooms" {
+        key: "user ID ‖ SEP ‖ room short ID",
+        value: "membership (join, invite, knock, leave, ban)"
+    }
+    /// Members of a room, for `/members` and `/joined_members`.
+    ROOM_MEMBERS = "room_members" {
+        key: "room short ID ‖ user ID",
+        value: "membership (join, invite, knock, leave, ban)"
+    }
+    /// Client transaction IDs already used, so a retried send is not duplicated.
+    TRANSACTIONS = "transactions" {
+        key: "user ID ‖ SEP ‖ device ID ‖ SEP ‖ room ID ‖ SEP ‖ transaction ID",
+        value: "event ID"
+    }
+    /// Room aliases on this server.
+    ALIASES = "aliases" {
+        key: "room alias (`#name:server`)",
+        value: "JSON AliasRecord {room_id, creator}"
+    }
 }

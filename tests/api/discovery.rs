@@ -29,7 +29,8 @@ async fn versions_well_known_and_capabilities() {
     assert_ne!(caps["m.change_password"]["enabled"], false, "{body}");
     assert_ne!(caps["m.set_displayname"]["enabled"], false, "{body}");
     assert_eq!(caps["m.room_versions"]["default"], "12");
-    assert_eq!(caps["m.room_versions"]["available"]["1"], "stable");
+    assert_eq!(caps["m.room_versions"]["available"]["3"], "stable");
+    assert_eq!(caps["m.room_versions"]["available"]["12"], "stable");
     assert_eq!(caps["m.3pid_changes"]["enabled"], false, "{body}");
 }
 

@@ -12,3 +12,4 @@ mod persistence;
 mod process;
 mod profile_and_data;
 mod register;
+mod rooms;

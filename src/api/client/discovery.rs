@@ -4,24 +4,22 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use axum::Router;
-use ruma::{
-    RoomVersionId,
-    api::client::discovery::{
-        discover_homeserver::{self, HomeserverInfo},
-        get_capabilities::{
-            self,
-            v3::{
-                Capabilities, ChangePasswordCapability, ProfileFieldsCapability, RoomVersionStability,
-                RoomVersionsCapability, ThirdPartyIdChangesCapability,
-            },
+use ruma::api::client::discovery::{
+    discover_homeserver::{self, HomeserverInfo},
+    get_capabilities::{
+        self,
+        v3::{
+            Capabilities, ChangePasswordCapability, ProfileFieldsCapability, RoomVersionStability,
+            RoomVersionsCapability, ThirdPartyIdChangesCapability,
         },
-        get_supported_versions,
     },
+    get_supported_versions,
 };
 
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
+    rooms::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS},
     services::Services,
 };
 
@@ -29,23 +27,6 @@ use crate::{
 const VERSIONS: &[&str] = &[
     "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
     "v1.10", "v1.11", "v1.12",
-];
-
-/// The room version new rooms get, and every version Hearth can process.
-pub const DEFAULT_ROOM_VERSION: RoomVersionId = RoomVersionId::V12;
-pub const SUPPORTED_ROOM_VERSIONS: &[RoomVersionId] = &[
-    RoomVersionId::V1,
-    RoomVersionId::V2,
-    RoomVersionId::V3,
-    RoomVersionId::V4,
-    RoomVersionId::V5,
-    RoomVersionId::V6,
-    RoomVersionId::V7,
-    RoomVersionId::V8,
-    RoomVersionId::V9,
-    RoomVersionId::V10,
-    RoomVersionId::V11,
-    RoomVersionId::V12,
 ];
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {

@@ -5,8 +5,11 @@ mod account_data;
 mod devices;
 mod discovery;
 mod filter;
+mod membership;
 mod profile;
+mod room;
 mod session;
+mod state;
 
 use std::sync::Arc;
 
@@ -23,5 +26,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = devices::routes(router);
     let router = profile::routes(router);
     let router = account_data::routes(router);
-    filter::routes(router)
+    let router = filter::routes(router);
+    let router = room::routes(router);
+    let router = state::routes(router);
+    membership::routes(router)
 }

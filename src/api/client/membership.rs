@@ -1,0 +1,212 @@
+//! Membership: join (by ID or alias), leave, invite, kick, ban, unban;
+//! `GET /rooms/{roomId}/members`, `/joined_members`.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::Router;
+use ruma::{
+    OwnedRoomId, RoomId, UserId,
+    api::client::membership::{
+        ban_user, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias, joined_members,
+        kick_user, leave_room, unban_user,
+    },
+};
+use serde_json::{Value, json};
+
+use super::room::{check_can_read, parse_token, raw};
+use crate::{
+    Error, Result,
+    api::ruma::{Ruma, RumaRouter},
+    rooms::builder::PduBuilder,
+    services::Services,
+};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .ruma(join_by_id)
+        .ruma(join_by_id_or_alias)
+        .ruma(leave)
+        .ruma(invite)
+        .ruma(kick)
+        .ruma(ban)
+        .ruma(unban)
+        .ruma(members)
+        .ruma(joined)
+}
+
+/// Sends an `m.room.member` event for `target`.
+async fn set_membership(
+    services: &Services,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    membership: &str,
+    reason: Option<&str>,
+) -> Result<()> {
+    if services.rooms.room_short(room_id)?.is_none() {
+        return Err(Error::not_found("Unknown room"));
+    }
+    let mut content = json!({"membership": membership});
+    if membership == "join" || membership == "invite" {
+        // Joins carry the member's profile (for invites: the invitee's).
+        if let Some(profile) = services.users.profile(target)? {
+            for field in ["displayname", "avatar_url"] {
+                if let Some(value) = profile.get(field) {
+                    content[field] = value.clone();
+                }
+            }
+        }
+    }
+    if let Some(reason) = reason {
+        content["reason"] = json!(reason);
+    }
+    services
+        .rooms
+        .send(room_id, sender, PduBuilder::state("m.room.member", target.as_str(), content), None)
+        .await?;
+    Ok(())
+}
+
+async fn join_by_id(req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room_by_id::v3::Response> {
+    let room_id = &req.body.room_id;
+    set_membership(&req.services, room_id, req.user(), req.user(), "join", req.body.reason.as_deref())
+        .await?;
+    Ok(join_room_by_id::v3::Response::new(room_id.clone()))
+}
+
+async fn join_by_id_or_alias(
+    req: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> Result<join_room_by_id_or_alias::v3::Response> {
+    let room_id: OwnedRoomId = match OwnedRoomId::try_from(req.body.room_id_or_alias.clone()) {
+        Ok(room_id) => room_id,
+        Err(alias) => {
+            req.services
+                .rooms
+                .alias(&alias)?
+                .ok_or_else(|| Error::not_found("Room alias not found."))?
+                .room_id
+        }
+    };
+    set_membership(&req.services, &room_id, req.user(), req.user(), "join", req.body.reason.as_deref())
+        .await?;
+    Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+}
+
+async fn leave(req: Ruma<leave_room::v3::Request>) -> Result<leave_room::v3::Response> {
+    set_membership(
+        &req.services,
+        &req.body.room_id,
+        req.user(),
+        req.user(),
+        "leave",
+        req.body.reason.as_deref(),
+    )
+    .await?;
+    Ok(leave_room::v3::Response::new())
+}
+
+async fn invite(req: Ruma<invite_user::v3::Request>) -> Result<invite_user::v3::Response> {
+    let invite_user::v3::InvitationRecipient::UserId(recipient) = &req.body.recipient else {
+        return Err(Error::forbidden(
+            "Third-party invites need an identity server, which Hearth does not use",
+        ));
+    };
+    let user_id = &recipient.user_id;
+    if user_id.server_name() != req.services.rooms.server_name() {
+        return Err(Error::forbidden(
+            "Inviting users on other servers needs federation, which Hearth does not have yet",
+        ));
+    }
+    let current = req.services.rooms.room_short(&req.body.room_id)?;
+    if let Some(short) = current
+        && req.services.rooms.membership(user_id, short)?.as_deref() == Some("join")
+    {
+        return Err(Error::forbidden(format!("{user_id} is already in the room.")));
+    }
+    set_membership(
+        &req.services,
+        &req.body.room_id,
+        req.user(),
+        user_id,
+        "invite",
+        recipient.reason.as_deref(),
+    )
+    .await?;
+    Ok(invite_user::v3::Response::new())
+}
+
+async fn kick(req: Ruma<kick_user::v3::Request>) -> Result<kick_user::v3::Response> {
+    let body = &req.body;
+    set_membership(&req.services, &body.room_id, req.user(), &body.user_id, "leave", body.reason.as_deref())
+        .await?;
+    Ok(kick_user::v3::Response::new())
+}
+
+async fn ban(req: Ruma<ban_user::v3::Request>) -> Result<ban_user::v3::Response> {
+    let body = &req.body;
+    set_membership(&req.services, &body.room_id, req.user(), &body.user_id, "ban", body.reason.as_deref())
+        .await?;
+    Ok(ban_user::v3::Response::new())
+}
+
+async fn unban(req: Ruma<unban_user::v3::Request>) -> Result<unban_user::v3::Response> {
+    let body = &req.body;
+    let short =
+        req.services.rooms.room_short(&body.room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    if req.services.rooms.membership(&body.user_id, short)?.as_deref() != Some("ban") {
+        return Err(Error::forbidden(format!("{} is not banned.", body.user_id)));
+    }
+    set_membership(&req.services, &body.room_id, req.user(), &body.user_id, "leave", body.reason.as_deref())
+        .await?;
+    Ok(unban_user::v3::Response::new())
+}
+
+async fn members(req: Ruma<get_member_events::v3::Request>) -> Result<get_member_events::v3::Response> {
+    let rooms = &req.services.rooms;
+    let body = &req.body;
+    let (room_short, record) =
+        rooms.room(&body.room_id)?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
+    check_can_read(&req.services, req.user(), room_short)?;
+    let state = match &body.at {
+        Some(at) => rooms.state_at_position(room_short, parse_token(at)?)?,
+        None => rooms.current_state(&record)?,
+    };
+    let wanted = |membership: &str| {
+        body.membership.as_ref().is_none_or(|m| m.as_str() == membership)
+            && body.not_membership.as_ref().is_none_or(|m| m.as_str() != membership)
+    };
+    let mut chunk = Vec::new();
+    for (user, _) in rooms.members(room_short)? {
+        let Some(pdu) = rooms.state_event(&state, "m.room.member", user.as_str())? else { continue };
+        if !wanted(pdu.content_value()["membership"].as_str().unwrap_or("")) {
+            continue;
+        }
+        let short = rooms
+            .event_short(&pdu.event_id)?
+            .ok_or_else(|| Error::internal("member event without short ID"))?;
+        chunk.push(raw(rooms.client_event(short, None, req.user())?)?);
+    }
+    Ok(get_member_events::v3::Response::new(chunk))
+}
+
+async fn joined(req: Ruma<joined_members::v3::Request>) -> Result<joined_members::v3::Response> {
+    let rooms = &req.services.rooms;
+    let room_short =
+        rooms.room_short(&req.body.room_id)?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
+    if rooms.membership(req.user(), room_short)?.as_deref() != Some("join") {
+        return Err(Error::forbidden("You are not in this room."));
+    }
+    let mut joined = BTreeMap::new();
+    for (user, membership) in rooms.members(room_short)? {
+        if membership != "join" {
+            continue;
+        }
+        let pdu = rooms.current_state_event(room_short, "m.room.member", user.as_str())?;
+        let content = pdu.map(|p| p.content_value()).unwrap_or(Value::Null);
+        let mut member = joined_members::v3::RoomMember::new();
+        member.display_name = content["displayname"].as_str().map(str::to_owned);
+        member.avatar_url = content["avatar_url"].as_str().and_then(|u| u.try_into().ok());
+        joined.insert(user, member);
+    }
+    Ok(joined_members::v3::Response::new(joined))
+}

@@ -1,0 +1,229 @@
+//! Room creation and reading: `POST /createRoom`, `GET /rooms/{roomId}/event/{eventId}`,
+//! `GET /rooms/{roomId}/messages`, `GET /joined_rooms`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use ruma::{
+    RoomAliasId, UserId,
+    api::client::{
+        filter::RoomEventFilter,
+        membership::joined_rooms,
+        message::get_message_events,
+        room::{
+            create_room::{self, v3::RoomPreset},
+            get_room_event,
+        },
+    },
+    serde::Raw,
+};
+use serde_json::{Map, Value};
+
+use crate::{
+    Error, Result,
+    api::ruma::{Ruma, RumaRouter},
+    rooms::{
+        DEFAULT_ROOM_VERSION,
+        create::{CreateRoom, Preset},
+        pdu::Pdu,
+    },
+    services::Services,
+};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router.ruma(create).ruma(get_event).ruma(messages).ruma(joined)
+}
+
+fn object(raw: Option<&serde_json::value::RawValue>, what: &str) -> Result<Map<String, Value>> {
+    match raw {
+        None => Ok(Map::new()),
+        Some(raw) => match serde_json::from_str(raw.get()) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err(Error::bad_json(format!("{what} must be a JSON object"))),
+        },
+    }
+}
+
+async fn create(req: Ruma<create_room::v3::Request>) -> Result<create_room::v3::Response> {
+    let services = &req.services;
+    let body = &req.body;
+    let server = services.rooms.server_name();
+    let alias = match &body.room_alias_name {
+        Some(name) => {
+            if name.is_empty() || name.contains(':') || name.chars().any(char::is_whitespace) {
+                return Err(Error::invalid_param("Invalid characters in room alias"));
+            }
+            Some(
+                RoomAliasId::parse(format!("#{name}:{server}"))
+                    .map_err(|e| Error::invalid_param(format!("Invalid room alias: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    for invitee in &body.invite {
+        if invitee.server_name() != server {
+            return Err(Error::forbidden(
+                "Inviting users on other servers needs federation, which Hearth does not have yet",
+            ));
+        }
+    }
+    let mut initial_state = Vec::new();
+    for raw in &body.initial_state {
+        let event = object(Some(raw.json()), "initial_state event")?;
+        let kind = event
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::bad_json("initial_state event needs a type"))?;
+        let state_key = event.get("state_key").and_then(Value::as_str).unwrap_or("");
+        let content = event.get("content").cloned().unwrap_or_else(|| Value::Object(Map::new()));
+        initial_state.push((kind.to_owned(), state_key.to_owned(), content));
+    }
+    let preset = match (&body.preset, &body.visibility) {
+        (Some(RoomPreset::PrivateChat), _) => Preset::PrivateChat,
+        (Some(RoomPreset::TrustedPrivateChat), _) => Preset::TrustedPrivateChat,
+        (Some(RoomPreset::PublicChat), _) => Preset::PublicChat,
+        (Some(_), _) => return Err(Error::bad_json("Unknown preset")),
+        (None, ruma::api::client::room::Visibility::Public) => Preset::PublicChat,
+        (None, _) => Preset::PrivateChat,
+    };
+    let profile = services.users.profile(req.user())?.unwrap_or_default();
+    let request = CreateRoom {
+        version: body.room_version.clone().unwrap_or(DEFAULT_ROOM_VERSION),
+        creation_content: object(body.creation_content.as_ref().map(Raw::json), "creation_content")?,
+        preset,
+        power_level_override: body
+            .power_level_content_override
+            .as_ref()
+            .map(|raw| object(Some(raw.json()), "power_level_content_override"))
+            .transpose()?,
+        alias,
+        initial_state,
+        name: body.name.clone(),
+        topic: body.topic.clone(),
+        invite: body.invite.clone(),
+        is_direct: body.is_direct,
+        displayname: profile.get("displayname").and_then(Value::as_str).map(str::to_owned),
+        avatar_url: profile.get("avatar_url").and_then(Value::as_str).map(str::to_owned),
+    };
+    let room_id = services.rooms.create_room(req.user(), request).await?;
+    tracing::info!("{} created {room_id}", req.user());
+    Ok(create_room::v3::Response::new(room_id))
+}
+
+async fn get_event(req: Ruma<get_room_event::v3::Request>) -> Result<get_room_event::v3::Response> {
+    let rooms = &req.services.rooms;
+    let not_found = || Error::not_found("Event not found.");
+    let room_short = rooms.room_short(&req.body.room_id)?.ok_or_else(not_found)?;
+    let short = rooms.event_short(&req.body.event_id)?.ok_or_else(not_found)?;
+    let meta = rooms.event_meta(short)?.ok_or_else(not_found)?;
+    let pdu = rooms.pdu_by_short(short)?.ok_or_else(not_found)?;
+    if meta.room != room_short || !rooms.can_see(req.user(), &pdu, &meta)? {
+        return Err(not_found());
+    }
+    let event = rooms.client_event(short, req.sender_device.as_deref(), req.user())?;
+    Ok(get_room_event::v3::Response::new(Raw::from_json(
+        serde_json::value::to_raw_value(&event).map_err(Error::internal)?,
+    )))
+}
+
+async fn joined(req: Ruma<joined_rooms::v3::Request>) -> Result<joined_rooms::v3::Response> {
+    Ok(joined_rooms::v3::Response::new(req.services.rooms.rooms_with_membership(req.user(), "join")?))
+}
+
+/// Pagination tokens are stream positions: `t<position>`.
+pub fn parse_token(token: &str) -> Result<u64> {
+    token
+        .strip_prefix('t')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| Error::invalid_param("Invalid pagination token"))
+}
+
+pub fn token(position: u64) -> String {
+    format!("t{position}")
+}
+
+/// Whether an event passes a room event filter's type and sender lists.
+pub fn filter_allows(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
+    let kind = pdu.kind.to_string();
+    let type_matches = |pattern: &String| match pattern.strip_suffix('*') {
+        Some(prefix) => kind.starts_with(prefix),
+        None => *pattern == kind,
+    };
+    if filter.types.as_ref().is_some_and(|types| !types.iter().any(type_matches)) {
+        return false;
+    }
+    if filter.not_types.iter().any(type_matches) {
+        return false;
+    }
+    if filter.senders.as_ref().is_some_and(|s| !s.contains(&pdu.sender))
+        || filter.not_senders.contains(&pdu.sender)
+    {
+        return false;
+    }
+    true
+}
+
+/// A user who never belonged to a room may read it only if it is world-readable.
+pub fn check_can_read(services: &Services, user: &UserId, room_short: u64) -> Result<()> {
+    let rooms = &services.rooms;
+    if rooms.membership(user, room_short)?.is_some() {
+        return Ok(());
+    }
+    let world_readable = rooms
+        .current_state_event(room_short, "m.room.history_visibility", "")?
+        .is_some_and(|pdu| pdu.content_value()["history_visibility"] == "world_readable");
+    if world_readable { Ok(()) } else { Err(Error::forbidden("You are not in this room.")) }
+}
+
+async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_message_events::v3::Response> {
+    let services = &req.services;
+    let rooms = &services.rooms;
+    let body = &req.body;
+    let room_short =
+        rooms.room_short(&body.room_id)?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
+    check_can_read(services, req.user(), room_short)?;
+    let backwards = body.dir == ruma::api::Direction::Backward;
+    let from = match &body.from {
+        Some(t) => parse_token(t)?,
+        None if backwards => rooms.latest_position(room_short)? + 1,
+        None => 0,
+    };
+    let to = body.to.as_deref().map(parse_token).transpose()?;
+    let limit = u64::from(body.limit).clamp(1, 1000) as usize;
+    let filter = &body.filter;
+    let page = rooms.page(
+        room_short,
+        req.user(),
+        req.sender_device.as_deref(),
+        from,
+        to,
+        backwards,
+        limit,
+        |pdu| filter_allows(filter, pdu),
+    )?;
+
+    // Lazy loading: the member events of the senders in the chunk.
+    let mut state = Vec::new();
+    if !filter.lazy_load_options.is_disabled() {
+        let mut senders: Vec<&str> = page.events.iter().filter_map(|e| e["sender"].as_str()).collect();
+        senders.sort_unstable();
+        senders.dedup();
+        for sender in senders {
+            if let Some(pdu) = rooms.current_state_event(room_short, "m.room.member", sender)?
+                && let Some(short) = rooms.event_short(&pdu.event_id)?
+            {
+                state.push(raw(rooms.client_event(short, None, req.user())?)?);
+            }
+        }
+    }
+    let mut response = get_message_events::v3::Response::new();
+    response.start = token(from);
+    response.end = page.next.map(token);
+    response.chunk = page.events.into_iter().map(raw).collect::<Result<_>>()?;
+    response.state = state;
+    Ok(response)
+}
+
+pub fn raw<T>(value: Value) -> Result<Raw<T>> {
+    Ok(Raw::from_json(serde_json::value::to_raw_value(&value).map_err(Error::internal)?))
+}

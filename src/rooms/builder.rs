@@ -1,0 +1,134 @@
+//! Building local events exactly as a federating server must: auth events
+//! chosen by the room version's rules, prev_events from the forward
+//! extremities, depth, content hash, signature, and the event ID as the
+//! reference hash.
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomVersionId, UserId,
+    events::TimelineEventType,
+    room_version_rules::RoomVersionRules,
+    signatures::{hash_and_sign_event, reference_hash},
+    state_res::auth_types_for_event,
+};
+use serde_json::{Value, json};
+
+use super::{RoomRecord, Rooms, state::StateMap};
+use crate::{Error, Result, util};
+
+/// The parts of an event its sender chooses.
+#[derive(Debug, Clone)]
+pub struct PduBuilder {
+    pub event_type: String,
+    pub content: Value,
+    pub state_key: Option<String>,
+    /// For redactions: the event redacted.
+    pub redacts: Option<OwnedEventId>,
+}
+
+impl PduBuilder {
+    pub fn state(event_type: &str, state_key: &str, content: Value) -> Self {
+        Self {
+            event_type: event_type.to_owned(),
+            content,
+            state_key: Some(state_key.to_owned()),
+            redacts: None,
+        }
+    }
+
+    pub fn message(event_type: &str, content: Value) -> Self {
+        Self { event_type: event_type.to_owned(), content, state_key: None, redacts: None }
+    }
+}
+
+/// Largest PDU, in bytes of canonical JSON.
+pub const MAX_PDU_BYTES: usize = 65_536;
+
+impl Rooms {
+    /// Builds, hashes and signs a local event on top of the room's forward
+    /// extremities and current state. Returns its ID and canonical JSON.
+    pub fn build(
+        &self,
+        record: &RoomRecord,
+        state: &StateMap,
+        sender: &UserId,
+        builder: &PduBuilder,
+    ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
+        let rules = record.rules()?;
+        if !builder.content.is_object() {
+            return Err(Error::bad_json("Event content must be a JSON object"));
+        }
+        let mut content = builder.content.clone();
+        if let Some(redacts) = &builder.redacts
+            && rules.redaction.content_field_redacts
+        {
+            content["redacts"] = json!(redacts);
+        }
+        let raw_content = serde_json::value::to_raw_value(&content).map_err(Error::internal)?;
+        let event_type = TimelineEventType::from(builder.event_type.as_str());
+        let auth_types = auth_types_for_event(
+            &event_type,
+            sender,
+            builder.state_key.as_deref(),
+            &raw_content,
+            &rules.authorization,
+        )
+        .map_err(Error::bad_json)?;
+        let mut auth_events = Vec::new();
+        for (kind, state_key) in auth_types {
+            if let Some(pdu) = self.state_event(state, &kind.to_string(), &state_key)? {
+                auth_events.push(pdu.event_id);
+            }
+        }
+        let mut depth = 0;
+        for prev in &record.forward_extremities {
+            let short =
+                self.event_short(prev)?.ok_or_else(|| Error::internal("unknown forward extremity"))?;
+            let meta =
+                self.event_meta(short)?.ok_or_else(|| Error::internal("forward extremity without meta"))?;
+            depth = depth.max(meta.depth);
+        }
+        let mut event = json!({
+            "room_id": record.room_id,
+            "sender": sender,
+            "origin_server_ts": util::now_ms(),
+            "type": builder.event_type,
+            "content": content,
+            "prev_events": record.forward_extremities,
+            "auth_events": auth_events,
+            "depth": (depth + 1).min(i64::MAX as u64),
+        });
+        if let Some(state_key) = &builder.state_key {
+            event["state_key"] = json!(state_key);
+        }
+        if let Some(redacts) = &builder.redacts
+            && !rules.redaction.content_field_redacts
+        {
+            event["redacts"] = json!(redacts);
+        }
+        self.finish(event, &rules, &record.version)
+    }
+
+    /// Hashes and signs an event object and derives its ID.
+    pub fn finish(
+        &self,
+        event: Value,
+        rules: &RoomVersionRules,
+        version: &RoomVersionId,
+    ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
+        let CanonicalJsonValue::Object(mut object) = CanonicalJsonValue::try_from(event)
+            .map_err(|e| Error::bad_json(format!("Event is not canonical JSON: {e}")))?
+        else {
+            return Err(Error::internal("an event is an object"));
+        };
+        let json_error = |e: ruma::signatures::JsonError| match e {
+            ruma::signatures::JsonError::PduTooLarge => Error::too_large(),
+            e => Error::internal(format!("cannot hash or sign event: {e}")),
+        };
+        hash_and_sign_event(self.server_name.as_str(), &self.keys.keypair, &mut object, &rules.redaction)
+            .map_err(json_error)?;
+        let hash = reference_hash(&object, rules).map_err(json_error)?;
+        let event_id = OwnedEventId::try_from(format!("${hash}"))
+            .map_err(|e| Error::internal(format!("event ID for room version {version}: {e}")))?;
+        Ok((event_id, object))
+    }
+}

@@ -1,0 +1,247 @@
+//! Rooms: the event DAG, the one pipeline every event takes, state
+//! snapshots, the timeline and the membership index.
+//!
+//! Local events are built exactly as a federating server must build them
+//! ([`builder`]), then appended through [`pipeline`], the code path remote
+//! events will take too.
+
+pub mod builder;
+pub mod create;
+pub mod pdu;
+pub mod pipeline;
+pub mod read;
+pub mod short_ids;
+pub mod state;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use ruma::{
+    CanonicalJsonObject, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId,
+    UserId, room_version_rules::RoomVersionRules,
+};
+use serde::{Deserialize, Serialize};
+
+use self::{
+    pdu::Pdu,
+    short_ids::{Kind, ShortIds, decode_u64, state_key_name},
+    state::{StateMap, StateStore},
+};
+use crate::{
+    Error, Result,
+    keys::ServerKeys,
+    storage::{Db, key, maps},
+};
+
+/// The version new rooms get, and every version Hearth creates and processes.
+pub const DEFAULT_ROOM_VERSION: RoomVersionId = RoomVersionId::V12;
+pub const SUPPORTED_ROOM_VERSIONS: &[RoomVersionId] = &[
+    RoomVersionId::V3,
+    RoomVersionId::V4,
+    RoomVersionId::V5,
+    RoomVersionId::V6,
+    RoomVersionId::V7,
+    RoomVersionId::V8,
+    RoomVersionId::V9,
+    RoomVersionId::V10,
+    RoomVersionId::V11,
+    RoomVersionId::V12,
+];
+
+/// What `rooms` stores per room.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomRecord {
+    pub room_id: OwnedRoomId,
+    pub version: RoomVersionId,
+    /// The state after the forward extremities.
+    pub current_snapshot: Option<u64>,
+    pub forward_extremities: Vec<OwnedEventId>,
+    pub created_ts: u64,
+}
+
+impl RoomRecord {
+    pub fn rules(&self) -> Result<RoomVersionRules> {
+        self.version
+            .rules()
+            .ok_or_else(|| Error::internal(format!("no rules for room version {}", self.version)))
+    }
+}
+
+/// What `event_meta` stores per event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventMeta {
+    pub room: u64,
+    pub stream: u64,
+    pub state_before: Option<u64>,
+    pub state_after: Option<u64>,
+    pub depth: u64,
+    /// The state event this one replaced (same type and state key), if any.
+    #[serde(default)]
+    pub replaces_state: Option<u64>,
+    /// The device and transaction ID a local client sent it with.
+    #[serde(default)]
+    pub txn: Option<(OwnedDeviceId, String)>,
+}
+
+pub struct Rooms {
+    db: Db,
+    server_name: OwnedServerName,
+    keys: Arc<ServerKeys>,
+    pub short: ShortIds,
+    pub state: StateStore,
+    stream: AtomicU64,
+    locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    /// The latest stream position, for whoever waits on new events.
+    notify: tokio::sync::watch::Sender<u64>,
+}
+
+impl Rooms {
+    pub fn open(db: Db, server_name: OwnedServerName, keys: Arc<ServerKeys>) -> Result<Self> {
+        let last = db.scan_range(&maps::STREAM, b"", None, true, 1)?;
+        let position = match last.first() {
+            Some((k, _)) => decode_u64(k)?,
+            None => 0,
+        };
+        Ok(Self {
+            short: ShortIds::open(db.clone())?,
+            state: StateStore::open(db.clone())?,
+            db,
+            server_name,
+            keys,
+            stream: AtomicU64::new(position + 1),
+            locks: Mutex::new(HashMap::new()),
+            notify: tokio::sync::watch::channel(position).0,
+        })
+    }
+
+    pub fn server_name(&self) -> &OwnedServerName {
+        &self.server_name
+    }
+
+    /// Waits for appends to a room one at a time; never hold it across
+    /// network I/O.
+    pub async fn lock(&self, room_id: &RoomId) -> tokio::sync::OwnedMutexGuard<()> {
+        let mutex = self.locks.lock().expect("room locks").entry(room_id.to_owned()).or_default().clone();
+        mutex.lock_owned().await
+    }
+
+    /// A receiver that sees the stream position move on each append.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.notify.subscribe()
+    }
+
+    fn next_stream(&self) -> u64 {
+        self.stream.fetch_add(1, Ordering::SeqCst)
+    }
+
+    pub fn room_short(&self, room_id: &RoomId) -> Result<Option<u64>> {
+        self.short.get(Kind::Room, room_id.as_str())
+    }
+
+    pub fn room(&self, room_id: &RoomId) -> Result<Option<(u64, RoomRecord)>> {
+        let Some(short) = self.room_short(room_id)? else { return Ok(None) };
+        Ok(self.db.get_json(&maps::ROOMS, &short.to_be_bytes())?.map(|r| (short, r)))
+    }
+
+    pub fn event_short(&self, event_id: &ruma::EventId) -> Result<Option<u64>> {
+        self.short.get(Kind::Event, event_id.as_str())
+    }
+
+    pub fn event_meta(&self, short: u64) -> Result<Option<EventMeta>> {
+        Ok(self.db.get_json(&maps::EVENT_META, &short.to_be_bytes())?)
+    }
+
+    /// The stored canonical JSON of an event.
+    pub fn pdu_json(&self, short: u64) -> Result<Option<CanonicalJsonObject>> {
+        Ok(self.db.get_json(&maps::PDUS, &short.to_be_bytes())?)
+    }
+
+    pub fn pdu_by_short(&self, short: u64) -> Result<Option<Pdu>> {
+        let Some(json) = self.pdu_json(short)? else { return Ok(None) };
+        let event_id = ruma::OwnedEventId::try_from(self.short.name(short)?).map_err(Error::internal)?;
+        Ok(Some(Pdu::from_canonical(event_id, &json)?))
+    }
+
+    pub fn pdu(&self, event_id: &ruma::EventId) -> Result<Option<Pdu>> {
+        match self.event_short(event_id)? {
+            Some(short) => self.pdu_by_short(short),
+            None => Ok(None),
+        }
+    }
+
+    /// The event at `(type, state_key)` in a state map.
+    pub fn state_event(&self, state: &StateMap, event_type: &str, state_key: &str) -> Result<Option<Pdu>> {
+        let Some(key) = self.short.get(Kind::StateKey, &state_key_name(event_type, state_key))? else {
+            return Ok(None);
+        };
+        match state.get(&key) {
+            Some(event) => self.pdu_by_short(*event),
+            None => Ok(None),
+        }
+    }
+
+    /// The current state of a room.
+    pub fn current_state(&self, record: &RoomRecord) -> Result<Arc<StateMap>> {
+        match record.current_snapshot {
+            Some(id) => self.state.load(id),
+            None => Ok(Arc::new(StateMap::new())),
+        }
+    }
+
+    /// The event of the current state at `(type, state_key)`, by keyed read.
+    pub fn current_state_event(
+        &self,
+        room_short: u64,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<Pdu>> {
+        let Some(key) = self.short.get(Kind::StateKey, &state_key_name(event_type, state_key))? else {
+            return Ok(None);
+        };
+        let room_state_key = [room_short.to_be_bytes(), key.to_be_bytes()].concat();
+        match self.db.get(&maps::ROOM_STATE, &room_state_key)? {
+            Some(event) => self.pdu_by_short(decode_u64(&event)?),
+            None => Ok(None),
+        }
+    }
+
+    /// A user's membership in a room, from the membership index.
+    pub fn membership(&self, user_id: &UserId, room_short: u64) -> Result<Option<String>> {
+        let value = self.db.get(&maps::USER_ROOMS, &key(&[user_id.as_bytes(), &room_short.to_be_bytes()]))?;
+        value.map(|v| String::from_utf8(v).map_err(Error::internal)).transpose()
+    }
+
+    /// Rooms where the user has the given membership.
+    pub fn rooms_with_membership(&self, user_id: &UserId, membership: &str) -> Result<Vec<OwnedRoomId>> {
+        let prefix = crate::storage::prefix(&[user_id.as_bytes()]);
+        let mut rooms = Vec::new();
+        for (k, v) in self.db.scan_prefix(&maps::USER_ROOMS, &prefix)? {
+            if v == membership.as_bytes() {
+                let short = decode_u64(&k[prefix.len()..])?;
+                rooms.push(OwnedRoomId::try_from(self.short.name(short)?).map_err(Error::internal)?);
+            }
+        }
+        Ok(rooms)
+    }
+
+    /// Members of a room and their current membership.
+    pub fn members(&self, room_short: u64) -> Result<Vec<(ruma::OwnedUserId, String)>> {
+        let prefix = room_short.to_be_bytes();
+        self.db
+            .scan_prefix(&maps::ROOM_MEMBERS, &prefix)?
+            .into_iter()
+            .map(|(k, v)| {
+                let user = ruma::OwnedUserId::try_from(
+                    String::from_utf8(k[prefix.len()..].to_vec()).map_err(Error::internal)?,
+                )
+                .map_err(Error::internal)?;
+                Ok((user, String::from_utf8(v).map_err(Error::internal)?))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,202 @@
+//! Reading rooms for clients: history visibility (applied on every read
+//! path), client-format events, and timeline pagination.
+
+use ruma::{OwnedEventId, OwnedRoomId, UserId};
+use serde_json::{Map, Value, json};
+
+use super::{
+    EventMeta, Rooms,
+    pdu::{Pdu, client_event},
+    short_ids::decode_u64,
+    state::StateMap,
+};
+use crate::{Error, Result, storage::maps, util};
+
+/// Membership strength, for "the most joined of before and after".
+fn rank(membership: &str) -> u8 {
+    match membership {
+        "join" => 4,
+        "invite" => 3,
+        "knock" => 2,
+        "leave" => 1,
+        _ => 0,
+    }
+}
+
+/// One page of a room's timeline.
+pub struct Page {
+    pub events: Vec<Value>,
+    /// Where the next page in the same direction starts, if there may be one.
+    pub next: Option<u64>,
+}
+
+impl Rooms {
+    fn membership_in(&self, state: &StateMap, user: &UserId) -> Result<Option<String>> {
+        Ok(self
+            .state_event(state, "m.room.member", user.as_str())?
+            .and_then(|pdu| pdu.content_value()["membership"].as_str().map(str::to_owned)))
+    }
+
+    fn history_visibility_in(&self, state: &StateMap) -> Result<String> {
+        Ok(self
+            .state_event(state, "m.room.history_visibility", "")?
+            .and_then(|pdu| pdu.content_value()["history_visibility"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "shared".into()))
+    }
+
+    /// Whether `user` may see an event, by the room's history visibility at
+    /// that event and the user's membership then (and now, for `shared`).
+    pub fn can_see(&self, user: &UserId, pdu: &Pdu, meta: &EventMeta) -> Result<bool> {
+        let after = match meta.state_after {
+            Some(id) => self.state.load(id)?,
+            None => return Ok(false),
+        };
+        let before = match meta.state_before {
+            Some(id) => self.state.load(id)?,
+            None => std::sync::Arc::new(StateMap::new()),
+        };
+        let mut visibility = self.history_visibility_in(&after)?;
+        if pdu.kind.to_string() == "m.room.history_visibility" {
+            // The least restrictive of before and after.
+            let earlier = self.history_visibility_in(&before)?;
+            let order = ["joined", "invited", "shared", "world_readable"];
+            let pos = |v: &str| order.iter().position(|o| *o == v).unwrap_or(2);
+            if pos(&earlier) > pos(&visibility) {
+                visibility = earlier;
+            }
+        }
+        if visibility == "world_readable" {
+            return Ok(true);
+        }
+        let mut membership = self.membership_in(&after, user)?.unwrap_or_default();
+        if pdu.kind.to_string() == "m.room.member" && pdu.state_key.as_deref() == Some(user.as_str()) {
+            let earlier = self.membership_in(&before, user)?.unwrap_or_default();
+            if rank(&earlier) > rank(&membership) {
+                membership = earlier;
+            }
+        }
+        Ok(match membership.as_str() {
+            "join" => true,
+            "invite" => {
+                visibility == "invited" || visibility == "shared" && self.is_joined_now(user, meta.room)?
+            }
+            _ => visibility == "shared" && self.is_joined_now(user, meta.room)?,
+        })
+    }
+
+    fn is_joined_now(&self, user: &UserId, room_short: u64) -> Result<bool> {
+        Ok(self.membership(user, room_short)?.as_deref() == Some("join"))
+    }
+
+    /// An event in the client format, with `unsigned` filled in for `viewer`.
+    pub fn client_event(
+        &self,
+        short: u64,
+        viewer_device: Option<&ruma::DeviceId>,
+        viewer: &UserId,
+    ) -> Result<Value> {
+        let json = self.pdu_json(short)?.ok_or_else(|| Error::internal("event without JSON"))?;
+        let meta = self.event_meta(short)?.ok_or_else(|| Error::internal("event without meta"))?;
+        let event_id = OwnedEventId::try_from(self.short.name(short)?).map_err(Error::internal)?;
+        let room_id = OwnedRoomId::try_from(self.short.name(meta.room)?).map_err(Error::internal)?;
+        let mut unsigned = Map::new();
+        if let Some(ruma::CanonicalJsonValue::Integer(ts)) = json.get("origin_server_ts") {
+            let ts = u64::try_from(i64::from(*ts)).unwrap_or(0);
+            unsigned.insert("age".into(), json!(util::now_ms().saturating_sub(ts)));
+        }
+        if let Some((device, txn)) = &meta.txn
+            && viewer_device == Some(device.as_ref())
+            && json.get("sender").and_then(|s| s.as_str()) == Some(viewer.as_str())
+        {
+            unsigned.insert("transaction_id".into(), json!(txn));
+        }
+        if let Some(replaced) = meta.replaces_state
+            && let Some(previous) = self.pdu_by_short(replaced)?
+        {
+            unsigned.insert("replaces_state".into(), json!(previous.event_id));
+            unsigned.insert("prev_content".into(), previous.content_value());
+            unsigned.insert("prev_sender".into(), json!(previous.sender));
+        }
+        Ok(client_event(&event_id, &room_id, &json, unsigned))
+    }
+
+    /// The newest stream position in a room (the end of its timeline).
+    pub fn latest_position(&self, room_short: u64) -> Result<u64> {
+        let last = self.db.scan_range(&maps::TIMELINE, &room_short.to_be_bytes(), None, true, 1)?;
+        match last.first() {
+            Some((k, _)) => decode_u64(&k[8..]),
+            None => Ok(0),
+        }
+    }
+
+    /// The room's state after its last event at or before `position`.
+    pub fn state_at_position(&self, room_short: u64, position: u64) -> Result<std::sync::Arc<StateMap>> {
+        let prefix = room_short.to_be_bytes();
+        let start = [prefix, position.to_be_bytes()].concat();
+        let found = self.db.scan_range(&maps::TIMELINE, &prefix, Some(&start), true, 1)?;
+        let meta = match found.first() {
+            Some((_, v)) => self.event_meta(decode_u64(v)?)?,
+            None => None,
+        };
+        match meta.and_then(|m| m.state_after) {
+            Some(id) => self.state.load(id),
+            None => Ok(std::sync::Arc::new(StateMap::new())),
+        }
+    }
+
+    /// Up to `limit` visible events from the gap `from` (a token stands
+    /// between events: `from = p` means just before position `p`),
+    /// backwards or forwards, stopping at the gap `to` when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn page(
+        &self,
+        room_short: u64,
+        viewer: &UserId,
+        viewer_device: Option<&ruma::DeviceId>,
+        from: u64,
+        to: Option<u64>,
+        backwards: bool,
+        limit: usize,
+        mut keep: impl FnMut(&Pdu) -> bool,
+    ) -> Result<Page> {
+        let prefix = room_short.to_be_bytes();
+        let mut events = Vec::new();
+        let mut cursor = from;
+        let mut exhausted = false;
+        // Scan in slices: invisible events do not count towards `limit`.
+        while events.len() < limit && !exhausted {
+            let start = match (backwards, cursor) {
+                (true, 0) => break,
+                (true, c) => c - 1,
+                (false, c) => c,
+            };
+            let start = [prefix, start.to_be_bytes()].concat();
+            let slice = self.db.scan_range(&maps::TIMELINE, &prefix, Some(&start), backwards, 100)?;
+            exhausted = slice.len() < 100;
+            for (k, v) in slice {
+                let position = decode_u64(&k[8..])?;
+                if to.is_some_and(|to| if backwards { position < to } else { position >= to }) {
+                    exhausted = true;
+                    break;
+                }
+                cursor = if backwards { position } else { position + 1 };
+                let short = decode_u64(&v)?;
+                let (Some(pdu), Some(meta)) = (self.pdu_by_short(short)?, self.event_meta(short)?) else {
+                    continue;
+                };
+                if !keep(&pdu) || !self.can_see(viewer, &pdu, &meta)? {
+                    continue;
+                }
+                events.push(self.client_event(short, viewer_device, viewer)?);
+                if events.len() >= limit {
+                    break;
+                }
+            }
+            if backwards && cursor == 0 {
+                exhausted = true;
+            }
+        }
+        let next = (!exhausted || events.len() >= limit).then_some(cursor);
+        Ok(Page { events, next })
+    }
+}

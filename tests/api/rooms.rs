@@ -1,0 +1,487 @@
+//! Rooms: creation, sending, state, membership transitions under the auth
+//! rules, history visibility, persistence.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+async fn create_room(s: &TestServer, who: &Session, body: Value) -> String {
+    let (status, resp) = s.post("/_matrix/client/v3/createRoom", Some(&who.token), body).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    resp["room_id"].as_str().unwrap().to_owned()
+}
+
+async fn send(s: &TestServer, who: &Session, room: &str, txn: &str, body: &str) -> (StatusCode, Value) {
+    s.put(
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+        Some(&who.token),
+        json!({"msgtype": "m.text", "body": body}),
+    )
+    .await
+}
+
+async fn state(s: &TestServer, who: &Session, room: &str, kind: &str, key: &str) -> (StatusCode, Value) {
+    s.get(&format!("/_matrix/client/v3/rooms/{room}/state/{kind}/{key}"), Some(&who.token)).await
+}
+
+async fn messages(s: &TestServer, who: &Session, room: &str) -> (StatusCode, Value) {
+    s.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100"), Some(&who.token)).await
+}
+
+fn bodies(chunk: &Value) -> Vec<String> {
+    chunk["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn member_action(
+    s: &TestServer,
+    who: &Session,
+    room: &str,
+    action: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    s.post(&format!("/_matrix/client/v3/rooms/{room}/{action}"), Some(&who.token), body).await
+}
+
+#[tokio::test]
+async fn create_room_v12_sends_the_initial_state() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(
+        &s,
+        &alice,
+        json!({"name": "Hearth", "topic": "Warmth", "preset": "private_chat",
+               "initial_state": [{"type": "m.room.encryption", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]}),
+    )
+    .await;
+    assert!(room.starts_with('!') && !room.contains(':'), "v12 room IDs are the create event's hash: {room}");
+
+    let (status, all) = s.get(&format!("/_matrix/client/v3/rooms/{room}/state"), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let types: Vec<&str> = all.as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    for t in [
+        "m.room.create",
+        "m.room.member",
+        "m.room.power_levels",
+        "m.room.join_rules",
+        "m.room.history_visibility",
+        "m.room.guest_access",
+        "m.room.encryption",
+        "m.room.name",
+        "m.room.topic",
+    ] {
+        assert!(types.contains(&t), "{t} missing from {types:?}");
+    }
+    let (_, create) = state(&s, &alice, &room, "m.room.create", "").await;
+    assert_eq!(create["room_version"], "12");
+    assert!(create.get("creator").is_none(), "v11+ has no creator field");
+    let (_, pl) = state(&s, &alice, &room, "m.room.power_levels", "").await;
+    assert!(pl["users"].get("@alice:localhost").is_none(), "v12 creators are not in users: {pl}");
+    assert_eq!(pl["events"]["m.room.tombstone"], 150);
+    assert_eq!(pl["invite"], 0, "private presets let members invite");
+    let (_, join_rules) = state(&s, &alice, &room, "m.room.join_rules", "").await;
+    assert_eq!(join_rules["join_rule"], "invite");
+    let (_, name) = state(&s, &alice, &room, "m.room.name", "").await;
+    assert_eq!(name["name"], "Hearth");
+    // The empty state key also works with a trailing slash and without it.
+    assert_eq!(
+        s.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"), Some(&alice.token)).await.1["name"],
+        "Hearth"
+    );
+    let (_, event) = s
+        .get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.name?format=event"), Some(&alice.token))
+        .await;
+    assert_eq!(event["content"]["name"], "Hearth");
+    assert_eq!(event["room_id"], room.as_str());
+    assert!(event["event_id"].as_str().unwrap().starts_with('$'));
+
+    let (_, joined) = s.get("/_matrix/client/v3/joined_rooms", Some(&alice.token)).await;
+    assert_eq!(joined["joined_rooms"], json!([room]));
+    let (_, member) = state(&s, &alice, &room, "m.room.member", "@alice:localhost").await;
+    assert_eq!(member, json!({"membership": "join", "displayname": "alice"}));
+}
+
+#[tokio::test]
+async fn older_room_versions_and_errors() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({"room_version": "10"})).await;
+    assert!(room.ends_with(":localhost"), "{room}");
+    let (_, create) = state(&s, &alice, &room, "m.room.create", "").await;
+    assert_eq!(create["creator"], "@alice:localhost");
+    let (_, pl) = state(&s, &alice, &room, "m.room.power_levels", "").await;
+    assert_eq!(pl["users"]["@alice:localhost"], 100);
+    for version in ["3", "6", "9", "11"] {
+        create_room(&s, &alice, json!({"room_version": version})).await;
+    }
+
+    assert_error(
+        &s.post("/_matrix/client/v3/createRoom", Some(&alice.token), json!({"room_version": "99"})).await,
+        StatusCode::BAD_REQUEST,
+        "M_UNSUPPORTED_ROOM_VERSION",
+    );
+    assert_error(
+        &s.post("/_matrix/client/v3/createRoom", Some(&alice.token), json!({"room_alias_name": "bad alias"}))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
+    // A name event the creator may not send (power levels say 100, creator has 50).
+    assert_error(
+        &s.post(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice.token),
+            json!({"room_version": "10", "name": "x", "power_level_content_override": {"users": {"@alice:localhost": 50}, "events": {"m.room.name": 100}}}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_ROOM_STATE",
+    );
+}
+
+#[tokio::test]
+async fn aliases_resolve_and_are_unique() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat", "room_alias_name": "lounge"})).await;
+    let (_, alias) = state(&s, &alice, &room, "m.room.canonical_alias", "").await;
+    assert_eq!(alias["alias"], "#lounge:localhost");
+    assert_error(
+        &s.post("/_matrix/client/v3/createRoom", Some(&alice.token), json!({"room_alias_name": "lounge"}))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "M_ROOM_IN_USE",
+    );
+    let (status, body) =
+        s.post("/_matrix/client/v3/join/%23lounge:localhost", Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["room_id"], room.as_str());
+    assert_error(
+        &s.post("/_matrix/client/v3/join/%23nowhere:localhost", Some(&bob.token), json!({})).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+}
+
+#[tokio::test]
+async fn sending_is_idempotent_per_device_and_transaction() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({})).await;
+    let (status, first) = send(&s, &alice, &room, "txn1", "hello").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (_, again) = send(&s, &alice, &room, "txn1", "hello").await;
+    assert_eq!(first["event_id"], again["event_id"], "a retried transaction is not sent twice");
+    let phone = session(&s.login("alice", PASSWORD).await.1);
+    let (_, other_device) = send(&s, &phone, &room, "txn1", "hello").await;
+    assert_ne!(first["event_id"], other_device["event_id"]);
+    let (_, page) = messages(&s, &alice, &room).await;
+    assert_eq!(bodies(&page), ["hello", "hello"]);
+
+    // The sending device sees its transaction ID; others do not.
+    let event_id = first["event_id"].as_str().unwrap();
+    let path = format!("/_matrix/client/v3/rooms/{room}/event/{event_id}");
+    let (status, event) = s.get(&path, Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{event}");
+    assert_eq!(event["unsigned"]["transaction_id"], "txn1");
+    assert_eq!(event["content"]["body"], "hello");
+    let (_, seen_by_phone) = s.get(&path, Some(&phone.token)).await;
+    assert!(seen_by_phone["unsigned"].get("transaction_id").is_none());
+    assert_error(
+        &s.get(&format!("/_matrix/client/v3/rooms/{room}/event/$nope"), Some(&alice.token)).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+
+    // Bad content changes nothing.
+    assert_error(
+        &s.put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t2"),
+            Some(&alice.token),
+            json!([1]),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "M_BAD_JSON",
+    );
+    let big = "x".repeat(70_000);
+    assert_error(&send(&s, &alice, &room, "t3", &big).await, StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE");
+    let (_, page) = messages(&s, &alice, &room).await;
+    assert_eq!(bodies(&page).len(), 2);
+}
+
+#[tokio::test]
+async fn membership_follows_the_auth_rules() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let room = create_room(&s, &alice, json!({"preset": "private_chat", "room_version": "10"})).await;
+
+    // Invite-only: no join without an invite; non-members cannot send.
+    assert_error(
+        &member_action(&s, &bob, &room, "join", json!({})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    assert_error(&send(&s, &bob, &room, "b1", "hi").await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_eq!(
+        member_action(&s, &alice, &room, "invite", json!({"user_id": bob.user_id})).await.0,
+        StatusCode::OK
+    );
+    let (_, joined) = s.get("/_matrix/client/v3/joined_rooms", Some(&bob.token)).await;
+    assert_eq!(joined["joined_rooms"], json!([]), "an invite is not a join");
+    assert_eq!(member_action(&s, &bob, &room, "join", json!({})).await.0, StatusCode::OK);
+    assert_eq!(send(&s, &bob, &room, "b2", "hi").await.0, StatusCode::OK);
+
+    // Bob (power 0) may not name the room, kick or ban.
+    assert_error(
+        &s.put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            Some(&bob.token),
+            json!({"name": "mine"}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &member_action(&s, &bob, &room, "kick", json!({"user_id": alice.user_id})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &member_action(&s, &bob, &room, "ban", json!({"user_id": alice.user_id})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+
+    // Alice raises bob to 50: now he can name it, but still not change power levels.
+    let (_, mut pl) = state(&s, &alice, &room, "m.room.power_levels", "").await;
+    pl["users"]["@bob:localhost"] = json!(50);
+    let (status, body) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            Some(&alice.token),
+            pl.clone(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        s.put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            Some(&bob.token),
+            json!({"name": "ours"})
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    pl["users"]["@bob:localhost"] = json!(100);
+    assert_error(
+        &s.put(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"), Some(&bob.token), pl)
+            .await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+
+    // Kick: bob is out and, the room being invite-only, cannot come back alone.
+    assert_eq!(
+        member_action(&s, &alice, &room, "kick", json!({"user_id": bob.user_id, "reason": "test"})).await.0,
+        StatusCode::OK
+    );
+    let (_, member) = state(&s, &alice, &room, "m.room.member", "@bob:localhost").await;
+    assert_eq!(member["membership"], "leave");
+    assert_eq!(member["reason"], "test");
+    assert_error(
+        &member_action(&s, &bob, &room, "join", json!({})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+
+    // Ban: a banned user cannot be invited until unbanned.
+    assert_eq!(
+        member_action(&s, &alice, &room, "ban", json!({"user_id": bob.user_id})).await.0,
+        StatusCode::OK
+    );
+    assert_error(
+        &member_action(&s, &alice, &room, "invite", json!({"user_id": bob.user_id})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &member_action(&s, &alice, &room, "unban", json!({"user_id": carol.user_id})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    assert_eq!(
+        member_action(&s, &alice, &room, "unban", json!({"user_id": bob.user_id})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        member_action(&s, &alice, &room, "invite", json!({"user_id": bob.user_id})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(member_action(&s, &bob, &room, "join", json!({})).await.0, StatusCode::OK);
+
+    // Members lists.
+    assert_eq!(
+        member_action(&s, &alice, &room, "invite", json!({"user_id": carol.user_id})).await.0,
+        StatusCode::OK
+    );
+    let (_, joined) =
+        s.get(&format!("/_matrix/client/v3/rooms/{room}/joined_members"), Some(&alice.token)).await;
+    let mut names: Vec<&String> = joined["joined"].as_object().unwrap().keys().collect();
+    names.sort();
+    assert_eq!(names, ["@alice:localhost", "@bob:localhost"]);
+    assert_eq!(joined["joined"]["@bob:localhost"]["display_name"], "bob");
+    let (_, members) = s
+        .get(&format!("/_matrix/client/v3/rooms/{room}/members?membership=invite"), Some(&alice.token))
+        .await;
+    let invited: Vec<&str> =
+        members["chunk"].as_array().unwrap().iter().map(|e| e["state_key"].as_str().unwrap()).collect();
+    assert_eq!(invited, ["@carol:localhost"]);
+    let (_, members) = s
+        .get(&format!("/_matrix/client/v3/rooms/{room}/members?not_membership=invite"), Some(&alice.token))
+        .await;
+    assert_eq!(members["chunk"].as_array().unwrap().len(), 2);
+
+    // Leave.
+    assert_eq!(member_action(&s, &bob, &room, "leave", json!({})).await.0, StatusCode::OK);
+    let (_, joined) = s.get("/_matrix/client/v3/joined_rooms", Some(&bob.token)).await;
+    assert_eq!(joined["joined_rooms"], json!([]));
+}
+
+#[tokio::test]
+async fn public_rooms_can_be_joined_by_anyone() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let (status, body) =
+        s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, pl) = state(&s, &alice, &room, "m.room.power_levels", "").await;
+    assert_eq!(pl["invite"], 50, "public rooms keep invites to moderators");
+    // v12: the creator has infinite power; nobody can kick them.
+    assert_error(
+        &member_action(&s, &bob, &room, "kick", json!({"user_id": alice.user_id})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+}
+
+#[tokio::test]
+async fn history_visibility_is_enforced_on_reads() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let eve = s.register("eve").await;
+    let joined_only = create_room(
+        &s,
+        &alice,
+        json!({"preset": "public_chat", "initial_state": [{"type": "m.room.history_visibility", "content": {"history_visibility": "joined"}}]}),
+    )
+    .await;
+    let shared = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let mut early = Vec::new();
+    for room in [&joined_only, &shared] {
+        let (_, sent) = send(&s, &alice, room, "early", "before bob").await;
+        early.push(sent["event_id"].as_str().unwrap().to_owned());
+    }
+    // Eve, never a member, can read neither.
+    assert_error(&messages(&s, &eve, &shared).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_error(
+        &s.get(&format!("/_matrix/client/v3/rooms/{shared}/state"), Some(&eve.token)).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+
+    for room in [&joined_only, &shared] {
+        assert_eq!(
+            s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await.0,
+            StatusCode::OK
+        );
+        send(&s, &alice, room, "late", "after bob").await;
+    }
+    let (_, page) = messages(&s, &bob, &joined_only).await;
+    assert_eq!(bodies(&page), ["after bob"], "joined: nothing from before the join");
+    assert_error(
+        &s.get(&format!("/_matrix/client/v3/rooms/{joined_only}/event/{}", early[0]), Some(&bob.token)).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+    let (_, page) = messages(&s, &bob, &shared).await;
+    assert_eq!(bodies(&page), ["after bob", "before bob"], "shared: all history");
+    assert_eq!(
+        s.get(&format!("/_matrix/client/v3/rooms/{shared}/event/{}", early[1]), Some(&bob.token)).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn messages_paginate_both_ways_with_filters() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({})).await;
+    for i in 0..25 {
+        send(&s, &alice, &room, &format!("t{i}"), &format!("m{i}")).await;
+    }
+    let filter = r#"{"types":["m.room.message"],"lazy_load_members":true}"#;
+    let base =
+        format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10&filter={}", urlencode(filter));
+    let (status, page1) = s.get(&base, Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{page1}");
+    assert_eq!(bodies(&page1), (15..25).rev().map(|i| format!("m{i}")).collect::<Vec<_>>());
+    assert_eq!(page1["state"].as_array().unwrap().len(), 1, "lazy-loaded sender member event");
+    let end = page1["end"].as_str().unwrap();
+    let (_, page2) = s.get(&format!("{base}&from={end}"), Some(&alice.token)).await;
+    assert_eq!(bodies(&page2), (5..15).rev().map(|i| format!("m{i}")).collect::<Vec<_>>());
+    let (_, page3) =
+        s.get(&format!("{base}&from={}", page2["end"].as_str().unwrap()), Some(&alice.token)).await;
+    assert_eq!(bodies(&page3), (0..5).rev().map(|i| format!("m{i}")).collect::<Vec<_>>());
+    assert!(page3.get("end").is_none(), "no more history: {page3}");
+    // Forwards from page 2's end returns what came after that point.
+    let forward = format!(
+        "/_matrix/client/v3/rooms/{room}/messages?dir=f&limit=3&from={}&filter={}",
+        page2["end"].as_str().unwrap(),
+        urlencode(filter)
+    );
+    let (_, fwd) = s.get(&forward, Some(&alice.token)).await;
+    assert_eq!(bodies(&fwd), ["m5", "m6", "m7"]);
+    assert_error(
+        &s.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from=garbage"), Some(&alice.token))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+#[tokio::test]
+async fn rooms_survive_restart() {
+    let mut s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({"name": "Persistent"})).await;
+    send(&s, &alice, &room, "a", "before restart").await;
+    s.restart().await;
+    let (_, name) = state(&s, &alice, &room, "m.room.name", "").await;
+    assert_eq!(name["name"], "Persistent");
+    assert_eq!(send(&s, &alice, &room, "b", "after restart").await.0, StatusCode::OK);
+    let (_, again) = send(&s, &alice, &room, "a", "before restart").await;
+    let (_, page) = messages(&s, &alice, &room).await;
+    assert_eq!(bodies(&page), ["after restart", "before restart"], "{again}");
+    s.stop().await;
+}
