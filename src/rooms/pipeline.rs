@@ -1,11 +1,13 @@
 //! The one pipeline: every event, local or remote, is appended here.
 //!
-//! Checks, in the spec's order: size and format, hashes and signatures,
-//! the auth rules against the event's auth events, then against the state
-//! before it. Then the state after it is computed and everything — event,
-//! short ID, timeline, state snapshot, current state, forward extremities,
-//! membership index, transaction ID — is written in one batch, and waiters
-//! are woken.
+//! Checks, in the spec's order: size and format; hashes and signatures; the
+//! state-independent auth rules (the auth events are the right ones); the
+//! auth rules with the event's auth events taken as the state; the auth
+//! rules against the state before the event. Then the state after it is
+//! computed and everything — event, short ID, timeline, state snapshot,
+//! current state, forward extremities, membership index, transaction ID —
+//! is written in one batch, and waiters are woken. A refused event changes
+//! nothing.
 
 use std::collections::BTreeMap;
 
@@ -71,6 +73,29 @@ impl Rooms {
         let fetch = |id: &ruma::EventId| self.pdu(id).ok().flatten();
         state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch)
             .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
+
+        // ... and with the auth events taken as the state: an event must
+        // prove its own authorisation.
+        let mut auth_state = BTreeMap::new();
+        for id in &pdu.auth_events {
+            let auth = self
+                .pdu(id)?
+                .ok_or_else(|| Error::forbidden(format!("Event not allowed: unknown auth event {id}")))?;
+            if let Some(state_key) = &auth.state_key {
+                auth_state.insert((auth.kind.to_string(), state_key.clone()), auth);
+            }
+        }
+        // From v12 the create event is implied by the room ID, never listed.
+        if pdu.kind != TimelineEventType::RoomCreate
+            && let Some(create) = self.current_state_event(room_short, "m.room.create", "")?
+        {
+            auth_state.entry(("m.room.create".to_owned(), String::new())).or_insert(create);
+        }
+        let fetch_auth = |kind: &ruma::events::StateEventType, state_key: &str| {
+            auth_state.get(&(kind.to_string(), state_key.to_owned())).cloned()
+        };
+        state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, fetch_auth)
+            .map_err(|reason| Error::forbidden(format!("Event not allowed by its auth events: {reason}")))?;
 
         // Auth rules against the state before the event.
         let state_before_id = self.state_before(&pdu)?;
@@ -213,4 +238,199 @@ fn txn_key(
     txn_id: &str,
 ) -> Vec<u8> {
     key(&[sender.as_bytes(), device_id.as_bytes(), room_id.as_bytes(), txn_id.as_bytes()])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ruma::{CanonicalJsonValue, OwnedRoomId, RoomVersionId, user_id};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{
+        keys::ServerKeys,
+        rooms::{
+            builder::PduBuilder,
+            create::{CreateRoom, Preset},
+        },
+        storage::Db,
+    };
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        rooms: Rooms,
+        room_id: OwnedRoomId,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), 8).unwrap();
+        let keys = Arc::new(ServerKeys::load_or_generate(&db).unwrap());
+        let rooms = Rooms::open(db, "localhost".try_into().unwrap(), keys).unwrap();
+        let request = CreateRoom {
+            version: RoomVersionId::V12,
+            creation_content: Default::default(),
+            preset: Preset::PrivateChat,
+            power_level_override: None,
+            alias: None,
+            initial_state: Vec::new(),
+            name: None,
+            topic: None,
+            invite: Vec::new(),
+            is_direct: false,
+            displayname: None,
+            avatar_url: None,
+        };
+        let room_id = rooms.create_room(user_id!("@alice:localhost"), request).await.unwrap();
+        Fixture { _dir: dir, rooms, room_id }
+    }
+
+    impl Fixture {
+        /// A correctly built and signed message from `sender`, as JSON.
+        fn event(&self, sender: &ruma::UserId) -> Value {
+            let (_, record) = self.rooms.room(&self.room_id).unwrap().unwrap();
+            let state = self.rooms.current_state(&record).unwrap();
+            let builder = PduBuilder::message("m.room.message", json!({"body": "hi", "msgtype": "m.text"}));
+            let (_, object) = self.rooms.build(&record, &state, sender, &builder).unwrap();
+            serde_json::to_value(&object).unwrap()
+        }
+
+        /// Re-hashes and re-signs edited JSON, so only the edit is wrong.
+        fn resign(&self, mut event: Value) -> (OwnedEventId, CanonicalJsonObject) {
+            let object = event.as_object_mut().unwrap();
+            object.remove("hashes");
+            object.remove("signatures");
+            let rules = RoomVersionId::V12.rules().unwrap();
+            self.rooms.finish(event, &rules, &RoomVersionId::V12).unwrap()
+        }
+
+        fn append(&self, event_id: OwnedEventId, object: CanonicalJsonObject) -> Result<u64> {
+            let (short, mut record) = self.rooms.room(&self.room_id).unwrap().unwrap();
+            self.rooms.append(short, &mut record, event_id, object, None)
+        }
+
+        /// Appends raw JSON under the ID its own reference hash gives.
+        fn append_json(&self, event: Value) -> Result<u64> {
+            let CanonicalJsonValue::Object(object) = CanonicalJsonValue::try_from(event).unwrap() else {
+                panic!()
+            };
+            let rules = RoomVersionId::V12.rules().unwrap();
+            let hash = ruma::signatures::reference_hash(&object, &rules).unwrap();
+            self.append(OwnedEventId::try_from(format!("${hash}")).unwrap(), object)
+        }
+
+        fn extremities(&self) -> Vec<OwnedEventId> {
+            self.rooms.room(&self.room_id).unwrap().unwrap().1.forward_extremities
+        }
+    }
+
+    #[track_caller]
+    fn assert_forbidden(result: Result<u64>, needle: &str) {
+        match result {
+            Err(Error::Matrix { kind: ruma::api::error::ErrorKind::Forbidden, message, .. }) => {
+                assert!(message.contains(needle), "{message:?} does not mention {needle:?}")
+            }
+            other => panic!("expected M_FORBIDDEN ({needle}), got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_good_event_is_appended() {
+        let f = fixture().await;
+        let (event_id, object) = f.resign(f.event(user_id!("@alice:localhost")));
+        f.append(event_id.clone(), object).unwrap();
+        assert_eq!(f.extremities(), [event_id]);
+    }
+
+    #[tokio::test]
+    async fn a_bad_content_hash_is_refused() {
+        let f = fixture().await;
+        let before = f.extremities();
+        let mut event = f.event(user_id!("@alice:localhost"));
+        event["content"]["body"] = json!("tampered after signing");
+        assert_forbidden(f.append_json(event), "hash");
+        assert_eq!(f.extremities(), before, "the room is unchanged");
+    }
+
+    #[tokio::test]
+    async fn a_bad_signature_is_refused() {
+        let f = fixture().await;
+        let before = f.extremities();
+        let mut event = f.event(user_id!("@alice:localhost"));
+        let signatures = event["signatures"]["localhost"].as_object_mut().unwrap();
+        for sig in signatures.values_mut() {
+            *sig = json!("AAAA".repeat(21) + "AA");
+        }
+        assert_forbidden(f.append_json(event), "signature");
+        // Signed by a key nobody knows.
+        let mut event = f.event(user_id!("@alice:localhost"));
+        event["origin_server_ts"] = json!(1);
+        let (_, mut object) = f.resign(event);
+        let other_key = ruma::signatures::Ed25519KeyPair::from_der(
+            &ruma::signatures::Ed25519KeyPair::generate(),
+            "other".into(),
+        )
+        .unwrap();
+        object.remove("signatures");
+        ruma::signatures::sign_event(
+            "localhost",
+            &other_key,
+            &mut object,
+            &RoomVersionId::V12.rules().unwrap().redaction,
+        )
+        .unwrap();
+        assert_forbidden(f.append_json(serde_json::to_value(&object).unwrap()), "signature");
+        assert_eq!(f.extremities(), before);
+    }
+
+    #[tokio::test]
+    async fn a_missing_auth_event_is_refused() {
+        let f = fixture().await;
+        let before = f.extremities();
+        let mut event = f.event(user_id!("@alice:localhost"));
+        // Drop the sender's membership from auth_events: the event no longer
+        // proves the sender may post.
+        let member = f.rooms.current_state_event(
+            f.rooms.room_short(&f.room_id).unwrap().unwrap(),
+            "m.room.member",
+            "@alice:localhost",
+        );
+        let member_id = member.unwrap().unwrap().event_id;
+        event["auth_events"].as_array_mut().unwrap().retain(|id| id != member_id.as_str());
+        let (event_id, object) = f.resign(event);
+        assert_forbidden(f.append(event_id, object), "not allowed");
+        // An auth event that does not exist.
+        let mut event = f.event(user_id!("@alice:localhost"));
+        event["auth_events"].as_array_mut().unwrap().push(json!("$doesnotexist"));
+        let (event_id, object) = f.resign(event);
+        assert_forbidden(f.append(event_id, object), "not allowed");
+        assert_eq!(f.extremities(), before);
+    }
+
+    #[tokio::test]
+    async fn a_sender_not_in_the_room_is_refused() {
+        let f = fixture().await;
+        let before = f.extremities();
+        let (event_id, object) = f.resign(f.event(user_id!("@mallory:localhost")));
+        assert_forbidden(f.append(event_id.clone(), object), "not allowed");
+        assert_eq!(f.extremities(), before);
+        assert!(f.rooms.event_short(&event_id).unwrap().is_none(), "nothing stored");
+    }
+
+    #[tokio::test]
+    async fn unknown_prev_events_and_other_rooms_are_refused() {
+        let f = fixture().await;
+        let mut event = f.event(user_id!("@alice:localhost"));
+        event["prev_events"] = json!(["$unknown"]);
+        let (event_id, object) = f.resign(event);
+        assert!(matches!(
+            f.append(event_id, object),
+            Err(Error::Matrix { kind: ruma::api::error::ErrorKind::BadJson, .. })
+        ));
+        let mut event = f.event(user_id!("@alice:localhost"));
+        event["room_id"] = json!("!elsewhere:localhost");
+        let (event_id, object) = f.resign(event);
+        assert!(f.append(event_id, object).is_err());
+    }
 }
