@@ -10,6 +10,7 @@ pub mod create;
 pub mod pdu;
 pub mod pipeline;
 pub mod read;
+pub mod redaction;
 pub mod short_ids;
 pub mod state;
 
@@ -86,6 +87,9 @@ pub struct EventMeta {
     /// The device and transaction ID a local client sent it with.
     #[serde(default)]
     pub txn: Option<(OwnedDeviceId, String)>,
+    /// The redaction that redacted it; the stored JSON is then redacted.
+    #[serde(default)]
+    pub redacted_by: Option<u64>,
 }
 
 pub struct Rooms {

@@ -142,6 +142,7 @@ impl Rooms {
                 depth,
                 replaces_state,
                 txn: txn.as_ref().map(|t| (t.device_id.clone(), t.txn_id.clone())),
+                redacted_by: None,
             },
         );
         batch.put(
@@ -165,6 +166,9 @@ impl Rooms {
                 [&room_short.to_be_bytes()[..], target.as_bytes()].concat(),
                 membership,
             );
+        }
+        if pdu.kind == TimelineEventType::RoomRedaction {
+            self.apply_redaction(&mut batch, &pdu, event_short, room_short, &state_before, &rules)?;
         }
         if let Some(txn) = &txn {
             batch.put(

@@ -117,7 +117,18 @@ impl Rooms {
             unsigned.insert("prev_content".into(), previous.content_value());
             unsigned.insert("prev_sender".into(), json!(previous.sender));
         }
-        Ok(client_event(&event_id, &room_id, &json, unsigned))
+        if let Some(redaction) = meta.redacted_by {
+            unsigned.insert("redacted_because".into(), self.client_event(redaction, None, viewer)?);
+        }
+        let mut event = client_event(&event_id, &room_id, &json, unsigned);
+        // v11+ moved `redacts` into the content; clients still read the top level.
+        if event["type"] == "m.room.redaction" && event.get("redacts").is_none() {
+            let redacts = event["content"]["redacts"].clone();
+            if !redacts.is_null() {
+                event["redacts"] = redacts;
+            }
+        }
+        Ok(event)
     }
 
     /// The newest stream position in a room (the end of its timeline).

@@ -485,3 +485,79 @@ async fn rooms_survive_restart() {
     assert_eq!(bodies(&page), ["after restart", "before restart"], "{again}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn redactions_follow_the_room_version() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    for version in ["10", "11", "12"] {
+        let room = create_room(&s, &alice, json!({"preset": "public_chat", "room_version": version})).await;
+        s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+        let (_, sent) = send(&s, &bob, &room, &format!("r{version}"), "regrettable").await;
+        let target = sent["event_id"].as_str().unwrap().to_owned();
+        let (_, alices) = send(&s, &alice, &room, &format!("a{version}"), "mine").await;
+        let alices = alices["event_id"].as_str().unwrap().to_owned();
+
+        // Bob (power 0) may not redact alice's message, only his own.
+        assert_error(
+            &s.put(
+                &format!("/_matrix/client/v3/rooms/{room}/redact/{alices}/x"),
+                Some(&bob.token),
+                json!({}),
+            )
+            .await,
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+        );
+        let (status, body) = s
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/redact/{target}/t1"),
+                Some(&bob.token),
+                json!({"reason": "oops"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let redaction = body["event_id"].as_str().unwrap().to_owned();
+
+        let (_, event) =
+            s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{target}"), Some(&alice.token)).await;
+        assert_eq!(event["content"], json!({}), "v{version}: content redacted: {event}");
+        assert_eq!(event["unsigned"]["redacted_because"]["event_id"], redaction.as_str());
+        assert_eq!(event["unsigned"]["redacted_because"]["content"]["reason"], "oops");
+        let (_, red) =
+            s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{redaction}"), Some(&alice.token)).await;
+        assert_eq!(red["redacts"], target.as_str(), "top-level redacts in every version: {red}");
+        if version != "10" {
+            assert_eq!(red["content"]["redacts"], target.as_str());
+        }
+        // Alice (power 100 or creator) may redact bob's; the stored form follows the version's rules.
+        let (_, pl_event) = s
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels?format=event"),
+                Some(&alice.token),
+            )
+            .await;
+        let pl_id = pl_event["event_id"].as_str().unwrap().to_owned();
+        let (status, _) = s
+            .put(&format!("/_matrix/client/v3/rooms/{room}/redact/{pl_id}/t2"), Some(&alice.token), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, pl) = s
+            .get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels"), Some(&alice.token))
+            .await;
+        assert!(pl.get("ban").is_some(), "power levels keep their keys: {pl}");
+        assert_eq!(pl.get("invite").is_some(), version != "10", "v11+ keeps `invite`: {pl}");
+        assert!(pl.get("historical").is_none(), "unknown keys go: {pl}");
+        assert_error(
+            &s.put(
+                &format!("/_matrix/client/v3/rooms/{room}/redact/$missing/t3"),
+                Some(&alice.token),
+                json!({}),
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "M_NOT_FOUND",
+        );
+    }
+}

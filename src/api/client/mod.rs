@@ -7,6 +7,7 @@ mod discovery;
 mod filter;
 mod membership;
 mod profile;
+mod redact;
 mod room;
 mod session;
 mod state;
@@ -29,5 +30,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = filter::routes(router);
     let router = room::routes(router);
     let router = state::routes(router);
+    let router = redact::routes(router);
     membership::routes(router)
 }

@@ -1,0 +1,90 @@
+//! Redactions: who may redact what, and applying the room version's
+//! redaction algorithm to the stored event.
+
+use ruma::{UserId, canonical_json::redact, events::TimelineEventType, room_version_rules::RoomVersionRules};
+
+use super::{Rooms, pdu::Pdu, state::StateMap};
+use crate::{
+    Error, Result,
+    storage::{Batch, maps},
+};
+
+impl Rooms {
+    /// A user's power level in a state, with v12's infinitely powerful creators.
+    pub fn power_level(&self, state: &StateMap, user: &UserId, rules: &RoomVersionRules) -> Result<i64> {
+        if rules.authorization.explicitly_privilege_room_creators
+            && let Some(create) = self.state_event(state, "m.room.create", "")?
+        {
+            let content = create.content_value();
+            let additional = content["additional_creators"].as_array().cloned().unwrap_or_default();
+            if create.sender == user || additional.iter().any(|u| u.as_str() == Some(user.as_str())) {
+                return Ok(i64::MAX);
+            }
+        }
+        let Some(levels) = self.state_event(state, "m.room.power_levels", "")? else {
+            // Without power levels, the creator has 100 and everyone else 0.
+            let create = self.state_event(state, "m.room.create", "")?;
+            return Ok(if create.is_some_and(|c| c.sender == user) { 100 } else { 0 });
+        };
+        let content = levels.content_value();
+        Ok(content["users"][user.as_str()]
+            .as_i64()
+            .or_else(|| content["users_default"].as_i64())
+            .unwrap_or(0))
+    }
+
+    /// The level an action named in the power levels needs (`redact`, `kick`, …).
+    pub fn required_level(&self, state: &StateMap, action: &str, default: i64) -> Result<i64> {
+        Ok(self
+            .state_event(state, "m.room.power_levels", "")?
+            .and_then(|levels| levels.content_value()[action].as_i64())
+            .unwrap_or(default))
+    }
+
+    /// Whether `sender` may redact `target`: their own event, or with the
+    /// power to redact others'.
+    pub fn may_redact(
+        &self,
+        state: &StateMap,
+        sender: &UserId,
+        target: &Pdu,
+        rules: &RoomVersionRules,
+    ) -> Result<bool> {
+        Ok(target.sender == sender
+            || self.power_level(state, sender, rules)? >= self.required_level(state, "redact", 50)?)
+    }
+
+    /// Applies a redaction event to its target, in the same batch, when the
+    /// target is in this room and the sender may redact it.
+    pub(super) fn apply_redaction(
+        &self,
+        batch: &mut Batch,
+        redaction: &Pdu,
+        redaction_short: u64,
+        room_short: u64,
+        state: &StateMap,
+        rules: &RoomVersionRules,
+    ) -> Result<()> {
+        let Some(target_id) = &redaction.redacts else { return Ok(()) };
+        let Some(target_short) = self.event_short(target_id)? else { return Ok(()) };
+        let (Some(mut meta), Some(target), Some(json)) =
+            (self.event_meta(target_short)?, self.pdu_by_short(target_short)?, self.pdu_json(target_short)?)
+        else {
+            return Ok(());
+        };
+        if meta.room != room_short
+            || meta.redacted_by.is_some()
+            || target.kind == TimelineEventType::RoomCreate
+        {
+            return Ok(());
+        }
+        if !self.may_redact(state, &redaction.sender, &target, rules)? {
+            return Ok(());
+        }
+        let redacted = redact(json, &rules.redaction, None).map_err(Error::internal)?;
+        batch.put_json(&maps::PDUS, target_short.to_be_bytes(), &redacted);
+        meta.redacted_by = Some(redaction_short);
+        batch.put_json(&maps::EVENT_META, target_short.to_be_bytes(), &meta);
+        Ok(())
+    }
+}
