@@ -91,15 +91,15 @@ fn serve(config: Config, file: Option<PathBuf>) -> crate::Result<()> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
     let source = match file {
-        Some(path) => path.display().to_string(),
-        None if std::path::Path::new("hearth.toml").is_file() => "./hearth.toml".into(),
-        None => "built-in defaults (example.toml)".into(),
+        Some(path) => Some(path.display().to_string()),
+        None if std::path::Path::new("hearth.toml").is_file() => Some("hearth.toml".into()),
+        None => None,
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(crate::Error::internal)?
-        .block_on(crate::server::run(config, &source))
+        .block_on(crate::server::run(config, source.as_deref()))
 }
 
 fn user(config: Config, command: UserCommand) -> crate::Result<()> {

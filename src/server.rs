@@ -57,9 +57,9 @@ impl RunningServer {
 }
 
 /// Runs until SIGINT or SIGTERM (`hearth` / `hearth serve`).
-pub async fn run(config: Config, config_source: &str) -> Result<()> {
+pub async fn run(config: Config, config_file: Option<&str>) -> Result<()> {
     let server = start(config).await?;
-    banner(&server, config_source)?;
+    banner(&server, config_file)?;
     wait_for_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
     server.stop().await?;
@@ -67,13 +67,14 @@ pub async fn run(config: Config, config_source: &str) -> Result<()> {
     Ok(())
 }
 
-fn banner(server: &RunningServer, config_source: &str) -> Result<()> {
+fn banner(server: &RunningServer, config_file: Option<&str>) -> Result<()> {
     let config = &server.services.config;
     for addr in &server.addrs {
         tracing::info!("Hearth listening on http://{addr} (server name {})", config.server_name);
     }
     tracing::info!(
-        "config: {config_source}; database: {}; signing key {}",
+        "config: {}; database: {}; signing key {}",
+        config_file.unwrap_or("built-in defaults (example.toml)"),
         config.database.path.display(),
         server.services.keys.key_id
     );
@@ -84,9 +85,13 @@ fn banner(server: &RunningServer, config_source: &str) -> Result<()> {
             None => tracing::info!("registration is open to anyone who can reach this server"),
         }
     } else if !server.services.users.any()? {
+        let config_arg = match config_file {
+            Some(path) => format!("--config {path} "),
+            None => String::new(),
+        };
         tracing::info!(
             "No users yet, and registration is disabled. Create the first one (with the server stopped) with: \
-             hearth --config <file> user create <name> --admin \
+             hearth {config_arg}user create <name> --admin \
              -- or set `registration.enabled = true` (with `registration.token` to require a token) \
              or `registration.shared_secret` in the config."
         );

@@ -210,6 +210,8 @@ async fn first_start_explains_how_to_create_a_user() {
         line.contains("hearth") && line.contains("user create") && line.contains("registration.enabled"),
         "{line}"
     );
+    // The command names the config file the server was started with.
+    assert!(line.contains(&format!("--config {} user create", config.display())), "{line}");
 }
 
 #[tokio::test]
