@@ -1,14 +1,13 @@
 //! Room creation (`POST /createRoom`): the initial events in the spec's
 //! order, each through the one pipeline.
 
-use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, RoomVersionId, UserId};
-use serde::{Deserialize, Serialize};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
 
 use super::{
     RoomRecord, Rooms, SUPPORTED_ROOM_VERSIONS, builder::PduBuilder, pipeline::Txn, short_ids::Kind,
 };
-use crate::{Error, Result, storage::maps, util};
+use crate::{Error, Result, util};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
@@ -33,20 +32,11 @@ pub struct CreateRoom {
     /// The creator's profile, for their join event.
     pub displayname: Option<String>,
     pub avatar_url: Option<String>,
-}
-
-/// What `aliases` stores per alias.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AliasRecord {
-    pub room_id: OwnedRoomId,
-    pub creator: OwnedUserId,
+    /// Publish the room in the room directory (`visibility: public`).
+    pub publish: bool,
 }
 
 impl Rooms {
-    pub fn alias(&self, alias: &RoomAliasId) -> Result<Option<AliasRecord>> {
-        Ok(self.db.get_json(&maps::ALIASES, alias.as_bytes())?)
-    }
-
     pub async fn create_room(&self, creator: &UserId, request: CreateRoom) -> Result<OwnedRoomId> {
         let version = request.version.clone();
         if !SUPPORTED_ROOM_VERSIONS.contains(&version) {
@@ -215,8 +205,10 @@ impl Rooms {
             })?;
         }
         if let Some(alias) = &request.alias {
-            let record = AliasRecord { room_id: room_id.clone(), creator: creator.to_owned() };
-            self.db.put_json(&maps::ALIASES, alias.as_bytes(), &record)?;
+            self.put_alias(alias, &room_id, creator)?;
+        }
+        if request.publish {
+            self.set_published(&room_id, true)?;
         }
         Ok(room_id)
     }

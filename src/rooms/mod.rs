@@ -7,6 +7,7 @@
 
 pub mod builder;
 pub mod create;
+pub mod directory;
 pub mod pdu;
 pub mod pipeline;
 pub mod read;

@@ -285,6 +285,7 @@ mod tests {
             is_direct: false,
             displayname: None,
             avatar_url: None,
+            publish: false,
         };
         let room_id = rooms.create_room(user_id!("@alice:localhost"), request).await.unwrap();
         Fixture { _dir: dir, rooms, room_id }

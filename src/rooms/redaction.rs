@@ -41,6 +41,22 @@ impl Rooms {
             .unwrap_or(default))
     }
 
+    /// Whether `user`'s power level lets them send a state event of `kind`.
+    pub fn may_send_state(
+        &self,
+        state: &StateMap,
+        user: &UserId,
+        kind: &str,
+        rules: &RoomVersionRules,
+    ) -> Result<bool> {
+        let levels = self.state_event(state, "m.room.power_levels", "")?.map(|p| p.content_value());
+        let required = levels
+            .as_ref()
+            .and_then(|l| l["events"][kind].as_i64().or_else(|| l["state_default"].as_i64()))
+            .unwrap_or(if levels.is_some() { 50 } else { 0 });
+        Ok(self.power_level(state, user, rules)? >= required)
+    }
+
     /// Whether `sender` may redact `target`: their own event, or with the
     /// power to redact others'.
     pub fn may_redact(

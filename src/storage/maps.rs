@@ -127,4 +127,14 @@ maps! {
         key: "room alias (`#name:server`)",
         value: "JSON AliasRecord {room_id, creator}"
     }
+    /// The local aliases of each room.
+    ROOM_ALIASES = "room_aliases" {
+        key: "room short ID ‖ room alias",
+        value: "empty"
+    }
+    /// Rooms published in this server's room directory.
+    PUBLISHED_ROOMS = "published_rooms" {
+        key: "room ID",
+        value: "empty"
+    }
 }

@@ -5,6 +5,7 @@ mod common;
 mod account;
 mod admin_register;
 mod devices;
+mod directory;
 mod discovery;
 mod errors;
 mod login;

@@ -3,6 +3,7 @@
 mod account;
 mod account_data;
 mod devices;
+mod directory;
 mod discovery;
 mod filter;
 mod membership;
@@ -31,5 +32,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = room::routes(router);
     let router = state::routes(router);
     let router = redact::routes(router);
+    let router = directory::routes(router);
     membership::routes(router)
 }

@@ -1,0 +1,223 @@
+//! Room aliases and the room directory: `PUT/GET/DELETE /directory/room/{roomAlias}`,
+//! `GET /rooms/{roomId}/aliases`, `GET/PUT /directory/list/room/{roomId}`,
+//! `GET/POST /publicRooms`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use http::StatusCode;
+use ruma::{
+    RoomId, UInt, UserId,
+    api::{
+        client::{
+            alias::{create_alias, delete_alias, get_alias},
+            directory::{
+                get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility,
+            },
+            room::{Visibility, aliases},
+        },
+        error::ErrorKind,
+    },
+    directory::PublicRoomsChunk,
+};
+
+use super::room::check_can_read;
+use crate::{
+    Error, Result,
+    api::ruma::{Ruma, RumaRouter},
+    rooms::directory::DirectoryEntry,
+    services::Services,
+};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .ruma(put_alias)
+        .ruma(get_alias_handler)
+        .ruma(delete_alias_handler)
+        .ruma(room_aliases)
+        .ruma(get_visibility)
+        .ruma(set_visibility)
+        .ruma(public_rooms)
+        .ruma(public_rooms_filtered)
+}
+
+fn check_local(services: &Services, alias: &ruma::RoomAliasId) -> Result<()> {
+    if alias.server_name() != services.rooms.server_name() {
+        return Err(Error::invalid_param("Room alias must be on this server"));
+    }
+    Ok(())
+}
+
+/// Whether the user is joined and may send the event type in the room now.
+fn may_manage(services: &Services, user: &UserId, room_id: &RoomId, kind: &str) -> Result<bool> {
+    let rooms = &services.rooms;
+    let Some((room_short, record)) = rooms.room(room_id)? else { return Ok(false) };
+    if rooms.membership(user, room_short)?.as_deref() != Some("join") {
+        return Ok(false);
+    }
+    rooms.may_send_state(&*rooms.current_state(&record)?, user, kind, &record.rules()?)
+}
+
+async fn put_alias(req: Ruma<create_alias::v3::Request>) -> Result<create_alias::v3::Response> {
+    let services = &req.services;
+    let body = &req.body;
+    check_local(services, &body.room_alias)?;
+    if services.rooms.alias(&body.room_alias)?.is_some() {
+        return Err(Error::new(StatusCode::CONFLICT, ErrorKind::Unknown, "Room alias already exists."));
+    }
+    let room_short =
+        services.rooms.room_short(&body.room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    if services.rooms.membership(req.user(), room_short)?.as_deref() != Some("join") {
+        return Err(Error::forbidden("You must be in the room to give it an alias."));
+    }
+    services.rooms.put_alias(&body.room_alias, &body.room_id, req.user())?;
+    Ok(create_alias::v3::Response::new())
+}
+
+async fn get_alias_handler(req: Ruma<get_alias::v3::Request>) -> Result<get_alias::v3::Response> {
+    let services = &req.services;
+    // Remote aliases are resolved over federation, which Hearth does not have yet.
+    let record = services
+        .rooms
+        .alias(&req.body.room_alias)?
+        .ok_or_else(|| Error::not_found("Room alias not found."))?;
+    Ok(get_alias::v3::Response::new(record.room_id, vec![services.rooms.server_name().clone()]))
+}
+
+async fn delete_alias_handler(req: Ruma<delete_alias::v3::Request>) -> Result<delete_alias::v3::Response> {
+    let services = &req.services;
+    let alias = &req.body.room_alias;
+    check_local(services, alias)?;
+    let record = services.rooms.alias(alias)?.ok_or_else(|| Error::not_found("Room alias not found."))?;
+    let allowed = record.creator == *req.user()
+        || services.users.is_admin(req.user())?
+        || may_manage(services, req.user(), &record.room_id, "m.room.canonical_alias")?;
+    if !allowed {
+        return Err(Error::forbidden("You may not remove this alias."));
+    }
+    services.rooms.remove_alias(alias, &record)?;
+    Ok(delete_alias::v3::Response::new())
+}
+
+async fn room_aliases(req: Ruma<aliases::v3::Request>) -> Result<aliases::v3::Response> {
+    let rooms = &req.services.rooms;
+    let room_short =
+        rooms.room_short(&req.body.room_id)?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
+    check_can_read(&req.services, req.user(), room_short)?;
+    Ok(aliases::v3::Response::new(rooms.room_aliases(room_short)?))
+}
+
+async fn get_visibility(
+    req: Ruma<get_room_visibility::v3::Request>,
+) -> Result<get_room_visibility::v3::Response> {
+    let rooms = &req.services.rooms;
+    rooms.room_short(&req.body.room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    let visibility =
+        if rooms.is_published(&req.body.room_id)? { Visibility::Public } else { Visibility::Private };
+    Ok(get_room_visibility::v3::Response::new(visibility))
+}
+
+async fn set_visibility(
+    req: Ruma<set_room_visibility::v3::Request>,
+) -> Result<set_room_visibility::v3::Response> {
+    let services = &req.services;
+    let room_id = &req.body.room_id;
+    services.rooms.room_short(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    if !may_manage(services, req.user(), room_id, "m.room.canonical_alias")? {
+        return Err(Error::forbidden("You may not change this room's visibility."));
+    }
+    let publish = match &req.body.visibility {
+        Visibility::Public => true,
+        Visibility::Private => false,
+        _ => return Err(Error::bad_json("Unknown visibility")),
+    };
+    services.rooms.set_published(room_id, publish)?;
+    Ok(set_room_visibility::v3::Response::new())
+}
+
+/// One page of the directory. `since` tokens are offsets: `o<n>`.
+struct DirectoryPage {
+    chunk: Vec<PublicRoomsChunk>,
+    next_batch: Option<String>,
+    prev_batch: Option<String>,
+    total: u64,
+}
+
+fn directory_page(
+    services: &Services,
+    server: Option<&ruma::ServerName>,
+    limit: Option<UInt>,
+    since: Option<&str>,
+    search: Option<&str>,
+) -> Result<DirectoryPage> {
+    if server.is_some_and(|s| s != services.rooms.server_name()) {
+        return Err(Error::invalid_param(
+            "Other servers' directories need federation, which Hearth does not have yet",
+        ));
+    }
+    let offset = match since {
+        Some(token) => token
+            .strip_prefix('o')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| Error::invalid_param("Invalid since token"))?,
+        None => 0,
+    };
+    let needle = search.map(str::to_lowercase);
+    let matches = |e: &DirectoryEntry| {
+        needle.as_ref().is_none_or(|n| {
+            [&e.name, &e.topic, &e.canonical_alias]
+                .iter()
+                .any(|f| f.as_ref().is_some_and(|v| v.to_lowercase().contains(n)))
+        })
+    };
+    let entries: Vec<DirectoryEntry> = services.rooms.directory()?.into_iter().filter(matches).collect();
+    let total = entries.len() as u64;
+    let limit = limit.map(u64::from).filter(|l| *l > 0).unwrap_or(100) as usize;
+    let next_batch = (offset + limit < entries.len()).then(|| format!("o{}", offset + limit));
+    let prev_batch = (offset > 0).then(|| format!("o{}", offset.saturating_sub(limit)));
+    let chunk = entries.into_iter().skip(offset).take(limit).map(to_chunk).collect();
+    Ok(DirectoryPage { chunk, next_batch, prev_batch, total })
+}
+
+fn to_chunk(e: DirectoryEntry) -> PublicRoomsChunk {
+    let mut chunk: PublicRoomsChunk = ruma::directory::PublicRoomsChunkInit {
+        num_joined_members: UInt::new(e.joined_members).unwrap_or_default(),
+        room_id: e.room_id,
+        world_readable: e.world_readable,
+        guest_can_join: e.guest_can_join,
+    }
+    .into();
+    chunk.name = e.name;
+    chunk.topic = e.topic;
+    chunk.canonical_alias = e.canonical_alias.and_then(|a| a.try_into().ok());
+    chunk.avatar_url = e.avatar_url.map(Into::into);
+    chunk.join_rule = e.join_rule.map(|r| r.as_str().into()).unwrap_or_default();
+    chunk.room_type = e.room_type.map(|t| t.as_str().into());
+    chunk
+}
+
+async fn public_rooms(req: Ruma<get_public_rooms::v3::Request>) -> Result<get_public_rooms::v3::Response> {
+    let body = &req.body;
+    let page =
+        directory_page(&req.services, body.server.as_deref(), body.limit, body.since.as_deref(), None)?;
+    let mut response = get_public_rooms::v3::Response::new(page.chunk);
+    response.next_batch = page.next_batch;
+    response.prev_batch = page.prev_batch;
+    response.total_room_count_estimate = UInt::new(page.total);
+    Ok(response)
+}
+
+async fn public_rooms_filtered(
+    req: Ruma<get_public_rooms_filtered::v3::Request>,
+) -> Result<get_public_rooms_filtered::v3::Response> {
+    let body = &req.body;
+    let search = body.filter.generic_search_term.as_deref();
+    let page =
+        directory_page(&req.services, body.server.as_deref(), body.limit, body.since.as_deref(), search)?;
+    let mut response = get_public_rooms_filtered::v3::Response::new();
+    response.chunk = page.chunk;
+    response.next_batch = page.next_batch;
+    response.prev_batch = page.prev_batch;
+    response.total_room_count_estimate = UInt::new(page.total);
+    Ok(response)
+}

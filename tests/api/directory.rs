@@ -1,0 +1,156 @@
+//! Aliases, room directory visibility, /publicRooms.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::common::*;
+
+async fn create_room(s: &TestServer, who: &Session, body: serde_json::Value) -> String {
+    let (status, resp) = s.post("/_matrix/client/v3/createRoom", Some(&who.token), body).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    resp["room_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn aliases_can_be_added_resolved_listed_and_removed() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat", "room_alias_name": "main"})).await;
+    let path = "/_matrix/client/v3/directory/room/%23extra:localhost";
+
+    // Bob is not in the room: no alias for him.
+    assert_error(
+        &s.put(path, Some(&bob.token), json!({"room_id": room})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    assert_eq!(s.put(path, Some(&alice.token), json!({"room_id": room})).await.0, StatusCode::OK);
+    assert_error(
+        &s.put(path, Some(&alice.token), json!({"room_id": room})).await,
+        StatusCode::CONFLICT,
+        "M_UNKNOWN",
+    );
+    assert_error(
+        &s.put(
+            "/_matrix/client/v3/directory/room/%23x:elsewhere.org",
+            Some(&alice.token),
+            json!({"room_id": room}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
+    assert_error(
+        &s.put(
+            "/_matrix/client/v3/directory/room/%23y:localhost",
+            Some(&alice.token),
+            json!({"room_id": "!nope:localhost"}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+
+    let (status, body) = s.get(path, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"room_id": room, "servers": ["localhost"]}));
+    let (_, body) = s.get(&format!("/_matrix/client/v3/rooms/{room}/aliases"), Some(&alice.token)).await;
+    let mut aliases: Vec<&str> =
+        body["aliases"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    aliases.sort();
+    assert_eq!(aliases, ["#extra:localhost", "#main:localhost"]);
+
+    // Bob joins; as an ordinary member he may not delete alice's alias.
+    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    assert_error(
+        &s.request(Method::DELETE, path, Some(&bob.token), None).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    assert_eq!(s.request(Method::DELETE, path, Some(&alice.token), None).await.0, StatusCode::OK);
+    assert_error(&s.get(path, None).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    assert_error(
+        &s.request(Method::DELETE, path, Some(&alice.token), None).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+    let (_, body) = s.get(&format!("/_matrix/client/v3/rooms/{room}/aliases"), Some(&alice.token)).await;
+    assert_eq!(body["aliases"], json!(["#main:localhost"]));
+}
+
+#[tokio::test]
+async fn directory_visibility_and_public_rooms() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let public = create_room(
+        &s,
+        &alice,
+        json!({"visibility": "public", "preset": "public_chat", "name": "Garden", "topic": "Plants", "room_alias_name": "garden"}),
+    )
+    .await;
+    let private = create_room(&s, &alice, json!({"name": "Secret"})).await;
+    s.post(&format!("/_matrix/client/v3/join/{public}"), Some(&bob.token), json!({})).await;
+
+    let vis = |room: &str| format!("/_matrix/client/v3/directory/list/room/{room}");
+    assert_eq!(s.get(&vis(&public), None).await.1, json!({"visibility": "public"}));
+    assert_eq!(s.get(&vis(&private), None).await.1, json!({"visibility": "private"}));
+    assert_error(&s.get(&vis("!nope:localhost"), None).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+
+    let (status, body) = s.get("/_matrix/client/v3/publicRooms", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["chunk"].as_array().unwrap().len(), 1, "{body}");
+    let entry = &body["chunk"][0];
+    assert_eq!(entry["room_id"], public.as_str());
+    assert_eq!(entry["name"], "Garden");
+    assert_eq!(entry["topic"], "Plants");
+    assert_eq!(entry["canonical_alias"], "#garden:localhost");
+    assert_eq!(entry["num_joined_members"], 2);
+    assert_eq!(entry["world_readable"], false);
+    assert!(entry["join_rule"].is_null() || entry["join_rule"] == "public", "absent means public: {entry}");
+
+    // Bob may not publish alice's private room; alice may.
+    assert_error(
+        &s.put(&vis(&private), Some(&bob.token), json!({"visibility": "public"})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    assert_eq!(
+        s.put(&vis(&private), Some(&alice.token), json!({"visibility": "public"})).await.0,
+        StatusCode::OK
+    );
+
+    // Filtered search and pagination (largest room first).
+    let (status, body) = s
+        .post(
+            "/_matrix/client/v3/publicRooms",
+            Some(&alice.token),
+            json!({"filter": {"generic_search_term": "secr"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["chunk"].as_array().unwrap().len(), 1);
+    assert_eq!(body["chunk"][0]["room_id"], private.as_str());
+    let (_, first) = s.get("/_matrix/client/v3/publicRooms?limit=1", None).await;
+    assert_eq!(first["chunk"][0]["room_id"], public.as_str());
+    assert_eq!(first["total_room_count_estimate"], 2);
+    assert!(first.get("prev_batch").is_none());
+    let next = first["next_batch"].as_str().unwrap();
+    let (_, second) = s.get(&format!("/_matrix/client/v3/publicRooms?limit=1&since={next}"), None).await;
+    assert_eq!(second["chunk"][0]["room_id"], private.as_str());
+    assert!(second.get("next_batch").is_none());
+    assert!(second["prev_batch"].is_string());
+    assert_error(
+        &s.post("/_matrix/client/v3/publicRooms", Some(&alice.token), json!({"since": "bogus"})).await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
+
+    assert_eq!(
+        s.put(&vis(&private), Some(&alice.token), json!({"visibility": "private"})).await.0,
+        StatusCode::OK
+    );
+    let (_, body) = s.get("/_matrix/client/v3/publicRooms", None).await;
+    assert_eq!(body["chunk"].as_array().unwrap().len(), 1);
+}
