@@ -24,5 +24,8 @@ burst_count = 1000
 [rate_limits.registration_checks]
 per_second = 1000
 burst_count = 1000
+[rate_limits.message]
+per_second = 1000
+burst_count = 1000
 TOML
 exec /usr/local/bin/hearth --config /hearth.toml serve

@@ -76,6 +76,7 @@ pub struct RateLimits {
     pub login_failures: Rate,
     pub registration: Rate,
     pub registration_checks: Rate,
+    pub message: Rate,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -145,6 +146,7 @@ impl Config {
             ("login_failures", self.rate_limits.login_failures),
             ("registration", self.rate_limits.registration),
             ("registration_checks", self.rate_limits.registration_checks),
+            ("message", self.rate_limits.message),
         ] {
             if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst_count == 0 {
                 return bad(

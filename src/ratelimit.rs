@@ -61,6 +61,7 @@ pub struct Limiters {
     pub login_failures: Limiter,
     pub registration: Limiter,
     pub registration_checks: Limiter,
+    pub message: Limiter,
 }
 
 impl Limiters {
@@ -70,6 +71,7 @@ impl Limiters {
             login_failures: Limiter::new(config.login_failures),
             registration: Limiter::new(config.registration),
             registration_checks: Limiter::new(config.registration_checks),
+            message: Limiter::new(config.message),
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod builder;
 pub mod create;
 pub mod directory;
+pub mod moderation;
 pub mod pdu;
 pub mod pipeline;
 pub mod read;
@@ -103,6 +104,8 @@ pub struct Rooms {
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     /// The latest stream position, for whoever waits on new events.
     notify: tokio::sync::watch::Sender<u64>,
+    /// Serialises report numbering.
+    report_lock: Mutex<()>,
 }
 
 impl Rooms {
@@ -121,6 +124,7 @@ impl Rooms {
             stream: AtomicU64::new(position + 1),
             locks: Mutex::new(HashMap::new()),
             notify: tokio::sync::watch::channel(position).0,
+            report_lock: Mutex::new(()),
         })
     }
 

@@ -164,8 +164,11 @@ impl Rooms {
             batch.put(
                 &maps::ROOM_MEMBERS,
                 [&room_short.to_be_bytes()[..], target.as_bytes()].concat(),
-                membership,
+                membership.as_bytes(),
             );
+            if membership == "join" || membership == "invite" {
+                batch.delete(&maps::FORGOTTEN_ROOMS, key(&[target.as_bytes(), &room_short.to_be_bytes()]));
+            }
         }
         if pdu.kind == TimelineEventType::RoomRedaction {
             self.apply_redaction(&mut batch, &pdu, event_short, room_short, &state_before, &rules)?;

@@ -211,3 +211,39 @@ impl Rooms {
         Ok(Page { events, next })
     }
 }
+
+impl Rooms {
+    /// The visible event nearest to `ts`: the first at or after it going
+    /// forwards, the last at or before it going backwards.
+    pub fn event_at_timestamp(
+        &self,
+        room_short: u64,
+        viewer: &UserId,
+        ts: u64,
+        forwards: bool,
+    ) -> Result<Option<(OwnedEventId, u64)>> {
+        let prefix = room_short.to_be_bytes();
+        let mut cursor = if forwards { 0 } else { u64::MAX };
+        loop {
+            let start = [prefix, cursor.to_be_bytes()].concat();
+            let slice = self.db.scan_range(&maps::TIMELINE, &prefix, Some(&start), !forwards, 200)?;
+            let done = slice.len() < 200;
+            for (k, v) in slice {
+                let position = decode_u64(&k[8..])?;
+                cursor = if forwards { position + 1 } else { position.saturating_sub(1) };
+                let short = decode_u64(&v)?;
+                let (Some(pdu), Some(meta)) = (self.pdu_by_short(short)?, self.event_meta(short)?) else {
+                    continue;
+                };
+                let event_ts: u64 = pdu.origin_server_ts.0.into();
+                let hit = if forwards { event_ts >= ts } else { event_ts <= ts };
+                if hit && self.can_see(viewer, &pdu, &meta)? {
+                    return Ok(Some((pdu.event_id, event_ts)));
+                }
+            }
+            if done || (!forwards && cursor == 0) {
+                return Ok(None);
+            }
+        }
+    }
+}

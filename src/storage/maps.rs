@@ -137,4 +137,14 @@ maps! {
         key: "room ID",
         value: "empty"
     }
+    /// Rooms a user has forgotten (cleared when they join or are invited again).
+    FORGOTTEN_ROOMS = "forgotten_rooms" {
+        key: "user ID ‖ SEP ‖ room short ID",
+        value: "empty"
+    }
+    /// Reports of events and rooms, for server admins.
+    REPORTS = "reports" {
+        key: "report number (u64 big-endian)",
+        value: "JSON Report {room_id, event_id, reporter, reason, ts}"
+    }
 }

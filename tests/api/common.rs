@@ -41,6 +41,7 @@ impl TestServer {
             &mut config.rate_limits.login_failures,
             &mut config.rate_limits.registration,
             &mut config.rate_limits.registration_checks,
+            &mut config.rate_limits.message,
         ] {
             rate.per_second = 1000.0;
             rate.burst_count = 1000;

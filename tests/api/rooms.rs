@@ -561,3 +561,214 @@ async fn redactions_follow_the_room_version() {
         );
     }
 }
+
+#[tokio::test]
+async fn context_and_timestamp_to_event() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({})).await;
+    let mut ids = Vec::new();
+    for i in 0..9 {
+        let (_, sent) = send(&s, &alice, &room, &format!("c{i}"), &format!("m{i}")).await;
+        ids.push(sent["event_id"].as_str().unwrap().to_owned());
+    }
+    let (status, ctx) = s
+        .get(&format!("/_matrix/client/v3/rooms/{room}/context/{}?limit=4", ids[4]), Some(&alice.token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ctx}");
+    assert_eq!(ctx["event"]["content"]["body"], "m4");
+    let before: Vec<&str> = ctx["events_before"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["content"]["body"].as_str().unwrap())
+        .collect();
+    let after: Vec<&str> = ctx["events_after"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["content"]["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(before, ["m3", "m2"]);
+    assert_eq!(after, ["m5", "m6"]);
+    assert!(
+        ctx["state"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.create"),
+        "state at the event"
+    );
+    // The tokens continue from where the context stops.
+    let (_, older) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=2&from={}",
+                ctx["start"].as_str().unwrap()
+            ),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(bodies(&older), ["m1", "m0"]);
+    let (_, newer) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/messages?dir=f&limit=2&from={}",
+                ctx["end"].as_str().unwrap()
+            ),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(bodies(&newer), ["m7", "m8"]);
+    assert_error(
+        &s.get(&format!("/_matrix/client/v3/rooms/{room}/context/$nope"), Some(&alice.token)).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+
+    let (_, event) =
+        s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{}", ids[4]), Some(&alice.token)).await;
+    let ts = event["origin_server_ts"].as_u64().unwrap();
+    let (status, found) = s
+        .get(&format!("/_matrix/client/v1/rooms/{room}/timestamp_to_event?ts={ts}&dir=b"), Some(&alice.token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert!(found["origin_server_ts"].as_u64().unwrap() <= ts);
+    let (_, found) = s
+        .get(&format!("/_matrix/client/v1/rooms/{room}/timestamp_to_event?ts={ts}&dir=f"), Some(&alice.token))
+        .await;
+    assert!(found["origin_server_ts"].as_u64().unwrap() >= ts);
+    assert_error(
+        &s.get(
+            &format!("/_matrix/client/v1/rooms/{room}/timestamp_to_event?ts={}&dir=f", ts + 3_600_000),
+            Some(&alice.token),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+    let (_, first) = s
+        .get(&format!("/_matrix/client/v1/rooms/{room}/timestamp_to_event?ts=0&dir=f"), Some(&alice.token))
+        .await;
+    let (_, create) = s
+        .get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.create?format=event"), Some(&alice.token))
+        .await;
+    assert_eq!(first["event_id"], create["event_id"]);
+}
+
+#[tokio::test]
+async fn forget_knock_and_reports() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(
+        &s,
+        &alice,
+        json!({"room_version": "10", "initial_state": [{"type": "m.room.join_rules", "content": {"join_rule": "knock"}}]}),
+    )
+    .await;
+    // Forgetting needs a room one has left.
+    assert_error(
+        &member_action(&s, &alice, &room, "forget", json!({})).await,
+        StatusCode::BAD_REQUEST,
+        "M_UNKNOWN",
+    );
+
+    // Knock, then be let in.
+    let (status, body) = s
+        .post(&format!("/_matrix/client/v3/knock/{room}"), Some(&bob.token), json!({"reason": "let me in"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, member) = state(&s, &alice, &room, "m.room.member", "@bob:localhost").await;
+    assert_eq!(member["membership"], "knock");
+    assert_eq!(member["reason"], "let me in");
+    assert_eq!(
+        member_action(&s, &alice, &room, "invite", json!({"user_id": bob.user_id})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(member_action(&s, &bob, &room, "join", json!({})).await.0, StatusCode::OK);
+    // A knock on an invite-only room is refused.
+    let closed = create_room(&s, &alice, json!({"room_version": "10"})).await;
+    assert_error(
+        &s.post(&format!("/_matrix/client/v3/knock/{closed}"), Some(&bob.token), json!({})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+
+    // Reports.
+    let (_, sent) = send(&s, &alice, &room, "r1", "rude").await;
+    let event = sent["event_id"].as_str().unwrap();
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/report/{event}"),
+            Some(&bob.token),
+            json!({"reason": "rude"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/report"),
+            Some(&bob.token),
+            json!({"reason": "whole room"})
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let eve = s.register("eve").await;
+    assert_error(
+        &s.post(&format!("/_matrix/client/v3/rooms/{room}/report/{event}"), Some(&eve.token), json!({}))
+            .await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+    assert_eq!(
+        s.post(&format!("/_matrix/client/v3/rooms/{room}/report"), Some(&eve.token), json!({"reason": ""}))
+            .await
+            .0,
+        StatusCode::OK,
+        "room reports need no membership"
+    );
+    assert_error(
+        &s.post("/_matrix/client/v3/rooms/!nope:localhost/report", Some(&eve.token), json!({"reason": "x"}))
+            .await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+    let reports = s.server().services.rooms.reports().unwrap();
+    assert_eq!(reports.len(), 3);
+    assert_eq!(reports[0].reason.as_deref(), Some("rude"));
+    assert_eq!(reports[0].event_id.as_ref().map(|e| e.as_str()), Some(event));
+
+    // Leave and forget.
+    assert_eq!(member_action(&s, &bob, &room, "leave", json!({})).await.0, StatusCode::OK);
+    assert_eq!(member_action(&s, &bob, &room, "forget", json!({})).await.0, StatusCode::OK);
+    let room_id = ruma::OwnedRoomId::try_from(room.as_str()).unwrap();
+    let short = s.server().services.rooms.room_short(&room_id).unwrap().unwrap();
+    assert!(
+        s.server()
+            .services
+            .rooms
+            .is_forgotten(&ruma::OwnedUserId::try_from(bob.user_id.as_str()).unwrap(), short)
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn sending_is_rate_limited_per_user() {
+    let s = TestServer::start_with(|c| {
+        c.rate_limits.message.per_second = 0.1;
+        c.rate_limits.message.burst_count = 3;
+    })
+    .await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    for i in 0..3 {
+        assert_eq!(send(&s, &alice, &room, &format!("l{i}"), "ok").await.0, StatusCode::OK);
+    }
+    let resp = send(&s, &alice, &room, "l3", "too fast").await;
+    assert_error(&resp, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
+    assert!(resp.1["retry_after_ms"].as_u64().unwrap() > 0);
+    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    assert_eq!(send(&s, &bob, &room, "b0", "others are not limited by alice").await.0, StatusCode::OK);
+    let (_, page) = messages(&s, &alice, &room).await;
+    assert!(!bodies(&page).contains(&"too fast".to_owned()), "the refused event was not stored");
+}

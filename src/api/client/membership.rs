@@ -6,9 +6,12 @@ use std::{collections::BTreeMap, sync::Arc};
 use axum::Router;
 use ruma::{
     OwnedRoomId, RoomId, UserId,
-    api::client::membership::{
-        ban_user, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias, joined_members,
-        kick_user, leave_room, unban_user,
+    api::client::{
+        knock::knock_room,
+        membership::{
+            ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias,
+            joined_members, kick_user, leave_room, unban_user,
+        },
     },
 };
 use serde_json::{Value, json};
@@ -32,6 +35,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(unban)
         .ruma(members)
         .ruma(joined)
+        .ruma(forget)
+        .ruma(knock)
 }
 
 /// Sends an `m.room.member` event for `target`.
@@ -74,19 +79,22 @@ async fn join_by_id(req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room
     Ok(join_room_by_id::v3::Response::new(room_id.clone()))
 }
 
+/// A room ID as given, or the room a local alias names.
+fn resolve_room(services: &Services, room_id_or_alias: &ruma::RoomOrAliasId) -> Result<OwnedRoomId> {
+    match OwnedRoomId::try_from(room_id_or_alias.to_owned()) {
+        Ok(room_id) => Ok(room_id),
+        Err(alias) => Ok(services
+            .rooms
+            .alias(&alias)?
+            .ok_or_else(|| Error::not_found("Room alias not found."))?
+            .room_id),
+    }
+}
+
 async fn join_by_id_or_alias(
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
-    let room_id: OwnedRoomId = match OwnedRoomId::try_from(req.body.room_id_or_alias.clone()) {
-        Ok(room_id) => room_id,
-        Err(alias) => {
-            req.services
-                .rooms
-                .alias(&alias)?
-                .ok_or_else(|| Error::not_found("Room alias not found."))?
-                .room_id
-        }
-    };
+    let room_id = resolve_room(&req.services, &req.body.room_id_or_alias)?;
     set_membership(&req.services, &room_id, req.user(), req.user(), "join", req.body.reason.as_deref())
         .await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
@@ -209,4 +217,28 @@ async fn joined(req: Ruma<joined_members::v3::Request>) -> Result<joined_members
         joined.insert(user, member);
     }
     Ok(joined_members::v3::Response::new(joined))
+}
+
+async fn forget(req: Ruma<forget_room::v3::Request>) -> Result<forget_room::v3::Response> {
+    let rooms = &req.services.rooms;
+    let room_short = rooms.room_short(&req.body.room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    match rooms.membership(req.user(), room_short)?.as_deref() {
+        Some("join" | "invite" | "knock") => Err(Error::new(
+            http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::Unknown,
+            "Leave the room first",
+        )),
+        None => Err(Error::not_found("You were never in this room")),
+        Some(_) => {
+            rooms.forget(req.user(), room_short)?;
+            Ok(forget_room::v3::Response::new())
+        }
+    }
+}
+
+async fn knock(req: Ruma<knock_room::v3::Request>) -> Result<knock_room::v3::Response> {
+    let room_id = resolve_room(&req.services, &req.body.room_id_or_alias)?;
+    set_membership(&req.services, &room_id, req.user(), req.user(), "knock", req.body.reason.as_deref())
+        .await?;
+    Ok(knock_room::v3::Response::new(room_id))
 }

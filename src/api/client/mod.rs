@@ -9,6 +9,7 @@ mod filter;
 mod membership;
 mod profile;
 mod redact;
+mod report;
 mod room;
 mod session;
 mod state;
@@ -33,5 +34,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = state::routes(router);
     let router = redact::routes(router);
     let router = directory::routes(router);
+    let router = report::routes(router);
     membership::routes(router)
 }

@@ -40,6 +40,7 @@ async fn redact(req: Ruma<redact_event::v3::Request>) -> Result<redact_event::v3
     let mut builder = PduBuilder::message("m.room.redaction", content);
     builder.redacts = Some(body.event_id.clone());
     let txn = Txn { device_id: req.device().clone(), txn_id: format!("redact:{}", body.txn_id) };
-    let event_id = rooms.send(&body.room_id, req.user(), builder, Some(txn)).await?;
+    let event_id =
+        super::state::send_event(&req.services, req.user(), &body.room_id, builder, Some(txn)).await?;
     Ok(redact_event::v3::Response::new(event_id))
 }

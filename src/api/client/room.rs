@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use ruma::{
-    RoomAliasId, UserId,
+    RoomAliasId, UInt, UserId,
     api::client::{
+        context::get_context,
         filter::RoomEventFilter,
         membership::joined_rooms,
         message::get_message_events,
         room::{
             create_room::{self, v3::RoomPreset},
-            get_room_event,
+            get_event_by_timestamp, get_room_event,
         },
     },
     serde::Raw,
@@ -31,7 +32,7 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(create).ruma(get_event).ruma(messages).ruma(joined)
+    router.ruma(create).ruma(get_event).ruma(messages).ruma(joined).ruma(context).ruma(timestamp_to_event)
 }
 
 fn object(raw: Option<&serde_json::value::RawValue>, what: &str) -> Result<Map<String, Value>> {
@@ -204,19 +205,14 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
     )?;
 
     // Lazy loading: the member events of the senders in the chunk.
-    let mut state = Vec::new();
-    if !filter.lazy_load_options.is_disabled() {
-        let mut senders: Vec<&str> = page.events.iter().filter_map(|e| e["sender"].as_str()).collect();
-        senders.sort_unstable();
-        senders.dedup();
-        for sender in senders {
-            if let Some(pdu) = rooms.current_state_event(room_short, "m.room.member", sender)?
-                && let Some(short) = rooms.event_short(&pdu.event_id)?
-            {
-                state.push(raw(rooms.client_event(short, None, req.user())?)?);
-            }
-        }
-    }
+    let state = if filter.lazy_load_options.is_disabled() {
+        Vec::new()
+    } else {
+        sender_members(services, room_short, req.user(), &page.events)?
+            .into_iter()
+            .map(raw)
+            .collect::<Result<_>>()?
+    };
     let mut response = get_message_events::v3::Response::new();
     response.start = token(from);
     response.end = page.next.map(token);
@@ -227,4 +223,95 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
 
 pub fn raw<T>(value: Value) -> Result<Raw<T>> {
     Ok(Raw::from_json(serde_json::value::to_raw_value(&value).map_err(Error::internal)?))
+}
+
+/// The member events of the senders of `events` (lazy loading).
+fn sender_members(
+    services: &Services,
+    room_short: u64,
+    viewer: &UserId,
+    events: &[Value],
+) -> Result<Vec<Value>> {
+    let rooms = &services.rooms;
+    let mut senders: Vec<&str> = events.iter().filter_map(|e| e["sender"].as_str()).collect();
+    senders.sort_unstable();
+    senders.dedup();
+    let mut members = Vec::new();
+    for sender in senders {
+        if let Some(pdu) = rooms.current_state_event(room_short, "m.room.member", sender)?
+            && let Some(short) = rooms.event_short(&pdu.event_id)?
+        {
+            members.push(rooms.client_event(short, None, viewer)?);
+        }
+    }
+    Ok(members)
+}
+
+async fn context(req: Ruma<get_context::v3::Request>) -> Result<get_context::v3::Response> {
+    let services = &req.services;
+    let rooms = &services.rooms;
+    let body = &req.body;
+    let not_found = || Error::not_found("Event not found.");
+    let room_short = rooms.room_short(&body.room_id)?.ok_or_else(not_found)?;
+    let short = rooms.event_short(&body.event_id)?.ok_or_else(not_found)?;
+    let (Some(meta), Some(pdu)) = (rooms.event_meta(short)?, rooms.pdu_by_short(short)?) else {
+        return Err(not_found());
+    };
+    if meta.room != room_short || !rooms.can_see(req.user(), &pdu, &meta)? {
+        return Err(not_found());
+    }
+    let limit = u64::from(body.limit).min(100) as usize;
+    let before_limit = limit / 2;
+    let after_limit = limit - before_limit;
+    let filter = &body.filter;
+    let device = req.sender_device.as_deref();
+    let before = rooms.page(room_short, req.user(), device, meta.stream, None, true, before_limit, |p| {
+        filter_allows(filter, p)
+    })?;
+    let after =
+        rooms.page(room_short, req.user(), device, meta.stream + 1, None, false, after_limit, |p| {
+            filter_allows(filter, p)
+        })?;
+    let event = rooms.client_event(short, device, req.user())?;
+
+    let state = if filter.lazy_load_options.is_disabled() {
+        let state_id = meta.state_after.ok_or_else(not_found)?;
+        rooms
+            .state
+            .load(state_id)?
+            .values()
+            .map(|s| rooms.client_event(*s, None, req.user()))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        let mut shown = before.events.clone();
+        shown.extend(after.events.iter().cloned());
+        shown.push(event.clone());
+        sender_members(services, room_short, req.user(), &shown)?
+    };
+    let mut response = get_context::v3::Response::new();
+    response.start = Some(token(before.next.unwrap_or(meta.stream)));
+    response.end = Some(token(after.next.unwrap_or(meta.stream + 1)));
+    response.events_before = before.events.into_iter().map(raw).collect::<Result<_>>()?;
+    response.event = Some(raw(event)?);
+    response.events_after = after.events.into_iter().map(raw).collect::<Result<_>>()?;
+    response.state = state.into_iter().map(raw).collect::<Result<_>>()?;
+    Ok(response)
+}
+
+async fn timestamp_to_event(
+    req: Ruma<get_event_by_timestamp::v1::Request>,
+) -> Result<get_event_by_timestamp::v1::Response> {
+    let rooms = &req.services.rooms;
+    let body = &req.body;
+    let room_short =
+        rooms.room_short(&body.room_id)?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
+    check_can_read(&req.services, req.user(), room_short)?;
+    let forwards = body.dir == ruma::api::Direction::Forward;
+    let (event_id, ts) = rooms
+        .event_at_timestamp(room_short, req.user(), body.ts.0.into(), forwards)?
+        .ok_or_else(|| Error::not_found("Unable to find an event in that direction"))?;
+    Ok(get_event_by_timestamp::v1::Response::new(
+        event_id,
+        ruma::MilliSecondsSinceUnixEpoch(UInt::new(ts).unwrap_or_default()),
+    ))
 }

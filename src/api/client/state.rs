@@ -32,11 +32,23 @@ fn content(json: &serde_json::value::RawValue) -> Result<Value> {
     }
 }
 
+/// Sends a client's event, within the user's message rate limit.
+pub async fn send_event(
+    services: &Services,
+    user: &ruma::UserId,
+    room_id: &ruma::RoomId,
+    builder: PduBuilder,
+    txn: Option<Txn>,
+) -> Result<ruma::OwnedEventId> {
+    services.limiters.message.check(user.as_str()).map_err(Error::limit_exceeded)?;
+    services.rooms.send(room_id, user, builder, txn).await
+}
+
 async fn send(req: Ruma<send_message_event::v3::Request>) -> Result<send_message_event::v3::Response> {
     let body = &req.body;
     let builder = PduBuilder::message(&body.event_type.to_string(), content(body.body.json())?);
     let txn = Txn { device_id: req.device().clone(), txn_id: body.txn_id.to_string() };
-    let event_id = req.services.rooms.send(&body.room_id, req.user(), builder, Some(txn)).await?;
+    let event_id = send_event(&req.services, req.user(), &body.room_id, builder, Some(txn)).await?;
     Ok(send_message_event::v3::Response::new(event_id))
 }
 
@@ -44,7 +56,7 @@ async fn put_state(req: Ruma<send_state_event::v3::Request>) -> Result<send_stat
     let body = &req.body;
     let builder =
         PduBuilder::state(&body.event_type.to_string(), &body.state_key, content(body.body.json())?);
-    let event_id = req.services.rooms.send(&body.room_id, req.user(), builder, None).await?;
+    let event_id = send_event(&req.services, req.user(), &body.room_id, builder, None).await?;
     Ok(send_state_event::v3::Response::new(event_id))
 }
 

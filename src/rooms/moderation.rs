@@ -1,0 +1,51 @@
+//! Forgetting rooms and reporting content.
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::{Rooms, short_ids::decode_u64};
+use crate::{
+    Result,
+    storage::{Batch, key, maps},
+    util,
+};
+
+/// What `reports` stores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub room_id: OwnedRoomId,
+    pub event_id: Option<OwnedEventId>,
+    pub reporter: OwnedUserId,
+    pub reason: Option<String>,
+    pub ts: u64,
+}
+
+impl Rooms {
+    pub fn forget(&self, user: &UserId, room_short: u64) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.put(&maps::FORGOTTEN_ROOMS, key(&[user.as_bytes(), &room_short.to_be_bytes()]), Vec::new());
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    pub fn is_forgotten(&self, user: &UserId, room_short: u64) -> Result<bool> {
+        Ok(self.db.contains(&maps::FORGOTTEN_ROOMS, &key(&[user.as_bytes(), &room_short.to_be_bytes()]))?)
+    }
+
+    /// Stores a report for the server's admins.
+    pub fn report(&self, report: Report) -> Result<()> {
+        let _guard = self.report_lock.lock().expect("report lock");
+        let last = self.db.scan_range(&maps::REPORTS, b"", None, true, 1)?;
+        let next = match last.first() {
+            Some((k, _)) => decode_u64(k)? + 1,
+            None => 0,
+        };
+        self.db.put_json(&maps::REPORTS, &next.to_be_bytes(), &Report { ts: util::now_ms(), ..report })?;
+        Ok(())
+    }
+
+    /// Every report, oldest first.
+    pub fn reports(&self) -> Result<Vec<Report>> {
+        Ok(self.db.scan_json(&maps::REPORTS, b"")?.into_iter().map(|(_, r)| r).collect())
+    }
+}
