@@ -15,6 +15,7 @@ pub mod read;
 pub mod redaction;
 pub mod short_ids;
 pub mod state;
+pub mod upgrade;
 
 use std::{
     collections::HashMap,

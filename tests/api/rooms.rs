@@ -772,3 +772,106 @@ async fn sending_is_rate_limited_per_user() {
     let (_, page) = messages(&s, &alice, &room).await;
     assert!(!bodies(&page).contains(&"too fast".to_owned()), "the refused event was not stored");
 }
+
+#[tokio::test]
+async fn rooms_upgrade_with_tombstone_copied_state_and_moved_aliases() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let old = create_room(
+        &s,
+        &alice,
+        json!({"room_version": "10", "preset": "public_chat", "visibility": "public", "name": "Old hall",
+               "topic": "history", "room_alias_name": "hall"}),
+    )
+    .await;
+    s.post(&format!("/_matrix/client/v3/join/{old}"), Some(&bob.token), json!({})).await;
+    let upgrade = format!("/_matrix/client/v3/rooms/{old}/upgrade");
+
+    assert_error(
+        &s.post(&upgrade, Some(&bob.token), json!({"new_version": "12"})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &s.post(&upgrade, Some(&alice.token), json!({"new_version": "99"})).await,
+        StatusCode::BAD_REQUEST,
+        "M_UNSUPPORTED_ROOM_VERSION",
+    );
+
+    let (status, body) = s.post(&upgrade, Some(&alice.token), json!({"new_version": "12"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let new = body["replacement_room"].as_str().unwrap().to_owned();
+
+    let (_, tombstone) = state(&s, &alice, &old, "m.room.tombstone", "").await;
+    assert_eq!(tombstone["replacement_room"], new.as_str());
+    let (_, create) = state(&s, &alice, &new, "m.room.create", "").await;
+    assert_eq!(create["predecessor"]["room_id"], old.as_str());
+    assert_eq!(create["room_version"], "12");
+    let (_, name) = state(&s, &alice, &new, "m.room.name", "").await;
+    assert_eq!(name["name"], "Old hall");
+    let (_, topic) = state(&s, &alice, &new, "m.room.topic", "").await;
+    assert_eq!(topic["topic"], "history");
+    let (_, join_rules) = state(&s, &alice, &new, "m.room.join_rules", "").await;
+    assert_eq!(join_rules["join_rule"], "public");
+    let (_, pl) = state(&s, &alice, &new, "m.room.power_levels", "").await;
+    assert!(pl["users"].get("@alice:localhost").is_none(), "the v12 creator is not listed: {pl}");
+
+    // The alias now points at the new room, which took over the directory entry.
+    let (_, alias) = s.get("/_matrix/client/v3/directory/room/%23hall:localhost", None).await;
+    assert_eq!(alias["room_id"], new.as_str());
+    let (_, directory) = s.get("/_matrix/client/v3/publicRooms", None).await;
+    let listed: Vec<&str> =
+        directory["chunk"].as_array().unwrap().iter().map(|r| r["room_id"].as_str().unwrap()).collect();
+    assert_eq!(listed, [new.as_str()]);
+
+    // The old room is quiet: bob may no longer post there, but can join the new one.
+    assert_error(&send(&s, &bob, &old, "q", "still here?").await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_eq!(
+        s.post(&format!("/_matrix/client/v3/join/{new}"), Some(&bob.token), json!({})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(send(&s, &bob, &new, "n", "new home").await.0, StatusCode::OK);
+}
+
+// Multi-threaded, like the real server, so appends really race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_senders_neither_fork_nor_lose_events() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let mut users = vec![alice];
+    for name in ["bob", "carol", "dave"] {
+        let user = s.register(name).await;
+        s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&user.token), json!({})).await;
+        users.push(user);
+    }
+    let sends = users.iter().flat_map(|u| (0..25).map(move |i| (u, i))).map(|(u, i)| {
+        let s = &s;
+        let room = &room;
+        async move { send(s, u, room, &format!("c{i}"), &format!("{}-{i}", u.user_id)).await }
+    });
+    let results = futures_util::future::join_all(sends).await;
+    assert!(results.iter().all(|(status, _)| *status == StatusCode::OK), "{results:?}");
+
+    let (_, page) = s
+        .get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1000"), Some(&users[0].token))
+        .await;
+    assert_eq!(bodies(&page).len(), 100, "every acknowledged event is in the timeline");
+    let room_id = ruma::OwnedRoomId::try_from(room.as_str()).unwrap();
+    let (_, record) = s.server().services.rooms.room(&room_id).unwrap().unwrap();
+    assert_eq!(record.forward_extremities.len(), 1, "the DAG did not fork");
+    // Each event's only prev_event is the one before it: a straight line.
+    let chunk = page["chunk"].as_array().unwrap();
+    for pair in chunk.windows(2) {
+        let newer = s
+            .server()
+            .services
+            .rooms
+            .pdu(&ruma::OwnedEventId::try_from(pair[0]["event_id"].as_str().unwrap()).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(newer.prev_events.len(), 1);
+        assert_eq!(newer.prev_events[0].as_str(), pair[1]["event_id"].as_str().unwrap());
+    }
+}

@@ -13,7 +13,7 @@ use ruma::{
         message::get_message_events,
         room::{
             create_room::{self, v3::RoomPreset},
-            get_event_by_timestamp, get_room_event,
+            get_event_by_timestamp, get_room_event, upgrade_room,
         },
     },
     serde::Raw,
@@ -32,7 +32,14 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(create).ruma(get_event).ruma(messages).ruma(joined).ruma(context).ruma(timestamp_to_event)
+    router
+        .ruma(create)
+        .ruma(get_event)
+        .ruma(messages)
+        .ruma(joined)
+        .ruma(context)
+        .ruma(timestamp_to_event)
+        .ruma(upgrade)
 }
 
 fn object(raw: Option<&serde_json::value::RawValue>, what: &str) -> Result<Map<String, Value>> {
@@ -314,4 +321,22 @@ async fn timestamp_to_event(
         event_id,
         ruma::MilliSecondsSinceUnixEpoch(UInt::new(ts).unwrap_or_default()),
     ))
+}
+
+async fn upgrade(req: Ruma<upgrade_room::v3::Request>) -> Result<upgrade_room::v3::Response> {
+    let body = &req.body;
+    if !crate::rooms::SUPPORTED_ROOM_VERSIONS.contains(&body.new_version) {
+        return Err(Error::new(
+            http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+            format!("Room version {} is not supported", body.new_version),
+        ));
+    }
+    let new_room = req
+        .services
+        .rooms
+        .upgrade_room(req.user(), &body.room_id, body.new_version.clone(), body.additional_creators.clone())
+        .await?;
+    tracing::info!("{} upgraded {} to {new_room} (version {})", req.user(), body.room_id, body.new_version);
+    Ok(upgrade_room::v3::Response::new(new_room))
 }

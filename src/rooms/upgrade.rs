@@ -1,0 +1,137 @@
+//! Room upgrades (`POST /rooms/{roomId}/upgrade`): a new room with a
+//! predecessor link and the transferable state, the old room tombstoned,
+//! aliases moved, and the old room's power levels tightened.
+
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
+use serde_json::{Map, Value, json};
+
+use super::{
+    Rooms,
+    builder::PduBuilder,
+    create::{CreateRoom, Preset},
+};
+use crate::{Error, Result};
+
+/// State copied to the new room, as the spec lists it.
+const TRANSFERABLE: &[&str] = &[
+    "m.room.server_acl",
+    "m.room.encryption",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.topic",
+    "m.room.guest_access",
+    "m.room.history_visibility",
+    "m.room.join_rules",
+    "m.room.power_levels",
+];
+
+impl Rooms {
+    pub async fn upgrade_room(
+        &self,
+        user: &UserId,
+        old_room: &RoomId,
+        version: RoomVersionId,
+        additional_creators: Vec<OwnedUserId>,
+    ) -> Result<OwnedRoomId> {
+        let (old_short, record) = self.room(old_room)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        let old_rules = record.rules()?;
+        let state = self.current_state(&record)?;
+        if self.membership(user, old_short)?.as_deref() != Some("join")
+            || !self.may_send_state(&state, user, "m.room.tombstone", &old_rules)?
+        {
+            return Err(Error::forbidden("You may not upgrade this room."));
+        }
+        let new_rules = version.rules();
+        let new_is_v12 =
+            new_rules.as_ref().is_some_and(|r| r.authorization.explicitly_privilege_room_creators);
+
+        let mut creation_content = Map::new();
+        let create = self
+            .state_event(&state, "m.room.create", "")?
+            .ok_or_else(|| Error::internal("room without create"))?;
+        let old_create = create.content_value();
+        for key in ["type", "m.federate"] {
+            if let Some(value) = old_create.get(key) {
+                creation_content.insert(key.to_owned(), value.clone());
+            }
+        }
+        creation_content.insert("predecessor".into(), json!({"room_id": old_room}));
+        if new_is_v12 && !additional_creators.is_empty() {
+            creation_content.insert("additional_creators".into(), json!(additional_creators));
+        }
+
+        let mut initial_state = Vec::new();
+        for kind in TRANSFERABLE {
+            let Some(pdu) = self.state_event(&state, kind, "")? else { continue };
+            let mut content = pdu.content_value();
+            if *kind == "m.room.power_levels" {
+                let users = content["users"].as_object_mut();
+                if let Some(users) = users {
+                    if new_is_v12 {
+                        // Creators have infinite power and may not be listed.
+                        users.remove(user.as_str());
+                        for creator in &additional_creators {
+                            users.remove(creator.as_str());
+                        }
+                    } else {
+                        let level = users.get(user.as_str()).and_then(Value::as_i64).unwrap_or(0).max(100);
+                        users.insert(user.to_string(), json!(level));
+                    }
+                } else if !new_is_v12 {
+                    content["users"] = json!({user.as_str(): 100});
+                }
+            }
+            initial_state.push(((*kind).to_owned(), String::new(), content));
+        }
+        let aliases = self.room_aliases(old_short)?;
+        if let Some(canonical) = self.state_event(&state, "m.room.canonical_alias", "")? {
+            initial_state.push(("m.room.canonical_alias".into(), String::new(), canonical.content_value()));
+        }
+
+        let request = CreateRoom {
+            version,
+            creation_content,
+            preset: Preset::PrivateChat,
+            power_level_override: None,
+            alias: None,
+            initial_state,
+            name: None,
+            topic: None,
+            invite: Vec::new(),
+            is_direct: false,
+            displayname: None,
+            avatar_url: None,
+            publish: self.is_published(old_room)?,
+        };
+        let new_room = self.create_room(user, request).await?;
+
+        // Tombstone the old room, then move its aliases and quiet it down.
+        let tombstone = json!({"body": "This room has been replaced", "replacement_room": new_room});
+        self.send(old_room, user, PduBuilder::state("m.room.tombstone", "", tombstone), None).await?;
+        for alias in &aliases {
+            if let Some(alias_record) = self.alias(alias)? {
+                self.remove_alias(alias, &alias_record)?;
+            }
+            self.put_alias(alias, &new_room, user)?;
+        }
+        if self.is_published(old_room)? {
+            self.set_published(old_room, false)?;
+        }
+        if let Some(levels) = self.state_event(&state, "m.room.power_levels", "")? {
+            let mut content = levels.content_value();
+            let floor = (content["users_default"].as_i64().unwrap_or(0) + 1).max(50);
+            let mut changed = false;
+            for key in ["events_default", "invite"] {
+                if content[key].as_i64().unwrap_or(0) < floor {
+                    content[key] = json!(floor);
+                    changed = true;
+                }
+            }
+            if changed {
+                self.send(old_room, user, PduBuilder::state("m.room.power_levels", "", content), None)
+                    .await?;
+            }
+        }
+        Ok(new_room)
+    }
+}
