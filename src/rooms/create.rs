@@ -87,20 +87,33 @@ impl Rooms {
             "auth_events": [],
             "depth": 1,
         });
-        let room_id: OwnedRoomId =
-            if rules.room_id_format == ruma::room_version_rules::RoomIdFormatVersion::V2 {
-                // v12: the room ID is the create event's reference hash.
-                let (event_id, _) = self.finish(create.clone(), &rules, &version)?;
-                RoomId::parse(format!("!{}", &event_id.as_str()[1..])).map_err(Error::internal)?
-            } else {
-                let id = RoomId::parse(format!("!{}:{}", util::random_string(18), self.server_name))
-                    .map_err(Error::internal)?;
-                create["room_id"] = json!(id);
-                id
-            };
-        let (create_id, create_object) = self.finish(create, &rules, &version)?;
-
-        let _guard = self.lock(&room_id).await;
+        // In v12 the room ID is the create event's hash, so identical
+        // requests in one millisecond would collide: nudge the timestamp
+        // and try again, as Synapse does. Older versions draw a random ID.
+        let mut attempts = 0;
+        let (room_id, create_id, create_object, _guard) = loop {
+            attempts += 1;
+            let mut event = create.clone();
+            let room_id: OwnedRoomId =
+                if rules.room_id_format == ruma::room_version_rules::RoomIdFormatVersion::V2 {
+                    let (event_id, _) = self.finish(event.clone(), &rules, &version)?;
+                    RoomId::parse(format!("!{}", &event_id.as_str()[1..])).map_err(Error::internal)?
+                } else {
+                    let id = RoomId::parse(format!("!{}:{}", util::random_string(18), self.server_name))
+                        .map_err(Error::internal)?;
+                    event["room_id"] = json!(id);
+                    id
+                };
+            let guard = self.lock(&room_id).await;
+            if self.room_short(&room_id)?.is_none() {
+                let (create_id, create_object) = self.finish(event, &rules, &version)?;
+                break (room_id, create_id, create_object, guard);
+            }
+            if attempts >= 100 {
+                return Err(Error::internal("could not find a free room ID"));
+            }
+            create["origin_server_ts"] = json!(create["origin_server_ts"].as_u64().unwrap_or(0) + 1);
+        };
         if let Some(alias) = &request.alias
             && self.alias(alias)?.is_some()
         {
@@ -109,9 +122,6 @@ impl Rooms {
                 ruma::api::error::ErrorKind::RoomInUse,
                 "Room alias already taken",
             ));
-        }
-        if self.room_short(&room_id)?.is_some() {
-            return Err(Error::internal("room ID collision"));
         }
         let room_short = self.short.get_or_create(Kind::Room, room_id.as_str())?;
         let mut record = RoomRecord {

@@ -84,6 +84,11 @@ impl StateStore {
         Ok(state)
     }
 
+    /// Empties the in-memory cache (benchmarks measure cold look-ups).
+    pub fn clear_cache(&self) {
+        self.cache.lock().expect("state cache").clear();
+    }
+
     fn remember(&self, id: u64, state: Arc<StateMap>) {
         let mut cache = self.cache.lock().expect("state cache");
         if cache.len() >= CACHE_ENTRIES {

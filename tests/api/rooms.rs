@@ -875,3 +875,25 @@ async fn concurrent_senders_neither_fork_nor_lose_events() {
         assert_eq!(newer.prev_events[0].as_str(), pair[1]["event_id"].as_str().unwrap());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identical_room_creations_get_distinct_ids() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    // v12 room IDs are the create event's hash: identical requests in the
+    // same millisecond must still make different rooms.
+    let creations = (0..12).map(|_| s.post("/_matrix/client/v3/createRoom", Some(&alice.token), json!({})));
+    let results = futures_util::future::join_all(creations).await;
+    let mut ids: Vec<&str> = results
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+            body["room_id"].as_str().unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 12);
+    let (_, joined) = s.get("/_matrix/client/v3/joined_rooms", Some(&alice.token)).await;
+    assert_eq!(joined["joined_rooms"].as_array().unwrap().len(), 12);
+}

@@ -1,0 +1,333 @@
+//! Rooms benchmarks (release build): `cargo bench --bench rooms`.
+//!
+//! - events appended per second, one room and 100 rooms, directly through
+//!   the pipeline and over HTTP (one client per room, in-process server);
+//! - disk bytes per stored message event;
+//! - "state at event" in a room with 10,000 members (cold and warm cache).
+//!
+//! `cargo bench --bench rooms -- --http URL SHARED_SECRET` runs only the
+//! HTTP sending benchmark against any homeserver that offers Synapse's
+//! shared-secret registration (used to measure Synapse the same way).
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use hearth::{
+    config::Config,
+    rooms::{
+        builder::PduBuilder,
+        create::{CreateRoom, Preset},
+    },
+    services::Services,
+    users::shared_secret::{Signed, compute_mac},
+};
+use ruma::{OwnedUserId, RoomVersionId};
+use serde_json::{Value, json};
+
+const ONE_ROOM_DIRECT: usize = 3000;
+const MANY_ROOMS: usize = 100;
+const PER_ROOM_DIRECT: usize = 30;
+const ONE_ROOM_HTTP: usize = 1000;
+const PER_ROOM_HTTP: usize = 10;
+const MEMBERS: usize = 10_000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    if let Some(i) = args.iter().position(|a| a == "--http") {
+        let (url, secret) = (args[i + 1].clone(), args[i + 2].clone());
+        runtime.block_on(http_bench(&url, &secret, "external server"));
+        return;
+    }
+    runtime.block_on(async {
+        direct_bench().await;
+        disk_bench().await;
+        state_bench().await;
+        let dir = tempfile::tempdir().unwrap();
+        let server = hearth::server::start(config(dir.path(), true)).await.unwrap();
+        http_bench(&format!("http://{}", server.addrs[0]), "bench-secret", "hearth (in-process)").await;
+        server.stop().await.unwrap();
+    });
+}
+
+fn config(dir: &Path, http: bool) -> Config {
+    let mut config = Config::defaults();
+    config.database.path = dir.join("db");
+    config.listeners[0].port = 0;
+    if http {
+        config.registration.shared_secret = Some("bench-secret".into());
+    }
+    for rate in [
+        &mut config.rate_limits.login,
+        &mut config.rate_limits.login_failures,
+        &mut config.rate_limits.registration,
+        &mut config.rate_limits.registration_checks,
+        &mut config.rate_limits.message,
+    ] {
+        rate.per_second = 1e9;
+        rate.burst_count = u32::MAX;
+    }
+    config
+}
+
+fn new_room() -> CreateRoom {
+    CreateRoom {
+        version: RoomVersionId::V12,
+        creation_content: Default::default(),
+        preset: Preset::PublicChat,
+        power_level_override: None,
+        alias: None,
+        initial_state: Vec::new(),
+        name: None,
+        topic: None,
+        invite: Vec::new(),
+        is_direct: false,
+        displayname: None,
+        avatar_url: None,
+        publish: false,
+    }
+}
+
+fn message(i: usize) -> PduBuilder {
+    PduBuilder::message(
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": format!("benchmark message number {i}")}),
+    )
+}
+
+fn report(what: &str, events: usize, elapsed: Duration) {
+    println!(
+        "{what}: {events} events in {:.2} s = {:.0} events/s",
+        elapsed.as_secs_f64(),
+        events as f64 / elapsed.as_secs_f64()
+    );
+}
+
+async fn direct_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Services::open(config(dir.path(), false)).unwrap();
+    let alice: OwnedUserId = "@alice:localhost".try_into().unwrap();
+
+    let room = services.rooms.create_room(&alice, new_room()).await.unwrap();
+    let started = Instant::now();
+    for i in 0..ONE_ROOM_DIRECT {
+        services.rooms.send(&room, &alice, message(i), None).await.unwrap();
+    }
+    report("pipeline, 1 room, sequential", ONE_ROOM_DIRECT, started.elapsed());
+
+    let mut rooms = Vec::new();
+    for _ in 0..MANY_ROOMS {
+        rooms.push(services.rooms.create_room(&alice, new_room()).await.unwrap());
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = rooms
+        .into_iter()
+        .map(|room| {
+            let (services, alice) = (services.clone(), alice.clone());
+            tokio::spawn(async move {
+                for i in 0..PER_ROOM_DIRECT {
+                    services.rooms.send(&room, &alice, message(i), None).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    report("pipeline, 100 rooms, one task per room", MANY_ROOMS * PER_ROOM_DIRECT, started.elapsed());
+}
+
+fn dir_size(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| {
+                    let meta = e.metadata().unwrap();
+                    if meta.is_dir() { dir_size(&e.path()) } else { meta.len() }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn disk_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Services::open(config(dir.path(), false)).unwrap();
+    let alice: OwnedUserId = "@alice:localhost".try_into().unwrap();
+    let room = services.rooms.create_room(&alice, new_room()).await.unwrap();
+    services.db.flush().unwrap();
+    let before = dir_size(dir.path());
+    const N: usize = 20_000;
+    for i in 0..N {
+        services.rooms.send(&room, &alice, message(i), None).await.unwrap();
+    }
+    services.db.flush().unwrap();
+    let after = dir_size(dir.path());
+    println!(
+        "disk: {N} message events ({} bytes of body text each) take {} bytes after flush = {} bytes per event (WAL included)",
+        format!("benchmark message number {}", N / 2).len(),
+        after - before,
+        (after - before) / N as u64
+    );
+}
+
+async fn state_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Services::open(config(dir.path(), false)).unwrap();
+    let alice: OwnedUserId = "@alice:localhost".try_into().unwrap();
+    let room = services.rooms.create_room(&alice, new_room()).await.unwrap();
+    let started = Instant::now();
+    let mut joins = Vec::new();
+    for i in 0..MEMBERS {
+        let user: OwnedUserId = format!("@member{i}:localhost").try_into().unwrap();
+        let join = PduBuilder::state("m.room.member", user.as_str(), json!({"membership": "join"}));
+        joins.push(services.rooms.send(&room, &user, join, None).await.unwrap());
+        if i % 10 == 0 {
+            services.rooms.send(&room, &user, message(i), None).await.unwrap();
+        }
+    }
+    report(
+        "pipeline, 10,000 joins (+1,000 messages) into one room",
+        MEMBERS + MEMBERS / 10,
+        started.elapsed(),
+    );
+    services.db.flush().unwrap();
+    println!("disk: the 10,000-member room's database is {} bytes", dir_size(dir.path()));
+
+    // State at event: the full state after an event, by its snapshot.
+    let rooms = &services.rooms;
+    let samples: Vec<_> = joins.iter().step_by(97).collect();
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for event_id in &samples {
+        let short = rooms.event_short(event_id).unwrap().unwrap();
+        let meta = rooms.event_meta(short).unwrap().unwrap();
+        rooms.state.clear_cache();
+        let t = Instant::now();
+        let state = rooms.state.load(meta.state_after.unwrap()).unwrap();
+        cold.push(t.elapsed());
+        let t = Instant::now();
+        let again = rooms.state.load(meta.state_after.unwrap()).unwrap();
+        warm.push(t.elapsed());
+        assert_eq!(state.len(), again.len());
+    }
+    cold.sort();
+    warm.sort();
+    let median = |v: &Vec<Duration>| v[v.len() / 2];
+    println!(
+        "state at event, 10,000-member room ({} samples): cold median {:.2} ms (max {:.2} ms), cached median {:.1} µs",
+        samples.len(),
+        median(&cold).as_secs_f64() * 1e3,
+        cold.last().unwrap().as_secs_f64() * 1e3,
+        median(&warm).as_secs_f64() * 1e6
+    );
+    // One state event at event X, by keyed reads (what the auth rules do).
+    let short = rooms.event_short(&joins[MEMBERS / 2]).unwrap().unwrap();
+    let meta = rooms.event_meta(short).unwrap().unwrap();
+    let state = rooms.state.load(meta.state_after.unwrap()).unwrap();
+    let t = Instant::now();
+    const LOOKUPS: usize = 10_000;
+    for i in 0..LOOKUPS {
+        let user = format!("@member{}:localhost", i % MEMBERS);
+        rooms.state_event(&state, "m.room.member", &user).unwrap();
+    }
+    println!(
+        "one member event at an event: {:.1} µs per look-up",
+        t.elapsed().as_secs_f64() * 1e6 / LOOKUPS as f64
+    );
+}
+
+/// Registers a user through shared-secret registration; returns its token.
+async fn register(client: &reqwest::Client, url: &str, secret: &str, name: &str) -> String {
+    let nonce: Value =
+        client.get(format!("{url}/_synapse/admin/v1/register")).send().await.unwrap().json().await.unwrap();
+    let nonce = nonce["nonce"].as_str().unwrap();
+    let mac = compute_mac(
+        secret,
+        &Signed { nonce, username: name, password: "bench-password", admin: false, user_type: None },
+    );
+    let body =
+        json!({"nonce": nonce, "username": name, "password": "bench-password", "admin": false, "mac": mac});
+    let resp: Value = client
+        .post(format!("{url}/_synapse/admin/v1/register"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    resp["access_token"].as_str().unwrap_or_else(|| panic!("registration failed: {resp}")).to_owned()
+}
+
+async fn create_http_room(client: &reqwest::Client, url: &str, token: &str) -> String {
+    let resp: Value = client
+        .post(format!("{url}/_matrix/client/v3/createRoom"))
+        .bearer_auth(token)
+        .json(&json!({"preset": "private_chat"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    resp["room_id"].as_str().unwrap_or_else(|| panic!("createRoom failed: {resp}")).to_owned()
+}
+
+async fn send_http(client: &reqwest::Client, url: &str, token: &str, room: &str, txn: &str, i: usize) {
+    let resp = client
+        .put(format!("{url}/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"))
+        .bearer_auth(token)
+        .json(&json!({"msgtype": "m.text", "body": format!("benchmark message number {i}")}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.status().is_success(),
+        "send failed: {} {}",
+        resp.status(),
+        resp.text().await.unwrap_or_default()
+    );
+}
+
+async fn http_bench(url: &str, secret: &str, label: &str) {
+    let client = reqwest::Client::new();
+    let run = format!("b{}", std::process::id());
+    let token = register(&client, url, secret, &format!("{run}solo")).await;
+    let room = create_http_room(&client, url, &token).await;
+    let started = Instant::now();
+    for i in 0..ONE_ROOM_HTTP {
+        send_http(&client, url, &token, &room, &format!("{run}-{i}"), i).await;
+    }
+    report(&format!("HTTP send, {label}, 1 room, 1 client"), ONE_ROOM_HTTP, started.elapsed());
+
+    let mut clients = Vec::new();
+    for r in 0..MANY_ROOMS {
+        let token = register(&client, url, secret, &format!("{run}u{r}")).await;
+        let room = create_http_room(&client, url, &token).await;
+        clients.push((token, room));
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|(token, room)| {
+            let (client, url, run) = (client.clone(), url.to_owned(), run.clone());
+            tokio::spawn(async move {
+                for i in 0..PER_ROOM_HTTP {
+                    send_http(&client, &url, &token, &room, &format!("{run}-m{i}"), i).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    report(
+        &format!("HTTP send, {label}, 100 rooms, 1 client each"),
+        MANY_ROOMS * PER_ROOM_HTTP,
+        started.elapsed(),
+    );
+}
