@@ -8,7 +8,7 @@ CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TARGET_DIR
 VENV := $(CARGO_TARGET_DIR)/venv
 
-.PHONY: run test deps build release check fmt clean
+.PHONY: run test bench deps build release check fmt clean
 
 run: deps
 	$(CARGO) run --release --bin hearth -- --config example.toml
@@ -20,10 +20,17 @@ release: deps
 	$(CARGO) build --release
 
 # Rust unit and integration tests, then a real Matrix client (matrix-nio).
+# Benchmarks only have to compile here; `make bench` runs them.
 test: deps $(VENV)/.ok
-	$(CARGO) test --all-targets
+	$(CARGO) test
+	$(CARGO) check --benches
 	$(CARGO) build --bin hearth
 	$(VENV)/bin/python tests/clients/nio_smoke.py $(CARGO_TARGET_DIR)/debug/hearth
+
+# Release-mode benchmarks; figures go to docs/PERFORMANCE.md.
+bench: deps
+	$(CARGO) bench --bench rooms
+	benches/idle_rss.sh
 
 check: deps
 	$(CARGO) check --all-targets

@@ -104,3 +104,57 @@ impl Rooms {
         Ok(())
     }
 }
+
+impl Rooms {
+    /// For a join to a `restricted` or `knock_restricted` room by a user who
+    /// is not invited: a local member who may invite, to name in
+    /// `join_authorised_via_users_server`, when the user is joined to one of
+    /// the rooms the join rules allow. `None` when no such grant applies.
+    pub fn restricted_join_authoriser(
+        &self,
+        room_short: u64,
+        user: &UserId,
+    ) -> Result<Option<ruma::OwnedUserId>> {
+        let Some(record) =
+            self.db.get_json::<super::RoomRecord>(&crate::storage::maps::ROOMS, &room_short.to_be_bytes())?
+        else {
+            return Ok(None);
+        };
+        let rules = record.rules()?;
+        if !rules.authorization.restricted_join_rule {
+            return Ok(None);
+        }
+        if matches!(self.membership(user, room_short)?.as_deref(), Some("join" | "invite")) {
+            return Ok(None);
+        }
+        let state = self.current_state(&record)?;
+        let Some(join_rules) = self.state_event(&state, "m.room.join_rules", "")? else { return Ok(None) };
+        let content = join_rules.content_value();
+        if !matches!(content["join_rule"].as_str(), Some("restricted" | "knock_restricted")) {
+            return Ok(None);
+        }
+        let allowed = content["allow"].as_array().cloned().unwrap_or_default().iter().any(|condition| {
+            condition["type"] == "m.room_membership"
+                && condition["room_id"]
+                    .as_str()
+                    .and_then(|r| ruma::RoomId::parse(r).ok())
+                    .and_then(|r| self.room_short(&r).ok().flatten())
+                    .is_some_and(|short| {
+                        self.membership(user, short).ok().flatten().as_deref() == Some("join")
+                    })
+        });
+        if !allowed {
+            return Ok(None);
+        }
+        let invite_level = self.required_level(&state, "invite", 0)?;
+        for (member, membership) in self.members(room_short)? {
+            if membership == "join"
+                && member.server_name() == self.server_name
+                && self.power_level(&state, &member, &rules)? >= invite_level
+            {
+                return Ok(Some(member));
+            }
+        }
+        Ok(None)
+    }
+}

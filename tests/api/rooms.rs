@@ -897,3 +897,33 @@ async fn identical_room_creations_get_distinct_ids() {
     let (_, joined) = s.get("/_matrix/client/v3/joined_rooms", Some(&alice.token)).await;
     assert_eq!(joined["joined_rooms"].as_array().unwrap().len(), 12);
 }
+
+#[tokio::test]
+async fn restricted_rooms_admit_members_of_allowed_rooms() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let space = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    s.post(&format!("/_matrix/client/v3/join/{space}"), Some(&bob.token), json!({})).await;
+    let restricted = create_room(
+        &s,
+        &alice,
+        json!({"initial_state": [{"type": "m.room.join_rules", "content": {
+            "join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}}]}),
+    )
+    .await;
+    // Bob is in the allowed room: he may join, authorised by alice.
+    let (status, body) =
+        s.post(&format!("/_matrix/client/v3/join/{restricted}"), Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, member) = state(&s, &alice, &restricted, "m.room.member", "@bob:localhost").await;
+    assert_eq!(member["membership"], "join");
+    assert_eq!(member["join_authorised_via_users_server"], "@alice:localhost");
+    // Carol is not: refused.
+    assert_error(
+        &s.post(&format!("/_matrix/client/v3/join/{restricted}"), Some(&carol.token), json!({})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+}

@@ -65,6 +65,13 @@ async fn set_membership(
     if let Some(reason) = reason {
         content["reason"] = json!(reason);
     }
+    if membership == "join"
+        && sender == target
+        && let Some(room_short) = services.rooms.room_short(room_id)?
+        && let Some(authoriser) = services.rooms.restricted_join_authoriser(room_short, target)?
+    {
+        content["join_authorised_via_users_server"] = json!(authoriser);
+    }
     services
         .rooms
         .send(room_id, sender, PduBuilder::state("m.room.member", target.as_str(), content), None)

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Sending throughput over HTTP, Hearth and Synapse side by side: each runs as
+# its own process on loopback, and the same client loop
+# (`cargo bench --bench rooms -- --http URL SECRET`) registers users through
+# shared-secret registration, creates rooms and sends messages.
+#
+#   benches/send_throughput.sh                                          # Hearth only
+#   SYNAPSE_PYTHON=/tmp/synapse/bin/python benches/send_throughput.sh   # and Synapse
+#
+# (python3 -m venv /tmp/synapse && /tmp/synapse/bin/pip install matrix-synapse)
+# Both run with their default storage (RocksDB; SQLite for Synapse) and with
+# rate limits lifted, and each logs every request at INFO as it does by default.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+wait_up() {
+    for _ in $(seq 1 600); do
+        curl -fs "$1/_matrix/client/versions" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "server at $1 did not come up" >&2; return 1
+}
+
+cargo build --release --quiet --bin hearth
+cargo bench --no-run --quiet --bench rooms
+
+cat > "$work/hearth.toml" <<TOML
+[[listeners]]
+address = "127.0.0.1"
+port = 18008
+[database]
+path = "$work/hearth-db"
+[registration]
+shared_secret = "bench-secret"
+[rate_limits.login]
+per_second = 1000000
+burst_count = 1000000
+[rate_limits.registration]
+per_second = 1000000
+burst_count = 1000000
+[rate_limits.message]
+per_second = 1000000
+burst_count = 1000000
+TOML
+"$CARGO_TARGET_DIR/release/hearth" --config "$work/hearth.toml" serve >"$work/hearth.log" 2>&1 &
+hearth_pid=$!
+wait_up http://127.0.0.1:18008
+echo "== Hearth (release, separate process)"
+cargo bench --quiet --bench rooms -- --http http://127.0.0.1:18008 bench-secret
+kill -TERM $hearth_pid; wait $hearth_pid || true
+
+if [ -n "${SYNAPSE_PYTHON:-}" ]; then
+    mkdir -p "$work/synapse"
+    "$SYNAPSE_PYTHON" -m synapse.app.homeserver --server-name localhost --config-path "$work/synapse/hs.yaml" \
+        --data-directory "$work/synapse" --generate-config --report-stats=no >/dev/null
+    sed -i 's/port: 8008/port: 18009/; /^    - ::1$/d; s/^registration_shared_secret:.*/registration_shared_secret: "bench-secret"/' \
+        "$work/synapse/hs.yaml"
+    # (The generated file does not end in a newline.)
+    printf '\n' >> "$work/synapse/hs.yaml"
+    cat >> "$work/synapse/hs.yaml" <<YAML
+rc_message: {per_second: 1000000, burst_count: 1000000}
+rc_registration: {per_second: 1000000, burst_count: 1000000}
+rc_room_creation: {per_second: 1000000, burst_count: 1000000}
+rc_login:
+  address: {per_second: 1000000, burst_count: 1000000}
+  account: {per_second: 1000000, burst_count: 1000000}
+  failed_attempts: {per_second: 1000000, burst_count: 1000000}
+rc_joins:
+  local: {per_second: 1000000, burst_count: 1000000}
+YAML
+    "$SYNAPSE_PYTHON" -m synapse.app.homeserver --config-path "$work/synapse/hs.yaml" >"$work/synapse.log" 2>&1 &
+    wait_up http://127.0.0.1:18009
+    echo "== Synapse ($("$SYNAPSE_PYTHON" -c 'import synapse; print(synapse.__version__)'), SQLite)"
+    cargo bench --quiet --bench rooms -- --http http://127.0.0.1:18009 bench-secret
+fi
