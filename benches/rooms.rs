@@ -59,13 +59,7 @@ fn config(dir: &Path, http: bool) -> Config {
     if http {
         config.registration.shared_secret = Some("bench-secret".into());
     }
-    for rate in [
-        &mut config.rate_limits.login,
-        &mut config.rate_limits.login_failures,
-        &mut config.rate_limits.registration,
-        &mut config.rate_limits.registration_checks,
-        &mut config.rate_limits.message,
-    ] {
+    for rate in config.rate_limits.each_mut() {
         rate.per_second = 1e9;
         rate.burst_count = u32::MAX;
     }
@@ -73,21 +67,7 @@ fn config(dir: &Path, http: bool) -> Config {
 }
 
 fn new_room() -> CreateRoom {
-    CreateRoom {
-        version: RoomVersionId::V12,
-        creation_content: Default::default(),
-        preset: Preset::PublicChat,
-        power_level_override: None,
-        alias: None,
-        initial_state: Vec::new(),
-        name: None,
-        topic: None,
-        invite: Vec::new(),
-        is_direct: false,
-        displayname: None,
-        avatar_url: None,
-        publish: false,
-    }
+    CreateRoom::new(RoomVersionId::V12, Preset::PublicChat)
 }
 
 fn message(i: usize) -> PduBuilder {

@@ -86,6 +86,30 @@ pub struct WellKnown {
     pub client: Option<String>,
 }
 
+impl RateLimits {
+    /// Every limit with its key name.
+    pub fn named(&self) -> [(&'static str, Rate); 5] {
+        [
+            ("login", self.login),
+            ("login_failures", self.login_failures),
+            ("registration", self.registration),
+            ("registration_checks", self.registration_checks),
+            ("message", self.message),
+        ]
+    }
+
+    /// Every limit, to change them all (tests and benchmarks lift them).
+    pub fn each_mut(&mut self) -> [&mut Rate; 5] {
+        [
+            &mut self.login,
+            &mut self.login_failures,
+            &mut self.registration,
+            &mut self.registration_checks,
+            &mut self.message,
+        ]
+    }
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
@@ -141,13 +165,7 @@ impl Config {
         if self.limits.max_request_size < 1024 {
             return bad("limits.max_request_size", "must be at least 1024 bytes");
         }
-        for (name, rate) in [
-            ("login", self.rate_limits.login),
-            ("login_failures", self.rate_limits.login_failures),
-            ("registration", self.rate_limits.registration),
-            ("registration_checks", self.rate_limits.registration_checks),
-            ("message", self.rate_limits.message),
-        ] {
+        for (name, rate) in self.rate_limits.named() {
             if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst_count == 0 {
                 return bad(
                     &format!("rate_limits.{name}"),

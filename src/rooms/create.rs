@@ -36,6 +36,27 @@ pub struct CreateRoom {
     pub publish: bool,
 }
 
+impl CreateRoom {
+    /// A request with nothing but a version and a preset.
+    pub fn new(version: RoomVersionId, preset: Preset) -> Self {
+        Self {
+            version,
+            creation_content: Map::new(),
+            preset,
+            power_level_override: None,
+            alias: None,
+            initial_state: Vec::new(),
+            name: None,
+            topic: None,
+            invite: Vec::new(),
+            is_direct: false,
+            displayname: None,
+            avatar_url: None,
+            publish: false,
+        }
+    }
+}
+
 impl Rooms {
     pub async fn create_room(&self, creator: &UserId, request: CreateRoom) -> Result<OwnedRoomId> {
         let version = request.version.clone();

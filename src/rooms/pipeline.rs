@@ -275,21 +275,7 @@ mod tests {
         let db = Db::open(dir.path(), 8).unwrap();
         let keys = Arc::new(ServerKeys::load_or_generate(&db).unwrap());
         let rooms = Rooms::open(db, "localhost".try_into().unwrap(), keys).unwrap();
-        let request = CreateRoom {
-            version: RoomVersionId::V12,
-            creation_content: Default::default(),
-            preset: Preset::PrivateChat,
-            power_level_override: None,
-            alias: None,
-            initial_state: Vec::new(),
-            name: None,
-            topic: None,
-            invite: Vec::new(),
-            is_direct: false,
-            displayname: None,
-            avatar_url: None,
-            publish: false,
-        };
+        let request = CreateRoom::new(RoomVersionId::V12, Preset::PrivateChat);
         let room_id = rooms.create_room(user_id!("@alice:localhost"), request).await.unwrap();
         Fixture { _dir: dir, rooms, room_id }
     }

@@ -89,19 +89,10 @@ impl Rooms {
         }
 
         let request = CreateRoom {
-            version,
             creation_content,
-            preset: Preset::PrivateChat,
-            power_level_override: None,
-            alias: None,
             initial_state,
-            name: None,
-            topic: None,
-            invite: Vec::new(),
-            is_direct: false,
-            displayname: None,
-            avatar_url: None,
             publish: self.is_published(old_room)?,
+            ..CreateRoom::new(version, Preset::PrivateChat)
         };
         let new_room = self.create_room(user, request).await?;
 

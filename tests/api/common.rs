@@ -36,13 +36,7 @@ impl TestServer {
         config.database.cache_mb = 8;
         config.listeners[0].port = 0;
         config.registration.enabled = true;
-        for rate in [
-            &mut config.rate_limits.login,
-            &mut config.rate_limits.login_failures,
-            &mut config.rate_limits.registration,
-            &mut config.rate_limits.registration_checks,
-            &mut config.rate_limits.message,
-        ] {
+        for rate in config.rate_limits.each_mut() {
             rate.per_second = 1000.0;
             rate.burst_count = 1000;
         }
