@@ -298,7 +298,8 @@ impl Rooms {
     ) -> Result<ruma::OwnedEventId> {
         let _guard = self.lock(room_id).await;
         if let Some(txn) = &txn
-            && let Some(event_id) = self.txn_event(sender, &txn.device_id, room_id, &txn.txn_id)?
+            && let Some(event_id) =
+                self.txn_event(sender, &txn.device_id, room_id, txn.endpoint, &txn.txn_id)?
         {
             return Ok(event_id);
         }

@@ -22,7 +22,8 @@ pub struct Pdu {
     pub prev_events: Vec<OwnedEventId>,
     pub auth_events: Vec<OwnedEventId>,
     pub depth: UInt,
-    /// Top-level `redacts` (v1–10) or `content.redacts` (v11+).
+    /// The top-level `redacts` (where room versions 1–10 keep it); see
+    /// [`Pdu::redacted_event`] for the version-aware answer.
     pub redacts: Option<OwnedEventId>,
     pub rejected: bool,
 }
@@ -70,13 +71,6 @@ impl Pdu {
         let value = serde_json::to_value(json).map_err(Error::internal)?;
         let f: Fields =
             serde_json::from_value(value).map_err(|e| Error::bad_json(format!("Invalid PDU: {e}")))?;
-        let redacts = match f.redacts {
-            Some(id) => Some(id),
-            None if f.kind == TimelineEventType::RoomRedaction => {
-                serde_json::from_str::<ContentRedacts>(f.content.get()).ok().and_then(|c| c.redacts)
-            }
-            None => None,
-        };
         Ok(Self {
             event_id,
             room_id: f.room_id,
@@ -88,9 +82,22 @@ impl Pdu {
             prev_events: f.prev_events.into_iter().map(Into::into).collect(),
             auth_events: f.auth_events.into_iter().map(Into::into).collect(),
             depth: f.depth,
-            redacts,
+            redacts: f.redacts,
             rejected: false,
         })
+    }
+
+    /// The event a redaction redacts, where the room version says to look:
+    /// the content from v11 on, the top level before.
+    pub fn redacted_event(&self, rules: &ruma::room_version_rules::RoomVersionRules) -> Option<OwnedEventId> {
+        if self.kind != TimelineEventType::RoomRedaction {
+            return None;
+        }
+        if rules.redaction.content_field_redacts {
+            serde_json::from_str::<ContentRedacts>(self.content.get()).ok().and_then(|c| c.redacts)
+        } else {
+            self.redacts.clone()
+        }
     }
 
     pub fn is_state(&self) -> bool {

@@ -32,6 +32,9 @@ use crate::{
 pub struct Txn {
     pub device_id: OwnedDeviceId,
     pub txn_id: String,
+    /// The endpoint the ID was used on (`send`, `redact`): each has its own
+    /// namespace, and the bare ID is what clients see in `unsigned`.
+    pub endpoint: &'static str,
 }
 
 impl Rooms {
@@ -176,7 +179,7 @@ impl Rooms {
         if let Some(txn) = &txn {
             batch.put(
                 &maps::TRANSACTIONS,
-                txn_key(&pdu.sender, &txn.device_id, &record.room_id, &txn.txn_id),
+                txn_key(&pdu.sender, &txn.device_id, &record.room_id, txn.endpoint, &txn.txn_id),
                 event_id.as_str(),
             );
         }
@@ -225,9 +228,11 @@ impl Rooms {
         sender: &ruma::UserId,
         device_id: &ruma::DeviceId,
         room_id: &ruma::RoomId,
+        endpoint: &str,
         txn_id: &str,
     ) -> Result<Option<OwnedEventId>> {
-        let value = self.db.get(&maps::TRANSACTIONS, &txn_key(sender, device_id, room_id, txn_id))?;
+        let value =
+            self.db.get(&maps::TRANSACTIONS, &txn_key(sender, device_id, room_id, endpoint, txn_id))?;
         value
             .map(|v| {
                 OwnedEventId::try_from(String::from_utf8(v).map_err(Error::internal)?)
@@ -242,9 +247,16 @@ fn txn_key(
     sender: &ruma::UserId,
     device_id: &ruma::DeviceId,
     room_id: &ruma::RoomId,
+    endpoint: &str,
     txn_id: &str,
 ) -> Vec<u8> {
-    key(&[sender.as_bytes(), device_id.as_bytes(), room_id.as_bytes(), txn_id.as_bytes()])
+    key(&[
+        sender.as_bytes(),
+        device_id.as_bytes(),
+        room_id.as_bytes(),
+        endpoint.as_bytes(),
+        txn_id.as_bytes(),
+    ])
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub struct Page {
     pub events: Vec<Value>,
     /// Where the next page in the same direction starts, if there may be one.
     pub next: Option<u64>,
+    /// The gap the scan stopped at, whether or not more events follow.
+    pub cursor: u64,
 }
 
 impl Rooms {
@@ -110,8 +112,11 @@ impl Rooms {
         {
             unsigned.insert("transaction_id".into(), json!(txn));
         }
+        // The previous state only for viewers who could see that event.
         if let Some(replaced) = meta.replaces_state
             && let Some(previous) = self.pdu_by_short(replaced)?
+            && let Some(previous_meta) = self.event_meta(replaced)?
+            && self.can_see(viewer, &previous, &previous_meta)?
         {
             unsigned.insert("replaces_state".into(), json!(previous.event_id));
             unsigned.insert("prev_content".into(), previous.content_value());
@@ -208,7 +213,7 @@ impl Rooms {
             }
         }
         let next = (!exhausted || events.len() >= limit).then_some(cursor);
-        Ok(Page { events, next })
+        Ok(Page { events, next, cursor })
     }
 }
 
@@ -244,6 +249,42 @@ impl Rooms {
             if done || (!forwards && cursor == 0) {
                 return Ok(None);
             }
+        }
+    }
+}
+
+impl Rooms {
+    /// The room state a user may read: the current state for members (and
+    /// anyone, in a world-readable room); for those who left or were banned,
+    /// the state as it was when that happened; nothing for everyone else, or
+    /// once the user has forgotten the room.
+    pub fn readable_state(
+        &self,
+        user: &UserId,
+        room_short: u64,
+        record: &super::RoomRecord,
+    ) -> Result<Option<std::sync::Arc<StateMap>>> {
+        if self.is_forgotten(user, room_short)? {
+            return Ok(None);
+        }
+        let current = self.current_state(record)?;
+        let world_readable = self.history_visibility_in(&current)? == "world_readable";
+        match self.membership(user, room_short)?.as_deref() {
+            Some("join") => Ok(Some(current)),
+            _ if world_readable => Ok(Some(current)),
+            Some("leave" | "ban") => {
+                let Some(member) = self.state_event(&current, "m.room.member", user.as_str())? else {
+                    return Ok(None);
+                };
+                let short = self
+                    .event_short(&member.event_id)?
+                    .ok_or_else(|| Error::internal("member event without short ID"))?;
+                match self.event_meta(short)?.and_then(|m| m.state_after) {
+                    Some(id) => Ok(Some(self.state.load(id)?)),
+                    None => Ok(None),
+                }
+            }
+            _ => Ok(None),
         }
     }
 }

@@ -81,8 +81,8 @@ impl Rooms {
         state: &StateMap,
         rules: &RoomVersionRules,
     ) -> Result<()> {
-        let Some(target_id) = &redaction.redacts else { return Ok(()) };
-        let Some(target_short) = self.event_short(target_id)? else { return Ok(()) };
+        let Some(target_id) = redaction.redacted_event(rules) else { return Ok(()) };
+        let Some(target_short) = self.event_short(&target_id)? else { return Ok(()) };
         let (Some(mut meta), Some(target), Some(json)) =
             (self.event_meta(target_short)?, self.pdu_by_short(target_short)?, self.pdu_json(target_short)?)
         else {

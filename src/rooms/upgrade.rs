@@ -83,6 +83,14 @@ impl Rooms {
             }
             initial_state.push(((*kind).to_owned(), String::new(), content));
         }
+        // The preset would add guest access the old room did not have.
+        if self.state_event(&state, "m.room.guest_access", "")?.is_none() {
+            initial_state.push((
+                "m.room.guest_access".into(),
+                String::new(),
+                json!({"guest_access": "forbidden"}),
+            ));
+        }
         let aliases = self.room_aliases(old_short)?;
         if let Some(canonical) = self.state_event(&state, "m.room.canonical_alias", "")? {
             initial_state.push(("m.room.canonical_alias".into(), String::new(), canonical.content_value()));

@@ -119,7 +119,7 @@ maps! {
     }
     /// Client transaction IDs already used, so a retried send is not duplicated.
     TRANSACTIONS = "transactions" {
-        key: "user ID ‖ SEP ‖ device ID ‖ SEP ‖ room ID ‖ SEP ‖ transaction ID",
+        key: "user ID ‖ SEP ‖ device ID ‖ SEP ‖ room ID ‖ SEP ‖ endpoint (send, redact) ‖ SEP ‖ transaction ID",
         value: "event ID"
     }
     /// Room aliases on this server.

@@ -154,3 +154,38 @@ async fn directory_visibility_and_public_rooms() {
     let (_, body) = s.get("/_matrix/client/v3/publicRooms", None).await;
     assert_eq!(body["chunk"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn public_rooms_filter_by_room_type() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let space = create_room(
+        &s,
+        &alice,
+        json!({"visibility": "public", "preset": "public_chat", "creation_content": {"type": "m.space"}}),
+    )
+    .await;
+    let room = create_room(&s, &alice, json!({"visibility": "public", "preset": "public_chat"})).await;
+    let list = |types: serde_json::Value| {
+        let s = &s;
+        let token = alice.token.clone();
+        async move {
+            let (_, body) = s
+                .post(
+                    "/_matrix/client/v3/publicRooms",
+                    Some(&token),
+                    json!({"filter": {"room_types": types}}),
+                )
+                .await;
+            body["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["room_id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(json!(["m.space"])).await, [space.clone()]);
+    assert_eq!(list(json!([null])).await, [room.clone()]);
+    assert_eq!(list(json!([])).await.len(), 2);
+}

@@ -927,3 +927,191 @@ async fn restricted_rooms_admit_members_of_allowed_rooms() {
         "M_FORBIDDEN",
     );
 }
+
+#[tokio::test]
+async fn review_fixes_kick_forget_former_members_and_aliases() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let room = create_room(
+        &s,
+        &alice,
+        json!({"preset": "public_chat", "name": "Before", "room_alias_name": "fixes"}),
+    )
+    .await;
+
+    // Kicking someone who is not in the room is refused.
+    assert_error(
+        &member_action(&s, &alice, &room, "kick", json!({"user_id": carol.user_id})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    // ... and a kick does not lift a ban.
+    assert_eq!(
+        member_action(&s, &alice, &room, "ban", json!({"user_id": carol.user_id})).await.0,
+        StatusCode::OK
+    );
+    assert_error(
+        &member_action(&s, &alice, &room, "kick", json!({"user_id": carol.user_id})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    let (_, member) = state(&s, &alice, &room, "m.room.member", "@carol:localhost").await;
+    assert_eq!(member["membership"], "ban");
+
+    // A former member reads the state as it was when they left.
+    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    assert_eq!(member_action(&s, &bob, &room, "leave", json!({})).await.0, StatusCode::OK);
+    s.put(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+        Some(&alice.token),
+        json!({"name": "After"}),
+    )
+    .await;
+    let dave = s.register("dave").await;
+    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&dave.token), json!({})).await;
+    let (status, name) = state(&s, &bob, &room, "m.room.name", "").await;
+    assert_eq!(status, StatusCode::OK, "{name}");
+    assert_eq!(name["name"], "Before");
+    let (_, members) = s.get(&format!("/_matrix/client/v3/rooms/{room}/members"), Some(&bob.token)).await;
+    assert!(
+        !members["chunk"].as_array().unwrap().iter().any(|m| m["state_key"] == "@dave:localhost"),
+        "{members}"
+    );
+    let (status, all) = s.get(&format!("/_matrix/client/v3/rooms/{room}/state"), Some(&bob.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Before")
+    );
+
+    // After forgetting, nothing is readable.
+    assert_eq!(member_action(&s, &bob, &room, "forget", json!({})).await.0, StatusCode::OK);
+    assert_error(&messages(&s, &bob, &room).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_error(&state(&s, &bob, &room, "m.room.name", "").await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+
+    // Canonical aliases must point to the room.
+    let other = create_room(&s, &alice, json!({"room_alias_name": "elsewhere"})).await;
+    let alias_path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.canonical_alias/");
+    let put_alias = |body: Value| s.put(&alias_path, Some(&alice.token), body);
+    assert_error(
+        &put_alias(json!({"alias": "#missing:localhost"})).await,
+        StatusCode::BAD_REQUEST,
+        "M_BAD_ALIAS",
+    );
+    assert_error(
+        &put_alias(json!({"alias": "#elsewhere:localhost"})).await,
+        StatusCode::BAD_REQUEST,
+        "M_BAD_ALIAS",
+    );
+    assert_error(
+        &put_alias(json!({"alias": "#fixes:localhost", "alt_aliases": ["%invalid:localhost"]})).await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
+    assert_eq!(put_alias(json!({"alias": "#fixes:localhost", "alt_aliases": []})).await.0, StatusCode::OK);
+    let _ = other;
+}
+
+#[tokio::test]
+async fn redactions_via_send_and_transaction_echoes() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    for version in ["10", "12"] {
+        let room = create_room(&s, &alice, json!({"room_version": version})).await;
+        let (_, sent) = send(&s, &alice, &room, "m", "oops").await;
+        let target = sent["event_id"].as_str().unwrap().to_owned();
+        // A redaction sent through /send works in every room version.
+        let (status, body) = s
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.redaction/r1"),
+                Some(&alice.token),
+                json!({"redacts": target}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "v{version}: {body}");
+        let (_, event) =
+            s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{target}"), Some(&alice.token)).await;
+        assert_eq!(event["content"], json!({}), "v{version}: {event}");
+        let redaction = body["event_id"].as_str().unwrap();
+        let (_, red) =
+            s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{redaction}"), Some(&alice.token)).await;
+        assert_eq!(red["redacts"], target.as_str());
+        assert_eq!(red["unsigned"]["transaction_id"], "r1");
+
+        // /redact echoes the client's own transaction ID, unprefixed.
+        let (_, sent) = send(&s, &alice, &room, "m2", "again").await;
+        let target = sent["event_id"].as_str().unwrap();
+        let (_, body) = s
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/redact/{target}/same-id"),
+                Some(&alice.token),
+                json!({}),
+            )
+            .await;
+        let redaction = body["event_id"].as_str().unwrap();
+        let (_, red) =
+            s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{redaction}"), Some(&alice.token)).await;
+        assert_eq!(red["unsigned"]["transaction_id"], "same-id");
+
+        // The create event cannot be redacted.
+        let (_, create) = s
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.create?format=event"),
+                Some(&alice.token),
+            )
+            .await;
+        let create_id = create["event_id"].as_str().unwrap();
+        assert_error(
+            &s.put(
+                &format!("/_matrix/client/v3/rooms/{room}/redact/{create_id}/c"),
+                Some(&alice.token),
+                json!({}),
+            )
+            .await,
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+        );
+    }
+}
+
+#[tokio::test]
+async fn context_tokens_continue_past_exhausted_sides() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({})).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (_, sent) = send(&s, &alice, &room, &format!("x{i}"), &format!("m{i}")).await;
+        ids.push(sent["event_id"].as_str().unwrap().to_owned());
+    }
+    // The last event: nothing after it; `end` must not repeat events_after.
+    let (_, ctx) = s
+        .get(&format!("/_matrix/client/v3/rooms/{room}/context/{}?limit=20", ids[2]), Some(&alice.token))
+        .await;
+    assert!(ctx["events_after"].as_array().is_none_or(Vec::is_empty), "{ctx}");
+    let (_, older) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50&from={}",
+                ctx["start"].as_str().unwrap()
+            ),
+            Some(&alice.token),
+        )
+        .await;
+    assert!(older["chunk"].as_array().is_none_or(Vec::is_empty), "start continues before events_before: {older}");
+    send(&s, &alice, &room, "x3", "m3").await;
+    let (_, newer) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/messages?dir=f&limit=50&from={}",
+                ctx["end"].as_str().unwrap()
+            ),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(bodies(&newer), ["m3"]);
+}

@@ -149,6 +149,7 @@ fn directory_page(
     limit: Option<UInt>,
     since: Option<&str>,
     search: Option<&str>,
+    room_types: &[ruma::directory::RoomTypeFilter],
 ) -> Result<DirectoryPage> {
     if server.is_some_and(|s| s != services.rooms.server_name()) {
         return Err(Error::invalid_param(
@@ -163,12 +164,17 @@ fn directory_page(
         None => 0,
     };
     let needle = search.map(str::to_lowercase);
+    // No room_types: every room; `null` in the list stands for rooms without a type.
+    let type_matches = |e: &DirectoryEntry| {
+        room_types.is_empty() || room_types.iter().any(|t| t.as_str() == e.room_type.as_deref())
+    };
     let matches = |e: &DirectoryEntry| {
-        needle.as_ref().is_none_or(|n| {
-            [&e.name, &e.topic, &e.canonical_alias]
-                .iter()
-                .any(|f| f.as_ref().is_some_and(|v| v.to_lowercase().contains(n)))
-        })
+        type_matches(e)
+            && needle.as_ref().is_none_or(|n| {
+                [&e.name, &e.topic, &e.canonical_alias]
+                    .iter()
+                    .any(|f| f.as_ref().is_some_and(|v| v.to_lowercase().contains(n)))
+            })
     };
     let entries: Vec<DirectoryEntry> = services.rooms.directory()?.into_iter().filter(matches).collect();
     let total = entries.len() as u64;
@@ -199,7 +205,7 @@ fn to_chunk(e: DirectoryEntry) -> PublicRoomsChunk {
 async fn public_rooms(req: Ruma<get_public_rooms::v3::Request>) -> Result<get_public_rooms::v3::Response> {
     let body = &req.body;
     let page =
-        directory_page(&req.services, body.server.as_deref(), body.limit, body.since.as_deref(), None)?;
+        directory_page(&req.services, body.server.as_deref(), body.limit, body.since.as_deref(), None, &[])?;
     let mut response = get_public_rooms::v3::Response::new(page.chunk);
     response.next_batch = page.next_batch;
     response.prev_batch = page.prev_batch;
@@ -212,8 +218,14 @@ async fn public_rooms_filtered(
 ) -> Result<get_public_rooms_filtered::v3::Response> {
     let body = &req.body;
     let search = body.filter.generic_search_term.as_deref();
-    let page =
-        directory_page(&req.services, body.server.as_deref(), body.limit, body.since.as_deref(), search)?;
+    let page = directory_page(
+        &req.services,
+        body.server.as_deref(),
+        body.limit,
+        body.since.as_deref(),
+        search,
+        &body.filter.room_types,
+    )?;
     let mut response = get_public_rooms_filtered::v3::Response::new();
     response.chunk = page.chunk;
     response.next_batch = page.next_batch;

@@ -16,7 +16,7 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::room::{check_can_read, parse_token, raw};
+use super::room::{parse_token, raw, readable_state};
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
@@ -152,6 +152,16 @@ async fn invite(req: Ruma<invite_user::v3::Request>) -> Result<invite_user::v3::
 
 async fn kick(req: Ruma<kick_user::v3::Request>) -> Result<kick_user::v3::Response> {
     let body = &req.body;
+    // Only someone in the room (joined, invited or knocking) can be kicked; a
+    // kick must not turn a ban into a leave.
+    let short =
+        req.services.rooms.room_short(&body.room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    if !matches!(
+        req.services.rooms.membership(&body.user_id, short)?.as_deref(),
+        Some("join" | "invite" | "knock")
+    ) {
+        return Err(Error::forbidden(format!("{} is not in the room.", body.user_id)));
+    }
     set_membership(&req.services, &body.room_id, req.user(), &body.user_id, "leave", body.reason.as_deref())
         .await?;
     Ok(kick_user::v3::Response::new())
@@ -179,12 +189,11 @@ async fn unban(req: Ruma<unban_user::v3::Request>) -> Result<unban_user::v3::Res
 async fn members(req: Ruma<get_member_events::v3::Request>) -> Result<get_member_events::v3::Response> {
     let rooms = &req.services.rooms;
     let body = &req.body;
-    let (room_short, record) =
-        rooms.room(&body.room_id)?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
-    check_can_read(&req.services, req.user(), room_short)?;
+    let (room_short, readable) = readable_state(&req.services, req.user(), &body.room_id)?;
     let state = match &body.at {
-        Some(at) => rooms.state_at_position(room_short, parse_token(at)?)?,
-        None => rooms.current_state(&record)?,
+        // `at` names a gap: the state after the last event before it.
+        Some(at) => rooms.state_at_position(room_short, parse_token(at)?.saturating_sub(1))?,
+        None => readable,
     };
     let wanted = |membership: &str| {
         body.membership.as_ref().is_none_or(|m| m.as_str() == membership)

@@ -123,6 +123,7 @@ async fn get_event(req: Ruma<get_room_event::v3::Request>) -> Result<get_room_ev
     let rooms = &req.services.rooms;
     let not_found = || Error::not_found("Event not found.");
     let room_short = rooms.room_short(&req.body.room_id)?.ok_or_else(not_found)?;
+    check_can_read(&req.services, req.user(), room_short)?;
     let short = rooms.event_short(&req.body.event_id)?.ok_or_else(not_found)?;
     let meta = rooms.event_meta(short)?.ok_or_else(not_found)?;
     let pdu = rooms.pdu_by_short(short)?.ok_or_else(not_found)?;
@@ -172,9 +173,13 @@ pub fn filter_allows(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
     true
 }
 
-/// A user who never belonged to a room may read it only if it is world-readable.
+/// A user who never belonged to a room may read it only if it is
+/// world-readable; nobody reads a room they have forgotten.
 pub fn check_can_read(services: &Services, user: &UserId, room_short: u64) -> Result<()> {
     let rooms = &services.rooms;
+    if rooms.is_forgotten(user, room_short)? {
+        return Err(Error::forbidden("You have forgotten this room."));
+    }
     if rooms.membership(user, room_short)?.is_some() {
         return Ok(());
     }
@@ -182,6 +187,20 @@ pub fn check_can_read(services: &Services, user: &UserId, room_short: u64) -> Re
         .current_state_event(room_short, "m.room.history_visibility", "")?
         .is_some_and(|pdu| pdu.content_value()["history_visibility"] == "world_readable");
     if world_readable { Ok(()) } else { Err(Error::forbidden("You are not in this room.")) }
+}
+
+/// The state a user may read in a room, or 403.
+pub fn readable_state(
+    services: &Services,
+    user: &UserId,
+    room_id: &ruma::RoomId,
+) -> Result<(u64, std::sync::Arc<crate::rooms::state::StateMap>)> {
+    let rooms = &services.rooms;
+    let not_member =
+        || Error::forbidden("You aren't a member of the room and weren't previously a member of the room.");
+    let (room_short, record) = rooms.room(room_id)?.ok_or_else(not_member)?;
+    let state = rooms.readable_state(user, room_short, &record)?.ok_or_else(not_member)?;
+    Ok((room_short, state))
 }
 
 async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_message_events::v3::Response> {
@@ -260,6 +279,7 @@ async fn context(req: Ruma<get_context::v3::Request>) -> Result<get_context::v3:
     let body = &req.body;
     let not_found = || Error::not_found("Event not found.");
     let room_short = rooms.room_short(&body.room_id)?.ok_or_else(not_found)?;
+    check_can_read(services, req.user(), room_short)?;
     let short = rooms.event_short(&body.event_id)?.ok_or_else(not_found)?;
     let (Some(meta), Some(pdu)) = (rooms.event_meta(short)?, rooms.pdu_by_short(short)?) else {
         return Err(not_found());
@@ -296,8 +316,8 @@ async fn context(req: Ruma<get_context::v3::Request>) -> Result<get_context::v3:
         sender_members(services, room_short, req.user(), &shown)?
     };
     let mut response = get_context::v3::Response::new();
-    response.start = Some(token(before.next.unwrap_or(meta.stream)));
-    response.end = Some(token(after.next.unwrap_or(meta.stream + 1)));
+    response.start = Some(token(before.cursor));
+    response.end = Some(token(after.cursor));
     response.events_before = before.events.into_iter().map(raw).collect::<Result<_>>()?;
     response.event = Some(raw(event)?);
     response.events_after = after.events.into_iter().map(raw).collect::<Result<_>>()?;

@@ -4,16 +4,13 @@
 use std::sync::Arc;
 
 use axum::Router;
-use ruma::{
-    api::client::{
-        message::send_message_event,
-        state::{get_state_event_for_key, get_state_events, send_state_event},
-    },
-    events::room::member::MembershipState,
+use ruma::api::client::{
+    message::send_message_event,
+    state::{get_state_event_for_key, get_state_events, send_state_event},
 };
 use serde_json::Value;
 
-use super::room::{check_can_read, raw};
+use super::room::{raw, readable_state};
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
@@ -46,16 +43,29 @@ pub async fn send_event(
 
 async fn send(req: Ruma<send_message_event::v3::Request>) -> Result<send_message_event::v3::Response> {
     let body = &req.body;
-    let builder = PduBuilder::message(&body.event_type.to_string(), content(body.body.json())?);
-    let txn = Txn { device_id: req.device().clone(), txn_id: body.txn_id.to_string() };
+    let mut builder = PduBuilder::message(&body.event_type.to_string(), content(body.body.json())?);
+    if builder.event_type == "m.room.redaction" {
+        // Clients may send redactions here in every room version; the
+        // builder puts `redacts` where the version wants it.
+        let target = builder.content.as_object_mut().and_then(|c| c.remove("redacts"));
+        let target = target
+            .and_then(|t| t.as_str().and_then(|t| ruma::OwnedEventId::try_from(t).ok()))
+            .ok_or_else(|| Error::bad_json("A redaction needs `redacts`, an event ID"))?;
+        super::redact::check_may_redact(&req, &body.room_id, &target)?;
+        builder.redacts = Some(target);
+    }
+    let txn = Txn { device_id: req.device().clone(), txn_id: body.txn_id.to_string(), endpoint: "send" };
     let event_id = send_event(&req.services, req.user(), &body.room_id, builder, Some(txn)).await?;
     Ok(send_message_event::v3::Response::new(event_id))
 }
 
 async fn put_state(req: Ruma<send_state_event::v3::Request>) -> Result<send_state_event::v3::Response> {
     let body = &req.body;
-    let builder =
-        PduBuilder::state(&body.event_type.to_string(), &body.state_key, content(body.body.json())?);
+    let content = content(body.body.json())?;
+    if body.event_type.to_string() == "m.room.canonical_alias" {
+        check_canonical_alias(&req.services, &body.room_id, &content)?;
+    }
+    let builder = PduBuilder::state(&body.event_type.to_string(), &body.state_key, content);
     let event_id = send_event(&req.services, req.user(), &body.room_id, builder, None).await?;
     Ok(send_state_event::v3::Response::new(event_id))
 }
@@ -65,11 +75,9 @@ async fn get_state(
 ) -> Result<get_state_event_for_key::v3::Response> {
     let rooms = &req.services.rooms;
     let body = &req.body;
-    let room_short =
-        rooms.room_short(&body.room_id)?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
-    check_current_reader(&req, room_short)?;
+    let (_, state) = readable_state(&req.services, req.user(), &body.room_id)?;
     let pdu = rooms
-        .current_state_event(room_short, &body.event_type.to_string(), &body.state_key)?
+        .state_event(&state, &body.event_type.to_string(), &body.state_key)?
         .ok_or_else(|| Error::not_found("Event not found."))?;
     let value = match body.format {
         get_state_event_for_key::v3::StateEventFormat::Event => {
@@ -85,36 +93,47 @@ async fn get_state(
     ))
 }
 
-/// Current state is for members (or anyone, in a world-readable room).
-fn check_current_reader<T>(req: &Ruma<T>, room_short: u64) -> Result<()> {
-    check_can_read(&req.services, req.user(), room_short)?;
-    let membership = req.services.rooms.membership(req.user(), room_short)?;
-    match membership.as_deref().map(MembershipState::from) {
-        Some(MembershipState::Join) | None => Ok(()),
-        // Former members see no current state (Synapse shows the state when
-        // they left; Hearth does not yet).
-        _ => check_world_readable(req, room_short),
-    }
-}
-
-fn check_world_readable<T>(req: &Ruma<T>, room_short: u64) -> Result<()> {
-    let world_readable = req
-        .services
-        .rooms
-        .current_state_event(room_short, "m.room.history_visibility", "")?
-        .is_some_and(|pdu| pdu.content_value()["history_visibility"] == "world_readable");
-    if world_readable { Ok(()) } else { Err(Error::forbidden("You are not in this room.")) }
-}
-
 async fn all_state(req: Ruma<get_state_events::v3::Request>) -> Result<get_state_events::v3::Response> {
     let rooms = &req.services.rooms;
-    let (room_short, record) =
-        rooms.room(&req.body.room_id)?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
-    check_current_reader(&req, room_short)?;
-    let state = rooms.current_state(&record)?;
+    let (_, state) = readable_state(&req.services, req.user(), &req.body.room_id)?;
     let mut events = Vec::with_capacity(state.len());
     for event in state.values() {
         events.push(raw(rooms.client_event(*event, req.sender_device.as_deref(), req.user())?)?);
     }
     Ok(get_state_events::v3::Response::new(events))
+}
+
+/// New aliases in an `m.room.canonical_alias` event must be valid and, when
+/// local, point to this room (`M_BAD_ALIAS`). Remote ones need federation
+/// to check and are taken as they are.
+fn check_canonical_alias(services: &Services, room_id: &ruma::RoomId, content: &Value) -> Result<()> {
+    let rooms = &services.rooms;
+    let room_short = rooms.room_short(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    let current =
+        rooms.current_state_event(room_short, "m.room.canonical_alias", "")?.map(|p| p.content_value());
+    let listed = |c: &Value| -> Vec<String> {
+        let mut all: Vec<String> = c["alias"].as_str().map(str::to_owned).into_iter().collect();
+        if let Some(alt) = c["alt_aliases"].as_array() {
+            all.extend(alt.iter().filter_map(|a| a.as_str().map(str::to_owned)));
+        }
+        all
+    };
+    if !content["alt_aliases"].is_null() && !content["alt_aliases"].is_array() {
+        return Err(Error::invalid_param("alt_aliases must be a list"));
+    }
+    let existing = current.as_ref().map(listed).unwrap_or_default();
+    for alias in listed(content).into_iter().filter(|a| !existing.contains(a)) {
+        let alias = ruma::OwnedRoomAliasId::try_from(alias.as_str())
+            .map_err(|_| Error::invalid_param(format!("{alias} is not a valid room alias")))?;
+        if alias.server_name() == rooms.server_name()
+            && rooms.alias(&alias)?.is_none_or(|r| r.room_id != room_id)
+        {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::BadAlias,
+                format!("{alias} does not point to this room"),
+            ));
+        }
+    }
+    Ok(())
 }
