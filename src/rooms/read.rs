@@ -288,3 +288,27 @@ impl Rooms {
         }
     }
 }
+
+impl Rooms {
+    /// For a user who left or was banned (in a room that is not
+    /// world-readable): the gap just after their membership event, past which
+    /// nothing is visible to them. `None` when no such bound applies.
+    pub fn visible_end(&self, user: &UserId, room_short: u64) -> Result<Option<u64>> {
+        if !matches!(self.membership(user, room_short)?.as_deref(), Some("leave" | "ban")) {
+            return Ok(None);
+        }
+        let Some(member) = self.current_state_event(room_short, "m.room.member", user.as_str())? else {
+            return Ok(None);
+        };
+        if self
+            .current_state_event(room_short, "m.room.history_visibility", "")?
+            .is_some_and(|p| p.content_value()["history_visibility"] == "world_readable")
+        {
+            return Ok(None);
+        }
+        let short = self
+            .event_short(&member.event_id)?
+            .ok_or_else(|| Error::internal("member event without short ID"))?;
+        Ok(self.event_meta(short)?.map(|meta| meta.stream + 1))
+    }
+}

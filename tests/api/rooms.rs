@@ -1102,7 +1102,10 @@ async fn context_tokens_continue_past_exhausted_sides() {
             Some(&alice.token),
         )
         .await;
-    assert!(older["chunk"].as_array().is_none_or(Vec::is_empty), "start continues before events_before: {older}");
+    assert!(
+        older["chunk"].as_array().is_none_or(Vec::is_empty),
+        "start continues before events_before: {older}"
+    );
     send(&s, &alice, &room, "x3", "m3").await;
     let (_, newer) = s
         .get(
@@ -1114,4 +1117,24 @@ async fn context_tokens_continue_past_exhausted_sides() {
         )
         .await;
     assert_eq!(bodies(&newer), ["m3"]);
+}
+
+#[tokio::test]
+async fn former_members_page_up_to_their_leave() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    send(&s, &alice, &room, "1", "while bob was here").await;
+    member_action(&s, &bob, &room, "leave", json!({})).await;
+    for i in 0..5 {
+        send(&s, &alice, &room, &format!("after{i}"), "after bob left").await;
+    }
+    let (status, page) = messages(&s, &bob, &room).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(bodies(&page), ["while bob was here"]);
+    let (_, forward) =
+        s.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=f&limit=100"), Some(&bob.token)).await;
+    assert_eq!(bodies(&forward), ["while bob was here"]);
 }

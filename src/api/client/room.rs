@@ -216,7 +216,16 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
         None if backwards => rooms.latest_position(room_short)? + 1,
         None => 0,
     };
-    let to = body.to.as_deref().map(parse_token).transpose()?;
+    let mut to = body.to.as_deref().map(parse_token).transpose()?;
+    // Nothing after a user's leave (or ban) is theirs to see: do not scan it.
+    let mut from = from;
+    if let Some(end) = rooms.visible_end(req.user(), room_short)? {
+        if backwards {
+            from = from.min(end);
+        } else {
+            to = Some(to.map_or(end, |t| t.min(end)));
+        }
+    }
     let limit = u64::from(body.limit).clamp(1, 1000) as usize;
     let filter = &body.filter;
     let page = rooms.page(
