@@ -89,11 +89,7 @@ impl<T> Ruma<T> {
     }
 }
 
-impl<T> FromRequest<Arc<Services>> for Ruma<T>
-where
-    T: IncomingRequest + Send + 'static,
-    T::Authentication: AuthRequirement,
-{
+impl<T: Endpoint> FromRequest<Arc<Services>> for Ruma<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, services: &Arc<Services>) -> Result<Self> {
@@ -197,70 +193,65 @@ impl<R: ruma::api::OutgoingResponse> IntoResponse for RumaResponse<R> {
     }
 }
 
+/// A ruma endpoint Hearth can serve.
+pub trait Endpoint:
+    IncomingRequest<Authentication: AuthRequirement, OutgoingResponse: Send + 'static> + Send + 'static
+{
+}
+
+impl<T> Endpoint for T where
+    T: IncomingRequest<Authentication: AuthRequirement, OutgoingResponse: Send + 'static> + Send + 'static
+{
+}
+
+/// An async handler of endpoint `T`.
+pub trait Handler<T: Endpoint>: Fn(Ruma<T>) -> Self::Future + Clone + Send + Sync + 'static {
+    type Future: Future<Output = Result<T::OutgoingResponse>> + Send + 'static;
+}
+
+impl<T: Endpoint, H, F> Handler<T> for H
+where
+    H: Fn(Ruma<T>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+{
+    type Future = F;
+}
+
 /// Registers ruma endpoints on a router at every path their metadata lists.
 pub trait RumaRouter {
-    fn ruma<T, H, F>(self, handler: H) -> Self
-    where
-        T: IncomingRequest + Send + 'static,
-        T::Authentication: AuthRequirement,
-        T::OutgoingResponse: Send + 'static,
-        H: Fn(Ruma<T>) -> F + Clone + Send + Sync + 'static,
-        F: Future<Output = Result<T::OutgoingResponse>> + Send + 'static;
+    fn ruma<T: Endpoint>(self, handler: impl Handler<T>) -> Self;
 
     /// Like [`RumaRouter::ruma`], for the state endpoints whose paths end in
     /// `/{state_key}`: also at the path without it and with a bare trailing
     /// slash, which is how clients address the empty state key.
-    fn ruma_state_key<T, H, F>(self, handler: H) -> Self
-    where
-        T: IncomingRequest + Send + 'static,
-        T::Authentication: AuthRequirement,
-        T::OutgoingResponse: Send + 'static,
-        H: Fn(Ruma<T>) -> F + Clone + Send + Sync + 'static,
-        F: Future<Output = Result<T::OutgoingResponse>> + Send + 'static;
+    fn ruma_state_key<T: Endpoint>(self, handler: impl Handler<T>) -> Self;
 }
 
 impl RumaRouter for Router<Arc<Services>> {
-    fn ruma<T, H, F>(mut self, handler: H) -> Self
-    where
-        T: IncomingRequest + Send + 'static,
-        T::Authentication: AuthRequirement,
-        T::OutgoingResponse: Send + 'static,
-        H: Fn(Ruma<T>) -> F + Clone + Send + Sync + 'static,
-        F: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
-    {
+    fn ruma<T: Endpoint>(mut self, handler: impl Handler<T>) -> Self {
         for path in T::PATH_BUILDER.all_paths() {
-            self = add_route::<T, H, F>(self, path, handler.clone());
+            self = add_route(self, path, handler.clone());
         }
         self
     }
 
-    fn ruma_state_key<T, H, F>(mut self, handler: H) -> Self
-    where
-        T: IncomingRequest + Send + 'static,
-        T::Authentication: AuthRequirement,
-        T::OutgoingResponse: Send + 'static,
-        H: Fn(Ruma<T>) -> F + Clone + Send + Sync + 'static,
-        F: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
-    {
+    fn ruma_state_key<T: Endpoint>(mut self, handler: impl Handler<T>) -> Self {
         for path in T::PATH_BUILDER.all_paths() {
-            self = add_route::<T, H, F>(self, path, handler.clone());
+            self = add_route(self, path, handler.clone());
             if let Some(base) = path.strip_suffix("/{state_key}") {
-                self = add_route::<T, H, F>(self, base, handler.clone());
-                self = add_route::<T, H, F>(self, &format!("{base}/"), handler.clone());
+                self = add_route(self, base, handler.clone());
+                self = add_route(self, &format!("{base}/"), handler.clone());
             }
         }
         self
     }
 }
 
-fn add_route<T, H, F>(router: Router<Arc<Services>>, path: &str, handler: H) -> Router<Arc<Services>>
-where
-    T: IncomingRequest + Send + 'static,
-    T::Authentication: AuthRequirement,
-    T::OutgoingResponse: Send + 'static,
-    H: Fn(Ruma<T>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
-{
+fn add_route<T: Endpoint>(
+    router: Router<Arc<Services>>,
+    path: &str,
+    handler: impl Handler<T>,
+) -> Router<Arc<Services>> {
     let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
     router.route(path, on(filter, move |req: Ruma<T>| async move { handler(req).await.map(RumaResponse) }))
 }
