@@ -68,6 +68,11 @@ async fn create(req: Ruma<create_room::v3::Request>) -> Result<create_room::v3::
         }
         None => None,
     };
+    if !body.invite_3pid.is_empty() {
+        return Err(Error::forbidden(
+            "Third-party invites need an identity server, which Hearth does not use",
+        ));
+    }
     for invitee in &body.invite {
         if invitee.server_name() != server {
             return Err(Error::forbidden(
