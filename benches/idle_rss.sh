@@ -40,11 +40,12 @@ kill -TERM $hearth_pid; wait $hearth_pid || true
 
 if [ -n "${SYNAPSE_PYTHON:-}" ]; then
     mkdir -p "$work/synapse"
-    "$SYNAPSE_PYTHON" -m synapse.app.homeserver --server-name localhost --config-path "$work/synapse/hs.yaml" \
-        --data-directory "$work/synapse" --generate-config --report-stats=no >/dev/null
+    (cd "$work" && "$SYNAPSE_PYTHON" -m synapse.app.homeserver --server-name localhost --config-path "$work/synapse/hs.yaml" \
+        --data-directory "$work/synapse" --generate-config --report-stats=no >/dev/null)
     # Loopback only, on a port of its own.
     sed -i 's/port: 8008/port: 18009/; /^    - ::1$/d' "$work/synapse/hs.yaml"
-    "$SYNAPSE_PYTHON" -m synapse.app.homeserver --config-path "$work/synapse/hs.yaml" >"$work/synapse.log" 2>&1 &
+    # Synapse writes homeserver.log to its working directory: keep it in $work.
+    (cd "$work" && exec "$SYNAPSE_PYTHON" -m synapse.app.homeserver --config-path "$work/synapse/hs.yaml" >"$work/synapse.log" 2>&1) &
     synapse_pid=$!
     wait_up http://127.0.0.1:18009
     sleep "$IDLE_SECONDS"

@@ -54,8 +54,8 @@ kill -TERM $hearth_pid; wait $hearth_pid || true
 
 if [ -n "${SYNAPSE_PYTHON:-}" ]; then
     mkdir -p "$work/synapse"
-    "$SYNAPSE_PYTHON" -m synapse.app.homeserver --server-name localhost --config-path "$work/synapse/hs.yaml" \
-        --data-directory "$work/synapse" --generate-config --report-stats=no >/dev/null
+    (cd "$work" && "$SYNAPSE_PYTHON" -m synapse.app.homeserver --server-name localhost --config-path "$work/synapse/hs.yaml" \
+        --data-directory "$work/synapse" --generate-config --report-stats=no >/dev/null)
     sed -i 's/port: 8008/port: 18009/; /^    - ::1$/d; s/^registration_shared_secret:.*/registration_shared_secret: "bench-secret"/' \
         "$work/synapse/hs.yaml"
     # (The generated file does not end in a newline.)
@@ -71,7 +71,8 @@ rc_login:
 rc_joins:
   local: {per_second: 1000000, burst_count: 1000000}
 YAML
-    "$SYNAPSE_PYTHON" -m synapse.app.homeserver --config-path "$work/synapse/hs.yaml" >"$work/synapse.log" 2>&1 &
+    # Synapse writes homeserver.log to its working directory: keep it in $work.
+    (cd "$work" && exec "$SYNAPSE_PYTHON" -m synapse.app.homeserver --config-path "$work/synapse/hs.yaml" >"$work/synapse.log" 2>&1) &
     wait_up http://127.0.0.1:18009
     echo "== Synapse ($("$SYNAPSE_PYTHON" -c 'import synapse; print(synapse.__version__)'), SQLite)"
     cargo bench --quiet --bench rooms -- --http http://127.0.0.1:18009 bench-secret
