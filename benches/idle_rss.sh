@@ -15,13 +15,7 @@ cargo build --release --quiet --bin hearth
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-wait_up() { # url
-    for _ in $(seq 1 600); do
-        curl -fs "$1/_matrix/client/versions" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "server at $1 did not come up" >&2; return 1
-}
+. benches/lib.sh
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 cat > "$work/hearth.toml" <<TOML

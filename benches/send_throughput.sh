@@ -16,13 +16,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-wait_up() {
-    for _ in $(seq 1 600); do
-        curl -fs "$1/_matrix/client/versions" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "server at $1 did not come up" >&2; return 1
-}
+. benches/lib.sh
 
 cargo build --release --quiet --bin hearth
 cargo bench --no-run --quiet --bench rooms

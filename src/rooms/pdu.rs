@@ -100,10 +100,6 @@ impl Pdu {
         }
     }
 
-    pub fn is_state(&self) -> bool {
-        self.state_key.is_some()
-    }
-
     /// The content as a JSON value.
     pub fn content_value(&self) -> serde_json::Value {
         serde_json::from_str(self.content.get()).unwrap_or(serde_json::Value::Null)

@@ -86,6 +86,13 @@ impl Rooms {
         })
     }
 
+    /// Whether the room's current history visibility is `world_readable`.
+    pub fn is_world_readable(&self, room_short: u64) -> Result<bool> {
+        Ok(self
+            .current_state_event(room_short, "m.room.history_visibility", "")?
+            .is_some_and(|p| p.content_value()["history_visibility"] == "world_readable"))
+    }
+
     fn is_joined_now(&self, user: &UserId, room_short: u64) -> Result<bool> {
         Ok(self.membership(user, room_short)?.as_deref() == Some("join"))
     }
@@ -268,7 +275,7 @@ impl Rooms {
             return Ok(None);
         }
         let current = self.current_state(record)?;
-        let world_readable = self.history_visibility_in(&current)? == "world_readable";
+        let world_readable = self.is_world_readable(room_short)?;
         match self.membership(user, room_short)?.as_deref() {
             Some("join") => Ok(Some(current)),
             _ if world_readable => Ok(Some(current)),
@@ -300,10 +307,7 @@ impl Rooms {
         let Some(member) = self.current_state_event(room_short, "m.room.member", user.as_str())? else {
             return Ok(None);
         };
-        if self
-            .current_state_event(room_short, "m.room.history_visibility", "")?
-            .is_some_and(|p| p.content_value()["history_visibility"] == "world_readable")
-        {
+        if self.is_world_readable(room_short)? {
             return Ok(None);
         }
         let short = self

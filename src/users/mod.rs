@@ -157,13 +157,6 @@ impl Users {
         Ok(())
     }
 
-    pub fn set_admin(&self, user_id: &UserId, admin: bool) -> Result<()> {
-        let mut record = self.get(user_id)?.ok_or_else(|| Error::not_found("Unknown user"))?;
-        record.admin = admin;
-        self.db.put_json(&maps::USERS, user_id.as_bytes(), &record)?;
-        Ok(())
-    }
-
     /// Deactivates an account for good: the password, every device and token
     /// and the profile go; the user ID stays reserved.
     pub fn deactivate(&self, user_id: &UserId) -> Result<()> {

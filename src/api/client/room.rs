@@ -188,10 +188,11 @@ pub fn check_can_read(services: &Services, user: &UserId, room_short: u64) -> Re
     if rooms.membership(user, room_short)?.is_some() {
         return Ok(());
     }
-    let world_readable = rooms
-        .current_state_event(room_short, "m.room.history_visibility", "")?
-        .is_some_and(|pdu| pdu.content_value()["history_visibility"] == "world_readable");
-    if world_readable { Ok(()) } else { Err(Error::forbidden("You are not in this room.")) }
+    if rooms.is_world_readable(room_short)? {
+        Ok(())
+    } else {
+        Err(Error::forbidden("You are not in this room."))
+    }
 }
 
 /// The state a user may read in a room, or 403.
