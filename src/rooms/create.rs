@@ -5,7 +5,10 @@ use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, Us
 use serde_json::{Map, Value, json};
 
 use super::{
-    RoomRecord, Rooms, SUPPORTED_ROOM_VERSIONS, builder::PduBuilder, pipeline::Txn, short_ids::Kind,
+    RoomRecord, Rooms, SUPPORTED_ROOM_VERSIONS,
+    builder::PduBuilder,
+    pipeline::{Origin, Txn},
+    short_ids::Kind,
 };
 use crate::{Error, Result, util};
 
@@ -152,7 +155,7 @@ impl Rooms {
             forward_extremities: Vec::new(),
             created_ts: util::now_ms(),
         };
-        self.append(room_short, &mut record, create_id, create_object, None)?;
+        self.append(room_short, &mut record, create_id, create_object, Origin::Local(None))?;
 
         let mut events = Vec::new();
         let mut join = json!({"membership": "join"});
@@ -226,14 +229,18 @@ impl Rooms {
         for builder in events {
             let state = self.current_state(&record)?;
             let (event_id, object) = self.build(&record, &state, creator, &builder)?;
-            self.append(room_short, &mut record, event_id, object, None).map_err(|e| match e {
-                Error::Matrix { kind: ruma::api::error::ErrorKind::Forbidden, message, .. } => Error::new(
-                    http::StatusCode::BAD_REQUEST,
-                    ruma::api::error::ErrorKind::InvalidRoomState,
-                    format!("{} event: {message}", builder.event_type),
-                ),
-                e => e,
-            })?;
+            self.append(room_short, &mut record, event_id, object, Origin::Local(None)).map_err(
+                |e| match e {
+                    Error::Matrix { kind: ruma::api::error::ErrorKind::Forbidden, message, .. } => {
+                        Error::new(
+                            http::StatusCode::BAD_REQUEST,
+                            ruma::api::error::ErrorKind::InvalidRoomState,
+                            format!("{} event: {message}", builder.event_type),
+                        )
+                    }
+                    e => e,
+                },
+            )?;
         }
         if let Some(alias) = &request.alias {
             self.put_alias(alias, &room_id, creator)?;
@@ -306,7 +313,7 @@ impl Rooms {
         let (short, mut record) = self.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
         let state = self.current_state(&record)?;
         let (event_id, object) = self.build(&record, &state, sender, &builder)?;
-        self.append(short, &mut record, event_id.clone(), object, txn)?;
+        self.append(short, &mut record, event_id.clone(), object, Origin::Local(txn))?;
         Ok(event_id)
     }
 }

@@ -13,6 +13,7 @@ pub mod pdu;
 pub mod pipeline;
 pub mod read;
 pub mod redaction;
+pub mod resolve;
 pub mod short_ids;
 pub mod state;
 pub mod upgrade;
@@ -93,6 +94,22 @@ pub struct EventMeta {
     /// The redaction that redacted it; the stored JSON is then redacted.
     #[serde(default)]
     pub redacted_by: Option<u64>,
+    /// Failed the auth rules (remote events only): kept so later events
+    /// may reference it, but never part of the state nor shown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rejected: bool,
+    /// Passed the auth rules at its place in the DAG but not against the
+    /// room's current state: stored and used by state resolution, never
+    /// shown to clients nor built upon.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub soft_failed: bool,
+}
+
+impl EventMeta {
+    /// Whether clients may ever be shown the event.
+    pub fn accepted(&self) -> bool {
+        !self.rejected && !self.soft_failed
+    }
 }
 
 pub struct Rooms {

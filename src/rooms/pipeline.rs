@@ -9,18 +9,18 @@
 //! is written in one batch, and waiters are woken. A refused event changes
 //! nothing.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{
     CanonicalJsonObject, OwnedDeviceId, OwnedEventId, OwnedServerName, events::TimelineEventType,
-    serde::Base64, signatures::Verified, state_res,
+    room_version_rules::RoomVersionRules, serde::Base64, signatures::Verified, state_res,
 };
 
 use super::{
     EventMeta, RoomRecord, Rooms,
     builder::MAX_PDU_BYTES,
     pdu::Pdu,
-    short_ids::{Kind, state_key_name},
+    short_ids::{Kind, split_state_key_name, state_key_name},
     state::StateMap,
 };
 use crate::{
@@ -37,6 +37,28 @@ pub struct Txn {
     pub endpoint: &'static str,
 }
 
+/// Where an event comes from. A local client's event that fails any check
+/// is refused with the error; another server's event that is well formed
+/// and signed is stored whatever its fate, as the spec requires.
+pub enum Origin {
+    Local(Option<Txn>),
+    Remote,
+}
+
+/// What became of an appended event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// In the timeline at this stream position.
+    Accepted { stream: u64 },
+    /// Valid at its place in the DAG, not against the current state.
+    SoftFailed,
+    /// Failed the auth rules; kept only so later events may reference it.
+    Rejected(String),
+}
+
+/// A state snapshot and its content, kept together while appending.
+type Snapshot = (Option<u64>, Arc<StateMap>);
+
 impl Rooms {
     /// Appends an event to a room. The caller holds the room's lock and
     /// passes the room's record, which is updated in place.
@@ -45,21 +67,26 @@ impl Rooms {
         room_short: u64,
         record: &mut RoomRecord,
         event_id: OwnedEventId,
-        object: CanonicalJsonObject,
-        txn: Option<Txn>,
-    ) -> Result<u64> {
+        mut object: CanonicalJsonObject,
+        origin: Origin,
+    ) -> Result<Outcome> {
         let rules = record.rules()?;
+        let local = matches!(origin, Origin::Local(_));
 
         // Size and format.
-        let bytes = serde_json::to_vec(&object).map_err(Error::internal)?;
-        if bytes.len() > MAX_PDU_BYTES {
+        let size = serde_json::to_vec(&object).map_err(Error::internal)?.len();
+        if size > MAX_PDU_BYTES {
             return Err(Error::too_large());
         }
         state_res::check_pdu_format(&object, &rules.event_format).map_err(Error::bad_json)?;
 
-        // Hashes and signatures.
+        // Signatures; a wrong content hash redacts a remote event.
         match ruma::signatures::verify_event(&self.public_keys(), &object, &rules) {
             Ok(Verified::All) => {}
+            Ok(Verified::Signatures) if !local => {
+                object = ruma::canonical_json::redact(object, &rules.redaction, None)
+                    .map_err(|e| Error::bad_json(format!("Cannot redact event: {e}")))?;
+            }
             Ok(Verified::Signatures) => return Err(Error::forbidden("Event content hash does not match")),
             Err(e) => return Err(Error::forbidden(format!("Event signature check failed: {e}"))),
         }
@@ -72,21 +99,159 @@ impl Rooms {
             return Err(Error::bad_json("Event already exists"));
         }
 
-        // Auth rules against the auth events.
-        let fetch = |id: &ruma::EventId| self.pdu(id).ok().flatten();
-        state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch)
-            .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
+        // The auth rules against the event's auth events, then against the
+        // state before it; then, soft, against the current state.
+        let mut batch = Batch::new();
+        let mut rejection = self.check_against_auth_events(&pdu, &rules, room_short)?.err();
+        let before = self.state_before(&mut batch, &pdu, &rules)?;
+        if rejection.is_none() {
+            rejection = self.check_against_state(&pdu, &rules, &before.1).err();
+        }
+        if let Some(reason) = &rejection
+            && local
+        {
+            return Err(Error::forbidden(reason.clone()));
+        }
+        let soft_failed = rejection.is_none() && before.0 != record.current_snapshot && {
+            let current = self.current_state(record)?;
+            self.check_against_state(&pdu, &rules, &current).is_err()
+        };
+        if soft_failed && local {
+            return Err(Error::forbidden("Event not allowed by the current state of the room"));
+        }
+        let accepted = rejection.is_none() && !soft_failed;
 
-        // ... and with the auth events taken as the state: an event must
-        // prove its own authorisation.
+        // The state after it (a rejected event changes nothing).
+        let event_short = self.short.allocate_into(&mut batch, Kind::Event, event_id.as_str());
+        let mut replaces_state = None;
+        let mut changed_key = None;
+        let after: Snapshot = match &pdu.state_key {
+            Some(state_key) if rejection.is_none() => {
+                let key = self
+                    .short
+                    .get_or_create(Kind::StateKey, &state_key_name(&pdu.kind.to_string(), state_key))?;
+                changed_key = Some(key);
+                let mut after = (*before.1).clone();
+                replaces_state = after.insert(key, event_short);
+                let id = self.state.save(&mut batch, before.0, after.clone())?;
+                (Some(id), Arc::new(after))
+            }
+            _ => before.clone(),
+        };
+        let stream = if accepted { self.next_stream() } else { 0 };
+
+        batch.put(
+            &maps::PDUS,
+            event_short.to_be_bytes(),
+            serde_json::to_vec(&object).map_err(Error::internal)?,
+        );
+        batch.put_json(
+            &maps::EVENT_META,
+            event_short.to_be_bytes(),
+            &EventMeta {
+                room: room_short,
+                stream,
+                state_before: before.0,
+                state_after: after.0,
+                depth: pdu.depth.into(),
+                replaces_state,
+                txn: match &origin {
+                    Origin::Local(Some(t)) => Some((t.device_id.clone(), t.txn_id.clone())),
+                    _ => None,
+                },
+                redacted_by: None,
+                rejected: rejection.is_some(),
+                soft_failed,
+            },
+        );
+        if let Origin::Local(Some(txn)) = &origin {
+            batch.put(
+                &maps::TRANSACTIONS,
+                txn_key(&pdu.sender, &txn.device_id, &record.room_id, txn.endpoint, &txn.txn_id),
+                event_id.as_str(),
+            );
+        }
+        if !accepted {
+            // Stored for the DAG's sake only: no timeline, no extremity.
+            self.db.write(batch)?;
+            return Ok(match rejection {
+                Some(reason) => Outcome::Rejected(reason),
+                None => Outcome::SoftFailed,
+            });
+        }
+
+        batch.put(
+            &maps::TIMELINE,
+            [room_short.to_be_bytes(), stream.to_be_bytes()].concat(),
+            event_short.to_be_bytes(),
+        );
+        batch.put(&maps::STREAM, stream.to_be_bytes(), event_short.to_be_bytes());
+        if pdu.kind == TimelineEventType::RoomRedaction {
+            self.apply_redaction(&mut batch, &pdu, event_short, room_short, &before.1, &rules)?;
+        }
+
+        // The event replaces the extremities it references; the current
+        // state is the state after the extremities, resolved if they differ.
+        let old_current = record.current_snapshot;
+        record.forward_extremities.retain(|e| !pdu.prev_events.contains(e));
+        let mut branches = vec![after.clone()];
+        for extremity in &record.forward_extremities {
+            let short = self.event_short(extremity)?.ok_or_else(|| Error::internal("unknown extremity"))?;
+            let meta = self.event_meta(short)?.ok_or_else(|| Error::internal("extremity without meta"))?;
+            branches.push((meta.state_after, self.load_state(meta.state_after)?));
+        }
+        record.forward_extremities.push(event_id);
+        let current = self.merge_states(&mut batch, &rules, branches, Some((event_short, &pdu)))?;
+        record.current_snapshot = current.0;
+        batch.put_json(&maps::ROOMS, room_short.to_be_bytes(), record);
+
+        // Keep the materialised current state and membership index in step.
+        let changes: Vec<(u64, Option<u64>)> = if old_current == before.0 && current.0 == after.0 {
+            changed_key.map(|k| (k, Some(event_short))).into_iter().collect()
+        } else {
+            let old = self.load_state(old_current)?;
+            let mut changes: Vec<_> = current
+                .1
+                .iter()
+                .filter(|(k, e)| old.get(k) != Some(e))
+                .map(|(k, e)| (*k, Some(*e)))
+                .collect();
+            changes.extend(old.keys().filter(|k| !current.1.contains_key(k)).map(|k| (*k, None)));
+            changes
+        };
+        for (key, event) in changes {
+            self.index_current_state(&mut batch, room_short, key, event, (event_short, &pdu))?;
+        }
+
+        self.db.write(batch)?;
+        self.notify.send_replace(stream);
+        Ok(Outcome::Accepted { stream })
+    }
+
+    /// The auth rules with the event's own auth events taken as the state:
+    /// an event must prove its own authorisation. `Err` inside is the
+    /// rejection; an auth event we do not have is an error outright.
+    fn check_against_auth_events(
+        &self,
+        pdu: &Pdu,
+        rules: &RoomVersionRules,
+        room_short: u64,
+    ) -> Result<std::result::Result<(), String>> {
         let mut auth_state = BTreeMap::new();
         for id in &pdu.auth_events {
-            let auth = self
-                .pdu(id)?
-                .ok_or_else(|| Error::forbidden(format!("Event not allowed: unknown auth event {id}")))?;
+            let missing = || Error::forbidden(format!("Event not allowed: unknown auth event {id}"));
+            let short = self.event_short(id)?.ok_or_else(missing)?;
+            let auth = self.pdu_by_short(short)?.ok_or_else(missing)?;
+            if self.event_meta(short)?.is_some_and(|m| m.rejected) {
+                return Ok(Err(format!("Event not allowed: auth event {id} was rejected")));
+            }
             if let Some(state_key) = &auth.state_key {
                 auth_state.insert((auth.kind.to_string(), state_key.clone()), auth);
             }
+        }
+        let fetch = |id: &ruma::EventId| self.pdu(id).ok().flatten();
+        if let Err(reason) = state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch) {
+            return Ok(Err(format!("Event not allowed: {reason}")));
         }
         // From v12 the create event is implied by the room ID, never listed.
         if pdu.kind != TimelineEventType::RoomCreate
@@ -97,122 +262,112 @@ impl Rooms {
         let fetch_auth = |kind: &ruma::events::StateEventType, state_key: &str| {
             auth_state.get(&(kind.to_string(), state_key.to_owned())).cloned()
         };
-        state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, fetch_auth)
-            .map_err(|reason| Error::forbidden(format!("Event not allowed by its auth events: {reason}")))?;
-
-        // Auth rules against the state before the event.
-        let state_before_id = self.state_before(&pdu)?;
-        let state_before = match state_before_id {
-            Some(id) => self.state.load(id)?,
-            None => std::sync::Arc::new(StateMap::new()),
-        };
-        let fetch_state = |kind: &ruma::events::StateEventType, state_key: &str| {
-            self.state_event(&state_before, &kind.to_string(), state_key).ok().flatten()
-        };
-        state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, fetch_state)
-            .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
-
-        // The state after it.
-        let mut batch = Batch::new();
-        let event_short = self.short.allocate_into(&mut batch, Kind::Event, event_id.as_str());
-        let stream = self.next_stream();
-        let mut replaces_state = None;
-        let state_after_id = match &pdu.state_key {
-            Some(state_key) => {
-                let key = self
-                    .short
-                    .get_or_create(Kind::StateKey, &state_key_name(&pdu.kind.to_string(), state_key))?;
-                let mut after = (*state_before).clone();
-                replaces_state = after.insert(key, event_short);
-                let id = self.state.save(&mut batch, state_before_id, after)?;
-                let room_state_key = [room_short.to_be_bytes(), key.to_be_bytes()].concat();
-                batch.put(&maps::ROOM_STATE, room_state_key, event_short.to_be_bytes());
-                Some(id)
-            }
-            None => state_before_id,
-        };
-        let depth: u64 = pdu.depth.into();
-
-        batch.put(&maps::PDUS, event_short.to_be_bytes(), bytes);
-        batch.put_json(
-            &maps::EVENT_META,
-            event_short.to_be_bytes(),
-            &EventMeta {
-                room: room_short,
-                stream,
-                state_before: state_before_id,
-                state_after: state_after_id,
-                depth,
-                replaces_state,
-                txn: txn.as_ref().map(|t| (t.device_id.clone(), t.txn_id.clone())),
-                redacted_by: None,
-            },
-        );
-        batch.put(
-            &maps::TIMELINE,
-            [room_short.to_be_bytes(), stream.to_be_bytes()].concat(),
-            event_short.to_be_bytes(),
-        );
-        batch.put(&maps::STREAM, stream.to_be_bytes(), event_short.to_be_bytes());
-
-        if pdu.kind == TimelineEventType::RoomMember
-            && let Some(target) = &pdu.state_key
-        {
-            let membership = pdu.content_value()["membership"].as_str().unwrap_or("leave").to_owned();
-            batch.put(
-                &maps::USER_ROOMS,
-                key(&[target.as_bytes(), &room_short.to_be_bytes()]),
-                membership.as_bytes(),
-            );
-            batch.put(
-                &maps::ROOM_MEMBERS,
-                [&room_short.to_be_bytes()[..], target.as_bytes()].concat(),
-                membership.as_bytes(),
-            );
-            if membership == "join" || membership == "invite" {
-                batch.delete(&maps::FORGOTTEN_ROOMS, key(&[target.as_bytes(), &room_short.to_be_bytes()]));
-            }
-        }
-        if pdu.kind == TimelineEventType::RoomRedaction {
-            self.apply_redaction(&mut batch, &pdu, event_short, room_short, &state_before, &rules)?;
-        }
-        if let Some(txn) = &txn {
-            batch.put(
-                &maps::TRANSACTIONS,
-                txn_key(&pdu.sender, &txn.device_id, &record.room_id, txn.endpoint, &txn.txn_id),
-                event_id.as_str(),
-            );
-        }
-
-        // Local events extend the room's only forward extremity.
-        record.forward_extremities.retain(|e| !pdu.prev_events.contains(e));
-        record.forward_extremities.push(event_id);
-        record.current_snapshot = state_after_id;
-        batch.put_json(&maps::ROOMS, room_short.to_be_bytes(), record);
-
-        self.db.write(batch)?;
-        self.notify.send_replace(stream);
-        Ok(stream)
+        Ok(state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_auth)
+            .map_err(|reason| format!("Event not allowed by its auth events: {reason}")))
     }
 
-    /// The state before an event: the state after its prev_events.
-    fn state_before(&self, pdu: &Pdu) -> Result<Option<u64>> {
-        let mut states = Vec::new();
+    /// The auth rules against a room state.
+    fn check_against_state(
+        &self,
+        pdu: &Pdu,
+        rules: &RoomVersionRules,
+        state: &StateMap,
+    ) -> std::result::Result<(), String> {
+        let fetch_state = |kind: &ruma::events::StateEventType, state_key: &str| {
+            self.state_event(state, &kind.to_string(), state_key).ok().flatten()
+        };
+        state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state)
+            .map_err(|reason| format!("Event not allowed: {reason}"))
+    }
+
+    fn load_state(&self, snapshot: Option<u64>) -> Result<Arc<StateMap>> {
+        match snapshot {
+            Some(id) => self.state.load(id),
+            None => Ok(Arc::new(StateMap::new())),
+        }
+    }
+
+    /// The state before an event: the state after its prev_events, resolved
+    /// where they differ.
+    fn state_before(&self, batch: &mut Batch, pdu: &Pdu, rules: &RoomVersionRules) -> Result<Snapshot> {
+        let mut branches = Vec::new();
         for prev in &pdu.prev_events {
             let short = self
                 .event_short(prev)?
                 .ok_or_else(|| Error::bad_json(format!("Unknown prev_event {prev}")))?;
             let meta = self.event_meta(short)?.ok_or_else(|| Error::internal("prev_event without meta"))?;
-            if !states.contains(&meta.state_after) {
-                states.push(meta.state_after);
+            branches.push((meta.state_after, self.load_state(meta.state_after)?));
+        }
+        self.merge_states(batch, rules, branches, None)
+    }
+
+    /// One state from several branches: the common one, or the resolved one
+    /// (saved as a new snapshot).
+    fn merge_states(
+        &self,
+        batch: &mut Batch,
+        rules: &RoomVersionRules,
+        branches: Vec<Snapshot>,
+        pending: Option<(u64, &Pdu)>,
+    ) -> Result<Snapshot> {
+        let mut distinct: Vec<Snapshot> = Vec::new();
+        for branch in branches {
+            if !distinct.iter().any(|d| d.0 == branch.0) {
+                distinct.push(branch);
             }
         }
-        match states.as_slice() {
-            [] => Ok(None),
-            [one] => Ok(*one),
-            // Forks only arise with federation; resolving them arrives with it.
-            _ => Err(Error::forbidden("Events with diverging prev_events states are not accepted yet")),
+        match distinct.len() {
+            0 => Ok((None, Arc::new(StateMap::new()))),
+            1 => Ok(distinct.remove(0)),
+            _ => {
+                let states: Vec<Arc<StateMap>> = distinct.iter().map(|d| d.1.clone()).collect();
+                let resolved = self.resolve_states(rules, &states, pending)?;
+                let id = self.state.save(batch, distinct[0].0, resolved.clone())?;
+                Ok((Some(id), Arc::new(resolved)))
+            }
         }
+    }
+
+    /// Writes one change of the current state: the keyed copy and, for
+    /// memberships, the membership index. `new` is the event being
+    /// appended, not yet readable from storage.
+    fn index_current_state(
+        &self,
+        batch: &mut Batch,
+        room_short: u64,
+        state_key_short: u64,
+        event: Option<u64>,
+        new: (u64, &Pdu),
+    ) -> Result<()> {
+        let room_state_key = [room_short.to_be_bytes(), state_key_short.to_be_bytes()].concat();
+        match event {
+            Some(event) => batch.put(&maps::ROOM_STATE, room_state_key, event.to_be_bytes()),
+            None => batch.delete(&maps::ROOM_STATE, room_state_key),
+        }
+        let name = self.short.name(state_key_short)?;
+        let Some(("m.room.member", target)) = split_state_key_name(&name) else { return Ok(()) };
+        let membership = match event {
+            Some(e) if e == new.0 => Some(new.1.content_value()),
+            Some(e) => self.pdu_by_short(e)?.map(|p| p.content_value()),
+            None => None,
+        }
+        .map(|content| content["membership"].as_str().unwrap_or("leave").to_owned());
+        let user_key = key(&[target.as_bytes(), &room_short.to_be_bytes()]);
+        let member_key = [&room_short.to_be_bytes()[..], target.as_bytes()].concat();
+        match membership {
+            Some(membership) => {
+                batch.put(&maps::USER_ROOMS, user_key.clone(), membership.as_bytes());
+                batch.put(&maps::ROOM_MEMBERS, member_key, membership.as_bytes());
+                if membership == "join" || membership == "invite" {
+                    batch.delete(&maps::FORGOTTEN_ROOMS, user_key);
+                }
+            }
+            None => {
+                batch.delete(&maps::USER_ROOMS, user_key);
+                batch.delete(&maps::ROOM_MEMBERS, member_key);
+            }
+        }
+        Ok(())
     }
 
     /// The keys that sign our own events.
@@ -283,11 +438,15 @@ mod tests {
     }
 
     async fn fixture() -> Fixture {
+        fixture_with(RoomVersionId::V12, Preset::PrivateChat).await
+    }
+
+    async fn fixture_with(version: RoomVersionId, preset: Preset) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), 8).unwrap();
         let keys = Arc::new(ServerKeys::load_or_generate(&db).unwrap());
         let rooms = Rooms::open(db, "localhost".try_into().unwrap(), keys).unwrap();
-        let request = CreateRoom::new(RoomVersionId::V12, Preset::PrivateChat);
+        let request = CreateRoom::new(version, preset);
         let room_id = rooms.create_room(user_id!("@alice:localhost"), request).await.unwrap();
         Fixture { _dir: dir, rooms, room_id }
     }
@@ -311,13 +470,53 @@ mod tests {
             self.rooms.finish(event, &rules, &RoomVersionId::V12).unwrap()
         }
 
-        fn append(&self, event_id: OwnedEventId, object: CanonicalJsonObject) -> Result<u64> {
+        fn append(&self, event_id: OwnedEventId, object: CanonicalJsonObject) -> Result<Outcome> {
             let (short, mut record) = self.rooms.room(&self.room_id).unwrap().unwrap();
-            self.rooms.append(short, &mut record, event_id, object, None)
+            self.rooms.append(short, &mut record, event_id, object, Origin::Local(None))
+        }
+
+        /// Appends as if another server had sent the event.
+        fn append_remote(&self, (event_id, object): (OwnedEventId, CanonicalJsonObject)) -> Outcome {
+            let (short, mut record) = self.rooms.room(&self.room_id).unwrap().unwrap();
+            self.rooms.append(short, &mut record, event_id, object, Origin::Remote).unwrap()
+        }
+
+        /// Builds an event on chosen prev_events (a branch of the DAG) with
+        /// the auth events of the state after the first of them.
+        fn build_on(
+            &self,
+            prev: &[&OwnedEventId],
+            sender: &ruma::UserId,
+            builder: PduBuilder,
+            ts: u64,
+        ) -> (OwnedEventId, CanonicalJsonObject) {
+            let (_, mut record) = self.rooms.room(&self.room_id).unwrap().unwrap();
+            let short = self.rooms.event_short(prev[0]).unwrap().unwrap();
+            let meta = self.rooms.event_meta(short).unwrap().unwrap();
+            let state = self.rooms.load_state(meta.state_after).unwrap();
+            record.forward_extremities = prev.iter().map(|e| (*e).clone()).collect();
+            let (_, object) = self.rooms.build(&record, &state, sender, &builder).unwrap();
+            let mut event = serde_json::to_value(&object).unwrap();
+            event["origin_server_ts"] = json!(ts);
+            self.resign(event)
+        }
+
+        fn current(&self, event_type: &str, state_key: &str) -> Option<Pdu> {
+            let short = self.rooms.room_short(&self.room_id).unwrap().unwrap();
+            self.rooms.current_state_event(short, event_type, state_key).unwrap()
+        }
+
+        fn membership(&self, user: &ruma::UserId) -> Option<String> {
+            let short = self.rooms.room_short(&self.room_id).unwrap().unwrap();
+            self.rooms.membership(user, short).unwrap()
+        }
+
+        async fn send(&self, sender: &ruma::UserId, builder: PduBuilder) -> OwnedEventId {
+            self.rooms.send(&self.room_id, sender, builder, None).await.unwrap()
         }
 
         /// Appends raw JSON under the ID its own reference hash gives.
-        fn append_json(&self, event: Value) -> Result<u64> {
+        fn append_json(&self, event: Value) -> Result<Outcome> {
             let CanonicalJsonValue::Object(object) = CanonicalJsonValue::try_from(event).unwrap() else {
                 panic!()
             };
@@ -332,7 +531,7 @@ mod tests {
     }
 
     #[track_caller]
-    fn assert_forbidden(result: Result<u64>, needle: &str) {
+    fn assert_forbidden(result: Result<Outcome>, needle: &str) {
         match result {
             Err(Error::Matrix { kind: ruma::api::error::ErrorKind::Forbidden, message, .. }) => {
                 assert!(message.contains(needle), "{message:?} does not mention {needle:?}")
@@ -438,5 +637,166 @@ mod tests {
         event["room_id"] = json!("!elsewhere:localhost");
         let (event_id, object) = f.resign(event);
         assert!(f.append(event_id, object).is_err());
+    }
+
+    fn topic(topic: &str) -> PduBuilder {
+        PduBuilder::state("m.room.topic", "", json!({"topic": topic}))
+    }
+
+    #[tokio::test]
+    async fn branches_of_the_dag_merge_their_state() {
+        for version in [RoomVersionId::V11, RoomVersionId::V12] {
+            let f = fixture_with(version, Preset::PrivateChat).await;
+            let alice = user_id!("@alice:localhost");
+            let fork = f.extremities()[0].clone();
+            let a = f.build_on(&[&fork], alice, topic("A"), 1_000);
+            let b = f.build_on(
+                &[&fork],
+                alice,
+                PduBuilder::state("m.room.name", "", json!({"name": "B"})),
+                1_001,
+            );
+            let (a_id, b_id) = (a.0.clone(), b.0.clone());
+            assert!(matches!(f.append_remote(a), Outcome::Accepted { .. }));
+            assert!(matches!(f.append_remote(b), Outcome::Accepted { .. }));
+            assert_eq!(f.extremities(), [a_id.clone(), b_id.clone()], "two branches, two extremities");
+            // The current state holds both branches' changes.
+            assert_eq!(f.current("m.room.topic", "").unwrap().event_id, a_id);
+            assert_eq!(f.current("m.room.name", "").unwrap().event_id, b_id);
+            // A local state event joins the branches; the state before it
+            // (resolved) has both, the state after it adds its own change.
+            let c = f.send(alice, PduBuilder::state("m.room.avatar", "", json!({"url": "mxc://a/b"}))).await;
+            assert_eq!(f.extremities(), [c.clone()]);
+            let pdu = f.rooms.pdu(&c).unwrap().unwrap();
+            assert_eq!(pdu.prev_events, [a_id.clone(), b_id.clone()]);
+            let meta = f.rooms.event_meta(f.rooms.event_short(&c).unwrap().unwrap()).unwrap().unwrap();
+            let before = f.rooms.load_state(meta.state_before).unwrap();
+            assert_eq!(f.rooms.state_event(&before, "m.room.topic", "").unwrap().unwrap().event_id, a_id);
+            assert_eq!(f.rooms.state_event(&before, "m.room.name", "").unwrap().unwrap().event_id, b_id);
+            f.rooms.state.clear_cache();
+            let after = f.rooms.load_state(meta.state_after).unwrap();
+            assert_eq!(after.len(), before.len() + 1);
+            assert_eq!(f.current("m.room.avatar", "").unwrap().event_id, c);
+        }
+    }
+
+    #[tokio::test]
+    async fn conflicting_topics_resolve_in_timestamp_order() {
+        for version in [RoomVersionId::V11, RoomVersionId::V12] {
+            let f = fixture_with(version, Preset::PrivateChat).await;
+            let alice = user_id!("@alice:localhost");
+            let fork = f.extremities()[0].clone();
+            // The later one is applied last and wins, whichever arrives first.
+            let late = f.build_on(&[&fork], alice, topic("late"), 2_000);
+            let early = f.build_on(&[&fork], alice, topic("early"), 1_000);
+            let late_id = late.0.clone();
+            f.append_remote(late);
+            f.append_remote(early);
+            assert_eq!(f.current("m.room.topic", "").unwrap().event_id, late_id);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ban_beats_the_banned_users_concurrent_state_change() {
+        for version in [RoomVersionId::V11, RoomVersionId::V12] {
+            let f = fixture_with(version, Preset::PublicChat).await;
+            let (alice, bob) = (user_id!("@alice:localhost"), user_id!("@bob:localhost"));
+            f.send(bob, PduBuilder::state("m.room.member", bob.as_str(), json!({"membership": "join"})))
+                .await;
+            let mut levels = f.current("m.room.power_levels", "").unwrap().content_value();
+            levels["users"][bob.as_str()] = json!(50);
+            levels["state_default"] = json!(50);
+            f.send(alice, PduBuilder::state("m.room.power_levels", "", levels)).await;
+            let fork = f.extremities()[0].clone();
+
+            let ban = f.build_on(
+                &[&fork],
+                alice,
+                PduBuilder::state("m.room.member", bob.as_str(), json!({"membership": "ban"})),
+                1_000,
+            );
+            let bobs_topic = f.build_on(&[&fork], bob, topic("bob was here"), 2_000);
+            let (ban_id, topic_id) = (ban.0.clone(), bobs_topic.0.clone());
+            assert!(matches!(f.append_remote(ban), Outcome::Accepted { .. }));
+            // Valid where bob sent it, not against the room as it is now.
+            assert_eq!(f.append_remote(bobs_topic), Outcome::SoftFailed);
+            assert_eq!(f.extremities(), [ban_id.clone()], "nothing builds on a soft-failed event");
+            assert!(f.current("m.room.topic", "").is_none());
+            let topic_short = f.rooms.event_short(&topic_id).unwrap().unwrap();
+            let topic_meta = f.rooms.event_meta(topic_short).unwrap().unwrap();
+            let topic_pdu = f.rooms.pdu_by_short(topic_short).unwrap().unwrap();
+            assert!(!f.rooms.can_see(alice, &topic_pdu, &topic_meta).unwrap(), "clients never see it");
+
+            // Another server builds on both branches: state resolution keeps
+            // the ban and drops the banned user's topic.
+            let merge = f.build_on(
+                &[&ban_id, &topic_id],
+                alice,
+                PduBuilder::message("m.room.message", json!({"body": "merged"})),
+                3_000,
+            );
+            let merge_id = merge.0.clone();
+            assert!(matches!(f.append_remote(merge), Outcome::Accepted { .. }));
+            let meta = f.rooms.event_meta(f.rooms.event_short(&merge_id).unwrap().unwrap()).unwrap().unwrap();
+            let before = f.rooms.load_state(meta.state_before).unwrap();
+            let member = f.rooms.state_event(&before, "m.room.member", bob.as_str()).unwrap().unwrap();
+            assert_eq!(member.event_id, ban_id);
+            assert!(f.rooms.state_event(&before, "m.room.topic", "").unwrap().is_none());
+            assert_eq!(f.membership(bob).as_deref(), Some("ban"));
+            assert!(f.current("m.room.topic", "").is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn remote_events_failing_auth_are_rejected_and_kept_out_of_the_state() {
+        let f = fixture().await;
+        let alice = user_id!("@alice:localhost");
+        let before = f.extremities();
+        let fork = before[0].clone();
+        // Mallory is not in the room.
+        let mallory = f.build_on(&[&fork], alice, topic("mallory's"), 1_000);
+        let mut event = serde_json::to_value(&mallory.1).unwrap();
+        event["sender"] = json!("@mallory:localhost");
+        let mallory = f.resign(event);
+        let mallory_id = mallory.0.clone();
+        assert!(
+            matches!(f.append_remote(mallory), Outcome::Rejected(reason) if reason.contains("not allowed"))
+        );
+        assert_eq!(f.extremities(), before, "a rejected event is no extremity");
+        let meta = f.rooms.event_meta(f.rooms.event_short(&mallory_id).unwrap().unwrap()).unwrap().unwrap();
+        assert!(meta.rejected);
+        assert_eq!(meta.state_after, meta.state_before, "it changes no state");
+        // A later event may reference it; the state stays without it.
+        let next = f.build_on(&[&mallory_id], alice, PduBuilder::message("m.room.message", json!({})), 2_000);
+        let next_id = next.0.clone();
+        assert!(matches!(f.append_remote(next), Outcome::Accepted { .. }));
+        assert!(f.current("m.room.topic", "").is_none());
+        assert_eq!(
+            f.extremities(),
+            [fork, next_id].iter().filter(|e| **e != mallory_id).cloned().collect::<Vec<_>>()
+        );
+        // An event naming the rejected one as an auth event is rejected too.
+        let mut event = f.event(alice);
+        event["auth_events"].as_array_mut().unwrap().push(json!(mallory_id));
+        assert!(matches!(f.append_remote(f.resign(event)), Outcome::Rejected(_)));
+    }
+
+    #[tokio::test]
+    async fn a_remote_event_with_a_bad_content_hash_is_redacted_then_processed() {
+        let f = fixture().await;
+        let mut event = f.event(user_id!("@alice:localhost"));
+        event["content"]["body"] = json!("tampered after signing");
+        let CanonicalJsonValue::Object(object) = CanonicalJsonValue::try_from(event).unwrap() else {
+            panic!()
+        };
+        let rules = RoomVersionRules::V12;
+        let id = OwnedEventId::try_from(format!(
+            "${}",
+            ruma::signatures::reference_hash(&object, &rules).unwrap()
+        ))
+        .unwrap();
+        assert!(matches!(f.append_remote((id.clone(), object)), Outcome::Accepted { .. }));
+        let stored = f.rooms.pdu(&id).unwrap().unwrap();
+        assert_eq!(stored.content_value(), json!({}), "stored in its redacted form");
     }
 }

@@ -49,6 +49,9 @@ impl Rooms {
     /// Whether `user` may see an event, by the room's history visibility at
     /// that event and the user's membership then (and now, for `shared`).
     pub fn can_see(&self, user: &UserId, pdu: &Pdu, meta: &EventMeta) -> Result<bool> {
+        if !meta.accepted() {
+            return Ok(false);
+        }
         let after = match meta.state_after {
             Some(id) => self.state.load(id)?,
             None => return Ok(false),

@@ -42,11 +42,15 @@ impl Snapshot {
 
 /// Full states kept in memory, most recently used first out of the way.
 const CACHE_ENTRIES: usize = 256;
+const RECENT_SNAPSHOTS: usize = 64;
 
 pub struct StateStore {
     db: Db,
     next: AtomicU64,
     cache: Mutex<HashMap<u64, Arc<StateMap>>>,
+    /// The latest snapshots saved, readable before their batch is written:
+    /// one append may build a snapshot on another it has just made.
+    recent: Mutex<BTreeMap<u64, Snapshot>>,
 }
 
 impl StateStore {
@@ -56,10 +60,18 @@ impl StateStore {
             Some((k, _)) => decode_u64(k)? + 1,
             None => 1,
         };
-        Ok(Self { db, next: AtomicU64::new(next), cache: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            db,
+            next: AtomicU64::new(next),
+            cache: Mutex::new(HashMap::new()),
+            recent: Mutex::default(),
+        })
     }
 
     fn snapshot(&self, id: u64) -> Result<Snapshot> {
+        if let Some(snapshot) = self.recent.lock().expect("recent snapshots").get(&id) {
+            return Ok(snapshot.clone());
+        }
         self.db
             .get_json(&maps::STATE_SNAPSHOTS, &id.to_be_bytes())?
             .ok_or_else(|| Error::internal(format!("state snapshot {id} missing")))
@@ -124,6 +136,12 @@ impl StateStore {
         let id = self.next.fetch_add(1, Ordering::SeqCst);
         let snapshot = Snapshot { parent, added: delta.0, removed: delta.1 };
         batch.put_json(&maps::STATE_SNAPSHOTS, id.to_be_bytes(), &snapshot);
+        let mut recent = self.recent.lock().expect("recent snapshots");
+        recent.insert(id, snapshot);
+        if recent.len() > RECENT_SNAPSHOTS {
+            recent.pop_first();
+        }
+        drop(recent);
         batch.put(&maps::STATE_SNAPSHOT_HASHES, hash, id.to_be_bytes());
         self.remember(id, Arc::new(state));
         Ok(id)

@@ -1,0 +1,244 @@
+//! State resolution: where the DAG forks, the states after the branches are
+//! merged by ruma's state resolution v2 (v2.1 from room version 12). Hearth
+//! supplies what the algorithm needs from storage: the full auth chain of
+//! each state and, for v2.1, the conflicted state subgraph.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use ruma::{
+    OwnedEventId,
+    events::StateEventType,
+    room_version_rules::RoomVersionRules,
+    state_res::{self, utils::event_id_set::EventIdSet},
+};
+
+use super::{
+    Rooms,
+    pdu::Pdu,
+    short_ids::{Kind, split_state_key_name, state_key_name},
+    state::StateMap,
+};
+use crate::{Error, Result};
+
+type RumaStateMap = state_res::StateMap<OwnedEventId>;
+
+/// Event IDs ⇄ short IDs and auth edges, read once per resolution.
+struct Graph<'a> {
+    rooms: &'a Rooms,
+    /// The event being appended, not yet readable from storage.
+    pending: Option<(u64, &'a Pdu)>,
+    ids: HashMap<u64, OwnedEventId>,
+    shorts: HashMap<OwnedEventId, u64>,
+    auth_edges: HashMap<u64, Vec<u64>>,
+}
+
+impl<'a> Graph<'a> {
+    fn new(rooms: &'a Rooms, pending: Option<(u64, &'a Pdu)>) -> Self {
+        let mut graph =
+            Self { rooms, pending, ids: HashMap::new(), shorts: HashMap::new(), auth_edges: HashMap::new() };
+        if let Some((short, pdu)) = pending {
+            graph.ids.insert(short, pdu.event_id.clone());
+            graph.shorts.insert(pdu.event_id.clone(), short);
+        }
+        graph
+    }
+
+    fn pdu(&self, short: u64) -> Result<Option<Pdu>> {
+        match self.pending {
+            Some((pending, pdu)) if pending == short => Ok(Some(pdu.clone())),
+            _ => self.rooms.pdu_by_short(short),
+        }
+    }
+
+    fn id(&mut self, short: u64) -> Result<OwnedEventId> {
+        if let Some(id) = self.ids.get(&short) {
+            return Ok(id.clone());
+        }
+        let id = OwnedEventId::try_from(self.rooms.short.name(short)?).map_err(Error::internal)?;
+        self.ids.insert(short, id.clone());
+        self.shorts.insert(id.clone(), short);
+        Ok(id)
+    }
+
+    fn short(&mut self, id: &OwnedEventId) -> Result<Option<u64>> {
+        if let Some(short) = self.shorts.get(id) {
+            return Ok(Some(*short));
+        }
+        let short = self.rooms.event_short(id)?;
+        if let Some(short) = short {
+            self.ids.insert(short, id.clone());
+            self.shorts.insert(id.clone(), short);
+        }
+        Ok(short)
+    }
+
+    /// The auth events of a stored event; unknown ones are skipped (an
+    /// event is only stored once its auth events are).
+    fn auth_events(&mut self, short: u64) -> Result<Vec<u64>> {
+        if let Some(edges) = self.auth_edges.get(&short) {
+            return Ok(edges.clone());
+        }
+        let mut edges = Vec::new();
+        if let Some(pdu) = self.pdu(short)? {
+            for id in &pdu.auth_events {
+                if let Some(s) = self.short(id)? {
+                    edges.push(s);
+                }
+            }
+        }
+        self.auth_edges.insert(short, edges.clone());
+        Ok(edges)
+    }
+
+    /// Every event reachable from `start` through `auth_events`, excluding
+    /// `start` itself unless reached again.
+    fn auth_chain(&mut self, start: impl IntoIterator<Item = u64>) -> Result<HashSet<u64>> {
+        let mut seen = HashSet::new();
+        let mut todo: Vec<u64> = Vec::new();
+        for s in start {
+            todo.extend(self.auth_events(s)?);
+        }
+        while let Some(s) = todo.pop() {
+            if seen.insert(s) {
+                todo.extend(self.auth_events(s)?);
+            }
+        }
+        Ok(seen)
+    }
+
+    /// The conflicted state subgraph (room version 12): every event on an
+    /// `auth_events` path from one conflicted event to another, endpoints
+    /// included.
+    fn conflicted_subgraph(&mut self, conflicted: &HashSet<u64>) -> Result<HashSet<u64>> {
+        // Post-order walk from every conflicted event: an event is on such a
+        // path when it is conflicted or one of its auth events is.
+        let mut reaches: HashMap<u64, bool> = HashMap::new();
+        for &start in conflicted {
+            let mut stack = vec![(start, false)];
+            while let Some((event, expanded)) = stack.pop() {
+                if reaches.contains_key(&event) && !expanded {
+                    continue;
+                }
+                let parents = self.auth_events(event)?;
+                if expanded {
+                    let on_path =
+                        conflicted.contains(&event) || parents.iter().any(|p| reaches.get(p) == Some(&true));
+                    reaches.insert(event, on_path);
+                } else {
+                    stack.push((event, true));
+                    stack
+                        .extend(parents.into_iter().filter(|p| !reaches.contains_key(p)).map(|p| (p, false)));
+                }
+            }
+        }
+        // An event only reaches a conflicted event through its auth events,
+        // so whatever reached one here lies between two of them.
+        Ok(reaches.into_iter().filter(|(_, on_path)| *on_path).map(|(e, _)| e).collect())
+    }
+}
+
+impl Rooms {
+    /// Resolves the states of several branches into one. Identical inputs
+    /// return as they are. `pending` is an event the states may name that
+    /// is being appended and not stored yet.
+    pub(super) fn resolve_states(
+        &self,
+        rules: &RoomVersionRules,
+        states: &[Arc<StateMap>],
+        pending: Option<(u64, &Pdu)>,
+    ) -> Result<StateMap> {
+        if let [first, rest @ ..] = states
+            && rest.iter().all(|s| s == first)
+        {
+            return Ok((**first).clone());
+        }
+        let v2_rules = rules.state_res.v2_rules().ok_or_else(|| {
+            Error::internal("state resolution v1 is not supported; room versions 1 is not processed")
+        })?;
+        let mut graph = Graph::new(self, pending);
+
+        // Our maps in ruma's terms.
+        let mut key_names: HashMap<u64, (StateEventType, String)> = HashMap::new();
+        let mut maps: Vec<RumaStateMap> = Vec::with_capacity(states.len());
+        for state in states {
+            let mut map = RumaStateMap::with_capacity(state.len());
+            for (&key, &event) in state.iter() {
+                let name = match key_names.get(&key) {
+                    Some(name) => name.clone(),
+                    None => {
+                        let full = self.short.name(key)?;
+                        let (kind, state_key) = split_state_key_name(&full)
+                            .ok_or_else(|| Error::internal(format!("bad state key name {full:?}")))?;
+                        let name = (StateEventType::from(kind), state_key.to_owned());
+                        key_names.insert(key, name.clone());
+                        name
+                    }
+                };
+                map.insert(name, graph.id(event)?);
+            }
+            maps.push(map);
+        }
+
+        // The full auth chain of each state.
+        let mut auth_chains = Vec::with_capacity(states.len());
+        for state in states {
+            let chain = graph.auth_chain(state.values().copied())?;
+            let mut set = EventIdSet::with_capacity(chain.len());
+            for short in chain {
+                set.insert(graph.id(short)?);
+            }
+            auth_chains.push(set);
+        }
+
+        // The conflicted state subgraph, computed up front (the callback
+        // cannot borrow the graph mutably).
+        let subgraph = if v2_rules.consider_conflicted_state_subgraph {
+            let mut conflicted = HashSet::new();
+            let keys: HashSet<u64> = states.iter().flat_map(|s| s.keys().copied()).collect();
+            for key in keys {
+                let values: Vec<Option<&u64>> = states.iter().map(|s| s.get(&key)).collect();
+                if values.iter().any(|v| *v != values[0]) {
+                    conflicted.extend(values.into_iter().flatten().copied());
+                }
+            }
+            let mut set = EventIdSet::new();
+            for short in graph.conflicted_subgraph(&conflicted)? {
+                set.insert(graph.id(short)?);
+            }
+            Some(set)
+        } else {
+            None
+        };
+
+        let fetch_event = |id: &ruma::EventId| -> Option<Pdu> {
+            if let Some((_, pdu)) = pending
+                && pdu.event_id == id
+            {
+                return Some(pdu.clone());
+            }
+            let short = self.event_short(id).ok()??;
+            let mut pdu = self.pdu_by_short(short).ok()??;
+            pdu.rejected = self.event_meta(short).ok()?.is_some_and(|m| m.rejected);
+            Some(pdu)
+        };
+        let resolved =
+            state_res::resolve(&rules.authorization, v2_rules, maps.iter(), auth_chains, fetch_event, |_| {
+                subgraph.clone()
+            })
+            .map_err(|e| Error::internal(format!("state resolution failed: {e}")))?;
+
+        let mut state = StateMap::new();
+        for ((kind, state_key), event_id) in resolved {
+            let key =
+                self.short.get_or_create(Kind::StateKey, &state_key_name(&kind.to_string(), &state_key))?;
+            let event = graph
+                .short(&event_id)?
+                .ok_or_else(|| Error::internal("resolved state names an unknown event"))?;
+            state.insert(key, event);
+        }
+        Ok(state)
+    }
+}
