@@ -93,8 +93,8 @@ impl Rooms {
             "origin_server_ts": util::now_ms(),
             "type": builder.event_type,
             "content": content,
-            "prev_events": record.forward_extremities,
-            "auth_events": auth_events,
+            "prev_events": self.event_refs(&rules, &record.forward_extremities)?,
+            "auth_events": self.event_refs(&rules, &auth_events)?,
             "depth": (depth + 1).min(i64::MAX as u64),
         });
         if let Some(state_key) = &builder.state_key {
@@ -108,13 +108,34 @@ impl Rooms {
         self.finish(event, &rules, &record.version)
     }
 
-    /// Hashes and signs an event object and derives its ID.
+    /// How an event names others: bare IDs, or from the v1 event format on
+    /// `[ID, {"sha256": reference hash}]`.
+    fn event_refs(&self, rules: &RoomVersionRules, ids: &[OwnedEventId]) -> Result<Value> {
+        if !rules.event_format.require_event_id {
+            return Ok(json!(ids));
+        }
+        let mut refs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let unknown = || Error::internal(format!("unknown event {id}"));
+            let object = self.pdu_json(self.event_short(id)?.ok_or_else(unknown)?)?.ok_or_else(unknown)?;
+            let hash = reference_hash(&object, rules).map_err(Error::internal)?;
+            refs.push(json!([id, {"sha256": hash}]));
+        }
+        Ok(Value::Array(refs))
+    }
+
+    /// Hashes and signs an event object and derives its ID: the reference
+    /// hash, or in the v1 event format a random ID on this server, carried
+    /// in the event itself.
     pub fn finish(
         &self,
-        event: Value,
+        mut event: Value,
         rules: &RoomVersionRules,
         version: &RoomVersionId,
     ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
+        if rules.event_format.require_event_id && event.get("event_id").is_none() {
+            event["event_id"] = json!(format!("${}:{}", util::random_string(18), self.server_name));
+        }
         let CanonicalJsonValue::Object(mut object) = CanonicalJsonValue::try_from(event)
             .map_err(|e| Error::bad_json(format!("Event is not canonical JSON: {e}")))?
         else {
@@ -126,9 +147,13 @@ impl Rooms {
         };
         hash_and_sign_event(self.server_name.as_str(), &self.keys.keypair, &mut object, &rules.redaction)
             .map_err(json_error)?;
-        let hash = reference_hash(&object, rules).map_err(json_error)?;
-        let event_id = OwnedEventId::try_from(format!("${hash}"))
-            .map_err(|e| Error::internal(format!("event ID for room version {version}: {e}")))?;
+        let event_id = match object.get("event_id").and_then(|id| id.as_str()) {
+            Some(id) => OwnedEventId::try_from(id),
+            None => {
+                OwnedEventId::try_from(format!("${}", reference_hash(&object, rules).map_err(json_error)?))
+            }
+        }
+        .map_err(|e| Error::internal(format!("event ID for room version {version}: {e}")))?;
         Ok((event_id, object))
     }
 }

@@ -46,6 +46,8 @@ use crate::{
 /// The version new rooms get, and every version Hearth creates and processes.
 pub const DEFAULT_ROOM_VERSION: RoomVersionId = RoomVersionId::V12;
 pub const SUPPORTED_ROOM_VERSIONS: &[RoomVersionId] = &[
+    RoomVersionId::V1,
+    RoomVersionId::V2,
     RoomVersionId::V3,
     RoomVersionId::V4,
     RoomVersionId::V5,

@@ -91,6 +91,11 @@ impl Rooms {
             Err(e) => return Err(Error::forbidden(format!("Event signature check failed: {e}"))),
         }
 
+        if rules.event_format.require_event_id
+            && object.get("event_id").and_then(|id| id.as_str()) != Some(event_id.as_str())
+        {
+            return Err(Error::bad_json("The event's event_id does not match"));
+        }
         let pdu = Pdu::from_canonical(event_id.clone(), &object)?;
         if pdu.kind != TimelineEventType::RoomCreate && pdu.room_id.as_ref() != Some(&record.room_id) {
             return Err(Error::bad_json("Event is for another room"));
@@ -466,8 +471,8 @@ mod tests {
             let object = event.as_object_mut().unwrap();
             object.remove("hashes");
             object.remove("signatures");
-            let rules = RoomVersionId::V12.rules().unwrap();
-            self.rooms.finish(event, &rules, &RoomVersionId::V12).unwrap()
+            let version = self.rooms.room(&self.room_id).unwrap().unwrap().1.version;
+            self.rooms.finish(event, &version.rules().unwrap(), &version).unwrap()
         }
 
         fn append(&self, event_id: OwnedEventId, object: CanonicalJsonObject) -> Result<Outcome> {
@@ -645,7 +650,7 @@ mod tests {
 
     #[tokio::test]
     async fn branches_of_the_dag_merge_their_state() {
-        for version in [RoomVersionId::V11, RoomVersionId::V12] {
+        for version in [RoomVersionId::V1, RoomVersionId::V2, RoomVersionId::V11, RoomVersionId::V12] {
             let f = fixture_with(version, Preset::PrivateChat).await;
             let alice = user_id!("@alice:localhost");
             let fork = f.extremities()[0].clone();
@@ -666,7 +671,7 @@ mod tests {
             // A local state event joins the branches; the state before it
             // (resolved) has both, the state after it adds its own change.
             let c = f.send(alice, PduBuilder::state("m.room.avatar", "", json!({"url": "mxc://a/b"}))).await;
-            assert_eq!(f.extremities(), [c.clone()]);
+            assert_eq!(f.extremities(), std::slice::from_ref(&c));
             let pdu = f.rooms.pdu(&c).unwrap().unwrap();
             assert_eq!(pdu.prev_events, [a_id.clone(), b_id.clone()]);
             let meta = f.rooms.event_meta(f.rooms.event_short(&c).unwrap().unwrap()).unwrap().unwrap();
@@ -682,7 +687,7 @@ mod tests {
 
     #[tokio::test]
     async fn conflicting_topics_resolve_in_timestamp_order() {
-        for version in [RoomVersionId::V11, RoomVersionId::V12] {
+        for version in [RoomVersionId::V2, RoomVersionId::V11, RoomVersionId::V12] {
             let f = fixture_with(version, Preset::PrivateChat).await;
             let alice = user_id!("@alice:localhost");
             let fork = f.extremities()[0].clone();
@@ -698,7 +703,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_ban_beats_the_banned_users_concurrent_state_change() {
-        for version in [RoomVersionId::V11, RoomVersionId::V12] {
+        for version in [RoomVersionId::V1, RoomVersionId::V2, RoomVersionId::V11, RoomVersionId::V12] {
             let f = fixture_with(version, Preset::PublicChat).await;
             let (alice, bob) = (user_id!("@alice:localhost"), user_id!("@bob:localhost"));
             f.send(bob, PduBuilder::state("m.room.member", bob.as_str(), json!({"membership": "join"})))
@@ -720,7 +725,11 @@ mod tests {
             assert!(matches!(f.append_remote(ban), Outcome::Accepted { .. }));
             // Valid where bob sent it, not against the room as it is now.
             assert_eq!(f.append_remote(bobs_topic), Outcome::SoftFailed);
-            assert_eq!(f.extremities(), [ban_id.clone()], "nothing builds on a soft-failed event");
+            assert_eq!(
+                f.extremities(),
+                std::slice::from_ref(&ban_id),
+                "nothing builds on a soft-failed event"
+            );
             assert!(f.current("m.room.topic", "").is_none());
             let topic_short = f.rooms.event_short(&topic_id).unwrap().unwrap();
             let topic_meta = f.rooms.event_meta(topic_short).unwrap().unwrap();

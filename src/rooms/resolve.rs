@@ -4,7 +4,8 @@
 //! each state and, for v2.1, the conflicted state subgraph.
 
 use std::{
-    collections::{HashMap, HashSet},
+    cmp::Reverse,
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
 };
 
@@ -15,6 +16,8 @@ use ruma::{
     state_res::{self, utils::event_id_set::EventIdSet},
 };
 
+use sha1::{Digest, Sha1};
+
 use super::{
     Rooms,
     pdu::Pdu,
@@ -24,6 +27,9 @@ use super::{
 use crate::{Error, Result};
 
 type RumaStateMap = state_res::StateMap<OwnedEventId>;
+
+/// A conflicted state key and its candidate events.
+type Conflict = (u64, Vec<(u64, Pdu)>);
 
 /// Event IDs ⇄ short IDs and auth edges, read once per resolution.
 struct Graph<'a> {
@@ -155,10 +161,10 @@ impl Rooms {
         {
             return Ok((**first).clone());
         }
-        let v2_rules = rules.state_res.v2_rules().ok_or_else(|| {
-            Error::internal("state resolution v1 is not supported; room versions 1 is not processed")
-        })?;
         let mut graph = Graph::new(self, pending);
+        let Some(v2_rules) = rules.state_res.v2_rules() else {
+            return self.resolve_v1(rules, states, graph);
+        };
 
         // Our maps in ruma's terms.
         let mut key_names: HashMap<u64, (StateEventType, String)> = HashMap::new();
@@ -240,5 +246,83 @@ impl Rooms {
             state.insert(key, event);
         }
         Ok(state)
+    }
+
+    /// State resolution v1 (room version 1), which ruma does not provide:
+    /// conflicts among power levels, then join rules, then memberships are
+    /// settled by replaying them in (depth, reverse SHA-1 of the ID) order
+    /// while they pass the auth rules; any other conflicted key gets the
+    /// deepest event (lowest SHA-1 on ties) that passes them.
+    fn resolve_v1(
+        &self,
+        rules: &RoomVersionRules,
+        states: &[Arc<StateMap>],
+        graph: Graph<'_>,
+    ) -> Result<StateMap> {
+        let mut resolved = StateMap::new();
+        let mut conflicts: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for state in states {
+            for (&key, &event) in state.iter() {
+                let events = conflicts.entry(key).or_default();
+                if !events.contains(&event) {
+                    events.push(event);
+                }
+            }
+        }
+        // Power levels, join rules, memberships, the rest.
+        let mut passes: [Vec<Conflict>; 4] = Default::default();
+        for (key, events) in conflicts {
+            // As in Synapse, a key some states lack is conflicted too.
+            if let [one] = events.as_slice()
+                && states.iter().all(|s| s.contains_key(&key))
+            {
+                resolved.insert(key, *one);
+                continue;
+            }
+            let name = self.short.name(key)?;
+            let pass = match split_state_key_name(&name).map(|(kind, _)| kind) {
+                Some("m.room.power_levels") => 0,
+                Some("m.room.join_rules") => 1,
+                Some("m.room.member") => 2,
+                _ => 3,
+            };
+            let mut pdus = Vec::new();
+            for event in events {
+                if let Some(pdu) = graph.pdu(event)? {
+                    pdus.push((event, pdu));
+                }
+            }
+            passes[pass].push((key, pdus));
+        }
+        let allowed = |state: &StateMap, pdu: &Pdu| {
+            let fetch = |kind: &StateEventType, state_key: &str| {
+                let key =
+                    self.short.get(Kind::StateKey, &state_key_name(&kind.to_string(), state_key)).ok()??;
+                graph.pdu(*state.get(&key)?).ok()?
+            };
+            state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch).is_ok()
+        };
+        let sha1 = |pdu: &Pdu| -> [u8; 20] { Sha1::digest(pdu.event_id.as_bytes()).into() };
+        let [power, join_rules, members, others] = passes;
+        for (key, mut events) in [power, join_rules, members].into_iter().flatten() {
+            events.sort_by_key(|(_, pdu)| (pdu.depth, Reverse(sha1(pdu))));
+            let mut events = events.into_iter();
+            if let Some((first, _)) = events.next() {
+                resolved.insert(key, first);
+            }
+            for (event, pdu) in events {
+                if !allowed(&resolved, &pdu) {
+                    break;
+                }
+                resolved.insert(key, event);
+            }
+        }
+        for (key, mut events) in others {
+            events.sort_by_key(|(_, pdu)| (Reverse(pdu.depth), sha1(pdu)));
+            if let Some((event, _)) = events.iter().find(|(_, pdu)| allowed(&resolved, pdu)) {
+                resolved.insert(key, *event);
+            }
+        }
+        Ok(resolved)
     }
 }

@@ -120,6 +120,21 @@ async fn older_room_versions_and_errors() {
     for version in ["3", "6", "9", "11"] {
         create_room(&s, &alice, json!({"room_version": version})).await;
     }
+    // Versions 1 and 2: event IDs are `$random:server`, carried in the event.
+    let bob = s.register("bob").await;
+    for version in ["1", "2"] {
+        let room = create_room(&s, &alice, json!({"room_version": version, "preset": "public_chat"})).await;
+        s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+        let (status, sent) = send(&s, &bob, &room, &format!("v{version}"), "old school").await;
+        assert_eq!(status, StatusCode::OK, "{sent}");
+        let event_id = sent["event_id"].as_str().unwrap();
+        assert!(event_id.starts_with('$') && event_id.ends_with(":localhost"), "{event_id}");
+        let (_, event) =
+            s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{event_id}"), Some(&alice.token)).await;
+        assert_eq!(event["content"]["body"], "old school");
+        let (_, page) = messages(&s, &alice, &room).await;
+        assert_eq!(bodies(&page), ["old school"]);
+    }
 
     assert_error(
         &s.post("/_matrix/client/v3/createRoom", Some(&alice.token), json!({"room_version": "99"})).await,
@@ -502,7 +517,7 @@ async fn redactions_follow_the_room_version() {
     let s = TestServer::start().await;
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
-    for version in ["10", "11", "12"] {
+    for version in ["1", "10", "11", "12"] {
         let room = create_room(&s, &alice, json!({"preset": "public_chat", "room_version": version})).await;
         s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
         let (_, sent) = send(&s, &bob, &room, &format!("r{version}"), "regrettable").await;
@@ -539,7 +554,8 @@ async fn redactions_follow_the_room_version() {
         let (_, red) =
             s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{redaction}"), Some(&alice.token)).await;
         assert_eq!(red["redacts"], target.as_str(), "top-level redacts in every version: {red}");
-        if version != "10" {
+        let v11_or_later = matches!(version, "11" | "12");
+        if v11_or_later {
             assert_eq!(red["content"]["redacts"], target.as_str());
         }
         // Alice (power 100 or creator) may redact bob's; the stored form follows the version's rules.
@@ -558,7 +574,7 @@ async fn redactions_follow_the_room_version() {
             .get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels"), Some(&alice.token))
             .await;
         assert!(pl.get("ban").is_some(), "power levels keep their keys: {pl}");
-        assert_eq!(pl.get("invite").is_some(), version != "10", "v11+ keeps `invite`: {pl}");
+        assert_eq!(pl.get("invite").is_some(), v11_or_later, "v11+ keeps `invite`: {pl}");
         assert!(pl.get("historical").is_none(), "unknown keys go: {pl}");
         assert_error(
             &s.put(

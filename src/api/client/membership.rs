@@ -229,7 +229,7 @@ async fn joined(req: Ruma<joined_members::v3::Request>) -> Result<joined_members
         let content = pdu.map(|p| p.content_value()).unwrap_or(Value::Null);
         let mut member = joined_members::v3::RoomMember::new();
         member.display_name = content["displayname"].as_str().map(str::to_owned);
-        member.avatar_url = content["avatar_url"].as_str().and_then(|u| u.try_into().ok());
+        member.avatar_url = content["avatar_url"].as_str().map(Into::into);
         joined.insert(user, member);
     }
     Ok(joined_members::v3::Response::new(joined))
