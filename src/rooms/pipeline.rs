@@ -225,7 +225,7 @@ impl Rooms {
             changes
         };
         for (key, event) in changes {
-            self.index_current_state(&mut batch, room_short, key, event, (event_short, &pdu))?;
+            self.index_current_state(&mut batch, room_short, key, event, (event_short, &pdu, stream))?;
         }
 
         self.db.write(batch)?;
@@ -335,14 +335,14 @@ impl Rooms {
 
     /// Writes one change of the current state: the keyed copy and, for
     /// memberships, the membership index. `new` is the event being
-    /// appended, not yet readable from storage.
+    /// appended (short ID, PDU, stream position), not yet in storage.
     fn index_current_state(
         &self,
         batch: &mut Batch,
         room_short: u64,
         state_key_short: u64,
         event: Option<u64>,
-        new: (u64, &Pdu),
+        new: (u64, &Pdu, u64),
     ) -> Result<()> {
         let room_state_key = [room_short.to_be_bytes(), state_key_short.to_be_bytes()].concat();
         match event {
@@ -351,18 +351,25 @@ impl Rooms {
         }
         let name = self.short.name(state_key_short)?;
         let Some(("m.room.member", target)) = split_state_key_name(&name) else { return Ok(()) };
-        let membership = match event {
-            Some(e) if e == new.0 => Some(new.1.content_value()),
-            Some(e) => self.pdu_by_short(e)?.map(|p| p.content_value()),
-            None => None,
-        }
-        .map(|content| content["membership"].as_str().unwrap_or("leave").to_owned());
+        let (membership, stream) = match event {
+            Some(e) if e == new.0 => (Some(new.1.content_value()), new.2),
+            Some(e) => (
+                self.pdu_by_short(e)?.map(|p| p.content_value()),
+                self.event_meta(e)?.map_or(0, |m| m.stream),
+            ),
+            None => (None, 0),
+        };
+        let membership =
+            membership.map(|content| content["membership"].as_str().unwrap_or("leave").to_owned());
         let user_key = key(&[target.as_bytes(), &room_short.to_be_bytes()]);
         let member_key = [&room_short.to_be_bytes()[..], target.as_bytes()].concat();
         match membership {
             Some(membership) => {
                 batch.put(&maps::USER_ROOMS, user_key.clone(), membership.as_bytes());
                 batch.put(&maps::ROOM_MEMBERS, member_key, membership.as_bytes());
+                if membership == "join" {
+                    batch.put(&maps::LAST_JOINS, user_key.clone(), stream.to_be_bytes());
+                }
                 if membership == "join" || membership == "invite" {
                     batch.delete(&maps::FORGOTTEN_ROOMS, user_key);
                 }

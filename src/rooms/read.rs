@@ -82,11 +82,18 @@ impl Rooms {
         }
         Ok(match membership.as_str() {
             "join" => true,
-            "invite" => {
-                visibility == "invited" || visibility == "shared" && self.is_joined_now(user, meta.room)?
-            }
-            _ => visibility == "shared" && self.is_joined_now(user, meta.room)?,
+            "invite" => visibility == "invited" || visibility == "shared" && self.joined_since(user, meta)?,
+            _ => visibility == "shared" && self.joined_since(user, meta)?,
         })
+    }
+
+    /// Whether the user joined the event's room at some point after it.
+    fn joined_since(&self, user: &UserId, meta: &EventMeta) -> Result<bool> {
+        let key = crate::storage::key(&[user.as_bytes(), &meta.room.to_be_bytes()]);
+        match self.db.get(&maps::LAST_JOINS, &key)? {
+            Some(position) => Ok(decode_u64(&position)? >= meta.stream),
+            None => Ok(false),
+        }
     }
 
     /// Whether the room's current history visibility is `world_readable`.
@@ -94,10 +101,6 @@ impl Rooms {
         Ok(self
             .current_state_event(room_short, "m.room.history_visibility", "")?
             .is_some_and(|p| p.content_value()["history_visibility"] == "world_readable"))
-    }
-
-    fn is_joined_now(&self, user: &UserId, room_short: u64) -> Result<bool> {
-        Ok(self.membership(user, room_short)?.as_deref() == Some("join"))
     }
 
     /// An event in the client format, with `unsigned` filled in for `viewer`.

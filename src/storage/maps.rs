@@ -112,6 +112,12 @@ maps! {
         key: "user ID ‖ SEP ‖ room short ID",
         value: "membership (join, invite, knock, leave, ban)"
     }
+    /// Where each user last joined each room, for `shared` history visibility
+    /// ("joined at any point after the event").
+    LAST_JOINS = "last_joins" {
+        key: "user ID ‖ SEP ‖ room short ID",
+        value: "stream position of the join (u64 big-endian)"
+    }
     /// Members of a room, for `/members` and `/joined_members`.
     ROOM_MEMBERS = "room_members" {
         key: "room short ID ‖ user ID",

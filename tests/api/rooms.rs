@@ -450,6 +450,25 @@ async fn history_visibility_is_enforced_on_reads() {
         s.get(&format!("/_matrix/client/v3/rooms/{shared}/event/{}", early[1]), Some(&bob.token)).await.0,
         StatusCode::OK
     );
+    // Having left, bob still sees what came before his join (he joined
+    // after it), but nothing sent after he left.
+    s.post(&format!("/_matrix/client/v3/rooms/{shared}/leave"), Some(&bob.token), json!({})).await;
+    let (_, gone) = send(&s, &alice, &shared, "gone", "after bob left").await;
+    assert_eq!(
+        s.get(&format!("/_matrix/client/v3/rooms/{shared}/event/{}", early[1]), Some(&bob.token)).await.0,
+        StatusCode::OK
+    );
+    assert_error(
+        &s.get(
+            &format!("/_matrix/client/v3/rooms/{shared}/event/{}", gone["event_id"].as_str().unwrap()),
+            Some(&bob.token),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+    let (_, page) = messages(&s, &bob, &shared).await;
+    assert_eq!(bodies(&page), ["after bob", "before bob"]);
 }
 
 #[tokio::test]
