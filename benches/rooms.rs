@@ -3,7 +3,8 @@
 //! - events appended per second, one room and 100 rooms, directly through
 //!   the pipeline and over HTTP (one client per room, in-process server);
 //! - disk bytes per stored message event;
-//! - "state at event" in a room with 10,000 members (cold and warm cache).
+//! - "state at event" in a room with 10,000 members (cold and warm cache);
+//! - state resolution of two conflicting branches in that room.
 //!
 //! `cargo bench --bench rooms -- --http URL SHARED_SECRET` runs only the
 //! HTTP sending benchmark against any homeserver that offers Synapse's
@@ -17,8 +18,10 @@ use std::{
 use hearth::{
     config::Config,
     rooms::{
+        Rooms,
         builder::PduBuilder,
         create::{CreateRoom, Preset},
+        pipeline::{Origin, Outcome},
     },
     services::Services,
     users::shared_secret::{Signed, compute_mac},
@@ -41,14 +44,26 @@ fn main() {
         runtime.block_on(http_bench(&url, &secret, "external server"));
         return;
     }
+    // `cargo bench --bench rooms -- state` runs the benchmarks whose name
+    // contains "state" (direct, disk, state, http).
+    let only = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     runtime.block_on(async {
-        direct_bench().await;
-        disk_bench().await;
-        state_bench().await;
-        let dir = tempfile::tempdir().unwrap();
-        let server = hearth::server::start(config(dir.path(), true)).await.unwrap();
-        http_bench(&format!("http://{}", server.addrs[0]), "bench-secret", "hearth (in-process)").await;
-        server.stop().await.unwrap();
+        if wanted("direct") {
+            direct_bench().await;
+        }
+        if wanted("disk") {
+            disk_bench().await;
+        }
+        if wanted("state") {
+            state_bench().await;
+        }
+        if wanted("http") {
+            let dir = tempfile::tempdir().unwrap();
+            let server = hearth::server::start(config(dir.path(), true)).await.unwrap();
+            http_bench(&format!("http://{}", server.addrs[0]), "bench-secret", "hearth (in-process)").await;
+            server.stop().await.unwrap();
+        }
     });
 }
 
@@ -217,6 +232,50 @@ async fn state_bench() {
     println!(
         "one member event at an event: {:.1} µs per look-up",
         t.elapsed().as_secs_f64() * 1e6 / LOOKUPS as f64
+    );
+    fork_bench(rooms, &room, &alice).await;
+}
+
+/// State resolution where two branches conflict (as federation causes):
+/// two topics built on the same extremity, the second append resolves the
+/// current state over both, then a local event merges the branches.
+async fn fork_bench(rooms: &Rooms, room: &ruma::RoomId, alice: &ruma::UserId) {
+    const FORKS: usize = 20;
+    let mut resolve = Vec::new();
+    let mut merge = Vec::new();
+    for i in 0..FORKS {
+        let (short, record) = rooms.room(room).unwrap().unwrap();
+        let state = rooms.current_state(&record).unwrap();
+        let branches: Vec<_> = (0..2)
+            .map(|b| {
+                let topic = PduBuilder::state("m.room.topic", "", json!({"topic": format!("fork {i}.{b}")}));
+                rooms.build(&record, &state, alice, &topic).unwrap()
+            })
+            .collect();
+        let _guard = rooms.lock(room).await;
+        let mut record = rooms.room(room).unwrap().unwrap().1;
+        let mut timed = Vec::new();
+        for (event_id, object) in branches {
+            rooms.state.clear_cache();
+            let t = Instant::now();
+            let outcome = rooms.append(short, &mut record, event_id, object, Origin::Remote).unwrap();
+            timed.push(t.elapsed());
+            assert!(matches!(outcome, Outcome::Accepted { .. }));
+        }
+        resolve.push(timed[1]);
+        drop(_guard);
+        rooms.state.clear_cache();
+        let t = Instant::now();
+        rooms.send(room, alice, message(i), None).await.unwrap();
+        merge.push(t.elapsed());
+    }
+    resolve.sort();
+    merge.sort();
+    let ms = |v: &Vec<Duration>| v[v.len() / 2].as_secs_f64() * 1e3;
+    println!(
+        "state resolution, 10,000-member room, {FORKS} forks (cold cache): appending the conflicting branch {:.1} ms, merging both branches {:.1} ms (medians)",
+        ms(&resolve),
+        ms(&merge)
     );
 }
 

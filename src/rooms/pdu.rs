@@ -31,7 +31,7 @@ pub struct Pdu {
 /// An event reference: a bare ID (v3+) or `[id, hashes]` (v1–2).
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum EventRef {
+pub(super) enum EventRef {
     Id(OwnedEventId),
     WithHashes(OwnedEventId, serde::de::IgnoredAny),
 }

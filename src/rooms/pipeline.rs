@@ -20,7 +20,7 @@ use super::{
     EventMeta, RoomRecord, Rooms,
     builder::MAX_PDU_BYTES,
     pdu::Pdu,
-    short_ids::{Kind, split_state_key_name, state_key_name},
+    short_ids::{Kind, decode_u64, split_state_key_name, state_key_name},
     state::StateMap,
 };
 use crate::{
@@ -325,9 +325,17 @@ impl Rooms {
             0 => Ok((None, Arc::new(StateMap::new()))),
             1 => Ok(distinct.remove(0)),
             _ => {
+                let mut inputs: Vec<u64> = distinct.iter().map(|d| d.0.unwrap_or(0)).collect();
+                inputs.sort_unstable();
+                let cache_key: Vec<u8> = inputs.iter().flat_map(|i| i.to_be_bytes()).collect();
+                if let Some(id) = self.db.get(&maps::RESOLVED_STATES, &cache_key)? {
+                    let id = decode_u64(&id)?;
+                    return Ok((Some(id), self.state.load(id)?));
+                }
                 let states: Vec<Arc<StateMap>> = distinct.iter().map(|d| d.1.clone()).collect();
                 let resolved = self.resolve_states(rules, &states, pending)?;
                 let id = self.state.save(batch, distinct[0].0, resolved.clone())?;
+                batch.put(&maps::RESOLVED_STATES, cache_key, id.to_be_bytes());
                 Ok((Some(id), Arc::new(resolved)))
             }
         }

@@ -16,17 +16,24 @@ use ruma::{
     state_res::{self, utils::event_id_set::EventIdSet},
 };
 
+use serde::Deserialize;
 use sha1::{Digest, Sha1};
 
 use super::{
     Rooms,
-    pdu::Pdu,
+    pdu::{EventRef, Pdu},
     short_ids::{Kind, split_state_key_name, state_key_name},
     state::StateMap,
 };
-use crate::{Error, Result};
+use crate::{Error, Result, storage::maps};
 
 type RumaStateMap = state_res::StateMap<OwnedEventId>;
+
+/// The one field of a stored PDU that auth chains need.
+#[derive(Deserialize)]
+struct AuthEvents {
+    auth_events: Vec<EventRef>,
+}
 
 /// A conflicted state key and its candidate events.
 type Conflict = (u64, Vec<(u64, Pdu)>);
@@ -87,12 +94,24 @@ impl<'a> Graph<'a> {
         if let Some(edges) = self.auth_edges.get(&short) {
             return Ok(edges.clone());
         }
-        let mut edges = Vec::new();
-        if let Some(pdu) = self.pdu(short)? {
-            for id in &pdu.auth_events {
-                if let Some(s) = self.short(id)? {
-                    edges.push(s);
-                }
+        let ids = match self.pending {
+            Some((pending, pdu)) if pending == short => pdu.auth_events.clone(),
+            // Only the auth events are parsed: this runs for every event of
+            // a state's auth chain.
+            _ => match self.rooms.db.get(&maps::PDUS, &short.to_be_bytes())? {
+                Some(bytes) => serde_json::from_slice::<AuthEvents>(&bytes)
+                    .map_err(Error::internal)?
+                    .auth_events
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+                None => Vec::new(),
+            },
+        };
+        let mut edges = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let Some(s) = self.short(id)? {
+                edges.push(s);
             }
         }
         self.auth_edges.insert(short, edges.clone());
@@ -168,6 +187,7 @@ impl Rooms {
 
         // Our maps in ruma's terms.
         let mut key_names: HashMap<u64, (StateEventType, String)> = HashMap::new();
+        let mut key_shorts: HashMap<(StateEventType, String), u64> = HashMap::new();
         let mut maps: Vec<RumaStateMap> = Vec::with_capacity(states.len());
         for state in states {
             let mut map = RumaStateMap::with_capacity(state.len());
@@ -180,6 +200,7 @@ impl Rooms {
                             .ok_or_else(|| Error::internal(format!("bad state key name {full:?}")))?;
                         let name = (StateEventType::from(kind), state_key.to_owned());
                         key_names.insert(key, name.clone());
+                        key_shorts.insert(name.clone(), key);
                         name
                     }
                 };
@@ -188,12 +209,19 @@ impl Rooms {
             maps.push(map);
         }
 
-        // The full auth chain of each state.
-        let mut auth_chains = Vec::with_capacity(states.len());
+        // The full auth chain of each state. Only the auth difference (what
+        // is not in every chain) matters, so the common part is left out
+        // before naming the events: ruma's difference is the same.
+        let mut chains = Vec::with_capacity(states.len());
         for state in states {
-            let chain = graph.auth_chain(state.values().copied())?;
-            let mut set = EventIdSet::with_capacity(chain.len());
-            for short in chain {
+            chains.push(graph.auth_chain(state.values().copied())?);
+        }
+        let common: HashSet<u64> =
+            chains[0].iter().filter(|e| chains[1..].iter().all(|c| c.contains(e))).copied().collect();
+        let mut auth_chains = Vec::with_capacity(states.len());
+        for chain in chains {
+            let mut set = EventIdSet::new();
+            for short in chain.into_iter().filter(|e| !common.contains(e)) {
                 set.insert(graph.id(short)?);
             }
             auth_chains.push(set);
@@ -237,9 +265,13 @@ impl Rooms {
             .map_err(|e| Error::internal(format!("state resolution failed: {e}")))?;
 
         let mut state = StateMap::new();
-        for ((kind, state_key), event_id) in resolved {
-            let key =
-                self.short.get_or_create(Kind::StateKey, &state_key_name(&kind.to_string(), &state_key))?;
+        for (name, event_id) in resolved {
+            let key = match key_shorts.get(&name) {
+                Some(key) => *key,
+                None => {
+                    self.short.get_or_create(Kind::StateKey, &state_key_name(&name.0.to_string(), &name.1))?
+                }
+            };
             let event = graph
                 .short(&event_id)?
                 .ok_or_else(|| Error::internal("resolved state names an unknown event"))?;

@@ -97,6 +97,12 @@ maps! {
         key: "SHA-256 of the sorted full state",
         value: "snapshot ID"
     }
+    /// Results of state resolution, so merging the same branches again (the
+    /// current state, then the next event's state before) costs one read.
+    RESOLVED_STATES = "resolved_states" {
+        key: "the merged snapshot IDs, ascending, each u64 big-endian (0 for the empty state)",
+        value: "snapshot ID of the resolved state"
+    }
     /// The current state of each room, materialised for keyed reads.
     ROOM_STATE = "room_state" {
         key: "room short ID ‖ state key short ID (u64 big-endian)",
