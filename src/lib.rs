@@ -13,6 +13,7 @@ pub mod rooms;
 pub mod server;
 pub mod services;
 pub mod storage;
+pub mod stream;
 pub mod users;
 pub mod util;
 

@@ -9,6 +9,7 @@ use crate::{
     ratelimit::Limiters,
     rooms::Rooms,
     storage::Db,
+    stream::Stream,
     users::{Users, shared_secret::Nonces, uiaa::Uiaa},
 };
 
@@ -16,6 +17,7 @@ pub struct Services {
     pub config: Config,
     pub db: Db,
     pub keys: Arc<ServerKeys>,
+    pub stream: Arc<Stream>,
     pub users: Users,
     pub rooms: Rooms,
     pub uiaa: Uiaa,
@@ -28,13 +30,15 @@ impl Services {
     pub fn open(config: Config) -> Result<Arc<Self>> {
         let db = Db::open(&config.database.path, config.database.cache_mb)?;
         let keys = Arc::new(ServerKeys::load_or_generate(&db)?);
-        let rooms = Rooms::open(db.clone(), config.server_name.clone(), keys.clone())?;
+        let stream = Arc::new(Stream::open(db.clone(), Rooms::last_position(&db)?)?);
+        let rooms = Rooms::open(db.clone(), config.server_name.clone(), keys.clone(), stream.clone())?;
         let users = Users::new(db.clone(), config.server_name.clone());
         let limiters = Limiters::new(&config.rate_limits);
         Ok(Arc::new(Self {
             config,
             db,
             keys,
+            stream,
             users,
             rooms,
             uiaa: Uiaa::default(),

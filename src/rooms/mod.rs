@@ -20,10 +20,7 @@ pub mod upgrade;
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use ruma::{
@@ -41,6 +38,7 @@ use crate::{
     Error, Result,
     keys::ServerKeys,
     storage::{Db, key, maps},
+    stream::Stream,
 };
 
 /// The version new rooms get, and every version Hearth creates and processes.
@@ -120,32 +118,35 @@ pub struct Rooms {
     keys: Arc<ServerKeys>,
     pub short: ShortIds,
     pub state: StateStore,
-    stream: AtomicU64,
+    pub stream: Arc<Stream>,
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
-    /// The latest stream position, for whoever waits on new events.
-    notify: tokio::sync::watch::Sender<u64>,
     /// Serialises report numbering.
     report_lock: Mutex<()>,
 }
 
 impl Rooms {
-    pub fn open(db: Db, server_name: OwnedServerName, keys: Arc<ServerKeys>) -> Result<Self> {
-        let last = db.scan_range(&maps::STREAM, b"", None, true, 1)?;
-        let position = match last.first() {
-            Some((k, _)) => decode_u64(k)?,
-            None => 0,
-        };
+    pub fn open(
+        db: Db,
+        server_name: OwnedServerName,
+        keys: Arc<ServerKeys>,
+        stream: Arc<Stream>,
+    ) -> Result<Self> {
         Ok(Self {
             short: ShortIds::open(db.clone())?,
             state: StateStore::open(db.clone())?,
             db,
             server_name,
             keys,
-            stream: AtomicU64::new(position + 1),
+            stream,
             locks: Mutex::new(HashMap::new()),
-            notify: tokio::sync::watch::channel(position).0,
             report_lock: Mutex::new(()),
         })
+    }
+
+    /// The largest stream position stored by rooms, for opening the stream.
+    pub fn last_position(db: &Db) -> Result<u64> {
+        let last = db.scan_range(&maps::STREAM, b"", None, true, 1)?;
+        last.first().map_or(Ok(0), |(k, _)| decode_u64(k))
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -157,15 +158,6 @@ impl Rooms {
     pub async fn lock(&self, room_id: &RoomId) -> tokio::sync::OwnedMutexGuard<()> {
         let mutex = self.locks.lock().expect("room locks").entry(room_id.to_owned()).or_default().clone();
         mutex.lock_owned().await
-    }
-
-    /// A receiver that sees the stream position move on each append.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.notify.subscribe()
-    }
-
-    fn next_stream(&self) -> u64 {
-        self.stream.fetch_add(1, Ordering::SeqCst)
     }
 
     pub fn room_short(&self, room_id: &RoomId) -> Result<Option<u64>> {

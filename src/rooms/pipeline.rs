@@ -26,6 +26,7 @@ use super::{
 use crate::{
     Error, Result,
     storage::{Batch, key, maps},
+    stream::Topic,
 };
 
 /// A local client's transaction, remembered so a retry is not duplicated.
@@ -143,7 +144,8 @@ impl Rooms {
             }
             _ => before.clone(),
         };
-        let stream = if accepted { self.next_stream() } else { 0 };
+        let position = if accepted { Some(self.stream.allocate()?) } else { None };
+        let stream = position.as_ref().map_or(0, |p| p.get());
 
         batch.put(
             &maps::PDUS,
@@ -229,7 +231,9 @@ impl Rooms {
         }
 
         self.db.write(batch)?;
-        self.notify.send_replace(stream);
+        if let Some(position) = position {
+            position.publish([Topic::Room(room_short)]);
+        }
         Ok(Outcome::Accepted { stream })
     }
 
@@ -465,7 +469,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), 8).unwrap();
         let keys = Arc::new(ServerKeys::load_or_generate(&db).unwrap());
-        let rooms = Rooms::open(db, "localhost".try_into().unwrap(), keys).unwrap();
+        let stream = Arc::new(crate::stream::Stream::open(db.clone(), 0).unwrap());
+        let rooms = Rooms::open(db, "localhost".try_into().unwrap(), keys, stream).unwrap();
         let request = CreateRoom::new(version, preset);
         let room_id = rooms.create_room(user_id!("@alice:localhost"), request).await.unwrap();
         Fixture { _dir: dir, rooms, room_id }
