@@ -14,6 +14,7 @@ pub mod server;
 pub mod services;
 pub mod storage;
 pub mod stream;
+pub mod sync;
 pub mod users;
 pub mod util;
 

@@ -32,7 +32,7 @@ impl Services {
         let keys = Arc::new(ServerKeys::load_or_generate(&db)?);
         let stream = Arc::new(Stream::open(db.clone(), Rooms::last_position(&db)?)?);
         let rooms = Rooms::open(db.clone(), config.server_name.clone(), keys.clone(), stream.clone())?;
-        let users = Users::new(db.clone(), config.server_name.clone());
+        let users = Users::new(db.clone(), config.server_name.clone(), stream.clone());
         let limiters = Limiters::new(&config.rate_limits);
         Ok(Arc::new(Self {
             config,

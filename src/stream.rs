@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::{
     Result,
-    storage::{Batch, Db, maps},
+    storage::{Batch, Db, decode_u64, maps},
 };
 
 const RESERVE_BLOCK: u64 = 1_000;
@@ -85,7 +85,7 @@ impl Stream {
     /// `floor` (the largest position found in storage) if that is higher.
     pub fn open(db: Db, floor: u64) -> Result<Self> {
         let reserved = match db.get(&maps::GLOBAL, RESERVED_KEY)? {
-            Some(bytes) => crate::rooms::short_ids::decode_u64(&bytes)?,
+            Some(bytes) => decode_u64(&bytes)?,
             None => 0,
         };
         let next = reserved.max(floor) + 1;
@@ -155,16 +155,23 @@ impl Stream {
         loop {
             let visible = *rx.borrow_and_update();
             if visible > checked {
-                let inner = self.inner.lock().expect("stream");
-                let remembered_from = inner.recent.front().map_or(u64::MAX, |(p, _)| *p);
-                if remembered_from > checked + 1 && inner.recent.len() >= RECENT {
-                    return visible;
+                // Copied out, so `interest` (which may read storage) runs
+                // without holding the lock.
+                let topics: Option<Vec<Topic>> = {
+                    let inner = self.inner.lock().expect("stream");
+                    let remembered_from = inner.recent.front().map_or(u64::MAX, |(p, _)| *p);
+                    if remembered_from > checked + 1 && inner.recent.len() >= RECENT {
+                        None
+                    } else {
+                        let start = inner.recent.partition_point(|(p, _)| *p <= checked);
+                        let recent = inner.recent.range(start..).take_while(|(p, _)| *p <= visible);
+                        Some(recent.map(|(_, t)| t.clone()).collect())
+                    }
+                };
+                match topics {
+                    Some(topics) if !topics.iter().any(&interest) => checked = visible,
+                    _ => return visible,
                 }
-                let start = inner.recent.partition_point(|(p, _)| *p <= checked);
-                if inner.recent.range(start..).take_while(|(p, _)| *p <= visible).any(|(_, t)| interest(t)) {
-                    return visible;
-                }
-                checked = visible;
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}

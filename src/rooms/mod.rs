@@ -31,13 +31,13 @@ use serde::{Deserialize, Serialize};
 
 use self::{
     pdu::Pdu,
-    short_ids::{Kind, ShortIds, decode_u64, state_key_name},
+    short_ids::{Kind, ShortIds, state_key_name},
     state::{StateMap, StateStore},
 };
 use crate::{
     Error, Result,
     keys::ServerKeys,
-    storage::{Db, key, maps},
+    storage::{Db, decode_u64, key, maps},
     stream::Stream,
 };
 
@@ -235,6 +235,18 @@ impl Rooms {
     pub fn membership(&self, user_id: &UserId, room_short: u64) -> Result<Option<String>> {
         let value = self.db.get(&maps::USER_ROOMS, &key(&[user_id.as_bytes(), &room_short.to_be_bytes()]))?;
         value.map(|v| String::from_utf8(v).map_err(Error::internal)).transpose()
+    }
+
+    /// Every room the user has a membership in (short ID, membership).
+    pub fn memberships(&self, user_id: &UserId) -> Result<Vec<(u64, String)>> {
+        let prefix = crate::storage::prefix(&[user_id.as_bytes()]);
+        self.db
+            .scan_prefix(&maps::USER_ROOMS, &prefix)?
+            .into_iter()
+            .map(|(k, v)| {
+                Ok((decode_u64(&k[prefix.len()..])?, String::from_utf8(v).map_err(Error::internal)?))
+            })
+            .collect()
     }
 
     /// Rooms where the user has the given membership.

@@ -3,10 +3,10 @@
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
-use super::{Rooms, short_ids::decode_u64};
+use super::Rooms;
 use crate::{
     Result,
-    storage::{Batch, key, maps},
+    storage::{Batch, decode_u64, key, maps},
     util,
 };
 

@@ -20,12 +20,12 @@ use super::{
     EventMeta, RoomRecord, Rooms,
     builder::MAX_PDU_BYTES,
     pdu::Pdu,
-    short_ids::{Kind, decode_u64, split_state_key_name, state_key_name},
+    short_ids::{Kind, split_state_key_name, state_key_name},
     state::StateMap,
 };
 use crate::{
     Error, Result,
-    storage::{Batch, key, maps},
+    storage::{Batch, decode_u64, key, maps},
     stream::Topic,
 };
 
@@ -192,7 +192,11 @@ impl Rooms {
             [room_short.to_be_bytes(), stream.to_be_bytes()].concat(),
             event_short.to_be_bytes(),
         );
-        batch.put(&maps::STREAM, stream.to_be_bytes(), event_short.to_be_bytes());
+        batch.put(
+            &maps::STREAM,
+            stream.to_be_bytes(),
+            [event_short.to_be_bytes(), room_short.to_be_bytes()].concat(),
+        );
         if pdu.kind == TimelineEventType::RoomRedaction {
             self.apply_redaction(&mut batch, &pdu, event_short, room_short, &before.1, &rules)?;
         }

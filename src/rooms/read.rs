@@ -7,10 +7,13 @@ use serde_json::{Map, Value, json};
 use super::{
     EventMeta, Rooms,
     pdu::{Pdu, client_event},
-    short_ids::decode_u64,
     state::StateMap,
 };
-use crate::{Error, Result, storage::maps, util};
+use crate::{
+    Error, Result,
+    storage::{decode_u64, maps},
+    util,
+};
 
 /// Membership strength, for "the most joined of before and after".
 fn rank(membership: &str) -> u8 {
@@ -26,6 +29,8 @@ fn rank(membership: &str) -> u8 {
 /// One page of a room's timeline.
 pub struct Page {
     pub events: Vec<Value>,
+    /// The stream position of each event in `events`.
+    pub positions: Vec<u64>,
     /// Where the next page in the same direction starts, if there may be one.
     pub next: Option<u64>,
     /// The gap the scan stopped at, whether or not more events follow.
@@ -190,6 +195,7 @@ impl Rooms {
     ) -> Result<Page> {
         let prefix = room_short.to_be_bytes();
         let mut events = Vec::new();
+        let mut positions = Vec::new();
         let mut cursor = from;
         let mut exhausted = false;
         // Scan in slices: invisible events do not count towards `limit`.
@@ -217,6 +223,7 @@ impl Rooms {
                     continue;
                 }
                 events.push(self.client_event(short, viewer_device, viewer)?);
+                positions.push(position);
                 if events.len() >= limit {
                     break;
                 }
@@ -226,7 +233,7 @@ impl Rooms {
             }
         }
         let next = (!exhausted || events.len() >= limit).then_some(cursor);
-        Ok(Page { events, next, cursor })
+        Ok(Page { events, positions, next, cursor })
     }
 }
 
@@ -321,4 +328,25 @@ impl Rooms {
             .ok_or_else(|| Error::internal("member event without short ID"))?;
         Ok(self.event_meta(short)?.map(|meta| meta.stream + 1))
     }
+}
+
+/// Whether an event passes a room event filter's type and sender lists.
+pub fn filter_allows(filter: &ruma::api::client::filter::RoomEventFilter, pdu: &Pdu) -> bool {
+    let kind = pdu.kind.to_string();
+    let type_matches = |pattern: &String| match pattern.strip_suffix('*') {
+        Some(prefix) => kind.starts_with(prefix),
+        None => *pattern == kind,
+    };
+    if filter.types.as_ref().is_some_and(|types| !types.iter().any(type_matches)) {
+        return false;
+    }
+    if filter.not_types.iter().any(type_matches) {
+        return false;
+    }
+    if filter.senders.as_ref().is_some_and(|s| !s.contains(&pdu.sender))
+        || filter.not_senders.contains(&pdu.sender)
+    {
+        return false;
+    }
+    true
 }

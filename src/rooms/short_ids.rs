@@ -8,7 +8,7 @@ use std::sync::{
 
 use crate::{
     Error, Result,
-    storage::{Batch, Db, maps},
+    storage::{Batch, Db, decode_u64, maps},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,12 +81,6 @@ impl ShortIds {
             .ok_or_else(|| Error::internal(format!("short ID {id} has no name")))?;
         String::from_utf8(value[1..].to_vec()).map_err(Error::internal)
     }
-}
-
-pub fn decode_u64(bytes: &[u8]) -> Result<u64> {
-    let array: [u8; 8] =
-        bytes.try_into().map_err(|_| Error::internal(format!("expected 8 bytes, found {}", bytes.len())))?;
-    Ok(u64::from_be_bytes(array))
 }
 
 /// The name of a state key in `short_ids`: the event type's byte length,

@@ -18,10 +18,9 @@ use std::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::short_ids::decode_u64;
 use crate::{
     Error, Result,
-    storage::{Batch, Db, maps},
+    storage::{Batch, Db, decode_u64, maps},
 };
 
 /// state key short ID → event short ID

@@ -52,6 +52,17 @@ maps! {
         key: "user ID ‖ SEP ‖ room ID (empty for global) ‖ SEP ‖ event type",
         value: "JSON content as the client sent it"
     }
+    /// Where each account-data entry last changed, so its old change-log
+    /// entry can be dropped.
+    ACCOUNT_DATA_POSITIONS = "account_data_positions" {
+        key: "as in account_data",
+        value: "stream position (u64 big-endian)"
+    }
+    /// Each user's account-data changes in stream order, for incremental sync.
+    ACCOUNT_DATA_CHANGES = "account_data_changes" {
+        key: "user ID ‖ SEP ‖ stream position (u64 big-endian)",
+        value: "room ID (empty for global) ‖ SEP ‖ event type"
+    }
     /// Stored sync filters.
     FILTERS = "filters" {
         key: "user ID ‖ SEP ‖ filter ID (u64 big-endian; clients see it in decimal)",
@@ -80,7 +91,7 @@ maps! {
     /// Every event in the order this server accepted it (all rooms).
     STREAM = "stream" {
         key: "stream position (u64 big-endian)",
-        value: "event short ID"
+        value: "event short ID ‖ room short ID"
     }
     /// Each room's events in the order this server accepted them.
     TIMELINE = "timeline" {

@@ -37,6 +37,14 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A u64 stored big-endian (positions, short IDs).
+pub fn decode_u64(bytes: &[u8]) -> crate::Result<u64> {
+    let array: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| crate::Error::internal(format!("expected 8 bytes, found {}", bytes.len())))?;
+    Ok(u64::from_be_bytes(array))
+}
+
 /// Joins key parts with [`SEP`].
 pub fn key(parts: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());

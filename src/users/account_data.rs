@@ -1,13 +1,28 @@
 //! Account data (global and per room) and stored sync filters.
 
-use ruma::{RoomId, UserId};
+use ruma::{OwnedRoomId, RoomId, UserId};
 use serde_json::value::RawValue;
 
 use super::Users;
 use crate::{
     Error, Result,
-    storage::{key, maps, prefix},
+    storage::{decode_u64, key, maps, prefix},
+    stream::Topic,
 };
+
+/// `room ID (or empty) ‖ SEP ‖ event type` back into its parts.
+fn split_room_and_type(bytes: &[u8]) -> Result<(Option<OwnedRoomId>, String)> {
+    let at = bytes
+        .iter()
+        .position(|b| *b == crate::storage::SEP)
+        .ok_or_else(|| Error::internal("bad account data key"))?;
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(Error::internal);
+    let room = match &bytes[..at] {
+        [] => None,
+        room => Some(OwnedRoomId::try_from(text(room)?).map_err(Error::internal)?),
+    };
+    Ok((room, text(&bytes[at + 1..])?))
+}
 
 fn account_data_key(user_id: &UserId, room_id: Option<&RoomId>, event_type: &str) -> Vec<u8> {
     key(&[user_id.as_bytes(), room_id.map_or(&b""[..], |r| r.as_bytes()), event_type.as_bytes()])
@@ -29,6 +44,8 @@ impl Users {
             .transpose()
     }
 
+    /// Stores account data and logs the change for sync. Writes to one
+    /// user's account data are serialised so the log stays exact.
     pub fn set_account_data(
         &self,
         user_id: &UserId,
@@ -36,14 +53,65 @@ impl Users {
         event_type: &str,
         content: &RawValue,
     ) -> Result<()> {
+        let _guard = self.alloc_lock.lock().expect("allocation lock");
+        let data_key = account_data_key(user_id, room_id, event_type);
+        let position = self.stream.allocate()?;
         let mut batch = crate::storage::Batch::new();
+        if let Some(old) = self.db.get(&maps::ACCOUNT_DATA_POSITIONS, &data_key)? {
+            batch.delete(&maps::ACCOUNT_DATA_CHANGES, key(&[user_id.as_bytes(), &old]));
+        }
+        batch.put(&maps::ACCOUNT_DATA_POSITIONS, data_key.clone(), position.get().to_be_bytes());
         batch.put(
-            &maps::ACCOUNT_DATA,
-            account_data_key(user_id, room_id, event_type),
-            content.get().as_bytes(),
+            &maps::ACCOUNT_DATA_CHANGES,
+            key(&[user_id.as_bytes(), &position.get().to_be_bytes()]),
+            key(&[room_id.map_or(&b""[..], |r| r.as_bytes()), event_type.as_bytes()]),
         );
+        batch.put(&maps::ACCOUNT_DATA, data_key, content.get().as_bytes());
         self.db.write(batch)?;
+        position.publish([Topic::User(user_id.to_owned())]);
         Ok(())
+    }
+
+    /// Account data that changed in `(since, upto]`, or all of it without
+    /// `since`: (room, event type, content), global entries with no room.
+    pub fn account_data_since(
+        &self,
+        user_id: &UserId,
+        since: Option<u64>,
+        upto: u64,
+    ) -> Result<Vec<(Option<OwnedRoomId>, String, Box<RawValue>)>> {
+        let mut changed = Vec::new();
+        let user_prefix = prefix(&[user_id.as_bytes()]);
+        match since {
+            Some(since) => {
+                let start = key(&[user_id.as_bytes(), &(since + 1).to_be_bytes()]);
+                for (k, v) in self.db.scan_range(
+                    &maps::ACCOUNT_DATA_CHANGES,
+                    &user_prefix,
+                    Some(&start),
+                    false,
+                    usize::MAX,
+                )? {
+                    if decode_u64(&k[user_prefix.len()..])? > upto {
+                        break;
+                    }
+                    let (room, kind) = split_room_and_type(&v)?;
+                    changed.push((room, kind));
+                }
+            }
+            None => {
+                for (k, _) in self.db.scan_prefix(&maps::ACCOUNT_DATA, &user_prefix)? {
+                    changed.push(split_room_and_type(&k[user_prefix.len()..])?);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(changed.len());
+        for (room, kind) in changed {
+            if let Some(content) = self.account_data(user_id, room.as_deref(), &kind)? {
+                out.push((room, kind, content));
+            }
+        }
+        Ok(out)
     }
 
     /// Stores a filter and returns its new ID.

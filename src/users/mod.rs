@@ -16,9 +16,12 @@ use http::StatusCode;
 use ruma::{OwnedServerName, OwnedUserId, UserId, api::error::ErrorKind};
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::{
     Error, Result,
     storage::{Batch, Db, maps},
+    stream::Stream,
     util,
 };
 
@@ -35,13 +38,14 @@ pub struct UserRecord {
 pub struct Users {
     db: Db,
     server_name: OwnedServerName,
+    stream: Arc<Stream>,
     /// Serialises check-then-write allocations: new user IDs, filter IDs.
     alloc_lock: std::sync::Mutex<()>,
 }
 
 impl Users {
-    pub fn new(db: Db, server_name: OwnedServerName) -> Self {
-        Self { db, server_name, alloc_lock: std::sync::Mutex::default() }
+    pub fn new(db: Db, server_name: OwnedServerName, stream: Arc<Stream>) -> Self {
+        Self { db, server_name, stream, alloc_lock: std::sync::Mutex::default() }
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -205,13 +209,16 @@ mod tests {
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
     }
 
+    fn users_in(path: &std::path::Path) -> Users {
+        let db = Db::open(path, 8).unwrap();
+        let stream = Arc::new(Stream::open(db.clone(), 0).unwrap());
+        Users::new(db, "example.org".try_into().unwrap(), stream)
+    }
+
     #[test]
     fn concurrent_creates_of_one_id_make_one_account() {
         let dir = tempfile::tempdir().unwrap();
-        let users = std::sync::Arc::new(Users::new(
-            Db::open(dir.path(), 8).unwrap(),
-            "example.org".try_into().unwrap(),
-        ));
+        let users = std::sync::Arc::new(users_in(dir.path()));
         for round in 0..20 {
             let user_id = users.user_id_for_new_localpart(&format!("race{round}")).unwrap();
             let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
@@ -232,7 +239,7 @@ mod tests {
     #[test]
     fn localparts_follow_the_grammar() {
         let dir = tempfile::tempdir().unwrap();
-        let users = Users::new(Db::open(dir.path(), 8).unwrap(), "example.org".try_into().unwrap());
+        let users = users_in(dir.path());
         assert_eq!(
             users.user_id_for_new_localpart("alice.b-c=d/e+f").unwrap().as_str(),
             "@alice.b-c=d/e+f:example.org"

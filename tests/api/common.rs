@@ -161,3 +161,27 @@ pub fn assert_error(resp: &(StatusCode, Value), status: StatusCode, errcode: &st
     assert_eq!(resp.1["errcode"], errcode, "body: {}", resp.1);
     assert!(resp.1["error"].is_string(), "error message missing: {}", resp.1);
 }
+
+/// Creates a room and returns its ID.
+pub async fn create_room(s: &TestServer, who: &Session, body: Value) -> String {
+    let (status, resp) = s.post("/_matrix/client/v3/createRoom", Some(&who.token), body).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    resp["room_id"].as_str().unwrap().to_owned()
+}
+
+/// Sends an `m.text` message.
+pub async fn send(s: &TestServer, who: &Session, room: &str, txn: &str, body: &str) -> (StatusCode, Value) {
+    s.put(
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+        Some(&who.token),
+        json!({"msgtype": "m.text", "body": body}),
+    )
+    .await
+}
+
+/// Percent-encodes everything but ASCII letters and digits.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}

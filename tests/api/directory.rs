@@ -5,12 +5,6 @@ use serde_json::json;
 
 use crate::common::*;
 
-async fn create_room(s: &TestServer, who: &Session, body: serde_json::Value) -> String {
-    let (status, resp) = s.post("/_matrix/client/v3/createRoom", Some(&who.token), body).await;
-    assert_eq!(status, StatusCode::OK, "{resp}");
-    resp["room_id"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn aliases_can_be_added_resolved_listed_and_removed() {
     let s = TestServer::start().await;

@@ -14,3 +14,4 @@ mod process;
 mod profile_and_data;
 mod register;
 mod rooms;
+mod sync;

@@ -6,21 +6,6 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-async fn create_room(s: &TestServer, who: &Session, body: Value) -> String {
-    let (status, resp) = s.post("/_matrix/client/v3/createRoom", Some(&who.token), body).await;
-    assert_eq!(status, StatusCode::OK, "{resp}");
-    resp["room_id"].as_str().unwrap().to_owned()
-}
-
-async fn send(s: &TestServer, who: &Session, room: &str, txn: &str, body: &str) -> (StatusCode, Value) {
-    s.put(
-        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
-        Some(&who.token),
-        json!({"msgtype": "m.text", "body": body}),
-    )
-    .await
-}
-
 async fn state(s: &TestServer, who: &Session, room: &str, kind: &str, key: &str) -> (StatusCode, Value) {
     s.get(&format!("/_matrix/client/v3/rooms/{room}/state/{kind}/{key}"), Some(&who.token)).await
 }
@@ -507,12 +492,6 @@ async fn messages_paginate_both_ways_with_filters() {
         StatusCode::BAD_REQUEST,
         "M_INVALID_PARAM",
     );
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ mod report;
 mod room;
 mod session;
 mod state;
+mod sync;
 
 use std::sync::Arc;
 
@@ -35,5 +36,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = redact::routes(router);
     let router = directory::routes(router);
     let router = report::routes(router);
+    let router = sync::routes(router);
     membership::routes(router)
 }

@@ -8,7 +8,6 @@ use ruma::{
     RoomAliasId, UInt, UserId,
     api::client::{
         context::get_context,
-        filter::RoomEventFilter,
         membership::joined_rooms,
         message::get_message_events,
         room::{
@@ -26,7 +25,7 @@ use crate::{
     rooms::{
         DEFAULT_ROOM_VERSION,
         create::{CreateRoom, Preset},
-        pdu::Pdu,
+        read,
     },
     services::Services,
 };
@@ -146,36 +145,19 @@ async fn joined(req: Ruma<joined_rooms::v3::Request>) -> Result<joined_rooms::v3
 }
 
 /// Pagination tokens are stream positions: `t<position>`.
+/// A pagination token: `t<p>` is the gap just before position `p`; a sync
+/// token `s<p>` (everything up to `p` seen) is the gap just after `p`.
 pub fn parse_token(token: &str) -> Result<u64> {
-    token
-        .strip_prefix('t')
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| Error::invalid_param("Invalid pagination token"))
+    let parsed = match token.split_at_checked(1) {
+        Some(("t", n)) => n.parse().ok(),
+        Some(("s", n)) => n.parse::<u64>().ok().and_then(|n| n.checked_add(1)),
+        _ => None,
+    };
+    parsed.ok_or_else(|| Error::invalid_param("Invalid pagination token"))
 }
 
 pub fn token(position: u64) -> String {
     format!("t{position}")
-}
-
-/// Whether an event passes a room event filter's type and sender lists.
-pub fn filter_allows(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
-    let kind = pdu.kind.to_string();
-    let type_matches = |pattern: &String| match pattern.strip_suffix('*') {
-        Some(prefix) => kind.starts_with(prefix),
-        None => *pattern == kind,
-    };
-    if filter.types.as_ref().is_some_and(|types| !types.iter().any(type_matches)) {
-        return false;
-    }
-    if filter.not_types.iter().any(type_matches) {
-        return false;
-    }
-    if filter.senders.as_ref().is_some_and(|s| !s.contains(&pdu.sender))
-        || filter.not_senders.contains(&pdu.sender)
-    {
-        return false;
-    }
-    true
 }
 
 /// A user who never belonged to a room may read it only if it is
@@ -242,7 +224,7 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
         to,
         backwards,
         limit,
-        |pdu| filter_allows(filter, pdu),
+        |pdu| read::filter_allows(filter, pdu),
     )?;
 
     // Lazy loading: the member events of the senders in the chunk.
@@ -308,11 +290,11 @@ async fn context(req: Ruma<get_context::v3::Request>) -> Result<get_context::v3:
     let filter = &body.filter;
     let device = req.sender_device.as_deref();
     let before = rooms.page(room_short, req.user(), device, meta.stream, None, true, before_limit, |p| {
-        filter_allows(filter, p)
+        read::filter_allows(filter, p)
     })?;
     let after =
         rooms.page(room_short, req.user(), device, meta.stream + 1, None, false, after_limit, |p| {
-            filter_allows(filter, p)
+            read::filter_allows(filter, p)
         })?;
     let event = rooms.client_event(short, device, req.user())?;
 

@@ -1,0 +1,173 @@
+//! `/sync`: what changed for a user between two stream positions, and the
+//! long poll that waits for the next change.
+//!
+//! A sync token `s<p>` says "everything up to stream position `p` was seen".
+//! An incremental sync finds the rooms that changed in `(since, upto]` from
+//! the stream itself (its cost follows the changes, not the number of rooms
+//! the user is in) and builds each room's section; a long poll with nothing
+//! to say waits on the stream for a change in one of the user's rooms or of
+//! the user's own data.
+
+mod rooms;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use ruma::{
+    OwnedDeviceId, OwnedUserId,
+    api::client::{filter::FilterDefinition, sync::sync_events::v3 as sync},
+};
+
+use crate::{
+    Error, Result,
+    services::Services,
+    storage::{decode_u64, maps},
+    stream::Topic,
+};
+
+/// Past this many stream entries since the last sync, the changed rooms are
+/// found by asking each of the user's rooms instead of reading the stream.
+const STREAM_SCAN_LIMIT: usize = 5_000;
+/// The longest a long poll is held.
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub struct Params {
+    pub user: OwnedUserId,
+    pub device: OwnedDeviceId,
+    pub since: Option<u64>,
+    pub full_state: bool,
+    pub filter: FilterDefinition,
+    pub timeout: Duration,
+    pub use_state_after: bool,
+}
+
+pub fn token(position: u64) -> String {
+    format!("s{position}")
+}
+
+pub fn parse_token(token: &str) -> Result<u64> {
+    token
+        .strip_prefix('s')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| Error::invalid_param("Invalid stream token"))
+}
+
+/// Answers a sync: at once if there is something to say (or no `since`, or
+/// `full_state`), else when something arrives or the timeout passes.
+pub async fn sync(services: &Services, params: &Params) -> Result<sync::Response> {
+    let upto = services.stream.visible();
+    let response = build(services, params, upto)?;
+    if params.since.is_none() || params.full_state || !is_empty(&response) || params.timeout.is_zero() {
+        return Ok(response);
+    }
+    let deadline = tokio::time::Instant::now() + params.timeout.min(MAX_TIMEOUT);
+    let mut checked = upto;
+    let mut response = response;
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            return Ok(response);
+        }
+        let position =
+            services.stream.wait(checked, remaining, |topic| interested(services, params, topic)).await;
+        if position == checked {
+            return Ok(response);
+        }
+        response = build(services, params, position)?;
+        if !is_empty(&response) {
+            return Ok(response);
+        }
+        checked = position;
+    }
+}
+
+/// Whether a change may concern the syncing user.
+fn interested(services: &Services, params: &Params, topic: &Topic) -> bool {
+    match topic {
+        Topic::Room(room) => services.rooms.membership(&params.user, *room).ok().flatten().is_some(),
+        Topic::User(user) => *user == params.user,
+        Topic::Presence(user) => *user != params.user,
+    }
+}
+
+fn is_empty(response: &sync::Response) -> bool {
+    let rooms = &response.rooms;
+    rooms.join.is_empty()
+        && rooms.invite.is_empty()
+        && rooms.leave.is_empty()
+        && rooms.knock.is_empty()
+        && response.account_data.events.is_empty()
+        && response.presence.events.is_empty()
+        && response.to_device.events.is_empty()
+}
+
+/// The response for `(since, upto]`.
+fn build(services: &Services, params: &Params, upto: u64) -> Result<sync::Response> {
+    let mut response = sync::Response::new(token(upto));
+    let account_data = services.users.account_data_since(&params.user, params.since, upto)?;
+    let mut room_data = std::collections::BTreeMap::new();
+    for (room, kind, content) in account_data {
+        let event = serde_json::json!({"type": kind, "content": content});
+        match room {
+            None => {
+                if rooms::allowed_by(
+                    params.filter.account_data.types.as_deref(),
+                    &params.filter.account_data.not_types,
+                    &kind,
+                ) {
+                    response.account_data.events.push(rooms::raw(event)?);
+                }
+            }
+            Some(room) => room_data.entry(room).or_insert_with(Vec::new).push((kind, event)),
+        }
+    }
+
+    let mut candidates = changed_rooms(services, params, upto)?;
+    for room in room_data.keys() {
+        if let Some(short) = services.rooms.room_short(room)? {
+            candidates.insert(short);
+        }
+    }
+    let mut builder = rooms::RoomSync { services, params, upto, response: &mut response, room_data };
+    for room_short in candidates {
+        builder.room(room_short)?;
+    }
+    Ok(response)
+}
+
+/// The rooms (short IDs) the user has a membership in whose timeline moved
+/// in `(since, upto]`; all of the user's rooms for an initial or full-state
+/// sync, or when too much happened since to read the stream.
+fn changed_rooms(services: &Services, params: &Params, upto: u64) -> Result<BTreeSet<u64>> {
+    let rooms = &services.rooms;
+    let since = match params.since {
+        Some(since) if !params.full_state => since,
+        _ => return Ok(rooms.memberships(&params.user)?.into_iter().map(|(room, _)| room).collect()),
+    };
+    if since >= upto {
+        return Ok(BTreeSet::new());
+    }
+    let start = (since + 1).to_be_bytes();
+    let entries = services.db.scan_range(&maps::STREAM, b"", Some(&start), false, STREAM_SCAN_LIMIT + 1)?;
+    if entries.len() > STREAM_SCAN_LIMIT {
+        let mut changed = BTreeSet::new();
+        for (room, _) in rooms.memberships(&params.user)? {
+            if rooms.latest_position(room)? > since {
+                changed.insert(room);
+            }
+        }
+        return Ok(changed);
+    }
+    let mut changed = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    for (k, v) in entries {
+        if decode_u64(&k)? > upto {
+            break;
+        }
+        // event short ‖ room short
+        let Some(room) = v.get(8..16).map(decode_u64).transpose()? else { continue };
+        if seen.insert(room) && rooms.membership(&params.user, room)?.is_some() {
+            changed.insert(room);
+        }
+    }
+    Ok(changed)
+}

@@ -1,0 +1,377 @@
+//! One room's section of a sync response: joined, invited, knocked or left.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use ruma::{
+    OwnedRoomId, OwnedUserId, UInt,
+    api::client::{filter::RoomEventFilter, sync::sync_events::v3 as sync},
+    serde::Raw,
+};
+use serde_json::{Value, json};
+
+use super::Params;
+use crate::{
+    Error, Result,
+    rooms::{pdu::Pdu, read::filter_allows, short_ids::split_state_key_name, state::StateMap},
+    services::Services,
+};
+
+/// Default and largest timeline sizes, as Synapse has them.
+const DEFAULT_TIMELINE_LIMIT: usize = 10;
+const MAX_TIMELINE_LIMIT: usize = 100;
+/// State types shown to invitees and knockers (stripped).
+const STRIPPED_STATE_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.topic",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+];
+
+pub(super) struct RoomSync<'a> {
+    pub services: &'a Services,
+    pub params: &'a Params,
+    pub upto: u64,
+    pub response: &'a mut sync::Response,
+    /// Room account data changed in the window, by room.
+    pub room_data: BTreeMap<OwnedRoomId, Vec<(String, Value)>>,
+}
+
+/// A timeline slice, oldest first.
+struct Timeline {
+    events: Vec<Value>,
+    limited: bool,
+    /// The gap before the first event.
+    start: u64,
+}
+
+pub fn raw<T>(value: Value) -> Result<Raw<T>> {
+    Ok(Raw::from_json(serde_json::value::to_raw_value(&value).map_err(Error::internal)?))
+}
+
+/// An event type against a filter's `types` / `not_types` (with `*`).
+pub fn allowed_by(types: Option<&[String]>, not_types: &[String], kind: &str) -> bool {
+    let matches = |pattern: &String| match pattern.strip_suffix('*') {
+        Some(prefix) => kind.starts_with(prefix),
+        None => pattern == kind,
+    };
+    types.is_none_or(|t| t.iter().any(matches)) && !not_types.iter().any(matches)
+}
+
+fn room_allowed(filter: &RoomEventFilter, room: &OwnedRoomId) -> bool {
+    !filter.not_rooms.contains(room) && filter.rooms.as_ref().is_none_or(|r| r.contains(room))
+}
+
+/// Events in sync leave out `room_id` (the room is the key).
+fn without_room_id(mut event: Value) -> Value {
+    if let Some(object) = event.as_object_mut() {
+        object.remove("room_id");
+    }
+    event
+}
+
+fn stripped(pdu: &Pdu) -> Value {
+    json!({"type": pdu.kind, "state_key": pdu.state_key, "content": pdu.content_value(), "sender": pdu.sender})
+}
+
+impl RoomSync<'_> {
+    pub fn room(&mut self, room_short: u64) -> Result<()> {
+        let rooms = &self.services.rooms;
+        let user = &self.params.user;
+        let room_id = OwnedRoomId::try_from(rooms.short.name(room_short)?).map_err(Error::internal)?;
+        let filter = &self.params.filter.room;
+        if filter.not_rooms.contains(&room_id) || filter.rooms.as_ref().is_some_and(|r| !r.contains(&room_id))
+        {
+            return Ok(());
+        }
+        if rooms.is_forgotten(user, room_short)? {
+            return Ok(());
+        }
+        let Some(membership) = rooms.membership(user, room_short)? else { return Ok(()) };
+        let Some(member) = rooms.current_state_event(room_short, "m.room.member", user.as_str())? else {
+            return Ok(());
+        };
+        let member_short = rooms
+            .event_short(&member.event_id)?
+            .ok_or_else(|| Error::internal("member event without short ID"))?;
+        let member_meta =
+            rooms.event_meta(member_short)?.ok_or_else(|| Error::internal("member event without meta"))?;
+        let since = self.params.since;
+        let changed = since.is_none_or(|s| member_meta.stream > s);
+        match membership.as_str() {
+            "join" => {
+                // Joined in the window (not a profile change): the room is new
+                // to the client, so it gets the full state.
+                let was_joined = match member_meta.replaces_state {
+                    Some(previous) => rooms
+                        .pdu_by_short(previous)?
+                        .is_some_and(|p| p.content_value()["membership"] == "join"),
+                    None => false,
+                };
+                let newly_joined = since.is_some() && changed && !was_joined;
+                self.joined(room_short, room_id, newly_joined)
+            }
+            "invite" if changed => {
+                let state = self.stripped_state(room_short, &member)?;
+                let mut invited = sync::InvitedRoom::new();
+                invited.invite_state.events = state;
+                self.response.rooms.invite.insert(room_id, invited);
+                Ok(())
+            }
+            "knock" if changed => {
+                let state = self.stripped_state(room_short, &member)?;
+                let mut knocked = sync::KnockedRoom::new();
+                knocked.knock_state.events = state;
+                self.response.rooms.knock.insert(room_id, knocked);
+                Ok(())
+            }
+            "leave" | "ban" if (since.is_some() && changed) || (since.is_none() && filter.include_leave) => {
+                self.left(room_short, room_id, member_meta.stream)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn joined(&mut self, room_short: u64, room_id: OwnedRoomId, newly_joined: bool) -> Result<()> {
+        let since = if newly_joined || self.params.since.is_none() { None } else { self.params.since };
+        let full = since.is_none() || self.params.full_state;
+        let timeline = self.timeline(room_short, &room_id, since, self.upto + 1)?;
+        let (state, members_changed) = self.state(room_short, &room_id, since, full, &timeline, self.upto)?;
+        let account_data = self.account_data(&room_id)?;
+        if !full && timeline.events.is_empty() && state.is_empty() && account_data.is_empty() {
+            return Ok(());
+        }
+        let mut joined = sync::JoinedRoom::new();
+        if full || members_changed || timeline_has_members(&timeline) {
+            joined.summary = self.summary(room_short)?;
+        }
+        joined.timeline = self.sync_timeline(timeline)?;
+        joined.state = self.state_section(state)?;
+        joined.account_data.events = account_data;
+        self.response.rooms.join.insert(room_id, joined);
+        Ok(())
+    }
+
+    fn left(&mut self, room_short: u64, room_id: OwnedRoomId, leave_position: u64) -> Result<()> {
+        let since = self.params.since.filter(|s| *s < leave_position);
+        let end = leave_position.min(self.upto);
+        let timeline = self.timeline(room_short, &room_id, since, end + 1)?;
+        let (state, _) = self.state(room_short, &room_id, since, since.is_none(), &timeline, end)?;
+        let mut left = sync::LeftRoom::new();
+        left.timeline = self.sync_timeline(timeline)?;
+        left.state = self.state_section(state)?;
+        left.account_data.events = self.account_data(&room_id)?;
+        self.response.rooms.leave.insert(room_id, left);
+        Ok(())
+    }
+
+    /// The newest events before the gap `end`, back to `since` (exclusive).
+    fn timeline(
+        &self,
+        room_short: u64,
+        room_id: &OwnedRoomId,
+        since: Option<u64>,
+        end: u64,
+    ) -> Result<Timeline> {
+        let filter = &self.params.filter.room.timeline;
+        let limit = filter
+            .limit
+            .map_or(DEFAULT_TIMELINE_LIMIT, |l| usize::try_from(u64::from(l)).unwrap_or(MAX_TIMELINE_LIMIT))
+            .clamp(1, MAX_TIMELINE_LIMIT);
+        if !room_allowed(filter, room_id) {
+            return Ok(Timeline { events: Vec::new(), limited: false, start: end });
+        }
+        let page = self.services.rooms.page(
+            room_short,
+            &self.params.user,
+            Some(&self.params.device),
+            end,
+            since.map(|s| s + 1),
+            true,
+            limit + 1,
+            |pdu| filter_allows(filter, pdu) && contains_url_allows(filter, pdu),
+        )?;
+        let (mut events, mut positions) = (page.events, page.positions);
+        let limited = events.len() > limit;
+        events.truncate(limit);
+        positions.truncate(limit);
+        events.reverse();
+        positions.reverse();
+        let start = positions.first().copied().unwrap_or(end);
+        Ok(Timeline { events, limited, start })
+    }
+
+    fn sync_timeline(&self, timeline: Timeline) -> Result<sync::Timeline> {
+        let mut out = sync::Timeline::new();
+        out.limited = timeline.limited;
+        out.prev_batch = Some(format!("t{}", timeline.start));
+        out.events = timeline.events.into_iter().map(|e| raw(without_room_id(e))).collect::<Result<_>>()?;
+        Ok(out)
+    }
+
+    /// The state section's events (event short IDs): the state at the start
+    /// of the timeline (or, with `use_state_after`, at `end`), in full or as
+    /// the change since `since`; lazily loaded members if the filter says
+    /// so. Also says whether any membership changed.
+    fn state(
+        &self,
+        room_short: u64,
+        room_id: &OwnedRoomId,
+        since: Option<u64>,
+        full: bool,
+        timeline: &Timeline,
+        end: u64,
+    ) -> Result<(Vec<u64>, bool)> {
+        let rooms = &self.services.rooms;
+        let filter = &self.params.filter.room.state;
+        let at = if self.params.use_state_after { end } else { timeline.start.saturating_sub(1) };
+        let current: Arc<StateMap> = rooms.state_at_position(room_short, at)?;
+        let previous = match since {
+            Some(since) if !full => Some(rooms.state_at_position(room_short, since)?),
+            _ => None,
+        };
+        let lazy = !filter.lazy_load_options.is_disabled();
+        // Members a lazy-loading client needs: the timeline's senders, and
+        // itself when the room is new to it.
+        let mut wanted_members: Vec<String> =
+            timeline.events.iter().filter_map(|e| e["sender"].as_str().map(str::to_owned)).collect();
+        if full {
+            wanted_members.push(self.params.user.to_string());
+        }
+        let mut events = Vec::new();
+        let mut members_changed = false;
+        for (key, event) in current.iter() {
+            let changed = previous.as_ref().is_none_or(|p| p.get(key) != Some(event));
+            let name = rooms.short.name(*key)?;
+            let (kind, state_key) = split_state_key_name(&name).unwrap_or_default();
+            let is_member = kind == "m.room.member";
+            if is_member && changed && !full {
+                members_changed = true;
+            }
+            let keep = if is_member && lazy {
+                (changed && !full) || wanted_members.iter().any(|m| m == state_key)
+            } else {
+                changed
+            };
+            if !keep || !allowed_by(filter.types.as_deref(), &filter.not_types, kind) {
+                continue;
+            }
+            if !room_allowed(filter, room_id) {
+                continue;
+            }
+            if let Some(pdu) = rooms.pdu_by_short(*event)?
+                && filter_allows(filter, &pdu)
+            {
+                events.push(*event);
+            }
+        }
+        Ok((events, members_changed))
+    }
+
+    fn state_section(&self, events: Vec<u64>) -> Result<sync::State> {
+        let rooms = &self.services.rooms;
+        let mut batch = sync::StateEvents::new();
+        for short in events {
+            let event = rooms.client_event(short, Some(&self.params.device), &self.params.user)?;
+            batch.events.push(raw(without_room_id(event))?);
+        }
+        Ok(if self.params.use_state_after { sync::State::After(batch) } else { sync::State::Before(batch) })
+    }
+
+    fn account_data(
+        &mut self,
+        room_id: &OwnedRoomId,
+    ) -> Result<Vec<Raw<ruma::events::AnyRoomAccountDataEvent>>> {
+        let filter = &self.params.filter.room.account_data;
+        let Some(entries) = self.room_data.remove(room_id) else { return Ok(Vec::new()) };
+        if !room_allowed(filter, room_id) {
+            return Ok(Vec::new());
+        }
+        entries
+            .into_iter()
+            .filter(|(kind, _)| allowed_by(filter.types.as_deref(), &filter.not_types, kind))
+            .map(|(_, event)| raw(event))
+            .collect()
+    }
+
+    /// Member counts and, for rooms without a name or alias, heroes: the
+    /// first five other joined or invited members by when they became so
+    /// (left and banned ones if there are none).
+    fn summary(&self, room_short: u64) -> Result<sync::RoomSummary> {
+        let rooms = &self.services.rooms;
+        let members = rooms.members(room_short)?;
+        let count =
+            |m: &str| UInt::try_from(members.iter().filter(|(_, x)| x == m).count()).unwrap_or_default();
+        let mut summary = sync::RoomSummary::new();
+        summary.joined_member_count = Some(count("join"));
+        summary.invited_member_count = Some(count("invite"));
+        let named = ["m.room.name", "m.room.canonical_alias"].iter().any(|kind| {
+            rooms.current_state_event(room_short, kind, "").ok().flatten().is_some_and(|p| {
+                let content = p.content_value();
+                content["name"].as_str().is_some_and(|n| !n.is_empty())
+                    || content["alias"].as_str().is_some_and(|a| !a.is_empty())
+            })
+        });
+        if named {
+            return Ok(summary);
+        }
+        let others = |wanted: &[&str]| -> Vec<&OwnedUserId> {
+            members
+                .iter()
+                .filter(|(u, m)| *u != self.params.user && wanted.contains(&m.as_str()))
+                .map(|(u, _)| u)
+                .collect()
+        };
+        let mut candidates = others(&["join", "invite"]);
+        if candidates.is_empty() {
+            candidates = others(&["leave", "ban"]);
+        }
+        // Stream order of their member events (only worth it for small rooms).
+        let mut ordered: Vec<(u64, OwnedUserId)> = Vec::new();
+        for user in candidates.iter().take(100) {
+            let position = rooms
+                .current_state_event(room_short, "m.room.member", user.as_str())?
+                .and_then(|p| rooms.event_short(&p.event_id).ok().flatten())
+                .and_then(|s| rooms.event_meta(s).ok().flatten())
+                .map_or(u64::MAX, |m| m.stream);
+            ordered.push((position, (*user).clone()));
+        }
+        ordered.sort();
+        summary.heroes = ordered.into_iter().take(5).map(|(_, u)| u).collect();
+        Ok(summary)
+    }
+
+    /// What an invitee or knocker sees of a room: a few stripped state
+    /// events and their own membership event.
+    fn stripped_state(
+        &self,
+        room_short: u64,
+        member: &Pdu,
+    ) -> Result<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
+        let rooms = &self.services.rooms;
+        let mut events = Vec::new();
+        for kind in STRIPPED_STATE_TYPES {
+            if let Some(pdu) = rooms.current_state_event(room_short, kind, "")? {
+                events.push(raw(stripped(&pdu))?);
+            }
+        }
+        events.push(raw(stripped(member))?);
+        Ok(events)
+    }
+}
+
+fn timeline_has_members(timeline: &Timeline) -> bool {
+    timeline.events.iter().any(|e| e["type"] == "m.room.member")
+}
+
+fn contains_url_allows(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
+    match filter.url_filter {
+        None => true,
+        Some(url_filter) => {
+            let has_url = pdu.content_value().get("url").is_some();
+            has_url == matches!(url_filter, ruma::api::client::filter::UrlFilter::EventsWithUrl)
+        }
+    }
+}

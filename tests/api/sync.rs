@@ -1,0 +1,346 @@
+//! /sync: initial, incremental, gappy and long-polling syncs; invites,
+//! joins and leaves; account data; filters and lazy loading.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+async fn sync(s: &TestServer, who: &Session, query: &str) -> Value {
+    let (status, body) = s.get(&format!("/_matrix/client/v3/sync?{query}"), Some(&who.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["next_batch"].is_string(), "{body}");
+    body
+}
+
+async fn sync_since(s: &TestServer, who: &Session, since: &Value) -> Value {
+    sync(s, who, &format!("since={}&timeout=0", since.as_str().unwrap())).await
+}
+
+fn timeline_bodies(room: &Value) -> Vec<String> {
+    room["timeline"]["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["type"] == "m.room.message")
+                .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn state_types(room: &Value) -> Vec<String> {
+    room["state"]["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| format!("{} {}", e["type"].as_str().unwrap(), e["state_key"].as_str().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn initial_then_incremental_sync() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({"name": "Hearth"})).await;
+    for i in 0..5 {
+        send(&s, &alice, &room, &format!("m{i}"), &format!("hello {i}")).await;
+    }
+
+    let initial = sync(&s, &alice, "").await;
+    let joined = &initial["rooms"]["join"][&room];
+    assert_eq!(timeline_bodies(joined), (0..5).map(|i| format!("hello {i}")).collect::<Vec<_>>());
+    let events = joined["timeline"]["events"].as_array().unwrap();
+    assert!(events.iter().all(|e| e.get("room_id").is_none()), "sync events carry no room_id");
+    assert_eq!(events.len(), 10, "default timeline limit");
+    assert_eq!(joined["timeline"]["limited"], true);
+    // The state at the start of the timeline includes the create event.
+    assert!(state_types(joined).contains(&"m.room.create ".to_owned()), "{joined}");
+    assert_eq!(joined["summary"]["m.joined_member_count"], 1);
+    // Our own send carries the transaction ID.
+    assert_eq!(events.last().unwrap()["unsigned"]["transaction_id"], "m4");
+
+    // Nothing new: an incremental sync leaves the room out.
+    let next = &initial["next_batch"];
+    let empty = sync_since(&s, &alice, next).await;
+    assert!(empty["rooms"]["join"].get(&room).is_none(), "{empty}");
+
+    send(&s, &alice, &room, "m5", "hello 5").await;
+    let incremental = sync_since(&s, &alice, next).await;
+    let joined = &incremental["rooms"]["join"][&room];
+    assert_eq!(timeline_bodies(joined), ["hello 5"]);
+    assert_ne!(joined["timeline"]["limited"], true);
+    assert!(state_types(joined).is_empty(), "no state delta without a gap: {joined}");
+    assert_ne!(incremental["next_batch"], *next);
+
+    // A bad token is refused.
+    assert_error(
+        &s.get("/_matrix/client/v3/sync?since=garbage", Some(&alice.token)).await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
+}
+
+#[tokio::test]
+async fn a_long_poll_wakes_on_a_message_from_someone_else() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    let since = sync(&s, &alice, "").await["next_batch"].clone();
+
+    let started = Instant::now();
+    let query = format!("since={}&timeout=30000", since.as_str().unwrap());
+    let (poll, _) = tokio::join!(sync(&s, &alice, &query), send(&s, &bob, &room, "b1", "wake up"));
+    assert!(started.elapsed() < Duration::from_secs(20), "the poll returned on the message, not the timeout");
+    assert_eq!(timeline_bodies(&poll["rooms"]["join"][&room]), ["wake up"]);
+
+    // With nothing relevant, the poll returns empty when the timeout passes.
+    let since = poll["next_batch"].clone();
+    let other = create_room(&s, &bob, json!({})).await;
+    send(&s, &bob, &other, "b2", "not for alice").await;
+    let idle = sync(&s, &alice, &format!("since={}&timeout=200", since.as_str().unwrap())).await;
+    assert!(idle["rooms"]["join"].as_object().is_none_or(|j| j.is_empty()), "{idle}");
+}
+
+#[tokio::test]
+async fn gappy_sync_is_limited_with_the_state_delta() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    let since = sync(&s, &bob, "").await["next_batch"].clone();
+
+    // While bob is away: a topic change, then 15 messages.
+    s.put(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/"),
+        Some(&alice.token),
+        json!({"topic": "gap"}),
+    )
+    .await;
+    for i in 0..15 {
+        send(&s, &alice, &room, &format!("g{i}"), &format!("gap {i}")).await;
+    }
+    let gappy = sync(
+        &s,
+        &bob,
+        &format!(
+            "since={}&filter={}",
+            since.as_str().unwrap(),
+            urlencode(r#"{"room":{"timeline":{"limit":5}}}"#)
+        ),
+    )
+    .await;
+    let joined = &gappy["rooms"]["join"][&room];
+    assert_eq!(timeline_bodies(joined), (10..15).map(|i| format!("gap {i}")).collect::<Vec<_>>());
+    assert_eq!(joined["timeline"]["limited"], true);
+    assert_eq!(state_types(joined), ["m.room.topic "], "the state delta covers the gap");
+
+    // prev_batch pages back through the gap with /messages.
+    let prev = joined["timeline"]["prev_batch"].as_str().unwrap();
+    let (status, page) = s
+        .get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=3&from={prev}"), Some(&bob.token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let bodies: Vec<_> =
+        page["chunk"].as_array().unwrap().iter().map(|e| e["content"]["body"].clone()).collect();
+    assert_eq!(bodies, [json!("gap 9"), json!("gap 8"), json!("gap 7")]);
+    // A sync token works as a /messages token too.
+    let (status, _) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/messages?dir=b&from={}",
+                gappy["next_batch"].as_str().unwrap()
+            ),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn invites_joins_and_leaves_move_between_sections() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let carol = s.register("carol").await;
+    let room = create_room(&s, &alice, json!({"name": "Invite only"})).await;
+    let since = sync(&s, &carol, "").await["next_batch"].clone();
+
+    s.post(
+        &format!("/_matrix/client/v3/rooms/{room}/invite"),
+        Some(&alice.token),
+        json!({"user_id": carol.user_id}),
+    )
+    .await;
+    let invited = sync_since(&s, &carol, &since).await;
+    let state = invited["rooms"]["invite"][&room]["invite_state"]["events"].as_array().unwrap().clone();
+    let kinds: Vec<_> = state.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"m.room.create") && kinds.contains(&"m.room.name"), "{state:?}");
+    let own = state.iter().find(|e| e["type"] == "m.room.member").unwrap();
+    assert_eq!(own["content"]["membership"], "invite");
+    assert_eq!(own["sender"], alice.user_id.as_str());
+    assert_eq!(own.as_object().unwrap().len(), 4, "stripped: type, state_key, content, sender");
+    assert!(invited["rooms"]["join"].get(&room).is_none());
+
+    // Joining: the room arrives with its full state.
+    let since = invited["next_batch"].clone();
+    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&carol.token), json!({})).await;
+    let joined = sync_since(&s, &carol, &since).await;
+    let section = &joined["rooms"]["join"][&room];
+    let mut all: Vec<String> = state_types(section);
+    for e in section["timeline"]["events"].as_array().unwrap() {
+        if let Some(key) = e["state_key"].as_str() {
+            all.push(format!("{} {key}", e["type"].as_str().unwrap()));
+        }
+    }
+    assert!(all.contains(&"m.room.create ".to_owned()), "full state for a newly joined room: {section}");
+    assert!(all.contains(&format!("m.room.member {}", carol.user_id)));
+    assert_eq!(section["summary"]["m.joined_member_count"], 2);
+
+    // Leaving: the room moves to `leave` with the leave event.
+    let since = joined["next_batch"].clone();
+    s.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), Some(&carol.token), json!({})).await;
+    send(&s, &alice, &room, "after", "after carol left").await;
+    let left = sync_since(&s, &carol, &since).await;
+    let section = &left["rooms"]["leave"][&room];
+    let events = section["timeline"]["events"].as_array().unwrap();
+    assert_eq!(events.last().unwrap()["content"]["membership"], "leave", "{section}");
+    assert!(timeline_bodies(section).is_empty(), "nothing after the leave");
+    assert!(left["rooms"]["join"].get(&room).is_none());
+    // An initial sync leaves the left room out unless asked.
+    let initial = sync(&s, &carol, "").await;
+    assert!(initial["rooms"]["leave"].get(&room).is_none());
+    let with_leave =
+        sync(&s, &carol, &format!("filter={}", urlencode(r#"{"room":{"include_leave":true}}"#))).await;
+    assert!(with_leave["rooms"]["leave"].get(&room).is_some());
+}
+
+#[tokio::test]
+async fn account_data_reaches_sync_once() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({})).await;
+    let since = sync(&s, &alice, "").await["next_batch"].clone();
+    let user = &alice.user_id;
+    s.put(
+        &format!("/_matrix/client/v3/user/{user}/account_data/org.example.one"),
+        Some(&alice.token),
+        json!({"n": 1}),
+    )
+    .await;
+    s.put(
+        &format!("/_matrix/client/v3/user/{user}/account_data/org.example.one"),
+        Some(&alice.token),
+        json!({"n": 2}),
+    )
+    .await;
+    s.put(
+        &format!("/_matrix/client/v3/user/{user}/rooms/{room}/account_data/m.tag"),
+        Some(&alice.token),
+        json!({"tags": {"u.work": {}}}),
+    )
+    .await;
+    let changed = sync_since(&s, &alice, &since).await;
+    let global = changed["account_data"]["events"].as_array().unwrap();
+    assert_eq!(global, &[json!({"type": "org.example.one", "content": {"n": 2}})], "latest value, once");
+    let room_data = changed["rooms"]["join"][&room]["account_data"]["events"].as_array().unwrap();
+    assert_eq!(room_data[0]["type"], "m.tag");
+    // Seen: the next sync has none.
+    let again = sync_since(&s, &alice, &changed["next_batch"]).await;
+    assert!(again["account_data"]["events"].as_array().is_none_or(|e| e.is_empty()), "{again}");
+    // The initial sync has all of it.
+    let initial = sync(&s, &alice, "").await;
+    assert!(
+        initial["account_data"]["events"].as_array().unwrap().iter().any(|e| e["type"] == "org.example.one")
+    );
+}
+
+#[tokio::test]
+async fn filters_and_lazy_loaded_members() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let mut others = Vec::new();
+    for name in ["bob", "carol", "dave"] {
+        let user = s.register(name).await;
+        s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&user.token), json!({})).await;
+        others.push(user);
+    }
+    for i in 0..5 {
+        send(&s, &alice, &room, &format!("a{i}"), &format!("a {i}")).await;
+    }
+    send(&s, &others[0], &room, "b", "from bob").await;
+
+    // Stored filter: lazy-load members, timeline of messages only.
+    let filter = json!({"room": {"state": {"lazy_load_members": true}, "timeline": {"limit": 3, "types": ["m.room.message"]}}});
+    let (status, created) = s
+        .post(&format!("/_matrix/client/v3/user/{}/filter", alice.user_id), Some(&alice.token), filter)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let id = created["filter_id"].as_str().unwrap();
+    let lazy = sync(&s, &alice, &format!("filter={id}")).await;
+    let joined = &lazy["rooms"]["join"][&room];
+    assert_eq!(timeline_bodies(joined), ["a 3", "a 4", "from bob"]);
+    let members: Vec<_> =
+        state_types(joined).into_iter().filter(|t| t.starts_with("m.room.member")).collect();
+    let mut expected =
+        vec![format!("m.room.member {}", alice.user_id), format!("m.room.member {}", others[0].user_id)];
+    expected.sort();
+    let mut members = members;
+    members.sort();
+    assert_eq!(members, expected, "only the senders' and our own membership");
+
+    // Without lazy loading every member is there.
+    let full = sync(&s, &alice, "").await;
+    let count =
+        state_types(&full["rooms"]["join"][&room]).iter().filter(|t| t.starts_with("m.room.member")).count()
+            + full["rooms"]["join"][&room]["timeline"]["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["type"] == "m.room.member")
+                .count();
+    assert!(count >= 4, "{count} member events");
+
+    // Room filters.
+    let none = sync(
+        &s,
+        &alice,
+        &format!("filter={}", urlencode(&json!({"room": {"not_rooms": [room]}}).to_string())),
+    )
+    .await;
+    assert!(none["rooms"]["join"].get(&room).is_none());
+    assert_error(
+        &s.get("/_matrix/client/v3/sync?filter=12345", Some(&alice.token)).await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
+}
+
+#[tokio::test]
+async fn summary_heroes_for_unnamed_rooms() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    s.post(
+        &format!("/_matrix/client/v3/rooms/{room}/invite"),
+        Some(&alice.token),
+        json!({"user_id": carol.user_id}),
+    )
+    .await;
+    let summary = sync(&s, &alice, "").await["rooms"]["join"][&room]["summary"].clone();
+    assert_eq!(summary["m.joined_member_count"], 2);
+    assert_eq!(summary["m.invited_member_count"], 1);
+    assert_eq!(summary["m.heroes"], json!([bob.user_id, carol.user_id]), "joined or invited, us excluded");
+}
