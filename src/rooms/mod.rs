@@ -120,6 +120,8 @@ pub struct Rooms {
     pub state: StateStore,
     pub stream: Arc<Stream>,
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Event IDs being appended right now (see [`Rooms::claim_event_id`]).
+    appending: Mutex<std::collections::HashSet<OwnedEventId>>,
     /// Serialises report numbering.
     report_lock: Mutex<()>,
 }
@@ -139,6 +141,7 @@ impl Rooms {
             keys,
             stream,
             locks: Mutex::new(HashMap::new()),
+            appending: Mutex::default(),
             report_lock: Mutex::new(()),
         })
     }
@@ -158,6 +161,15 @@ impl Rooms {
     pub async fn lock(&self, room_id: &RoomId) -> tokio::sync::OwnedMutexGuard<()> {
         let mutex = self.locks.lock().expect("room locks").entry(room_id.to_owned()).or_default().clone();
         mutex.lock_owned().await
+    }
+
+    /// Claims an event ID for one append; a second append of the same ID
+    /// (into any room) is refused until the first is done.
+    fn claim_event_id(&self, event_id: &ruma::EventId) -> Result<EventIdClaim<'_>> {
+        if !self.appending.lock().expect("appending").insert(event_id.to_owned()) {
+            return Err(Error::bad_json("Event already being processed"));
+        }
+        Ok(EventIdClaim { rooms: self, event_id: event_id.to_owned() })
     }
 
     pub fn room_short(&self, room_id: &RoomId) -> Result<Option<u64>> {
@@ -276,5 +288,17 @@ impl Rooms {
                 Ok((user, String::from_utf8(v).map_err(Error::internal)?))
             })
             .collect()
+    }
+}
+
+/// Releases a claimed event ID when the append ends.
+struct EventIdClaim<'a> {
+    rooms: &'a Rooms,
+    event_id: OwnedEventId,
+}
+
+impl Drop for EventIdClaim<'_> {
+    fn drop(&mut self) {
+        self.rooms.appending.lock().expect("appending").remove(&self.event_id);
     }
 }

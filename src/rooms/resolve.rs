@@ -10,7 +10,7 @@ use std::{
 };
 
 use ruma::{
-    OwnedEventId,
+    OwnedEventId, UInt,
     events::StateEventType,
     room_version_rules::RoomVersionRules,
     state_res::{self, utils::event_id_set::EventIdSet},
@@ -247,22 +247,34 @@ impl Rooms {
             None
         };
 
+        // A storage error must fail the resolution, not pass for "unknown
+        // event" (the result is stored for good).
+        let failed = std::cell::Cell::new(None);
         let fetch_event = |id: &ruma::EventId| -> Option<Pdu> {
             if let Some((_, pdu)) = pending
                 && pdu.event_id == id
             {
                 return Some(pdu.clone());
             }
-            let short = self.event_short(id).ok()??;
-            let mut pdu = self.pdu_by_short(short).ok()??;
-            pdu.rejected = self.event_meta(short).ok()?.is_some_and(|m| m.rejected);
-            Some(pdu)
+            let found = (|| {
+                let Some(short) = self.event_short(id)? else { return Ok(None) };
+                let Some(mut pdu) = self.pdu_by_short(short)? else { return Ok(None) };
+                pdu.rejected = self.event_meta(short)?.is_some_and(|m| m.rejected);
+                Ok(Some(pdu))
+            })();
+            found.unwrap_or_else(|e: Error| {
+                failed.set(Some(e));
+                None
+            })
         };
         let resolved =
             state_res::resolve(&rules.authorization, v2_rules, maps.iter(), auth_chains, fetch_event, |_| {
                 subgraph.clone()
-            })
-            .map_err(|e| Error::internal(format!("state resolution failed: {e}")))?;
+            });
+        if let Some(e) = failed.into_inner() {
+            return Err(e);
+        }
+        let resolved = resolved.map_err(|e| Error::internal(format!("state resolution failed: {e}")))?;
 
         let mut state = StateMap::new();
         for (name, event_id) in resolved {
@@ -280,36 +292,47 @@ impl Rooms {
         Ok(state)
     }
 
-    /// State resolution v1 (room version 1), which ruma does not provide:
-    /// conflicts among power levels, then join rules, then memberships are
-    /// settled by replaying them in (depth, reverse SHA-1 of the ID) order
-    /// while they pass the auth rules; any other conflicted key gets the
-    /// deepest event (lowest SHA-1 on ties) that passes them.
+    /// State resolution v1 (room version 1), which ruma does not provide,
+    /// as Synapse does it (the spec's wording leaves details open): a key
+    /// is conflicted when the states hold different events for it (a key
+    /// some states lack is not). Conflicts are settled for power levels,
+    /// then join rules, then memberships, each replayed oldest first (by
+    /// depth, then descending SHA-1 of the ID) while the auth rules allow,
+    /// against the unconflicted state plus what earlier passes resolved;
+    /// any other key takes the deepest event (lowest SHA-1) the auth rules
+    /// allow, else the last candidate.
     fn resolve_v1(
         &self,
         rules: &RoomVersionRules,
         states: &[Arc<StateMap>],
         graph: Graph<'_>,
     ) -> Result<StateMap> {
-        let mut resolved = StateMap::new();
-        let mut conflicts: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        let mut candidates: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
         for state in states {
             for (&key, &event) in state.iter() {
-                let events = conflicts.entry(key).or_default();
+                let events = candidates.entry(key).or_default();
                 if !events.contains(&event) {
                     events.push(event);
                 }
             }
         }
+        let mut resolved = StateMap::new();
         // Power levels, join rules, memberships, the rest.
         let mut passes: [Vec<Conflict>; 4] = Default::default();
-        for (key, events) in conflicts {
-            // As in Synapse, a key some states lack is conflicted too.
-            if let [one] = events.as_slice()
-                && states.iter().all(|s| s.contains_key(&key))
-            {
-                resolved.insert(key, *one);
-                continue;
+        for (key, events) in candidates {
+            let mut pdus = Vec::new();
+            for &event in &events {
+                if let Some(pdu) = graph.pdu(event)? {
+                    pdus.push((event, pdu));
+                }
+            }
+            match pdus.as_slice() {
+                [] => continue,
+                [(event, _)] => {
+                    resolved.insert(key, *event);
+                    continue;
+                }
+                _ => {}
             }
             let name = self.short.name(key)?;
             let pass = match split_state_key_name(&name).map(|(kind, _)| kind) {
@@ -318,42 +341,63 @@ impl Rooms {
                 Some("m.room.member") => 2,
                 _ => 3,
             };
-            let mut pdus = Vec::new();
-            for event in events {
-                if let Some(pdu) = graph.pdu(event)? {
-                    pdus.push((event, pdu));
-                }
-            }
             passes[pass].push((key, pdus));
         }
-        let allowed = |state: &StateMap, pdu: &Pdu| {
+        let allowed = |state: &StateMap, pdu: &Pdu| -> Result<bool> {
+            let failed = std::cell::Cell::new(None);
             let fetch = |kind: &StateEventType, state_key: &str| {
-                let key =
-                    self.short.get(Kind::StateKey, &state_key_name(&kind.to_string(), state_key)).ok()??;
-                graph.pdu(*state.get(&key)?).ok()?
+                let found = (|| {
+                    let Some(key) =
+                        self.short.get(Kind::StateKey, &state_key_name(&kind.to_string(), state_key))?
+                    else {
+                        return Ok(None);
+                    };
+                    state.get(&key).map_or(Ok(None), |event| graph.pdu(*event))
+                })();
+                found.unwrap_or_else(|e| {
+                    failed.set(Some(e));
+                    None
+                })
             };
-            state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch).is_ok()
-        };
-        let sha1 = |pdu: &Pdu| -> [u8; 20] { Sha1::digest(pdu.event_id.as_bytes()).into() };
-        let [power, join_rules, members, others] = passes;
-        for (key, mut events) in [power, join_rules, members].into_iter().flatten() {
-            events.sort_by_key(|(_, pdu)| (pdu.depth, Reverse(sha1(pdu))));
-            let mut events = events.into_iter();
-            if let Some((first, _)) = events.next() {
-                resolved.insert(key, first);
+            let ok = state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch).is_ok();
+            match failed.into_inner() {
+                Some(e) => Err(e),
+                None => Ok(ok),
             }
-            for (event, pdu) in events {
-                if !allowed(&resolved, &pdu) {
-                    break;
+        };
+        let order = |pdu: &Pdu| -> (Reverse<UInt>, [u8; 20]) {
+            (Reverse(pdu.depth), Sha1::digest(pdu.event_id.as_bytes()).into())
+        };
+        let [power, join_rules, members, others] = passes;
+        for pass in [power, join_rules, members] {
+            // Each key of a pass against the state as the pass began.
+            let auth = resolved.clone();
+            for (key, mut events) in pass {
+                events.sort_by_key(|(_, pdu)| order(pdu));
+                events.reverse();
+                let mut state = auth.clone();
+                let mut chosen = events[0].0;
+                for (event, pdu) in &events[1..] {
+                    state.insert(key, chosen);
+                    if !allowed(&state, pdu)? {
+                        break;
+                    }
+                    chosen = *event;
                 }
-                resolved.insert(key, event);
+                resolved.insert(key, chosen);
             }
         }
+        let auth = resolved.clone();
         for (key, mut events) in others {
-            events.sort_by_key(|(_, pdu)| (Reverse(pdu.depth), sha1(pdu)));
-            if let Some((event, _)) = events.iter().find(|(_, pdu)| allowed(&resolved, pdu)) {
-                resolved.insert(key, *event);
+            events.sort_by_key(|(_, pdu)| order(pdu));
+            let mut chosen = None;
+            for (event, pdu) in &events {
+                if allowed(&auth, pdu)? {
+                    chosen = Some(*event);
+                    break;
+                }
             }
+            resolved.insert(key, chosen.unwrap_or(events[events.len() - 1].0));
         }
         Ok(resolved)
     }

@@ -41,7 +41,7 @@ impl Snapshot {
 
 /// Full states kept in memory, most recently used first out of the way.
 const CACHE_ENTRIES: usize = 256;
-const RECENT_SNAPSHOTS: usize = 64;
+const RECENT_SNAPSHOTS: usize = 4096;
 
 pub struct StateStore {
     db: Db,

@@ -10,6 +10,9 @@ use crate::{
     stream::Topic,
 };
 
+/// One account-data entry: its room (none for global), type and content.
+pub type AccountDataEntry = (Option<OwnedRoomId>, String, Box<RawValue>);
+
 /// `room ID (or empty) ‖ SEP ‖ event type` back into its parts.
 fn split_room_and_type(bytes: &[u8]) -> Result<(Option<OwnedRoomId>, String)> {
     let at = bytes
@@ -79,7 +82,7 @@ impl Users {
         user_id: &UserId,
         since: Option<u64>,
         upto: u64,
-    ) -> Result<Vec<(Option<OwnedRoomId>, String, Box<RawValue>)>> {
+    ) -> Result<Vec<AccountDataEntry>> {
         let mut changed = Vec::new();
         let user_prefix = prefix(&[user_id.as_bytes()]);
         match since {
