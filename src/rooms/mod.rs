@@ -12,10 +12,12 @@ pub mod moderation;
 pub mod pdu;
 pub mod pipeline;
 pub mod read;
+pub mod receipts;
 pub mod redaction;
 pub mod resolve;
 pub mod short_ids;
 pub mod state;
+pub mod typing;
 pub mod upgrade;
 
 use std::{
@@ -122,6 +124,9 @@ pub struct Rooms {
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     /// Event IDs being appended right now (see [`Rooms::claim_event_id`]).
     appending: Mutex<std::collections::HashSet<OwnedEventId>>,
+    pub typing: Arc<typing::Typing>,
+    /// Serialises receipt replacement (read the old, write the new).
+    receipt_lock: Mutex<()>,
     /// Serialises report numbering.
     report_lock: Mutex<()>,
 }
@@ -139,9 +144,11 @@ impl Rooms {
             db,
             server_name,
             keys,
+            typing: typing::Typing::new(stream.clone()),
             stream,
             locks: Mutex::new(HashMap::new()),
             appending: Mutex::default(),
+            receipt_lock: Mutex::new(()),
             report_lock: Mutex::new(()),
         })
     }

@@ -145,6 +145,16 @@ maps! {
         key: "user ID ‖ SEP ‖ device ID ‖ SEP ‖ room ID ‖ SEP ‖ endpoint (send, redact) ‖ SEP ‖ transaction ID",
         value: "event ID"
     }
+    /// Read receipts, one per room, kind, thread and user.
+    RECEIPTS = "receipts" {
+        key: "room short ID ‖ receipt type ‖ SEP ‖ thread (empty: unthreaded; `main`; a root event ID) ‖ SEP ‖ user ID",
+        value: "JSON Receipt {event_id, ts, event_position, position}"
+    }
+    /// Receipt changes in stream order (all rooms), for incremental sync.
+    RECEIPT_CHANGES = "receipt_changes" {
+        key: "stream position (u64 big-endian)",
+        value: "the receipt's key in `receipts`"
+    }
     /// Room aliases on this server.
     ALIASES = "aliases" {
         key: "room alias (`#name:server`)",

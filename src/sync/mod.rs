@@ -127,7 +127,18 @@ fn build(services: &Services, params: &Params, upto: u64) -> Result<sync::Respon
             candidates.insert(short);
         }
     }
-    let mut builder = rooms::RoomSync { services, params, upto, response: &mut response, room_data };
+    // Rooms whose receipts or typing changed.
+    let mut receipts = None;
+    if let Some(since) = params.since.filter(|_| !params.full_state) {
+        receipts = services.rooms.receipt_changes(since, upto, STREAM_SCAN_LIMIT)?;
+        match &receipts {
+            Some(changes) => candidates.extend(changes.keys().copied()),
+            None => candidates.extend(services.rooms.memberships(&params.user)?.into_iter().map(|(r, _)| r)),
+        }
+        candidates.extend(services.rooms.typing.rooms_changed(since, upto));
+    }
+    let mut builder =
+        rooms::RoomSync { services, params, upto, response: &mut response, room_data, receipts };
     for room_short in candidates {
         builder.room(room_short)?;
     }

@@ -12,7 +12,13 @@ use serde_json::{Value, json};
 use super::Params;
 use crate::{
     Error, Result,
-    rooms::{pdu::Pdu, read::filter_allows, short_ids::split_state_key_name, state::StateMap},
+    rooms::{
+        pdu::Pdu,
+        read::filter_allows,
+        receipts::{Receipt, ReceiptKey, receipt_event},
+        short_ids::split_state_key_name,
+        state::StateMap,
+    },
     services::Services,
 };
 
@@ -37,6 +43,8 @@ pub(super) struct RoomSync<'a> {
     pub response: &'a mut sync::Response,
     /// Room account data changed in the window, by room.
     pub room_data: BTreeMap<OwnedRoomId, Vec<(String, Value)>>,
+    /// Receipts changed in the window, by room (`None`: ask each room).
+    pub receipts: Option<BTreeMap<u64, Vec<(ReceiptKey, Receipt)>>>,
 }
 
 /// A timeline slice, oldest first.
@@ -140,7 +148,13 @@ impl RoomSync<'_> {
         let timeline = self.timeline(room_short, &room_id, since, self.upto + 1)?;
         let (state, members_changed) = self.state(room_short, &room_id, since, full, &timeline, self.upto)?;
         let account_data = self.account_data(&room_id)?;
-        if !full && timeline.events.is_empty() && state.is_empty() && account_data.is_empty() {
+        let ephemeral = self.ephemeral(room_short, &room_id, since)?;
+        if !full
+            && timeline.events.is_empty()
+            && state.is_empty()
+            && account_data.is_empty()
+            && ephemeral.is_empty()
+        {
             return Ok(());
         }
         let mut joined = sync::JoinedRoom::new();
@@ -150,6 +164,7 @@ impl RoomSync<'_> {
         joined.timeline = self.sync_timeline(timeline)?;
         joined.state = self.state_section(state)?;
         joined.account_data.events = account_data;
+        joined.ephemeral.events = ephemeral;
         self.response.rooms.join.insert(room_id, joined);
         Ok(())
     }
@@ -278,6 +293,39 @@ impl RoomSync<'_> {
             batch.events.push(raw(without_room_id(event))?);
         }
         Ok(if self.params.use_state_after { sync::State::After(batch) } else { sync::State::Before(batch) })
+    }
+
+    /// Typing (the whole current set, if it changed) and receipts (those
+    /// that changed), as the room's ephemeral events.
+    fn ephemeral(
+        &mut self,
+        room_short: u64,
+        room_id: &OwnedRoomId,
+        since: Option<u64>,
+    ) -> Result<Vec<Raw<ruma::events::AnySyncEphemeralRoomEvent>>> {
+        let filter = &self.params.filter.room.ephemeral;
+        if !room_allowed(filter, room_id) {
+            return Ok(Vec::new());
+        }
+        let wanted = |kind: &str| allowed_by(filter.types.as_deref(), &filter.not_types, kind);
+        let rooms = &self.services.rooms;
+        let mut events = Vec::new();
+        if wanted("m.typing")
+            && let Some(users) = rooms.typing.changed(room_short, since, self.upto)
+        {
+            events.push(raw(json!({"type": "m.typing", "content": {"user_ids": users}}))?);
+        }
+        if wanted("m.receipt") {
+            let receipts = match (since, &mut self.receipts) {
+                (Some(_), Some(changes)) => changes.remove(&room_short).unwrap_or_default(),
+                _ => rooms.room_receipts(room_short, since)?,
+            };
+            let receipts: Vec<_> = receipts.into_iter().filter(|(_, r)| r.position <= self.upto).collect();
+            if let Some(event) = receipt_event(&self.params.user, &receipts) {
+                events.push(raw(event)?);
+            }
+        }
+        Ok(events)
     }
 
     fn account_data(

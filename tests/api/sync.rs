@@ -344,3 +344,144 @@ async fn summary_heroes_for_unnamed_rooms() {
     assert_eq!(summary["m.invited_member_count"], 1);
     assert_eq!(summary["m.heroes"], json!([bob.user_id, carol.user_id]), "joined or invited, us excluded");
 }
+
+fn ephemeral<'a>(response: &'a Value, room: &str, kind: &str) -> Option<&'a Value> {
+    response["rooms"]["join"][room]["ephemeral"]["events"].as_array()?.iter().find(|e| e["type"] == kind)
+}
+
+#[tokio::test]
+async fn receipts_and_read_markers_reach_sync() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    let (_, sent) = send(&s, &bob, &room, "b1", "read me").await;
+    let event = sent["event_id"].as_str().unwrap();
+    let bob_since = sync(&s, &bob, "").await["next_batch"].clone();
+    let alice_since = sync(&s, &alice, "").await["next_batch"].clone();
+
+    let receipt = |kind: &str, body: Value| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/receipt/{kind}/{event}");
+        let token = alice.token.clone();
+        let s = &s;
+        async move { s.post(&path, Some(&token), body).await }
+    };
+    assert_eq!(receipt("m.read", json!({})).await.0, StatusCode::OK);
+    assert_eq!(receipt("m.read.private", json!({"thread_id": "main"})).await.0, StatusCode::OK);
+
+    let bobs = sync_since(&s, &bob, &bob_since).await;
+    let content = &ephemeral(&bobs, &room, "m.receipt").expect("receipt in bob's sync")["content"];
+    assert!(content[event]["m.read"][&alice.user_id]["ts"].is_u64(), "{content}");
+    assert!(content[event].get("m.read.private").is_none(), "private receipts stay private: {content}");
+    let alices = sync_since(&s, &alice, &alice_since).await;
+    let content = &ephemeral(&alices, &room, "m.receipt").unwrap()["content"];
+    assert_eq!(content[event]["m.read.private"][&alice.user_id]["thread_id"], "main");
+
+    // Read markers: m.fully_read is room account data the client cannot set directly.
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/read_markers"),
+            Some(&alice.token),
+            json!({"m.fully_read": event}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let next = sync_since(&s, &alice, &alices["next_batch"]).await;
+    let data = next["rooms"]["join"][&room]["account_data"]["events"].as_array().unwrap();
+    assert_eq!(data[0], json!({"type": "m.fully_read", "content": {"event_id": event}}));
+    assert_error(
+        &s.put(
+            &format!("/_matrix/client/v3/user/{}/rooms/{room}/account_data/m.fully_read", alice.user_id),
+            Some(&alice.token),
+            json!({"event_id": event}),
+        )
+        .await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "M_BAD_JSON",
+    );
+    // Bad receipts change nothing.
+    assert_error(
+        &s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/$nope"),
+            Some(&alice.token),
+            json!({}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+    let eve = s.register("eve").await;
+    assert_error(
+        &s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event}"),
+            Some(&eve.token),
+            json!({}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+}
+
+#[tokio::test]
+async fn typing_starts_stops_and_expires() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    let since = sync(&s, &bob, "").await["next_batch"].clone();
+    let typing = |body: Value| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/typing/{}", alice.user_id);
+        let (s, token) = (&s, alice.token.clone());
+        async move { s.put(&path, Some(&token), body).await }
+    };
+
+    assert_eq!(typing(json!({"typing": true, "timeout": 30000})).await.0, StatusCode::OK);
+    let started = sync_since(&s, &bob, &since).await;
+    assert_eq!(
+        ephemeral(&started, &room, "m.typing").unwrap()["content"]["user_ids"],
+        json!([alice.user_id])
+    );
+    assert_eq!(typing(json!({"typing": false})).await.0, StatusCode::OK);
+    let stopped = sync_since(&s, &bob, &started["next_batch"]).await;
+    assert_eq!(ephemeral(&stopped, &room, "m.typing").unwrap()["content"]["user_ids"], json!([]));
+
+    // A short timeout expires on its own: bob's long poll sees the list empty.
+    typing(json!({"typing": true, "timeout": 200})).await;
+    let mut since = stopped["next_batch"].clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // (Every change after `since` is this typing notice or its expiry.)
+    loop {
+        assert!(Instant::now() < deadline, "typing never expired");
+        let poll = sync(&s, &bob, &format!("since={}&timeout=5000", since.as_str().unwrap())).await;
+        since = poll["next_batch"].clone();
+        if ephemeral(&poll, &room, "m.typing").is_some_and(|e| e["content"]["user_ids"] == json!([])) {
+            break;
+        }
+    }
+
+    // Only for oneself, only in one's rooms.
+    assert_error(
+        &s.put(
+            &format!("/_matrix/client/v3/rooms/{room}/typing/{}", bob.user_id),
+            Some(&alice.token),
+            json!({"typing": false}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "M_FORBIDDEN",
+    );
+    let eve = s.register("eve").await;
+    assert_error(
+        &s.put(
+            &format!("/_matrix/client/v3/rooms/{room}/typing/{}", eve.user_id),
+            Some(&eve.token),
+            json!({"typing": true, "timeout": 1000}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+}

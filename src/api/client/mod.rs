@@ -8,12 +8,14 @@ mod discovery;
 mod filter;
 mod membership;
 mod profile;
+mod receipts;
 mod redact;
 mod report;
 mod room;
 mod session;
 mod state;
 mod sync;
+mod typing;
 
 use std::sync::Arc;
 
@@ -37,5 +39,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = directory::routes(router);
     let router = report::routes(router);
     let router = sync::routes(router);
+    let router = receipts::routes(router);
+    let router = typing::routes(router);
     membership::routes(router)
 }

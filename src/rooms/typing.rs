@@ -1,0 +1,99 @@
+//! Typing notifications: kept in memory only (they expire in seconds), each
+//! change of a room's typing set stamped with a stream position so sync can
+//! tell who is typing now and whether that changed since a token.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use ruma::{OwnedUserId, UserId};
+use tokio::time::Instant;
+
+use crate::{
+    Result,
+    stream::{Stream, Topic},
+};
+
+/// The longest a user is shown typing without renewing it (as Synapse).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Default)]
+struct RoomTyping {
+    users: BTreeMap<OwnedUserId, Instant>,
+    /// The stream position of the last change of `users`.
+    changed_at: u64,
+}
+
+pub struct Typing {
+    stream: Arc<Stream>,
+    rooms: Mutex<HashMap<u64, RoomTyping>>,
+}
+
+impl Typing {
+    pub fn new(stream: Arc<Stream>) -> Arc<Self> {
+        Arc::new(Self { stream, rooms: Mutex::default() })
+    }
+
+    /// Marks `user` typing in a room for `timeout`, or not typing.
+    pub fn set(self: &Arc<Self>, room_short: u64, user: &UserId, timeout: Option<Duration>) -> Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t.min(MAX_TIMEOUT));
+        let position = self.stream.allocate()?;
+        let changed = {
+            let mut rooms = self.rooms.lock().expect("typing");
+            let room = rooms.entry(room_short).or_default();
+            let changed = match deadline {
+                Some(deadline) => room.users.insert(user.to_owned(), deadline).is_none(),
+                None => room.users.remove(user).is_some(),
+            };
+            if changed {
+                room.changed_at = position.get();
+            }
+            changed
+        };
+        if changed {
+            position.publish([Topic::Room(room_short)]);
+        }
+        if let Some(deadline) = deadline {
+            let typing = self.clone();
+            let user = user.to_owned();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(deadline).await;
+                typing.expire(room_short, &user, deadline);
+            });
+        }
+        Ok(())
+    }
+
+    /// Ends a typing notice that was not renewed.
+    fn expire(&self, room_short: u64, user: &UserId, deadline: Instant) {
+        let Ok(position) = self.stream.allocate() else { return };
+        let mut rooms = self.rooms.lock().expect("typing");
+        let Some(room) = rooms.get_mut(&room_short) else { return };
+        if room.users.get(user) == Some(&deadline) {
+            room.users.remove(user);
+            room.changed_at = position.get();
+            drop(rooms);
+            position.publish([Topic::Room(room_short)]);
+        }
+    }
+
+    /// Who is typing in a room, if that changed after `since` (always, when
+    /// there is no `since` and someone is typing), as of `upto`.
+    pub fn changed(&self, room_short: u64, since: Option<u64>, upto: u64) -> Option<Vec<OwnedUserId>> {
+        let rooms = self.rooms.lock().expect("typing");
+        let room = rooms.get(&room_short)?;
+        let changed = match since {
+            Some(since) => room.changed_at > since && room.changed_at <= upto,
+            None => !room.users.is_empty(),
+        };
+        changed.then(|| room.users.keys().cloned().collect())
+    }
+
+    /// Rooms whose typing set changed in `(since, upto]`.
+    pub fn rooms_changed(&self, since: u64, upto: u64) -> Vec<u64> {
+        let rooms = self.rooms.lock().expect("typing");
+        rooms.iter().filter(|(_, r)| r.changed_at > since && r.changed_at <= upto).map(|(k, _)| *k).collect()
+    }
+}
