@@ -27,6 +27,7 @@ pub struct Config {
     pub limits: Limits,
     pub rate_limits: RateLimits,
     pub well_known: WellKnown,
+    pub presence: PresenceConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -84,6 +85,12 @@ pub struct RateLimits {
 pub struct WellKnown {
     #[serde(default)]
     pub client: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceConfig {
+    pub enabled: bool,
 }
 
 impl RateLimits {

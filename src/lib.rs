@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod presence;
 pub mod ratelimit;
 pub mod rooms;
 pub mod server;

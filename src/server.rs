@@ -13,6 +13,8 @@ pub struct RunningServer {
     pub services: Arc<Services>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    /// Background work (the presence sweep), stopped before the database closes.
+    workers: Vec<JoinHandle<()>>,
 }
 
 /// Opens the database, binds every listener and starts serving.
@@ -40,7 +42,8 @@ pub async fn start(config: Config) -> Result<RunningServer> {
                 .await
         }));
     }
-    Ok(RunningServer { addrs, services, shutdown, tasks })
+    let workers = vec![tokio::spawn(services.presence.clone().sweep())];
+    Ok(RunningServer { addrs, services, shutdown, tasks, workers })
 }
 
 impl RunningServer {
@@ -50,6 +53,10 @@ impl RunningServer {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             task.await.map_err(Error::internal)?.map_err(Error::internal)?;
+        }
+        for worker in self.workers {
+            worker.abort();
+            let _ = worker.await;
         }
         self.services.db.flush()?;
         Ok(())

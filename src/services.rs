@@ -6,6 +6,7 @@ use crate::{
     Result,
     config::Config,
     keys::ServerKeys,
+    presence::Presence,
     ratelimit::Limiters,
     rooms::Rooms,
     storage::Db,
@@ -18,6 +19,7 @@ pub struct Services {
     pub db: Db,
     pub keys: Arc<ServerKeys>,
     pub stream: Arc<Stream>,
+    pub presence: Arc<Presence>,
     pub users: Users,
     pub rooms: Rooms,
     pub uiaa: Uiaa,
@@ -34,11 +36,13 @@ impl Services {
         let rooms = Rooms::open(db.clone(), config.server_name.clone(), keys.clone(), stream.clone())?;
         let users = Users::new(db.clone(), config.server_name.clone(), stream.clone());
         let limiters = Limiters::new(&config.rate_limits);
+        let presence = Arc::new(Presence::new(db.clone(), stream.clone(), config.presence.enabled));
         Ok(Arc::new(Self {
             config,
             db,
             keys,
             stream,
+            presence,
             users,
             rooms,
             uiaa: Uiaa::default(),

@@ -56,11 +56,14 @@ impl Typing {
             position.publish([Topic::Room(room_short)]);
         }
         if let Some(deadline) = deadline {
-            let typing = self.clone();
+            // Weak: a pending expiry must not keep the server's storage open.
+            let typing = Arc::downgrade(self);
             let user = user.to_owned();
             tokio::spawn(async move {
                 tokio::time::sleep_until(deadline).await;
-                typing.expire(room_short, &user, deadline);
+                if let Some(typing) = typing.upgrade() {
+                    typing.expire(room_short, &user, deadline);
+                }
             });
         }
         Ok(())

@@ -155,6 +155,16 @@ maps! {
         key: "stream position (u64 big-endian)",
         value: "the receipt's key in `receipts`"
     }
+    /// Each user's presence.
+    PRESENCE = "presence" {
+        key: "user ID",
+        value: "JSON PresenceRecord {presence, status_msg, last_active_ts, position}"
+    }
+    /// Presence changes in stream order, for incremental sync.
+    PRESENCE_CHANGES = "presence_changes" {
+        key: "stream position (u64 big-endian)",
+        value: "user ID"
+    }
     /// Room aliases on this server.
     ALIASES = "aliases" {
         key: "room alias (`#name:server`)",

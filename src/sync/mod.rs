@@ -19,6 +19,7 @@ use ruma::{
 
 use crate::{
     Error, Result,
+    presence::share_a_room,
     services::Services,
     storage::{decode_u64, maps},
     stream::Topic,
@@ -80,12 +81,40 @@ pub async fn sync(services: &Services, params: &Params) -> Result<sync::Response
     }
 }
 
+/// Presence that changed (all of it, initially) of users who share a room
+/// with the syncing user, and the user's own.
+fn presence(
+    services: &Services,
+    params: &Params,
+    upto: u64,
+) -> Result<Vec<ruma::serde::Raw<ruma::events::presence::PresenceEvent>>> {
+    let filter = &params.filter.presence;
+    let mut events = Vec::new();
+    for user in services.presence.changed(params.since, upto)? {
+        if !rooms::allowed_by(filter.types.as_deref(), &filter.not_types, "m.presence")
+            || filter.senders.as_ref().is_some_and(|s| !s.contains(&user))
+            || filter.not_senders.contains(&user)
+        {
+            continue;
+        }
+        if user != params.user && !share_a_room(&services.rooms, &params.user, &user)? {
+            continue;
+        }
+        let Some(record) = services.presence.record(&user)? else { continue };
+        let profile = services.users.profile(&user)?.map(serde_json::Value::Object);
+        events.push(rooms::raw(services.presence.event(&user, &record, profile.as_ref()))?);
+    }
+    Ok(events)
+}
+
 /// Whether a change may concern the syncing user.
 fn interested(services: &Services, params: &Params, topic: &Topic) -> bool {
     match topic {
         Topic::Room(room) => services.rooms.membership(&params.user, *room).ok().flatten().is_some(),
         Topic::User(user) => *user == params.user,
-        Topic::Presence(user) => *user != params.user,
+        Topic::Presence(user) => {
+            *user == params.user || share_a_room(&services.rooms, &params.user, user).unwrap_or(false)
+        }
     }
 }
 
@@ -121,6 +150,9 @@ fn build(services: &Services, params: &Params, upto: u64) -> Result<sync::Respon
         }
     }
 
+    if services.presence.enabled {
+        response.presence.events = presence(services, params, upto)?;
+    }
     let mut candidates = changed_rooms(services, params, upto)?;
     for room in room_data.keys() {
         if let Some(short) = services.rooms.room_short(room)? {

@@ -485,3 +485,53 @@ async fn typing_starts_stops_and_expires() {
         "M_FORBIDDEN",
     );
 }
+
+#[tokio::test]
+async fn presence_reaches_users_who_share_a_room() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let eve = s.register("eve").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    let since = sync(&s, &bob, "set_presence=offline").await["next_batch"].clone();
+
+    let path = format!("/_matrix/client/v3/presence/{}/status", alice.user_id);
+    let (status, _) =
+        s.put(&path, Some(&alice.token), json!({"presence": "online", "status_msg": "brewing"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, seen) = s.get(&path, Some(&bob.token)).await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    assert_eq!(seen["presence"], "online");
+    assert_eq!(seen["status_msg"], "brewing");
+    assert_eq!(seen["currently_active"], true);
+    assert!(seen["last_active_ago"].as_u64().unwrap() < 60_000);
+    assert_error(&s.get(&path, Some(&eve.token)).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_error(
+        &s.put(&path, Some(&bob.token), json!({"presence": "offline"})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+
+    let update = sync(&s, &bob, &format!("since={}&set_presence=offline", since.as_str().unwrap())).await;
+    let events = update["presence"]["events"].as_array().expect("presence in sync");
+    let alices = events.iter().find(|e| e["sender"] == alice.user_id.as_str()).expect("alice's presence");
+    assert_eq!(alices["content"]["presence"], "online");
+    assert_eq!(alices["content"]["status_msg"], "brewing");
+    assert_eq!(alices["content"]["displayname"], "alice");
+    // Eve shares no room with alice: nothing about alice reaches her.
+    let eves = sync(&s, &eve, "set_presence=offline").await;
+    let eve_events = eves["presence"]["events"].as_array().cloned().unwrap_or_default();
+    assert!(eve_events.iter().all(|e| e["sender"] != alice.user_id.as_str()), "{eves}");
+}
+
+#[tokio::test]
+async fn presence_can_be_turned_off() {
+    let s = TestServer::start_with(|c| c.presence.enabled = false).await;
+    let alice = s.register("alice").await;
+    let path = format!("/_matrix/client/v3/presence/{}/status", alice.user_id);
+    assert_eq!(s.put(&path, Some(&alice.token), json!({"presence": "online"})).await.0, StatusCode::OK);
+    assert_eq!(s.get(&path, Some(&alice.token)).await.1["presence"], "offline");
+    let synced = sync(&s, &alice, "").await;
+    assert!(synced["presence"]["events"].as_array().is_none_or(|e| e.is_empty()), "{synced}");
+}

@@ -7,6 +7,7 @@ mod directory;
 mod discovery;
 mod filter;
 mod membership;
+mod presence;
 mod profile;
 mod receipts;
 mod redact;
@@ -41,5 +42,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = sync::routes(router);
     let router = receipts::routes(router);
     let router = typing::routes(router);
+    let router = presence::routes(router);
     membership::routes(router)
 }

@@ -44,5 +44,11 @@ async fn get(req: Ruma<sync_events::v3::Request>) -> Result<sync_events::v3::Res
         timeout: body.timeout.unwrap_or_default(),
         use_state_after: body.use_state_after,
     };
+    let set_presence = match &body.set_presence {
+        ruma::presence::PresenceState::Offline => "offline",
+        ruma::presence::PresenceState::Unavailable => "unavailable",
+        _ => "online",
+    };
+    req.services.presence.synced(req.user(), set_presence)?;
     sync::sync(&req.services, &params).await
 }
