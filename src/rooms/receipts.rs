@@ -15,6 +15,9 @@ use crate::{
     util,
 };
 
+/// Receipts by room short ID.
+pub type ReceiptsByRoom = BTreeMap<u64, Vec<(ReceiptKey, Receipt)>>;
+
 /// What `receipts` stores per receipt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Receipt {
@@ -88,12 +91,7 @@ impl Rooms {
 
     /// Receipts that changed in `(since, upto]`, by room; `None` if more
     /// than `limit` changed (the caller then asks room by room).
-    pub fn receipt_changes(
-        &self,
-        since: u64,
-        upto: u64,
-        limit: usize,
-    ) -> Result<Option<BTreeMap<u64, Vec<(ReceiptKey, Receipt)>>>> {
+    pub fn receipt_changes(&self, since: u64, upto: u64, limit: usize) -> Result<Option<ReceiptsByRoom>> {
         let start = (since + 1).to_be_bytes();
         let rows = self.db.scan_range(&maps::RECEIPT_CHANGES, b"", Some(&start), false, limit + 1)?;
         if rows.len() > limit {

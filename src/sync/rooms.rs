@@ -15,7 +15,7 @@ use crate::{
     rooms::{
         pdu::Pdu,
         read::filter_allows,
-        receipts::{Receipt, ReceiptKey, receipt_event},
+        receipts::{ReceiptsByRoom, receipt_event},
         short_ids::split_state_key_name,
         state::StateMap,
     },
@@ -44,7 +44,7 @@ pub(super) struct RoomSync<'a> {
     /// Room account data changed in the window, by room.
     pub room_data: BTreeMap<OwnedRoomId, Vec<(String, Value)>>,
     /// Receipts changed in the window, by room (`None`: ask each room).
-    pub receipts: Option<BTreeMap<u64, Vec<(ReceiptKey, Receipt)>>>,
+    pub receipts: Option<ReceiptsByRoom>,
 }
 
 /// A timeline slice, oldest first.
