@@ -20,7 +20,7 @@ pub struct Services {
     pub keys: Arc<ServerKeys>,
     pub stream: Arc<Stream>,
     pub presence: Arc<Presence>,
-    pub users: Users,
+    pub users: Arc<Users>,
     pub rooms: Rooms,
     pub uiaa: Uiaa,
     pub limiters: Limiters,
@@ -33,8 +33,9 @@ impl Services {
         let db = Db::open(&config.database.path, config.database.cache_mb)?;
         let keys = Arc::new(ServerKeys::load_or_generate(&db)?);
         let stream = Arc::new(Stream::open(db.clone(), Rooms::last_position(&db)?)?);
-        let rooms = Rooms::open(db.clone(), config.server_name.clone(), keys.clone(), stream.clone())?;
-        let users = Users::new(db.clone(), config.server_name.clone(), stream.clone());
+        let users = Arc::new(Users::new(db.clone(), config.server_name.clone(), stream.clone()));
+        let rooms =
+            Rooms::open(db.clone(), config.server_name.clone(), keys.clone(), stream.clone(), users.clone())?;
         let limiters = Limiters::new(&config.rate_limits);
         let presence = Arc::new(Presence::new(db.clone(), stream.clone(), config.presence.enabled));
         Ok(Arc::new(Self {

@@ -13,3 +13,8 @@ pub fn random_string(len: usize) -> String {
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
+
+/// A JSON value as ruma's `Raw<T>`, for events built as JSON.
+pub fn raw<T>(value: serde_json::Value) -> crate::Result<ruma::serde::Raw<T>> {
+    Ok(ruma::serde::Raw::from_json(serde_json::value::to_raw_value(&value).map_err(crate::Error::internal)?))
+}

@@ -9,6 +9,7 @@ pub mod builder;
 pub mod create;
 pub mod directory;
 pub mod moderation;
+pub mod notifications;
 pub mod pdu;
 pub mod pipeline;
 pub mod read;
@@ -41,6 +42,7 @@ use crate::{
     keys::ServerKeys,
     storage::{Db, decode_u64, key, maps},
     stream::Stream,
+    users::Users,
 };
 
 /// The version new rooms get, and every version Hearth creates and processes.
@@ -125,6 +127,8 @@ pub struct Rooms {
     /// Event IDs being appended right now (see [`Rooms::claim_event_id`]).
     appending: Mutex<std::collections::HashSet<OwnedEventId>>,
     pub typing: Arc<typing::Typing>,
+    /// Push rules of the room's local members.
+    users: Arc<Users>,
     /// Serialises receipt replacement (read the old, write the new).
     receipt_lock: Mutex<()>,
     /// Serialises report numbering.
@@ -137,6 +141,7 @@ impl Rooms {
         server_name: OwnedServerName,
         keys: Arc<ServerKeys>,
         stream: Arc<Stream>,
+        users: Arc<Users>,
     ) -> Result<Self> {
         Ok(Self {
             short: ShortIds::open(db.clone())?,
@@ -145,6 +150,7 @@ impl Rooms {
             server_name,
             keys,
             typing: typing::Typing::new(stream.clone()),
+            users,
             stream,
             locks: Mutex::new(HashMap::new()),
             appending: Mutex::default(),

@@ -228,6 +228,20 @@ impl Rooms {
             stream.to_be_bytes(),
             [event_short.to_be_bytes(), room_short.to_be_bytes()].concat(),
         );
+        self.evaluate_push(
+            &mut batch,
+            &pdu,
+            &object,
+            room_short,
+            &record.room_id,
+            &rules,
+            event_short,
+            stream,
+        )?;
+        // A local user has read what they send.
+        if pdu.sender.server_name() == self.server_name {
+            self.advance_read(&mut batch, &pdu.sender, room_short, "", stream)?;
+        }
 
         // Keep the materialised current state and membership index in step.
         let changes: Vec<(u64, Option<u64>)> = if old_current == before.0 && current.0 == after.0 {
@@ -518,7 +532,9 @@ mod tests {
         let db = Db::open(dir.path(), 8).unwrap();
         let keys = Arc::new(ServerKeys::load_or_generate(&db).unwrap());
         let stream = Arc::new(crate::stream::Stream::open(db.clone(), 0).unwrap());
-        let rooms = Rooms::open(db, "localhost".try_into().unwrap(), keys, stream).unwrap();
+        let users =
+            Arc::new(crate::users::Users::new(db.clone(), "localhost".try_into().unwrap(), stream.clone()));
+        let rooms = Rooms::open(db, "localhost".try_into().unwrap(), keys, stream, users).unwrap();
         let request = CreateRoom::new(version, preset);
         let room_id = rooms.create_room(user_id!("@alice:localhost"), request).await.unwrap();
         Fixture { _dir: dir, rooms, room_id }

@@ -77,6 +77,7 @@ impl Rooms {
         }
         let receipt =
             Receipt { event_id, ts: util::now_ms(), event_position: meta.stream, position: position.get() };
+        self.advance_read(&mut batch, &key.user, room_short, &key.thread, meta.stream)?;
         batch.put_json(&maps::RECEIPTS, row.clone(), &receipt);
         batch.put(&maps::RECEIPT_CHANGES, position.get().to_be_bytes(), row);
         self.db.write(batch)?;

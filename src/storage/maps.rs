@@ -165,6 +165,21 @@ maps! {
         key: "stream position (u64 big-endian)",
         value: "user ID"
     }
+    /// Events that notified a user (push rules said `notify`), per room.
+    NOTIFICATIONS = "notifications" {
+        key: "user ID ‖ SEP ‖ room short ID ‖ stream position",
+        value: "JSON Notification {event, actions, highlight, thread, ts}"
+    }
+    /// A user's notifications across rooms in stream order, for `/notifications`.
+    NOTIFICATION_LOG = "notification_log" {
+        key: "user ID ‖ SEP ‖ stream position",
+        value: "room short ID"
+    }
+    /// How far a user has read a room (and thread), by stream position.
+    READ_POSITIONS = "read_positions" {
+        key: "user ID ‖ SEP ‖ room short ID ‖ SEP ‖ thread (empty: unthreaded; `main`; a root event ID)",
+        value: "stream position of the last event read (u64 big-endian)"
+    }
     /// Room aliases on this server.
     ALIASES = "aliases" {
         key: "room alias (`#name:server`)",

@@ -23,6 +23,7 @@ use crate::{
     services::Services,
     storage::{decode_u64, maps},
     stream::Topic,
+    util::raw,
 };
 
 /// Past this many stream entries since the last sync, the changed rooms are
@@ -102,7 +103,7 @@ fn presence(
         }
         let Some(record) = services.presence.record(&user)? else { continue };
         let profile = services.users.profile(&user)?.map(serde_json::Value::Object);
-        events.push(rooms::raw(services.presence.event(&user, &record, profile.as_ref()))?);
+        events.push(raw(services.presence.event(&user, &record, profile.as_ref()))?);
     }
     Ok(events)
 }
@@ -143,7 +144,7 @@ fn build(services: &Services, params: &Params, upto: u64) -> Result<sync::Respon
                     &params.filter.account_data.not_types,
                     &kind,
                 ) {
-                    response.account_data.events.push(rooms::raw(event)?);
+                    response.account_data.events.push(raw(event)?);
                 }
             }
             Some(room) => room_data.entry(room).or_insert_with(Vec::new).push((kind, event)),

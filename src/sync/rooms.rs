@@ -13,6 +13,7 @@ use super::Params;
 use crate::{
     Error, Result,
     rooms::{
+        notifications::Counts,
         pdu::Pdu,
         read::filter_allows,
         receipts::{ReceiptsByRoom, receipt_event},
@@ -20,6 +21,7 @@ use crate::{
         state::StateMap,
     },
     services::Services,
+    util::raw,
 };
 
 /// Default and largest timeline sizes, as Synapse has them.
@@ -53,10 +55,6 @@ struct Timeline {
     limited: bool,
     /// The gap before the first event.
     start: u64,
-}
-
-pub fn raw<T>(value: Value) -> Result<Raw<T>> {
-    Ok(Raw::from_json(serde_json::value::to_raw_value(&value).map_err(Error::internal)?))
 }
 
 /// An event type against a filter's `types` / `not_types` (with `*`).
@@ -165,6 +163,11 @@ impl RoomSync<'_> {
         joined.state = self.state_section(state)?;
         joined.account_data.events = account_data;
         joined.ephemeral.events = ephemeral;
+        let by_thread = self.params.filter.room.timeline.unread_thread_notifications;
+        let (counts, threads) =
+            self.services.rooms.unread_counts(&self.params.user, room_short, by_thread)?;
+        joined.unread_notifications = unread(counts);
+        joined.unread_thread_notifications = threads.into_iter().map(|(root, c)| (root, unread(c))).collect();
         self.response.rooms.join.insert(room_id, joined);
         Ok(())
     }
@@ -422,4 +425,11 @@ fn contains_url_allows(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
             has_url == matches!(url_filter, ruma::api::client::filter::UrlFilter::EventsWithUrl)
         }
     }
+}
+
+fn unread(counts: Counts) -> ruma::api::client::sync::sync_events::UnreadNotificationsCount {
+    let mut out = ruma::api::client::sync::sync_events::UnreadNotificationsCount::new();
+    out.notification_count = Some(UInt::try_from(counts.notifications).unwrap_or_default());
+    out.highlight_count = Some(UInt::try_from(counts.highlights).unwrap_or_default());
+    out
 }

@@ -5,6 +5,7 @@
 pub mod account_data;
 pub mod devices;
 pub mod profile;
+pub mod push_rules;
 pub mod shared_secret;
 pub mod uiaa;
 
@@ -41,11 +42,18 @@ pub struct Users {
     stream: Arc<Stream>,
     /// Serialises check-then-write allocations: new user IDs, filter IDs.
     alloc_lock: std::sync::Mutex<()>,
+    push_rule_cache: std::sync::Mutex<std::collections::HashMap<OwnedUserId, Arc<push_rules::Rules>>>,
 }
 
 impl Users {
     pub fn new(db: Db, server_name: OwnedServerName, stream: Arc<Stream>) -> Self {
-        Self { db, server_name, stream, alloc_lock: std::sync::Mutex::default() }
+        Self {
+            db,
+            server_name,
+            stream,
+            alloc_lock: std::sync::Mutex::default(),
+            push_rule_cache: Default::default(),
+        }
     }
 
     pub fn server_name(&self) -> &OwnedServerName {

@@ -12,6 +12,7 @@ mod login;
 mod persistence;
 mod process;
 mod profile_and_data;
+mod push;
 mod register;
 mod rooms;
 mod sync;

@@ -16,7 +16,8 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::room::{parse_token, raw, readable_state};
+use super::room::{parse_token, readable_state};
+use crate::util::raw;
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},

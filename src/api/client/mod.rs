@@ -9,6 +9,7 @@ mod filter;
 mod membership;
 mod presence;
 mod profile;
+mod push;
 mod receipts;
 mod redact;
 mod report;
@@ -43,5 +44,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = receipts::routes(router);
     let router = typing::routes(router);
     let router = presence::routes(router);
+    let router = push::routes(router);
     membership::routes(router)
 }

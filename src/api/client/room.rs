@@ -28,6 +28,7 @@ use crate::{
         read,
     },
     services::Services,
+    util::raw,
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -242,10 +243,6 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
     response.chunk = page.events.into_iter().map(raw).collect::<Result<_>>()?;
     response.state = state;
     Ok(response)
-}
-
-pub fn raw<T>(value: Value) -> Result<Raw<T>> {
-    Ok(Raw::from_json(serde_json::value::to_raw_value(&value).map_err(Error::internal)?))
 }
 
 /// The member events of the senders of `events` (lazy loading).

@@ -10,7 +10,8 @@ use ruma::api::client::{
 };
 use serde_json::Value;
 
-use super::room::{raw, readable_state};
+use super::room::readable_state;
+use crate::util::raw;
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},

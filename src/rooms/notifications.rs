@@ -1,0 +1,336 @@
+//! Push rules at work: every accepted event is evaluated for each local
+//! member of its room (but its sender); the events whose actions notify are
+//! stored, written in the event's own batch, so unread counts and the event
+//! reach a sync together. Counts are the stored notifications after the
+//! user's read position (their receipts, or their own latest event).
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    pin::pin,
+    task::{Context, Poll, Waker},
+};
+
+use ruma::{
+    Int, OwnedEventId, OwnedRoomId, OwnedUserId, UInt, UserId,
+    power_levels::NotificationPowerLevels,
+    push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx},
+    room_version_rules::{RoomPowerLevelsRules, RoomVersionRules},
+    serde::Raw,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Rooms, pdu::Pdu};
+use crate::{
+    Error, Result,
+    storage::{Batch, decode_u64, key, maps, prefix},
+    util,
+};
+
+/// What `notifications` stores per notified event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Notification {
+    pub event: u64,
+    pub actions: Vec<Action>,
+    pub highlight: bool,
+    /// The thread root, for events in a thread.
+    pub thread: Option<OwnedEventId>,
+    pub ts: u64,
+}
+
+/// One entry of `/notifications`.
+pub struct Listed {
+    pub room_short: u64,
+    pub notification: Notification,
+    /// Whether the user's read position covers it.
+    pub read: bool,
+}
+
+/// Unread counts: the main timeline (or everything, unthreaded) and each thread.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub notifications: u64,
+    pub highlights: u64,
+}
+
+/// The thread an event belongs to: the root it names with `m.thread`.
+pub fn thread_of(content: &Value) -> Option<OwnedEventId> {
+    let relation = content.get("m.relates_to")?;
+    (relation["rel_type"] == "m.thread").then(|| relation["event_id"].as_str()?.try_into().ok()).flatten()
+}
+
+/// Runs a future that never waits (ruma's rule evaluation is async only
+/// for an optional thread-subscription hook we do not use).
+fn ready<F: Future>(future: F) -> Option<F::Output> {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
+}
+
+fn notification_key(user: &UserId, room_short: u64, position: u64) -> Vec<u8> {
+    key(&[user.as_bytes(), &[room_short.to_be_bytes(), position.to_be_bytes()].concat()])
+}
+
+fn read_key(user: &UserId, room_short: u64, thread: &str) -> Vec<u8> {
+    key(&[user.as_bytes(), &room_short.to_be_bytes(), thread.as_bytes()])
+}
+
+impl Rooms {
+    /// Evaluates push rules for an event being appended, for every local
+    /// member but the sender; writes the notifications into `batch`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn evaluate_push(
+        &self,
+        batch: &mut Batch,
+        pdu: &Pdu,
+        object: &ruma::CanonicalJsonObject,
+        room_short: u64,
+        room_id: &OwnedRoomId,
+        rules: &RoomVersionRules,
+        event_short: u64,
+        position: u64,
+    ) -> Result<()> {
+        let members = self.members(room_short)?;
+        let joined = members.iter().filter(|(_, m)| m == "join").count();
+        let mut targets: Vec<OwnedUserId> = members
+            .into_iter()
+            .filter(|(u, m)| m == "join" && u.server_name() == self.server_name && *u != pdu.sender)
+            .map(|(u, _)| u)
+            .collect();
+        // An invite notifies its (local) target, not yet a member.
+        let content = pdu.content_value();
+        if pdu.kind.to_string() == "m.room.member"
+            && content["membership"] == "invite"
+            && let Some(target) = pdu.state_key.as_deref().and_then(|s| OwnedUserId::try_from(s).ok())
+            && target.server_name() == self.server_name
+            && !targets.contains(&target)
+        {
+            targets.push(target);
+        }
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let raw: Raw<Value> =
+            Raw::from_json(serde_json::value::to_raw_value(object).map_err(Error::internal)?);
+        let power_levels = self.push_power_levels(room_short, rules)?;
+        let thread = thread_of(&content);
+        let is_member_event = pdu.kind.to_string() == "m.room.member";
+        let member_count = UInt::try_from(joined).unwrap_or_default();
+        for user in targets {
+            let user_rules = self.users.push_rules(&user)?;
+            // Under the default rules a membership event notifies only its
+            // target (an invite); skip the rest of a big room's members.
+            if user_rules.is_default && is_member_event && pdu.state_key.as_deref() != Some(user.as_str()) {
+                continue;
+            }
+            let display_name = if user_rules.uses_display_name {
+                self.current_state_event(room_short, "m.room.member", user.as_str())?
+                    .and_then(|m| m.content_value()["displayname"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| user.localpart().to_owned())
+            } else {
+                String::new()
+            };
+            let mut ctx =
+                PushConditionRoomCtx::new(room_id.clone(), member_count, user.clone(), display_name);
+            ctx.power_levels = power_levels.clone();
+            let Some(actions) = ready(user_rules.ruleset.get_actions(&raw, &ctx)) else { continue };
+            if !actions.iter().any(Action::should_notify) {
+                continue;
+            }
+            let notification = Notification {
+                event: event_short,
+                actions: actions.to_vec(),
+                highlight: actions.iter().any(Action::is_highlight),
+                thread: thread.clone(),
+                ts: util::now_ms(),
+            };
+            batch.put_json(
+                &maps::NOTIFICATIONS,
+                notification_key(&user, room_short, position),
+                &notification,
+            );
+            batch.put(
+                &maps::NOTIFICATION_LOG,
+                key(&[user.as_bytes(), &position.to_be_bytes()]),
+                room_short.to_be_bytes(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The power levels as the `sender_notification_permission` condition
+    /// reads them.
+    fn push_power_levels(
+        &self,
+        room_short: u64,
+        rules: &RoomVersionRules,
+    ) -> Result<Option<PushConditionPowerLevelsCtx>> {
+        let Some(levels) = self.current_state_event(room_short, "m.room.power_levels", "")? else {
+            return Ok(None);
+        };
+        let content = levels.content_value();
+        let int = |v: &Value| {
+            v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).and_then(|i| Int::try_from(i).ok())
+        };
+        let users: BTreeMap<OwnedUserId, Int> = content["users"]
+            .as_object()
+            .map(|users| {
+                users
+                    .iter()
+                    .filter_map(|(u, l)| Some((OwnedUserId::try_from(u.as_str()).ok()?, int(l)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut notifications = NotificationPowerLevels::new();
+        if let Some(room) = int(&content["notifications"]["room"]) {
+            notifications.room = room;
+        }
+        let creators = match self.current_state_event(room_short, "m.room.create", "")? {
+            Some(create) => {
+                let extra =
+                    create.content_value()["additional_creators"].as_array().cloned().unwrap_or_default();
+                let mut creators = vec![create.sender];
+                creators.extend(extra.iter().filter_map(|u| OwnedUserId::try_from(u.as_str()?).ok()));
+                creators
+            }
+            None => Vec::new(),
+        };
+        Ok(Some(PushConditionPowerLevelsCtx::new(
+            users,
+            int(&content["users_default"]).unwrap_or_default(),
+            notifications,
+            RoomPowerLevelsRules::new(&rules.authorization, creators),
+        )))
+    }
+
+    /// Moves a user's read position in a room (and thread: empty for
+    /// unthreaded) forwards to `position`; never backwards.
+    pub(super) fn advance_read(
+        &self,
+        batch: &mut Batch,
+        user: &UserId,
+        room_short: u64,
+        thread: &str,
+        position: u64,
+    ) -> Result<()> {
+        let row = read_key(user, room_short, thread);
+        let current = self.db.get(&maps::READ_POSITIONS, &row)?.map(|v| decode_u64(&v)).transpose()?;
+        if current.is_none_or(|c| c < position) {
+            batch.put(&maps::READ_POSITIONS, row, position.to_be_bytes());
+        }
+        Ok(())
+    }
+
+    fn read_position(&self, user: &UserId, room_short: u64, thread: &str) -> Result<u64> {
+        Ok(self
+            .db
+            .get(&maps::READ_POSITIONS, &read_key(user, room_short, thread))?
+            .map(|v| decode_u64(&v))
+            .transpose()?
+            .unwrap_or(0))
+    }
+
+    /// Unread counts in a room: with `by_thread`, the main timeline's and
+    /// each thread's; without, all together.
+    pub fn unread_counts(
+        &self,
+        user: &UserId,
+        room_short: u64,
+        by_thread: bool,
+    ) -> Result<(Counts, BTreeMap<OwnedEventId, Counts>)> {
+        let unthreaded = self.read_position(user, room_short, "")?;
+        let main = unthreaded.max(self.read_position(user, room_short, "main")?);
+        let start = notification_key(user, room_short, unthreaded + 1);
+        let room_prefix = key(&[user.as_bytes(), &room_short.to_be_bytes()]);
+        let mut total = Counts::default();
+        let mut threads: BTreeMap<OwnedEventId, Counts> = BTreeMap::new();
+        let mut thread_reads: BTreeMap<OwnedEventId, u64> = BTreeMap::new();
+        for (k, v) in
+            self.db.scan_range(&maps::NOTIFICATIONS, &room_prefix, Some(&start), false, usize::MAX)?
+        {
+            let position = decode_u64(&k[k.len() - 8..])?;
+            let notification: Notification = serde_json::from_slice(&v).map_err(Error::internal)?;
+            let counts = match (&notification.thread, by_thread) {
+                (Some(root), true) => {
+                    let read = match thread_reads.get(root) {
+                        Some(r) => *r,
+                        None => {
+                            let r = unthreaded.max(self.read_position(user, room_short, root.as_str())?);
+                            thread_reads.insert(root.clone(), r);
+                            r
+                        }
+                    };
+                    if position <= read {
+                        continue;
+                    }
+                    threads.entry(root.clone()).or_default()
+                }
+                (None, true) if position <= main => continue,
+                _ => &mut total,
+            };
+            counts.notifications += 1;
+            counts.highlights += u64::from(notification.highlight);
+        }
+        Ok((total, threads))
+    }
+
+    /// A user's notifications, newest first, before stream position `from`.
+    pub fn notifications(
+        &self,
+        user: &UserId,
+        from: Option<u64>,
+        limit: usize,
+        only_highlight: bool,
+    ) -> Result<(Vec<Listed>, Option<u64>)> {
+        let user_prefix = prefix(&[user.as_bytes()]);
+        let mut cursor = from.unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        loop {
+            let start = key(&[user.as_bytes(), &cursor.saturating_sub(1).to_be_bytes()]);
+            let slice = self.db.scan_range(&maps::NOTIFICATION_LOG, &user_prefix, Some(&start), true, 100)?;
+            if slice.is_empty() || cursor == 0 {
+                return Ok((out, None));
+            }
+            for (k, v) in &slice {
+                let position = decode_u64(&k[user_prefix.len()..])?;
+                cursor = position;
+                let room = decode_u64(v)?;
+                let Some(notification) = self.db.get_json::<Notification>(
+                    &maps::NOTIFICATIONS,
+                    &notification_key(user, room, position),
+                )?
+                else {
+                    continue;
+                };
+                if only_highlight && !notification.highlight {
+                    continue;
+                }
+                let read = match &notification.thread {
+                    Some(root) => {
+                        position
+                            <= self.read_position(user, room, "")?.max(self.read_position(
+                                user,
+                                room,
+                                root.as_str(),
+                            )?)
+                    }
+                    None => {
+                        position
+                            <= self
+                                .read_position(user, room, "")?
+                                .max(self.read_position(user, room, "main")?)
+                    }
+                };
+                out.push(Listed { room_short: room, notification, read });
+                if out.len() >= limit {
+                    return Ok((out, Some(cursor)));
+                }
+            }
+            if slice.len() < 100 {
+                return Ok((out, None));
+            }
+        }
+    }
+}
