@@ -311,6 +311,7 @@ impl Rooms {
             return Ok(event_id);
         }
         let (short, mut record) = self.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        self.check_new_relation(short, sender, &builder.event_type, &builder.content)?;
         let state = self.current_state(&record)?;
         let (event_id, object) = self.build(&record, &state, sender, &builder)?;
         self.append(short, &mut record, event_id.clone(), object, Origin::Local(txn))?;

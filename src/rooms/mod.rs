@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod read;
 pub mod receipts;
 pub mod redaction;
+pub mod relations;
 pub mod resolve;
 pub mod short_ids;
 pub mod state;

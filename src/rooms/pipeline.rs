@@ -238,6 +238,9 @@ impl Rooms {
             event_short,
             stream,
         )?;
+        let content = pdu.content_value();
+        let kind = pdu.kind.to_string();
+        self.index_relation(&mut batch, &kind, &pdu.sender, &content, event_short, room_short, stream)?;
         // A local user has read what they send.
         if pdu.sender.server_name() == self.server_name {
             self.advance_read(&mut batch, &pdu.sender, room_short, "", stream)?;

@@ -31,6 +31,8 @@ pub struct Page {
     pub events: Vec<Value>,
     /// The stream position of each event in `events`.
     pub positions: Vec<u64>,
+    /// The short ID of each event in `events`.
+    pub shorts: Vec<u64>,
     /// Where the next page in the same direction starts, if there may be one.
     pub next: Option<u64>,
     /// The gap the scan stopped at, whether or not more events follow.
@@ -196,6 +198,7 @@ impl Rooms {
         let prefix = room_short.to_be_bytes();
         let mut events = Vec::new();
         let mut positions = Vec::new();
+        let mut shorts = Vec::new();
         let mut cursor = from;
         let mut exhausted = false;
         // Scan in slices: invisible events do not count towards `limit`.
@@ -224,6 +227,7 @@ impl Rooms {
                 }
                 events.push(self.client_event(short, viewer_device, viewer)?);
                 positions.push(position);
+                shorts.push(short);
                 if events.len() >= limit {
                     break;
                 }
@@ -233,7 +237,7 @@ impl Rooms {
             }
         }
         let next = (!exhausted || events.len() >= limit).then_some(cursor);
-        Ok(Page { events, positions, next, cursor })
+        Ok(Page { events, positions, shorts, next, cursor })
     }
 }
 

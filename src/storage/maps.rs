@@ -180,6 +180,26 @@ maps! {
         key: "user ID ‖ SEP ‖ room short ID ‖ SEP ‖ thread (empty: unthreaded; `main`; a root event ID)",
         value: "stream position of the last event read (u64 big-endian)"
     }
+    /// Events that relate to others (`m.relates_to` with a `rel_type`).
+    RELATIONS = "relations" {
+        key: "parent event short ID ‖ child stream position",
+        value: "JSON Relation {child, rel_type, event_type, sender}"
+    }
+    /// Annotations by parent, sender, type and key, to refuse a repeated reaction.
+    ANNOTATIONS = "annotations" {
+        key: "parent event short ID ‖ SEP ‖ sender ‖ SEP ‖ event type ‖ SEP ‖ key",
+        value: "the annotation's event short ID"
+    }
+    /// Thread roots and their latest activity.
+    THREADS = "threads" {
+        key: "room short ID ‖ root event short ID",
+        value: "stream position of the thread's latest event"
+    }
+    /// Threads by latest activity, for `/threads`.
+    THREAD_ACTIVITY = "thread_activity" {
+        key: "room short ID ‖ stream position of the latest event",
+        value: "root event short ID"
+    }
     /// Room aliases on this server.
     ALIASES = "aliases" {
         key: "room alias (`#name:server`)",

@@ -127,6 +127,11 @@ impl Db {
         self.write(batch)
     }
 
+    /// Whether any key starts with `prefix`.
+    pub fn contains_prefix(&self, map: &MapDef, prefix: &[u8]) -> Result<bool> {
+        Ok(!self.engine.scan(map, prefix, None, false, 1)?.is_empty())
+    }
+
     /// All entries under `prefix`, in key order.
     pub fn scan_prefix(&self, map: &MapDef, prefix: &[u8]) -> Result<Vec<KeyValue>> {
         self.engine.scan(map, prefix, None, false, usize::MAX)

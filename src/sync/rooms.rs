@@ -211,12 +211,20 @@ impl RoomSync<'_> {
             limit + 1,
             |pdu| filter_allows(filter, pdu) && contains_url_allows(filter, pdu),
         )?;
-        let (mut events, mut positions) = (page.events, page.positions);
+        let (mut events, mut positions, mut shorts) = (page.events, page.positions, page.shorts);
         let limited = events.len() > limit;
         events.truncate(limit);
         positions.truncate(limit);
+        shorts.truncate(limit);
         events.reverse();
         positions.reverse();
+        shorts.reverse();
+        // Aggregations only where the client cannot have seen the children
+        // arrive: a gap, or a room new to it (as Synapse).
+        if limited || since.is_none() {
+            let rooms = &self.services.rooms;
+            rooms.bundle_all(&mut events, &shorts, &self.params.user, Some(&self.params.device))?;
+        }
         let start = positions.first().copied().unwrap_or(end);
         Ok(Timeline { events, limited, start })
     }

@@ -14,5 +14,6 @@ mod process;
 mod profile_and_data;
 mod push;
 mod register;
+mod relations;
 mod rooms;
 mod sync;

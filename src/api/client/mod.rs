@@ -12,6 +12,7 @@ mod profile;
 mod push;
 mod receipts;
 mod redact;
+mod relations;
 mod report;
 mod room;
 mod session;
@@ -45,5 +46,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = typing::routes(router);
     let router = presence::routes(router);
     let router = push::routes(router);
+    let router = relations::routes(router);
     membership::routes(router)
 }

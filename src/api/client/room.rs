@@ -135,7 +135,8 @@ async fn get_event(req: Ruma<get_room_event::v3::Request>) -> Result<get_room_ev
     if meta.room != room_short || !rooms.can_see(req.user(), &pdu, &meta)? {
         return Err(not_found());
     }
-    let event = rooms.client_event(short, req.sender_device.as_deref(), req.user())?;
+    let mut event = rooms.client_event(short, req.sender_device.as_deref(), req.user())?;
+    rooms.bundle(short, req.user(), req.sender_device.as_deref(), &mut event)?;
     Ok(get_room_event::v3::Response::new(Raw::from_json(
         serde_json::value::to_raw_value(&event).map_err(Error::internal)?,
     )))
@@ -217,7 +218,7 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
     }
     let limit = u64::from(body.limit).clamp(1, 1000) as usize;
     let filter = &body.filter;
-    let page = rooms.page(
+    let mut page = rooms.page(
         room_short,
         req.user(),
         req.sender_device.as_deref(),
@@ -227,6 +228,7 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
         limit,
         |pdu| read::filter_allows(filter, pdu),
     )?;
+    rooms.bundle_all(&mut page.events, &page.shorts, req.user(), req.sender_device.as_deref())?;
 
     // Lazy loading: the member events of the senders in the chunk.
     let state = if filter.lazy_load_options.is_disabled() {
@@ -286,14 +288,18 @@ async fn context(req: Ruma<get_context::v3::Request>) -> Result<get_context::v3:
     let after_limit = limit - before_limit;
     let filter = &body.filter;
     let device = req.sender_device.as_deref();
-    let before = rooms.page(room_short, req.user(), device, meta.stream, None, true, before_limit, |p| {
-        read::filter_allows(filter, p)
-    })?;
-    let after =
+    let mut before =
+        rooms.page(room_short, req.user(), device, meta.stream, None, true, before_limit, |p| {
+            read::filter_allows(filter, p)
+        })?;
+    let mut after =
         rooms.page(room_short, req.user(), device, meta.stream + 1, None, false, after_limit, |p| {
             read::filter_allows(filter, p)
         })?;
-    let event = rooms.client_event(short, device, req.user())?;
+    rooms.bundle_all(&mut before.events, &before.shorts, req.user(), device)?;
+    rooms.bundle_all(&mut after.events, &after.shorts, req.user(), device)?;
+    let mut event = rooms.client_event(short, device, req.user())?;
+    rooms.bundle(short, req.user(), device, &mut event)?;
 
     let state = if filter.lazy_load_options.is_disabled() {
         let state_id = meta.state_after.ok_or_else(not_found)?;
