@@ -17,6 +17,9 @@ pub const RECURSION_DEPTH: u64 = 3;
 /// The longest annotation key accepted from a local client (as Synapse).
 const MAX_ANNOTATION_KEY: usize = 500;
 
+/// (stream position, event short ID).
+pub type Positioned = (u64, u64);
+
 /// What `relations` stores per child.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Relation {
@@ -304,7 +307,7 @@ impl Rooms {
         participated: bool,
         from: Option<u64>,
         limit: usize,
-    ) -> Result<(Vec<(u64, u64)>, Option<u64>)> {
+    ) -> Result<(Vec<Positioned>, Option<u64>)> {
         let prefix = room_short.to_be_bytes();
         let start = [prefix, from.unwrap_or(u64::MAX).saturating_sub(1).to_be_bytes()].concat();
         let mut out = Vec::new();
