@@ -129,7 +129,7 @@ pub struct Rooms {
     appending: Mutex<std::collections::HashSet<OwnedEventId>>,
     pub typing: Arc<typing::Typing>,
     /// Push rules of the room's local members.
-    users: Arc<Users>,
+    pub(crate) users: Arc<Users>,
     /// Serialises receipt replacement (read the old, write the new).
     receipt_lock: Mutex<()>,
     /// Serialises report numbering.

@@ -196,6 +196,8 @@ impl Rooms {
         mut keep: impl FnMut(&Pdu) -> bool,
     ) -> Result<Page> {
         let prefix = room_short.to_be_bytes();
+        // Ignored users' events stay hidden; their state events do not.
+        let ignored = self.users.ignored_users(viewer)?;
         let mut events = Vec::new();
         let mut positions = Vec::new();
         let mut shorts = Vec::new();
@@ -222,7 +224,10 @@ impl Rooms {
                 let (Some(pdu), Some(meta)) = (self.pdu_by_short(short)?, self.event_meta(short)?) else {
                     continue;
                 };
-                if !keep(&pdu) || !self.can_see(viewer, &pdu, &meta)? {
+                if (pdu.state_key.is_none() && ignored.contains(&pdu.sender))
+                    || !keep(&pdu)
+                    || !self.can_see(viewer, &pdu, &meta)?
+                {
                     continue;
                 }
                 events.push(self.client_event(short, viewer_device, viewer)?);

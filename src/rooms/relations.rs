@@ -170,6 +170,7 @@ impl Rooms {
         event_type: Option<&str>,
         recurse: bool,
     ) -> Result<Vec<(u64, u64)>> {
+        let ignored = self.users.ignored_users(viewer)?;
         let mut found = Vec::new();
         let mut level = vec![parent];
         let depth = if recurse { RECURSION_DEPTH } else { 1 };
@@ -189,7 +190,10 @@ impl Rooms {
                         continue;
                     };
                     // A redacted child no longer relates.
-                    if meta.redacted_by.is_some() || !self.can_see(viewer, &pdu, &meta)? {
+                    if meta.redacted_by.is_some()
+                        || ignored.contains(&pdu.sender)
+                        || !self.can_see(viewer, &pdu, &meta)?
+                    {
                         continue;
                     }
                     found.push((decode_u64(&k[8..])?, relation.child));

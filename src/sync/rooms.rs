@@ -119,7 +119,7 @@ impl RoomSync<'_> {
                 let newly_joined = since.is_some() && changed && !was_joined;
                 self.joined(room_short, room_id, newly_joined)
             }
-            "invite" if changed => {
+            "invite" if changed && !self.services.users.ignored_users(user)?.contains(&member.sender) => {
                 let state = self.stripped_state(room_short, &member)?;
                 let mut invited = sync::InvitedRoom::new();
                 invited.invite_state.events = state;

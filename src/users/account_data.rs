@@ -117,6 +117,18 @@ impl Users {
         Ok(out)
     }
 
+    /// The users `user_id` ignores (`m.ignored_user_list`).
+    pub fn ignored_users(&self, user_id: &UserId) -> Result<std::collections::HashSet<ruma::OwnedUserId>> {
+        let Some(raw) = self.account_data(user_id, None, "m.ignored_user_list")? else {
+            return Ok(Default::default());
+        };
+        let value: serde_json::Value = serde_json::from_str(raw.get()).unwrap_or_default();
+        Ok(value["ignored_users"]
+            .as_object()
+            .map(|users| users.keys().filter_map(|u| ruma::OwnedUserId::try_from(u.as_str()).ok()).collect())
+            .unwrap_or_default())
+    }
+
     /// Stores a filter and returns its new ID.
     pub fn create_filter(&self, user_id: &UserId, filter: &serde_json::Value) -> Result<String> {
         let _guard = self.alloc_lock.lock().expect("allocation lock");

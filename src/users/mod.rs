@@ -112,6 +112,20 @@ impl Users {
         Ok(self.db.contains(&maps::USERS, user_id.as_bytes())?)
     }
 
+    /// Every active local account.
+    pub fn active_users(&self) -> Result<Vec<OwnedUserId>> {
+        let mut users = Vec::new();
+        for (key, value) in self.db.scan_prefix(&maps::USERS, b"")? {
+            let record: UserRecord = serde_json::from_slice(&value).map_err(Error::internal)?;
+            if !record.deactivated
+                && let Ok(id) = OwnedUserId::try_from(String::from_utf8_lossy(&key).into_owned())
+            {
+                users.push(id);
+            }
+        }
+        Ok(users)
+    }
+
     pub fn is_active(&self, user_id: &UserId) -> Result<bool> {
         Ok(self.get(user_id)?.is_some_and(|u| !u.deactivated))
     }

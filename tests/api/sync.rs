@@ -535,3 +535,134 @@ async fn presence_can_be_turned_off() {
     let synced = sync(&s, &alice, "").await;
     assert!(synced["presence"]["events"].as_array().is_none_or(|e| e.is_empty()), "{synced}");
 }
+
+#[tokio::test]
+async fn tags_are_room_account_data() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({})).await;
+    let since = sync(&s, &alice, "").await["next_batch"].clone();
+    let base = format!("/_matrix/client/v3/user/{}/rooms/{room}/tags", alice.user_id);
+    assert_eq!(
+        s.put(&format!("{base}/m.favourite"), Some(&alice.token), json!({"order": 0.5})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(s.put(&format!("{base}/u.work"), Some(&alice.token), json!({})).await.0, StatusCode::OK);
+    let (_, tags) = s.get(&base, Some(&alice.token)).await;
+    assert_eq!(tags["tags"]["m.favourite"]["order"], 0.5);
+    assert!(tags["tags"].get("u.work").is_some());
+    let synced = sync_since(&s, &alice, &since).await;
+    let data = synced["rooms"]["join"][&room]["account_data"]["events"].as_array().unwrap();
+    let tag_event = data.iter().find(|e| e["type"] == "m.tag").expect("m.tag in sync");
+    assert!(tag_event["content"]["tags"].get("m.favourite").is_some());
+    assert_eq!(
+        s.request(reqwest::Method::DELETE, &format!("{base}/u.work"), Some(&alice.token), None).await.0,
+        StatusCode::OK
+    );
+    let (_, tags) = s.get(&base, Some(&alice.token)).await;
+    assert!(tags["tags"].get("u.work").is_none());
+    assert_error(&s.get(&base, Some(&bob.token)).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_error(
+        &s.put(&format!("{base}/{}", "x".repeat(256)), Some(&alice.token), json!({})).await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
+}
+
+#[tokio::test]
+async fn ignored_users_disappear() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    for who in [&bob, &carol] {
+        s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&who.token), json!({})).await;
+    }
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", bob.user_id),
+            Some(&bob.token),
+            json!({"ignored_users": {carol.user_id.clone(): {}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let since = sync(&s, &bob, "").await["next_batch"].clone();
+    send(&s, &carol, &room, "c1", "from carol").await;
+    send(&s, &alice, &room, "a1", "from alice").await;
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{}", carol.user_id),
+            Some(&carol.token),
+            json!({"membership": "join", "displayname": "Carol"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let synced = sync_since(&s, &bob, &since).await;
+    let joined = &synced["rooms"]["join"][&room];
+    assert_eq!(timeline_bodies(joined), ["from alice"]);
+    let events = joined["timeline"]["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["type"] == "m.room.member" && e["content"]["displayname"] == "Carol"),
+        "their state events still arrive"
+    );
+    let (_, page) =
+        s.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"), Some(&bob.token)).await;
+    assert!(page["chunk"].as_array().unwrap().iter().all(|e| e["content"]["body"] != "from carol"));
+
+    // Invites from carol are not shown to bob.
+    let private = create_room(&s, &carol, json!({})).await;
+    let since = synced["next_batch"].clone();
+    s.post(
+        &format!("/_matrix/client/v3/rooms/{private}/invite"),
+        Some(&carol.token),
+        json!({"user_id": bob.user_id}),
+    )
+    .await;
+    let synced = sync_since(&s, &bob, &since).await;
+    assert!(synced["rooms"]["invite"].get(&private).is_none(), "{synced}");
+}
+
+#[tokio::test]
+async fn the_user_directory_finds_visible_users() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let dave = s.register("dave").await;
+    let _eve = s.register("eve").await;
+    let private = create_room(&s, &alice, json!({})).await;
+    s.post(
+        &format!("/_matrix/client/v3/rooms/{private}/invite"),
+        Some(&alice.token),
+        json!({"user_id": bob.user_id}),
+    )
+    .await;
+    s.post(&format!("/_matrix/client/v3/join/{private}"), Some(&bob.token), json!({})).await;
+    s.put(
+        &format!("/_matrix/client/v3/profile/{}/displayname", bob.user_id),
+        Some(&bob.token),
+        json!({"displayname": "Bobby Tables"}),
+    )
+    .await;
+    create_room(&s, &dave, json!({"preset": "public_chat"})).await;
+
+    let search = |term: &str| {
+        let (s, token, term) = (&s, alice.token.clone(), term.to_owned());
+        async move {
+            let (status, body) = s
+                .post("/_matrix/client/v3/user_directory/search", Some(&token), json!({"search_term": term}))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["user_id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(search("TABLES").await, [bob.user_id.clone()], "display names, any case");
+    assert_eq!(search("dave").await, [dave.user_id.clone()], "users in public rooms");
+    assert!(search("eve").await.is_empty(), "nobody shares a room with eve");
+}

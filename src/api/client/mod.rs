@@ -18,7 +18,9 @@ mod room;
 mod session;
 mod state;
 mod sync;
+mod tags;
 mod typing;
+mod user_directory;
 
 use std::sync::Arc;
 
@@ -47,5 +49,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = presence::routes(router);
     let router = push::routes(router);
     let router = relations::routes(router);
+    let router = tags::routes(router);
+    let router = user_directory::routes(router);
     membership::routes(router)
 }
