@@ -31,6 +31,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async { Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED) })
         .with_state(services)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(cors())
         .layer(axum::middleware::from_fn(log_request))
 }
@@ -89,6 +90,13 @@ pub fn json_error(e: serde_json::Error) -> Error {
 }
 
 /// The CORS headers the spec asks for, so browser clients (Element Web) work.
+/// A handler that panicked answers 500 `M_UNKNOWN` (the connection and the
+/// server live on).
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    tracing::error!("a request handler panicked");
+    axum::response::IntoResponse::into_response(crate::Error::internal("request handler panicked"))
+}
+
 fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(Any)

@@ -12,7 +12,7 @@ use axum::{
     routing::{MethodFilter, on},
 };
 use bytes::BytesMut;
-use http::{StatusCode, header};
+use http::{Method, StatusCode, header};
 use ruma::{
     OwnedDeviceId, OwnedUserId,
     api::{
@@ -154,8 +154,27 @@ impl<T: Endpoint> FromRequest<Arc<Services>> for Ruma<T> {
         while args.len() < T::PATH_BUILDER._path_parameters().len() {
             args.push("");
         }
-        let body = T::try_from_http_request(http::Request::from_parts(parts, &bytes[..]), &args)
-            .map_err(request_error)?;
+        // Clients send no body at all where every field is optional (nio's
+        // join, for one): read it as `{}`, as Synapse does; where `{}` is not
+        // enough, the missing body is still "not JSON".
+        let empty_json = bytes.is_empty() && matches!(parts.method, Method::POST | Method::PUT);
+        let body = if empty_json { &b"{}"[..] } else { &bytes[..] };
+        // Some of ruma's deserialisers index maps and panic on a missing
+        // key (`/login` with no `type`): that is bad JSON, not a crash.
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            T::try_from_http_request(http::Request::from_parts(parts, body), &args)
+        }))
+        .map_err(|_| match empty_json {
+            true => Error::new(StatusCode::BAD_REQUEST, ErrorKind::NotJson, "Content not JSON"),
+            false => Error::bad_json("Malformed request body"),
+        })?;
+        let body = parsed.map_err(|e| {
+            if empty_json {
+                Error::new(StatusCode::BAD_REQUEST, ErrorKind::NotJson, "Content not JSON")
+            } else {
+                request_error(e)
+            }
+        })?;
         Ok(Self { body, services: services.clone(), sender_user, sender_device, client_ip, method, path })
     }
 }

@@ -200,3 +200,37 @@ async fn failed_logins_are_limited_per_account() {
     // Even the right password is refused while the account is locked out.
     assert_error(&s.login("alice", PASSWORD).await, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
 }
+
+#[tokio::test]
+async fn an_empty_body_reads_as_an_empty_object() {
+    // matrix-nio joins with no body at all.
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, serde_json::json!({"preset": "public_chat"})).await;
+    let (status, body) = s
+        .request(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), None)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(body["room_id"], room.as_str());
+    // Where `{}` is not enough, a missing body is still not JSON.
+    assert_error(
+        &s.request(reqwest::Method::POST, "/_matrix/client/v3/login", None, None).await,
+        reqwest::StatusCode::BAD_REQUEST,
+        "M_NOT_JSON",
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_trips_the_parser_is_bad_json_not_a_crash() {
+    let s = TestServer::start().await;
+    for body in [serde_json::json!({}), serde_json::json!({"user": "alice"})] {
+        assert_error(
+            &s.post("/_matrix/client/v3/login", None, body).await,
+            reqwest::StatusCode::BAD_REQUEST,
+            "M_BAD_JSON",
+        );
+    }
+    // The server is still there.
+    assert_eq!(s.get("/_matrix/client/versions", None).await.0, reqwest::StatusCode::OK);
+}

@@ -1,8 +1,10 @@
 """A real Matrix client library (matrix-nio) against a real `hearth` process.
 
 Usage: nio_smoke.py PATH/TO/hearth
-Starts hearth on an ephemeral port with a temporary database, then registers,
-logs in, lists devices, sets a display name and logs out through nio.
+Starts hearth on an ephemeral port with a temporary database, then through
+nio: registers, logs in, lists devices, sets a display name and logs out;
+then two clients chat: a room, messages arriving by sync, typing, receipts,
+unread counts, a reaction, an edit and a thread reply, as a bot would see them.
 The last line is the summary: "nio: N passed, N failed".
 """
 
@@ -90,12 +92,104 @@ async def scenario(base):
     await client.close()
 
 
+async def wait_for(client, predicate, what, timeout=20):
+    """Syncs until `predicate()` holds (long polls; no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resp = await client.sync(timeout=2000)
+        if not isinstance(resp, nio.SyncResponse):
+            check(f"sync while waiting for {what}", False, resp)
+            return False
+        if predicate():
+            return True
+    return False
+
+
+async def chat(base):
+    alice = nio.AsyncClient(base, "carol")
+    await alice.register("carol", "s3cret-pass")
+    bob = nio.AsyncClient(base, "dave")
+    await bob.register("dave", "s3cret-pass")
+
+    resp = await alice.room_create(name="Tea room", preset=nio.RoomPreset.public_chat)
+    check("create room", isinstance(resp, nio.RoomCreateResponse), resp)
+    room_id = resp.room_id
+    resp = await bob.join(room_id)
+    check("join room", isinstance(resp, nio.JoinResponse), resp)
+
+    first = await bob.sync(timeout=0, full_state=True)
+    check("initial sync parses", isinstance(first, nio.SyncResponse), first)
+    check("room known after sync", room_id in bob.rooms, list(bob.rooms))
+    await alice.sync(timeout=0)
+
+    messages = []
+    bob.add_event_callback(lambda room, event: messages.append(event.body), nio.RoomMessageText)
+    reactions = []
+    bob.add_event_callback(lambda room, event: reactions.append(event), nio.ReactionEvent)
+
+    resp = await alice.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "hello bot"})
+    check("send message", isinstance(resp, nio.RoomSendResponse), resp)
+    message_id = resp.event_id
+    got = await wait_for(bob, lambda: "hello bot" in messages, "the message")
+    check("message arrives by sync", got, messages)
+    room = bob.rooms.get(room_id)
+    check("room name from state", room is not None and room.display_name == "Tea room", room and room.display_name)
+    check("unread count from push rules", room is not None and room.unread_notifications >= 1,
+          room and room.unread_notifications)
+
+    resp = await alice.room_typing(room_id, True, timeout=30000)
+    check("typing", isinstance(resp, nio.RoomTypingResponse), resp)
+    got = await wait_for(bob, lambda: alice.user_id in bob.rooms[room_id].typing_users, "typing")
+    check("typing reaches the other client", got, bob.rooms[room_id].typing_users)
+
+    resp = await bob.room_read_markers(room_id, message_id, message_id)
+    check("read markers", isinstance(resp, nio.RoomReadMarkersResponse), resp)
+    got = await wait_for(bob, lambda: bob.rooms[room_id].unread_notifications == 0, "read")
+    check("unread count clears on read", got, bob.rooms[room_id].unread_notifications)
+
+    receipts = []
+    alice.add_ephemeral_callback(lambda room, event: receipts.append(event), nio.ReceiptEvent)
+    got = await wait_for(alice, lambda: any(
+        r.user_id == bob.user_id for e in receipts for r in e.receipts), "the receipt")
+    check("receipt reaches the sender", got, receipts)
+
+    reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": message_id, "key": "👍"}}
+    resp = await alice.room_send(room_id, "m.reaction", reaction)
+    check("react", isinstance(resp, nio.RoomSendResponse), resp)
+    again = await alice.room_send(room_id, "m.reaction", reaction)
+    check("duplicate reaction refused", isinstance(again, nio.RoomSendError) and again.status_code == "M_DUPLICATE_ANNOTATION", again)
+    got = await wait_for(bob, lambda: any(r.key == "👍" for r in reactions), "the reaction")
+    check("reaction arrives", got, reactions)
+
+    edit = {"msgtype": "m.text", "body": "* hello bots", "m.new_content": {"msgtype": "m.text", "body": "hello bots"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": message_id}}
+    resp = await alice.room_send(room_id, "m.room.message", edit)
+    check("edit", isinstance(resp, nio.RoomSendResponse), resp)
+    reply = {"msgtype": "m.text", "body": "in a thread", "m.relates_to": {"rel_type": "m.thread", "event_id": message_id}}
+    resp = await bob.room_send(room_id, "m.room.message", reply)
+    check("thread reply", isinstance(resp, nio.RoomSendResponse), resp)
+
+    resp = await bob.room_get_event(room_id, message_id)
+    ok = isinstance(resp, nio.RoomGetEventResponse)
+    relations = ok and resp.event.source.get("unsigned", {}).get("m.relations", {})
+    check("edit bundled", ok and relations.get("m.replace", {}).get("content", {}).get("m.new_content", {}).get("body") == "hello bots", resp)
+    check("thread bundled", ok and relations.get("m.thread", {}).get("count") == 1, relations)
+
+    resp = await bob.room_messages(room_id, first.next_batch, direction=nio.MessageDirection.front, limit=50)
+    ok = isinstance(resp, nio.RoomMessagesResponse)
+    check("messages from a sync token", ok and any(getattr(e, "body", None) == "hello bot" for e in resp.chunk), resp)
+
+    await alice.close()
+    await bob.close()
+
+
 def main():
     binary = sys.argv[1]
     with tempfile.TemporaryDirectory() as workdir:
         proc, base = start_server(binary, workdir)
         try:
             asyncio.run(asyncio.wait_for(scenario(base), 120))
+            asyncio.run(asyncio.wait_for(chat(base), 180))
         finally:
             proc.terminate()
             try:
