@@ -15,6 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "http_client.rs"]
+mod http_client;
+
 use hearth::{
     config::Config,
     rooms::{
@@ -24,10 +27,10 @@ use hearth::{
         pipeline::{Origin, Outcome},
     },
     services::Services,
-    users::shared_secret::{Signed, compute_mac},
 };
+use http_client::{create_http_room, register, send_http};
 use ruma::{OwnedUserId, RoomVersionId};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const ONE_ROOM_DIRECT: usize = 3000;
 const MANY_ROOMS: usize = 100;
@@ -276,59 +279,6 @@ async fn fork_bench(rooms: &Rooms, room: &ruma::RoomId, alice: &ruma::UserId) {
         "state resolution, 10,000-member room, {FORKS} forks (cold cache): appending the conflicting branch {:.1} ms, merging both branches {:.1} ms (medians)",
         ms(&resolve),
         ms(&merge)
-    );
-}
-
-/// Registers a user through shared-secret registration; returns its token.
-async fn register(client: &reqwest::Client, url: &str, secret: &str, name: &str) -> String {
-    let nonce: Value =
-        client.get(format!("{url}/_synapse/admin/v1/register")).send().await.unwrap().json().await.unwrap();
-    let nonce = nonce["nonce"].as_str().unwrap();
-    let mac = compute_mac(
-        secret,
-        &Signed { nonce, username: name, password: "bench-password", admin: false, user_type: None },
-    );
-    let body =
-        json!({"nonce": nonce, "username": name, "password": "bench-password", "admin": false, "mac": mac});
-    let resp: Value = client
-        .post(format!("{url}/_synapse/admin/v1/register"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    resp["access_token"].as_str().unwrap_or_else(|| panic!("registration failed: {resp}")).to_owned()
-}
-
-async fn create_http_room(client: &reqwest::Client, url: &str, token: &str) -> String {
-    let resp: Value = client
-        .post(format!("{url}/_matrix/client/v3/createRoom"))
-        .bearer_auth(token)
-        .json(&json!({"preset": "private_chat"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    resp["room_id"].as_str().unwrap_or_else(|| panic!("createRoom failed: {resp}")).to_owned()
-}
-
-async fn send_http(client: &reqwest::Client, url: &str, token: &str, room: &str, txn: &str, i: usize) {
-    let resp = client
-        .put(format!("{url}/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"))
-        .bearer_auth(token)
-        .json(&json!({"msgtype": "m.text", "body": format!("benchmark message number {i}")}))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        resp.status().is_success(),
-        "send failed: {} {}",
-        resp.status(),
-        resp.text().await.unwrap_or_default()
     );
 }
 

@@ -24,7 +24,8 @@ use crate::{
     util,
 };
 
-/// Without a sync for this long, an online user goes offline.
+/// This long after their last sync ended (with none in flight), an online
+/// user goes offline.
 pub const OFFLINE_AFTER: Duration = Duration::from_secs(30);
 /// Active within this long counts as `currently_active`.
 const ACTIVE_WINDOW_MS: u64 = 60_000;
@@ -38,13 +39,36 @@ pub struct PresenceRecord {
     pub position: u64,
 }
 
+#[derive(Clone, Copy)]
+struct Syncing {
+    in_flight: u32,
+    last: tokio::time::Instant,
+}
+
+/// Held while a sync is in flight; a user with one is never swept offline.
+pub struct SyncGuard<'a> {
+    presence: &'a Presence,
+    user: Option<OwnedUserId>,
+}
+
+impl Drop for SyncGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(user) = &self.user
+            && let Some(s) = self.presence.syncing.lock().expect("presence").get_mut(user)
+        {
+            s.in_flight = s.in_flight.saturating_sub(1);
+            s.last = tokio::time::Instant::now();
+        }
+    }
+}
+
 pub struct Presence {
     db: Db,
     stream: Arc<Stream>,
     pub enabled: bool,
-    /// When each online user last synced (in memory: a restart forgets it,
-    /// and the sweep then takes them offline).
-    syncing: Mutex<HashMap<OwnedUserId, tokio::time::Instant>>,
+    /// Syncs in flight per user and when the last one ended (in memory: a
+    /// restart forgets it, and the sweep then takes them offline).
+    syncing: Mutex<HashMap<OwnedUserId, Syncing>>,
     lock: Mutex<()>,
 }
 
@@ -63,30 +87,47 @@ impl Presence {
             return Ok(());
         }
         if presence != "offline" {
-            self.syncing.lock().expect("presence").insert(user.to_owned(), tokio::time::Instant::now());
+            let mut syncing = self.syncing.lock().expect("presence");
+            let entry = syncing
+                .entry(user.to_owned())
+                .or_insert(Syncing { in_flight: 0, last: tokio::time::Instant::now() });
+            entry.last = tokio::time::Instant::now();
         }
         self.write(user, presence, status_msg, util::now_ms())
     }
 
     /// A sync arrived: with `set_presence` online (the default) or
-    /// unavailable, the user is that now and was active now.
-    pub fn synced(&self, user: &UserId, set_presence: &str) -> Result<()> {
+    /// unavailable, the user is that now and was active now. The guard
+    /// marks the sync in flight until it is dropped.
+    pub fn synced(&self, user: &UserId, set_presence: &str) -> Result<SyncGuard<'_>> {
         if !self.enabled || set_presence == "offline" {
-            return Ok(());
+            return Ok(SyncGuard { presence: self, user: None });
         }
-        self.syncing.lock().expect("presence").insert(user.to_owned(), tokio::time::Instant::now());
+        {
+            let mut syncing = self.syncing.lock().expect("presence");
+            let entry = syncing
+                .entry(user.to_owned())
+                .or_insert(Syncing { in_flight: 0, last: tokio::time::Instant::now() });
+            entry.in_flight += 1;
+        }
+        let guard = SyncGuard { presence: self, user: Some(user.to_owned()) };
         let now = util::now_ms();
         match self.record(user)? {
-            Some(r)
-                if r.presence == set_presence && now.saturating_sub(r.last_active_ts) < ACTIVE_WINDOW_MS =>
-            {
-                Ok(())
+            // Same state: refresh last-active quietly, at most once a minute
+            // (nobody is woken for it; `last_active_ago` is computed on read).
+            Some(r) if r.presence == set_presence => {
+                if now.saturating_sub(r.last_active_ts) >= ACTIVE_WINDOW_MS {
+                    let _guard = self.lock.lock().expect("presence lock");
+                    if let Some(mut r) = self.record(user)?.filter(|r| r.presence == set_presence) {
+                        r.last_active_ts = now;
+                        self.db.put_json(&maps::PRESENCE, user.as_bytes(), &r)?;
+                    }
+                }
             }
-            // An explicit "unavailable" survives syncs that say online.
-            Some(r) if r.presence == "unavailable" && set_presence == "online" => Ok(()),
-            Some(r) => self.write(user, set_presence, r.status_msg, now),
-            None => self.write(user, set_presence, None, now),
+            Some(r) => self.write(user, set_presence, r.status_msg, now)?,
+            None => self.write(user, set_presence, None, now)?,
         }
+        Ok(guard)
     }
 
     fn write(
@@ -166,12 +207,9 @@ impl Presence {
             let now = tokio::time::Instant::now();
             let gone: Vec<OwnedUserId> = {
                 let mut syncing = self.syncing.lock().expect("presence");
-                let gone = syncing
-                    .iter()
-                    .filter(|(_, t)| now - **t > OFFLINE_AFTER)
-                    .map(|(u, _)| u.clone())
-                    .collect();
-                syncing.retain(|_, t| now - *t <= OFFLINE_AFTER);
+                let idle = |s: &Syncing| s.in_flight == 0 && now - s.last > OFFLINE_AFTER;
+                let gone = syncing.iter().filter(|(_, s)| idle(s)).map(|(u, _)| u.clone()).collect();
+                syncing.retain(|_, s| !idle(s));
                 gone
             };
             for user in gone {

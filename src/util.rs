@@ -18,3 +18,43 @@ pub fn now_ms() -> u64 {
 pub fn raw<T>(value: serde_json::Value) -> crate::Result<ruma::serde::Raw<T>> {
     Ok(ruma::serde::Raw::from_json(serde_json::value::to_raw_value(&value).map_err(crate::Error::internal)?))
 }
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of
+/// characters (the filters' wildcard).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::glob_match;
+
+    #[test]
+    fn stars_match_anywhere() {
+        for (pattern, text, matches) in [
+            ("m.room.*", "m.room.message", true),
+            ("m.room.*", "m.roomy", false),
+            ("*", "", true),
+            ("m.*.message", "m.room.message", true),
+            ("*.message", "m.room.message", true),
+            ("m.room.message", "m.room.message", true),
+            ("m.room.message", "m.room.messages", false),
+            ("a*b*c", "abxbc", true),
+            ("a*b*c", "acb", false),
+            ("ab*ba", "aba", false),
+        ] {
+            assert_eq!(glob_match(pattern, text), matches, "{pattern} ~ {text}");
+        }
+    }
+}

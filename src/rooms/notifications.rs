@@ -79,19 +79,18 @@ fn read_key(user: &UserId, room_short: u64, thread: &str) -> Vec<u8> {
 
 impl Rooms {
     /// Evaluates push rules for an event being appended, for every local
-    /// member but the sender; writes the notifications into `batch`.
-    #[allow(clippy::too_many_arguments)]
+    /// member but the sender (and but those who ignore the sender): the
+    /// notifications to write with the event.
     pub(super) fn evaluate_push(
         &self,
-        batch: &mut Batch,
         pdu: &Pdu,
         object: &ruma::CanonicalJsonObject,
         room_short: u64,
         room_id: &OwnedRoomId,
         rules: &RoomVersionRules,
         event_short: u64,
-        position: u64,
-    ) -> Result<()> {
+    ) -> Result<Vec<(OwnedUserId, Notification)>> {
+        let mut out = Vec::new();
         let members = self.members(room_short)?;
         let joined = members.iter().filter(|(_, m)| m == "join").count();
         let mut targets: Vec<OwnedUserId> = members
@@ -110,7 +109,7 @@ impl Rooms {
             targets.push(target);
         }
         if targets.is_empty() {
-            return Ok(());
+            return Ok(out);
         }
         let raw: Raw<Value> =
             Raw::from_json(serde_json::value::to_raw_value(object).map_err(Error::internal)?);
@@ -120,6 +119,9 @@ impl Rooms {
         let member_count = UInt::try_from(joined).unwrap_or_default();
         for user in targets {
             let user_rules = self.users.push_rules(&user)?;
+            if self.users.ignored_users(&user)?.contains(&pdu.sender) {
+                continue;
+            }
             // Under the default rules a membership event notifies only its
             // target (an invite); skip the rest of a big room's members.
             if user_rules.is_default && is_member_event && pdu.state_key.as_deref() != Some(user.as_str()) {
@@ -146,6 +148,19 @@ impl Rooms {
                 thread: thread.clone(),
                 ts: util::now_ms(),
             };
+            out.push((user, notification));
+        }
+        Ok(out)
+    }
+
+    /// Writes an event's notifications at its stream position.
+    pub(super) fn write_notifications(
+        batch: &mut Batch,
+        room_short: u64,
+        position: u64,
+        notifications: Vec<(OwnedUserId, Notification)>,
+    ) {
+        for (user, notification) in notifications {
             batch.put_json(
                 &maps::NOTIFICATIONS,
                 notification_key(&user, room_short, position),
@@ -157,7 +172,6 @@ impl Rooms {
                 room_short.to_be_bytes(),
             );
         }
-        Ok(())
     }
 
     /// The power levels as the `sender_notification_permission` condition
@@ -232,8 +246,10 @@ impl Rooms {
             .unwrap_or(0))
     }
 
-    /// Unread counts in a room: with `by_thread`, the main timeline's and
-    /// each thread's; without, all together.
+    /// Unread counts in a room. Each event counts after the read position
+    /// of its thread (a thread's receipt, `main`'s for the main timeline,
+    /// an unthreaded receipt for all). With `by_thread`, the main timeline
+    /// and each thread apart; without, all together.
     pub fn unread_counts(
         &self,
         user: &UserId,
@@ -244,7 +260,7 @@ impl Rooms {
         let main = unthreaded.max(self.read_position(user, room_short, "main")?);
         let start = notification_key(user, room_short, unthreaded + 1);
         let room_prefix = key(&[user.as_bytes(), &room_short.to_be_bytes()]);
-        let mut total = Counts::default();
+        let mut main_counts = Counts::default();
         let mut threads: BTreeMap<OwnedEventId, Counts> = BTreeMap::new();
         let mut thread_reads: BTreeMap<OwnedEventId, u64> = BTreeMap::new();
         for (k, v) in
@@ -252,8 +268,8 @@ impl Rooms {
         {
             let position = decode_u64(&k[k.len() - 8..])?;
             let notification: Notification = serde_json::from_slice(&v).map_err(Error::internal)?;
-            let counts = match (&notification.thread, by_thread) {
-                (Some(root), true) => {
+            let counts = match &notification.thread {
+                Some(root) => {
                     let read = match thread_reads.get(root) {
                         Some(r) => *r,
                         None => {
@@ -267,13 +283,19 @@ impl Rooms {
                     }
                     threads.entry(root.clone()).or_default()
                 }
-                (None, true) if position <= main => continue,
-                _ => &mut total,
+                None if position <= main => continue,
+                None => &mut main_counts,
             };
             counts.notifications += 1;
             counts.highlights += u64::from(notification.highlight);
         }
-        Ok((total, threads))
+        if !by_thread {
+            for counts in std::mem::take(&mut threads).into_values() {
+                main_counts.notifications += counts.notifications;
+                main_counts.highlights += counts.highlights;
+            }
+        }
+        Ok((main_counts, threads))
     }
 
     /// A user's notifications, newest first, before stream position `from`.

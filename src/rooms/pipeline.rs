@@ -213,6 +213,9 @@ impl Rooms {
         record.current_snapshot = current.0;
         batch.put_json(&maps::ROOMS, room_short.to_be_bytes(), record);
 
+        let notifications =
+            self.evaluate_push(&pdu, &object, room_short, &record.room_id, &rules, event_short)?;
+
         // Only now a stream position: readers wait for positions in flight,
         // so none is held across the work above.
         let position = self.stream.allocate()?;
@@ -228,22 +231,15 @@ impl Rooms {
             stream.to_be_bytes(),
             [event_short.to_be_bytes(), room_short.to_be_bytes()].concat(),
         );
-        self.evaluate_push(
-            &mut batch,
-            &pdu,
-            &object,
-            room_short,
-            &record.room_id,
-            &rules,
-            event_short,
-            stream,
-        )?;
+        Self::write_notifications(&mut batch, room_short, stream, notifications);
         let content = pdu.content_value();
         let kind = pdu.kind.to_string();
         self.index_relation(&mut batch, &kind, &pdu.sender, &content, event_short, room_short, stream)?;
-        // A local user has read what they send.
+        // A local user has read what they send, in the event's thread.
         if pdu.sender.server_name() == self.server_name {
-            self.advance_read(&mut batch, &pdu.sender, room_short, "", stream)?;
+            let thread = super::notifications::thread_of(&content)
+                .map_or_else(|| "main".to_owned(), |t| t.to_string());
+            self.advance_read(&mut batch, &pdu.sender, room_short, &thread, stream)?;
         }
 
         // Keep the materialised current state and membership index in step.
@@ -447,7 +443,7 @@ impl Rooms {
                 if membership == "join" && last.is_none_or(|l| l < stream) {
                     batch.put(&maps::LAST_JOINS, user_key.clone(), stream.to_be_bytes());
                 }
-                if membership == "join" || membership == "invite" {
+                if matches!(membership.as_str(), "join" | "invite" | "knock") {
                     batch.delete(&maps::FORGOTTEN_ROOMS, user_key);
                 }
             }

@@ -95,6 +95,12 @@ impl Rooms {
     }
 
     /// Whether the user joined the event's room at some point after it.
+    /// Whether the user was ever joined to the room.
+    pub fn ever_joined(&self, user: &UserId, room_short: u64) -> Result<bool> {
+        let key = crate::storage::key(&[user.as_bytes(), &room_short.to_be_bytes()]);
+        Ok(self.db.contains(&maps::LAST_JOINS, &key)?)
+    }
+
     fn joined_since(&self, user: &UserId, meta: &EventMeta) -> Result<bool> {
         let key = crate::storage::key(&[user.as_bytes(), &meta.room.to_be_bytes()]);
         match self.db.get(&maps::LAST_JOINS, &key)? {
@@ -342,10 +348,7 @@ impl Rooms {
 /// Whether an event passes a room event filter's type and sender lists.
 pub fn filter_allows(filter: &ruma::api::client::filter::RoomEventFilter, pdu: &Pdu) -> bool {
     let kind = pdu.kind.to_string();
-    let type_matches = |pattern: &String| match pattern.strip_suffix('*') {
-        Some(prefix) => kind.starts_with(prefix),
-        None => *pattern == kind,
-    };
+    let type_matches = |pattern: &String| util::glob_match(pattern, &kind);
     if filter.types.as_ref().is_some_and(|types| !types.iter().any(type_matches)) {
         return false;
     }

@@ -73,6 +73,10 @@ impl Rooms {
         let position = self.stream.allocate()?;
         let mut batch = Batch::new();
         if let Some(old) = self.db.get_json::<Receipt>(&maps::RECEIPTS, &row)? {
+            // A receipt for an earlier event changes nothing (as Synapse).
+            if old.event_position > meta.stream {
+                return Ok(());
+            }
             batch.delete(&maps::RECEIPT_CHANGES, old.position.to_be_bytes());
         }
         let receipt =

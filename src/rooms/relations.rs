@@ -289,7 +289,9 @@ impl Rooms {
             if edit.sender.as_str() != original["sender"].as_str().unwrap_or_default()
                 || edit.kind.to_string() != original["type"].as_str().unwrap_or_default()
                 || edit.state_key.is_some()
-                || !content.get("m.new_content").is_some_and(Value::is_object)
+                // (An encrypted edit carries it inside the ciphertext.)
+                || (edit.kind.to_string() != "m.room.encrypted"
+                    && !content.get("m.new_content").is_some_and(Value::is_object))
             {
                 continue;
             }

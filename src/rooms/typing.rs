@@ -26,14 +26,31 @@ struct RoomTyping {
     changed_at: u64,
 }
 
+#[derive(Default)]
+struct State {
+    rooms: HashMap<u64, RoomTyping>,
+    /// Each room's latest change by position, so finding the rooms that
+    /// changed since a token reads only those.
+    changes: BTreeMap<u64, u64>,
+}
+
+impl State {
+    fn mark_changed(&mut self, room_short: u64, position: u64) {
+        let room = self.rooms.entry(room_short).or_default();
+        self.changes.remove(&room.changed_at);
+        room.changed_at = position;
+        self.changes.insert(position, room_short);
+    }
+}
+
 pub struct Typing {
     stream: Arc<Stream>,
-    rooms: Mutex<HashMap<u64, RoomTyping>>,
+    state: Mutex<State>,
 }
 
 impl Typing {
     pub fn new(stream: Arc<Stream>) -> Arc<Self> {
-        Arc::new(Self { stream, rooms: Mutex::default() })
+        Arc::new(Self { stream, state: Mutex::default() })
     }
 
     /// Marks `user` typing in a room for `timeout`, or not typing.
@@ -41,14 +58,14 @@ impl Typing {
         let deadline = timeout.map(|t| Instant::now() + t.min(MAX_TIMEOUT));
         let position = self.stream.allocate()?;
         let changed = {
-            let mut rooms = self.rooms.lock().expect("typing");
-            let room = rooms.entry(room_short).or_default();
+            let mut state = self.state.lock().expect("typing");
+            let room = state.rooms.entry(room_short).or_default();
             let changed = match deadline {
                 Some(deadline) => room.users.insert(user.to_owned(), deadline).is_none(),
                 None => room.users.remove(user).is_some(),
             };
             if changed {
-                room.changed_at = position.get();
+                state.mark_changed(room_short, position.get());
             }
             changed
         };
@@ -72,12 +89,12 @@ impl Typing {
     /// Ends a typing notice that was not renewed.
     fn expire(&self, room_short: u64, user: &UserId, deadline: Instant) {
         let Ok(position) = self.stream.allocate() else { return };
-        let mut rooms = self.rooms.lock().expect("typing");
-        let Some(room) = rooms.get_mut(&room_short) else { return };
+        let mut state = self.state.lock().expect("typing");
+        let Some(room) = state.rooms.get_mut(&room_short) else { return };
         if room.users.get(user) == Some(&deadline) {
             room.users.remove(user);
-            room.changed_at = position.get();
-            drop(rooms);
+            state.mark_changed(room_short, position.get());
+            drop(state);
             position.publish([Topic::Room(room_short)]);
         }
     }
@@ -85,8 +102,8 @@ impl Typing {
     /// Who is typing in a room, if that changed after `since` (always, when
     /// there is no `since` and someone is typing), as of `upto`.
     pub fn changed(&self, room_short: u64, since: Option<u64>, upto: u64) -> Option<Vec<OwnedUserId>> {
-        let rooms = self.rooms.lock().expect("typing");
-        let room = rooms.get(&room_short)?;
+        let state = self.state.lock().expect("typing");
+        let room = state.rooms.get(&room_short)?;
         let changed = match since {
             Some(since) => room.changed_at > since && room.changed_at <= upto,
             None => !room.users.is_empty(),
@@ -96,7 +113,10 @@ impl Typing {
 
     /// Rooms whose typing set changed in `(since, upto]`.
     pub fn rooms_changed(&self, since: u64, upto: u64) -> Vec<u64> {
-        let rooms = self.rooms.lock().expect("typing");
-        rooms.iter().filter(|(_, r)| r.changed_at > since && r.changed_at <= upto).map(|(k, _)| *k).collect()
+        let state = self.state.lock().expect("typing");
+        if upto <= since {
+            return Vec::new();
+        }
+        state.changes.range(since + 1..=upto).map(|(_, room)| *room).collect()
     }
 }

@@ -50,7 +50,14 @@ pub fn parse_token(token: &str) -> Result<u64> {
     token
         .strip_prefix('s')
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| Error::invalid_param("Invalid stream token"))
+        // Synapse's answer to a token it cannot read.
+        .ok_or_else(|| {
+            Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::Unknown,
+                "Invalid stream token",
+            )
+        })
 }
 
 /// Answers a sync: at once if there is something to say (or no `since`, or
@@ -134,6 +141,19 @@ fn is_empty(response: &sync::Response) -> bool {
 fn build(services: &Services, params: &Params, upto: u64) -> Result<sync::Response> {
     let mut response = sync::Response::new(token(upto));
     let account_data = services.users.account_data_since(&params.user, params.since, upto)?;
+    // Clients read their push rules from sync: the defaults too, initially.
+    if params.since.is_none()
+        && services.users.account_data(&params.user, None, "m.push_rules")?.is_none()
+        && rooms::allowed_by(
+            params.filter.account_data.types.as_deref(),
+            &params.filter.account_data.not_types,
+            "m.push_rules",
+        )
+    {
+        let rules = services.users.push_rules(&params.user)?;
+        let event = serde_json::json!({"type": "m.push_rules", "content": {"global": rules.ruleset}});
+        response.account_data.events.push(raw(event)?);
+    }
     let mut room_data = std::collections::BTreeMap::new();
     for (room, kind, content) in account_data {
         let event = serde_json::json!({"type": kind, "content": content});

@@ -17,7 +17,7 @@ use crate::{
         pdu::Pdu,
         read::filter_allows,
         receipts::{ReceiptsByRoom, receipt_event},
-        short_ids::split_state_key_name,
+        short_ids::{Kind, split_state_key_name, state_key_name},
         state::StateMap,
     },
     services::Services,
@@ -59,10 +59,7 @@ struct Timeline {
 
 /// An event type against a filter's `types` / `not_types` (with `*`).
 pub fn allowed_by(types: Option<&[String]>, not_types: &[String], kind: &str) -> bool {
-    let matches = |pattern: &String| match pattern.strip_suffix('*') {
-        Some(prefix) => kind.starts_with(prefix),
-        None => pattern == kind,
-    };
+    let matches = |pattern: &String| crate::util::glob_match(pattern, kind);
     types.is_none_or(|t| t.iter().any(matches)) && !not_types.iter().any(matches)
 }
 
@@ -95,17 +92,31 @@ impl RoomSync<'_> {
         if rooms.is_forgotten(user, room_short)? {
             return Ok(());
         }
-        let Some(membership) = rooms.membership(user, room_short)? else { return Ok(()) };
-        let Some(member) = rooms.current_state_event(room_short, "m.room.member", user.as_str())? else {
+        if rooms.membership(user, room_short)?.is_none() {
+            return Ok(());
+        }
+        let Some(mut member) = rooms.current_state_event(room_short, "m.room.member", user.as_str())? else {
             return Ok(());
         };
-        let member_short = rooms
-            .event_short(&member.event_id)?
-            .ok_or_else(|| Error::internal("member event without short ID"))?;
-        let member_meta =
-            rooms.event_meta(member_short)?.ok_or_else(|| Error::internal("member event without meta"))?;
+        let meta_of = |pdu: &Pdu| -> Result<crate::rooms::EventMeta> {
+            let short = rooms
+                .event_short(&pdu.event_id)?
+                .ok_or_else(|| Error::internal("member event without short ID"))?;
+            rooms.event_meta(short)?.ok_or_else(|| Error::internal("member event without meta"))
+        };
+        let mut member_meta = meta_of(&member)?;
+        // The membership as of `upto`, not a later one this sync must not show.
+        if member_meta.stream > self.upto {
+            let state = rooms.state_at_position(room_short, self.upto)?;
+            let Some(earlier) = rooms.state_event(&state, "m.room.member", user.as_str())? else {
+                return Ok(());
+            };
+            member_meta = meta_of(&earlier)?;
+            member = earlier;
+        }
+        let membership = member.content_value()["membership"].as_str().unwrap_or("leave").to_owned();
         let since = self.params.since;
-        let changed = since.is_none_or(|s| member_meta.stream > s);
+        let changed = since.is_none_or(|s| member_meta.stream > s) || self.params.full_state;
         match membership.as_str() {
             "join" => {
                 // Joined in the window (not a profile change): the room is new
@@ -146,8 +157,9 @@ impl RoomSync<'_> {
         let timeline = self.timeline(room_short, &room_id, since, self.upto + 1)?;
         let (state, members_changed) = self.state(room_short, &room_id, since, full, &timeline, self.upto)?;
         let account_data = self.account_data(&room_id)?;
-        let ephemeral = self.ephemeral(room_short, &room_id, since)?;
+        let (ephemeral, own_receipt) = self.ephemeral(room_short, &room_id, since)?;
         if !full
+            && !own_receipt
             && timeline.events.is_empty()
             && state.is_empty()
             && account_data.is_empty()
@@ -156,8 +168,22 @@ impl RoomSync<'_> {
             return Ok(());
         }
         let mut joined = sync::JoinedRoom::new();
+        let mut state = state;
         if full || members_changed || timeline_has_members(&timeline) {
             joined.summary = self.summary(room_short)?;
+            // A lazy-loading client needs the heroes' names.
+            if !self.params.filter.room.state.lazy_load_options.is_disabled() {
+                let rooms = &self.services.rooms;
+                for hero in &joined.summary.heroes {
+                    if let Some(pdu) =
+                        rooms.current_state_event(room_short, "m.room.member", hero.as_str())?
+                        && let Some(short) = rooms.event_short(&pdu.event_id)?
+                        && !state.contains(&short)
+                    {
+                        state.push(short);
+                    }
+                }
+            }
         }
         joined.timeline = self.sync_timeline(timeline)?;
         joined.state = self.state_section(state)?;
@@ -176,7 +202,13 @@ impl RoomSync<'_> {
         let since = self.params.since.filter(|s| *s < leave_position);
         let end = leave_position.min(self.upto);
         let timeline = self.timeline(room_short, &room_id, since, end + 1)?;
-        let (state, _) = self.state(room_short, &room_id, since, since.is_none(), &timeline, end)?;
+        // Someone who never joined (a rejected invite, a withdrawn knock)
+        // never had the room's state: they get none now either.
+        let state = if self.services.rooms.ever_joined(&self.params.user, room_short)? {
+            self.state(room_short, &room_id, since, since.is_none(), &timeline, end)?.0
+        } else {
+            Vec::new()
+        };
         let mut left = sync::LeftRoom::new();
         left.timeline = self.sync_timeline(timeline)?;
         left.state = self.state_section(state)?;
@@ -258,6 +290,9 @@ impl RoomSync<'_> {
             Some(since) if !full => Some(rooms.state_at_position(room_short, since)?),
             _ => None,
         };
+        if !room_allowed(filter, room_id) {
+            return Ok((Vec::new(), false));
+        }
         let lazy = !filter.lazy_load_options.is_disabled();
         // Members a lazy-loading client needs: the timeline's senders, and
         // itself when the room is new to it.
@@ -266,31 +301,49 @@ impl RoomSync<'_> {
         if full {
             wanted_members.push(self.params.user.to_string());
         }
+        wanted_members.sort_unstable();
+        wanted_members.dedup();
+        // Only what changed is looked at (an incremental sync of a big room
+        // must not read every member), plus the wanted members.
+        let mut candidates: Vec<(u64, u64)> = match &previous {
+            Some(previous) => {
+                current.iter().filter(|(k, e)| previous.get(k) != Some(e)).map(|(k, e)| (*k, *e)).collect()
+            }
+            None => current.iter().map(|(k, e)| (*k, *e)).collect(),
+        };
+        if lazy && previous.is_some() {
+            for member in &wanted_members {
+                if let Some(key) =
+                    rooms.short.get(Kind::StateKey, &state_key_name("m.room.member", member))?
+                    && let Some(event) = current.get(&key)
+                    && !candidates.iter().any(|(k, _)| *k == key)
+                {
+                    candidates.push((key, *event));
+                }
+            }
+        }
         let mut events = Vec::new();
         let mut members_changed = false;
-        for (key, event) in current.iter() {
-            let changed = previous.as_ref().is_none_or(|p| p.get(key) != Some(event));
-            let name = rooms.short.name(*key)?;
+        for (key, event) in candidates {
+            let name = rooms.short.name(key)?;
             let (kind, state_key) = split_state_key_name(&name).unwrap_or_default();
             let is_member = kind == "m.room.member";
+            let changed = previous.as_ref().is_none_or(|p| p.get(&key) != Some(&event));
             if is_member && changed && !full {
                 members_changed = true;
             }
-            let keep = if is_member && lazy {
-                (changed && !full) || wanted_members.iter().any(|m| m == state_key)
-            } else {
-                changed
-            };
+            // A lazy client gets changed members (a gap's joins and leaves)
+            // and the ones its timeline needs; full state only the latter.
+            let keep = !(is_member && lazy)
+                || (changed && !full)
+                || wanted_members.binary_search(&state_key.to_owned()).is_ok();
             if !keep || !allowed_by(filter.types.as_deref(), &filter.not_types, kind) {
                 continue;
             }
-            if !room_allowed(filter, room_id) {
-                continue;
-            }
-            if let Some(pdu) = rooms.pdu_by_short(*event)?
+            if let Some(pdu) = rooms.pdu_by_short(event)?
                 && filter_allows(filter, &pdu)
             {
-                events.push(*event);
+                events.push(event);
             }
         }
         Ok((events, members_changed))
@@ -308,35 +361,40 @@ impl RoomSync<'_> {
 
     /// Typing (the whole current set, if it changed) and receipts (those
     /// that changed), as the room's ephemeral events.
+    /// Typing (the whole current set, if it changed) and receipts (those
+    /// that changed), as the room's ephemeral events; and whether the user's
+    /// own receipt moved (their unread counts changed even if the filter
+    /// hides receipts).
     fn ephemeral(
         &mut self,
         room_short: u64,
         room_id: &OwnedRoomId,
         since: Option<u64>,
-    ) -> Result<Vec<Raw<ruma::events::AnySyncEphemeralRoomEvent>>> {
+    ) -> Result<(Vec<Raw<ruma::events::AnySyncEphemeralRoomEvent>>, bool)> {
+        let rooms = &self.services.rooms;
+        let receipts = match (since, &mut self.receipts) {
+            (Some(_), Some(changes)) => changes.remove(&room_short).unwrap_or_default(),
+            _ => rooms.room_receipts(room_short, since)?,
+        };
+        let receipts: Vec<_> = receipts.into_iter().filter(|(_, r)| r.position <= self.upto).collect();
+        let own_receipt = since.is_some() && receipts.iter().any(|(k, _)| k.user == self.params.user);
         let filter = &self.params.filter.room.ephemeral;
         if !room_allowed(filter, room_id) {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), own_receipt));
         }
         let wanted = |kind: &str| allowed_by(filter.types.as_deref(), &filter.not_types, kind);
-        let rooms = &self.services.rooms;
         let mut events = Vec::new();
         if wanted("m.typing")
             && let Some(users) = rooms.typing.changed(room_short, since, self.upto)
         {
             events.push(raw(json!({"type": "m.typing", "content": {"user_ids": users}}))?);
         }
-        if wanted("m.receipt") {
-            let receipts = match (since, &mut self.receipts) {
-                (Some(_), Some(changes)) => changes.remove(&room_short).unwrap_or_default(),
-                _ => rooms.room_receipts(room_short, since)?,
-            };
-            let receipts: Vec<_> = receipts.into_iter().filter(|(_, r)| r.position <= self.upto).collect();
-            if let Some(event) = receipt_event(&self.params.user, &receipts) {
-                events.push(raw(event)?);
-            }
+        if wanted("m.receipt")
+            && let Some(event) = receipt_event(&self.params.user, &receipts)
+        {
+            events.push(raw(event)?);
         }
-        Ok(events)
+        Ok((events, own_receipt))
     }
 
     fn account_data(

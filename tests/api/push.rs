@@ -172,3 +172,72 @@ async fn rules_can_mute_a_room_and_are_managed_over_the_api() {
         "M_BAD_JSON",
     );
 }
+
+#[tokio::test]
+async fn threaded_receipts_clear_thread_counts_and_push_rules_reach_initial_sync() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    for who in [&bob, &carol] {
+        s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&who.token), json!({})).await;
+    }
+    let root = send_content(&s, &alice, &room, "root", json!({"msgtype": "m.text", "body": "root"})).await;
+    let reply = send_content(
+        &s,
+        &bob,
+        &room,
+        "b1",
+        json!({"msgtype": "m.text", "body": "in thread", "m.relates_to": {"rel_type": "m.thread", "event_id": root}}),
+    )
+    .await;
+    assert_eq!(counts(&s, &carol, &room).await, (2, 0), "root and reply, without per-thread counts");
+    // Carol reads the thread only: the reply no longer counts, the root does.
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{reply}"),
+            Some(&carol.token),
+            json!({"thread_id": root}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(counts(&s, &carol, &room).await, (1, 0));
+    // Alice's own reply in the thread does not mark the main timeline read.
+    send_content(
+        &s,
+        &alice,
+        &room,
+        "a1",
+        json!({"msgtype": "m.text", "body": "me too", "m.relates_to": {"rel_type": "m.thread", "event_id": root}}),
+    )
+    .await;
+    send_content(&s, &bob, &room, "b2", json!({"msgtype": "m.text", "body": "main"})).await;
+    assert_eq!(counts(&s, &alice, &room).await, (1, 0), "bob's main-timeline message still unread");
+
+    // The default push rules are in the initial sync for a client to read.
+    let (_, synced) = s.get("/_matrix/client/v3/sync", Some(&carol.token)).await;
+    let rules =
+        synced["account_data"]["events"].as_array().unwrap().iter().find(|e| e["type"] == "m.push_rules");
+    let rules = rules.expect("m.push_rules in the initial sync");
+    assert_eq!(rules["content"]["global"]["override"][0]["rule_id"], ".m.rule.master");
+}
+
+#[tokio::test]
+async fn ignored_users_do_not_notify() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    s.put(
+        &format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", alice.user_id),
+        Some(&alice.token),
+        json!({"ignored_users": {bob.user_id.clone(): {}}}),
+    )
+    .await;
+    send_content(&s, &bob, &room, "b1", json!({"msgtype": "m.text", "body": "ignored"})).await;
+    let (status, body) = s.get("/_matrix/client/v3/sync", Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 0, "{body}");
+}

@@ -83,7 +83,7 @@ async fn initial_then_incremental_sync() {
     assert_error(
         &s.get("/_matrix/client/v3/sync?since=garbage", Some(&alice.token)).await,
         StatusCode::BAD_REQUEST,
-        "M_INVALID_PARAM",
+        "M_UNKNOWN",
     );
 }
 
@@ -267,7 +267,7 @@ async fn account_data_reaches_sync_once() {
 async fn filters_and_lazy_loaded_members() {
     let s = TestServer::start().await;
     let alice = s.register("alice").await;
-    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat", "name": "Named, so no heroes"})).await;
     let mut others = Vec::new();
     for name in ["bob", "carol", "dave"] {
         let user = s.register(name).await;
@@ -665,4 +665,51 @@ async fn the_user_directory_finds_visible_users() {
     assert_eq!(search("TABLES").await, std::slice::from_ref(&bob.user_id), "display names, any case");
     assert_eq!(search("dave").await, std::slice::from_ref(&dave.user_id), "users in public rooms");
     assert!(search("eve").await.is_empty(), "nobody shares a room with eve");
+}
+
+#[tokio::test]
+async fn receipts_never_move_backwards_and_sync_presence_follows_the_client() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({})).await;
+    let (_, first) = send(&s, &alice, &room, "m1", "one").await;
+    let (_, second) = send(&s, &alice, &room, "m2", "two").await;
+    let receipt = |event: &Value| {
+        let path =
+            format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{}", event["event_id"].as_str().unwrap());
+        let (s, token) = (&s, alice.token.clone());
+        async move { s.post(&path, Some(&token), json!({})).await.0 }
+    };
+    assert_eq!(receipt(&second).await, StatusCode::OK);
+    assert_eq!(receipt(&first).await, StatusCode::OK);
+    let synced = sync(&s, &alice, "").await;
+    let content = &ephemeral(&synced, &room, "m.receipt").unwrap()["content"];
+    assert!(
+        content.get(second["event_id"].as_str().unwrap()).is_some(),
+        "still on the later event: {content}"
+    );
+
+    // An idle client syncs as unavailable, then online again.
+    let path = format!("/_matrix/client/v3/presence/{}/status", alice.user_id);
+    sync(&s, &alice, "set_presence=unavailable").await;
+    assert_eq!(s.get(&path, Some(&alice.token)).await.1["presence"], "unavailable");
+    sync(&s, &alice, "set_presence=online").await;
+    assert_eq!(s.get(&path, Some(&alice.token)).await.1["presence"], "online");
+}
+
+#[tokio::test]
+async fn lazy_loading_includes_the_heroes() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    for i in 0..12 {
+        send(&s, &alice, &room, &format!("a{i}"), "only alice speaks").await;
+    }
+    let filter = urlencode(r#"{"room":{"state":{"lazy_load_members":true}}}"#);
+    let synced = sync(&s, &alice, &format!("filter={filter}")).await;
+    let joined = &synced["rooms"]["join"][&room];
+    assert_eq!(joined["summary"]["m.heroes"], json!([bob.user_id]));
+    assert!(state_types(joined).contains(&format!("m.room.member {}", bob.user_id)), "{joined}");
 }

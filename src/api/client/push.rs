@@ -65,12 +65,16 @@ async fn get_rule(req: Ruma<get_pushrule::v3::Request>) -> Result<get_pushrule::
 async fn set_rule(req: Ruma<set_pushrule::v3::Request>) -> Result<set_pushrule::v3::Response> {
     let body = &req.body;
     let mut ruleset = ruleset(&req)?;
-    ruleset.insert(body.rule.clone(), body.after.as_deref(), body.before.as_deref()).map_err(
-        |e| match e {
-            InsertPushRuleError::UnknownRuleId => Error::not_found("before/after rule not found"),
-            e => Error::invalid_param(e.to_string()),
-        },
-    )?;
+    // With both, `before` wins (the spec).
+    let after = if body.before.is_some() { None } else { body.after.as_deref() };
+    ruleset.insert(body.rule.clone(), after, body.before.as_deref()).map_err(|e| match e {
+        InsertPushRuleError::UnknownRuleId => Error::new(
+            http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::Unknown,
+            "before/after rule not found",
+        ),
+        e => Error::invalid_param(e.to_string()),
+    })?;
     save(&req, ruleset)?;
     Ok(set_pushrule::v3::Response::new())
 }

@@ -49,6 +49,6 @@ async fn get(req: Ruma<sync_events::v3::Request>) -> Result<sync_events::v3::Res
         ruma::presence::PresenceState::Unavailable => "unavailable",
         _ => "online",
     };
-    req.services.presence.synced(req.user(), set_presence)?;
+    let _syncing = req.services.presence.synced(req.user(), set_presence)?;
     sync::sync(&req.services, &params).await
 }

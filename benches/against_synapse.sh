@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Sending throughput over HTTP, Hearth and Synapse side by side: each runs as
-# its own process on loopback, and the same client loop
-# (`cargo bench --bench rooms -- --http URL SECRET`) registers users through
-# shared-secret registration, creates rooms and sends messages.
+# An HTTP benchmark run against Hearth and Synapse side by side: each runs as
+# its own process on loopback, and the same client code
+# (`cargo bench --bench BENCH -- --http URL SECRET [ARGS]`) drives both,
+# with users made through shared-secret registration.
 #
-#   benches/send_throughput.sh                                          # Hearth only
-#   SYNAPSE_PYTHON=/tmp/synapse/bin/python benches/send_throughput.sh   # and Synapse
+#   benches/against_synapse.sh rooms                 # sending throughput
+#   benches/against_synapse.sh sync [ARGS]           # sync latency and cost
+#   SYNAPSE_PYTHON=/tmp/synapse/bin/python benches/against_synapse.sh sync   # and Synapse
+#   SYNAPSE_ARGS="--events 100"  gives Synapse its own sizes (it fills rooms slowly)
 #
 # (python3 -m venv /tmp/synapse && /tmp/synapse/bin/pip install matrix-synapse)
 # Both run with their default storage (RocksDB; SQLite for Synapse) and with
 # rate limits lifted, and each logs every request at INFO as it does by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bench=${1:?usage: benches/against_synapse.sh rooms|sync [ARGS]}
+shift
+hearth_args=("$@")
+
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -19,7 +25,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 . benches/lib.sh
 
 cargo build --release --quiet --bin hearth
-cargo bench --no-run --quiet --bench rooms
+cargo bench --no-run --quiet --bench "$bench"
 
 cat > "$work/hearth.toml" <<TOML
 [[listeners]]
@@ -43,7 +49,7 @@ TOML
 hearth_pid=$!
 wait_up http://127.0.0.1:18008
 echo "== Hearth (release, separate process)"
-cargo bench --quiet --bench rooms -- --http http://127.0.0.1:18008 bench-secret
+cargo bench --quiet --bench "$bench" -- --http http://127.0.0.1:18008 bench-secret "${hearth_args[@]}"
 kill -TERM $hearth_pid; wait $hearth_pid || true
 
 if [ -n "${SYNAPSE_PYTHON:-}" ]; then
@@ -64,10 +70,13 @@ rc_login:
   failed_attempts: {per_second: 1000000, burst_count: 1000000}
 rc_joins:
   local: {per_second: 1000000, burst_count: 1000000}
+rc_joins_per_room: {per_second: 1000000, burst_count: 1000000}
+rc_presence:
+  per_user: {per_second: 1000000, burst_count: 1000000}
 YAML
     # Synapse writes homeserver.log to its working directory: keep it in $work.
     (cd "$work" && exec "$SYNAPSE_PYTHON" -m synapse.app.homeserver --config-path "$work/synapse/hs.yaml" >"$work/synapse.log" 2>&1) &
     wait_up http://127.0.0.1:18009
     echo "== Synapse ($("$SYNAPSE_PYTHON" -c 'import synapse; print(synapse.__version__)'), SQLite)"
-    cargo bench --quiet --bench rooms -- --http http://127.0.0.1:18009 bench-secret
+    cargo bench --quiet --bench "$bench" -- --http http://127.0.0.1:18009 bench-secret ${SYNAPSE_ARGS:-"${hearth_args[@]}"}
 fi
