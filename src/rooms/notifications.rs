@@ -219,6 +219,23 @@ impl Rooms {
         )))
     }
 
+    /// Drops the notifications an event (at `position`) gave the room's
+    /// local members.
+    pub(super) fn forget_notifications(
+        &self,
+        batch: &mut Batch,
+        room_short: u64,
+        position: u64,
+    ) -> Result<()> {
+        for (user, _) in self.members(room_short)? {
+            if user.server_name() == self.server_name {
+                batch.delete(&maps::NOTIFICATIONS, notification_key(&user, room_short, position));
+                batch.delete(&maps::NOTIFICATION_LOG, key(&[user.as_bytes(), &position.to_be_bytes()]));
+            }
+        }
+        Ok(())
+    }
+
     /// Moves a user's read position in a room (and thread: empty for
     /// unthreaded) forwards to `position`; never backwards.
     pub(super) fn advance_read(

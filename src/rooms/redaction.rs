@@ -101,6 +101,8 @@ impl Rooms {
         batch.put_json(&maps::PDUS, target_short.to_be_bytes(), &redacted);
         meta.redacted_by = Some(redaction_short);
         batch.put_json(&maps::EVENT_META, target_short.to_be_bytes(), &meta);
+        // A redacted event no longer counts as unread for anyone.
+        self.forget_notifications(batch, room_short, meta.stream)?;
         Ok(())
     }
 }

@@ -73,12 +73,15 @@ pub async fn sync(services: &Services, params: &Params) -> Result<sync::Response
     let mut response = response;
     loop {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if remaining.is_zero() {
-            return Ok(response);
-        }
-        let position =
-            services.stream.wait(checked, remaining, |topic| interested(services, params, topic)).await;
+        let position = match remaining.is_zero() {
+            true => checked,
+            false => {
+                services.stream.wait(checked, remaining, |topic| interested(services, params, topic)).await
+            }
+        };
         if position == checked {
+            // Nothing for this user up to `checked`: the next sync starts there.
+            response.next_batch = token(checked);
             return Ok(response);
         }
         response = build(services, params, position)?;

@@ -241,3 +241,20 @@ async fn ignored_users_do_not_notify() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 0, "{body}");
 }
+
+#[tokio::test]
+async fn a_redacted_message_no_longer_counts() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    let oops = send_content(&s, &bob, &room, "b1", json!({"msgtype": "m.text", "body": "oops"})).await;
+    assert_eq!(counts(&s, &alice, &room).await, (1, 0));
+    let (status, _) =
+        s.put(&format!("/_matrix/client/v3/rooms/{room}/redact/{oops}/r"), Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(counts(&s, &alice, &room).await, (0, 0));
+    let (_, listed) = s.get("/_matrix/client/v3/notifications", Some(&alice.token)).await;
+    assert!(listed["notifications"].as_array().unwrap().is_empty(), "{listed}");
+}
