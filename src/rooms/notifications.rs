@@ -54,6 +54,12 @@ pub struct Counts {
     pub highlights: u64,
 }
 
+/// A user no rule can name: the default rules evaluated for them give what
+/// every member who is not named gets.
+fn nobody() -> OwnedUserId {
+    OwnedUserId::try_from("@hearth-nobody:invalid").expect("a valid user ID")
+}
+
 /// The thread an event belongs to: the root it names with `m.thread`.
 pub fn thread_of(content: &Value) -> Option<OwnedEventId> {
     let relation = content.get("m.relates_to")?;
@@ -117,34 +123,49 @@ impl Rooms {
         let thread = thread_of(&content);
         let is_member_event = pdu.kind.to_string() == "m.room.member";
         let member_count = UInt::try_from(joined).unwrap_or_default();
+        // Under the default rules only being named (a mention, an invite's
+        // target) makes one user's outcome differ from another's: those
+        // users are evaluated alone, everyone else shares one evaluation.
+        let mentioned: Vec<&str> = content["m.mentions"]["user_ids"]
+            .as_array()
+            .map(|ids| ids.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let mut shared: Option<Vec<Action>> = None;
         for user in targets {
             let user_rules = self.users.push_rules(&user)?;
             if self.users.ignored_users(&user)?.contains(&pdu.sender) {
                 continue;
             }
-            // Under the default rules a membership event notifies only its
-            // target (an invite); skip the rest of a big room's members.
-            if user_rules.is_default && is_member_event && pdu.state_key.as_deref() != Some(user.as_str()) {
+            let named = pdu.state_key.as_deref() == Some(user.as_str()) || mentioned.contains(&user.as_str());
+            // A membership event notifies only its target, by default.
+            if user_rules.is_default && is_member_event && !named {
                 continue;
             }
-            let display_name = if user_rules.uses_display_name {
-                self.current_state_event(room_short, "m.room.member", user.as_str())?
-                    .and_then(|m| m.content_value()["displayname"].as_str().map(str::to_owned))
-                    .unwrap_or_else(|| user.localpart().to_owned())
-            } else {
-                String::new()
+            let evaluate = |user: &UserId, display_name: String| {
+                let mut ctx =
+                    PushConditionRoomCtx::new(room_id.clone(), member_count, user.to_owned(), display_name);
+                ctx.power_levels = power_levels.clone();
+                ready(user_rules.ruleset.get_actions(&raw, &ctx)).map(<[Action]>::to_vec).unwrap_or_default()
             };
-            let mut ctx =
-                PushConditionRoomCtx::new(room_id.clone(), member_count, user.clone(), display_name);
-            ctx.power_levels = power_levels.clone();
-            let Some(actions) = ready(user_rules.ruleset.get_actions(&raw, &ctx)) else { continue };
+            let actions = if user_rules.is_default && !named {
+                shared.get_or_insert_with(|| evaluate(&nobody(), String::new())).clone()
+            } else {
+                let display_name = if user_rules.uses_display_name {
+                    self.current_state_event(room_short, "m.room.member", user.as_str())?
+                        .and_then(|m| m.content_value()["displayname"].as_str().map(str::to_owned))
+                        .unwrap_or_else(|| user.localpart().to_owned())
+                } else {
+                    String::new()
+                };
+                evaluate(&user, display_name)
+            };
             if !actions.iter().any(Action::should_notify) {
                 continue;
             }
             let notification = Notification {
                 event: event_short,
-                actions: actions.to_vec(),
                 highlight: actions.iter().any(Action::is_highlight),
+                actions,
                 thread: thread.clone(),
                 ts: util::now_ms(),
             };

@@ -1,6 +1,8 @@
 //! Account data (global and per room) and stored sync filters.
 
-use ruma::{OwnedRoomId, RoomId, UserId};
+use std::{collections::HashSet, sync::Arc};
+
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::value::RawValue;
 
 use super::Users;
@@ -71,6 +73,9 @@ impl Users {
         );
         batch.put(&maps::ACCOUNT_DATA, data_key, content.get().as_bytes());
         self.db.write(batch)?;
+        if room_id.is_none() && event_type == "m.ignored_user_list" {
+            self.ignored_cache.lock().expect("ignored cache").remove(user_id);
+        }
         position.publish([Topic::User(user_id.to_owned())]);
         Ok(())
     }
@@ -117,16 +122,31 @@ impl Users {
         Ok(out)
     }
 
-    /// The users `user_id` ignores (`m.ignored_user_list`).
-    pub fn ignored_users(&self, user_id: &UserId) -> Result<std::collections::HashSet<ruma::OwnedUserId>> {
-        let Some(raw) = self.account_data(user_id, None, "m.ignored_user_list")? else {
-            return Ok(Default::default());
+    /// The users `user_id` ignores (`m.ignored_user_list`), cached: push
+    /// evaluation asks for every member of a room on every event.
+    pub fn ignored_users(&self, user_id: &UserId) -> Result<Arc<HashSet<OwnedUserId>>> {
+        if let Some(ignored) = self.ignored_cache.lock().expect("ignored cache").get(user_id) {
+            return Ok(ignored.clone());
+        }
+        let ignored: HashSet<OwnedUserId> = match self.account_data(user_id, None, "m.ignored_user_list")? {
+            Some(raw) => {
+                let value: serde_json::Value = serde_json::from_str(raw.get()).unwrap_or_default();
+                value["ignored_users"]
+                    .as_object()
+                    .map(|users| {
+                        users.keys().filter_map(|u| OwnedUserId::try_from(u.as_str()).ok()).collect()
+                    })
+                    .unwrap_or_default()
+            }
+            None => HashSet::new(),
         };
-        let value: serde_json::Value = serde_json::from_str(raw.get()).unwrap_or_default();
-        Ok(value["ignored_users"]
-            .as_object()
-            .map(|users| users.keys().filter_map(|u| ruma::OwnedUserId::try_from(u.as_str()).ok()).collect())
-            .unwrap_or_default())
+        let ignored = Arc::new(ignored);
+        let mut cache = self.ignored_cache.lock().expect("ignored cache");
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(user_id.to_owned(), ignored.clone());
+        Ok(ignored)
     }
 
     /// Stores a filter and returns its new ID.

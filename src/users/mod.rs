@@ -43,6 +43,8 @@ pub struct Users {
     /// Serialises check-then-write allocations: new user IDs, filter IDs.
     alloc_lock: std::sync::Mutex<()>,
     push_rule_cache: std::sync::Mutex<std::collections::HashMap<OwnedUserId, Arc<push_rules::Rules>>>,
+    ignored_cache:
+        std::sync::Mutex<std::collections::HashMap<OwnedUserId, Arc<std::collections::HashSet<OwnedUserId>>>>,
 }
 
 impl Users {
@@ -53,6 +55,7 @@ impl Users {
             stream,
             alloc_lock: std::sync::Mutex::default(),
             push_rule_cache: Default::default(),
+            ignored_cache: Default::default(),
         }
     }
 
