@@ -97,19 +97,35 @@ impl Rooms {
         event_short: u64,
     ) -> Result<Vec<(OwnedUserId, Notification)>> {
         let mut out = Vec::new();
-        let members = self.members(room_short)?;
-        let joined = members.iter().filter(|(_, m)| m == "join").count();
-        let mut targets: Vec<OwnedUserId> = members
-            .into_iter()
-            .filter(|(u, m)| m == "join" && u.server_name() == self.server_name && *u != pdu.sender)
-            .map(|(u, _)| u)
-            .collect();
-        // An invite notifies its (local) target, not yet a member.
         let content = pdu.content_value();
-        if pdu.kind.to_string() == "m.room.member"
-            && content["membership"] == "invite"
+        let is_member_event = pdu.kind.to_string() == "m.room.member";
+        let local = |u: &UserId| u.server_name() == self.server_name && u != pdu.sender;
+        let (joined, mut targets) = if is_member_event {
+            // Under the default rules a membership event notifies only its
+            // target (an invite): only members with rules of their own need
+            // a look, so joins to a big room do not read its member list.
+            let mut targets: Vec<OwnedUserId> = Vec::new();
+            for user in self.users.custom_push_rule_users()? {
+                if local(&user) && self.membership(&user, room_short)?.as_deref() == Some("join") {
+                    targets.push(user);
+                }
+            }
+            let joined = match targets.is_empty() {
+                true => 0,
+                false => self.members(room_short)?.iter().filter(|(_, m)| m == "join").count(),
+            };
+            (joined, targets)
+        } else {
+            let members = self.members(room_short)?;
+            let joined = members.iter().filter(|(_, m)| m == "join").count();
+            let targets =
+                members.into_iter().filter(|(u, m)| m == "join" && local(u)).map(|(u, _)| u).collect();
+            (joined, targets)
+        };
+        // A membership event's (local) target: an invitee is not yet a member.
+        if is_member_event
             && let Some(target) = pdu.state_key.as_deref().and_then(|s| OwnedUserId::try_from(s).ok())
-            && target.server_name() == self.server_name
+            && local(&target)
             && !targets.contains(&target)
         {
             targets.push(target);
@@ -121,7 +137,6 @@ impl Rooms {
             Raw::from_json(serde_json::value::to_raw_value(object).map_err(Error::internal)?);
         let power_levels = self.push_power_levels(room_short, rules)?;
         let thread = thread_of(&content);
-        let is_member_event = pdu.kind.to_string() == "m.room.member";
         let member_count = UInt::try_from(joined).unwrap_or_default();
         // Under the default rules only being named (a mention, an invite's
         // target) makes one user's outcome differ from another's: those

@@ -63,6 +63,11 @@ maps! {
         key: "user ID ‖ SEP ‖ stream position (u64 big-endian)",
         value: "room ID (empty for global) ‖ SEP ‖ event type"
     }
+    /// Users whose push rules are not the defaults.
+    CUSTOM_PUSH_RULES = "custom_push_rules" {
+        key: "user ID",
+        value: "empty"
+    }
     /// Stored sync filters.
     FILTERS = "filters" {
         key: "user ID ‖ SEP ‖ filter ID (u64 big-endian; clients see it in decimal)",

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use ruma::{
-    UserId,
+    OwnedUserId, UserId,
     push::{AnyPushRuleRef, PushCondition, Ruleset},
 };
 use serde::{Deserialize, Serialize};
 
 use super::Users;
-use crate::{Error, Result};
+use crate::{Error, Result, storage::maps};
 
 /// A user's rules, as evaluation needs them.
 pub struct Rules {
@@ -49,7 +49,22 @@ impl Users {
         Ok(rules)
     }
 
+    /// Users whose rules are not the defaults (push evaluation must look at
+    /// them even where the defaults could not notify).
+    pub fn custom_push_rule_users(&self) -> Result<Vec<OwnedUserId>> {
+        self.db
+            .scan_prefix(&maps::CUSTOM_PUSH_RULES, b"")?
+            .into_iter()
+            .map(|(k, _)| {
+                OwnedUserId::try_from(String::from_utf8(k).map_err(Error::internal)?).map_err(Error::internal)
+            })
+            .collect()
+    }
+
     pub fn set_push_rules(&self, user_id: &UserId, ruleset: Ruleset) -> Result<()> {
+        let mut batch = crate::storage::Batch::new();
+        batch.put(&maps::CUSTOM_PUSH_RULES, user_id.as_bytes().to_vec(), b"".to_vec());
+        self.db.write(batch)?;
         let content =
             serde_json::value::to_raw_value(&Stored { global: ruleset }).map_err(Error::internal)?;
         self.set_account_data(user_id, None, "m.push_rules", &content)?;
