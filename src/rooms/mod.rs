@@ -163,7 +163,7 @@ impl Rooms {
     /// The largest stream position stored by rooms, for opening the stream.
     pub fn last_position(db: &Db) -> Result<u64> {
         let last = db.scan_range(&maps::STREAM, b"", None, true, 1)?;
-        last.first().map_or(Ok(0), |(k, _)| decode_u64(k))
+        Ok(last.first().map(|(k, _)| decode_u64(k)).transpose()?.unwrap_or(0))
     }
 
     pub fn server_name(&self) -> &OwnedServerName {

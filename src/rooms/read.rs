@@ -166,7 +166,7 @@ impl Rooms {
     pub fn latest_position(&self, room_short: u64) -> Result<u64> {
         let last = self.db.scan_range(&maps::TIMELINE, &room_short.to_be_bytes(), None, true, 1)?;
         match last.first() {
-            Some((k, _)) => decode_u64(&k[8..]),
+            Some((k, _)) => Ok(decode_u64(&k[8..])?),
             None => Ok(0),
         }
     }

@@ -44,7 +44,7 @@ impl ShortIds {
     }
 
     pub fn get(&self, kind: Kind, name: &str) -> Result<Option<u64>> {
-        self.db.get(&maps::SHORT_IDS, &name_key(kind, name))?.map(|v| decode_u64(&v)).transpose()
+        Ok(self.db.get(&maps::SHORT_IDS, &name_key(kind, name))?.map(|v| decode_u64(&v)).transpose()?)
     }
 
     /// The short ID of a room or state key, created (and written) if new.

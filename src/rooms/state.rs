@@ -113,7 +113,7 @@ impl StateStore {
     pub fn save(&self, batch: &mut Batch, base: Option<u64>, state: StateMap) -> Result<u64> {
         let hash = hash_state(&state);
         if let Some(existing) = self.db.get(&maps::STATE_SNAPSHOT_HASHES, &hash)? {
-            return decode_u64(&existing);
+            return Ok(decode_u64(&existing)?);
         }
         let mut parent = base;
         let mut delta = match base {

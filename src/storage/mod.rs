@@ -38,10 +38,11 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A u64 stored big-endian (positions, short IDs).
-pub fn decode_u64(bytes: &[u8]) -> crate::Result<u64> {
-    let array: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| crate::Error::internal(format!("expected 8 bytes, found {}", bytes.len())))?;
+pub fn decode_u64(bytes: &[u8]) -> Result<u64> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt {
+        map: "(a u64 field)",
+        reason: format!("expected 8 bytes, found {}", bytes.len()),
+    })?;
     Ok(u64::from_be_bytes(array))
 }
 

@@ -52,7 +52,7 @@ async fn send(req: Ruma<send_message_event::v3::Request>) -> Result<send_message
         let target = target
             .and_then(|t| t.as_str().and_then(|t| ruma::OwnedEventId::try_from(t).ok()))
             .ok_or_else(|| Error::bad_json("A redaction needs `redacts`, an event ID"))?;
-        super::redact::check_may_redact(&req, &body.room_id, &target)?;
+        check_may_redact(&req, &body.room_id, &target)?;
         builder.redacts = Some(target);
     }
     let txn = Txn { device_id: req.device().clone(), txn_id: body.txn_id.to_string(), endpoint: "send" };
@@ -135,6 +135,29 @@ fn check_canonical_alias(services: &Services, room_id: &ruma::RoomId, content: &
                 format!("{alias} does not point to this room"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The target exists in the room and is visible to the user, is not the
+/// create event, and the user may redact it.
+pub fn check_may_redact<T>(req: &Ruma<T>, room_id: &ruma::RoomId, event_id: &ruma::EventId) -> Result<()> {
+    let rooms = &req.services.rooms;
+    let not_found = || Error::not_found("Event not found.");
+    let (room_short, record) = rooms.room(room_id)?.ok_or_else(not_found)?;
+    let short = rooms.event_short(event_id)?.ok_or_else(not_found)?;
+    let (Some(meta), Some(target)) = (rooms.event_meta(short)?, rooms.pdu_by_short(short)?) else {
+        return Err(not_found());
+    };
+    if meta.room != room_short || !rooms.can_see(req.user(), &target, &meta)? {
+        return Err(not_found());
+    }
+    if target.kind == ruma::events::TimelineEventType::RoomCreate {
+        return Err(Error::forbidden("The create event cannot be redacted"));
+    }
+    let state = rooms.current_state(&record)?;
+    if !rooms.may_redact(&state, req.user(), &target, &record.rules()?)? {
+        return Err(Error::forbidden("You don't have permission to redact events from other users"));
     }
     Ok(())
 }
