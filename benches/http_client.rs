@@ -30,10 +30,14 @@ pub async fn register(client: &reqwest::Client, url: &str, secret: &str, name: &
 }
 
 pub async fn create_http_room(client: &reqwest::Client, url: &str, token: &str) -> String {
+    create_room(client, url, token, json!({"preset": "private_chat"})).await
+}
+
+pub async fn create_room(client: &reqwest::Client, url: &str, token: &str, body: Value) -> String {
     let resp: Value = client
         .post(format!("{url}/_matrix/client/v3/createRoom"))
         .bearer_auth(token)
-        .json(&json!({"preset": "private_chat"}))
+        .json(&body)
         .send()
         .await
         .unwrap()

@@ -21,7 +21,7 @@ mod http_client;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use http_client::{create_http_room, register, send_http};
+use http_client::{create_http_room, create_room, register, send_http};
 use serde_json::{Value, json};
 
 struct Sizes {
@@ -210,20 +210,6 @@ async fn send_http_body(client: &reqwest::Client, url: &str, token: &str, room: 
         .await
         .unwrap();
     assert!(resp.status().is_success(), "send failed: {}", resp.text().await.unwrap_or_default());
-}
-
-async fn create_room(client: &reqwest::Client, url: &str, token: &str, body: Value) -> String {
-    let resp: Value = client
-        .post(format!("{url}/_matrix/client/v3/createRoom"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    resp["room_id"].as_str().unwrap_or_else(|| panic!("createRoom failed: {resp}")).to_owned()
 }
 
 /// A user in `rooms` rooms of `events` messages each: time of a full

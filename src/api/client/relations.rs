@@ -113,6 +113,23 @@ fn relations<T>(req: &Ruma<T>, q: Query<'_>) -> Result<Page> {
     })
 }
 
+/// The query of any of the three endpoints (their bodies share these fields).
+macro_rules! query {
+    ($b:expr, $rel_type:expr, $event_type:expr) => {
+        Query {
+            room_id: &$b.room_id,
+            event_id: &$b.event_id,
+            rel_type: $rel_type,
+            event_type: $event_type,
+            from: $b.from.as_deref(),
+            to: $b.to.as_deref(),
+            dir: $b.dir,
+            limit: $b.limit,
+            recurse: $b.recurse,
+        }
+    };
+}
+
 macro_rules! respond {
     ($module:ident, $page:expr) => {{
         let page = $page;
@@ -126,54 +143,21 @@ macro_rules! respond {
 }
 
 async fn all(req: Ruma<get_relating_events::v1::Request>) -> Result<get_relating_events::v1::Response> {
-    let b = &req.body;
-    let query = Query {
-        room_id: &b.room_id,
-        event_id: &b.event_id,
-        rel_type: None,
-        event_type: None,
-        from: b.from.as_deref(),
-        to: b.to.as_deref(),
-        dir: b.dir,
-        limit: b.limit,
-        recurse: b.recurse,
-    };
+    let query = query!(req.body, None, None);
     respond!(get_relating_events, relations(&req, query)?)
 }
 
 async fn by_rel_type(
     req: Ruma<get_relating_events_with_rel_type::v1::Request>,
 ) -> Result<get_relating_events_with_rel_type::v1::Response> {
-    let b = &req.body;
-    let query = Query {
-        room_id: &b.room_id,
-        event_id: &b.event_id,
-        rel_type: Some(b.rel_type.to_string()),
-        event_type: None,
-        from: b.from.as_deref(),
-        to: b.to.as_deref(),
-        dir: b.dir,
-        limit: b.limit,
-        recurse: b.recurse,
-    };
+    let query = query!(req.body, Some(req.body.rel_type.to_string()), None);
     respond!(get_relating_events_with_rel_type, relations(&req, query)?)
 }
 
 async fn by_rel_and_event_type(
     req: Ruma<get_relating_events_with_rel_type_and_event_type::v1::Request>,
 ) -> Result<get_relating_events_with_rel_type_and_event_type::v1::Response> {
-    let b = &req.body;
-    let query = Query {
-        room_id: &b.room_id,
-        event_id: &b.event_id,
-        rel_type: Some(b.rel_type.to_string()),
-        event_type: Some(b.event_type.to_string()),
-        from: b.from.as_deref(),
-        to: b.to.as_deref(),
-        dir: b.dir,
-        limit: b.limit,
-        recurse: b.recurse,
-    };
+    let query = query!(req.body, Some(req.body.rel_type.to_string()), Some(req.body.event_type.to_string()));
     respond!(get_relating_events_with_rel_type_and_event_type, relations(&req, query)?)
 }
 
