@@ -30,6 +30,7 @@ test: deps $(VENV)/.ok
 # Release-mode benchmarks; figures go to docs/PERFORMANCE.md.
 bench: deps
 	$(CARGO) bench --bench rooms
+	$(CARGO) bench --bench sync
 	benches/idle_rss.sh
 
 check: deps
