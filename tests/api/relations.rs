@@ -233,3 +233,25 @@ async fn relations_page_filter_and_recurse() {
         "M_NOT_FOUND",
     );
 }
+
+#[tokio::test]
+async fn threads_started_by_ignored_users_show_redacted() {
+    let (s, alice, bob, room) = setup().await;
+    let root = sent(&s, &bob, &room, "m.room.message", "root", text("bob's thread")).await;
+    let reply = json!({"msgtype": "m.text", "body": "reply", "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
+    sent(&s, &alice, &room, "m.room.message", "r", reply).await;
+    s.put(
+        &format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", alice.user_id),
+        Some(&alice.token),
+        json!({"ignored_users": {bob.user_id.clone(): {}}}),
+    )
+    .await;
+    let (status, listed) =
+        s.get(&format!("/_matrix/client/v1/rooms/{room}/threads"), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let first = &listed["chunk"][0];
+    assert_eq!(first["event_id"], root.as_str());
+    assert_eq!(first["content"], json!({}), "redacted for the ignoring user: {first}");
+    let (_, for_bob) = s.get(&format!("/_matrix/client/v1/rooms/{room}/threads"), Some(&bob.token)).await;
+    assert_eq!(for_bob["chunk"][0]["content"]["body"], "bob's thread");
+}

@@ -174,12 +174,32 @@ async fn threads(req: Ruma<get_threads::v1::Request>) -> Result<get_threads::v1:
     let (roots, next) = rooms.threads(room_short, req.user(), participated, from, limit)?;
     let device = req.sender_device.as_deref();
     let mut chunk = Vec::with_capacity(roots.len());
+    let ignored = services.users.ignored_users(req.user())?;
+    let rules = rooms.room(&body.room_id)?.map(|(_, record)| record.rules()).transpose()?;
     for (_, root) in roots {
         let mut event = rooms.client_event(root, device, req.user())?;
         rooms.bundle(root, req.user(), device, &mut event)?;
+        // A thread started by an ignored user shows, but redacted.
+        if let Some(rules) = &rules
+            && event["sender"].as_str().is_some_and(|s| ignored.iter().any(|u| u.as_str() == s))
+        {
+            let content = std::mem::take(&mut event["content"]);
+            let kind = event["type"].as_str().unwrap_or_default().to_owned();
+            event["content"] = redacted_content(&kind, content, &rules.redaction);
+        }
         chunk.push(raw(event)?);
     }
     let mut response = get_threads::v1::Response::new(chunk);
     response.next_batch = next.map(token);
     Ok(response)
+}
+
+/// An event's content as the room version's redaction algorithm leaves it.
+fn redacted_content(kind: &str, content: Value, rules: &ruma::room_version_rules::RedactionRules) -> Value {
+    let Ok(ruma::CanonicalJsonValue::Object(mut content)) = ruma::CanonicalJsonValue::try_from(content)
+    else {
+        return Value::Object(Default::default());
+    };
+    ruma::canonical_json::redact_content_in_place(&mut content, rules, kind);
+    serde_json::to_value(content).unwrap_or_default()
 }
