@@ -17,15 +17,7 @@ pub async fn register(client: &reqwest::Client, url: &str, secret: &str, name: &
     );
     let body =
         json!({"nonce": nonce, "username": name, "password": "bench-password", "admin": false, "mac": mac});
-    let resp: Value = client
-        .post(format!("{url}/_synapse/admin/v1/register"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resp = post_json(client, format!("{url}/_synapse/admin/v1/register"), None, &body).await;
     resp["access_token"].as_str().unwrap_or_else(|| panic!("registration failed: {resp}")).to_owned()
 }
 
@@ -34,16 +26,7 @@ pub async fn create_http_room(client: &reqwest::Client, url: &str, token: &str) 
 }
 
 pub async fn create_room(client: &reqwest::Client, url: &str, token: &str, body: Value) -> String {
-    let resp: Value = client
-        .post(format!("{url}/_matrix/client/v3/createRoom"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resp = post_json(client, format!("{url}/_matrix/client/v3/createRoom"), Some(token), &body).await;
     resp["room_id"].as_str().unwrap_or_else(|| panic!("createRoom failed: {resp}")).to_owned()
 }
 
@@ -61,4 +44,13 @@ pub async fn send_http(client: &reqwest::Client, url: &str, token: &str, room: &
         resp.status(),
         resp.text().await.unwrap_or_default()
     );
+}
+
+/// POSTs JSON (with an access token, if given) and returns the JSON answer.
+async fn post_json(client: &reqwest::Client, url: String, token: Option<&str>, body: &Value) -> Value {
+    let mut request = client.post(url).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().json().await.unwrap()
 }

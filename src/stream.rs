@@ -227,9 +227,11 @@ mod tests {
                 stream.wait(since, Duration::from_secs(30), |t| *t == Topic::Room(7)).await
             })
         };
+        let mut waiter = waiter;
         stream.allocate().unwrap().publish([Topic::Room(1)]);
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished(), "another room's change does not wake it");
+        // (A negative needs a wait: a waiter woken wrongly returns at once.)
+        let early = tokio::time::timeout(Duration::from_millis(200), &mut waiter).await;
+        assert!(early.is_err(), "another room's change does not wake it");
         stream.allocate().unwrap().publish([Topic::Room(7)]);
         let woke_at = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap();
         assert_eq!(woke_at, since + 2);

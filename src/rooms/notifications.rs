@@ -87,9 +87,11 @@ impl Rooms {
     /// Evaluates push rules for an event being appended, for every local
     /// member but the sender (and but those who ignore the sender): the
     /// notifications to write with the event.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn evaluate_push(
         &self,
         pdu: &Pdu,
+        content: &Value,
         object: &ruma::CanonicalJsonObject,
         room_short: u64,
         room_id: &OwnedRoomId,
@@ -97,7 +99,6 @@ impl Rooms {
         event_short: u64,
     ) -> Result<Vec<(OwnedUserId, Notification)>> {
         let mut out = Vec::new();
-        let content = pdu.content_value();
         let is_member_event = pdu.kind.to_string() == "m.room.member";
         let local = |u: &UserId| u.server_name() == self.server_name && u != pdu.sender;
         let (joined, mut targets) = if is_member_event {
@@ -136,7 +137,7 @@ impl Rooms {
         let raw: Raw<Value> =
             Raw::from_json(serde_json::value::to_raw_value(object).map_err(Error::internal)?);
         let power_levels = self.push_power_levels(room_short, rules)?;
-        let thread = thread_of(&content);
+        let thread = thread_of(content);
         let member_count = UInt::try_from(joined).unwrap_or_default();
         // Under the default rules only being named (a mention, an invite's
         // target) makes one user's outcome differ from another's: those

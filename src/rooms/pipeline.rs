@@ -213,8 +213,9 @@ impl Rooms {
         record.current_snapshot = current.0;
         batch.put_json(&maps::ROOMS, room_short.to_be_bytes(), record);
 
+        let content = pdu.content_value();
         let notifications =
-            self.evaluate_push(&pdu, &object, room_short, &record.room_id, &rules, event_short)?;
+            self.evaluate_push(&pdu, &content, &object, room_short, &record.room_id, &rules, event_short)?;
 
         // Only now a stream position: readers wait for positions in flight,
         // so none is held across the work above.
@@ -232,7 +233,6 @@ impl Rooms {
             [event_short.to_be_bytes(), room_short.to_be_bytes()].concat(),
         );
         Self::write_notifications(&mut batch, room_short, stream, notifications);
-        let content = pdu.content_value();
         let kind = pdu.kind.to_string();
         self.index_relation(&mut batch, &kind, &pdu.sender, &content, event_short, room_short, stream)?;
         // A local user has read what they send, in the event's thread.

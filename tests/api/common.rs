@@ -185,3 +185,10 @@ pub fn urlencode(s: &str) -> String {
         .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
 }
+
+/// Joins a room, asserting success.
+pub async fn join(s: &TestServer, who: &Session, room: &str) {
+    let (status, body) =
+        s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&who.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

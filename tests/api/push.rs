@@ -28,7 +28,7 @@ async fn unread_counts_follow_push_rules_and_clear_on_read() {
     let carol = s.register("carol").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
     for who in [&bob, &carol] {
-        s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&who.token), json!({})).await;
+        join(&s, who, &room).await;
     }
     assert_eq!(counts(&s, &alice, &room).await, (0, 0), "joins do not notify");
 
@@ -82,7 +82,7 @@ async fn rules_can_mute_a_room_and_are_managed_over_the_api() {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
-    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    join(&s, &bob, &room).await;
 
     let (status, rules) = s.get("/_matrix/client/v3/pushrules/", Some(&alice.token)).await;
     assert_eq!(status, StatusCode::OK);
@@ -181,7 +181,7 @@ async fn threaded_receipts_clear_thread_counts_and_push_rules_reach_initial_sync
     let carol = s.register("carol").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
     for who in [&bob, &carol] {
-        s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&who.token), json!({})).await;
+        join(&s, who, &room).await;
     }
     let root = send_content(&s, &alice, &room, "root", json!({"msgtype": "m.text", "body": "root"})).await;
     let reply = send_content(
@@ -229,7 +229,7 @@ async fn ignored_users_do_not_notify() {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
-    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    join(&s, &bob, &room).await;
     s.put(
         &format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", alice.user_id),
         Some(&alice.token),
@@ -248,7 +248,7 @@ async fn a_redacted_message_no_longer_counts() {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
-    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    join(&s, &bob, &room).await;
     let oops = send_content(&s, &bob, &room, "b1", json!({"msgtype": "m.text", "body": "oops"})).await;
     assert_eq!(counts(&s, &alice, &room).await, (1, 0));
     let (status, _) =

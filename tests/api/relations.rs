@@ -39,7 +39,7 @@ async fn setup() -> (TestServer, Session, Session, String) {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
-    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    join(&s, &bob, &room).await;
     (s, alice, bob, room)
 }
 
@@ -113,7 +113,7 @@ async fn one_reaction_per_key_until_redacted() {
 async fn threads_are_summarised_and_listed() {
     let (s, alice, bob, room) = setup().await;
     let carol = s.register("carol").await;
-    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&carol.token), json!({})).await;
+    join(&s, &carol, &room).await;
     let root = sent(&s, &alice, &room, "m.room.message", "root", text("thread root")).await;
     let in_thread = |body: &str| json!({"msgtype": "m.text", "body": body, "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
     let reply = sent(&s, &bob, &room, "m.room.message", "t1", in_thread("first")).await;

@@ -93,7 +93,7 @@ async fn a_long_poll_wakes_on_a_message_from_someone_else() {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
-    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    join(&s, &bob, &room).await;
     let since = sync(&s, &alice, "").await["next_batch"].clone();
 
     let started = Instant::now();
@@ -116,7 +116,7 @@ async fn gappy_sync_is_limited_with_the_state_delta() {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
-    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    join(&s, &bob, &room).await;
     let since = sync(&s, &bob, "").await["next_batch"].clone();
 
     // While bob is away: a topic change, then 15 messages.
@@ -192,7 +192,7 @@ async fn invites_joins_and_leaves_move_between_sections() {
 
     // Joining: the room arrives with its full state.
     let since = invited["next_batch"].clone();
-    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&carol.token), json!({})).await;
+    join(&s, &carol, &room).await;
     let joined = sync_since(&s, &carol, &since).await;
     let section = &joined["rooms"]["join"][&room];
     let mut all: Vec<String> = state_types(section);
@@ -271,7 +271,7 @@ async fn filters_and_lazy_loaded_members() {
     let mut others = Vec::new();
     for name in ["bob", "carol", "dave"] {
         let user = s.register(name).await;
-        s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&user.token), json!({})).await;
+        join(&s, &user, &room).await;
         others.push(user);
     }
     for i in 0..5 {
@@ -332,7 +332,7 @@ async fn summary_heroes_for_unnamed_rooms() {
     let bob = s.register("bob").await;
     let carol = s.register("carol").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
-    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    join(&s, &bob, &room).await;
     s.post(
         &format!("/_matrix/client/v3/rooms/{room}/invite"),
         Some(&alice.token),
@@ -355,7 +355,7 @@ async fn receipts_and_read_markers_reach_sync() {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
-    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    join(&s, &bob, &room).await;
     let (_, sent) = send(&s, &bob, &room, "b1", "read me").await;
     let event = sent["event_id"].as_str().unwrap();
     let bob_since = sync(&s, &bob, "").await["next_batch"].clone();
@@ -430,7 +430,7 @@ async fn typing_starts_stops_and_expires() {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
-    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    join(&s, &bob, &room).await;
     let since = sync(&s, &bob, "").await["next_batch"].clone();
     let typing = |body: Value| {
         let path = format!("/_matrix/client/v3/rooms/{room}/typing/{}", alice.user_id);
@@ -493,7 +493,7 @@ async fn presence_reaches_users_who_share_a_room() {
     let bob = s.register("bob").await;
     let eve = s.register("eve").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
-    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    join(&s, &bob, &room).await;
     let since = sync(&s, &bob, "set_presence=offline").await["next_batch"].clone();
 
     let path = format!("/_matrix/client/v3/presence/{}/status", alice.user_id);
@@ -578,7 +578,7 @@ async fn ignored_users_disappear() {
     let carol = s.register("carol").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
     for who in [&bob, &carol] {
-        s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&who.token), json!({})).await;
+        join(&s, who, &room).await;
     }
     let (status, _) = s
         .put(
@@ -638,7 +638,7 @@ async fn the_user_directory_finds_visible_users() {
         json!({"user_id": bob.user_id}),
     )
     .await;
-    s.post(&format!("/_matrix/client/v3/join/{private}"), Some(&bob.token), json!({})).await;
+    join(&s, &bob, &private).await;
     s.put(
         &format!("/_matrix/client/v3/profile/{}/displayname", bob.user_id),
         Some(&bob.token),
@@ -703,7 +703,7 @@ async fn lazy_loading_includes_the_heroes() {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
-    s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
+    join(&s, &bob, &room).await;
     for i in 0..12 {
         send(&s, &alice, &room, &format!("a{i}"), "only alice speaks").await;
     }

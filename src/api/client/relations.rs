@@ -19,7 +19,7 @@ use ruma::{
 };
 use serde_json::Value;
 
-use super::room::{check_can_read, parse_token, token};
+use super::room::{check_can_read, parse_token, readable_room, token};
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
@@ -165,9 +165,7 @@ async fn threads(req: Ruma<get_threads::v1::Request>) -> Result<get_threads::v1:
     let services = &req.services;
     let rooms = &services.rooms;
     let body = &req.body;
-    let room_short =
-        rooms.room_short(&body.room_id)?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
-    check_can_read(services, req.user(), room_short)?;
+    let room_short = readable_room(services, req.user(), &body.room_id)?;
     let from = body.from.as_deref().map(parse_token).transpose()?;
     let limit = body.limit.map_or(DEFAULT_LIMIT, u64::from).clamp(1, MAX_LIMIT) as usize;
     let participated = matches!(body.include, IncludeThreads::Participated);

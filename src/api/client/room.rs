@@ -164,6 +164,15 @@ pub fn token(position: u64) -> String {
 
 /// A user who never belonged to a room may read it only if it is
 /// world-readable; nobody reads a room they have forgotten.
+/// The short ID of a room the user may read (`M_FORBIDDEN` otherwise, also
+/// for a room this server does not know).
+pub fn readable_room(services: &Services, user: &UserId, room_id: &ruma::RoomId) -> Result<u64> {
+    let room_short =
+        services.rooms.room_short(room_id)?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
+    check_can_read(services, user, room_short)?;
+    Ok(room_short)
+}
+
 pub fn check_can_read(services: &Services, user: &UserId, room_short: u64) -> Result<()> {
     let rooms = &services.rooms;
     if rooms.is_forgotten(user, room_short)? {
@@ -197,9 +206,7 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
     let services = &req.services;
     let rooms = &services.rooms;
     let body = &req.body;
-    let room_short =
-        rooms.room_short(&body.room_id)?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
-    check_can_read(services, req.user(), room_short)?;
+    let room_short = readable_room(services, req.user(), &body.room_id)?;
     let backwards = body.dir == ruma::api::Direction::Backward;
     let from = match &body.from {
         Some(t) => parse_token(t)?,
@@ -330,9 +337,7 @@ async fn timestamp_to_event(
 ) -> Result<get_event_by_timestamp::v1::Response> {
     let rooms = &req.services.rooms;
     let body = &req.body;
-    let room_short =
-        rooms.room_short(&body.room_id)?.ok_or_else(|| Error::forbidden("You are not in this room."))?;
-    check_can_read(&req.services, req.user(), room_short)?;
+    let room_short = readable_room(&req.services, req.user(), &body.room_id)?;
     let forwards = body.dir == ruma::api::Direction::Forward;
     let (event_id, ts) = rooms
         .event_at_timestamp(room_short, req.user(), body.ts.0.into(), forwards)?
