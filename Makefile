@@ -19,13 +19,16 @@ build: deps
 release: deps
 	$(CARGO) build --release
 
-# Rust unit and integration tests, then a real Matrix client (matrix-nio).
+# Rust unit and integration tests, then real Matrix clients: matrix-nio,
+# and matrix-sdk (Element X's SDK) for end-to-end encryption, a separate
+# package (tests/e2ee) so the server's own build never compiles the SDK.
 # Benchmarks only have to compile here; `make bench` runs them.
 test: deps $(VENV)/.ok
 	$(CARGO) test
 	$(CARGO) check --benches
 	$(CARGO) build --bin hearth
 	$(VENV)/bin/python tests/clients/nio_smoke.py $(CARGO_TARGET_DIR)/debug/hearth
+	HEARTH_BIN=$(CARGO_TARGET_DIR)/debug/hearth $(CARGO) test -p hearth-e2ee-tests
 
 # Release-mode benchmarks; figures go to docs/PERFORMANCE.md.
 bench: deps

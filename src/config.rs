@@ -61,6 +61,8 @@ pub struct Registration {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_request_size: usize,
+    pub max_one_time_keys: usize,
+    pub max_to_device_message_size: usize,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]

@@ -72,6 +72,13 @@ impl Error {
         Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorKind::LimitExceeded(data), "Too many requests")
     }
 
+    /// An error whose errcode ruma has no variant for (`M_INVALID_SIGNATURE`, …).
+    pub fn custom(status: StatusCode, errcode: &str, message: impl Into<String>) -> Self {
+        let kind =
+            serde_json::from_value(serde_json::json!({ "errcode": errcode })).unwrap_or(ErrorKind::Unknown);
+        Self::new(status, kind, message)
+    }
+
     pub fn internal(what: impl std::fmt::Display) -> Self {
         Self::Internal(what.to_string())
     }

@@ -152,7 +152,7 @@ impl Presence {
         batch.put_json(&maps::PRESENCE, user.as_bytes().to_vec(), &record);
         batch.put(&maps::PRESENCE_CHANGES, position.get().to_be_bytes(), user.as_bytes());
         self.db.write(batch)?;
-        position.publish([Topic::Presence(user.to_owned())]);
+        position.publish([Topic::AboutUser(user.to_owned())]);
         Ok(())
     }
 

@@ -32,10 +32,11 @@ const RECENT: usize = 10_000;
 pub enum Topic {
     /// A room's timeline, receipts or typing (room short ID).
     Room(u64),
-    /// One user's own data: account data, to-device, their invites.
+    /// One user's own data: account data, to-device messages, their invites.
     User(OwnedUserId),
-    /// A user's presence, of interest to whoever shares a room with them.
-    Presence(OwnedUserId),
+    /// A change about a user (presence, device keys), of interest to them
+    /// and to whoever shares a room with them.
+    AboutUser(OwnedUserId),
 }
 
 struct Inner {

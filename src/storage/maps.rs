@@ -205,6 +205,62 @@ maps! {
         key: "room short ID ‖ stream position of the latest event",
         value: "root event short ID"
     }
+    /// Membership changes in stream order (all rooms), for device-list
+    /// tracking: who now shares a room with whom.
+    MEMBERSHIP_CHANGES = "membership_changes" {
+        key: "stream position (u64 big-endian) ‖ room short ID ‖ user ID",
+        value: "the new membership (join, invite, knock, leave, ban; empty when the member event left the state)"
+    }
+    /// Identity keys of local devices, as the device uploaded them.
+    DEVICE_KEYS = "device_keys" {
+        key: "user ID ‖ SEP ‖ device ID",
+        value: "the DeviceKeys JSON as uploaded, without `unsigned`"
+    }
+    /// Unclaimed one-time keys, in the order they were uploaded.
+    ONE_TIME_KEYS = "one_time_keys" {
+        key: "user ID ‖ SEP ‖ device ID ‖ SEP ‖ algorithm ‖ SEP ‖ upload position (u64 big-endian) ‖ key ID",
+        value: "the key as uploaded (a string or a signed key object)"
+    }
+    /// Where each unclaimed one-time key sits in `one_time_keys`.
+    ONE_TIME_KEY_IDS = "one_time_key_ids" {
+        key: "user ID ‖ SEP ‖ device ID ‖ SEP ‖ algorithm:key ID",
+        value: "upload position (u64 big-endian)"
+    }
+    /// Each device's fallback key per algorithm.
+    FALLBACK_KEYS = "fallback_keys" {
+        key: "user ID ‖ SEP ‖ device ID ‖ SEP ‖ algorithm",
+        value: "JSON FallbackKey {key_id, key (as uploaded), used}"
+    }
+    /// Cross-signing keys of local users, as uploaded.
+    CROSS_SIGNING_KEYS = "cross_signing_keys" {
+        key: "user ID ‖ SEP ‖ usage (master, self_signing, user_signing)",
+        value: "the CrossSigningKey JSON as uploaded"
+    }
+    /// Signatures uploaded later onto device keys and master keys.
+    KEY_SIGNATURES = "key_signatures" {
+        key: "target user ID ‖ SEP ‖ target (device ID or master public key) ‖ SEP ‖ signer user ID ‖ SEP ‖ signing key ID",
+        value: "unpadded base64 signature"
+    }
+    /// Device-list changes (keys, devices, cross-signing) in stream order.
+    DEVICE_LIST_CHANGES = "device_list_changes" {
+        key: "stream position (u64 big-endian)",
+        value: "user ID whose keys changed ‖ SEP ‖ audience (empty: everyone sharing a room; else the one user who may see it)"
+    }
+    /// Send-to-device messages waiting for their device, in arrival order.
+    TO_DEVICE = "to_device" {
+        key: "user ID ‖ SEP ‖ device ID ‖ SEP ‖ stream position (u64 big-endian)",
+        value: "JSON {sender, type, content}"
+    }
+    /// Server-side key backup versions.
+    BACKUP_VERSIONS = "backup_versions" {
+        key: "user ID ‖ SEP ‖ version (u64 big-endian; clients see it in decimal)",
+        value: "JSON BackupVersion {algorithm, auth_data, etag, count}"
+    }
+    /// Backed-up room keys.
+    BACKUP_KEYS = "backup_keys" {
+        key: "user ID ‖ SEP ‖ version (u64 big-endian) ‖ room ID ‖ SEP ‖ session ID",
+        value: "the KeyBackupData JSON as uploaded"
+    }
     /// Room aliases on this server.
     ALIASES = "aliases" {
         key: "room alias (`#name:server`)",

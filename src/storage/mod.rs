@@ -58,6 +58,12 @@ pub fn key(parts: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// Splits two UTF-8 key parts joined by [`SEP`].
+pub fn split_at_sep(bytes: &[u8]) -> Option<(&str, &str)> {
+    let at = bytes.iter().position(|b| *b == SEP)?;
+    Some((std::str::from_utf8(&bytes[..at]).ok()?, std::str::from_utf8(&bytes[at + 1..]).ok()?))
+}
+
 /// A key prefix that matches every key whose first parts are `parts`.
 pub fn prefix(parts: &[&[u8]]) -> Vec<u8> {
     let mut out = key(parts);

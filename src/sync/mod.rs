@@ -7,8 +7,15 @@
 //! the user is in) and builds each room's section; a long poll with nothing
 //! to say waits on the stream for a change in one of the user's rooms or of
 //! the user's own data.
+//!
+//! Send-to-device messages are capped per response; when the cap cuts them
+//! short the token also carries the last one delivered, `s<p>_<t>`, so the
+//! next sync acknowledges (deletes) only those and delivers the rest.
 
+mod e2ee;
 mod rooms;
+
+pub use e2ee::device_lists;
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -36,6 +43,9 @@ pub struct Params {
     pub user: OwnedUserId,
     pub device: OwnedDeviceId,
     pub since: Option<u64>,
+    /// The last send-to-device message the client has (`since` unless the
+    /// token says otherwise).
+    pub to_device_since: Option<u64>,
     pub full_state: bool,
     pub filter: FilterDefinition,
     pub timeout: Duration,
@@ -46,18 +56,25 @@ pub fn token(position: u64) -> String {
     format!("s{position}")
 }
 
+/// The stream position of a sync token.
 pub fn parse_token(token: &str) -> Result<u64> {
-    token
-        .strip_prefix('s')
-        .and_then(|n| n.parse().ok())
-        // Synapse's answer to a token it cannot read.
-        .ok_or_else(|| {
-            Error::new(
-                http::StatusCode::BAD_REQUEST,
-                ruma::api::error::ErrorKind::Unknown,
-                "Invalid stream token",
-            )
-        })
+    parse_sync_token(token).map(|(position, _)| position)
+}
+
+/// A sync token's stream position and last send-to-device message.
+pub fn parse_sync_token(token: &str) -> Result<(u64, u64)> {
+    let parsed = token.strip_prefix('s').and_then(|rest| match rest.split_once('_') {
+        None => rest.parse().ok().map(|p| (p, p)),
+        Some((p, t)) => Some((p.parse().ok()?, t.parse().ok()?)),
+    });
+    // Synapse's answer to a token it cannot read.
+    parsed.ok_or_else(|| {
+        Error::new(
+            http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::Unknown,
+            "Invalid stream token",
+        )
+    })
 }
 
 /// Answers a sync: at once if there is something to say (or no `since`, or
@@ -123,7 +140,7 @@ fn interested(services: &Services, params: &Params, topic: &Topic) -> bool {
     match topic {
         Topic::Room(room) => services.rooms.membership(&params.user, *room).ok().flatten().is_some(),
         Topic::User(user) => *user == params.user,
-        Topic::Presence(user) => {
+        Topic::AboutUser(user) => {
             *user == params.user || share_a_room(&services.rooms, &params.user, user).unwrap_or(false)
         }
     }
@@ -138,6 +155,7 @@ fn is_empty(response: &sync::Response) -> bool {
         && response.account_data.events.is_empty()
         && response.presence.events.is_empty()
         && response.to_device.events.is_empty()
+        && response.device_lists.is_empty()
 }
 
 /// The response for `(since, upto]`.
@@ -193,12 +211,42 @@ fn build(services: &Services, params: &Params, upto: u64) -> Result<sync::Respon
         }
         candidates.extend(services.rooms.typing.rooms_changed(since, upto));
     }
+    e2ee(services, params, upto, &mut response)?;
     let mut builder =
         rooms::RoomSync { services, params, upto, response: &mut response, room_data, receipts };
     for room_short in candidates {
         builder.room(room_short)?;
     }
     Ok(response)
+}
+
+/// The device's one-time key counts, fallback keys and send-to-device
+/// messages, and (incrementally) device-list changes.
+fn e2ee(services: &Services, params: &Params, upto: u64, response: &mut sync::Response) -> Result<()> {
+    let users = &services.users;
+    let (user, device) = (&params.user, &params.device);
+    for (algorithm, count) in users.one_time_key_counts(user, device)? {
+        response.device_one_time_keys_count.insert(algorithm.into(), count.try_into().unwrap_or_default());
+    }
+    response.device_unused_fallback_key_types =
+        Some(users.unused_fallback_key_types(user, device)?.into_iter().map(Into::into).collect());
+    if let Some(since) = params.since {
+        response.device_lists = device_lists(services, user, since, upto)?;
+    }
+    // What the client acknowledged by coming back with this token is done.
+    let acknowledged = params.to_device_since.or(params.since).unwrap_or(0);
+    if params.since.is_some() {
+        users.acknowledge_to_device(user, device, acknowledged)?;
+    }
+    let messages = users.to_device_messages(user, device, acknowledged, upto, e2ee::TO_DEVICE_LIMIT)?;
+    if messages.len() == e2ee::TO_DEVICE_LIMIT
+        && let Some((last, _)) = messages.last()
+        && *last < upto
+    {
+        response.next_batch = format!("s{upto}_{last}");
+    }
+    response.to_device.events = messages.into_iter().map(|(_, m)| m).collect();
+    Ok(())
 }
 
 /// The rooms (short IDs) the user has a membership in whose timeline moved

@@ -56,6 +56,12 @@ impl Users {
         display_name: Option<String>,
         ip: Option<IpAddr>,
     ) -> Result<(OwnedDeviceId, String)> {
+        if let Some(device_id) = &device_id
+            && self.is_cross_signing_key_id(user_id, device_id)?
+        {
+            // Device IDs and cross-signing keys share one namespace.
+            return Err(Error::forbidden("Device ID is in use by a cross-signing key"));
+        }
         let device_id = device_id.unwrap_or_else(new_device_id);
         let token = new_access_token();
         let now = util::now_ms();
@@ -135,42 +141,63 @@ impl Users {
         Ok(())
     }
 
-    /// Deletes devices and revokes their tokens. Unknown IDs are skipped, as
-    /// the spec's `delete_devices` requires.
+    /// Deletes devices, their keys and pending messages, and revokes their
+    /// tokens. Unknown IDs are skipped, as the spec's `delete_devices` requires.
     pub fn remove_devices(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> Result<()> {
         let mut batch = Batch::new();
+        let mut had_keys = false;
         for device_id in device_ids {
             if let Some(record) = self.get_device(user_id, device_id)? {
-                batch.delete(&maps::TOKENS, record.access_token.as_bytes());
-                batch.delete(&maps::DEVICES, device_key(user_id, device_id));
+                had_keys |= self.remove_device_into(&mut batch, user_id, device_id, &record)?;
             }
         }
-        self.db.write(batch)?;
-        Ok(())
+        self.write_device_removal(batch, user_id, had_keys)
     }
 
     /// Deletes every device of the user but `keep`.
     pub fn remove_all_devices(&self, user_id: &UserId, keep: Option<&DeviceId>) -> Result<()> {
         let mut batch = Batch::new();
-        self.remove_devices_into(&mut batch, user_id, keep)?;
+        let had_keys = self.remove_devices_into(&mut batch, user_id, keep)?;
+        self.write_device_removal(batch, user_id, had_keys)
+    }
+
+    /// Writes a removal; devices with keys leaving is a device-list change.
+    fn write_device_removal(&self, mut batch: Batch, user_id: &UserId, had_keys: bool) -> Result<()> {
+        let change = had_keys.then(|| self.note_key_change(&mut batch, user_id, None)).transpose()?;
         self.db.write(batch)?;
+        if let Some(change) = change {
+            change.publish();
+        }
         Ok(())
     }
 
+    /// Deletes every device of the user but `keep` into `batch`; says
+    /// whether any of them had identity keys.
     pub(super) fn remove_devices_into(
         &self,
         batch: &mut Batch,
         user_id: &UserId,
         keep: Option<&DeviceId>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let mut had_keys = false;
         for (device_id, record) in self.list_devices(user_id)? {
-            if Some(&*device_id) == keep {
-                continue;
+            if Some(&*device_id) != keep {
+                had_keys |= self.remove_device_into(batch, user_id, &device_id, &record)?;
             }
-            batch.delete(&maps::TOKENS, record.access_token.as_bytes());
-            batch.delete(&maps::DEVICES, device_key(user_id, &device_id));
         }
-        Ok(())
+        Ok(had_keys)
+    }
+
+    fn remove_device_into(
+        &self,
+        batch: &mut Batch,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        record: &DeviceRecord,
+    ) -> Result<bool> {
+        batch.delete(&maps::TOKENS, record.access_token.as_bytes());
+        batch.delete(&maps::DEVICES, device_key(user_id, device_id));
+        self.remove_device_keys_into(batch, user_id, device_id)
     }
 
     /// Logs a device out: its token is revoked, the device itself goes too

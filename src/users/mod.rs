@@ -1,12 +1,18 @@
 //! Local accounts: creation, passwords, deactivation; devices and access
 //! tokens ([`devices`]); profiles ([`profile`]); account data and filters
-//! ([`account_data`]); user-interactive authentication ([`uiaa`]).
+//! ([`account_data`]); user-interactive authentication ([`uiaa`]); and
+//! what end-to-end encryption keeps per user and device: keys ([`keys`]),
+//! send-to-device inboxes ([`to_device`]) and key backups ([`backup`]).
+//! Those live here because they come and go with the devices.
 
 pub mod account_data;
+pub mod backup;
 pub mod devices;
+pub mod keys;
 pub mod profile;
 pub mod push_rules;
 pub mod shared_secret;
+pub mod to_device;
 pub mod uiaa;
 
 use argon2::{
@@ -42,6 +48,12 @@ pub struct Users {
     stream: Arc<Stream>,
     /// Serialises check-then-write allocations: new user IDs, filter IDs.
     alloc_lock: std::sync::Mutex<()>,
+    /// Serialises key uploads and claims (a one-time key goes to one claimer).
+    keys_lock: std::sync::Mutex<()>,
+    /// Serialises backup writes, so a version switch and an upload never interleave.
+    backup_lock: std::sync::Mutex<()>,
+    /// Serialises to-device sends (a transaction ID is used once).
+    to_device_lock: std::sync::Mutex<()>,
     push_rule_cache: std::sync::Mutex<std::collections::HashMap<OwnedUserId, Arc<push_rules::Rules>>>,
     ignored_cache:
         std::sync::Mutex<std::collections::HashMap<OwnedUserId, Arc<std::collections::HashSet<OwnedUserId>>>>,
@@ -54,6 +66,9 @@ impl Users {
             server_name,
             stream,
             alloc_lock: std::sync::Mutex::default(),
+            keys_lock: std::sync::Mutex::default(),
+            backup_lock: std::sync::Mutex::default(),
+            to_device_lock: std::sync::Mutex::default(),
             push_rule_cache: Default::default(),
             ignored_cache: Default::default(),
         }
@@ -187,7 +202,8 @@ impl Users {
     }
 
     /// Deactivates an account for good: the password, every device and token
-    /// and the profile go; the user ID stays reserved.
+    /// (with their keys), the cross-signing keys, key backups and the
+    /// profile go; the user ID stays reserved.
     pub fn deactivate(&self, user_id: &UserId) -> Result<()> {
         let mut record = self.get(user_id)?.ok_or_else(|| Error::not_found("Unknown user"))?;
         record.deactivated = true;
@@ -196,8 +212,12 @@ impl Users {
         let mut batch = Batch::new();
         batch.put_json(&maps::USERS, user_id.as_bytes(), &record);
         self.remove_devices_into(&mut batch, user_id, None)?;
+        self.remove_cross_signing_into(&mut batch, user_id)?;
+        self.remove_backups_into(&mut batch, user_id)?;
         batch.put_json(&maps::PROFILES, user_id.as_bytes(), &serde_json::Map::new());
+        let change = self.note_key_change(&mut batch, user_id, None)?;
         self.db.write(batch)?;
+        change.publish();
         Ok(())
     }
 }

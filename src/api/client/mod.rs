@@ -2,10 +2,12 @@
 
 mod account;
 mod account_data;
+mod backup;
 mod devices;
 mod directory;
 mod discovery;
 mod filter;
+mod keys;
 mod membership;
 mod presence;
 mod profile;
@@ -19,6 +21,7 @@ mod session;
 mod state;
 mod sync;
 mod tags;
+mod to_device;
 mod typing;
 mod user_directory;
 
@@ -51,5 +54,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = relations::routes(router);
     let router = tags::routes(router);
     let router = user_directory::routes(router);
+    let router = keys::routes(router);
+    let router = to_device::routes(router);
+    let router = backup::routes(router);
     membership::routes(router)
 }

@@ -35,10 +35,12 @@ async fn get(req: Ruma<sync_events::v3::Request>) -> Result<sync_events::v3::Res
         Some(_) => return Err(Error::invalid_param("Unsupported filter")),
     };
     let device = req.sender_device.clone().ok_or_else(|| Error::forbidden("Sync needs a device"))?;
+    let since = body.since.as_deref().map(sync::parse_sync_token).transpose()?;
     let params = Params {
         user: req.user().clone(),
         device,
-        since: body.since.as_deref().map(sync::parse_token).transpose()?,
+        since: since.map(|(position, _)| position),
+        to_device_since: since.map(|(_, to_device)| to_device),
         full_state: body.full_state,
         filter,
         timeout: body.timeout.unwrap_or_default(),

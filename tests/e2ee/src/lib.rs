@@ -1,0 +1,229 @@
+//! Harness for the end-to-end encryption scenarios: real `hearth`
+//! processes (started, killed with SIGKILL and restarted by the tests) and
+//! real clients built on matrix-sdk, the SDK behind Element X.
+//!
+//! The binary is `$HEARTH_BIN`, or else `hearth` next to this test's
+//! `deps/` directory (the shared cargo target directory `make test` uses).
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use matrix_sdk::{
+    Client, Room,
+    config::SyncSettings,
+    deserialized_responses::{TimelineEvent, TimelineEventKind},
+    encryption::{BackupDownloadStrategy, EncryptionSettings},
+    room::MessagesOptions,
+    ruma::{
+        OwnedRoomId, RoomId,
+        api::client::{account::register, uiaa},
+    },
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// How long any one wait in a scenario may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// One Hearth server with its own database.
+pub struct Hearth {
+    child: Child,
+    pub url: String,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("HEARTH_BIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe()?;
+    let debug_dir = exe.parent().and_then(|deps| deps.parent()).context("test binary has no parent")?;
+    let path = debug_dir.join("hearth");
+    if !path.is_file() {
+        bail!("{} not found: build it first (`cargo build --bin hearth`) or set HEARTH_BIN", path.display());
+    }
+    Ok(path)
+}
+
+impl Hearth {
+    /// Starts a server on a free port with a fresh database.
+    pub async fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let (child, url, port) = spawn(dir.path(), 0).await?;
+        Ok(Self { child, url, port, dir })
+    }
+
+    /// Kills the server with SIGKILL (no shutdown of any kind) and starts it
+    /// again on the same port and database.
+    pub async fn kill_and_restart(&mut self) -> Result<()> {
+        self.child.kill().await?;
+        let (child, url, _) = spawn(self.dir.path(), self.port).await?;
+        self.child = child;
+        self.url = url;
+        Ok(())
+    }
+}
+
+impl Drop for Hearth {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn spawn(dir: &std::path::Path, port: u16) -> Result<(Child, String, u16)> {
+    let config = dir.join("hearth.toml");
+    let unlimited = "per_second = 10000.0\nburst_count = 10000\n";
+    let mut text = format!(
+        "log = \"warn,hearth=info\"\n[[listeners]]\naddress = \"127.0.0.1\"\nport = {port}\n\
+         [database]\npath = \"{}\"\ncache_mb = 8\n[registration]\nenabled = true\n",
+        dir.join("db").display()
+    );
+    for limit in ["login", "login_failures", "registration", "registration_checks", "message"] {
+        text.push_str(&format!("[rate_limits.{limit}]\n{unlimited}"));
+    }
+    std::fs::write(&config, text)?;
+    let mut child = Command::new(binary()?)
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+    let url = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(at) = line.find("listening on http://") {
+                let url =
+                    line[at + "listening on ".len()..].split_whitespace().next().unwrap_or("").to_owned();
+                return Ok::<_, anyhow::Error>(url);
+            }
+        }
+        bail!("hearth exited before listening")
+    })
+    .await
+    .context("hearth did not report its address in time")??;
+    // Keep draining its output so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let port =
+        url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).context("no port")?;
+    Ok((child, url, port))
+}
+
+async fn client(hearth: &Hearth) -> Result<Client> {
+    // The SDK's own logs, when RUST_LOG asks for them.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    Ok(Client::builder()
+        .homeserver_url(&hearth.url)
+        // The login response's well-known points at the configured public
+        // address (127.0.0.1:8008 by default), not this test's port.
+        .respect_login_well_known(false)
+        .with_encryption_settings(EncryptionSettings {
+            auto_enable_cross_signing: false,
+            backup_download_strategy: BackupDownloadStrategy::Manual,
+            auto_enable_backups: false,
+        })
+        .build()
+        .await?)
+}
+
+/// Registers `name` and returns a client logged in on its first device,
+/// with its device keys uploaded.
+pub async fn register(hearth: &Hearth, name: &str) -> Result<Client> {
+    let client = client(hearth).await?;
+    let mut request = register::v3::Request::new();
+    request.username = Some(name.to_owned());
+    request.password = Some(PASSWORD.to_owned());
+    request.initial_device_display_name = Some(format!("{name}'s first device"));
+    request.auth = Some(uiaa::AuthData::Dummy(uiaa::Dummy::new()));
+    client.matrix_auth().register(request).await?;
+    client.sync_once(SyncSettings::default()).await?;
+    Ok(client)
+}
+
+/// Logs an existing user in on a new device.
+pub async fn login(hearth: &Hearth, name: &str, device_name: &str) -> Result<Client> {
+    let client = client(hearth).await?;
+    client
+        .matrix_auth()
+        .login_username(name, PASSWORD)
+        .initial_device_display_name(device_name)
+        .send()
+        .await?;
+    client.sync_once(SyncSettings::default()).await?;
+    Ok(client)
+}
+
+/// Syncs `client` until `done` says yes, failing after [`DEADLINE`]. Each
+/// sync is a long poll, so this waits on the server, not on a timer.
+pub async fn sync_until<F, Fut>(client: &Client, what: &str, mut done: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let start = Instant::now();
+    loop {
+        if done().await? {
+            return Ok(());
+        }
+        if start.elapsed() > DEADLINE {
+            bail!("timed out waiting for {what}");
+        }
+        client.sync_once(SyncSettings::default().timeout(Duration::from_secs(2))).await?;
+    }
+}
+
+/// Waits until `client` is in `room_id` (joined), accepting an invite.
+pub async fn join(client: &Client, room_id: &RoomId) -> Result<Room> {
+    sync_until(client, "the invite", || async { Ok(client.get_room(room_id).is_some()) }).await?;
+    let room = client.join_room_by_id(room_id).await?;
+    client.sync_once(SyncSettings::default()).await?;
+    Ok(room)
+}
+
+/// A room's text messages as `client` reads them from `/messages`, oldest
+/// first: `Some(body)` when decrypted (or plain), `None` when it could not
+/// be decrypted.
+pub async fn texts(room: &Room) -> Result<Vec<Option<String>>> {
+    let mut options = MessagesOptions::backward();
+    options.limit = 100u32.into();
+    let messages = room.messages(options).await?;
+    let mut out = Vec::new();
+    for event in messages.chunk.iter().rev() {
+        let json: serde_json::Value = serde_json::from_str(event.raw().json().get())?;
+        match (&event.kind, json["type"].as_str()) {
+            (TimelineEventKind::UnableToDecrypt { .. }, _) => out.push(None),
+            (_, Some("m.room.message")) => out.push(json["content"]["body"].as_str().map(str::to_owned)),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The Megolm session an encrypted event was sent with.
+pub fn session_id(event: &TimelineEvent) -> Option<String> {
+    match &event.kind {
+        TimelineEventKind::Decrypted(decrypted) => decrypted.encryption_info.session_id().map(str::to_owned),
+        TimelineEventKind::UnableToDecrypt { event, .. } => {
+            let json: serde_json::Value = serde_json::from_str(event.json().get()).ok()?;
+            json["content"]["session_id"].as_str().map(str::to_owned)
+        }
+        TimelineEventKind::PlainText { .. } => None,
+    }
+}
+
+pub fn room_id(room: &Room) -> OwnedRoomId {
+    room.room_id().to_owned()
+}
