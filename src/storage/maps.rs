@@ -147,8 +147,8 @@ maps! {
     }
     /// Client transaction IDs already used, so a retried send is not duplicated.
     TRANSACTIONS = "transactions" {
-        key: "user ID ‖ SEP ‖ device ID ‖ SEP ‖ room ID ‖ SEP ‖ endpoint (send, redact) ‖ SEP ‖ transaction ID",
-        value: "event ID"
+        key: "user ID ‖ SEP ‖ device ID ‖ SEP ‖ room ID (empty for to-device) ‖ SEP ‖ endpoint (send, redact, sendToDevice/<event type>) ‖ SEP ‖ transaction ID",
+        value: "event ID (empty for to-device)"
     }
     /// Read receipts, one per room, kind, thread and user.
     RECEIPTS = "receipts" {
