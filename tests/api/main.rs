@@ -7,6 +7,7 @@ mod admin_register;
 mod devices;
 mod directory;
 mod discovery;
+mod e2ee;
 mod errors;
 mod login;
 mod persistence;
