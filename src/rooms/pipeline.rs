@@ -433,12 +433,16 @@ impl Rooms {
             membership.map(|content| content["membership"].as_str().unwrap_or("leave").to_owned());
         let user_key = key(&[target.as_bytes(), &room_short.to_be_bytes()]);
         let member_key = [&room_short.to_be_bytes()[..], target.as_bytes()].concat();
-        // Who shares a room with whom changed: device-list tracking reads this.
-        batch.put(
-            &maps::MEMBERSHIP_CHANGES,
-            [&new.2.to_be_bytes()[..], &room_short.to_be_bytes(), target.as_bytes()].concat(),
-            membership.as_deref().unwrap_or("").as_bytes(),
-        );
+        // Who shares a room with whom changed (a join, or the end of one):
+        // device-list tracking reads this.
+        let was_joined = self.db.get(&maps::USER_ROOMS, &user_key)?.is_some_and(|m| m == b"join");
+        if was_joined != (membership.as_deref() == Some("join")) {
+            batch.put(
+                &maps::MEMBERSHIP_CHANGES,
+                [&new.2.to_be_bytes()[..], &room_short.to_be_bytes(), target.as_bytes()].concat(),
+                membership.as_deref().unwrap_or("").as_bytes(),
+            );
+        }
         match membership {
             Some(membership) => {
                 batch.put(&maps::USER_ROOMS, user_key.clone(), membership.as_bytes());

@@ -234,7 +234,9 @@ fn e2ee(services: &Services, params: &Params, upto: u64, response: &mut sync::Re
         response.device_lists = device_lists(services, user, since, upto)?;
     }
     // What the client acknowledged by coming back with this token is done.
-    let acknowledged = params.to_device_since.or(params.since).unwrap_or(0);
+    // (Never past what this response covers: a forged token cannot delete
+    // messages not yet delivered.)
+    let acknowledged = params.to_device_since.or(params.since).unwrap_or(0).min(upto);
     if params.since.is_some() {
         users.acknowledge_to_device(user, device, acknowledged)?;
     }

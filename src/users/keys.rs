@@ -552,16 +552,19 @@ impl Users {
                 match result {
                     Ok(new_signatures) => {
                         for (signing_key_id, signature) in new_signatures {
-                            batch.put(
-                                &maps::KEY_SIGNATURES,
-                                key(&[
-                                    target.as_bytes(),
-                                    key_id.as_bytes(),
-                                    signer.as_bytes(),
-                                    signing_key_id.as_bytes(),
-                                ]),
-                                signature.into_bytes(),
-                            );
+                            let k = key(&[
+                                target.as_bytes(),
+                                key_id.as_bytes(),
+                                signer.as_bytes(),
+                                signing_key_id.as_bytes(),
+                            ]);
+                            // The same signature again is no change.
+                            if self.db.get(&maps::KEY_SIGNATURES, &k)?.as_deref()
+                                == Some(signature.as_bytes())
+                            {
+                                continue;
+                            }
+                            batch.put(&maps::KEY_SIGNATURES, k, signature.into_bytes());
                             let audience = (target != signer).then(|| signer.to_owned());
                             changed.insert(target.clone(), audience);
                         }

@@ -146,13 +146,12 @@ async fn joined(req: Ruma<joined_rooms::v3::Request>) -> Result<joined_rooms::v3
     Ok(joined_rooms::v3::Response::new(req.services.rooms.rooms_with_membership(req.user(), "join")?))
 }
 
-/// Pagination tokens are stream positions: `t<position>`.
 /// A pagination token: `t<p>` is the gap just before position `p`; a sync
-/// token `s<p>` (everything up to `p` seen) is the gap just after `p`.
+/// token `s<p>` (or `s<p>_<t>`, see `crate::sync`) is the gap just after `p`.
 pub fn parse_token(token: &str) -> Result<u64> {
     let parsed = match token.split_at_checked(1) {
         Some(("t", n)) => n.parse().ok(),
-        Some(("s", n)) => n.parse::<u64>().ok().and_then(|n| n.checked_add(1)),
+        Some(("s", _)) => crate::sync::parse_token(token).ok().and_then(|n| n.checked_add(1)),
         _ => None,
     };
     parsed.ok_or_else(|| Error::invalid_param("Invalid pagination token"))
