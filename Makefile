@@ -28,7 +28,7 @@ test: deps $(VENV)/.ok
 	$(CARGO) check --benches
 	$(CARGO) build --bin hearth
 	$(VENV)/bin/python tests/clients/nio_smoke.py $(CARGO_TARGET_DIR)/debug/hearth
-	HEARTH_BIN=$(CARGO_TARGET_DIR)/debug/hearth $(CARGO) test -p hearth-e2ee-tests
+	$(CARGO) test -p hearth-e2ee-tests
 
 # Release-mode benchmarks; figures go to docs/PERFORMANCE.md.
 bench: deps

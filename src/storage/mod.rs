@@ -161,6 +161,14 @@ impl Db {
         self.scan_prefix(map, prefix)?.into_iter().map(|(k, v)| Ok((k, decode(map, &v)?))).collect()
     }
 
+    /// Adds the deletion of every key under `prefix` to `batch`.
+    pub fn delete_prefix(&self, batch: &mut Batch, map: &MapDef, prefix: &[u8]) -> Result<()> {
+        for (k, _) in self.scan_prefix(map, prefix)? {
+            batch.delete(map, k);
+        }
+        Ok(())
+    }
+
     pub fn write(&self, batch: Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());

@@ -278,9 +278,7 @@ impl Users {
     pub(super) fn remove_backups_into(&self, batch: &mut Batch, user: &UserId) -> Result<()> {
         let p = prefix(&[user.as_bytes()]);
         for map in [&maps::BACKUP_VERSIONS, &maps::BACKUP_KEYS] {
-            for (k, _) in self.db.scan_prefix(map, &p)? {
-                batch.delete(map, k);
-            }
+            self.db.delete_prefix(batch, map, &p)?;
         }
         Ok(())
     }

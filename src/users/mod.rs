@@ -2,11 +2,13 @@
 //! tokens ([`devices`]); profiles ([`profile`]); account data and filters
 //! ([`account_data`]); user-interactive authentication ([`uiaa`]); and
 //! what end-to-end encryption keeps per user and device: keys ([`keys`]),
-//! send-to-device inboxes ([`to_device`]) and key backups ([`backup`]).
+//! cross-signing ([`cross_signing`]), send-to-device inboxes ([`to_device`])
+//! and key backups ([`backup`]).
 //! Those live here because they come and go with the devices.
 
 pub mod account_data;
 pub mod backup;
+pub mod cross_signing;
 pub mod devices;
 pub mod keys;
 pub mod profile;

@@ -192,3 +192,11 @@ pub async fn join(s: &TestServer, who: &Session, room: &str) {
         s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&who.token), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// A successful `/sync` with the given query string.
+pub async fn sync(s: &TestServer, who: &Session, query: &str) -> Value {
+    let (status, body) = s.get(&format!("/_matrix/client/v3/sync?{query}"), Some(&who.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["next_batch"].is_string(), "{body}");
+    body
+}

@@ -18,13 +18,6 @@ const OTK: &str = "signed_curve25519";
 
 // ---------------------------------------------------------------- helpers
 
-async fn sync(s: &TestServer, who: &Session, query: &str) -> Value {
-    let (status, body) = s.get(&format!("{V3}/sync?{query}"), Some(&who.token)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(body["next_batch"].is_string(), "{body}");
-    body
-}
-
 async fn sync_since(s: &TestServer, who: &Session, since: &str) -> Value {
     sync(s, who, &format!("since={since}&timeout=0")).await
 }
@@ -575,7 +568,7 @@ async fn device_list_changes_follow_shared_rooms() {
     // Carol shares no room with alice: not reported.
     upload_ok(&s, &carol, json!({"device_keys": device_keys(&carol, "c1")})).await;
     let body = sync_since(&s, &alice, &t0).await;
-    assert_eq!(changed(&body), [bob.user_id.clone()], "{body}");
+    assert_eq!(changed(&body), [bob.user_id.as_str()], "{body}");
     assert!(changed(&poll).contains(&bob.user_id), "{poll}");
     let t1 = next(&body);
     let (status, changes) = s.get(&format!("{V3}/keys/changes?from={t0}&to={t1}"), Some(&alice.token)).await;
@@ -587,7 +580,7 @@ async fn device_list_changes_follow_shared_rooms() {
     let (status, _) = s.post(&format!("{V3}/rooms/{room}/leave"), Some(&bob.token), json!({})).await;
     assert_eq!(status, StatusCode::OK);
     let body = sync_since(&s, &alice, &t1).await;
-    assert_eq!(left(&body), [bob.user_id.clone()], "{body}");
+    assert_eq!(left(&body), [bob.user_id.as_str()], "{body}");
     assert!(!changed(&body).contains(&bob.user_id), "{body}");
     let t2 = next(&body);
     let (_, changes) = s.get(&format!("{V3}/keys/changes?from={t1}&to={t2}"), Some(&alice.token)).await;
@@ -618,10 +611,10 @@ async fn own_key_changes_and_logout_are_device_list_changes() {
     )
     .await;
     let body = sync_since(&s, &alice, &alice_t).await;
-    assert_eq!(changed(&body), [alice.user_id.clone()], "own upload: {body}");
+    assert_eq!(changed(&body), [alice.user_id.as_str()], "own upload: {body}");
     let alice_t = next(&body);
     let body = sync_since(&s, &bob, &bob_t).await;
-    assert_eq!(changed(&body), [alice.user_id.clone()], "{body}");
+    assert_eq!(changed(&body), [alice.user_id.as_str()], "{body}");
     let bob_t = next(&body);
     let devices = query(&s, &bob, &[&alice.user_id]).await["device_keys"][&alice.user_id].clone();
     assert_eq!(devices.as_object().unwrap().len(), 2, "{devices}");
@@ -635,8 +628,8 @@ async fn own_key_changes_and_logout_are_device_list_changes() {
     let a = alice.user_id.as_str();
     let body = claim(&s, &bob, json!({a: {phone.device_id.as_str(): OTK}})).await;
     assert!(body["one_time_keys"].get(a).is_none(), "its one-time keys went too: {body}");
-    assert_eq!(changed(&sync_since(&s, &alice, &alice_t).await), [alice.user_id.clone()]);
-    assert_eq!(changed(&sync_since(&s, &bob, &bob_t).await), [alice.user_id.clone()]);
+    assert_eq!(changed(&sync_since(&s, &alice, &alice_t).await), [alice.user_id.as_str()]);
+    assert_eq!(changed(&sync_since(&s, &bob, &bob_t).await), [alice.user_id.as_str()]);
 }
 
 // ---------------------------------------------------------- cross-signing

@@ -8,13 +8,6 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-async fn sync(s: &TestServer, who: &Session, query: &str) -> Value {
-    let (status, body) = s.get(&format!("/_matrix/client/v3/sync?{query}"), Some(&who.token)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(body["next_batch"].is_string(), "{body}");
-    body
-}
-
 async fn sync_since(s: &TestServer, who: &Session, since: &Value) -> Value {
     sync(s, who, &format!("since={}&timeout=0", since.as_str().unwrap())).await
 }

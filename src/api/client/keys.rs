@@ -22,7 +22,10 @@ use crate::{
     api::ruma::{Ruma, RumaRouter},
     services::Services,
     sync,
-    users::keys::{JsonObject, MASTER, SELF_SIGNING, USER_SIGNING},
+    users::{
+        cross_signing::{MASTER, SELF_SIGNING, USER_SIGNING},
+        keys::JsonObject,
+    },
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {

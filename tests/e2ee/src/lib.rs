@@ -2,8 +2,9 @@
 //! processes (started, killed with SIGKILL and restarted by the tests) and
 //! real clients built on matrix-sdk, the SDK behind Element X.
 //!
-//! The binary is `$HEARTH_BIN`, or else `hearth` next to this test's
-//! `deps/` directory (the shared cargo target directory `make test` uses).
+//! The binary is `$E2EE_SERVER_BINARY`, or else `hearth` next to this
+//! test's `deps/` directory (the shared cargo target directory `make test`
+//! uses). Not a `HEARTH_…` variable: the server reads those as its config.
 
 use std::{
     path::PathBuf,
@@ -41,14 +42,17 @@ pub struct Hearth {
 }
 
 fn binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("HEARTH_BIN") {
+    if let Some(path) = std::env::var_os("E2EE_SERVER_BINARY") {
         return Ok(path.into());
     }
     let exe = std::env::current_exe()?;
     let debug_dir = exe.parent().and_then(|deps| deps.parent()).context("test binary has no parent")?;
     let path = debug_dir.join("hearth");
     if !path.is_file() {
-        bail!("{} not found: build it first (`cargo build --bin hearth`) or set HEARTH_BIN", path.display());
+        bail!(
+            "{} not found: build it first (`cargo build --bin hearth`) or set E2EE_SERVER_BINARY",
+            path.display()
+        );
     }
     Ok(path)
 }
