@@ -81,6 +81,15 @@ pub fn parse_sync_token(token: &str) -> Result<(u64, u64)> {
 /// `full_state`), else when something arrives or the timeout passes.
 pub async fn sync(services: &Services, params: &Params) -> Result<sync::Response> {
     let upto = services.stream.visible();
+    // What the client acknowledged by coming back with this token is done;
+    // deleted once here, not in every build of a long poll.
+    if params.since.is_some() {
+        services.users.acknowledge_to_device(
+            &params.user,
+            &params.device,
+            to_device_acknowledged(params, upto),
+        )?;
+    }
     let response = build(services, params, upto)?;
     if params.since.is_none() || params.full_state || !is_empty(&response) || params.timeout.is_zero() {
         return Ok(response);
@@ -220,6 +229,12 @@ fn build(services: &Services, params: &Params, upto: u64) -> Result<sync::Respon
     Ok(response)
 }
 
+/// The last send-to-device message the client has: never past `upto`, so a
+/// forged token cannot delete messages not yet delivered.
+fn to_device_acknowledged(params: &Params, upto: u64) -> u64 {
+    params.to_device_since.or(params.since).unwrap_or(0).min(upto)
+}
+
 /// The device's one-time key counts, fallback keys and send-to-device
 /// messages, and (incrementally) device-list changes.
 fn e2ee(services: &Services, params: &Params, upto: u64, response: &mut sync::Response) -> Result<()> {
@@ -233,13 +248,7 @@ fn e2ee(services: &Services, params: &Params, upto: u64, response: &mut sync::Re
     if let Some(since) = params.since {
         response.device_lists = device_lists(services, user, since, upto)?;
     }
-    // What the client acknowledged by coming back with this token is done.
-    // (Never past what this response covers: a forged token cannot delete
-    // messages not yet delivered.)
-    let acknowledged = params.to_device_since.or(params.since).unwrap_or(0).min(upto);
-    if params.since.is_some() {
-        users.acknowledge_to_device(user, device, acknowledged)?;
-    }
+    let acknowledged = to_device_acknowledged(params, upto);
     let messages = users.to_device_messages(user, device, acknowledged, upto, e2ee::TO_DEVICE_LIMIT)?;
     if messages.len() == e2ee::TO_DEVICE_LIMIT
         && let Some((last, _)) = messages.last()
