@@ -18,21 +18,32 @@ pub struct RunningServer {
 }
 
 /// Opens the database, binds every listener and starts serving.
-pub async fn start(config: Config) -> Result<RunningServer> {
+pub async fn start(mut config: Config) -> Result<RunningServer> {
+    let mut bound = Vec::new();
+    let mut addrs = Vec::new();
+    for listener in &config.listeners {
+        let socket = TcpListener::bind((listener.address, listener.port)).await.map_err(|e| {
+            Error::internal(format!("cannot listen on {}:{}: {e}", listener.address, listener.port))
+        })?;
+        addrs.push(socket.local_addr().map_err(Error::internal)?);
+        bound.push((socket, listener.x_forwarded));
+    }
+    // Clients are sent to the first listener unless the operator says
+    // otherwise; a wildcard address names no host a client could use.
+    if config.well_known.client.is_none()
+        && let Some(first) = addrs.first().filter(|a| !a.ip().is_unspecified())
+    {
+        config.well_known.client = Some(format!("http://{first}"));
+    }
     let services = Services::open(config)?;
     let app = crate::api::router(services.clone());
     let (shutdown, watcher) = watch::channel(false);
-    let mut addrs = Vec::new();
     let mut tasks = Vec::new();
-    for listener in &services.config.listeners {
-        let bound = TcpListener::bind((listener.address, listener.port)).await.map_err(|e| {
-            Error::internal(format!("cannot listen on {}:{}: {e}", listener.address, listener.port))
-        })?;
-        addrs.push(bound.local_addr().map_err(Error::internal)?);
+    for (bound, x_forwarded) in bound {
         let mut watcher = watcher.clone();
         let service = app
             .clone()
-            .layer(axum::Extension(crate::api::ListenerInfo { x_forwarded: listener.x_forwarded }))
+            .layer(axum::Extension(crate::api::ListenerInfo { x_forwarded }))
             .into_make_service_with_connect_info::<SocketAddr>();
         tasks.push(tokio::spawn(async move {
             axum::serve(bound, service)

@@ -212,6 +212,47 @@ impl<R: ruma::api::OutgoingResponse> IntoResponse for RumaResponse<R> {
     }
 }
 
+/// A typed ruma response whose JSON body is then brought into the shape
+/// clients expect of Synapse: ruma leaves out empty lists and defaults that
+/// many clients index without checking.
+pub struct ShapedResponse<R>(pub R, pub fn(&mut serde_json::Value));
+
+/// A typed ruma response as the JSON body it sends, and its status and headers.
+pub fn response_json<R: ruma::api::OutgoingResponse>(
+    response: R,
+) -> Result<(http::response::Parts, serde_json::Value)> {
+    let (parts, body) = response
+        .try_into_http_response::<BytesMut>()
+        .map_err(|e| Error::internal(format!("cannot serialise response: {e}")))?
+        .into_parts();
+    Ok((parts, serde_json::from_slice(&body).map_err(Error::internal)?))
+}
+
+impl<R: ruma::api::OutgoingResponse> IntoResponse for ShapedResponse<R> {
+    fn into_response(self) -> Response {
+        let shaped = || -> Result<Response> {
+            let (parts, mut value) = response_json(self.0)?;
+            (self.1)(&mut value);
+            let body = serde_json::to_vec(&value).map_err(Error::internal)?;
+            Ok(Response::from_parts(parts, axum::body::Body::from(body)))
+        };
+        shaped().unwrap_or_else(IntoResponse::into_response)
+    }
+}
+
+/// Inserts `key: default` into `value` (an object) where it is missing.
+pub fn ensure(value: &mut serde_json::Value, key: &str, default: impl FnOnce() -> serde_json::Value) {
+    if let Some(object) = value.as_object_mut() {
+        object.entry(key).or_insert_with(default);
+    }
+}
+
+/// Inserts `key: {"events": []}`, or the missing `events` of an existing one.
+pub fn ensure_events(value: &mut serde_json::Value, key: &str) {
+    ensure(value, key, || serde_json::json!({}));
+    ensure(&mut value[key], "events", || serde_json::json!([]));
+}
+
 /// A ruma endpoint Hearth can serve.
 pub trait Endpoint:
     IncomingRequest<Authentication: AuthRequirement, OutgoingResponse: Send + 'static> + Send + 'static
@@ -244,6 +285,10 @@ pub trait RumaRouter {
     /// `/{state_key}`: also at the path without it and with a bare trailing
     /// slash, which is how clients address the empty state key.
     fn ruma_state_key<T: Endpoint>(self, handler: impl Handler<T>) -> Self;
+
+    /// Like [`RumaRouter::ruma`], with the response body passed through
+    /// `shape` (see [`ShapedResponse`]).
+    fn ruma_shaped<T: Endpoint>(self, handler: impl Handler<T>, shape: fn(&mut serde_json::Value)) -> Self;
 }
 
 impl RumaRouter for Router<Arc<Services>> {
@@ -261,6 +306,24 @@ impl RumaRouter for Router<Arc<Services>> {
                 self = add_route(self, base, handler.clone());
                 self = add_route(self, &format!("{base}/"), handler.clone());
             }
+        }
+        self
+    }
+
+    fn ruma_shaped<T: Endpoint>(
+        mut self,
+        handler: impl Handler<T>,
+        shape: fn(&mut serde_json::Value),
+    ) -> Self {
+        let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
+        for path in T::PATH_BUILDER.all_paths() {
+            let handler = handler.clone();
+            self = self.route(
+                path,
+                on(filter, move |req: Ruma<T>| async move {
+                    handler(req).await.map(|response| ShapedResponse(response, shape))
+                }),
+            );
         }
         self
     }

@@ -37,6 +37,10 @@ pub struct CreateRoom {
     pub avatar_url: Option<String>,
     /// Publish the room in the room directory (`visibility: public`).
     pub publish: bool,
+    /// The room ID, chosen beforehand (an upgrade names it in the old
+    /// room's tombstone first); only for versions whose IDs are not the
+    /// create event's hash, and only if free.
+    pub room_id: Option<OwnedRoomId>,
 }
 
 impl CreateRoom {
@@ -56,11 +60,18 @@ impl CreateRoom {
             displayname: None,
             avatar_url: None,
             publish: false,
+            room_id: None,
         }
     }
 }
 
 impl Rooms {
+    /// A random room ID on this server, for versions whose IDs are not the
+    /// create event's hash.
+    pub fn new_room_id(&self) -> Result<OwnedRoomId> {
+        RoomId::parse(format!("!{}:{}", util::random_string(18), self.server_name)).map_err(Error::internal)
+    }
+
     pub async fn create_room(&self, creator: &UserId, request: CreateRoom) -> Result<OwnedRoomId> {
         let version = request.version.clone();
         if !SUPPORTED_ROOM_VERSIONS.contains(&version) {
@@ -123,8 +134,11 @@ impl Rooms {
                     let (event_id, _) = self.finish(event.clone(), &rules, &version)?;
                     RoomId::parse(format!("!{}", &event_id.as_str()[1..])).map_err(Error::internal)?
                 } else {
-                    let id = RoomId::parse(format!("!{}:{}", util::random_string(18), self.server_name))
-                        .map_err(Error::internal)?;
+                    let id = match &request.room_id {
+                        Some(chosen) if attempts == 1 => chosen.clone(),
+                        Some(_) => return Err(Error::internal("the chosen room ID is taken")),
+                        None => self.new_room_id()?,
+                    };
                     event["room_id"] = json!(id);
                     id
                 };
@@ -313,6 +327,16 @@ impl Rooms {
         let (short, mut record) = self.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
         self.check_new_relation(short, sender, &builder.event_type, &builder.content)?;
         let state = self.current_state(&record)?;
+        // A member sending the state that is already there, from them, makes
+        // no new event (Synapse answers with the existing one, too).
+        if let Some(state_key) = &builder.state_key
+            && let Some(current) = self.state_event(&state, &builder.event_type, state_key)?
+            && current.sender == sender
+            && current.content_value() == builder.content
+            && self.membership(sender, short)?.as_deref() == Some("join")
+        {
+            return Ok(current.event_id.clone());
+        }
         let (event_id, object) = self.build(&record, &state, sender, &builder)?;
         self.append(short, &mut record, event_id.clone(), object, Origin::Local(txn))?;
         Ok(event_id)

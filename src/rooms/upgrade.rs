@@ -55,7 +55,19 @@ impl Rooms {
                 creation_content.insert(key.to_owned(), value.clone());
             }
         }
-        creation_content.insert("predecessor".into(), json!({"room_id": old_room}));
+        // Where the new room's ID is known before its create event (not in
+        // v12, where it is that event's hash), the old room is tombstoned
+        // first, so the new room can name the tombstone as its predecessor
+        // event, as Synapse does.
+        let chosen_id = match new_rules.as_ref().map(|r| r.room_id_format) {
+            Some(ruma::room_version_rules::RoomIdFormatVersion::V1) => Some(self.new_room_id()?),
+            _ => None,
+        };
+        let mut predecessor = json!({"room_id": old_room});
+        if let Some(new_room) = &chosen_id {
+            predecessor["event_id"] = json!(self.tombstone(old_room, user, new_room).await?);
+        }
+        creation_content.insert("predecessor".into(), predecessor);
         if new_is_v12 && !additional_creators.is_empty() {
             creation_content.insert("additional_creators".into(), json!(additional_creators));
         }
@@ -100,13 +112,15 @@ impl Rooms {
             creation_content,
             initial_state,
             publish: self.is_published(old_room)?,
+            room_id: chosen_id.clone(),
             ..CreateRoom::new(version, Preset::PrivateChat)
         };
         let new_room = self.create_room(user, request).await?;
+        if chosen_id.is_none() {
+            self.tombstone(old_room, user, &new_room).await?;
+        }
 
-        // Tombstone the old room, then move its aliases and quiet it down.
-        let tombstone = json!({"body": "This room has been replaced", "replacement_room": new_room});
-        self.send(old_room, user, PduBuilder::state("m.room.tombstone", "", tombstone), None).await?;
+        // Move the old room's aliases and quiet it down.
         for alias in &aliases {
             if let Some(alias_record) = self.alias(alias)? {
                 self.remove_alias(alias, &alias_record)?;
@@ -132,5 +146,15 @@ impl Rooms {
             }
         }
         Ok(new_room)
+    }
+
+    async fn tombstone(
+        &self,
+        old_room: &RoomId,
+        user: &UserId,
+        new_room: &RoomId,
+    ) -> Result<ruma::OwnedEventId> {
+        let tombstone = json!({"body": "This room has been replaced", "replacement_room": new_room});
+        self.send(old_room, user, PduBuilder::state("m.room.tombstone", "", tombstone), None).await
     }
 }

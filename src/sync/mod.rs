@@ -50,6 +50,9 @@ pub struct Params {
     pub filter: FilterDefinition,
     pub timeout: Duration,
     pub use_state_after: bool,
+    /// Deliver and acknowledge send-to-device messages (not for the legacy
+    /// `/events` and `/initialSync`, which must leave them to `/sync`).
+    pub to_device: bool,
 }
 
 pub fn token(position: u64) -> String {
@@ -83,7 +86,7 @@ pub async fn sync(services: &Services, params: &Params) -> Result<sync::Response
     let upto = services.stream.visible();
     // What the client acknowledged by coming back with this token is done;
     // deleted once here, not in every build of a long poll.
-    if params.since.is_some() {
+    if params.since.is_some() && params.to_device {
         services.users.acknowledge_to_device(
             &params.user,
             &params.device,
@@ -247,6 +250,9 @@ fn e2ee(services: &Services, params: &Params, upto: u64, response: &mut sync::Re
         Some(users.unused_fallback_key_types(user, device)?.into_iter().map(Into::into).collect());
     if let Some(since) = params.since {
         response.device_lists = device_lists(services, user, since, upto)?;
+    }
+    if !params.to_device {
+        return Ok(());
     }
     let acknowledged = to_device_acknowledged(params, upto);
     let messages = users.to_device_messages(user, device, acknowledged, upto, e2ee::TO_DEVICE_LIMIT)?;

@@ -244,6 +244,11 @@ impl RoomSync<'_> {
             |pdu| filter_allows(filter, pdu) && contains_url_allows(filter, pdu),
         )?;
         let (mut events, mut positions, mut shorts) = (page.events, page.positions, page.shorts);
+        if filter.limit.is_some_and(|l| l == UInt::MIN) {
+            // A limit of 0: no events, only whether there were any; the
+            // state then covers everything up to `end`.
+            return Ok(Timeline { limited: !events.is_empty(), events: Vec::new(), start: end + 1 });
+        }
         let limited = events.len() > limit;
         events.truncate(limit);
         positions.truncate(limit);

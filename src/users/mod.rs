@@ -59,6 +59,9 @@ pub struct Users {
     push_rule_cache: std::sync::Mutex<std::collections::HashMap<OwnedUserId, Arc<push_rules::Rules>>>,
     ignored_cache:
         std::sync::Mutex<std::collections::HashMap<OwnedUserId, Arc<std::collections::HashSet<OwnedUserId>>>>,
+    /// Password hashing (argon2id, ~19 MiB each) at most once per core at a
+    /// time; further requests wait their turn.
+    hashing: tokio::sync::Semaphore,
 }
 
 impl Users {
@@ -73,7 +76,27 @@ impl Users {
             to_device_lock: std::sync::Mutex::default(),
             push_rule_cache: Default::default(),
             ignored_cache: Default::default(),
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ),
         }
+    }
+
+    /// Runs password work (hashing, checking, a UIA step that checks one)
+    /// on a blocking thread, at most one per core at a time, so a burst of
+    /// logins or registrations costs memory for a core's worth of hashes,
+    /// not for every request at once.
+    pub async fn password_work<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R> {
+        let _permit = self.hashing.acquire().await.map_err(Error::internal)?;
+        tokio::task::spawn_blocking(work).await.map_err(Error::internal)
+    }
+
+    /// A new argon2id hash of `password`, through [`Users::password_work`].
+    pub async fn hash_new_password(&self, password: String) -> Result<String> {
+        self.password_work(move || hash_password(&password)).await?
     }
 
     pub fn server_name(&self) -> &OwnedServerName {

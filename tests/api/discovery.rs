@@ -14,7 +14,8 @@ async fn versions_well_known_and_capabilities() {
 
     let (status, body) = s.get("/.well-known/matrix/client", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["m.homeserver"]["base_url"], "http://127.0.0.1:8008");
+    // Unset in the config: the first listener, on the port it really bound.
+    assert_eq!(body["m.homeserver"]["base_url"], s.base.as_str());
 
     assert_error(
         &s.get("/_matrix/client/v3/capabilities", None).await,
@@ -35,9 +36,25 @@ async fn versions_well_known_and_capabilities() {
 }
 
 #[tokio::test]
-async fn well_known_unset_is_not_found() {
-    let s = TestServer::start_with(|c| c.well_known.client = None).await;
-    assert_error(&s.get("/.well-known/matrix/client", None).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+async fn well_known_configured_or_from_a_usable_listener() {
+    let s = TestServer::start_with(|c| c.well_known.client = Some("https://matrix.example.org".into())).await;
+    let (status, body) = s.get("/.well-known/matrix/client", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["m.homeserver"]["base_url"], "https://matrix.example.org");
+
+    // A first listener on a wildcard address names no host: no default.
+    let s = TestServer::start_with(|c| {
+        let mut loopback = c.listeners[0].clone();
+        c.listeners[0].address = "0.0.0.0".parse().unwrap();
+        loopback.port = 0;
+        c.listeners.push(loopback);
+    })
+    .await;
+    let url = format!("http://{}/.well-known/matrix/client", s.server().addrs[1]);
+    let response = s.http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_NOT_FOUND");
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ async fn login_flows_and_password_login() {
         assert_eq!(status, StatusCode::OK, "{name}: {body}");
         assert_eq!(body["user_id"], alice.user_id);
         assert_eq!(body["home_server"], "localhost");
-        assert_eq!(body["well_known"]["m.homeserver"]["base_url"], "http://127.0.0.1:8008");
+        assert_eq!(body["well_known"]["m.homeserver"]["base_url"], s.base.as_str());
         let token = body["access_token"].as_str().unwrap();
         assert_ne!(token, alice.token);
         assert_eq!(s.whoami(token).await, StatusCode::OK);

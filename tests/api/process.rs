@@ -244,3 +244,44 @@ async fn acknowledged_registrations_survive_kill_9() {
         assert_eq!(login(&served.base, &format!("user{i}"), "pw").await, StatusCode::OK, "user{i} lost");
     }
 }
+
+/// Kibibytes of a `/proc/<pid>/status` field (`VmRSS`, `VmHWM`).
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_burst_of_registrations_hashes_a_core_at_a_time_and_gives_memory_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[registration]\nenabled = true\n[rate_limits.registration]\nper_second = 1000\nburst_count = 1000\n",
+    );
+    let served = Served::start(dir.path(), &config);
+    let pid = served.child.id();
+    let client = reqwest::Client::new();
+    let register = |name: String| {
+        let request = client
+            .post(format!("{}/_matrix/client/v3/register", served.base))
+            .json(&json!({"username": name, "password": "pw", "auth": {"type": "m.login.dummy"}}));
+        async move { request.send().await.unwrap().status() }
+    };
+    // One registration first, so the baseline includes a hash's own costs.
+    assert_eq!(register("warmup".into()).await, StatusCode::OK);
+    let baseline = memory_kib(pid, "VmRSS");
+    let burst = (0..50).map(|i| register(format!("burst{i}")));
+    for status in futures_util::future::join_all(burst).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Each argon2id hash takes ~19 MiB: one per core may run at once (all 50
+    // at once took the server from 24 MB to 690 MB).
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    let peak = memory_kib(pid, "VmHWM");
+    let bound = baseline + cores * 24 * 1024 + 64 * 1024;
+    assert!(peak < bound, "peak {peak} KiB, baseline {baseline} KiB, bound {bound} KiB");
+    // ... and the hashes' memory goes back to the system afterwards.
+    let after = memory_kib(pid, "VmRSS");
+    assert!(after < baseline + 48 * 1024, "{after} KiB after the burst, {baseline} KiB before");
+}

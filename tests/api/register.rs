@@ -102,6 +102,12 @@ async fn invalid_usernames_and_guests_are_refused() {
         StatusCode::BAD_REQUEST,
         "M_MISSING_PARAM",
     );
+    // An empty request (how web clients open their sign-up page) learns the
+    // flows before any field is checked.
+    let (status, body) = s.post(REGISTER, None, json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["flows"][0]["stages"][0], "m.login.dummy", "{body}");
+    assert!(body["session"].is_string(), "{body}");
     assert_error(
         &s.post("/_matrix/client/v3/register?kind=guest", None, json!({})).await,
         StatusCode::FORBIDDEN,

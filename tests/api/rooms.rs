@@ -786,12 +786,20 @@ async fn sending_is_rate_limited_per_user() {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let mut sent = Vec::new();
     for i in 0..3 {
-        assert_eq!(send(&s, &alice, &room, &format!("l{i}"), "ok").await.0, StatusCode::OK);
+        let (status, body) = send(&s, &alice, &room, &format!("l{i}"), "ok").await;
+        assert_eq!(status, StatusCode::OK);
+        sent.push(body["event_id"].clone());
     }
     let resp = send(&s, &alice, &room, "l3", "too fast").await;
     assert_error(&resp, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
     assert!(resp.1["retry_after_ms"].as_u64().unwrap() > 0);
+    // A retried transaction creates nothing, so it answers with its event
+    // even while the sender is limited.
+    let (status, retried) = send(&s, &alice, &room, "l0", "ok").await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(retried["event_id"], sent[0]);
     s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({})).await;
     assert_eq!(send(&s, &bob, &room, "b0", "others are not limited by alice").await.0, StatusCode::OK);
     let (_, page) = messages(&s, &alice, &room).await;
@@ -857,6 +865,33 @@ async fn rooms_upgrade_with_tombstone_copied_state_and_moved_aliases() {
         StatusCode::OK
     );
     assert_eq!(send(&s, &bob, &new, "n", "new home").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_upgrade_to_a_version_with_random_room_ids_names_the_tombstone() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let old = create_room(&s, &alice, json!({"room_version": "10"})).await;
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{old}/upgrade"),
+            Some(&alice.token),
+            json!({"new_version": "11"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let new = body["replacement_room"].as_str().unwrap().to_owned();
+    let (_, tombstone) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{old}/state/m.room.tombstone/?format=event"),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(tombstone["content"]["replacement_room"], new.as_str(), "{tombstone}");
+    let (_, create) = state(&s, &alice, &new, "m.room.create", "").await;
+    assert_eq!(create["room_version"], "11");
+    assert_eq!(create["predecessor"]["room_id"], old.as_str());
+    assert_eq!(create["predecessor"]["event_id"], tombstone["event_id"], "{create}");
 }
 
 // Multi-threaded, like the real server, so appends really race.
@@ -951,6 +986,71 @@ async fn restricted_rooms_admit_members_of_allowed_rooms() {
         StatusCode::FORBIDDEN,
         "M_FORBIDDEN",
     );
+}
+
+#[tokio::test]
+async fn membership_through_the_state_endpoint_takes_the_membership_path() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let space = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &bob, &space).await;
+    let restricted = create_room(
+        &s,
+        &alice,
+        json!({"initial_state": [{"type": "m.room.join_rules", "content": {
+            "join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}}]}),
+    )
+    .await;
+    let member_path =
+        |user: &str| format!("/_matrix/client/v3/rooms/{restricted}/state/m.room.member/{user}");
+    // Carol is in no allowed room: naming an authoriser herself gets her nowhere.
+    assert_error(
+        &s.put(
+            &member_path(&carol.user_id),
+            Some(&carol.token),
+            json!({"membership": "join", "join_authorised_via_users_server": alice.user_id}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    let (status, _) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{restricted}/state/m.room.member/{}", carol.user_id),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "carol has no member event");
+    // Bob is in the allowed room: the server names the authoriser, not the
+    // client (who named someone who cannot invite), and custom content stays.
+    let (status, body) = s
+        .put(
+            &member_path(&bob.user_id),
+            Some(&bob.token),
+            json!({"membership": "join", "join_authorised_via_users_server": carol.user_id, "custom": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, member) = state(&s, &alice, &restricted, "m.room.member", &bob.user_id).await;
+    assert_eq!(member["membership"], "join");
+    assert_eq!(member["join_authorised_via_users_server"], alice.user_id.as_str());
+    assert_eq!(member["custom"], 1);
+    // No invite to another server's user around /invite.
+    assert_error(
+        &s.put(&member_path("@eve:elsewhere.example"), Some(&alice.token), json!({"membership": "invite"}))
+            .await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    let (status, _) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{restricted}/state/m.room.member/@eve:elsewhere.example"),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

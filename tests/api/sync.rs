@@ -658,6 +658,7 @@ async fn the_user_directory_finds_visible_users() {
     assert_eq!(search("TABLES").await, std::slice::from_ref(&bob.user_id), "display names, any case");
     assert_eq!(search("dave").await, std::slice::from_ref(&dave.user_id), "users in public rooms");
     assert!(search("eve").await.is_empty(), "nobody shares a room with eve");
+    assert!(search("alice").await.is_empty(), "never the searcher");
 }
 
 #[tokio::test]

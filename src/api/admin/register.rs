@@ -12,10 +12,7 @@ use crate::{
     Error, Result,
     api::client::check_password_length,
     services::Services,
-    users::{
-        hash_password,
-        shared_secret::{Signed, verify_mac},
-    },
+    users::shared_secret::{Signed, verify_mac},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -71,8 +68,7 @@ async fn register(State(services): State<Arc<Services>>, req: axum::extract::Req
     // The MAC covers the name as sent; the account gets it lower-cased (as in Synapse).
     let user_id = services.users.user_id_for_new_localpart(&body.username.to_lowercase())?;
     let password = body.password.clone();
-    let password_hash =
-        tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(Error::internal)??;
+    let password_hash = services.users.hash_new_password(password).await?;
     services.users.create(&user_id, Some(password_hash), body.admin, body.displayname.as_deref())?;
     let (device_id, token) = services.users.login_device(&user_id, None, None, Some(client_ip))?;
     tracing::info!("registered {user_id} with the shared secret (admin: {})", body.admin);

@@ -25,7 +25,7 @@ use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
     services::Services,
-    users::{hash_password, uiaa::Challenge},
+    users::uiaa::Challenge,
 };
 
 /// Longest password accepted (as in Synapse).
@@ -73,22 +73,19 @@ async fn check_uia(
     operation: crate::users::uiaa::Operation,
     auth: Option<AuthData>,
 ) -> Result<()> {
+    let gate = services.clone();
     let services = services.clone();
-    tokio::task::spawn_blocking(move || {
-        let challenge = Challenge {
-            flows,
-            user_id: user_id.as_deref(),
-            registration_token: services.config.registration.token.as_deref(),
-            operation,
-        };
-        services.uiaa.check(&services.users, &challenge, auth.as_ref())
-    })
-    .await
-    .map_err(Error::internal)?
-}
-
-async fn hash(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(Error::internal)?
+    gate.users
+        .password_work(move || {
+            let challenge = Challenge {
+                flows,
+                user_id: user_id.as_deref(),
+                registration_token: services.config.registration.token.as_deref(),
+                operation,
+            };
+            services.uiaa.check(&services.users, &challenge, auth.as_ref())
+        })
+        .await?
 }
 
 async fn register(req: Ruma<register::v3::Request>) -> Result<register::v3::Response> {
@@ -128,21 +125,25 @@ async fn register(req: Ruma<register::v3::Request>) -> Result<register::v3::Resp
     if services.users.exists(&user_id)? {
         return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken."));
     }
-    // Password login and re-authentication are the only ways back into an
-    // account, so one without a password would be lost (Synapse refuses too).
-    let Some(password) = &body.password else {
-        return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::MissingParam, "Missing params: password"));
-    };
-    check_password_length(password)?;
+    if let Some(password) = &body.password {
+        check_password_length(password)?;
+    }
 
+    // A request without `auth` learns the flows first, whatever else it
+    // lacks (clients ask with `{}`), as in Synapse.
     let stage = if services.config.registration.token.is_some() {
         AuthType::RegistrationToken
     } else {
         AuthType::Dummy
     };
     check_uia(services, vec![vec![stage]], None, req.operation(), body.auth.clone()).await?;
+    // Password login and re-authentication are the only ways back into an
+    // account, so one without a password would be lost (Synapse refuses too).
+    let Some(password) = &body.password else {
+        return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::MissingParam, "Missing params: password"));
+    };
 
-    let password_hash = hash(password.clone()).await?;
+    let password_hash = services.users.hash_new_password(password.clone()).await?;
     services.users.create(&user_id, Some(password_hash), false, None)?;
     tracing::info!("registered {user_id}");
 
@@ -192,7 +193,7 @@ async fn change_password(req: Ruma<change_password::v3::Request>) -> Result<chan
     let services = &req.services;
     check_password_length(&req.body.new_password)?;
     password_uia(&req, &user_id, req.body.auth.clone()).await?;
-    let password_hash = hash(req.body.new_password.clone()).await?;
+    let password_hash = services.users.hash_new_password(req.body.new_password.clone()).await?;
     services.users.set_password_hash(&user_id, Some(password_hash))?;
     if req.body.logout_devices {
         services.users.remove_all_devices(&user_id, req.sender_device.as_deref())?;

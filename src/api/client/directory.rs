@@ -25,6 +25,7 @@ use super::room::check_can_read;
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
+    rooms::builder::PduBuilder,
     rooms::directory::DirectoryEntry,
     services::Services,
 };
@@ -96,7 +97,43 @@ async fn delete_alias_handler(req: Ruma<delete_alias::v3::Request>) -> Result<de
         return Err(Error::forbidden("You may not remove this alias."));
     }
     services.rooms.remove_alias(alias, &record)?;
+    drop_from_canonical_alias(services, req.user(), &record.room_id, alias).await;
     Ok(delete_alias::v3::Response::new())
+}
+
+/// A deleted alias leaves the room's `m.room.canonical_alias` too, sent by
+/// the user who deleted it when they may (as Synapse; otherwise the event
+/// keeps naming it, which clients check before use).
+async fn drop_from_canonical_alias(
+    services: &Services,
+    user: &ruma::UserId,
+    room_id: &ruma::RoomId,
+    alias: &ruma::RoomAliasId,
+) {
+    let rooms = &services.rooms;
+    let Ok(Some(room_short)) = rooms.room_short(room_id) else { return };
+    let Ok(Some(current)) = rooms.current_state_event(room_short, "m.room.canonical_alias", "") else {
+        return;
+    };
+    let mut content = current.content_value();
+    let mut changed = false;
+    if content["alias"] == alias.as_str()
+        && let Some(object) = content.as_object_mut()
+    {
+        object.remove("alias");
+        changed = true;
+    }
+    if let Some(alt) = content["alt_aliases"].as_array_mut() {
+        let before = alt.len();
+        alt.retain(|a| a != alias.as_str());
+        changed |= alt.len() != before;
+    }
+    if changed {
+        let builder = PduBuilder::state("m.room.canonical_alias", "", content);
+        if let Err(e) = rooms.send(room_id, user, builder, None).await {
+            tracing::debug!("{alias} stays in {room_id}'s canonical alias event: {e}");
+        }
+    }
 }
 
 async fn room_aliases(req: Ruma<aliases::v3::Request>) -> Result<aliases::v3::Response> {

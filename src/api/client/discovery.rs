@@ -18,7 +18,7 @@ use ruma::api::client::discovery::{
 
 use crate::{
     Error, Result,
-    api::ruma::{Ruma, RumaRouter},
+    api::ruma::{Ruma, RumaRouter, ensure},
     rooms::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS},
     services::Services,
 };
@@ -30,7 +30,7 @@ const VERSIONS: &[&str] = &[
 ];
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(versions).ruma(well_known).ruma(capabilities)
+    router.ruma(versions).ruma(well_known).ruma_shaped(capabilities, shape_capabilities)
 }
 
 async fn versions(_: Ruma<get_supported_versions::Request>) -> Result<get_supported_versions::Response> {
@@ -46,6 +46,15 @@ async fn well_known(req: Ruma<discover_homeserver::Request>) -> Result<discover_
         .clone()
         .ok_or_else(|| Error::not_found("No client well-known is configured"))?;
     Ok(discover_homeserver::Response::new(HomeserverInfo::new(base_url)))
+}
+
+/// ruma leaves out capabilities at their default (enabled); clients and
+/// SyTest look for them, and Synapse always lists them.
+fn shape_capabilities(body: &mut serde_json::Value) {
+    let caps = &mut body["capabilities"];
+    for key in ["m.change_password", "m.set_displayname", "m.set_avatar_url"] {
+        ensure(caps, key, || serde_json::json!({"enabled": true}));
+    }
 }
 
 // `m.set_displayname` and `m.set_avatar_url` are deprecated in favour of

@@ -14,13 +14,13 @@ use ruma::{
         },
     },
 };
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::room::{parse_token, readable_state};
 use crate::util::raw;
 use crate::{
     Error, Result,
-    api::ruma::{Ruma, RumaRouter},
+    api::ruma::{Ruma, RumaRouter, ensure},
     rooms::builder::PduBuilder,
     services::Services,
 };
@@ -35,12 +35,21 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(ban)
         .ruma(unban)
         .ruma(members)
-        .ruma(joined)
+        .ruma_shaped(joined, |body| {
+            // Synapse names both profile fields of every member, null when unset.
+            if let Some(joined) = body["joined"].as_object_mut() {
+                for member in joined.values_mut() {
+                    ensure(member, "display_name", || Value::Null);
+                    ensure(member, "avatar_url", || Value::Null);
+                }
+            }
+        })
         .ruma(forget)
         .ruma(knock)
 }
 
-/// Sends an `m.room.member` event for `target`.
+/// Sends an `m.room.member` event for `target` from the membership
+/// endpoints, with `reason` when given.
 async fn set_membership(
     services: &Services,
     room_id: &RoomId,
@@ -49,35 +58,72 @@ async fn set_membership(
     membership: &str,
     reason: Option<&str>,
 ) -> Result<()> {
-    if services.rooms.room_short(room_id)?.is_none() {
-        return Err(Error::not_found("Unknown room"));
+    let mut content = Map::new();
+    content.insert("membership".to_owned(), json!(membership));
+    if let Some(reason) = reason {
+        content.insert("reason".to_owned(), json!(reason));
     }
-    let mut content = json!({"membership": membership});
+    change_membership(services, room_id, sender, target, content).await?;
+    Ok(())
+}
+
+/// The one path of every membership change a local client asks for, from
+/// the membership endpoints and from `PUT /state/m.room.member/{userId}`
+/// alike: the server, never the client, names the authoriser of a
+/// restricted join, and invites to users of other servers are refused
+/// until federation.
+pub async fn change_membership(
+    services: &Services,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    mut content: Map<String, Value>,
+) -> Result<ruma::OwnedEventId> {
+    let rooms = &services.rooms;
+    let room_short = rooms.room_short(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    let membership = content
+        .get("membership")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::bad_json("`membership` must be a string"))?
+        .to_owned();
+    content.remove("join_authorised_via_users_server");
+    if membership == "invite" {
+        if target.server_name() != rooms.server_name() {
+            return Err(Error::forbidden(
+                "Inviting users on other servers needs federation, which Hearth does not have yet",
+            ));
+        }
+        if rooms.membership(target, room_short)?.as_deref() == Some("join") {
+            return Err(Error::forbidden(format!("{target} is already in the room.")));
+        }
+    }
     if membership == "join" || membership == "invite" {
-        // Joins carry the member's profile (for invites: the invitee's).
+        // Joins carry the member's profile (for invites: the invitee's),
+        // unless the client set its own.
         if let Some(profile) = services.users.profile(target)? {
             for field in ["displayname", "avatar_url"] {
-                if let Some(value) = profile.get(field) {
-                    content[field] = value.clone();
+                if let Some(value) = profile.get(field)
+                    && !content.contains_key(field)
+                {
+                    content.insert(field.to_owned(), value.clone());
                 }
             }
         }
     }
-    if let Some(reason) = reason {
-        content["reason"] = json!(reason);
-    }
     if membership == "join"
         && sender == target
-        && let Some(room_short) = services.rooms.room_short(room_id)?
-        && let Some(authoriser) = services.rooms.restricted_join_authoriser(room_short, target)?
+        && let Some(authoriser) = rooms.restricted_join_authoriser(room_short, target)?
     {
-        content["join_authorised_via_users_server"] = json!(authoriser);
+        content.insert("join_authorised_via_users_server".to_owned(), json!(authoriser));
     }
-    services
-        .rooms
-        .send(room_id, sender, PduBuilder::state("m.room.member", target.as_str(), content), None)
-        .await?;
-    Ok(())
+    rooms
+        .send(
+            room_id,
+            sender,
+            PduBuilder::state("m.room.member", target.as_str(), Value::Object(content)),
+            None,
+        )
+        .await
 }
 
 async fn join_by_id(req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room_by_id::v3::Response> {
@@ -128,17 +174,6 @@ async fn invite(req: Ruma<invite_user::v3::Request>) -> Result<invite_user::v3::
         ));
     };
     let user_id = &recipient.user_id;
-    if user_id.server_name() != req.services.rooms.server_name() {
-        return Err(Error::forbidden(
-            "Inviting users on other servers needs federation, which Hearth does not have yet",
-        ));
-    }
-    let current = req.services.rooms.room_short(&req.body.room_id)?;
-    if let Some(short) = current
-        && req.services.rooms.membership(user_id, short)?.as_deref() == Some("join")
-    {
-        return Err(Error::forbidden(format!("{user_id} is already in the room.")));
-    }
     set_membership(
         &req.services,
         &req.body.room_id,

@@ -8,6 +8,7 @@ mod directory;
 mod discovery;
 mod filter;
 mod keys;
+mod legacy;
 mod membership;
 mod presence;
 mod profile;
@@ -35,6 +36,7 @@ pub use account::check_password_length;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = discovery::routes(router);
+    let router = legacy::routes(router);
     let router = account::routes(router);
     let router = session::routes(router);
     let router = devices::routes(router);

@@ -13,6 +13,7 @@ use ruma::{
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
+    rooms::builder::PduBuilder,
     services::Services,
 };
 
@@ -64,7 +65,41 @@ async fn set_field(req: Ruma<set_profile_field::v3::Request>) -> Result<set_prof
     }
     let field = value.field_name();
     req.services.users.set_profile_field(req.user(), field.as_str(), Some(value.value().into_owned()))?;
+    update_member_events(&req.services, req.user(), field.as_str()).await?;
     Ok(set_profile_field::v3::Response::new())
+}
+
+/// A new display name or avatar reaches the user's rooms as a new
+/// `m.room.member` join in each, as Synapse sends them.
+async fn update_member_events(services: &Services, user: &UserId, field: &str) -> Result<()> {
+    if !matches!(field, "displayname" | "avatar_url") {
+        return Ok(());
+    }
+    let value = services.users.profile(user)?.and_then(|p| p.get(field).cloned());
+    let rooms = &services.rooms;
+    for room_id in rooms.rooms_with_membership(user, "join")? {
+        let Some(room_short) = rooms.room_short(&room_id)? else { continue };
+        let Some(member) = rooms.current_state_event(room_short, "m.room.member", user.as_str())? else {
+            continue;
+        };
+        let mut content = member.content_value();
+        let Some(object) = content.as_object_mut() else { continue };
+        if object.get(field) == value.as_ref() {
+            continue;
+        }
+        match &value {
+            Some(value) => object.insert(field.to_owned(), value.clone()),
+            None => object.remove(field),
+        };
+        // Only the profile changes: an old authorisation of a restricted
+        // join does not belong to this event.
+        object.remove("join_authorised_via_users_server");
+        let builder = PduBuilder::state("m.room.member", user.as_str(), content);
+        if let Err(e) = rooms.send(&room_id, user, builder, None).await {
+            tracing::warn!("profile change of {user} not sent to {room_id}: {e}");
+        }
+    }
+    Ok(())
 }
 
 async fn delete_field(
@@ -73,5 +108,6 @@ async fn delete_field(
     check_own(&req, &req.body.user_id)?;
     let field: &ProfileFieldName = &req.body.field;
     req.services.users.set_profile_field(req.user(), field.as_str(), None)?;
+    update_member_events(&req.services, req.user(), field.as_str()).await?;
     Ok(delete_profile_field::v3::Response::new())
 }

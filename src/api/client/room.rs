@@ -118,6 +118,7 @@ async fn create(req: Ruma<create_room::v3::Request>) -> Result<create_room::v3::
         displayname: profile.get("displayname").and_then(Value::as_str).map(str::to_owned),
         avatar_url: profile.get("avatar_url").and_then(Value::as_str).map(str::to_owned),
         publish: body.visibility == ruma::api::client::room::Visibility::Public,
+        room_id: None,
     };
     let room_id = services.rooms.create_room(req.user(), request).await?;
     tracing::info!("{} created {room_id}", req.user());

@@ -61,9 +61,8 @@ async fn login(req: Ruma<login::v3::Request>) -> Result<login::v3::Response> {
     let password = info.password.clone();
     let checked = {
         let (services, user_id) = (services.clone(), user_id.clone());
-        tokio::task::spawn_blocking(move || services.users.check_password(&user_id, &password))
-            .await
-            .map_err(Error::internal)??
+        let gate = services.clone();
+        gate.users.password_work(move || services.users.check_password(&user_id, &password)).await??
     };
     if !checked {
         if services.users.get(&user_id)?.is_some_and(|u| u.deactivated) {

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use axum::Router;
+use ruma::UserId;
 use ruma::api::client::{
     message::send_message_event,
     state::{get_state_event_for_key, get_state_events, send_state_event},
 };
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::room::readable_state;
+use super::{membership::change_membership, room::readable_state};
 use crate::util::raw;
 use crate::{
     Error, Result,
@@ -20,17 +21,15 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(send).ruma_state_key(put_state).ruma_state_key(get_state).ruma(all_state)
+    router.ruma(send).ruma(post_send).ruma_state_key(put_state).ruma_state_key(get_state).ruma(all_state)
 }
 
-fn content(json: &serde_json::value::RawValue) -> Result<Value> {
-    match serde_json::from_str(json.get()) {
-        Ok(value @ Value::Object(_)) => Ok(value),
-        _ => Err(Error::bad_json("Event content must be a JSON object")),
-    }
+fn content(json: &serde_json::value::RawValue) -> Result<Map<String, Value>> {
+    serde_json::from_str(json.get()).map_err(|_| Error::bad_json("Event content must be a JSON object"))
 }
 
-/// Sends a client's event, within the user's message rate limit.
+/// Sends a client's event, within the user's message rate limit. A retried
+/// transaction answers with its event and costs nothing.
 pub async fn send_event(
     services: &Services,
     user: &ruma::UserId,
@@ -38,35 +37,105 @@ pub async fn send_event(
     builder: PduBuilder,
     txn: Option<Txn>,
 ) -> Result<ruma::OwnedEventId> {
+    if let Some(txn) = &txn
+        && let Some(event_id) =
+            services.rooms.txn_event(user, &txn.device_id, room_id, txn.endpoint, &txn.txn_id)?
+    {
+        return Ok(event_id);
+    }
     services.limiters.message.check(user.as_str()).map_err(Error::limit_exceeded)?;
     services.rooms.send(room_id, user, builder, txn).await
 }
 
 async fn send(req: Ruma<send_message_event::v3::Request>) -> Result<send_message_event::v3::Response> {
     let body = &req.body;
-    let mut builder = PduBuilder::message(&body.event_type.to_string(), content(body.body.json())?);
+    let txn = Txn { device_id: req.device().clone(), txn_id: body.txn_id.to_string(), endpoint: "send" };
+    let event_type = body.event_type.to_string();
+    let event_id = send_message(&req, &body.room_id, &event_type, body.body.json(), Some(txn)).await?;
+    Ok(send_message_event::v3::Response::new(event_id))
+}
+
+/// `POST /rooms/{roomId}/send/{eventType}`, without a transaction ID: gone
+/// from the spec, still served by Synapse and used by older bots.
+mod post_send {
+    use ruma::{
+        OwnedEventId, OwnedRoomId,
+        api::{auth_scheme::AccessToken, request, response},
+        metadata,
+    };
+    use serde_json::value::RawValue;
+
+    metadata! {
+        method: POST,
+        authentication: AccessToken,
+        rate_limited: true,
+        history: {
+            unstable => "/_matrix/client/api/v1/rooms/{room_id}/send/{event_type}",
+            1.0 => "/_matrix/client/r0/rooms/{room_id}/send/{event_type}",
+            1.1 => "/_matrix/client/v3/rooms/{room_id}/send/{event_type}",
+        }
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub room_id: OwnedRoomId,
+        #[ruma_api(path)]
+        pub event_type: String,
+        #[ruma_api(body)]
+        pub body: Box<RawValue>,
+    }
+
+    #[response]
+    pub struct Response {
+        pub event_id: OwnedEventId,
+    }
+}
+
+async fn post_send(req: Ruma<post_send::Request>) -> Result<post_send::Response> {
+    let body = &req.body;
+    let event_id = send_message(&req, &body.room_id, &body.event_type, &body.body, None).await?;
+    Ok(post_send::Response { event_id })
+}
+
+/// A message-like event from a client; redactions may come this way in
+/// every room version (the builder puts `redacts` where the version wants it).
+async fn send_message<T>(
+    req: &Ruma<T>,
+    room_id: &ruma::RoomId,
+    event_type: &str,
+    content_json: &serde_json::value::RawValue,
+    txn: Option<Txn>,
+) -> Result<ruma::OwnedEventId> {
+    let mut builder = PduBuilder::message(event_type, Value::Object(content(content_json)?));
     if builder.event_type == "m.room.redaction" {
-        // Clients may send redactions here in every room version; the
-        // builder puts `redacts` where the version wants it.
         let target = builder.content.as_object_mut().and_then(|c| c.remove("redacts"));
         let target = target
             .and_then(|t| t.as_str().and_then(|t| ruma::OwnedEventId::try_from(t).ok()))
             .ok_or_else(|| Error::bad_json("A redaction needs `redacts`, an event ID"))?;
-        check_may_redact(&req, &body.room_id, &target)?;
+        check_may_redact(req, room_id, &target)?;
         builder.redacts = Some(target);
     }
-    let txn = Txn { device_id: req.device().clone(), txn_id: body.txn_id.to_string(), endpoint: "send" };
-    let event_id = send_event(&req.services, req.user(), &body.room_id, builder, Some(txn)).await?;
-    Ok(send_message_event::v3::Response::new(event_id))
+    send_event(&req.services, req.user(), room_id, builder, txn).await
 }
 
 async fn put_state(req: Ruma<send_state_event::v3::Request>) -> Result<send_state_event::v3::Response> {
     let body = &req.body;
     let content = content(body.body.json())?;
-    if body.event_type.to_string() == "m.room.canonical_alias" {
+    let event_type = body.event_type.to_string();
+    if event_type == "m.room.member" {
+        // Membership takes the membership endpoints' path: never a
+        // client-named authoriser, never a remote invite around `/invite`.
+        let target = UserId::parse(body.state_key.as_str())
+            .map_err(|_| Error::bad_json("The state key of m.room.member must be a user ID"))?;
+        let event_id = change_membership(&req.services, &body.room_id, req.user(), &target, content).await?;
+        return Ok(send_state_event::v3::Response::new(event_id));
+    }
+    let content = Value::Object(content);
+    if event_type == "m.room.canonical_alias" {
         check_canonical_alias(&req.services, &body.room_id, &content)?;
     }
-    let builder = PduBuilder::state(&body.event_type.to_string(), &body.state_key, content);
+    let builder = PduBuilder::state(&event_type, &body.state_key, content);
     let event_id = send_event(&req.services, req.user(), &body.room_id, builder, None).await?;
     Ok(send_state_event::v3::Response::new(event_id))
 }

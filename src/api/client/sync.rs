@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use serde_json::{Value, json};
+
 use axum::Router;
 use ruma::api::client::{
     filter::FilterDefinition,
@@ -10,13 +12,53 @@ use ruma::api::client::{
 
 use crate::{
     Error, Result,
-    api::ruma::{Ruma, RumaRouter},
+    api::ruma::{Ruma, RumaRouter, ensure, ensure_events},
     services::Services,
     sync::{self, Params},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(get)
+    router.ruma_shaped(get, shape)
+}
+
+/// Every key Synapse always sends, empty or not: clients (matrix-nio among
+/// them) index `state.events`, `timeline.limited` or `rooms.leave` without
+/// checking that they exist.
+fn shape(body: &mut Value) {
+    for key in ["account_data", "presence", "to_device"] {
+        ensure_events(body, key);
+    }
+    ensure(body, "device_lists", || json!({}));
+    for key in ["changed", "left"] {
+        ensure(&mut body["device_lists"], key, || json!([]));
+    }
+    ensure(body, "rooms", || json!({}));
+    let rooms = &mut body["rooms"];
+    for key in ["join", "invite", "leave", "knock"] {
+        ensure(rooms, key, || json!({}));
+    }
+    let each = |rooms: &mut Value, section: &str, f: &dyn Fn(&mut Value)| {
+        if let Some(map) = rooms[section].as_object_mut() {
+            map.values_mut().for_each(f);
+        }
+    };
+    let timeline_and_state = |room: &mut Value| {
+        ensure_events(room, "timeline");
+        ensure(&mut room["timeline"], "limited", || json!(false));
+        if room.get("state_after").is_none() && room.get("org.matrix.msc4222.state_after").is_none() {
+            ensure_events(room, "state");
+        }
+        ensure_events(room, "account_data");
+    };
+    each(rooms, "join", &|room| {
+        timeline_and_state(room);
+        ensure_events(room, "ephemeral");
+        ensure(room, "unread_notifications", || json!({"highlight_count": 0, "notification_count": 0}));
+        ensure(room, "summary", || json!({}));
+    });
+    each(rooms, "leave", &timeline_and_state);
+    each(rooms, "invite", &|room| ensure_events(room, "invite_state"));
+    each(rooms, "knock", &|room| ensure_events(room, "knock_state"));
 }
 
 async fn get(req: Ruma<sync_events::v3::Request>) -> Result<sync_events::v3::Response> {
@@ -45,6 +87,7 @@ async fn get(req: Ruma<sync_events::v3::Request>) -> Result<sync_events::v3::Res
         filter,
         timeout: body.timeout.unwrap_or_default(),
         use_state_after: body.use_state_after,
+        to_device: true,
     };
     let set_presence = match &body.set_presence {
         ruma::presence::PresenceState::Offline => "offline",

@@ -60,9 +60,10 @@ async fn search(req: Ruma<search_users::v3::Request>) -> Result<search_users::v3
             } else {
                 continue;
             };
-        if user != *req.user()
-            && !share_a_room(&services.rooms, req.user(), &user)?
-            && !in_public_room(services, &user)?
+        // Never the searcher (as Synapse); others when they share a room
+        // with the searcher or sit in a public one.
+        if user == *req.user()
+            || !share_a_room(&services.rooms, req.user(), &user)? && !in_public_room(services, &user)?
         {
             continue;
         }

@@ -1,0 +1,334 @@
+//! Endpoints gone from the spec that Synapse still serves and older clients
+//! and bots still call: `GET /events` (the event stream), `GET /initialSync`
+//! and `GET /rooms/{roomId}/initialSync`. Each is a `/sync` underneath,
+//! reshaped; none of them delivers or acknowledges send-to-device messages,
+//! which stay for `/sync`.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::Router;
+use ruma::{OwnedRoomId, RoomId, UInt, api::client::filter::FilterDefinition};
+use serde_json::{Value, json};
+
+use crate::{
+    Error, Result,
+    api::ruma::{Ruma, RumaRouter, response_json},
+    services::Services,
+    sync::{self, Params},
+};
+
+mod endpoints {
+    use ruma::{
+        OwnedRoomId,
+        api::{auth_scheme::AccessToken, request, response},
+        metadata,
+    };
+    use serde_json::value::RawValue;
+
+    /// A JSON body as the handler built it.
+    #[response]
+    pub struct Response {
+        #[ruma_api(body)]
+        pub body: Box<RawValue>,
+    }
+
+    pub mod events {
+        pub use super::Response;
+        use super::*;
+
+        metadata! {
+            method: GET,
+            authentication: AccessToken,
+            rate_limited: false,
+            history: {
+                1.0 => "/_matrix/client/r0/events",
+                1.1 => "/_matrix/client/v3/events",
+            }
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(query)]
+            #[serde(default)]
+            pub from: Option<String>,
+            #[ruma_api(query)]
+            #[serde(default)]
+            pub timeout: Option<u64>,
+            #[ruma_api(query)]
+            #[serde(default)]
+            pub room_id: Option<OwnedRoomId>,
+        }
+    }
+
+    pub mod initial_sync {
+        pub use super::Response;
+        use super::*;
+
+        metadata! {
+            method: GET,
+            authentication: AccessToken,
+            rate_limited: false,
+            history: {
+                1.0 => "/_matrix/client/r0/initialSync",
+                1.1 => "/_matrix/client/v3/initialSync",
+            }
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(query)]
+            #[serde(default)]
+            pub limit: Option<u32>,
+            #[ruma_api(query)]
+            #[serde(default)]
+            pub archived: Option<bool>,
+        }
+    }
+
+    pub mod room_initial_sync {
+        pub use super::Response;
+        use super::*;
+
+        metadata! {
+            method: GET,
+            authentication: AccessToken,
+            rate_limited: false,
+            history: {
+                1.0 => "/_matrix/client/r0/rooms/{room_id}/initialSync",
+                1.1 => "/_matrix/client/v3/rooms/{room_id}/initialSync",
+            }
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(path)]
+            pub room_id: OwnedRoomId,
+            #[ruma_api(query)]
+            #[serde(default)]
+            pub limit: Option<u32>,
+        }
+    }
+}
+
+/// Synapse's long-poll default for `/events`.
+const DEFAULT_EVENTS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Synapse's default number of messages per room in the initial syncs.
+const DEFAULT_INITIAL_LIMIT: u32 = 10;
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router.ruma(events).ruma(initial_sync).ruma(room_initial_sync)
+}
+
+fn reply(body: &Value) -> Result<endpoints::Response> {
+    Ok(endpoints::Response { body: serde_json::value::to_raw_value(body).map_err(Error::internal)? })
+}
+
+/// A `/sync` for the legacy endpoints, as JSON.
+async fn sync_json<T>(
+    req: &Ruma<T>,
+    since: Option<u64>,
+    timeout: Duration,
+    filter: FilterDefinition,
+) -> Result<Value> {
+    let params = Params {
+        user: req.user().clone(),
+        device: req.device().clone(),
+        since,
+        to_device_since: None,
+        full_state: false,
+        filter,
+        timeout,
+        // The initial syncs give the state at the end of the messages.
+        use_state_after: since.is_none(),
+        to_device: false,
+    };
+    Ok(response_json(sync::sync(&req.services, &params).await?)?.1)
+}
+
+fn timeline_filter(
+    limit: Option<u32>,
+    rooms: Option<Vec<OwnedRoomId>>,
+    include_leave: bool,
+) -> FilterDefinition {
+    let mut filter = FilterDefinition::default();
+    filter.room.timeline.limit = limit.map(UInt::from);
+    filter.room.rooms = rooms;
+    filter.room.include_leave = include_leave;
+    filter
+}
+
+/// The events of `section.events`, each with the room ID clients of these
+/// endpoints expect in it.
+fn with_room_id(section: &Value, room_id: &str) -> Vec<Value> {
+    let events = section["events"].as_array().cloned().unwrap_or_default();
+    events
+        .into_iter()
+        .map(|mut event| {
+            event["room_id"] = json!(room_id);
+            event
+        })
+        .collect()
+}
+
+/// Presence events as these endpoints carried them: `user_id` in the content.
+fn presence_events(body: &Value) -> Vec<Value> {
+    let events = body["presence"]["events"].as_array().cloned().unwrap_or_default();
+    events
+        .into_iter()
+        .map(|mut event| {
+            if event["content"].get("user_id").is_none() {
+                event["content"]["user_id"] = event["sender"].clone();
+            }
+            event
+        })
+        .collect()
+}
+
+/// The user's current member event in a room, as a client event.
+fn member_event<T>(req: &Ruma<T>, room_id: &RoomId) -> Result<Option<Value>> {
+    let rooms = &req.services.rooms;
+    let Some(room_short) = rooms.room_short(room_id)? else { return Ok(None) };
+    let Some(pdu) = rooms.current_state_event(room_short, "m.room.member", req.user().as_str())? else {
+        return Ok(None);
+    };
+    let Some(short) = rooms.event_short(&pdu.event_id)? else { return Ok(None) };
+    Ok(Some(rooms.client_event(short, req.sender_device.as_deref(), req.user())?))
+}
+
+/// `GET /events`: what happened since `from` in the user's rooms, as one
+/// list of events; long-polls up to `timeout` ms when nothing did.
+async fn events(req: Ruma<endpoints::events::Request>) -> Result<endpoints::Response> {
+    let body = &req.body;
+    let from = match &body.from {
+        Some(token) => sync::parse_token(token)?,
+        None => req.services.stream.visible(),
+    };
+    let timeout = body.timeout.map_or(DEFAULT_EVENTS_TIMEOUT, Duration::from_millis);
+    let filter = timeline_filter(None, body.room_id.clone().map(|r| vec![r]), true);
+    let synced = sync_json(&req, Some(from), timeout, filter).await?;
+    let mut chunk = Vec::new();
+    let rooms = &synced["rooms"];
+    for section in ["join", "leave"] {
+        for (room_id, room) in rooms[section].as_object().into_iter().flatten() {
+            chunk.extend(with_room_id(&room["timeline"], room_id));
+            chunk.extend(with_room_id(&room["ephemeral"], room_id));
+        }
+    }
+    for room_id in rooms["invite"].as_object().into_iter().flatten().map(|(id, _)| id) {
+        let room_id = RoomId::parse(room_id).map_err(Error::internal)?;
+        chunk.extend(member_event(&req, &room_id)?);
+    }
+    if body.room_id.is_none() {
+        chunk.extend(presence_events(&synced));
+    }
+    reply(&json!({"chunk": chunk, "start": sync::token(from), "end": synced["next_batch"]}))
+}
+
+/// One room of an initial sync in the old shape.
+fn room_snapshot<T>(
+    req: &Ruma<T>,
+    room_id: &str,
+    room: &Value,
+    membership: &str,
+    end: &Value,
+) -> Result<Value> {
+    let state = match room.get("state_after").or_else(|| room.get("org.matrix.msc4222.state_after")) {
+        Some(state) => state,
+        None => &room["state"],
+    };
+    let parsed = RoomId::parse(room_id).map_err(Error::internal)?;
+    let visibility = if req.services.rooms.is_published(&parsed)? { "public" } else { "private" };
+    Ok(json!({
+        "room_id": room_id,
+        "membership": membership,
+        "messages": {
+            "chunk": with_room_id(&room["timeline"], room_id),
+            "start": room["timeline"]["prev_batch"].as_str().map_or_else(|| end.clone(), |t| json!(t)),
+            "end": end,
+        },
+        "state": with_room_id(state, room_id),
+        "account_data": room["account_data"]["events"].as_array().cloned().unwrap_or_default(),
+        "visibility": visibility,
+    }))
+}
+
+/// Whether the user left or was banned, for a room of the `leave` section.
+fn left_membership<T>(req: &Ruma<T>, room_id: &RoomId) -> Result<&'static str> {
+    let rooms = &req.services.rooms;
+    let short = rooms.room_short(room_id)?;
+    let banned = match short {
+        Some(short) => rooms.membership(req.user(), short)?.as_deref() == Some("ban"),
+        None => false,
+    };
+    Ok(if banned { "ban" } else { "leave" })
+}
+
+/// `GET /initialSync`: every room of the user with its latest messages and
+/// state, presence and account data (left rooms with `archived=true`).
+async fn initial_sync(req: Ruma<endpoints::initial_sync::Request>) -> Result<endpoints::Response> {
+    let body = &req.body;
+    let limit = body.limit.unwrap_or(DEFAULT_INITIAL_LIMIT);
+    let archived = body.archived.unwrap_or(false);
+    let synced = sync_json(&req, None, Duration::ZERO, timeline_filter(Some(limit), None, archived)).await?;
+    let end = &synced["next_batch"];
+    let mut rooms = Vec::new();
+    let mut receipts = Vec::new();
+    for (room_id, room) in synced["rooms"]["join"].as_object().into_iter().flatten() {
+        rooms.push(room_snapshot(&req, room_id, room, "join", end)?);
+        let ephemeral = with_room_id(&room["ephemeral"], room_id);
+        receipts.extend(ephemeral.into_iter().filter(|e| e["type"] == "m.receipt"));
+    }
+    for (room_id, room) in synced["rooms"]["leave"].as_object().into_iter().flatten() {
+        let membership = left_membership(&req, &RoomId::parse(room_id).map_err(Error::internal)?)?;
+        rooms.push(room_snapshot(&req, room_id, room, membership, end)?);
+    }
+    for room_id in synced["rooms"]["invite"].as_object().into_iter().flatten().map(|(id, _)| id) {
+        let parsed = RoomId::parse(room_id).map_err(Error::internal)?;
+        let invite = member_event(&req, &parsed)?;
+        let inviter = invite.as_ref().map(|e| e["sender"].clone());
+        rooms.push(json!({"room_id": room_id, "membership": "invite", "invite": invite, "inviter": inviter}));
+    }
+    reply(&json!({
+        "end": end,
+        "rooms": rooms,
+        "presence": presence_events(&synced),
+        "account_data": synced["account_data"]["events"],
+        "receipts": receipts,
+    }))
+}
+
+/// `GET /rooms/{roomId}/initialSync`: one room's latest messages, state,
+/// members' presence and receipts, for a member or a former member (as
+/// of their leaving).
+async fn room_initial_sync(req: Ruma<endpoints::room_initial_sync::Request>) -> Result<endpoints::Response> {
+    let body = &req.body;
+    let limit = body.limit.unwrap_or(DEFAULT_INITIAL_LIMIT);
+    let filter = timeline_filter(Some(limit), Some(vec![body.room_id.clone()]), true);
+    let synced = sync_json(&req, None, Duration::ZERO, filter).await?;
+    let end = &synced["next_batch"];
+    let room_id = body.room_id.as_str();
+    let rooms = &synced["rooms"];
+    let (room, membership) = match (rooms["join"].get(room_id), rooms["leave"].get(room_id)) {
+        (Some(room), _) => (room, "join"),
+        (None, Some(room)) => (room, left_membership(&req, &body.room_id)?),
+        _ => return Err(Error::forbidden(format!("User {} not in room {room_id}", req.user()))),
+    };
+    let mut snapshot = room_snapshot(&req, room_id, room, membership, end)?;
+    let members = req
+        .services
+        .rooms
+        .room_short(&body.room_id)?
+        .map_or(Ok(Vec::new()), |short| req.services.rooms.members(short))?;
+    let presence: Vec<Value> = match membership {
+        "join" => presence_events(&synced)
+            .into_iter()
+            .filter(|e| members.iter().any(|(user, m)| m == "join" && e["sender"] == user.as_str()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    snapshot["presence"] = json!(presence);
+    let ephemeral = with_room_id(&room["ephemeral"], room_id);
+    snapshot["receipts"] =
+        json!(ephemeral.into_iter().filter(|e| e["type"] == "m.receipt").collect::<Vec<_>>());
+    reply(&snapshot)
+}

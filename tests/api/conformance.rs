@@ -1,0 +1,205 @@
+//! What SyTest and real clients expect of a Synapse-like server: response
+//! shapes, the legacy endpoints older bots call, and the details where
+//! Hearth used to differ.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn events(list: &Value) -> Vec<Value> {
+    list.as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn sync_sends_every_key_synapse_sends_even_when_empty() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({})).await;
+    let initial = sync(&s, &alice, "").await;
+    for key in ["account_data", "presence", "to_device"] {
+        assert!(initial[key]["events"].is_array(), "{key}: {initial}");
+    }
+    for key in ["join", "invite", "leave", "knock"] {
+        assert!(initial["rooms"][key].is_object(), "{key}: {initial}");
+    }
+    let joined = &initial["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], false, "{joined}");
+    for key in ["ephemeral", "account_data", "state"] {
+        assert!(joined[key]["events"].is_array(), "{key}: {joined}");
+    }
+    assert_eq!(joined["unread_notifications"]["notification_count"], 0, "{joined}");
+
+    // A left room: matrix-nio reads `state.events` of it unchecked.
+    let (status, _) =
+        s.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), Some(&alice.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let since = initial["next_batch"].as_str().unwrap();
+    let after = sync(&s, &alice, &format!("since={since}")).await;
+    let left = &after["rooms"]["leave"][&room];
+    assert!(left["state"]["events"].is_array(), "{after}");
+    assert!(left["timeline"]["limited"].is_boolean(), "{after}");
+}
+
+#[tokio::test]
+async fn a_timeline_limit_of_zero_returns_no_events() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({"name": "zero"})).await;
+    send(&s, &alice, &room, "t1", "hello").await;
+    let filter = urlencode(&json!({"room": {"timeline": {"limit": 0}}}).to_string());
+    let body = sync(&s, &alice, &format!("filter={filter}")).await;
+    let joined = &body["rooms"]["join"][&room];
+    assert_eq!(events(&joined["timeline"]["events"]), Vec::<Value>::new(), "{joined}");
+    assert_eq!(joined["timeline"]["limited"], true, "{joined}");
+    let state = events(&joined["state"]["events"]);
+    assert!(state.iter().any(|e| e["type"] == "m.room.name"), "the state is all there: {joined}");
+}
+
+#[tokio::test]
+async fn capabilities_and_joined_members_name_their_defaults() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let (status, body) = s.get("/_matrix/client/v3/capabilities", Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["capabilities"]["m.change_password"]["enabled"], true, "{body}");
+    let room = create_room(&s, &alice, json!({})).await;
+    let (status, body) =
+        s.get(&format!("/_matrix/client/v3/rooms/{room}/joined_members"), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    let member = &body["joined"][&alice.user_id];
+    assert!(member.get("avatar_url").is_some_and(Value::is_null), "{body}");
+}
+
+#[tokio::test]
+async fn typing_without_timeout_and_sending_without_a_transaction() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({})).await;
+    let (status, body) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/typing/{}", alice.user_id),
+            Some(&alice.token),
+            json!({"typing": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let synced = sync(&s, &alice, "").await;
+    let ephemeral = events(&synced["rooms"]["join"][&room]["ephemeral"]["events"]);
+    let typing = ephemeral.iter().find(|e| e["type"] == "m.typing").expect("typing event");
+    assert_eq!(typing["content"]["user_ids"], json!([alice.user_id]));
+
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message"),
+            Some(&alice.token),
+            json!({"msgtype": "m.text", "body": "no txn"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let event_id = body["event_id"].as_str().unwrap();
+    let (status, event) =
+        s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{event_id}"), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(event["content"]["body"], "no txn");
+}
+
+#[tokio::test]
+async fn the_legacy_event_stream_and_initial_syncs() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({"name": "Old school"})).await;
+
+    let (status, first) = s.get("/_matrix/client/r0/events?timeout=0", Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert!(first["chunk"].is_array() && first["start"].is_string(), "{first}");
+    let end = first["end"].as_str().unwrap().to_owned();
+    let (_, sent) = send(&s, &alice, &room, "e1", "streamed").await;
+    let (status, next) =
+        s.get(&format!("/_matrix/client/r0/events?from={end}&timeout=5000"), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    let chunk = events(&next["chunk"]);
+    let message = chunk.iter().find(|e| e["event_id"] == sent["event_id"]).expect("the message");
+    assert_eq!(message["room_id"], room.as_str());
+    assert_ne!(next["end"], first["end"]);
+
+    let (status, body) = s.get("/_matrix/client/v3/initialSync?limit=5", Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["end"].is_string() && body["presence"].is_array(), "{body}");
+    let rooms = events(&body["rooms"]);
+    let entry = rooms.iter().find(|r| r["room_id"] == room.as_str()).expect("the room");
+    assert_eq!(entry["membership"], "join");
+    assert!(events(&entry["messages"]["chunk"]).iter().any(|e| e["content"]["body"] == "streamed"));
+    assert!(events(&entry["state"]).iter().any(|e| e["type"] == "m.room.name"), "{entry}");
+
+    let (status, body) =
+        s.get(&format!("/_matrix/client/v3/rooms/{room}/initialSync"), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["room_id"], room.as_str());
+    assert!(body["messages"]["start"].is_string() && body["messages"]["end"].is_string(), "{body}");
+    assert!(events(&body["state"]).iter().any(|e| e["type"] == "m.room.name"), "{body}");
+
+    // Someone never in the room learns nothing of it.
+    let bob = s.register("bob").await;
+    assert_error(
+        &s.get(&format!("/_matrix/client/v3/rooms/{room}/initialSync"), Some(&bob.token)).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+}
+
+#[tokio::test]
+async fn the_same_state_again_and_profile_changes_in_rooms() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({})).await;
+    let topic = format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/");
+    let (status, first) = s.put(&topic, Some(&alice.token), json!({"topic": "same"})).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (status, again) = s.put(&topic, Some(&alice.token), json!({"topic": "same"})).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(first["event_id"], again["event_id"], "no new event for identical state");
+    // A repeated join is no new event either.
+    let member_path =
+        format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{}?format=event", alice.user_id);
+    let member = async |s: &TestServer| s.get(&member_path, Some(&alice.token)).await.1;
+    let before = member(&s).await;
+    join(&s, &alice, &room).await;
+    assert_eq!(member(&s).await["event_id"], before["event_id"]);
+
+    // A new display name reaches the member event.
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/displayname", alice.user_id),
+            Some(&alice.token),
+            json!({"displayname": "Alice Liddell"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let after = member(&s).await;
+    assert_ne!(after["event_id"], before["event_id"]);
+    assert_eq!(after["content"]["displayname"], "Alice Liddell");
+    assert_eq!(after["content"]["membership"], "join");
+}
+
+#[tokio::test]
+async fn a_deleted_alias_leaves_the_canonical_alias_event() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({"room_alias_name": "gone"})).await;
+    let canonical = format!("/_matrix/client/v3/rooms/{room}/state/m.room.canonical_alias/");
+    let (_, content) = s.get(&canonical, Some(&alice.token)).await;
+    assert_eq!(content["alias"], "#gone:localhost", "{content}");
+    let (status, body) = s
+        .request(
+            reqwest::Method::DELETE,
+            "/_matrix/client/v3/directory/room/%23gone:localhost",
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, content) = s.get(&canonical, Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content.get("alias").is_none(), "{content}");
+}
