@@ -158,7 +158,12 @@ impl<T: Endpoint> FromRequest<Arc<Services>> for Ruma<T> {
         // join, for one): read it as `{}`, as Synapse does; where `{}` is not
         // enough, the missing body is still "not JSON".
         let empty_json = bytes.is_empty() && matches!(parts.method, Method::POST | Method::PUT);
-        let body = if empty_json { &b"{}"[..] } else { &bytes[..] };
+        let legacy_auth = legacy_password_auth(&bytes);
+        let body = match (&legacy_auth, empty_json) {
+            (Some(rewritten), _) => &rewritten[..],
+            (None, true) => &b"{}"[..],
+            (None, false) => &bytes[..],
+        };
         // Some of ruma's deserialisers index maps and panic on a missing
         // key (`/login` with no `type`): that is bad JSON, not a crash.
         let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -198,6 +203,24 @@ fn request_error(e: FromHttpRequestError) -> Error {
         FromHttpRequestError::MethodMismatch { .. } => Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED),
         _ => Error::bad_json(e.to_string()),
     }
+}
+
+/// A user-interactive auth password stage in the old form, `user` instead
+/// of `identifier` (still sent by older clients and SyTest, and accepted by
+/// Synapse), rewritten to the current one; `None` for any other body.
+fn legacy_password_auth(bytes: &[u8]) -> Option<Vec<u8>> {
+    let needle: &[u8] = b"\"auth\"";
+    if !bytes.windows(needle.len()).any(|w| w == needle) {
+        return None;
+    }
+    let mut body: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let auth = body.get_mut("auth")?.as_object_mut()?;
+    if auth.contains_key("identifier") || auth.get("type")? != "m.login.password" {
+        return None;
+    }
+    let user = auth.remove("user")?;
+    auth.insert("identifier".to_owned(), serde_json::json!({"type": "m.id.user", "user": user}));
+    serde_json::to_vec(&body).ok()
 }
 
 /// A typed ruma response, serialised as the endpoint defines.

@@ -130,6 +130,14 @@ impl Rooms {
         if self.is_published(old_room)? {
             self.set_published(old_room, false)?;
         }
+        // The aliases now name the new room: the old one stops claiming
+        // them (as Synapse).
+        if let Some(canonical) = self.state_event(&state, "m.room.canonical_alias", "")?
+            && canonical.content_value().as_object().is_some_and(|c| !c.is_empty())
+        {
+            self.send(old_room, user, PduBuilder::state("m.room.canonical_alias", "", json!({})), None)
+                .await?;
+        }
         if let Some(levels) = self.state_event(&state, "m.room.power_levels", "")? {
             let mut content = levels.content_value();
             let floor = (content["users_default"].as_i64().unwrap_or(0) + 1).max(50);

@@ -66,6 +66,7 @@ impl Users {
         let token = new_access_token();
         let now = util::now_ms();
         let mut batch = Batch::new();
+        let mut change = None;
         let record = match self.get_device(user_id, &device_id)? {
             // A known device keeps its name: the spec ignores
             // `initial_device_display_name` for it.
@@ -74,13 +75,17 @@ impl Users {
                 existing.access_token = token.clone();
                 existing
             }
-            None => DeviceRecord {
-                display_name,
-                access_token: token.clone(),
-                last_seen_ip: ip.map(|ip| ip.to_string()),
-                last_seen_ts: Some(now),
-                created_ts: now,
-            },
+            // A new device is a device-list change (Synapse announces it).
+            None => {
+                change = Some(self.note_key_change(&mut batch, user_id, None)?);
+                DeviceRecord {
+                    display_name,
+                    access_token: token.clone(),
+                    last_seen_ip: ip.map(|ip| ip.to_string()),
+                    last_seen_ts: Some(now),
+                    created_ts: now,
+                }
+            }
         };
         batch.put_json(&maps::DEVICES, device_key(user_id, &device_id), &record);
         batch.put_json(
@@ -89,6 +94,9 @@ impl Users {
             &TokenRecord { user_id: user_id.to_owned(), device_id: device_id.clone() },
         );
         self.db.write(batch)?;
+        if let Some(change) = change {
+            change.publish();
+        }
         Ok((device_id, token))
     }
 
@@ -121,8 +129,16 @@ impl Users {
     ) -> Result<()> {
         let mut record =
             self.get_device(user_id, device_id)?.ok_or_else(|| Error::not_found("Device not found"))?;
+        if record.display_name.as_deref() == Some(display_name.as_str()) {
+            return Ok(());
+        }
         record.display_name = Some(display_name);
-        self.db.put_json(&maps::DEVICES, &device_key(user_id, device_id), &record)?;
+        // A renamed device is a device-list change, as in Synapse.
+        let mut batch = Batch::new();
+        batch.put_json(&maps::DEVICES, device_key(user_id, device_id), &record);
+        let change = self.note_key_change(&mut batch, user_id, None)?;
+        self.db.write(batch)?;
+        change.publish();
         Ok(())
     }
 
@@ -145,25 +161,27 @@ impl Users {
     /// tokens. Unknown IDs are skipped, as the spec's `delete_devices` requires.
     pub fn remove_devices(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> Result<()> {
         let mut batch = Batch::new();
-        let mut had_keys = false;
+        let mut removed = false;
         for device_id in device_ids {
             if let Some(record) = self.get_device(user_id, device_id)? {
-                had_keys |= self.remove_device_into(&mut batch, user_id, device_id, &record)?;
+                self.remove_device_into(&mut batch, user_id, device_id, &record)?;
+                removed = true;
             }
         }
-        self.write_device_removal(batch, user_id, had_keys)
+        self.write_device_removal(batch, user_id, removed)
     }
 
     /// Deletes every device of the user but `keep`.
     pub fn remove_all_devices(&self, user_id: &UserId, keep: Option<&DeviceId>) -> Result<()> {
         let mut batch = Batch::new();
-        let had_keys = self.remove_devices_into(&mut batch, user_id, keep)?;
-        self.write_device_removal(batch, user_id, had_keys)
+        let removed = self.remove_devices_into(&mut batch, user_id, keep)?;
+        self.write_device_removal(batch, user_id, removed)
     }
 
-    /// Writes a removal; devices with keys leaving is a device-list change.
-    fn write_device_removal(&self, mut batch: Batch, user_id: &UserId, had_keys: bool) -> Result<()> {
-        let change = had_keys.then(|| self.note_key_change(&mut batch, user_id, None)).transpose()?;
+    /// Writes a removal; any device leaving is a device-list change (as in
+    /// Synapse, with keys or without).
+    fn write_device_removal(&self, mut batch: Batch, user_id: &UserId, removed: bool) -> Result<()> {
+        let change = removed.then(|| self.note_key_change(&mut batch, user_id, None)).transpose()?;
         self.db.write(batch)?;
         if let Some(change) = change {
             change.publish();
@@ -172,20 +190,21 @@ impl Users {
     }
 
     /// Deletes every device of the user but `keep` into `batch`; says
-    /// whether any of them had identity keys.
+    /// whether there was any.
     pub(super) fn remove_devices_into(
         &self,
         batch: &mut Batch,
         user_id: &UserId,
         keep: Option<&DeviceId>,
     ) -> Result<bool> {
-        let mut had_keys = false;
+        let mut removed = false;
         for (device_id, record) in self.list_devices(user_id)? {
             if Some(&*device_id) != keep {
-                had_keys |= self.remove_device_into(batch, user_id, &device_id, &record)?;
+                self.remove_device_into(batch, user_id, &device_id, &record)?;
+                removed = true;
             }
         }
-        Ok(had_keys)
+        Ok(removed)
     }
 
     fn remove_device_into(

@@ -203,3 +203,65 @@ async fn a_deleted_alias_leaves_the_canonical_alias_event() {
     assert_eq!(status, StatusCode::OK);
     assert!(content.get("alias").is_none(), "{content}");
 }
+
+fn changed(body: &Value) -> Vec<String> {
+    events(&body["device_lists"]["changed"]).iter().map(|u| u.as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn device_changes_backups_and_the_old_password_stage() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &bob, &room).await;
+    let since = |body: &Value| format!("since={}", body["next_batch"].as_str().unwrap());
+
+    // A new login, a renamed device and a deleted one are device-list
+    // changes for those who share a room, keys or not.
+    let start = sync(&s, &alice, "").await;
+    let (status, login) = s.login("bob", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    let after_login = sync(&s, &alice, &since(&start)).await;
+    assert_eq!(changed(&after_login), std::slice::from_ref(&bob.user_id), "{after_login}");
+    let device = login["device_id"].as_str().unwrap();
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/devices/{device}"),
+            Some(&bob.token),
+            json!({"display_name": "Tablet"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let after_rename = sync(&s, &alice, &since(&after_login)).await;
+    assert_eq!(changed(&after_rename), std::slice::from_ref(&bob.user_id), "{after_rename}");
+    let token = login["access_token"].as_str().unwrap();
+    let (status, _) = s.post("/_matrix/client/v3/logout", Some(token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let after_logout = sync(&s, &alice, &since(&after_rename)).await;
+    assert_eq!(changed(&after_logout), std::slice::from_ref(&bob.user_id), "{after_logout}");
+
+    // A backup's auth_data is whatever JSON the client keeps there.
+    let (status, body) = s
+        .post(
+            "/_matrix/client/v3/room_keys/version",
+            Some(&alice.token),
+            json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": "opaque"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, info) = s.get("/_matrix/client/v3/room_keys/version", Some(&alice.token)).await;
+    assert_eq!(info["auth_data"], "opaque", "{info}");
+
+    // The password stage with `user` instead of `identifier`.
+    let (status, body) = s
+        .post(
+            "/_matrix/client/v3/account/password",
+            Some(&alice.token),
+            json!({"new_password": "another secret",
+                   "auth": {"type": "m.login.password", "user": alice.user_id, "password": PASSWORD}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(s.login("alice", "another secret").await.0, StatusCode::OK);
+}

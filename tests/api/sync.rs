@@ -658,7 +658,9 @@ async fn the_user_directory_finds_visible_users() {
     assert_eq!(search("TABLES").await, std::slice::from_ref(&bob.user_id), "display names, any case");
     assert_eq!(search("dave").await, std::slice::from_ref(&dave.user_id), "users in public rooms");
     assert!(search("eve").await.is_empty(), "nobody shares a room with eve");
-    assert!(search("alice").await.is_empty(), "never the searcher");
+    assert!(search("alice").await.is_empty(), "the searcher, in no public room, is not found");
+    create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    assert_eq!(search("alice").await, std::slice::from_ref(&alice.user_id), "... until in one");
 }
 
 #[tokio::test]

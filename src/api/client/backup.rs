@@ -64,7 +64,7 @@ async fn create_version(
 ) -> Result<create_backup_version::v3::Response> {
     let algorithm = json(&req.body.algorithm)?;
     if !algorithm.get("algorithm").is_some_and(Value::is_string)
-        || !algorithm.get("auth_data").is_some_and(Value::is_object)
+        || algorithm.get("auth_data").is_none_or(Value::is_null)
     {
         return Err(Error::bad_json("A backup version needs `algorithm` and `auth_data`"));
     }
@@ -97,7 +97,7 @@ async fn update_version(
     req: Ruma<update_backup_version::v3::Request>,
 ) -> Result<update_backup_version::v3::Response> {
     let algorithm = json(&req.body.algorithm)?;
-    if !algorithm.get("auth_data").is_some_and(Value::is_object) {
+    if algorithm.get("auth_data").is_none_or(Value::is_null) {
         return Err(Error::bad_json("`auth_data` is required"));
     }
     req.services.users.update_backup(req.user(), &req.body.version, algorithm)?;

@@ -248,7 +248,10 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
     };
     let mut response = get_message_events::v3::Response::new();
     response.start = token(from);
-    response.end = page.next.map(token);
+    // As Synapse: a page with events always says where the next starts
+    // (which then comes back empty, without `end`).
+    let end = page.next.or_else(|| (!page.events.is_empty()).then_some(page.cursor));
+    response.end = end.map(token);
     response.chunk = page.events.into_iter().map(raw).collect::<Result<_>>()?;
     response.state = state;
     Ok(response)

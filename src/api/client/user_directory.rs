@@ -60,11 +60,14 @@ async fn search(req: Ruma<search_users::v3::Request>) -> Result<search_users::v3
             } else {
                 continue;
             };
-        // Never the searcher (as Synapse); others when they share a room
-        // with the searcher or sit in a public one.
-        if user == *req.user()
-            || !share_a_room(&services.rooms, req.user(), &user)? && !in_public_room(services, &user)?
-        {
+        // Users who share a room with the searcher or sit in a public one;
+        // the searcher only in the second case (as Synapse: sharing a room
+        // with oneself is no reason to be found).
+        let visible = match user == *req.user() {
+            true => in_public_room(services, &user)?,
+            false => share_a_room(&services.rooms, req.user(), &user)? || in_public_room(services, &user)?,
+        };
+        if !visible {
             continue;
         }
         let avatar = profile.get("avatar_url").and_then(|v| v.as_str()).map(str::to_owned);
