@@ -72,7 +72,7 @@ pub fn check_key_data(data: &Value) -> Result<()> {
     }
     let ints =
         ["first_message_index", "forwarded_count"].iter().all(|f| data.get(*f).is_some_and(Value::is_u64));
-    if !ints || !data.get("session_data").is_some_and(Value::is_object) {
+    if !ints || data.get("session_data").is_none_or(Value::is_null) {
         return Err(Error::bad_json(
             "Key backup data needs first_message_index, forwarded_count, is_verified and session_data",
         ));

@@ -252,6 +252,16 @@ async fn device_changes_backups_and_the_old_password_stage() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let (_, info) = s.get("/_matrix/client/v3/room_keys/version", Some(&alice.token)).await;
     assert_eq!(info["auth_data"], "opaque", "{info}");
+    // ... and so is a session's `session_data`.
+    let version = body["version"].as_str().unwrap();
+    let session = format!("/_matrix/client/v3/room_keys/keys/{room}/sess1?version={version}");
+    let key =
+        json!({"first_message_index": 3, "forwarded_count": 0, "is_verified": false, "session_data": "blob"});
+    let (status, body) = s.put(&session, Some(&alice.token), key.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, stored) = s.get(&session, Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(stored, key);
 
     // The password stage with `user` instead of `identifier`.
     let (status, body) = s
