@@ -10,10 +10,10 @@ use ruma::{
     profile::{ProfileFieldName, ProfileFieldValue},
 };
 
+use super::membership::change_membership;
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
-    rooms::builder::PduBuilder,
     services::Services,
 };
 
@@ -82,20 +82,17 @@ async fn update_member_events(services: &Services, user: &UserId, field: &str) -
         let Some(member) = rooms.current_state_event(room_short, "m.room.member", user.as_str())? else {
             continue;
         };
-        let mut content = member.content_value();
-        let Some(object) = content.as_object_mut() else { continue };
-        if object.get(field) == value.as_ref() {
+        let serde_json::Value::Object(mut content) = member.content_value() else { continue };
+        if content.get(field) == value.as_ref() {
             continue;
         }
         match &value {
-            Some(value) => object.insert(field.to_owned(), value.clone()),
-            None => object.remove(field),
+            Some(value) => content.insert(field.to_owned(), value.clone()),
+            None => content.remove(field),
         };
-        // Only the profile changes: an old authorisation of a restricted
-        // join does not belong to this event.
-        object.remove("join_authorised_via_users_server");
-        let builder = PduBuilder::state("m.room.member", user.as_str(), content);
-        if let Err(e) = rooms.send(&room_id, user, builder, None).await {
+        // Through the membership path, which drops an old restricted-join
+        // authorisation: only the profile changes.
+        if let Err(e) = change_membership(services, &room_id, user, user, content).await {
             tracing::warn!("profile change of {user} not sent to {room_id}: {e}");
         }
     }
