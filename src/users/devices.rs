@@ -213,7 +213,7 @@ impl Users {
         user_id: &UserId,
         device_id: &DeviceId,
         record: &DeviceRecord,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         batch.delete(&maps::TOKENS, record.access_token.as_bytes());
         batch.delete(&maps::DEVICES, device_key(user_id, device_id));
         self.remove_device_keys_into(batch, user_id, device_id)

@@ -344,15 +344,14 @@ impl Users {
         Ok(())
     }
 
-    /// Deletes a device's keys and pending messages into `batch`; says
-    /// whether it had identity keys (then its removal is a device-list change).
+    /// Deletes a device's keys and pending messages into `batch` (every
+    /// device removal is a device-list change, keys or not).
     pub(super) fn remove_device_keys_into(
         &self,
         batch: &mut Batch,
         user: &UserId,
         device: &DeviceId,
-    ) -> Result<bool> {
-        let had_keys = self.db.contains(&maps::DEVICE_KEYS, &device_key(user, device))?;
+    ) -> Result<()> {
         batch.delete(&maps::DEVICE_KEYS, device_key(user, device));
         let p = prefix(&[user.as_bytes(), device.as_bytes()]);
         for map in [
@@ -364,7 +363,7 @@ impl Users {
         ] {
             self.db.delete_prefix(batch, map, &p)?;
         }
-        Ok(had_keys)
+        Ok(())
     }
 }
 
