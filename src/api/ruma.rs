@@ -104,35 +104,10 @@ impl<T: Endpoint> FromRequest<Arc<Services>> for Ruma<T> {
         };
 
         // Authenticate first, as Synapse does: a bad token is a 401 whatever the body.
-        let (sender_user, sender_device) = match <T::Authentication as AuthRequirement>::TOKEN {
-            TokenRequirement::None => (None, None),
-            requirement => {
-                let request = http::Request::from_parts(parts, ());
-                let token = extract_bearer_or_query_token(&request);
-                parts = request.into_parts().0;
-                let token = token.map_err(|_| {
-                    Error::new(
-                        StatusCode::UNAUTHORIZED,
-                        ErrorKind::MissingToken,
-                        "Invalid access token header",
-                    )
-                })?;
-                match token {
-                    None if requirement == TokenRequirement::Required => {
-                        return Err(Error::new(
-                            StatusCode::UNAUTHORIZED,
-                            ErrorKind::MissingToken,
-                            "Missing access token",
-                        ));
-                    }
-                    None => (None, None),
-                    Some(token) => {
-                        let record = services.users.find_token(&token)?.ok_or_else(Error::unknown_token)?;
-                        services.users.touch_device(&record.user_id, &record.device_id, client_ip)?;
-                        (Some(record.user_id), Some(record.device_id))
-                    }
-                }
-            }
+        let requirement = <T::Authentication as AuthRequirement>::TOKEN;
+        let (sender_user, sender_device) = match authenticate(&mut parts, services, requirement, client_ip)? {
+            Some((user, device)) => (Some(user), Some(device)),
+            None => (None, None),
         };
 
         let limit = services.config.limits.max_request_size;
@@ -181,6 +156,58 @@ impl<T: Endpoint> FromRequest<Arc<Services>> for Ruma<T> {
             }
         })?;
         Ok(Self { body, services: services.clone(), sender_user, sender_device, client_ip, method, path })
+    }
+}
+
+/// The user and device of the request's access token, as `requirement`
+/// demands: 401 for a missing required token or an unknown one.
+fn authenticate(
+    parts: &mut http::request::Parts,
+    services: &Services,
+    requirement: TokenRequirement,
+    client_ip: std::net::IpAddr,
+) -> Result<Option<(OwnedUserId, OwnedDeviceId)>> {
+    if requirement == TokenRequirement::None {
+        return Ok(None);
+    }
+    // ruma reads the token from a request: lend it the headers and URI.
+    let mut request = http::Request::new(());
+    std::mem::swap(request.headers_mut(), &mut parts.headers);
+    std::mem::swap(request.uri_mut(), &mut parts.uri);
+    let token = extract_bearer_or_query_token(&request);
+    std::mem::swap(request.headers_mut(), &mut parts.headers);
+    std::mem::swap(request.uri_mut(), &mut parts.uri);
+    let token = token.map_err(|_| {
+        Error::new(StatusCode::UNAUTHORIZED, ErrorKind::MissingToken, "Invalid access token header")
+    })?;
+    match token {
+        None if requirement == TokenRequirement::Required => {
+            Err(Error::new(StatusCode::UNAUTHORIZED, ErrorKind::MissingToken, "Missing access token"))
+        }
+        None => Ok(None),
+        Some(token) => {
+            let record = services.users.find_token(&token)?.ok_or_else(Error::unknown_token)?;
+            services.users.touch_device(&record.user_id, &record.device_id, client_ip)?;
+            Ok(Some((record.user_id, record.device_id)))
+        }
+    }
+}
+
+/// The authenticated user and device of a handler that is not a ruma
+/// endpoint (paths ruma cannot describe).
+pub struct Authed {
+    pub user: OwnedUserId,
+    pub device: OwnedDeviceId,
+}
+
+impl axum::extract::FromRequestParts<Arc<Services>> for Authed {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, services: &Arc<Services>) -> Result<Self> {
+        let client_ip = super::client_ip(parts);
+        let (user, device) = authenticate(parts, services, TokenRequirement::Required, client_ip)?
+            .expect("a required token is there or refused");
+        Ok(Self { user, device })
     }
 }
 

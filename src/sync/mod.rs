@@ -184,7 +184,7 @@ fn build(services: &Services, params: &Params, upto: u64) -> Result<sync::Respon
         )
     {
         let rules = services.users.push_rules(&params.user)?;
-        let event = serde_json::json!({"type": "m.push_rules", "content": {"global": rules.ruleset}});
+        let event = serde_json::json!({"type": "m.push_rules", "content": {"global": rules.global()?}});
         response.account_data.events.push(raw(event)?);
     }
     let mut room_data = std::collections::BTreeMap::new();

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use ruma::{
-    OwnedUserId, UserId,
+    OwnedUserId, RoomId, UserId,
     push::{AnyPushRuleRef, PushCondition, Ruleset},
 };
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::Users;
 use crate::{Error, Result, storage::maps};
@@ -16,15 +17,53 @@ use crate::{Error, Result, storage::maps};
 /// A user's rules, as evaluation needs them.
 pub struct Rules {
     pub ruleset: Ruleset,
+    /// Room rules whose IDs are no room IDs (Synapse takes any ID, say
+    /// `#spam:example.com`): kept and listed after the others, never matched.
+    pub unmatched_room: Vec<Value>,
     /// The server defaults, untouched (lets evaluation take shortcuts).
     pub is_default: bool,
     /// Some enabled rule needs the user's display name.
     pub uses_display_name: bool,
 }
 
+/// The rule kinds of the `global` scope, highest priority first.
+pub const KINDS: [&str; 5] = ["override", "content", "room", "sender", "underride"];
+
+impl Rules {
+    /// The `global` rule set as clients see it.
+    pub fn global(&self) -> Result<Value> {
+        let mut global = serde_json::to_value(&self.ruleset).map_err(Error::internal)?;
+        if let Some(object) = global.as_object_mut() {
+            // ruma leaves out empty kinds; Synapse always sends all five.
+            for kind in KINDS {
+                object.entry(kind).or_insert_with(|| Value::Array(Vec::new()));
+            }
+            if let Some(room) = object.get_mut("room").and_then(Value::as_array_mut) {
+                room.extend(self.unmatched_room.iter().cloned());
+            }
+        }
+        Ok(global)
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Stored {
-    global: Ruleset,
+    global: Value,
+}
+
+/// A stored `global` rule set as ruma's rule set and the unmatched room rules.
+fn split(mut global: Value) -> Result<(Ruleset, Vec<Value>)> {
+    let mut unmatched = Vec::new();
+    if let Some(room) = global.get_mut("room").and_then(Value::as_array_mut) {
+        room.retain(|rule| {
+            let matchable = rule["rule_id"].as_str().is_some_and(|id| RoomId::parse(id).is_ok());
+            if !matchable {
+                unmatched.push(rule.clone());
+            }
+            matchable
+        });
+    }
+    Ok((serde_json::from_value(global).map_err(Error::internal)?, unmatched))
 }
 
 impl Users {
@@ -33,14 +72,20 @@ impl Users {
             return Ok(rules.clone());
         }
         let stored = self.account_data(user_id, None, "m.push_rules")?;
-        let (ruleset, is_default) = match stored {
+        let (ruleset, unmatched_room, is_default) = match stored {
             Some(raw) => {
                 let stored: Stored = serde_json::from_str(raw.get()).map_err(Error::internal)?;
-                (stored.global, false)
+                let (ruleset, unmatched) = split(stored.global)?;
+                (ruleset, unmatched, false)
             }
-            None => (Ruleset::server_default(user_id), true),
+            None => (Ruleset::server_default(user_id), Vec::new(), true),
         };
-        let rules = Arc::new(Rules { uses_display_name: uses_display_name(&ruleset), ruleset, is_default });
+        let rules = Arc::new(Rules {
+            uses_display_name: uses_display_name(&ruleset),
+            ruleset,
+            unmatched_room,
+            is_default,
+        });
         let mut cache = self.push_rule_cache.lock().expect("push rules");
         if cache.len() > 10_000 {
             cache.clear();
@@ -61,12 +106,18 @@ impl Users {
             .collect()
     }
 
-    pub fn set_push_rules(&self, user_id: &UserId, ruleset: Ruleset) -> Result<()> {
+    pub fn set_push_rules(
+        &self,
+        user_id: &UserId,
+        ruleset: Ruleset,
+        unmatched_room: Vec<Value>,
+    ) -> Result<()> {
+        let rules = Rules { ruleset, unmatched_room, is_default: false, uses_display_name: false };
         let mut batch = crate::storage::Batch::new();
         batch.put(&maps::CUSTOM_PUSH_RULES, user_id.as_bytes().to_vec(), b"".to_vec());
         self.db.write(batch)?;
         let content =
-            serde_json::value::to_raw_value(&Stored { global: ruleset }).map_err(Error::internal)?;
+            serde_json::value::to_raw_value(&Stored { global: rules.global()? }).map_err(Error::internal)?;
         self.set_account_data(user_id, None, "m.push_rules", &content)?;
         self.push_rule_cache.lock().expect("push rules").remove(user_id);
         Ok(())

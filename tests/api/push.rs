@@ -258,3 +258,102 @@ async fn a_redacted_message_no_longer_counts() {
     let (_, listed) = s.get("/_matrix/client/v3/notifications", Some(&alice.token)).await;
     assert!(listed["notifications"].as_array().unwrap().is_empty(), "{listed}");
 }
+
+#[tokio::test]
+async fn push_rule_paths_are_read_as_synapse_reads_them() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let base = "/_matrix/client/v3/pushrules";
+    let (status, before) = s.get(&format!("{base}/"), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Malformed paths and bodies are 400 and change nothing.
+    for path in [
+        "/global",
+        "/global/room",
+        "/not_a_scope/",
+        "/global/not_a_template/",
+        "/global/override/.m.rule.master/not_an_attr",
+    ] {
+        assert_error(
+            &s.get(&format!("{base}{path}"), Some(&alice.token)).await,
+            StatusCode::BAD_REQUEST,
+            "M_UNRECOGNIZED",
+        );
+    }
+    assert_error(
+        &s.get(&format!("{base}/global/override/not_a_rule"), Some(&alice.token)).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+    for (path, body) in [
+        ("/", json!({})),
+        ("/not_a_scope/room/%23spam:example.com", json!({"actions": ["notify"]})),
+        ("/global", json!({})),
+        ("/global/room", json!({})),
+        ("/global/room/", json!({"actions": ["notify"]})),
+        ("/global/not_a_template/foo", json!({"actions": ["notify"]})),
+        ("/global/override/my_id", json!({"actions": ["notify"]})),
+        ("/global/underride/my_id", json!({"actions": ["notify"], "conditions": [{}]})),
+        ("/global/content/my_id", json!({"actions": ["notify"]})),
+        ("/global/room/%23my_room:example.com", json!({})),
+        ("/global/room/%23my_room:example.com", json!({"actions": ["not_an_action"]})),
+        ("/global/override/.m.rule.master/not_an_attr", json!({"enabled": true})),
+        ("/global/override/.m.rule.master/enabled", json!({"enabled": "not a boolean"})),
+    ] {
+        let response = s.put(&format!("{base}{path}"), Some(&alice.token), body).await;
+        assert_eq!(response.0, StatusCode::BAD_REQUEST, "PUT {path}: {}", response.1);
+    }
+    assert_eq!(s.get(&format!("{base}/"), Some(&alice.token)).await.1, before);
+
+    // Room rules may have any ID (Synapse's leniency, which SyTest uses);
+    // new rules come first unless placed.
+    for id in ["%23a:example.com", "%23b:example.com"] {
+        let (status, body) = s
+            .put(&format!("{base}/global/room/{id}"), Some(&alice.token), json!({"actions": ["notify"]}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = s
+        .put(
+            &format!("{base}/global/room/%23c:example.com?after=%23a:example.com"),
+            Some(&alice.token),
+            json!({"actions": []}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, list) = s.get(&format!("{base}/global/room/"), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<_> = list.as_array().unwrap().iter().map(|rule| rule["rule_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["#b:example.com", "#a:example.com", "#c:example.com"]);
+    assert_eq!(list[0]["default"], false);
+    assert_eq!(list[0]["enabled"], true);
+
+    let rule = format!("{base}/global/room/%23a:example.com");
+    assert_eq!(
+        s.put(&format!("{rule}/enabled"), Some(&alice.token), json!({"enabled": false})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(s.get(&format!("{rule}/enabled"), Some(&alice.token)).await.1, json!({"enabled": false}));
+    assert_eq!(s.get(&format!("{rule}/actions"), Some(&alice.token)).await.1, json!({"actions": ["notify"]}));
+
+    // Every kind is listed, empty or not, and the sync copy agrees.
+    let (_, global) = s.get(&format!("{base}/global/"), Some(&alice.token)).await;
+    assert_eq!(global["sender"], json!([]));
+    let (_, synced) = s.get("/_matrix/client/v3/sync", Some(&alice.token)).await;
+    let pushed = synced["account_data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.push_rules")
+        .unwrap();
+    assert_eq!(pushed["content"]["global"], global);
+
+    assert_eq!(s.request(reqwest::Method::DELETE, &rule, Some(&alice.token), None).await.0, StatusCode::OK);
+    assert_error(&s.get(&rule, Some(&alice.token)).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    assert_error(
+        &s.request(reqwest::Method::DELETE, &rule, Some(&alice.token), None).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+}
