@@ -72,6 +72,9 @@ pub struct Ruma<T> {
     /// The request's method and path, for binding UIA sessions to operations.
     pub method: http::Method,
     pub path: String,
+    /// The body as it came, for the fields ruma's types drop (a join's own
+    /// content keys).
+    pub raw_body: bytes::Bytes,
 }
 
 impl<T> Ruma<T> {
@@ -155,7 +158,16 @@ impl<T: Endpoint> FromRequest<Arc<Services>> for Ruma<T> {
                 request_error(e)
             }
         })?;
-        Ok(Self { body, services: services.clone(), sender_user, sender_device, client_ip, method, path })
+        Ok(Self {
+            body,
+            services: services.clone(),
+            sender_user,
+            sender_device,
+            client_ip,
+            method,
+            path,
+            raw_body: bytes,
+        })
     }
 }
 
@@ -339,6 +351,14 @@ pub trait RumaRouter {
     /// Like [`RumaRouter::ruma`], with the response body passed through
     /// `shape` (see [`ShapedResponse`]).
     fn ruma_shaped<T: Endpoint>(self, handler: impl Handler<T>, shape: fn(&mut serde_json::Value)) -> Self;
+
+    /// Like [`RumaRouter::ruma`], for a handler that may answer with a body
+    /// the typed response cannot express (Synapse's `{}` for an unset field).
+    fn ruma_untyped<T, H, F>(self, handler: H) -> Self
+    where
+        T: Endpoint,
+        H: Fn(Ruma<T>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Result<Response>> + Send + 'static;
 }
 
 impl RumaRouter for Router<Arc<Services>> {
@@ -374,6 +394,20 @@ impl RumaRouter for Router<Arc<Services>> {
                     handler(req).await.map(|response| ShapedResponse(response, shape))
                 }),
             );
+        }
+        self
+    }
+
+    fn ruma_untyped<T, H, F>(mut self, handler: H) -> Self
+    where
+        T: Endpoint,
+        H: Fn(Ruma<T>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Result<Response>> + Send + 'static,
+    {
+        let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
+        for path in T::PATH_BUILDER.all_paths() {
+            let handler = handler.clone();
+            self = self.route(path, on(filter, move |req: Ruma<T>| handler(req)));
         }
         self
     }

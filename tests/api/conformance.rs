@@ -275,3 +275,73 @@ async fn device_changes_backups_and_the_old_password_stage() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(s.login("alice", "another secret").await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn joins_keep_their_content_and_other_rooms_events_stay_out_of_reach() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat", "room_alias_name": "lobby"})).await;
+    let private = create_room(&s, &alice, json!({})).await;
+
+    // A join keeps the body's own keys, by ID and by alias.
+    for (target, key) in [(room.clone(), "foo"), ("#lobby:localhost".replace('#', "%23"), "bar")] {
+        let (status, body) = s
+            .post(
+                &format!("/_matrix/client/v3/join/{target}"),
+                Some(&bob.token),
+                json!({key: "x", "reason": "hi"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, member) = s
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{}", bob.user_id),
+                Some(&bob.token),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            (member[key].as_str(), member["membership"].as_str()),
+            (Some("x"), Some("join")),
+            "{member}"
+        );
+    }
+    // A join whose `reason` is no string is refused and changes nothing.
+    let state_ids = || async {
+        let (_, state) = s.get(&format!("/_matrix/client/v3/rooms/{room}/state"), Some(&bob.token)).await;
+        events(&state).iter().map(|e| e["event_id"].clone()).collect::<Vec<_>>()
+    };
+    let before = state_ids().await;
+    assert_error(
+        &s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&bob.token), json!({"reason": 1})).await,
+        StatusCode::BAD_REQUEST,
+        "M_BAD_JSON",
+    );
+    assert_eq!(state_ids().await, before);
+
+    // An event of a room bob may not read is not found; redacting an event
+    // through another room is a bad request.
+    let (status, sent) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{private}/send/m.room.message/t1"),
+            Some(&alice.token),
+            json!({"msgtype": "m.text", "body": "secret"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let secret = sent["event_id"].as_str().unwrap();
+    assert_error(
+        &s.get(&format!("/_matrix/client/v3/rooms/{private}/event/{secret}"), Some(&bob.token)).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+    let (status, _) = s
+        .put(&format!("/_matrix/client/v3/rooms/{room}/redact/{secret}/r1"), Some(&alice.token), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, event) =
+        s.get(&format!("/_matrix/client/v3/rooms/{private}/event/{secret}"), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(event["content"]["body"], "secret", "not redacted");
+}

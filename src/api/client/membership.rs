@@ -128,9 +128,17 @@ pub async fn change_membership(
 
 async fn join_by_id(req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room_by_id::v3::Response> {
     let room_id = &req.body.room_id;
-    set_membership(&req.services, room_id, req.user(), req.user(), "join", req.body.reason.as_deref())
-        .await?;
+    change_membership(&req.services, room_id, req.user(), req.user(), join_content(&req)).await?;
     Ok(join_room_by_id::v3::Response::new(room_id.clone()))
+}
+
+/// A join's content: the request body's own keys too (Synapse keeps them;
+/// clients and bridges put custom keys there), `membership` set.
+fn join_content<T>(req: &Ruma<T>) -> Map<String, Value> {
+    let mut content: Map<String, Value> = serde_json::from_slice(&req.raw_body).unwrap_or_default();
+    content.remove("third_party_signed");
+    content.insert("membership".to_owned(), json!("join"));
+    content
 }
 
 /// A room ID as given, or the room a local alias names.
@@ -149,8 +157,7 @@ async fn join_by_id_or_alias(
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
     let room_id = resolve_room(&req.services, &req.body.room_id_or_alias)?;
-    set_membership(&req.services, &room_id, req.user(), req.user(), "join", req.body.reason.as_deref())
-        .await?;
+    change_membership(&req.services, &room_id, req.user(), req.user(), join_content(&req)).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
 

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::{
+    Router,
+    response::{IntoResponse, Response},
+};
 use ruma::{
     UserId,
     api::client::profile::{delete_profile_field, get_profile, get_profile_field, set_profile_field},
@@ -13,7 +16,7 @@ use ruma::{
 use super::membership::change_membership;
 use crate::{
     Error, Result,
-    api::ruma::{Ruma, RumaRouter},
+    api::ruma::{Ruma, RumaResponse, RumaRouter},
     services::Services,
 };
 
@@ -21,7 +24,7 @@ use crate::{
 const MAX_DISPLAYNAME_LEN: usize = 256;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(get_all).ruma(get_field).ruma(set_field).ruma(delete_field)
+    router.ruma(get_all).ruma_untyped(get_field).ruma(set_field).ruma(delete_field)
 }
 
 fn profile_of(services: &Services, user_id: &UserId) -> Result<crate::users::profile::Profile> {
@@ -37,15 +40,19 @@ async fn get_all(req: Ruma<get_profile::v3::Request>) -> Result<get_profile::v3:
     Ok(get_profile::v3::Response::from_iter(profile))
 }
 
-async fn get_field(req: Ruma<get_profile_field::v3::Request>) -> Result<get_profile_field::v3::Response> {
+/// An unset display name or avatar is `{}` (Synapse; clients read a
+/// missing key as "none"); any other unset field is not found.
+async fn get_field(req: Ruma<get_profile_field::v3::Request>) -> Result<Response> {
     let profile = profile_of(&req.services, &req.body.user_id)?;
     let field = req.body.field.as_str();
-    let value = profile
-        .get(field)
-        .cloned()
-        .ok_or_else(|| Error::not_found("The requested profile key does not exist."))?;
+    let Some(value) = profile.get(field).cloned() else {
+        if matches!(field, "displayname" | "avatar_url") {
+            return Ok(axum::Json(serde_json::json!({})).into_response());
+        }
+        return Err(Error::not_found("The requested profile key does not exist."));
+    };
     let value = ProfileFieldValue::new(field, value).map_err(Error::internal)?;
-    Ok(get_profile_field::v3::Response::new(value))
+    Ok(RumaResponse(get_profile_field::v3::Response::new(value)).into_response())
 }
 
 fn check_own<T>(req: &Ruma<T>, user_id: &UserId) -> Result<()> {

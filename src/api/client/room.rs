@@ -129,7 +129,8 @@ async fn get_event(req: Ruma<get_room_event::v3::Request>) -> Result<get_room_ev
     let rooms = &req.services.rooms;
     let not_found = || Error::not_found("Event not found.");
     let room_short = rooms.room_short(&req.body.room_id)?.ok_or_else(not_found)?;
-    check_can_read(&req.services, req.user(), room_short)?;
+    // An event one may not see is not found (Synapse), not forbidden.
+    check_can_read(&req.services, req.user(), room_short).map_err(|_| not_found())?;
     let short = rooms.event_short(&req.body.event_id)?.ok_or_else(not_found)?;
     let meta = rooms.event_meta(short)?.ok_or_else(not_found)?;
     let pdu = rooms.pdu_by_short(short)?.ok_or_else(not_found)?;

@@ -218,7 +218,10 @@ pub fn check_may_redact<T>(req: &Ruma<T>, room_id: &ruma::RoomId, event_id: &rum
     let (Some(meta), Some(target)) = (rooms.event_meta(short)?, rooms.pdu_by_short(short)?) else {
         return Err(not_found());
     };
-    if meta.room != room_short || !rooms.can_see(req.user(), &target, &meta)? {
+    if meta.room != room_short {
+        return Err(Error::invalid_param("Cannot redact an event of another room"));
+    }
+    if !rooms.can_see(req.user(), &target, &meta)? {
         return Err(not_found());
     }
     if target.kind == ruma::events::TimelineEventType::RoomCreate {
