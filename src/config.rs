@@ -55,6 +55,9 @@ pub struct Registration {
     pub token: Option<String>,
     #[serde(default)]
     pub shared_secret: Option<String>,
+    /// `POST /register?kind=guest` makes guest accounts.
+    #[serde(default)]
+    pub guest_access: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -68,6 +68,8 @@ pub struct Ruma<T> {
     /// The authenticated user, when a valid access token came with the request.
     pub sender_user: Option<OwnedUserId>,
     pub sender_device: Option<OwnedDeviceId>,
+    /// The authenticated user is a guest (see [`GuestPolicy`]).
+    pub sender_is_guest: bool,
     pub client_ip: std::net::IpAddr,
     /// The request's method and path, for binding UIA sessions to operations.
     pub method: http::Method,
@@ -108,10 +110,17 @@ impl<T: Endpoint> FromRequest<Arc<Services>> for Ruma<T> {
 
         // Authenticate first, as Synapse does: a bad token is a 401 whatever the body.
         let requirement = <T::Authentication as AuthRequirement>::TOKEN;
-        let (sender_user, sender_device) = match authenticate(&mut parts, services, requirement, client_ip)? {
-            Some((user, device)) => (Some(user), Some(device)),
-            None => (None, None),
-        };
+        let (sender_user, sender_device, sender_is_guest) =
+            match authenticate(&mut parts, services, requirement, client_ip)? {
+                Some(Authenticated { user, device, guest }) => (Some(user), Some(device), guest),
+                None => (None, None, false),
+            };
+        if sender_is_guest && requirement == TokenRequirement::Required {
+            let policy = parts.extensions.get::<GuestPolicy>();
+            if !policy.is_some_and(|policy| (policy.0)(std::any::TypeId::of::<T>())) {
+                return Err(guest_forbidden());
+            }
+        }
 
         let limit = services.config.limits.max_request_size;
         let declared = parts
@@ -163,12 +172,31 @@ impl<T: Endpoint> FromRequest<Arc<Services>> for Ruma<T> {
             services: services.clone(),
             sender_user,
             sender_device,
+            sender_is_guest,
             client_ip,
             method,
             path,
             raw_body: bytes,
         })
     }
+}
+
+/// Which endpoints guests may call: given an endpoint's request type, whether
+/// a guest's token is accepted there. A router installs it as an extension
+/// on its routes; where none is installed, guests may call only the
+/// endpoints whose token is optional.
+#[derive(Clone, Copy)]
+pub struct GuestPolicy(pub fn(std::any::TypeId) -> bool);
+
+pub fn guest_forbidden() -> Error {
+    Error::new(StatusCode::FORBIDDEN, ErrorKind::GuestAccessForbidden, "Guest access not allowed")
+}
+
+/// Who an access token belongs to.
+struct Authenticated {
+    user: OwnedUserId,
+    device: OwnedDeviceId,
+    guest: bool,
 }
 
 /// The user and device of the request's access token, as `requirement`
@@ -178,7 +206,7 @@ fn authenticate(
     services: &Services,
     requirement: TokenRequirement,
     client_ip: std::net::IpAddr,
-) -> Result<Option<(OwnedUserId, OwnedDeviceId)>> {
+) -> Result<Option<Authenticated>> {
     if requirement == TokenRequirement::None {
         return Ok(None);
     }
@@ -200,13 +228,14 @@ fn authenticate(
         Some(token) => {
             let record = services.users.find_token(&token)?.ok_or_else(Error::unknown_token)?;
             services.users.touch_device(&record.user_id, &record.device_id, client_ip)?;
-            Ok(Some((record.user_id, record.device_id)))
+            let guest = services.users.is_guest(&record.user_id)?;
+            Ok(Some(Authenticated { user: record.user_id, device: record.device_id, guest }))
         }
     }
 }
 
 /// The authenticated user and device of a handler that is not a ruma
-/// endpoint (paths ruma cannot describe).
+/// endpoint (paths ruma cannot describe); guests are refused.
 pub struct Authed {
     pub user: OwnedUserId,
     pub device: OwnedDeviceId,
@@ -217,8 +246,12 @@ impl axum::extract::FromRequestParts<Arc<Services>> for Authed {
 
     async fn from_request_parts(parts: &mut http::request::Parts, services: &Arc<Services>) -> Result<Self> {
         let client_ip = super::client_ip(parts);
-        let (user, device) = authenticate(parts, services, TokenRequirement::Required, client_ip)?
-            .expect("a required token is there or refused");
+        let Authenticated { user, device, guest } =
+            authenticate(parts, services, TokenRequirement::Required, client_ip)?
+                .expect("a required token is there or refused");
+        if guest {
+            return Err(guest_forbidden());
+        }
         Ok(Self { user, device })
     }
 }

@@ -1,6 +1,7 @@
-//! Forgetting rooms and reporting content.
+//! Forgetting rooms, reporting content, and guests leaving rooms that no
+//! longer admit them.
 
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::Rooms;
@@ -21,6 +22,31 @@ pub struct Report {
 }
 
 impl Rooms {
+    /// Once a room's `m.room.guest_access` no longer says `can_join`, each
+    /// local guest joined or invited there leaves, by its own leave event
+    /// (as Synapse does: no kick by whoever changed the setting, so power
+    /// levels do not matter).
+    pub async fn remove_guests(&self, room_id: &RoomId) -> Result<()> {
+        let Some(short) = self.room_short(room_id)? else { return Ok(()) };
+        let admits = self
+            .current_state_event(short, "m.room.guest_access", "")?
+            .is_some_and(|event| event.content_value()["guest_access"] == "can_join");
+        if admits {
+            return Ok(());
+        }
+        for (user, membership) in self.members(short)? {
+            if !matches!(membership.as_str(), "join" | "invite") || !self.users.is_guest(&user)? {
+                continue;
+            }
+            let content = serde_json::json!({"membership": "leave", "kind": "guest"});
+            let builder = super::builder::PduBuilder::state("m.room.member", user.as_str(), content);
+            if let Err(e) = self.send(room_id, &user, builder, None).await {
+                tracing::warn!("guest {user} could not leave {room_id}: {e}");
+            }
+        }
+        Ok(())
+    }
+
     pub fn forget(&self, user: &UserId, room_short: u64) -> Result<()> {
         let mut batch = Batch::new();
         batch.put(&maps::FORGOTTEN_ROOMS, key(&[user.as_bytes(), &room_short.to_be_bytes()]), Vec::new());

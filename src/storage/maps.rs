@@ -30,7 +30,7 @@ maps! {
     /// Local accounts, including deactivated ones (a user ID is never reused).
     USERS = "users" {
         key: "user ID (`@local:server`)",
-        value: "JSON UserRecord {password_hash (argon2id PHC string or null), admin, deactivated, created_ts}"
+        value: "JSON UserRecord {password_hash (argon2id PHC string or null), admin, deactivated, created_ts, guest (only when true)}"
     }
     /// Access tokens of every logged-in device.
     TOKENS = "tokens" {

@@ -53,6 +53,11 @@ pub struct Params {
     /// Deliver and acknowledge send-to-device messages (not for the legacy
     /// `/events` and `/initialSync`, which must leave them to `/sync`).
     pub to_device: bool,
+    /// A world-readable room the user is not in but looks into, as if
+    /// joined (the legacy `/events?room_id=` and room initialSync; never
+    /// from `/sync`): its world-readable events, ephemeral events and its
+    /// members' presence.
+    pub peek: Option<u64>,
 }
 
 pub fn token(position: u64) -> String {
@@ -137,7 +142,10 @@ fn presence(
         {
             continue;
         }
-        if user != params.user && !share_a_room(&services.rooms, &params.user, &user)? {
+        if user != params.user
+            && !share_a_room(&services.rooms, &params.user, &user)?
+            && !in_peeked(services, params, &user)
+        {
             continue;
         }
         let Some(record) = services.presence.record(&user)? else { continue };
@@ -150,12 +158,24 @@ fn presence(
 /// Whether a change may concern the syncing user.
 fn interested(services: &Services, params: &Params, topic: &Topic) -> bool {
     match topic {
-        Topic::Room(room) => services.rooms.membership(&params.user, *room).ok().flatten().is_some(),
+        Topic::Room(room) => {
+            params.peek == Some(*room)
+                || services.rooms.membership(&params.user, *room).ok().flatten().is_some()
+        }
         Topic::User(user) => *user == params.user,
         Topic::AboutUser(user) => {
-            *user == params.user || share_a_room(&services.rooms, &params.user, user).unwrap_or(false)
+            *user == params.user
+                || share_a_room(&services.rooms, &params.user, user).unwrap_or(false)
+                || in_peeked(services, params, user)
         }
     }
+}
+
+/// Whether `user` is joined to the room the sync peeks into.
+fn in_peeked(services: &Services, params: &Params, user: &ruma::UserId) -> bool {
+    params
+        .peek
+        .is_some_and(|room| services.rooms.membership(user, room).ok().flatten().as_deref() == Some("join"))
 }
 
 fn is_empty(response: &sync::Response) -> bool {
@@ -273,7 +293,12 @@ fn changed_rooms(services: &Services, params: &Params, upto: u64) -> Result<BTre
     let rooms = &services.rooms;
     let since = match params.since {
         Some(since) if !params.full_state => since,
-        _ => return Ok(rooms.memberships(&params.user)?.into_iter().map(|(room, _)| room).collect()),
+        _ => {
+            let mut all: BTreeSet<u64> =
+                rooms.memberships(&params.user)?.into_iter().map(|(room, _)| room).collect();
+            all.extend(params.peek);
+            return Ok(all);
+        }
     };
     if since >= upto {
         return Ok(BTreeSet::new());
@@ -282,7 +307,8 @@ fn changed_rooms(services: &Services, params: &Params, upto: u64) -> Result<BTre
     let entries = services.db.scan_range(&maps::STREAM, b"", Some(&start), false, STREAM_SCAN_LIMIT + 1)?;
     if entries.len() > STREAM_SCAN_LIMIT {
         let mut changed = BTreeSet::new();
-        for (room, _) in rooms.memberships(&params.user)? {
+        let peeked = params.peek.into_iter().map(|room| (room, String::new()));
+        for (room, _) in rooms.memberships(&params.user)?.into_iter().chain(peeked) {
             if rooms.latest_position(room)? > since {
                 changed.insert(room);
             }
@@ -297,7 +323,8 @@ fn changed_rooms(services: &Services, params: &Params, upto: u64) -> Result<BTre
         }
         // event short ‖ room short
         let Some(room) = v.get(8..16).map(decode_u64).transpose()? else { continue };
-        if seen.insert(room) && rooms.membership(&params.user, room)?.is_some() {
+        if seen.insert(room) && (params.peek == Some(room) || rooms.membership(&params.user, room)?.is_some())
+        {
             changed.insert(room);
         }
     }

@@ -92,7 +92,11 @@ impl RoomSync<'_> {
         if rooms.is_forgotten(user, room_short)? {
             return Ok(());
         }
-        if rooms.membership(user, room_short)?.is_none() {
+        let membership = rooms.membership(user, room_short)?;
+        if self.params.peek == Some(room_short) && membership.as_deref() != Some("join") {
+            return self.joined(room_short, room_id, false);
+        }
+        if membership.is_none() {
             return Ok(());
         }
         let Some(mut member) = rooms.current_state_event(room_short, "m.room.member", user.as_str())? else {

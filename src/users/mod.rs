@@ -42,6 +42,10 @@ pub struct UserRecord {
     pub admin: bool,
     pub deactivated: bool,
     pub created_ts: u64,
+    /// A guest account (`kind=guest`): numeric localpart, no password, the
+    /// few endpoints guests may call, until it registers as a full user.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guest: bool,
 }
 
 pub struct Users {
@@ -195,12 +199,63 @@ impl Users {
         if self.exists(user_id)? {
             return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken."));
         }
-        let record = UserRecord { password_hash, admin, deactivated: false, created_ts: util::now_ms() };
+        let record =
+            UserRecord { password_hash, admin, deactivated: false, created_ts: util::now_ms(), guest: false };
         let mut batch = Batch::new();
         batch.put_json(&maps::USERS, user_id.as_bytes(), &record);
         let mut profile = serde_json::Map::new();
         profile.insert("displayname".into(), displayname.unwrap_or_else(|| user_id.localpart()).into());
         batch.put_json(&maps::PROFILES, user_id.as_bytes(), &profile);
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// A new guest account: a numeric localpart (reserved for guests), the
+    /// localpart as display name, no password.
+    pub fn create_guest(&self) -> Result<OwnedUserId> {
+        let _guard = self.alloc_lock.lock().expect("allocation lock");
+        let user_id = loop {
+            let digits: u64 = rand::Rng::gen_range(&mut rand::thread_rng(), 1_000_000_000..10_000_000_000);
+            let id = UserId::parse(format!("@{digits}:{}", self.server_name)).map_err(Error::internal)?;
+            if !self.exists(&id)? {
+                break id;
+            }
+        };
+        let record = UserRecord {
+            password_hash: None,
+            admin: false,
+            deactivated: false,
+            created_ts: util::now_ms(),
+            guest: true,
+        };
+        let mut batch = Batch::new();
+        batch.put_json(&maps::USERS, user_id.as_bytes(), &record);
+        let mut profile = serde_json::Map::new();
+        profile.insert("displayname".into(), user_id.localpart().into());
+        batch.put_json(&maps::PROFILES, user_id.as_bytes(), &profile);
+        self.db.write(batch)?;
+        Ok(user_id)
+    }
+
+    /// Whether the account is a guest. Only numeric localparts can be.
+    pub fn is_guest(&self, user_id: &UserId) -> Result<bool> {
+        if !user_id.localpart().bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(false);
+        }
+        Ok(self.get(user_id)?.is_some_and(|record| record.guest && !record.deactivated))
+    }
+
+    /// A guest becomes a full user with a password, keeping its ID and profile.
+    pub fn upgrade_guest(&self, user_id: &UserId, password_hash: String) -> Result<()> {
+        let _guard = self.alloc_lock.lock().expect("allocation lock");
+        let mut record = self
+            .get(user_id)?
+            .filter(|record| record.guest && !record.deactivated)
+            .ok_or_else(|| Error::forbidden("Only a guest account can be upgraded"))?;
+        record.guest = false;
+        record.password_hash = Some(password_hash);
+        let mut batch = Batch::new();
+        batch.put_json(&maps::USERS, user_id.as_bytes(), &record);
         self.db.write(batch)?;
         Ok(())
     }

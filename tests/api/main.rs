@@ -10,6 +10,7 @@ mod directory;
 mod discovery;
 mod e2ee;
 mod errors;
+mod guests;
 mod login;
 mod persistence;
 mod process;

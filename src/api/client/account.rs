@@ -23,7 +23,7 @@ use ruma::{
 
 use crate::{
     Error, Result,
-    api::ruma::{Ruma, RumaRouter},
+    api::ruma::{Ruma, RumaRouter, ensure},
     services::Services,
     users::uiaa::Challenge,
 };
@@ -36,7 +36,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(register)
         .ruma(username_available)
         .ruma(registration_token_validity)
-        .ruma(whoami)
+        .ruma_shaped(whoami, |body| ensure(body, "is_guest", || false.into()))
         .ruma(third_party_ids)
         .ruma(change_password)
         .ruma(deactivate)
@@ -92,11 +92,7 @@ async fn register(req: Ruma<register::v3::Request>) -> Result<register::v3::Resp
     let services = &req.services;
     let body = &req.body;
     if body.kind == RegistrationKind::Guest {
-        return Err(Error::new(
-            StatusCode::FORBIDDEN,
-            ErrorKind::GuestAccessForbidden,
-            "Guest access is disabled",
-        ));
+        return register_guest(&req);
     }
     if body.login_type.is_some() {
         return Err(Error::forbidden("Application service registration is not available"));
@@ -112,9 +108,14 @@ async fn register(req: Ruma<register::v3::Request>) -> Result<register::v3::Resp
         .map_err(Error::limit_exceeded)?;
 
     // Check the username and password before UIA, so the client learns early.
-    let user_id = match &body.username {
-        Some(name) => services.users.user_id_for_new_localpart(&name.to_lowercase())?,
-        None => loop {
+    let upgrading_guest = match &body.guest_access_token {
+        Some(token) => Some(guest_to_upgrade(services, body.username.as_deref(), token)?),
+        None => None,
+    };
+    let user_id = match (&upgrading_guest, &body.username) {
+        (Some(guest), _) => guest.clone(),
+        (None, Some(name)) => services.users.user_id_for_new_localpart(&name.to_lowercase())?,
+        (None, None) => loop {
             let candidate = crate::util::random_string(12).to_lowercase();
             let id = services.users.user_id_for_new_localpart(&candidate)?;
             if !services.users.exists(&id)? {
@@ -122,7 +123,7 @@ async fn register(req: Ruma<register::v3::Request>) -> Result<register::v3::Resp
             }
         },
     };
-    if services.users.exists(&user_id)? {
+    if upgrading_guest.is_none() && services.users.exists(&user_id)? {
         return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken."));
     }
     if let Some(password) = &body.password {
@@ -144,7 +145,10 @@ async fn register(req: Ruma<register::v3::Request>) -> Result<register::v3::Resp
     };
 
     let password_hash = services.users.hash_new_password(password.clone()).await?;
-    services.users.create(&user_id, Some(password_hash), false, None)?;
+    match upgrading_guest {
+        Some(_) => services.users.upgrade_guest(&user_id, password_hash)?,
+        None => services.users.create(&user_id, Some(password_hash), false, None)?,
+    }
     tracing::info!("registered {user_id}");
 
     let mut response = register::v3::Response::new(user_id.clone());
@@ -159,6 +163,49 @@ async fn register(req: Ruma<register::v3::Request>) -> Result<register::v3::Resp
         response.device_id = Some(device_id);
     }
     Ok(response)
+}
+
+/// `kind=guest`: a guest account and its first device, no questions asked
+/// (no flows, no name, no password), when the server admits guests.
+fn register_guest(req: &Ruma<register::v3::Request>) -> Result<register::v3::Response> {
+    let services = &req.services;
+    if !services.config.registration.guest_access {
+        return Err(Error::new(
+            StatusCode::FORBIDDEN,
+            ErrorKind::GuestAccessForbidden,
+            "Guest access is disabled",
+        ));
+    }
+    services.limiters.registration.check(&req.client_ip.to_string()).map_err(Error::limit_exceeded)?;
+    let user_id = services.users.create_guest()?;
+    tracing::info!("registered guest {user_id}");
+    let (device_id, token) = services.users.login_device(
+        &user_id,
+        None,
+        req.body.initial_device_display_name.clone(),
+        Some(req.client_ip),
+    )?;
+    let mut response = register::v3::Response::new(user_id);
+    response.access_token = Some(token);
+    response.device_id = Some(device_id);
+    Ok(response)
+}
+
+/// The guest a full registration with `guest_access_token` turns into a
+/// user: the token's owner, a guest, whose localpart is the username asked for.
+fn guest_to_upgrade(services: &Services, username: Option<&str>, token: &str) -> Result<ruma::OwnedUserId> {
+    let username = username.ok_or_else(|| {
+        Error::new(StatusCode::BAD_REQUEST, ErrorKind::MissingParam, "Upgrading a guest needs `username`")
+    })?;
+    let guest = services.users.find_token(token)?.map(|record| record.user_id);
+    match guest {
+        Some(guest) if guest.localpart() == username.to_lowercase() && services.users.is_guest(&guest)? => {
+            Ok(guest)
+        }
+        _ => Err(Error::forbidden(
+            "Cannot register taken user ID without valid guest credentials for that user.",
+        )),
+    }
 }
 
 async fn username_available(
@@ -176,7 +223,7 @@ async fn username_available(
 }
 
 async fn whoami(req: Ruma<whoami::v3::Request>) -> Result<whoami::v3::Response> {
-    let mut response = whoami::v3::Response::new(req.user().clone(), false);
+    let mut response = whoami::v3::Response::new(req.user().clone(), req.sender_is_guest);
     response.device_id = req.sender_device.clone();
     Ok(response)
 }

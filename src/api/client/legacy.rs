@@ -17,7 +17,7 @@ use crate::{
     sync::{self, Params},
 };
 
-mod endpoints {
+pub(super) mod endpoints {
     use ruma::{
         OwnedRoomId,
         api::{auth_scheme::AccessToken, request, response},
@@ -129,6 +129,7 @@ async fn sync_json<T>(
     since: Option<u64>,
     timeout: Duration,
     filter: FilterDefinition,
+    peek: Option<u64>,
 ) -> Result<Value> {
     let params = Params {
         user: req.user().clone(),
@@ -141,6 +142,7 @@ async fn sync_json<T>(
         // The initial syncs give the state at the end of the messages.
         use_state_after: since.is_none(),
         to_device: false,
+        peek,
     };
     Ok(response_json(sync::sync(&req.services, &params).await?)?.1)
 }
@@ -195,17 +197,50 @@ fn member_event<T>(req: &Ruma<T>, room_id: &RoomId) -> Result<Option<Value>> {
     Ok(Some(rooms.client_event(short, req.sender_device.as_deref(), req.user())?))
 }
 
+/// The room a user who is not in it may look into: a world-readable one.
+fn peekable<T>(req: &Ruma<T>, room_id: &RoomId) -> Result<Option<u64>> {
+    let rooms = &req.services.rooms;
+    let Some(short) = rooms.room_short(room_id)? else { return Ok(None) };
+    Ok(rooms.is_world_readable(short)?.then_some(short))
+}
+
 /// `GET /events`: what happened since `from` in the user's rooms, as one
-/// list of events; long-polls up to `timeout` ms when nothing did.
+/// list of events; long-polls up to `timeout` ms when nothing did. With
+/// `room_id`, that room only: one the user is joined to, or else a
+/// world-readable one to peek into (as guests do).
 async fn events(req: Ruma<endpoints::events::Request>) -> Result<endpoints::Response> {
     let body = &req.body;
+    let rooms = &req.services.rooms;
+    let peek = match &body.room_id {
+        None if req.sender_is_guest => {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::Unknown,
+                "Guest users must specify room_id param",
+            ));
+        }
+        None => None,
+        Some(room_id) => {
+            let joined = match rooms.room_short(room_id)? {
+                Some(short) => rooms.membership(req.user(), short)?.as_deref() == Some("join"),
+                None => false,
+            };
+            match joined {
+                true => None,
+                false => Some(
+                    peekable(&req, room_id)?
+                        .ok_or_else(|| Error::forbidden("Non-joined access not allowed"))?,
+                ),
+            }
+        }
+    };
     let from = match &body.from {
         Some(token) => sync::parse_token(token)?,
         None => req.services.stream.visible(),
     };
     let timeout = body.timeout.map_or(DEFAULT_EVENTS_TIMEOUT, Duration::from_millis);
     let filter = timeline_filter(None, body.room_id.clone().map(|r| vec![r]), true);
-    let synced = sync_json(&req, Some(from), timeout, filter).await?;
+    let synced = sync_json(&req, Some(from), timeout, filter, peek).await?;
     let mut chunk = Vec::new();
     let rooms = &synced["rooms"];
     for section in ["join", "leave"] {
@@ -218,9 +253,7 @@ async fn events(req: Ruma<endpoints::events::Request>) -> Result<endpoints::Resp
         let room_id = RoomId::parse(room_id).map_err(Error::internal)?;
         chunk.extend(member_event(&req, &room_id)?);
     }
-    if body.room_id.is_none() {
-        chunk.extend(presence_events(&synced));
-    }
+    chunk.extend(presence_events(&synced));
     reply(&json!({"chunk": chunk, "start": sync::token(from), "end": synced["next_batch"]}))
 }
 
@@ -269,7 +302,8 @@ async fn initial_sync(req: Ruma<endpoints::initial_sync::Request>) -> Result<end
     let body = &req.body;
     let limit = body.limit.unwrap_or(DEFAULT_INITIAL_LIMIT);
     let archived = body.archived.unwrap_or(false);
-    let synced = sync_json(&req, None, Duration::ZERO, timeline_filter(Some(limit), None, archived)).await?;
+    let synced =
+        sync_json(&req, None, Duration::ZERO, timeline_filter(Some(limit), None, archived), None).await?;
     let end = &synced["next_batch"];
     let mut rooms = Vec::new();
     let mut receipts = Vec::new();
@@ -298,29 +332,44 @@ async fn initial_sync(req: Ruma<endpoints::initial_sync::Request>) -> Result<end
 }
 
 /// `GET /rooms/{roomId}/initialSync`: one room's latest messages, state,
-/// members' presence and receipts, for a member or a former member (as
-/// of their leaving).
+/// members' presence and receipts, for a member, a former member (as of
+/// their leaving), or anyone looking into a world-readable room (without
+/// `membership`).
 async fn room_initial_sync(req: Ruma<endpoints::room_initial_sync::Request>) -> Result<endpoints::Response> {
     let body = &req.body;
     let limit = body.limit.unwrap_or(DEFAULT_INITIAL_LIMIT);
+    let membership = match req.services.rooms.room_short(&body.room_id)? {
+        Some(short) => req.services.rooms.membership(req.user(), short)?,
+        None => None,
+    };
+    let peek = match membership.as_deref() {
+        Some("join" | "leave" | "ban") => None,
+        _ => peekable(&req, &body.room_id)?,
+    };
     let filter = timeline_filter(Some(limit), Some(vec![body.room_id.clone()]), true);
-    let synced = sync_json(&req, None, Duration::ZERO, filter).await?;
+    let synced = sync_json(&req, None, Duration::ZERO, filter, peek).await?;
     let end = &synced["next_batch"];
     let room_id = body.room_id.as_str();
     let rooms = &synced["rooms"];
     let (room, membership) = match (rooms["join"].get(room_id), rooms["leave"].get(room_id)) {
+        (Some(room), _) if peek.is_some() => (room, "peek"),
         (Some(room), _) => (room, "join"),
         (None, Some(room)) => (room, left_membership(&req, &body.room_id)?),
         _ => return Err(Error::forbidden(format!("User {} not in room {room_id}", req.user()))),
     };
     let mut snapshot = room_snapshot(&req, room_id, room, membership, end)?;
+    if peek.is_some() {
+        if let Some(object) = snapshot.as_object_mut() {
+            object.remove("membership");
+        }
+    }
     let members = req
         .services
         .rooms
         .room_short(&body.room_id)?
         .map_or(Ok(Vec::new()), |short| req.services.rooms.members(short))?;
     let presence: Vec<Value> = match membership {
-        "join" => presence_events(&synced)
+        "join" | "peek" => presence_events(&synced)
             .into_iter()
             .filter(|e| members.iter().any(|(user, m)| m == "join" && e["sender"] == user.as_str()))
             .collect(),

@@ -87,6 +87,12 @@ pub async fn change_membership(
         .ok_or_else(|| Error::bad_json("`membership` must be a string"))?
         .to_owned();
     content.remove("join_authorised_via_users_server");
+    if services.users.is_guest(sender)? {
+        check_guest_membership(services, room_short, sender, target, &membership)?;
+        content.insert("kind".to_owned(), json!("guest"));
+    } else {
+        content.remove("kind");
+    }
     if membership == "invite" {
         if target.server_name() != rooms.server_name() {
             return Err(Error::forbidden(
@@ -124,6 +130,28 @@ pub async fn change_membership(
             None,
         )
         .await
+}
+
+/// A guest may only join (a room whose `m.room.guest_access` is
+/// `can_join`) and leave, and only itself.
+fn check_guest_membership(
+    services: &Services,
+    room_short: u64,
+    sender: &UserId,
+    target: &UserId,
+    membership: &str,
+) -> Result<()> {
+    if sender != target || !matches!(membership, "join" | "leave") {
+        return Err(crate::api::ruma::guest_forbidden());
+    }
+    let admits = services
+        .rooms
+        .current_state_event(room_short, "m.room.guest_access", "")?
+        .is_some_and(|event| event.content_value()["guest_access"] == "can_join");
+    if membership == "join" && !admits {
+        return Err(Error::forbidden("Guest access not allowed"));
+    }
+    Ok(())
 }
 
 async fn join_by_id(req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room_by_id::v3::Response> {

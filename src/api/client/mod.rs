@@ -26,11 +26,11 @@ mod to_device;
 mod typing;
 mod user_directory;
 
-use std::sync::Arc;
+use std::{any::TypeId, sync::Arc};
 
-use axum::Router;
+use axum::{Extension, Router};
 
-use crate::services::Services;
+use crate::{api::ruma::GuestPolicy, services::Services};
 
 pub use account::check_password_length;
 
@@ -59,5 +59,55 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = keys::routes(router);
     let router = to_device::routes(router);
     let router = backup::routes(router);
-    membership::routes(router)
+    membership::routes(router).layer(Extension(GuestPolicy(guest_may_call)))
+}
+
+/// The endpoints a guest may call (with a token), as in Synapse: reading
+/// and syncing, joining, leaving and sending in rooms that admit guests,
+/// the display name, devices, keys and to-device messages. Anywhere else a
+/// guest's token gets 403 `M_GUEST_ACCESS_FORBIDDEN`.
+fn guest_may_call(endpoint: TypeId) -> bool {
+    use ruma::api::client::{
+        account::whoami, context::get_context, device, directory, discovery::get_capabilities, keys,
+        membership, message, profile, relations, room::get_room_event, state, sync::sync_events,
+        threads::get_threads, to_device::send_event_to_device,
+    };
+    [
+        TypeId::of::<sync_events::v3::Request>(),
+        TypeId::of::<legacy::endpoints::events::Request>(),
+        TypeId::of::<legacy::endpoints::room_initial_sync::Request>(),
+        TypeId::of::<message::get_message_events::v3::Request>(),
+        TypeId::of::<message::send_message_event::v3::Request>(),
+        TypeId::of::<self::state::post_send::Request>(),
+        TypeId::of::<state::get_state_events::v3::Request>(),
+        TypeId::of::<state::get_state_event_for_key::v3::Request>(),
+        TypeId::of::<state::send_state_event::v3::Request>(),
+        TypeId::of::<get_room_event::v3::Request>(),
+        TypeId::of::<get_context::v3::Request>(),
+        TypeId::of::<relations::get_relating_events::v1::Request>(),
+        TypeId::of::<relations::get_relating_events_with_rel_type::v1::Request>(),
+        TypeId::of::<relations::get_relating_events_with_rel_type_and_event_type::v1::Request>(),
+        TypeId::of::<get_threads::v1::Request>(),
+        TypeId::of::<membership::get_member_events::v3::Request>(),
+        TypeId::of::<membership::joined_rooms::v3::Request>(),
+        TypeId::of::<membership::join_room_by_id::v3::Request>(),
+        TypeId::of::<membership::join_room_by_id_or_alias::v3::Request>(),
+        TypeId::of::<membership::leave_room::v3::Request>(),
+        TypeId::of::<directory::get_public_rooms_filtered::v3::Request>(),
+        // The handlers let a guest change only the display name.
+        TypeId::of::<profile::set_profile_field::v3::Request>(),
+        TypeId::of::<profile::delete_profile_field::v3::Request>(),
+        TypeId::of::<whoami::v3::Request>(),
+        TypeId::of::<get_capabilities::v3::Request>(),
+        TypeId::of::<device::get_devices::v3::Request>(),
+        TypeId::of::<device::get_device::v3::Request>(),
+        TypeId::of::<device::update_device::v3::Request>(),
+        TypeId::of::<keys::upload_keys::v3::Request>(),
+        TypeId::of::<keys::get_keys::v3::Request>(),
+        TypeId::of::<keys::claim_keys::v3::Request>(),
+        TypeId::of::<keys::get_key_changes::v3::Request>(),
+        TypeId::of::<keys::upload_signatures::v3::Request>(),
+        TypeId::of::<send_event_to_device::v3::Request>(),
+    ]
+    .contains(&endpoint)
 }

@@ -55,7 +55,11 @@ async fn get_field(req: Ruma<get_profile_field::v3::Request>) -> Result<Response
     Ok(RumaResponse(get_profile_field::v3::Response::new(value)).into_response())
 }
 
-fn check_own<T>(req: &Ruma<T>, user_id: &UserId) -> Result<()> {
+/// One changes one's own profile; a guest, only its display name.
+fn check_own<T>(req: &Ruma<T>, user_id: &UserId, field: &str) -> Result<()> {
+    if req.sender_is_guest && field != "displayname" {
+        return Err(crate::api::ruma::guest_forbidden());
+    }
     if req.user() != user_id {
         return Err(Error::forbidden("Cannot change another user's profile"));
     }
@@ -63,8 +67,8 @@ fn check_own<T>(req: &Ruma<T>, user_id: &UserId) -> Result<()> {
 }
 
 async fn set_field(req: Ruma<set_profile_field::v3::Request>) -> Result<set_profile_field::v3::Response> {
-    check_own(&req, &req.body.user_id)?;
     let value = &req.body.value;
+    check_own(&req, &req.body.user_id, value.field_name().as_str())?;
     if let ProfileFieldValue::DisplayName(name) = value
         && name.chars().count() > MAX_DISPLAYNAME_LEN
     {
@@ -109,8 +113,8 @@ async fn update_member_events(services: &Services, user: &UserId, field: &str) -
 async fn delete_field(
     req: Ruma<delete_profile_field::v3::Request>,
 ) -> Result<delete_profile_field::v3::Response> {
-    check_own(&req, &req.body.user_id)?;
     let field: &ProfileFieldName = &req.body.field;
+    check_own(&req, &req.body.user_id, field.as_str())?;
     req.services.users.set_profile_field(req.user(), field.as_str(), None)?;
     update_member_events(&req.services, req.user(), field.as_str()).await?;
     Ok(delete_profile_field::v3::Response::new())

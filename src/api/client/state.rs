@@ -57,7 +57,7 @@ async fn send(req: Ruma<send_message_event::v3::Request>) -> Result<send_message
 
 /// `POST /rooms/{roomId}/send/{eventType}`, without a transaction ID: gone
 /// from the spec, still served by Synapse and used by older bots.
-mod post_send {
+pub(super) mod post_send {
     use ruma::{
         OwnedEventId, OwnedRoomId,
         api::{auth_scheme::AccessToken, request, response},
@@ -137,6 +137,9 @@ async fn put_state(req: Ruma<send_state_event::v3::Request>) -> Result<send_stat
     }
     let builder = PduBuilder::state(&event_type, &body.state_key, content);
     let event_id = send_event(&req.services, req.user(), &body.room_id, builder, None).await?;
+    if event_type == "m.room.guest_access" {
+        req.services.rooms.remove_guests(&body.room_id).await?;
+    }
     Ok(send_state_event::v3::Response::new(event_id))
 }
 

@@ -88,6 +88,7 @@ async fn get(req: Ruma<sync_events::v3::Request>) -> Result<sync_events::v3::Res
         timeout: body.timeout.unwrap_or_default(),
         use_state_after: body.use_state_after,
         to_device: true,
+        peek: None,
     };
     let set_presence = match &body.set_presence {
         ruma::presence::PresenceState::Offline => "offline",
