@@ -358,10 +358,10 @@ async fn room_initial_sync(req: Ruma<endpoints::room_initial_sync::Request>) -> 
         _ => return Err(Error::forbidden(format!("User {} not in room {room_id}", req.user()))),
     };
     let mut snapshot = room_snapshot(&req, room_id, room, membership, end)?;
-    if peek.is_some() {
-        if let Some(object) = snapshot.as_object_mut() {
-            object.remove("membership");
-        }
+    if peek.is_some()
+        && let Some(object) = snapshot.as_object_mut()
+    {
+        object.remove("membership");
     }
     let members = req
         .services
