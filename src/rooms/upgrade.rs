@@ -120,6 +120,26 @@ impl Rooms {
             self.tombstone(old_room, user, &new_room).await?;
         }
 
+        // Bans carry over, from the upgrader, with their reasons.
+        for (member, membership) in self.members(old_short)? {
+            if membership == "ban"
+                && let Some(ban) = self.state_event(&state, "m.room.member", member.as_str())?
+            {
+                let builder = PduBuilder::state("m.room.member", member.as_str(), ban.content_value());
+                if let Err(e) = self.send(&new_room, user, builder, None).await {
+                    tracing::warn!("ban of {member} not copied to {new_room}: {e}");
+                }
+            }
+        }
+        // Each local member's tags, direct-chat listing and room push rules
+        // follow the room.
+        for (member, membership) in self.members(old_short)? {
+            if membership == "join" && member.server_name() == self.server_name() {
+                self.users.copy_room_account_data(&member, old_room, &new_room)?;
+                self.users.copy_room_push_rules(&member, old_room, &new_room)?;
+            }
+        }
+
         // Move the old room's aliases and quiet it down.
         for alias in &aliases {
             if let Some(alias_record) = self.alias(alias)? {

@@ -158,7 +158,10 @@ impl RoomSync<'_> {
     fn joined(&mut self, room_short: u64, room_id: OwnedRoomId, newly_joined: bool) -> Result<()> {
         let since = if newly_joined || self.params.since.is_none() { None } else { self.params.since };
         let full = since.is_none() || self.params.full_state;
-        let timeline = self.timeline(room_short, &room_id, since, self.upto + 1)?;
+        let mut timeline = self.timeline(room_short, &room_id, since, self.upto + 1)?;
+        // A room new to the client has history before what it gets (Synapse
+        // marks it limited, and clients page back from `prev_batch`).
+        timeline.limited |= newly_joined;
         let (state, members_changed) = self.state(room_short, &room_id, since, full, &timeline, self.upto)?;
         let account_data = self.account_data(&room_id)?;
         let (ephemeral, own_receipt) = self.ephemeral(room_short, &room_id, since)?;
@@ -202,6 +205,15 @@ impl RoomSync<'_> {
         Ok(())
     }
 
+    /// Whether the user was joined to the room at stream position `position`.
+    fn joined_at(&self, room_short: u64, position: u64) -> Result<bool> {
+        let rooms = &self.services.rooms;
+        let state = rooms.state_at_position(room_short, position)?;
+        Ok(rooms
+            .state_event(&state, "m.room.member", self.params.user.as_str())?
+            .is_some_and(|member| member.content_value()["membership"] == "join"))
+    }
+
     fn left(&mut self, room_short: u64, room_id: OwnedRoomId, leave_position: u64) -> Result<()> {
         let since = self.params.since.filter(|s| *s < leave_position);
         let end = leave_position.min(self.upto);
@@ -209,7 +221,13 @@ impl RoomSync<'_> {
         // Someone who never joined (a rejected invite, a withdrawn knock)
         // never had the room's state: they get none now either.
         let state = if self.services.rooms.ever_joined(&self.params.user, room_short)? {
-            self.state(room_short, &room_id, since, since.is_none(), &timeline, end)?.0
+            // Joined and left within the window: the client never had the
+            // room's state, so it gets all of it.
+            let state_since = match since {
+                Some(since) if self.joined_at(room_short, since)? => Some(since),
+                _ => None,
+            };
+            self.state(room_short, &room_id, state_since, state_since.is_none(), &timeline, end)?.0
         } else {
             Vec::new()
         };

@@ -34,6 +34,31 @@ fn account_data_key(user_id: &UserId, room_id: Option<&RoomId>, event_type: &str
 }
 
 impl Users {
+    /// A room's tags and its place in `m.direct` carried to its upgraded
+    /// successor (as Synapse does for each local member).
+    pub fn copy_room_account_data(&self, user_id: &UserId, old: &RoomId, new: &RoomId) -> Result<()> {
+        if let Some(tags) = self.account_data(user_id, Some(old), "m.tag")? {
+            self.set_account_data(user_id, Some(new), "m.tag", &tags)?;
+        }
+        let Some(direct) = self.account_data(user_id, None, "m.direct")? else { return Ok(()) };
+        let mut direct: serde_json::Value = serde_json::from_str(direct.get()).map_err(Error::internal)?;
+        let mut changed = false;
+        for rooms in direct.as_object_mut().into_iter().flat_map(|users| users.values_mut()) {
+            if let Some(rooms) = rooms.as_array_mut()
+                && rooms.iter().any(|room| room == old.as_str())
+                && !rooms.iter().any(|room| room == new.as_str())
+            {
+                rooms.push(new.as_str().into());
+                changed = true;
+            }
+        }
+        if changed {
+            let content = serde_json::value::to_raw_value(&direct).map_err(Error::internal)?;
+            self.set_account_data(user_id, None, "m.direct", &content)?;
+        }
+        Ok(())
+    }
+
     /// The content stored for an account-data type, as the client sent it.
     pub fn account_data(
         &self,

@@ -106,6 +106,44 @@ impl Users {
             .collect()
     }
 
+    /// A room's own rules (a room rule, or an override rule named by the
+    /// room as clients make to mute it) copied to its upgraded successor.
+    pub fn copy_room_push_rules(&self, user_id: &UserId, old: &RoomId, new: &RoomId) -> Result<()> {
+        use ruma::push::{NewConditionalPushRule, NewPushRule, NewSimplePushRule};
+        let rules = self.push_rules(user_id)?;
+        if rules.is_default {
+            return Ok(());
+        }
+        let mut ruleset = rules.ruleset.clone();
+        let mut copied = Vec::new();
+        if let Some(rule) = ruleset.room.iter().find(|rule| rule.rule_id == old) {
+            copied.push((
+                NewPushRule::Room(NewSimplePushRule::new(new.to_owned(), rule.actions.clone())),
+                rule.enabled,
+            ));
+        }
+        if let Some(rule) = ruleset.override_.iter().find(|rule| rule.rule_id == old.as_str()) {
+            // The conditions name the old room: they name the new one now.
+            let conditions = serde_json::to_string(&rule.conditions).map_err(Error::internal)?;
+            let conditions = serde_json::from_str(&conditions.replace(old.as_str(), new.as_str()))
+                .map_err(Error::internal)?;
+            let rule_id = new.to_string();
+            copied.push((
+                NewPushRule::Override(NewConditionalPushRule::new(rule_id, conditions, rule.actions.clone())),
+                rule.enabled,
+            ));
+        }
+        if copied.is_empty() {
+            return Ok(());
+        }
+        for (rule, enabled) in copied {
+            let (kind, rule_id) = (rule.kind(), rule.rule_id().to_owned());
+            ruleset.insert(rule, None, None).map_err(Error::internal)?;
+            ruleset.set_enabled(kind, &rule_id, enabled).map_err(Error::internal)?;
+        }
+        self.set_push_rules(user_id, ruleset, rules.unmatched_room.clone())
+    }
+
     pub fn set_push_rules(
         &self,
         user_id: &UserId,

@@ -345,3 +345,179 @@ async fn joins_keep_their_content_and_other_rooms_events_stay_out_of_reach() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(event["content"]["body"], "secret", "not redacted");
 }
+
+#[tokio::test]
+async fn legacy_events_carry_the_v1_fields_presence_and_account_data() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &bob, &room).await;
+    let put_account_data = |path: String, who: &Session, body: Value| {
+        let token = who.token.clone();
+        let s = &s;
+        async move {
+            let (status, response) = s.put(&path, Some(&token), body).await;
+            assert_eq!(status, StatusCode::OK, "{response}");
+        }
+    };
+    put_account_data(
+        format!("/_matrix/client/v3/user/{}/account_data/my.type", alice.user_id),
+        &alice,
+        json!({"cats": 1}),
+    )
+    .await;
+
+    // Room initialSync: v1 fields, and the presence of every joined member
+    // (offline for bob, who never synced).
+    let (status, body) =
+        s.get(&format!("/_matrix/client/v3/rooms/{room}/initialSync"), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let own = events(&body["state"])
+        .into_iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == alice.user_id.as_str())
+        .expect("own member event");
+    assert_eq!(own["user_id"], alice.user_id.as_str(), "{own}");
+    assert!(own["age"].is_u64(), "{own}");
+    let presence = events(&body["presence"]);
+    let of_bob =
+        presence.iter().find(|p| p["content"]["user_id"] == bob.user_id.as_str()).expect("bob's presence");
+    assert_eq!(of_bob["content"]["presence"], "offline");
+
+    // Global initialSync: account data, not push rules.
+    let (_, body) = s.get("/_matrix/client/v3/initialSync", Some(&alice.token)).await;
+    let types: Vec<_> = events(&body["account_data"]).iter().map(|e| e["type"].clone()).collect();
+    assert_eq!(types, [json!("my.type")]);
+
+    // /events: account data and tags changed since `from`.
+    let (_, first) = s.get("/_matrix/client/r0/events?timeout=0", Some(&alice.token)).await;
+    let end = first["end"].as_str().unwrap().to_owned();
+    put_account_data(
+        format!("/_matrix/client/v3/user/{}/rooms/{room}/tags/u.work", alice.user_id),
+        &alice,
+        json!({}),
+    )
+    .await;
+    put_account_data(
+        format!("/_matrix/client/v3/user/{}/account_data/my.type", alice.user_id),
+        &alice,
+        json!({"rats": 2}),
+    )
+    .await;
+    let (status, next) =
+        s.get(&format!("/_matrix/client/r0/events?from={end}&timeout=5000"), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    let chunk = events(&next["chunk"]);
+    assert!(
+        chunk.iter().any(|e| e["type"] == "m.tag"
+            && e["room_id"] == room.as_str()
+            && e["content"]["tags"]["u.work"].is_object()),
+        "{next}"
+    );
+    assert!(chunk.iter().any(|e| e["type"] == "my.type" && e["content"]["rats"] == 2), "{next}");
+}
+
+#[tokio::test]
+async fn sync_marks_new_rooms_limited_and_gives_full_state_to_a_join_and_leave() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/a.madeup.test.state/"),
+            Some(&alice.token),
+            json!({"x": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let since = sync(&s, &bob, "").await["next_batch"].as_str().unwrap().to_owned();
+
+    // Joined between two syncs: a room new to the client, limited.
+    join(&s, &bob, &room).await;
+    let after = sync(&s, &bob, &format!("since={since}")).await;
+    assert_eq!(after["rooms"]["join"][&room]["timeline"]["limited"], true, "{after}");
+    assert!(after["rooms"]["join"][&room]["timeline"]["prev_batch"].is_string());
+
+    // Joined and left between two syncs: the left room comes with its state.
+    let room2 = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room2}/state/a.madeup.test.state/"),
+            Some(&alice.token),
+            json!({"y": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let since = after["next_batch"].as_str().unwrap().to_owned();
+    join(&s, &bob, &room2).await;
+    let (status, _) =
+        s.post(&format!("/_matrix/client/v3/rooms/{room2}/leave"), Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    // With no timeline, the state event can only come as state.
+    let filter = urlencode(&json!({"room": {"timeline": {"types": []}, "include_leave": true}}).to_string());
+    let after = sync(&s, &bob, &format!("since={since}&filter={filter}")).await;
+    let left = &after["rooms"]["leave"][&room2];
+    let madeup: Vec<_> =
+        events(&left["state"]["events"]).into_iter().filter(|e| e["type"] == "a.madeup.test.state").collect();
+    assert_eq!(madeup.len(), 1, "{left}");
+}
+
+#[tokio::test]
+async fn upgrades_carry_bans_tags_direct_chats_and_room_rules() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat", "room_version": "10"})).await;
+    join(&s, &bob, &room).await;
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/ban"),
+            Some(&alice.token),
+            json!({"user_id": carol.user_id, "reason": "spam"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let user = format!("/_matrix/client/v3/user/{}", bob.user_id);
+    for (path, body) in [
+        (format!("{user}/rooms/{room}/tags/u.work"), json!({"order": 0.5})),
+        (format!("{user}/account_data/m.direct"), json!({alice.user_id.clone(): [room.clone()]})),
+        (
+            format!("/_matrix/client/v3/pushrules/global/override/{room}"),
+            json!({"actions": [], "conditions": [{"kind": "event_match", "key": "room_id", "pattern": room}]}),
+        ),
+    ] {
+        let (status, response) = s.put(&path, Some(&bob.token), body).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {response}");
+    }
+
+    let upgrade = format!("/_matrix/client/v3/rooms/{room}/upgrade");
+    for version in ["my_bad_version", "999"] {
+        assert_error(
+            &s.post(&upgrade, Some(&alice.token), json!({"new_version": version})).await,
+            StatusCode::BAD_REQUEST,
+            "M_UNSUPPORTED_ROOM_VERSION",
+        );
+    }
+    let (status, body) = s.post(&upgrade, Some(&alice.token), json!({"new_version": "11"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let new_room = body["replacement_room"].as_str().unwrap().to_owned();
+
+    let (status, ban) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{new_room}/state/m.room.member/{}", carol.user_id),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ban}");
+    assert_eq!((ban["membership"].as_str(), ban["reason"].as_str()), (Some("ban"), Some("spam")));
+    let (_, tags) = s.get(&format!("{user}/rooms/{new_room}/tags"), Some(&bob.token)).await;
+    assert_eq!(tags["tags"], json!({"u.work": {"order": 0.5}}));
+    let (_, direct) = s.get(&format!("{user}/account_data/m.direct"), Some(&bob.token)).await;
+    assert_eq!(direct[&alice.user_id], json!([room, new_room]));
+    let (status, rule) =
+        s.get(&format!("/_matrix/client/v3/pushrules/global/override/{new_room}"), Some(&bob.token)).await;
+    assert_eq!(status, StatusCode::OK, "{rule}");
+    assert_eq!(rule["conditions"][0]["pattern"], new_room.as_str());
+}

@@ -159,17 +159,35 @@ fn timeline_filter(
     filter
 }
 
-/// The events of `section.events`, each with the room ID clients of these
-/// endpoints expect in it.
+/// The events of `section.events` in the old (v1) format clients of these
+/// endpoints expect: with the room ID, and see [`v1`].
 fn with_room_id(section: &Value, room_id: &str) -> Vec<Value> {
     let events = section["events"].as_array().cloned().unwrap_or_default();
     events
         .into_iter()
         .map(|mut event| {
             event["room_id"] = json!(room_id);
-            event
+            v1(event)
         })
         .collect()
+}
+
+/// A client event as the v1 API sent it (Synapse still does): `user_id`
+/// beside `sender`, and `age`, `prev_content`, `replaces_state` and
+/// `redacted_because` at the top level as well as in `unsigned`.
+fn v1(mut event: Value) -> Value {
+    let Some(object) = event.as_object_mut() else { return event };
+    if let Some(sender) = object.get("sender").cloned() {
+        object.insert("user_id".to_owned(), sender);
+    }
+    if let Some(unsigned) = object.get("unsigned").and_then(Value::as_object).cloned() {
+        for key in ["age", "prev_content", "replaces_state", "redacted_because"] {
+            if let Some(value) = unsigned.get(key) {
+                object.insert(key.to_owned(), value.clone());
+            }
+        }
+    }
+    event
 }
 
 /// Presence events as these endpoints carried them: `user_id` in the content.
@@ -194,7 +212,7 @@ fn member_event<T>(req: &Ruma<T>, room_id: &RoomId) -> Result<Option<Value>> {
         return Ok(None);
     };
     let Some(short) = rooms.event_short(&pdu.event_id)? else { return Ok(None) };
-    Ok(Some(rooms.client_event(short, req.sender_device.as_deref(), req.user())?))
+    Ok(Some(v1(rooms.client_event(short, req.sender_device.as_deref(), req.user())?)))
 }
 
 /// The room a user who is not in it may look into: a world-readable one.
@@ -254,6 +272,16 @@ async fn events(req: Ruma<endpoints::events::Request>) -> Result<endpoints::Resp
         chunk.extend(member_event(&req, &room_id)?);
     }
     chunk.extend(presence_events(&synced));
+    // Account data (tags too) changed in the window, of the user's own rooms.
+    if peek.is_none() {
+        chunk.extend(synced["account_data"]["events"].as_array().into_iter().flatten().cloned());
+        for (room_id, room) in rooms["join"].as_object().into_iter().flatten() {
+            for mut event in room["account_data"]["events"].as_array().into_iter().flatten().cloned() {
+                event["room_id"] = json!(room_id);
+                chunk.push(event);
+            }
+        }
+    }
     reply(&json!({"chunk": chunk, "start": sync::token(from), "end": synced["next_batch"]}))
 }
 
@@ -283,6 +311,10 @@ fn room_snapshot<T>(
         "account_data": room["account_data"]["events"].as_array().cloned().unwrap_or_default(),
         "visibility": visibility,
     }))
+}
+
+fn events_except(events: &Value, kind: &str) -> Vec<Value> {
+    events.as_array().into_iter().flatten().filter(|event| event["type"] != kind).cloned().collect()
 }
 
 /// Whether the user left or was banned, for a room of the `leave` section.
@@ -326,9 +358,31 @@ async fn initial_sync(req: Ruma<endpoints::initial_sync::Request>) -> Result<end
         "end": end,
         "rooms": rooms,
         "presence": presence_events(&synced),
-        "account_data": synced["account_data"]["events"],
+        // Account data proper: Synapse keeps push rules apart.
+        "account_data": events_except(&synced["account_data"]["events"], "m.push_rules"),
         "receipts": receipts,
     }))
+}
+
+fn members_presence(services: &Services, room_id: &RoomId) -> Result<Vec<Value>> {
+    let rooms = &services.rooms;
+    let Some(short) = rooms.room_short(room_id)? else { return Ok(Vec::new()) };
+    let mut events = Vec::new();
+    for (user, membership) in rooms.members(short)? {
+        if membership != "join" {
+            continue;
+        }
+        let mut event = match services.presence.record(&user)? {
+            Some(record) => {
+                let profile = services.users.profile(&user)?.map(Value::Object);
+                services.presence.event(&user, &record, profile.as_ref())
+            }
+            None => json!({"type": "m.presence", "sender": user, "content": {"presence": "offline"}}),
+        };
+        event["content"]["user_id"] = json!(user);
+        events.push(event);
+    }
+    Ok(events)
 }
 
 /// `GET /rooms/{roomId}/initialSync`: one room's latest messages, state,
@@ -363,16 +417,9 @@ async fn room_initial_sync(req: Ruma<endpoints::room_initial_sync::Request>) -> 
     {
         object.remove("membership");
     }
-    let members = req
-        .services
-        .rooms
-        .room_short(&body.room_id)?
-        .map_or(Ok(Vec::new()), |short| req.services.rooms.members(short))?;
-    let presence: Vec<Value> = match membership {
-        "join" | "peek" => presence_events(&synced)
-            .into_iter()
-            .filter(|e| members.iter().any(|(user, m)| m == "join" && e["sender"] == user.as_str()))
-            .collect(),
+    // Every joined member's presence (offline when never seen), as Synapse.
+    let presence = match membership {
+        "join" | "peek" => members_presence(&req.services, &body.room_id)?,
         _ => Vec::new(),
     };
     snapshot["presence"] = json!(presence);

@@ -352,20 +352,56 @@ async fn timestamp_to_event(
     ))
 }
 
-async fn upgrade(req: Ruma<upgrade_room::v3::Request>) -> Result<upgrade_room::v3::Response> {
-    let body = &req.body;
-    if !crate::rooms::SUPPORTED_ROOM_VERSIONS.contains(&body.new_version) {
-        return Err(Error::new(
-            http::StatusCode::BAD_REQUEST,
-            ruma::api::error::ErrorKind::UnsupportedRoomVersion,
-            format!("Room version {} is not supported", body.new_version),
-        ));
+/// `POST /rooms/{roomId}/upgrade`, with the new version read as any string:
+/// ruma's type refuses some that are no room version at all, and those
+/// must be `M_UNSUPPORTED_ROOM_VERSION`, not bad JSON.
+mod upgrade_request {
+    use ruma::{
+        OwnedRoomId, OwnedUserId,
+        api::{auth_scheme::AccessToken, request},
+        metadata,
+    };
+
+    metadata! {
+        method: POST,
+        authentication: AccessToken,
+        rate_limited: false,
+        history: {
+            unstable => "/_matrix/client/unstable/rooms/{room_id}/upgrade",
+            1.0 => "/_matrix/client/r0/rooms/{room_id}/upgrade",
+            1.1 => "/_matrix/client/v3/rooms/{room_id}/upgrade",
+        }
     }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub room_id: OwnedRoomId,
+        pub new_version: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub additional_creators: Vec<OwnedUserId>,
+    }
+
+    pub type Response = ruma::api::client::room::upgrade_room::v3::Response;
+}
+
+async fn upgrade(req: Ruma<upgrade_request::Request>) -> Result<upgrade_room::v3::Response> {
+    let body = &req.body;
+    let version = ruma::RoomVersionId::try_from(body.new_version.as_str())
+        .ok()
+        .filter(|version| crate::rooms::SUPPORTED_ROOM_VERSIONS.contains(version))
+        .ok_or_else(|| {
+            Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+                format!("Room version {} is not supported", body.new_version),
+            )
+        })?;
     let new_room = req
         .services
         .rooms
-        .upgrade_room(req.user(), &body.room_id, body.new_version.clone(), body.additional_creators.clone())
+        .upgrade_room(req.user(), &body.room_id, version.clone(), body.additional_creators.clone())
         .await?;
-    tracing::info!("{} upgraded {} to {new_room} (version {})", req.user(), body.room_id, body.new_version);
+    tracing::info!("{} upgraded {} to {new_room} (version {version})", req.user(), body.room_id);
     Ok(upgrade_room::v3::Response::new(new_room))
 }
