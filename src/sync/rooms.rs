@@ -55,6 +55,10 @@ struct Timeline {
     limited: bool,
     /// The gap before the first event.
     start: u64,
+    /// Where `/messages` goes back from (`prev_batch`): `start`, except
+    /// for the whole history of a room new to the client, where Synapse
+    /// names the end of the timeline, so paging back returns it again.
+    prev_batch: u64,
 }
 
 /// An event type against a filter's `types` / `not_types` (with `*`).
@@ -253,7 +257,7 @@ impl RoomSync<'_> {
             .map_or(DEFAULT_TIMELINE_LIMIT, |l| usize::try_from(u64::from(l)).unwrap_or(MAX_TIMELINE_LIMIT))
             .clamp(1, MAX_TIMELINE_LIMIT);
         if !room_allowed(filter, room_id) {
-            return Ok(Timeline { events: Vec::new(), limited: false, start: end });
+            return Ok(Timeline { events: Vec::new(), limited: false, start: end, prev_batch: end });
         }
         let page = self.services.rooms.page(
             room_short,
@@ -269,7 +273,13 @@ impl RoomSync<'_> {
         if filter.limit.is_some_and(|l| l == UInt::MIN) {
             // A limit of 0: no events, only whether there were any; the
             // state then covers everything up to `end`.
-            return Ok(Timeline { limited: !events.is_empty(), events: Vec::new(), start: end + 1 });
+            let start = end + 1;
+            return Ok(Timeline {
+                limited: !events.is_empty(),
+                events: Vec::new(),
+                start,
+                prev_batch: start,
+            });
         }
         let limited = events.len() > limit;
         events.truncate(limit);
@@ -285,13 +295,14 @@ impl RoomSync<'_> {
             rooms.bundle_all(&mut events, &shorts, &self.params.user, Some(&self.params.device))?;
         }
         let start = positions.first().copied().unwrap_or(end);
-        Ok(Timeline { events, limited, start })
+        let prev_batch = if since.is_none() && !limited { end } else { start };
+        Ok(Timeline { events, limited, start, prev_batch })
     }
 
     fn sync_timeline(&self, timeline: Timeline) -> Result<sync::Timeline> {
         let mut out = sync::Timeline::new();
         out.limited = timeline.limited;
-        out.prev_batch = Some(format!("t{}", timeline.start));
+        out.prev_batch = Some(format!("t{}", timeline.prev_batch));
         out.events = timeline.events.into_iter().map(|e| raw(without_room_id(e))).collect::<Result<_>>()?;
         Ok(out)
     }

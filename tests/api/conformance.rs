@@ -521,3 +521,28 @@ async fn upgrades_carry_bans_tags_direct_chats_and_room_rules() {
     assert_eq!(status, StatusCode::OK, "{rule}");
     assert_eq!(rule["conditions"][0]["pattern"], new_room.as_str());
 }
+
+#[tokio::test]
+async fn paging_back_from_a_whole_initial_timeline_returns_it_again() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({})).await;
+    send(&s, &alice, &room, "m1", "hello").await;
+    let initial = sync(&s, &alice, "").await;
+    let timeline = &initial["rooms"]["join"][&room]["timeline"];
+    assert_eq!(timeline["limited"], false);
+    let prev = timeline["prev_batch"].as_str().unwrap();
+    // As Synapse: the token of a whole history is the end of it, so a client
+    // paging back gets the same events (and then the start of the room).
+    let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b");
+    let (status, page) = s.get(&format!("{path}&from={prev}"), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids = |list: &Value| events(list).iter().map(|e| e["event_id"].clone()).collect::<Vec<_>>();
+    let mut synced = ids(&timeline["events"]);
+    synced.reverse();
+    assert_eq!(ids(&page["chunk"]), synced);
+    let end = page["end"].as_str().expect("an end after a page of events");
+    let (status, last) = s.get(&format!("{path}&from={end}"), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((events(&last["chunk"]).len(), last.get("end")), (0, None));
+}
