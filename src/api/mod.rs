@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod client;
 mod error;
+pub mod federation;
 pub mod ruma;
 
 use std::{
@@ -27,6 +28,7 @@ use crate::{Error, services::Services};
 pub fn router(services: Arc<Services>) -> Router {
     let router = client::routes(Router::new());
     let router = admin::routes(router);
+    let router = federation::routes(router);
     router
         .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async { Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED) })

@@ -227,7 +227,13 @@ fn authenticate(
         None => Ok(None),
         Some(token) => {
             let record = services.users.find_token(&token)?.ok_or_else(Error::unknown_token)?;
-            services.users.touch_device(&record.user_id, &record.device_id, client_ip)?;
+            // Visible ASCII (`to_str`), so cutting at any byte is safe.
+            let user_agent = parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|agent| agent.to_str().ok())
+                .map(|agent| &agent[..agent.len().min(512)]);
+            services.users.touch_device(&record.user_id, &record.device_id, client_ip, user_agent)?;
             let guest = services.users.is_guest(&record.user_id)?;
             Ok(Some(Authenticated { user: record.user_id, device: record.device_id, guest }))
         }

@@ -40,7 +40,7 @@ maps! {
     /// Devices of local users.
     DEVICES = "devices" {
         key: "user ID ‖ SEP ‖ device ID",
-        value: "JSON DeviceRecord {display_name, access_token, last_seen_ip, last_seen_ts, created_ts}"
+        value: "JSON DeviceRecord {display_name, access_token, last_seen_ip, last_seen_ts, last_seen_user_agent (when known), created_ts}"
     }
     /// Profiles of local users.
     PROFILES = "profiles" {

@@ -26,6 +26,8 @@ pub struct DeviceRecord {
     pub access_token: String,
     pub last_seen_ip: Option<String>,
     pub last_seen_ts: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_user_agent: Option<String>,
     pub created_ts: u64,
 }
 
@@ -83,6 +85,7 @@ impl Users {
                     access_token: token.clone(),
                     last_seen_ip: ip.map(|ip| ip.to_string()),
                     last_seen_ts: Some(now),
+                    last_seen_user_agent: None,
                     created_ts: now,
                 }
             }
@@ -143,16 +146,26 @@ impl Users {
     }
 
     /// Records that a device was used, at most once a minute per device.
-    pub fn touch_device(&self, user_id: &UserId, device_id: &DeviceId, ip: IpAddr) -> Result<()> {
+    pub fn touch_device(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        ip: IpAddr,
+        user_agent: Option<&str>,
+    ) -> Result<()> {
         let Some(mut record) = self.get_device(user_id, device_id)? else { return Ok(()) };
         let now = util::now_ms();
         let ip = ip.to_string();
         let fresh = record.last_seen_ts.is_some_and(|ts| now.saturating_sub(ts) < LAST_SEEN_GRANULARITY_MS);
-        if fresh && record.last_seen_ip.as_deref() == Some(ip.as_str()) {
+        if fresh
+            && record.last_seen_ip.as_deref() == Some(ip.as_str())
+            && record.last_seen_user_agent.as_deref() == user_agent
+        {
             return Ok(());
         }
         record.last_seen_ts = Some(now);
         record.last_seen_ip = Some(ip);
+        record.last_seen_user_agent = user_agent.map(str::to_owned);
         self.db.put_json(&maps::DEVICES, &device_key(user_id, device_id), &record)?;
         Ok(())
     }

@@ -11,6 +11,7 @@ pub mod backup;
 pub mod cross_signing;
 pub mod devices;
 pub mod keys;
+pub mod openid;
 pub mod profile;
 pub mod push_rules;
 pub mod shared_secret;
@@ -66,6 +67,8 @@ pub struct Users {
     /// Password hashing (argon2id, ~19 MiB each) at most once per core at a
     /// time; further requests wait their turn.
     hashing: tokio::sync::Semaphore,
+    /// OpenID tokens (an hour each; kept in memory, a client asks again).
+    openid_tokens: std::sync::Mutex<openid::Tokens>,
 }
 
 impl Users {
@@ -80,6 +83,7 @@ impl Users {
             to_device_lock: std::sync::Mutex::default(),
             push_rule_cache: Default::default(),
             ignored_cache: Default::default(),
+            openid_tokens: Default::default(),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             ),

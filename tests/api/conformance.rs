@@ -546,3 +546,68 @@ async fn paging_back_from_a_whole_initial_timeline_returns_it_again() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!((events(&last["chunk"]).len(), last.get("end")), (0, None));
 }
+
+#[tokio::test]
+async fn openid_tokens_and_whois() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+
+    let request = |who: &Session, user: &str| {
+        let path = format!("/_matrix/client/v3/user/{user}/openid/request_token");
+        let token = who.token.clone();
+        let s = &s;
+        async move { s.post(&path, Some(&token), json!({})).await }
+    };
+    let (status, issued) = request(&alice, &alice.user_id).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    assert_eq!(
+        (issued["token_type"].as_str(), issued["matrix_server_name"].as_str()),
+        (Some("Bearer"), Some("localhost"))
+    );
+    assert_eq!(issued["expires_in"], 3600);
+    assert_error(&request(&alice, &bob.user_id).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+
+    let userinfo = "/_matrix/federation/v1/openid/userinfo";
+    let token = issued["access_token"].as_str().unwrap();
+    let (status, info) = s.get(&format!("{userinfo}?access_token={token}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(info, json!({"sub": alice.user_id}));
+    // An access token of the client API is no OpenID token.
+    assert_error(
+        &s.get(&format!("{userinfo}?access_token={}", alice.token), None).await,
+        StatusCode::UNAUTHORIZED,
+        "M_UNKNOWN_TOKEN",
+    );
+    assert_error(&s.get(userinfo, None).await, StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
+
+    // whois: about oneself, with where and with what each device was seen.
+    let whois = |who: &Session, user: &str| {
+        let path = format!("/_matrix/client/v3/admin/whois/{user}");
+        let token = who.token.clone();
+        let s = &s;
+        async move {
+            let response = s
+                .http
+                .get(format!("{}{path}", s.base))
+                .bearer_auth(token)
+                .header("User-Agent", "hearth-test/1")
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    };
+    whois(&alice, &alice.user_id).await;
+    let (status, body) = whois(&alice, &alice.user_id).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user_id"], alice.user_id.as_str());
+    let connection = &body["devices"][&alice.device_id]["sessions"][0]["connections"][0];
+    assert_eq!(
+        (connection["ip"].as_str(), connection["user_agent"].as_str()),
+        (Some("127.0.0.1"), Some("hearth-test/1")),
+        "{body}"
+    );
+    assert!(connection["last_seen"].is_u64());
+    assert_eq!(whois(&bob, &alice.user_id).await.0, StatusCode::FORBIDDEN);
+}

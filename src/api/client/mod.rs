@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod admin;
 mod backup;
 mod devices;
 mod directory;
@@ -10,6 +11,7 @@ mod filter;
 mod keys;
 mod legacy;
 mod membership;
+mod openid;
 mod presence;
 mod profile;
 mod push;
@@ -38,6 +40,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = discovery::routes(router);
     let router = legacy::routes(router);
     let router = account::routes(router);
+    let router = admin::routes(router);
     let router = session::routes(router);
     let router = devices::routes(router);
     let router = profile::routes(router);
@@ -59,6 +62,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = keys::routes(router);
     let router = to_device::routes(router);
     let router = backup::routes(router);
+    let router = openid::routes(router);
     membership::routes(router).layer(Extension(GuestPolicy(guest_may_call)))
 }
 
