@@ -28,6 +28,7 @@ pub struct Config {
     pub rate_limits: RateLimits,
     pub well_known: WellKnown,
     pub presence: PresenceConfig,
+    pub outbound: Outbound,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -96,6 +97,17 @@ pub struct WellKnown {
 #[serde(deny_unknown_fields)]
 pub struct PresenceConfig {
     pub enabled: bool,
+}
+
+/// Requests Hearth makes to other services than homeservers (push gateways).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbound {
+    /// Also connect to loopback, private and link-local addresses.
+    pub allow_private_addresses: bool,
+    /// A PEM file of extra CA certificates to trust beside the system's.
+    #[serde(default)]
+    pub extra_ca_file: Option<std::path::PathBuf>,
 }
 
 impl RateLimits {

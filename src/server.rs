@@ -13,7 +13,7 @@ pub struct RunningServer {
     pub services: Arc<Services>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
-    /// Background work (the presence sweep), stopped before the database closes.
+    /// Background work (the presence sweep, push delivery), stopped before the database closes.
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -53,7 +53,10 @@ pub async fn start(mut config: Config) -> Result<RunningServer> {
                 .await
         }));
     }
-    let workers = vec![tokio::spawn(services.presence.clone().sweep())];
+    let workers = vec![
+        tokio::spawn(services.presence.clone().sweep()),
+        tokio::spawn(crate::pushers::run(services.clone())),
+    ];
     Ok(RunningServer { addrs, services, shutdown, tasks, workers })
 }
 

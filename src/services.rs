@@ -25,6 +25,7 @@ pub struct Services {
     pub uiaa: Uiaa,
     pub limiters: Limiters,
     pub shared_secret_nonces: Nonces,
+    pub outbound: crate::outbound::Outbound,
 }
 
 impl Services {
@@ -38,6 +39,7 @@ impl Services {
             Rooms::open(db.clone(), config.server_name.clone(), keys.clone(), stream.clone(), users.clone())?;
         let limiters = Limiters::new(&config.rate_limits);
         let presence = Arc::new(Presence::new(db.clone(), stream.clone(), config.presence.enabled));
+        let outbound = crate::outbound::Outbound::new(&config.outbound)?;
         Ok(Arc::new(Self {
             config,
             db,
@@ -49,6 +51,7 @@ impl Services {
             uiaa: Uiaa::default(),
             limiters,
             shared_secret_nonces: Nonces::default(),
+            outbound,
         }))
     }
 }

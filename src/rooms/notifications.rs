@@ -352,6 +352,46 @@ impl Rooms {
         Ok((main_counts, threads))
     }
 
+    /// A user's notifications at stream positions in `(after, upto]`,
+    /// oldest first, at most `limit`: (room short ID, position, notification).
+    pub fn notifications_after(
+        &self,
+        user: &UserId,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64, Notification)>> {
+        let user_prefix = prefix(&[user.as_bytes()]);
+        let start = key(&[user.as_bytes(), &after.saturating_add(1).to_be_bytes()]);
+        let mut out = Vec::new();
+        for (k, v) in self.db.scan_range(&maps::NOTIFICATION_LOG, &user_prefix, Some(&start), false, limit)? {
+            let position = decode_u64(&k[user_prefix.len()..])?;
+            if position > upto {
+                break;
+            }
+            let room = decode_u64(&v)?;
+            if let Some(notification) = self
+                .db
+                .get_json::<Notification>(&maps::NOTIFICATIONS, &notification_key(user, room, position))?
+            {
+                out.push((room, position, notification));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The unread count a phone shows as its badge: the user's rooms with
+    /// unread notifications (as Synapse counts by default).
+    pub fn badge(&self, user: &UserId) -> Result<u64> {
+        let mut rooms = 0;
+        for (room, membership) in self.memberships(user)? {
+            if membership == "join" && self.unread_counts(user, room, false)?.0.notifications > 0 {
+                rooms += 1;
+            }
+        }
+        Ok(rooms)
+    }
+
     /// A user's notifications, newest first, before stream position `from`.
     pub fn notifications(
         &self,

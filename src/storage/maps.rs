@@ -281,6 +281,11 @@ maps! {
         key: "user ID ‖ SEP ‖ room short ID",
         value: "empty"
     }
+    /// Pushers: where each user's devices get push notifications.
+    PUSHERS = "pushers" {
+        key: "user ID ‖ SEP ‖ app ID ‖ SEP ‖ pushkey",
+        value: "JSON PusherRecord {app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, pushkey_ts, device_id, pushed_upto, last_badge, failing_since, retry_at, backoff_ms}"
+    }
     /// Reports of events and rooms, for server admins.
     REPORTS = "reports" {
         key: "report number (u64 big-endian)",

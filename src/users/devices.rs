@@ -229,6 +229,7 @@ impl Users {
     ) -> Result<()> {
         batch.delete(&maps::TOKENS, record.access_token.as_bytes());
         batch.delete(&maps::DEVICES, device_key(user_id, device_id));
+        self.remove_device_pushers(batch, user_id, device_id.as_str())?;
         self.remove_device_keys_into(batch, user_id, device_id)
     }
 

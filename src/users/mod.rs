@@ -14,6 +14,7 @@ pub mod keys;
 pub mod openid;
 pub mod profile;
 pub mod push_rules;
+pub mod pushers;
 pub mod shared_secret;
 pub mod to_device;
 pub mod uiaa;
@@ -69,6 +70,7 @@ pub struct Users {
     hashing: tokio::sync::Semaphore,
     /// OpenID tokens (an hour each; kept in memory, a client asks again).
     openid_tokens: std::sync::Mutex<openid::Tokens>,
+    badge_requests: pushers::BadgeRequests,
 }
 
 impl Users {
@@ -84,6 +86,7 @@ impl Users {
             push_rule_cache: Default::default(),
             ignored_cache: Default::default(),
             openid_tokens: Default::default(),
+            badge_requests: Default::default(),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             ),

@@ -16,6 +16,7 @@ mod persistence;
 mod process;
 mod profile_and_data;
 mod push;
+mod pushers;
 mod register;
 mod relations;
 mod rooms;

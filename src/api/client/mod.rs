@@ -15,6 +15,7 @@ mod openid;
 mod presence;
 mod profile;
 mod push;
+mod pushers;
 mod receipts;
 mod redact;
 mod relations;
@@ -56,6 +57,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = typing::routes(router);
     let router = presence::routes(router);
     let router = push::routes(router);
+    let router = pushers::routes(router);
     let router = relations::routes(router);
     let router = tags::routes(router);
     let router = user_directory::routes(router);

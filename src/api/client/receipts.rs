@@ -62,7 +62,10 @@ fn set_read(
     event_id: OwnedEventId,
 ) -> Result<()> {
     let key = ReceiptKey { kind: kind.to_owned(), thread, user: req.user().clone() };
-    req.services.rooms.set_receipt(room_short, key, event_id)
+    req.services.rooms.set_receipt(room_short, key, event_id)?;
+    // The phone's unread count may have gone down.
+    req.services.users.request_badge(req.user());
+    Ok(())
 }
 
 async fn receipt(req: Ruma<create_receipt::v3::Request>) -> Result<create_receipt::v3::Response> {

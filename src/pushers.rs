@@ -1,0 +1,274 @@
+//! Push notifications to phones: a background task that hands each
+//! notification of a user with pushers to their push gateway (the Push
+//! Gateway API), in order, with retries and backoff; sends the new unread
+//! count when the user reads; removes pushers whose keys the gateway rejects.
+//!
+//! Progress is stored per pusher (`pushed_upto`), so nothing is lost or sent
+//! twice across restarts beyond the one request in flight.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use ruma::{OwnedUserId, UserId, push::Action};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    Result, outbound::Failure, rooms::notifications::Notification, services::Services, stream::Topic,
+    users::pushers::PusherRecord, util,
+};
+
+/// Notifications one pusher sends per round (others get their turn).
+const BATCH: usize = 20;
+/// First wait after a failed delivery; it doubles up to `MAX_BACKOFF`.
+const MIN_BACKOFF_MS: u64 = 1_000;
+const MAX_BACKOFF_MS: u64 = 10 * 60 * 1_000;
+/// A notification undeliverable for this long is dropped (Synapse: a day).
+const GIVE_UP_AFTER_MS: u64 = 24 * 60 * 60 * 1_000;
+/// Longest sleep between rounds with nothing to do.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// Runs until the server stops.
+pub async fn run(services: Arc<Services>) {
+    let Some(mut badge_requests) = services.users.take_badge_requests() else { return };
+    let mut checked = 0;
+    let mut badges = BTreeSet::new();
+    loop {
+        let upto = services.stream.visible();
+        let more = round(&services, upto, std::mem::take(&mut badges)).await.unwrap_or_else(|e| {
+            tracing::warn!("push delivery: {e}");
+            false
+        });
+        checked = checked.max(upto);
+        if more {
+            continue;
+        }
+        let sleep = next_retry(&services).unwrap_or(IDLE).min(IDLE);
+        tokio::select! {
+            position = services.stream.wait(checked, sleep, |topic| matches!(topic, Topic::Room(_))) => {
+                checked = position;
+            }
+            Some(user) = badge_requests.recv() => {
+                badges.insert(user);
+                while let Ok(user) = badge_requests.try_recv() {
+                    badges.insert(user);
+                }
+            }
+        }
+    }
+}
+
+/// How long until the earliest pusher in backoff may be retried.
+fn next_retry(services: &Services) -> Option<Duration> {
+    let now = util::now_ms();
+    let pushers = services.users.all_pushers().ok()?;
+    let next = pushers.iter().filter(|(_, p)| p.failing_since.is_some()).map(|(_, p)| p.retry_at).min()?;
+    Some(Duration::from_millis(next.saturating_sub(now).max(10)))
+}
+
+/// Every pusher once: its pending notifications up to `upto`, then its
+/// badge when asked. Pushers are served concurrently. Whether some pusher
+/// has more to send at once.
+async fn round(services: &Arc<Services>, upto: u64, badges: BTreeSet<OwnedUserId>) -> Result<bool> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (user, pusher) in services.users.all_pushers()? {
+        let badge = badges.contains(&user);
+        let services = services.clone();
+        tasks.spawn(async move {
+            serve(&services, &user, pusher, upto, badge).await.unwrap_or_else(|e| {
+                tracing::warn!("push delivery for {user}: {e}");
+                false
+            })
+        });
+    }
+    let mut more = false;
+    while let Some(done) = tasks.join_next().await {
+        more |= done.unwrap_or(false);
+    }
+    Ok(more)
+}
+
+/// One pusher's turn; whether it has more to send right away.
+async fn serve(
+    services: &Services,
+    user: &UserId,
+    mut pusher: PusherRecord,
+    upto: u64,
+    badge: bool,
+) -> Result<bool> {
+    if pusher.kind != "http" || pusher.failing_since.is_some() && util::now_ms() < pusher.retry_at {
+        return Ok(false);
+    }
+    let Some(url) = pusher.data["url"].as_str().and_then(|u| url::Url::parse(u).ok()) else {
+        return Ok(false);
+    };
+    let pending = services.rooms.notifications_after(user, pusher.pushed_upto, upto, BATCH)?;
+    let mut sent_any = false;
+    for (room, position, notification) in &pending {
+        let counts = services.rooms.badge(user)?;
+        let body = notification_body(services, user, &pusher, *room, notification, counts)?;
+        match deliver(services, &url, &body, &pusher).await {
+            Delivery::Done => {
+                pusher.pushed_upto = *position;
+                pusher.last_badge = Some(counts);
+                pusher.failing_since = None;
+                pusher.backoff_ms = 0;
+                sent_any = true;
+            }
+            Delivery::Rejected => {
+                tracing::info!(
+                    "push gateway rejected {user}'s pushkey for {}; pusher removed",
+                    pusher.app_id
+                );
+                services.users.remove_pushers_everywhere(&pusher.app_id, &pusher.pushkey)?;
+                return Ok(false);
+            }
+            Delivery::Failed(why) => {
+                let now = util::now_ms();
+                let since = *pusher.failing_since.get_or_insert(now);
+                if now - since > GIVE_UP_AFTER_MS {
+                    tracing::warn!(
+                        "push to {url} for {user} failing for a day ({why}); notification dropped"
+                    );
+                    pusher.pushed_upto = *position;
+                    pusher.failing_since = None;
+                    pusher.backoff_ms = 0;
+                } else {
+                    pusher.backoff_ms =
+                        pusher.backoff_ms.saturating_mul(2).clamp(MIN_BACKOFF_MS, MAX_BACKOFF_MS);
+                    pusher.retry_at = now + pusher.backoff_ms;
+                    tracing::info!(
+                        "push to {url} for {user} failed ({why}); retrying in {} ms",
+                        pusher.backoff_ms
+                    );
+                }
+                services.users.update_pusher(user, &pusher)?;
+                return Ok(false);
+            }
+        }
+    }
+    if badge && pending.is_empty() {
+        let counts = services.rooms.badge(user)?;
+        if pusher.last_badge != Some(counts) {
+            let body = badge_body(&pusher, counts);
+            if let Delivery::Done = deliver(services, &url, &body, &pusher).await {
+                pusher.last_badge = Some(counts);
+                sent_any = true;
+            }
+        }
+    }
+    if sent_any {
+        services.users.update_pusher(user, &pusher)?;
+    }
+    Ok(pending.len() == BATCH)
+}
+
+enum Delivery {
+    Done,
+    /// The gateway named this pushkey as rejected: the device is gone.
+    Rejected,
+    Failed(String),
+}
+
+async fn deliver(services: &Services, url: &url::Url, body: &Value, pusher: &PusherRecord) -> Delivery {
+    match services.outbound.post_json(url, body).await {
+        Ok(answer) => {
+            let rejected =
+                answer["rejected"].as_array().is_some_and(|keys| keys.iter().any(|k| k == &pusher.pushkey));
+            if rejected { Delivery::Rejected } else { Delivery::Done }
+        }
+        Err(Failure::Status(404)) => Delivery::Failed("the gateway has no such endpoint (404)".into()),
+        Err(e) => Delivery::Failed(e.to_string()),
+    }
+}
+
+/// The device entry of the Push Gateway API: the pusher's data without
+/// what is Hearth's (`url`, `format`), and the rule's tweaks.
+fn device(pusher: &PusherRecord, tweaks: Map<String, Value>) -> Value {
+    let mut data = pusher.data.as_object().cloned().unwrap_or_default();
+    data.remove("url");
+    data.remove("format");
+    json!({
+        "app_id": pusher.app_id,
+        "pushkey": pusher.pushkey,
+        "pushkey_ts": pusher.pushkey_ts,
+        "data": data,
+        "tweaks": tweaks,
+    })
+}
+
+fn tweaks(actions: &[Action]) -> Map<String, Value> {
+    let mut tweaks = Map::new();
+    for action in actions {
+        if let Action::SetTweak(tweak) = action
+            && let Ok(Value::Object(object)) = serde_json::to_value(tweak)
+            && let Some(name) = object.get("set_tweak").and_then(Value::as_str)
+        {
+            tweaks.insert(name.to_owned(), object.get("value").cloned().unwrap_or(Value::Bool(true)));
+        }
+    }
+    tweaks
+}
+
+/// The gateway request for one notification, in full or (`format:
+/// event_id_only`) without the event's content and names.
+fn notification_body(
+    services: &Services,
+    user: &UserId,
+    pusher: &PusherRecord,
+    room_short: u64,
+    notification: &Notification,
+    unread: u64,
+) -> Result<Value> {
+    let rooms = &services.rooms;
+    let room_id = rooms.short.name(room_short)?;
+    let tweaks = tweaks(&notification.actions);
+    let high = tweaks.contains_key("highlight") || tweaks.contains_key("sound");
+    let Some(pdu) = rooms.pdu_by_short(notification.event)? else { return Ok(Value::Null) };
+    let mut body = json!({
+        "id": pdu.event_id,
+        "event_id": pdu.event_id,
+        "room_id": room_id,
+        "counts": {"unread": unread},
+        "prio": if high || pdu.kind.to_string() == "m.room.encrypted" { "high" } else { "low" },
+        "devices": [device(pusher, tweaks)],
+    });
+    if pusher.data["format"] == "event_id_only" {
+        return Ok(json!({ "notification": body }));
+    }
+    let state = |kind: &str, key: &str| -> Result<Option<Value>> {
+        Ok(rooms.current_state_event(room_short, kind, key)?.map(|event| event.content_value()))
+    };
+    let content = pdu.content_value();
+    body["type"] = json!(pdu.kind);
+    body["sender"] = json!(pdu.sender);
+    body["content"] = content.clone();
+    if let Some(name) = state("m.room.member", pdu.sender.as_str())?
+        .and_then(|m| m["displayname"].as_str().map(str::to_owned))
+    {
+        body["sender_display_name"] = json!(name);
+    }
+    let alias = state("m.room.canonical_alias", "")?.and_then(|c| c["alias"].as_str().map(str::to_owned));
+    let name = state("m.room.name", "")?
+        .and_then(|n| n["name"].as_str().filter(|n| !n.is_empty()).map(str::to_owned));
+    if let Some(name) = name.or_else(|| alias.clone()) {
+        body["room_name"] = json!(name);
+    }
+    if let Some(alias) = alias {
+        body["room_alias"] = json!(alias);
+    }
+    if pdu.kind.to_string() == "m.room.member" {
+        body["membership"] = content["membership"].clone();
+        body["user_is_target"] = json!(pdu.state_key.as_deref() == Some(user.as_str()));
+    }
+    Ok(json!({ "notification": body }))
+}
+
+/// A request that only updates the unread count (after the user read).
+fn badge_body(pusher: &PusherRecord, unread: u64) -> Value {
+    json!({"notification": {
+        "id": "",
+        "type": null,
+        "sender": "",
+        "counts": {"unread": unread},
+        "devices": [device(pusher, Map::new())],
+    }})
+}
