@@ -188,7 +188,9 @@ impl Rooms {
 
     /// Up to `limit` visible events from the gap `from` (a token stands
     /// between events: `from = p` means just before position `p`),
-    /// backwards or forwards, stopping at the gap `to` when given.
+    /// backwards or forwards, stopping at the gap `to` when given; only
+    /// those `keep` keeps. With `current_state_always`, the current state's
+    /// events count as visible whatever the history visibility.
     #[allow(clippy::too_many_arguments)]
     pub fn page(
         &self,
@@ -199,6 +201,7 @@ impl Rooms {
         to: Option<u64>,
         backwards: bool,
         limit: usize,
+        current_state_always: bool,
         mut keep: impl FnMut(&Pdu) -> bool,
     ) -> Result<Page> {
         let prefix = room_short.to_be_bytes();
@@ -230,10 +233,18 @@ impl Rooms {
                 let (Some(pdu), Some(meta)) = (self.pdu_by_short(short)?, self.event_meta(short)?) else {
                     continue;
                 };
-                if (pdu.state_key.is_none() && ignored.contains(&pdu.sender))
-                    || !keep(&pdu)
-                    || !self.can_see(viewer, &pdu, &meta)?
-                {
+                if (pdu.state_key.is_none() && ignored.contains(&pdu.sender)) || !keep(&pdu) {
+                    continue;
+                }
+                // Sync shows the events of the current state even where
+                // history visibility hides them (Synapse): the client must
+                // learn the room as it is.
+                let current = |pdu: &Pdu| -> Result<bool> {
+                    let Some(state_key) = pdu.state_key.as_deref() else { return Ok(false) };
+                    let now = self.current_state_event(room_short, &pdu.kind.to_string(), state_key)?;
+                    Ok(now.is_some_and(|now| now.event_id == pdu.event_id))
+                };
+                if !self.can_see(viewer, &pdu, &meta)? && !(current_state_always && current(&pdu)?) {
                     continue;
                 }
                 events.push(self.client_event(short, viewer_device, viewer)?);

@@ -267,6 +267,9 @@ impl RoomSync<'_> {
             since.map(|s| s + 1),
             true,
             limit + 1,
+            // Members learn the room's current state; one peeking in sees
+            // only what the history visibility shows.
+            self.params.peek != Some(room_short),
             |pdu| filter_allows(filter, pdu) && contains_url_allows(filter, pdu),
         )?;
         let (mut events, mut positions, mut shorts) = (page.events, page.positions, page.shorts);

@@ -611,3 +611,37 @@ async fn openid_tokens_and_whois() {
     assert!(connection["last_seen"].is_u64());
     assert_eq!(whois(&bob, &alice.user_id).await.0, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn sync_timelines_show_the_current_state_whatever_the_history_visibility() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.history_visibility/"),
+            Some(&alice.token),
+            json!({"history_visibility": "joined"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    join(&s, &bob, &room).await;
+    let (status, _) =
+        s.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let since = sync(&s, &bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    // Carol joins while bob is away: hidden from him by the visibility...
+    join(&s, &carol, &room).await;
+    send(&s, &alice, &room, "m1", "while bob was away").await;
+    join(&s, &bob, &room).await;
+    let after = sync(&s, &bob, &format!("since={since}")).await;
+    let timeline = events(&after["rooms"]["join"][&room]["timeline"]["events"]);
+    // ...but her join is the room's current state, which bob must learn.
+    assert!(
+        timeline.iter().any(|e| e["type"] == "m.room.member" && e["state_key"] == carol.user_id.as_str()),
+        "{after}"
+    );
+    assert!(!timeline.iter().any(|e| e["content"]["body"] == "while bob was away"), "{after}");
+}

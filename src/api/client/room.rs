@@ -234,6 +234,7 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
         to,
         backwards,
         limit,
+        false,
         |pdu| read::filter_allows(filter, pdu),
     )?;
     rooms.bundle_all(&mut page.events, &page.shorts, req.user(), req.sender_device.as_deref())?;
@@ -300,13 +301,20 @@ async fn context(req: Ruma<get_context::v3::Request>) -> Result<get_context::v3:
     let filter = &body.filter;
     let device = req.sender_device.as_deref();
     let mut before =
-        rooms.page(room_short, req.user(), device, meta.stream, None, true, before_limit, |p| {
+        rooms.page(room_short, req.user(), device, meta.stream, None, true, before_limit, false, |p| {
             read::filter_allows(filter, p)
         })?;
-    let mut after =
-        rooms.page(room_short, req.user(), device, meta.stream + 1, None, false, after_limit, |p| {
-            read::filter_allows(filter, p)
-        })?;
+    let mut after = rooms.page(
+        room_short,
+        req.user(),
+        device,
+        meta.stream + 1,
+        None,
+        false,
+        after_limit,
+        false,
+        |p| read::filter_allows(filter, p),
+    )?;
     rooms.bundle_all(&mut before.events, &before.shorts, req.user(), device)?;
     rooms.bundle_all(&mut after.events, &after.shorts, req.user(), device)?;
     let mut event = rooms.client_event(short, device, req.user())?;
