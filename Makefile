@@ -20,6 +20,8 @@ release: deps
 	$(CARGO) build --release
 
 # Rust unit and integration tests, then real Matrix clients: matrix-nio,
+# push notifications through a WebPush gateway (Sygnal when $$SYGNAL names
+# one: it is not on PyPI),
 # and matrix-sdk (Element X's SDK) for end-to-end encryption, a separate
 # package (tests/e2ee) so the server's own build never compiles the SDK.
 # Benchmarks only have to compile here; `make bench` runs them.
@@ -28,6 +30,7 @@ test: deps $(VENV)/.ok
 	$(CARGO) check --benches
 	$(CARGO) build --bin hearth
 	$(VENV)/bin/python tests/clients/nio_smoke.py $(CARGO_TARGET_DIR)/debug/hearth
+	$(VENV)/bin/python tests/clients/push_gateway.py $(CARGO_TARGET_DIR)/debug/hearth
 	$(CARGO) test -p hearth-e2ee-tests
 
 # Release-mode benchmarks; figures go to docs/PERFORMANCE.md.

@@ -6,10 +6,15 @@
 //! Progress is stored per pusher (`pushed_upto`), so nothing is lost or sent
 //! twice across restarts beyond the one request in flight.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use ruma::{OwnedUserId, UserId, push::Action};
 use serde_json::{Map, Value, json};
+use tokio::task::JoinSet;
 
 use crate::{
     Result, outbound::Failure, rooms::notifications::Notification, services::Services, stream::Topic,
@@ -26,31 +31,67 @@ const GIVE_UP_AFTER_MS: u64 = 24 * 60 * 60 * 1_000;
 /// Longest sleep between rounds with nothing to do.
 const IDLE: Duration = Duration::from_secs(60);
 
-/// Runs until the server stops.
+/// A pusher: its user, app ID and pushkey.
+type PusherKey = (OwnedUserId, String, String);
+
+/// Runs until the server stops. Each pusher is served by a task of its own,
+/// one at a time, so a slow gateway holds up no one else's notifications.
 pub async fn run(services: Arc<Services>) {
     let Some(mut badge_requests) = services.users.take_badge_requests() else { return };
+    // Dropped (so aborted) with this future when the server stops.
+    let mut tasks: JoinSet<(PusherKey, bool, u64)> = JoinSet::new();
+    let mut in_flight: HashSet<PusherKey> = HashSet::new();
+    let mut badges: BTreeSet<OwnedUserId> = BTreeSet::new();
     let mut checked = 0;
-    let mut badges = BTreeSet::new();
+    let mut pass = true;
     loop {
-        let upto = services.stream.visible();
-        let more = round(&services, upto, std::mem::take(&mut badges)).await.unwrap_or_else(|e| {
-            tracing::warn!("push delivery: {e}");
-            false
-        });
-        checked = checked.max(upto);
-        if more {
-            continue;
+        if pass {
+            let upto = services.stream.visible();
+            checked = checked.max(upto);
+            match services.users.all_pushers() {
+                Ok(all) => {
+                    let mut blocked = BTreeSet::new();
+                    for (user, pusher) in all {
+                        let key = (user.clone(), pusher.app_id.clone(), pusher.pushkey.clone());
+                        if !in_flight.insert(key.clone()) {
+                            blocked.insert(user);
+                            continue;
+                        }
+                        let badge = badges.contains(&user);
+                        let services = services.clone();
+                        tasks.spawn(async move {
+                            let more =
+                                serve(&services, &user, pusher, upto, badge).await.unwrap_or_else(|e| {
+                                    tracing::warn!("push delivery for {user}: {e}");
+                                    false
+                                });
+                            (key, more, upto)
+                        });
+                    }
+                    // A user whose pusher was busy gets the badge on the next pass.
+                    badges.retain(|user| blocked.contains(user));
+                }
+                Err(e) => tracing::warn!("push delivery: {e}"),
+            }
         }
         let sleep = next_retry(&services).unwrap_or(IDLE).min(IDLE);
         tokio::select! {
             position = services.stream.wait(checked, sleep, |topic| matches!(topic, Topic::Room(_))) => {
+                // New events, or time for a retry.
                 checked = position;
+                pass = true;
             }
             Some(user) = badge_requests.recv() => {
                 badges.insert(user);
                 while let Ok(user) = badge_requests.try_recv() {
                     badges.insert(user);
                 }
+                pass = true;
+            }
+            Some(Ok((key, more, upto))) = tasks.join_next(), if !tasks.is_empty() => {
+                in_flight.remove(&key);
+                // Its pass may have skipped it, busy as it was.
+                pass = more || services.stream.visible() > upto || badges.contains(&key.0);
             }
         }
     }
@@ -62,28 +103,6 @@ fn next_retry(services: &Services) -> Option<Duration> {
     let pushers = services.users.all_pushers().ok()?;
     let next = pushers.iter().filter(|(_, p)| p.failing_since.is_some()).map(|(_, p)| p.retry_at).min()?;
     Some(Duration::from_millis(next.saturating_sub(now).max(10)))
-}
-
-/// Every pusher once: its pending notifications up to `upto`, then its
-/// badge when asked. Pushers are served concurrently. Whether some pusher
-/// has more to send at once.
-async fn round(services: &Arc<Services>, upto: u64, badges: BTreeSet<OwnedUserId>) -> Result<bool> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for (user, pusher) in services.users.all_pushers()? {
-        let badge = badges.contains(&user);
-        let services = services.clone();
-        tasks.spawn(async move {
-            serve(&services, &user, pusher, upto, badge).await.unwrap_or_else(|e| {
-                tracing::warn!("push delivery for {user}: {e}");
-                false
-            })
-        });
-    }
-    let mut more = false;
-    while let Some(done) = tasks.join_next().await {
-        more |= done.unwrap_or(false);
-    }
-    Ok(more)
 }
 
 /// One pusher's turn; whether it has more to send right away.
@@ -202,7 +221,12 @@ fn tweaks(actions: &[Action]) -> Map<String, Value> {
             && let Ok(Value::Object(object)) = serde_json::to_value(tweak)
             && let Some(name) = object.get("set_tweak").and_then(Value::as_str)
         {
-            tweaks.insert(name.to_owned(), object.get("value").cloned().unwrap_or(Value::Bool(true)));
+            let value = object.get("value").cloned().unwrap_or(Value::Bool(true));
+            // Gateways (Sygnal) refuse a whole request over a sound that is no name.
+            if name == "sound" && !value.is_string() {
+                continue;
+            }
+            tweaks.insert(name.to_owned(), value);
         }
     }
     tweaks

@@ -244,7 +244,7 @@ impl Rooms {
                     let now = self.current_state_event(room_short, &pdu.kind.to_string(), state_key)?;
                     Ok(now.is_some_and(|now| now.event_id == pdu.event_id))
                 };
-                if !self.can_see(viewer, &pdu, &meta)? && !(current_state_always && current(&pdu)?) {
+                if !(self.can_see(viewer, &pdu, &meta)? || (current_state_always && current(&pdu)?)) {
                     continue;
                 }
                 events.push(self.client_event(short, viewer_device, viewer)?);

@@ -20,6 +20,7 @@ use crate::common::*;
 const ACCEPT: u8 = 0;
 const REJECT: u8 = 1;
 const FAIL: u8 = 2;
+const HANG: u8 = 3;
 
 /// A push gateway on 127.0.0.1 that reports every request it gets and
 /// answers as `mode` says.
@@ -195,4 +196,27 @@ async fn notifications_reach_the_gateway_with_counts_retries_and_rejection() {
         tokio::task::yield_now().await;
         gateway.received.try_recv().ok();
     }
+}
+
+#[tokio::test]
+async fn a_gateway_that_hangs_holds_up_no_one_else() {
+    let s = TestServer::start_with(|config| config.outbound.allow_private_addresses = true).await;
+    let mut slow = Gateway::start().await;
+    slow.mode.store(HANG, Ordering::SeqCst);
+    let mut fast = Gateway::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let room = create_room(&s, &bob, json!({"preset": "public_chat"})).await;
+    join(&s, &alice, &room).await;
+    join(&s, &carol, &room).await;
+    assert_eq!(set_pusher(&s, &alice, http_pusher(&slow.url, "slow")).await.0, StatusCode::OK);
+    assert_eq!(set_pusher(&s, &carol, http_pusher(&fast.url, "fast")).await.0, StatusCode::OK);
+    for (txn, body) in [("m1", "one"), ("m2", "two"), ("m3", "three")] {
+        let (_, sent) = send(&s, &bob, &room, txn, body).await;
+        let pushed = fast.next_of_type("m.room.message").await;
+        assert_eq!(pushed["notification"]["event_id"], sent["event_id"]);
+    }
+    // The slow gateway got its first request and is still sitting on it.
+    assert_eq!(slow.next().await["notification"]["content"]["body"], "one");
 }
