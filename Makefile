@@ -20,7 +20,7 @@ release: deps
 	$(CARGO) build --release
 
 # Rust unit and integration tests, then real Matrix clients: matrix-nio,
-# push notifications through a WebPush gateway (Sygnal when $$SYGNAL names
+# push notifications through a WebPush gateway (Sygnal when SYGNAL names
 # one: it is not on PyPI),
 # and matrix-sdk (Element X's SDK) for end-to-end encryption, a separate
 # package (tests/e2ee) so the server's own build never compiles the SDK.

@@ -108,6 +108,9 @@ pub struct Outbound {
     /// A PEM file of extra CA certificates to trust beside the system's.
     #[serde(default)]
     pub extra_ca_file: Option<std::path::PathBuf>,
+    /// Accept any TLS certificate (test suites only).
+    #[serde(default)]
+    pub danger_accept_invalid_certs: bool,
 }
 
 impl RateLimits {

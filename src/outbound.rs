@@ -1,5 +1,5 @@
 //! The HTTP client for requests to other services than homeservers (push
-//! gateways): bounded in time, no redirects, extra CA certificates from the
+//! gateways, identity servers): bounded in time, no redirects, extra CA certificates from the
 //! configuration, and, unless allowed, no connections to the server's own
 //! networks (the URLs come from clients).
 
@@ -60,12 +60,26 @@ impl Outbound {
         if !config.allow_private_addresses {
             builder = builder.dns_resolver(PublicOnly);
         }
+        if config.danger_accept_invalid_certs {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
         let client = builder.build().map_err(|e| Error::internal(format!("outbound HTTP client: {e}")))?;
         Ok(Self { client, allow_private: config.allow_private_addresses })
     }
 
     /// POSTs JSON and reads a JSON answer.
     pub async fn post_json(&self, url: &url::Url, body: &Value) -> Result<Value, Failure> {
+        self.request(reqwest::Method::POST, url, None, Some(body)).await
+    }
+
+    /// A request (JSON body, bearer token, each when given) and its JSON answer.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        url: &url::Url,
+        bearer: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Value, Failure> {
         // The resolver sees names only: an address in the URL is checked here.
         if !self.allow_private
             && let Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) = url.host()
@@ -74,13 +88,14 @@ impl Outbound {
         {
             return Err(Failure::Refused(format!("{ip} is not a public address")));
         }
-        let response = self
-            .client
-            .post(url.clone())
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| Failure::Transport(describe(&e)))?;
+        let mut request = self.client.request(method, url.clone());
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| Failure::Transport(describe(&e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(Failure::Status(status.as_u16()));
@@ -158,8 +173,12 @@ mod tests {
     async fn private_destinations_need_permission() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let strict =
-            Outbound::new(&config::Outbound { allow_private_addresses: false, extra_ca_file: None }).unwrap();
+        let strict = Outbound::new(&config::Outbound {
+            allow_private_addresses: false,
+            extra_ca_file: None,
+            danger_accept_invalid_certs: false,
+        })
+        .unwrap();
         for host in ["127.0.0.1", "localhost", "[::1]"] {
             let url = url::Url::parse(&format!("http://{host}:{port}/x")).unwrap();
             let result = strict.post_json(&url, &serde_json::json!({})).await;
@@ -171,8 +190,12 @@ mod tests {
             };
             assert!(refused, "{host}: {result:?}");
         }
-        let open =
-            Outbound::new(&config::Outbound { allow_private_addresses: true, extra_ca_file: None }).unwrap();
+        let open = Outbound::new(&config::Outbound {
+            allow_private_addresses: true,
+            extra_ca_file: None,
+            danger_accept_invalid_certs: false,
+        })
+        .unwrap();
         drop(listener);
         let url = url::Url::parse(&format!("http://127.0.0.1:{port}/x")).unwrap();
         // Allowed: it connects (and finds nothing listening any more).

@@ -146,13 +146,22 @@ impl Rooms {
             .as_array()
             .map(|ids| ids.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
+        // Without `m.mentions`, the legacy rule `.m.rule.contains_user_name`
+        // names whoever's localpart the body holds (ruma decides exactly;
+        // this only picks out whom to evaluate alone).
+        let legacy_body = match content.get("m.mentions") {
+            None => content["body"].as_str().map(str::to_lowercase),
+            Some(_) => None,
+        };
         let mut shared: Option<Vec<Action>> = None;
         for user in targets {
             let user_rules = self.users.push_rules(&user)?;
             if self.users.ignored_users(&user)?.contains(&pdu.sender) {
                 continue;
             }
-            let named = pdu.state_key.as_deref() == Some(user.as_str()) || mentioned.contains(&user.as_str());
+            let named = pdu.state_key.as_deref() == Some(user.as_str())
+                || mentioned.contains(&user.as_str())
+                || legacy_body.as_deref().is_some_and(|body| body.contains(&user.localpart().to_lowercase()));
             // A membership event notifies only its target, by default.
             if user_rules.is_default && is_member_event && !named {
                 continue;

@@ -515,6 +515,13 @@ impl RoomSync<'_> {
                 events.push(raw(stripped(&pdu))?);
             }
         }
+        // Who invited: clients show the inviter's name (Synapse sends it).
+        if member.state_key.as_deref() != Some(member.sender.as_str())
+            && let Some(inviter) =
+                rooms.current_state_event(room_short, "m.room.member", member.sender.as_str())?
+        {
+            events.push(raw(stripped(&inviter))?);
+        }
         events.push(raw(stripped(member))?);
         Ok(events)
     }

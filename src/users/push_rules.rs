@@ -80,6 +80,8 @@ impl Users {
             }
             None => (Ruleset::server_default(user_id), Vec::new(), true),
         };
+        let mut ruleset = ruleset;
+        add_legacy_rules(&mut ruleset, user_id)?;
         let rules = Arc::new(Rules {
             uses_display_name: uses_display_name(&ruleset),
             ruleset,
@@ -160,6 +162,28 @@ impl Users {
         self.push_rule_cache.lock().expect("push rules").remove(user_id);
         Ok(())
     }
+}
+
+/// The content rule `.m.rule.contains_user_name` (a message whose body
+/// names the user's localpart highlights): gone from the spec's defaults
+/// (1.7, `m.mentions` replaced it) but still Synapse's, and what clients
+/// that send no `m.mentions` (bots, older clients) rely on. ruma evaluates
+/// it only for events without `m.mentions`.
+fn add_legacy_rules(ruleset: &mut Ruleset, user_id: &UserId) -> Result<()> {
+    const RULE_ID: &str = ".m.rule.contains_user_name";
+    if ruleset.content.iter().any(|rule| rule.rule_id == RULE_ID) {
+        return Ok(());
+    }
+    let rule = serde_json::from_value(serde_json::json!({
+        "rule_id": RULE_ID,
+        "default": true,
+        "enabled": true,
+        "pattern": user_id.localpart(),
+        "actions": ["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}],
+    }))
+    .map_err(Error::internal)?;
+    ruleset.content.insert(rule);
+    Ok(())
 }
 
 /// `contains_display_name` is deprecated (spec 1.17) but still evaluated

@@ -357,3 +357,36 @@ async fn push_rule_paths_are_read_as_synapse_reads_them() {
         "M_NOT_FOUND",
     );
 }
+
+#[tokio::test]
+async fn a_body_naming_the_user_highlights_unless_the_event_has_mentions() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let room = create_room(&s, &bob, json!({"preset": "public_chat"})).await;
+    join(&s, &alice, &room).await;
+    join(&s, &carol, &room).await;
+    // Older clients and bots name users in the body only (Synapse's legacy rule).
+    send_content(&s, &bob, &room, "b1", json!({"msgtype": "m.text", "body": "hey Alice, look"})).await;
+    assert_eq!(counts(&s, &alice, &room).await, (1, 1));
+    assert_eq!(counts(&s, &carol, &room).await, (1, 0));
+    // With m.mentions, only the mentions count.
+    send_content(
+        &s,
+        &bob,
+        &room,
+        "b2",
+        json!({"msgtype": "m.text", "body": "alice again", "m.mentions": {}}),
+    )
+    .await;
+    assert_eq!(counts(&s, &alice, &room).await, (2, 1));
+    let (_, rules) = s.get("/_matrix/client/v3/pushrules/global/content/", Some(&alice.token)).await;
+    assert!(
+        rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["rule_id"] == ".m.rule.contains_user_name" && r["pattern"] == "alice")
+    );
+}

@@ -156,8 +156,21 @@ fn check_guest_membership(
 
 async fn join_by_id(req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room_by_id::v3::Response> {
     let room_id = &req.body.room_id;
+    accept_third_party_invite(&req, room_id, req.body.third_party_signed.as_ref()).await?;
     change_membership(&req.services, room_id, req.user(), req.user(), join_content(&req)).await?;
     Ok(join_room_by_id::v3::Response::new(room_id.clone()))
+}
+
+/// A join that answers a third-party invite (`third_party_signed`) turns
+/// it into an invite first, which the join then accepts.
+async fn accept_third_party_invite<T>(
+    req: &Ruma<T>,
+    room_id: &RoomId,
+    signed: Option<&ruma::api::client::membership::ThirdPartySigned>,
+) -> Result<()> {
+    let Some(signed) = signed else { return Ok(()) };
+    let value = serde_json::to_value(signed).map_err(Error::internal)?;
+    super::third_party::accept(&req.services, room_id, &signed.sender, req.user(), &value).await
 }
 
 /// A join's content: the request body's own keys too (Synapse keeps them;
@@ -185,6 +198,7 @@ async fn join_by_id_or_alias(
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
     let room_id = resolve_room(&req.services, &req.body.room_id_or_alias)?;
+    accept_third_party_invite(&req, &room_id, req.body.third_party_signed.as_ref()).await?;
     change_membership(&req.services, &room_id, req.user(), req.user(), join_content(&req)).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
@@ -203,10 +217,16 @@ async fn leave(req: Ruma<leave_room::v3::Request>) -> Result<leave_room::v3::Res
 }
 
 async fn invite(req: Ruma<invite_user::v3::Request>) -> Result<invite_user::v3::Response> {
-    let invite_user::v3::InvitationRecipient::UserId(recipient) = &req.body.recipient else {
-        return Err(Error::forbidden(
-            "Third-party invites need an identity server, which Hearth does not use",
-        ));
+    let recipient = match &req.body.recipient {
+        invite_user::v3::InvitationRecipient::UserId(recipient) => recipient,
+        invite_user::v3::InvitationRecipient::ThirdPartyId(invite) => {
+            if req.sender_is_guest {
+                return Err(crate::api::ruma::guest_forbidden());
+            }
+            super::third_party::invite(&req.services, &req.body.room_id, req.user(), invite).await?;
+            return Ok(invite_user::v3::Response::new());
+        }
+        _ => return Err(Error::invalid_param("Unknown kind of invitee")),
     };
     let user_id = &recipient.user_id;
     set_membership(

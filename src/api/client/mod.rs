@@ -25,6 +25,7 @@ mod session;
 mod state;
 mod sync;
 mod tags;
+pub mod third_party;
 mod to_device;
 mod typing;
 mod user_directory;

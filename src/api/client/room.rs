@@ -68,11 +68,6 @@ async fn create(req: Ruma<create_room::v3::Request>) -> Result<create_room::v3::
         }
         None => None,
     };
-    if !body.invite_3pid.is_empty() {
-        return Err(Error::forbidden(
-            "Third-party invites need an identity server, which Hearth does not use",
-        ));
-    }
     for invitee in &body.invite {
         if invitee.server_name() != server {
             return Err(Error::forbidden(
@@ -122,6 +117,10 @@ async fn create(req: Ruma<create_room::v3::Request>) -> Result<create_room::v3::
     };
     let room_id = services.rooms.create_room(req.user(), request).await?;
     tracing::info!("{} created {room_id}", req.user());
+    // Invites by address once the room exists (as Synapse).
+    for invite in &body.invite_3pid {
+        super::third_party::invite(services, &room_id, req.user(), invite).await?;
+    }
     Ok(create_room::v3::Response::new(room_id))
 }
 

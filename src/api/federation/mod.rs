@@ -1,7 +1,9 @@
 //! Server-Server API handlers. Until Hearth federates, only what third
-//! parties call on any homeserver: the OpenID userinfo check.
+//! parties call on any homeserver: the OpenID userinfo check and identity
+//! servers' `3pid/onbind`.
 
 mod openid;
+mod third_party;
 
 use std::sync::Arc;
 
@@ -10,5 +12,6 @@ use axum::Router;
 use crate::services::Services;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    openid::routes(router)
+    let router = openid::routes(router);
+    third_party::routes(router)
 }

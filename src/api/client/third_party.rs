@@ -1,0 +1,142 @@
+//! Third-party invites: inviting someone by email address through an
+//! identity server, and turning such an invite into a real one when the
+//! invitee binds the address (the identity server calls `3pid/onbind`) or
+//! joins with `third_party_signed`.
+
+use ruma::{
+    CanonicalJsonObject, RoomId, UserId,
+    api::client::membership::Invite3pid,
+    serde::{Base64, base64::Standard},
+    signatures::{SigningKeyAlgorithm, to_canonical_json_string_for_signing, verify_canonical_json_bytes},
+};
+use serde_json::{Map, Value, json};
+
+use super::membership::change_membership;
+use crate::{Error, Result, identity, rooms::builder::PduBuilder, services::Services};
+
+/// Invites the user an address is bound to, or, for an unbound address,
+/// stores the invite at the identity server and announces it in the room
+/// (`m.room.third_party_invite`, keyed by the identity server's token).
+pub async fn invite(
+    services: &Services,
+    room_id: &RoomId,
+    inviter: &UserId,
+    invite: &Invite3pid,
+) -> Result<()> {
+    let rooms = &services.rooms;
+    let room_short = rooms.room_short(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    // Checked first, so no invite is left at the identity server for nothing.
+    if rooms.membership(inviter, room_short)?.as_deref() != Some("join") {
+        return Err(Error::forbidden("You are not in this room."));
+    }
+    let (id_server, token) = (&invite.id_server, &invite.id_access_token);
+    let medium = invite.medium.as_str();
+    if let Some(user) = identity::lookup(&services.outbound, id_server, token, medium, &invite.address).await
+    {
+        let mut content = Map::new();
+        content.insert("membership".to_owned(), json!("invite"));
+        change_membership(services, room_id, inviter, &user, content).await?;
+        return Ok(());
+    }
+    let field = |kind: &str, key: &str, name: &str| -> Result<String> {
+        let event = rooms.current_state_event(room_short, kind, key)?;
+        Ok(event.and_then(|e| e.content_value()[name].as_str().map(str::to_owned)).unwrap_or_default())
+    };
+    let display_name = Some(field("m.room.member", inviter.as_str(), "displayname")?)
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| inviter.to_string());
+    let details = json!({
+        "medium": medium,
+        "address": invite.address,
+        "room_id": room_id,
+        "sender": inviter,
+        "room_alias": field("m.room.canonical_alias", "", "alias")?,
+        "room_avatar_url": field("m.room.avatar", "", "url")?,
+        "room_join_rules": field("m.room.join_rules", "", "join_rule")?,
+        "room_name": field("m.room.name", "", "name")?,
+        "sender_display_name": display_name,
+        "sender_avatar_url": field("m.room.member", inviter.as_str(), "avatar_url")?,
+    });
+    let stored = identity::store_invite(&services.outbound, id_server, token, &details).await?;
+    let builder = PduBuilder::state("m.room.third_party_invite", &stored.token, stored.content);
+    rooms.send(room_id, inviter, builder, None).await?;
+    Ok(())
+}
+
+/// Turns the third-party invite that `signed` answers into an invite of
+/// `target`, sent as the original inviter (who may have left since): the
+/// identity server's signature must verify with a key of the invite, and
+/// the identity server must still vouch for that key.
+pub async fn accept(
+    services: &Services,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    signed: &Value,
+) -> Result<()> {
+    let rooms = &services.rooms;
+    let room_short = rooms.room_short(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    if signed["mxid"] != target.as_str() {
+        return Err(Error::forbidden("The signed invite names another user"));
+    }
+    let token = signed["token"].as_str().ok_or_else(|| Error::bad_json("The signed invite has no token"))?;
+    let invite = rooms
+        .current_state_event(room_short, "m.room.third_party_invite", token)?
+        .filter(|invite| invite.sender == sender)
+        .ok_or_else(|| Error::forbidden("Could not find an invite for this token"))?;
+    let content = invite.content_value();
+    let key = verified_key(&content, signed)?;
+    if let Some(url) = key["key_validity_url"].as_str() {
+        let public_key = key["public_key"].as_str().unwrap_or_default();
+        if !identity::key_is_valid(&services.outbound, url, public_key).await? {
+            return Err(Error::forbidden("Third party certificate was invalid"));
+        }
+    }
+    let mut member = Map::new();
+    member.insert("membership".to_owned(), json!("invite"));
+    member.insert(
+        "third_party_invite".to_owned(),
+        json!({"display_name": content["display_name"], "signed": signed}),
+    );
+    change_membership(services, room_id, sender, target, member).await?;
+    Ok(())
+}
+
+/// The key object of the invite (`public_key` with `key_validity_url`)
+/// whose key made one of the signatures on `signed`.
+fn verified_key(invite: &Value, signed: &Value) -> Result<Value> {
+    let invalid = || Error::forbidden("No valid signature on the third-party invite");
+    let object: CanonicalJsonObject = serde_json::from_value(signed.clone()).map_err(|_| invalid())?;
+    let canonical = to_canonical_json_string_for_signing(&object).map_err(|_| invalid())?;
+    let mut keys =
+        vec![json!({"public_key": invite["public_key"], "key_validity_url": invite["key_validity_url"]})];
+    keys.extend(invite["public_keys"].as_array().into_iter().flatten().cloned());
+    let signatures: Vec<&str> = signed["signatures"]
+        .as_object()
+        .into_iter()
+        .flat_map(|servers| servers.values())
+        .filter_map(Value::as_object)
+        .flat_map(|by_key| by_key.iter())
+        .filter(|(key_id, _)| key_id.starts_with("ed25519:"))
+        .filter_map(|(_, signature)| signature.as_str())
+        .collect();
+    for key in keys {
+        let Some(public_key) = key["public_key"].as_str().and_then(|k| Base64::<Standard>::parse(k).ok())
+        else {
+            continue;
+        };
+        for signature in &signatures {
+            let Ok(signature) = Base64::<Standard>::parse(signature) else { continue };
+            let verified = verify_canonical_json_bytes(
+                &SigningKeyAlgorithm::Ed25519,
+                public_key.as_bytes(),
+                signature.as_bytes(),
+                canonical.as_bytes(),
+            );
+            if verified.is_ok() {
+                return Ok(key);
+            }
+        }
+    }
+    Err(invalid())
+}
