@@ -126,16 +126,17 @@ async fn older_room_versions_and_errors() {
         StatusCode::BAD_REQUEST,
         "M_UNSUPPORTED_ROOM_VERSION",
     );
-    // Third-party invites need an identity server: refused, not dropped.
+    // A third-party invite through an identity server Hearth may not reach
+    // (a private address) fails loudly, not silently.
     assert_error(
         &s.post(
             "/_matrix/client/v3/createRoom",
             Some(&alice.token),
-            json!({"invite_3pid": [{"id_server": "id.example.org", "id_access_token": "t", "medium": "email", "address": "a@example.org"}]}),
+            json!({"invite_3pid": [{"id_server": "127.0.0.1:9", "id_access_token": "t", "medium": "email", "address": "a@example.org"}]}),
         )
         .await,
-        StatusCode::FORBIDDEN,
-        "M_FORBIDDEN",
+        StatusCode::BAD_GATEWAY,
+        "M_UNKNOWN",
     );
     assert_error(
         &s.post("/_matrix/client/v3/createRoom", Some(&alice.token), json!({"room_alias_name": "bad alias"}))
