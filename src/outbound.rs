@@ -49,6 +49,9 @@ impl Outbound {
             .timeout(TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
+            // A connection per request: these services are called now and
+            // then, and some HTTP servers (SyTest's) mishandle a reused one.
+            .pool_max_idle_per_host(0)
             .user_agent(concat!("Hearth/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &config.extra_ca_file {
             let pem = std::fs::read(path)

@@ -26,6 +26,8 @@ pub struct Services {
     pub limiters: Limiters,
     pub shared_secret_nonces: Nonces,
     pub outbound: crate::outbound::Outbound,
+    /// Member events each lazy-loading device already has (sync).
+    pub lazy_members: crate::sync::LazyMembers,
 }
 
 impl Services {
@@ -52,6 +54,7 @@ impl Services {
             limiters,
             shared_secret_nonces: Nonces::default(),
             outbound,
+            lazy_members: Default::default(),
         }))
     }
 }

@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{
     OwnedRoomId, OwnedUserId, UInt,
-    api::client::{filter::RoomEventFilter, sync::sync_events::v3 as sync},
+    api::client::{
+        filter::{LazyLoadOptions, RoomEventFilter},
+        sync::sync_events::v3 as sync,
+    },
     serde::Raw,
 };
 use serde_json::{Value, json};
@@ -185,13 +188,20 @@ impl RoomSync<'_> {
             // A lazy-loading client needs the heroes' names.
             if !self.params.filter.room.state.lazy_load_options.is_disabled() {
                 let rooms = &self.services.rooms;
+                let lazy_members = &self.services.lazy_members;
                 for hero in &joined.summary.heroes {
                     if let Some(pdu) =
                         rooms.current_state_event(room_short, "m.room.member", hero.as_str())?
                         && let Some(short) = rooms.event_short(&pdu.event_id)?
                         && !state.contains(&short)
+                        && !lazy_members.has(self.params, room_short, hero.as_str(), pdu.event_id.as_str())
                     {
                         state.push(short);
+                        lazy_members.remember(
+                            self.params,
+                            room_short,
+                            [(hero.to_string(), pdu.event_id.to_string())],
+                        );
                     }
                 }
             }
@@ -363,8 +373,16 @@ impl RoomSync<'_> {
                 }
             }
         }
+        // Unless the filter asks for them, members the device already has
+        // are not sent again (Synapse).
+        let skip_redundant = lazy
+            && !matches!(
+                filter.lazy_load_options,
+                LazyLoadOptions::Enabled { include_redundant_members: true }
+            );
         let mut events = Vec::new();
         let mut members_changed = false;
+        let mut sent_members = Vec::new();
         for (key, event) in candidates {
             let name = rooms.short.name(key)?;
             let (kind, state_key) = split_state_key_name(&name).unwrap_or_default();
@@ -381,11 +399,26 @@ impl RoomSync<'_> {
             if !keep || !allowed_by(filter.types.as_deref(), &filter.not_types, kind) {
                 continue;
             }
-            if let Some(pdu) = rooms.pdu_by_short(event)?
-                && filter_allows(filter, &pdu)
-            {
-                events.push(event);
+            let Some(pdu) = rooms.pdu_by_short(event)? else { continue };
+            if !filter_allows(filter, &pdu) {
+                continue;
             }
+            if is_member && skip_redundant {
+                if self.services.lazy_members.has(self.params, room_short, state_key, pdu.event_id.as_str()) {
+                    continue;
+                }
+                sent_members.push((state_key.to_owned(), pdu.event_id.to_string()));
+            }
+            events.push(event);
+        }
+        if skip_redundant {
+            // The timeline's member events reach the device too.
+            let in_timeline =
+                timeline.events.iter().filter(|e| e["type"] == "m.room.member").filter_map(|e| {
+                    Some((e["state_key"].as_str()?.to_owned(), e["event_id"].as_str()?.to_owned()))
+                });
+            sent_members.extend(in_timeline);
+            self.services.lazy_members.remember(self.params, room_short, sent_members);
         }
         Ok((events, members_changed))
     }

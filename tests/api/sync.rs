@@ -714,3 +714,64 @@ async fn lazy_loading_includes_the_heroes() {
     assert_eq!(joined["summary"]["m.heroes"], json!([bob.user_id]));
     assert!(state_types(joined).contains(&format!("m.room.member {}", bob.user_id)), "{joined}");
 }
+
+#[tokio::test]
+async fn lazy_loading_sends_each_member_once_per_device() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &bob, &room).await;
+    send(&s, &alice, &room, "a0", "hello").await;
+    let members_in = |body: &Value| -> Vec<String> {
+        state_types(&body["rooms"]["join"][&room])
+            .into_iter()
+            .filter(|t| t.starts_with("m.room.member"))
+            .collect()
+    };
+    let lazy = urlencode(
+        r#"{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":1,"types":["m.room.message"]}}}"#,
+    );
+    let redundant = urlencode(
+        r#"{"room":{"state":{"lazy_load_members":true,"include_redundant_members":true},"timeline":{"limit":1,"types":["m.room.message"]}}}"#,
+    );
+    // Bob comes as a hero of the (unnamed) room: the device has him.
+    let initial = sync(&s, &alice, &format!("filter={lazy}")).await;
+    let mut got = members_in(&initial);
+    got.sort();
+    let mut expected =
+        vec![format!("m.room.member {}", alice.user_id), format!("m.room.member {}", bob.user_id)];
+    expected.sort();
+    assert_eq!(got, expected);
+
+    // Bob speaks, twice: his member event is not sent again.
+    send(&s, &bob, &room, "b1", "one").await;
+    let first =
+        sync(&s, &alice, &format!("filter={lazy}&since={}", initial["next_batch"].as_str().unwrap())).await;
+    assert_eq!(timeline_bodies(&first["rooms"]["join"][&room]), ["one"]);
+    assert_eq!(members_in(&first), Vec::<String>::new(), "{first}");
+    send(&s, &bob, &room, "b2", "two").await;
+    let second =
+        sync(&s, &alice, &format!("filter={lazy}&since={}", first["next_batch"].as_str().unwrap())).await;
+    assert_eq!(timeline_bodies(&second["rooms"]["join"][&room]), ["two"]);
+    assert_eq!(members_in(&second), Vec::<String>::new(), "bob's membership again: {second}");
+    // Asked for, redundant members come all the same.
+    send(&s, &bob, &room, "b3", "three").await;
+    let third =
+        sync(&s, &alice, &format!("filter={redundant}&since={}", second["next_batch"].as_str().unwrap()))
+            .await;
+    assert_eq!(members_in(&third), [format!("m.room.member {}", bob.user_id)]);
+    // A changed membership is news again.
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/displayname", bob.user_id),
+            Some(&bob.token),
+            json!({"displayname": "Bobby"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    send(&s, &bob, &room, "b4", "four").await;
+    let fourth =
+        sync(&s, &alice, &format!("filter={lazy}&since={}", third["next_batch"].as_str().unwrap())).await;
+    assert_eq!(members_in(&fourth), [format!("m.room.member {}", bob.user_id)]);
+}
