@@ -21,7 +21,7 @@ release: deps
 
 # Rust unit and integration tests, then real Matrix clients: matrix-nio,
 # push notifications through a WebPush gateway (Sygnal when SYGNAL names
-# one: it is not on PyPI),
+# one: it is not on PyPI), third-party invites through an identity server,
 # and matrix-sdk (Element X's SDK) for end-to-end encryption, a separate
 # package (tests/e2ee) so the server's own build never compiles the SDK.
 # Benchmarks only have to compile here; `make bench` runs them.
@@ -31,6 +31,7 @@ test: deps $(VENV)/.ok
 	$(CARGO) build --bin hearth
 	$(VENV)/bin/python tests/clients/nio_smoke.py $(CARGO_TARGET_DIR)/debug/hearth
 	$(VENV)/bin/python tests/clients/push_gateway.py $(CARGO_TARGET_DIR)/debug/hearth
+	$(VENV)/bin/python tests/clients/third_party_invites.py $(CARGO_TARGET_DIR)/debug/hearth
 	$(CARGO) test -p hearth-e2ee-tests
 
 # Release-mode benchmarks; figures go to docs/PERFORMANCE.md.

@@ -19,11 +19,14 @@ fn base_url(id_server: &str) -> Result<url::Url> {
         .map_err(|_| Error::invalid_param("id_server is not a server name"))
 }
 
+/// The client learns that the identity server failed, not how (which
+/// would tell it what the server's network reaches); the log has the rest.
 fn unavailable(e: impl std::fmt::Display) -> Error {
+    tracing::info!("identity server request failed: {e}");
     Error::new(
         http::StatusCode::BAD_GATEWAY,
         ruma::api::error::ErrorKind::Unknown,
-        format!("Error contacting the identity server: {e}"),
+        "Error contacting the identity server",
     )
 }
 

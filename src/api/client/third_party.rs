@@ -45,7 +45,7 @@ pub async fn invite(
     let display_name = Some(field("m.room.member", inviter.as_str(), "displayname")?)
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| inviter.to_string());
-    let details = json!({
+    let mut details = json!({
         "medium": medium,
         "address": invite.address,
         "room_id": room_id,
@@ -57,6 +57,11 @@ pub async fn invite(
         "sender_display_name": display_name,
         "sender_avatar_url": field("m.room.member", inviter.as_str(), "avatar_url")?,
     });
+    // A space is presented as one.
+    let room_type = field("m.room.create", "", "type")?;
+    if !room_type.is_empty() {
+        details["room_type"] = json!(room_type);
+    }
     let stored = identity::store_invite(&services.outbound, id_server, token, &details).await?;
     let builder = PduBuilder::state("m.room.third_party_invite", &stored.token, stored.content);
     rooms.send(room_id, inviter, builder, None).await?;
