@@ -184,13 +184,9 @@ fn presence(
     params: &Params,
     upto: u64,
 ) -> Result<Vec<ruma::serde::Raw<ruma::events::presence::PresenceEvent>>> {
-    let filter = &params.filter.presence;
     let mut events = Vec::new();
     for user in services.presence.changed(params.since, upto)? {
-        if !rooms::allowed_by(filter.types.as_deref(), &filter.not_types, "m.presence")
-            || filter.senders.as_ref().is_some_and(|s| !s.contains(&user))
-            || filter.not_senders.contains(&user)
-        {
+        if !presence_wanted(params, &user) {
             continue;
         }
         if user != params.user
@@ -295,12 +291,64 @@ fn build(services: &Services, params: &Params, upto: u64) -> Result<sync::Respon
         candidates.extend(services.rooms.typing.rooms_changed(since, upto));
     }
     e2ee(services, params, upto, &mut response)?;
-    let mut builder =
-        rooms::RoomSync { services, params, upto, response: &mut response, room_data, receipts };
+    let mut builder = rooms::RoomSync {
+        services,
+        params,
+        upto,
+        response: &mut response,
+        room_data,
+        receipts,
+        presence_of: BTreeSet::new(),
+    };
     for room_short in candidates {
         builder.room(room_short)?;
     }
+    let newly_met = std::mem::take(&mut builder.presence_of);
+    if services.presence.enabled {
+        add_presence_of(services, params, newly_met, &mut response)?;
+    }
     Ok(response)
+}
+
+/// Presence of users the client has just met (the members of a room it
+/// joined, a member who joined its room), changed or not, as Synapse sends
+/// it: offline for a user never seen.
+fn add_presence_of(
+    services: &Services,
+    params: &Params,
+    users: BTreeSet<OwnedUserId>,
+    response: &mut sync::Response,
+) -> Result<()> {
+    let already: BTreeSet<String> = response
+        .presence
+        .events
+        .iter()
+        .filter_map(|event| event.get_field::<String>("sender").ok().flatten())
+        .collect();
+    for user in users {
+        if user == params.user || already.contains(user.as_str()) || !presence_wanted(params, &user) {
+            continue;
+        }
+        let event = match services.presence.record(&user)? {
+            Some(record) => {
+                let profile = services.users.profile(&user)?.map(serde_json::Value::Object);
+                services.presence.event(&user, &record, profile.as_ref())
+            }
+            None => {
+                serde_json::json!({"type": "m.presence", "sender": user, "content": {"presence": "offline"}})
+            }
+        };
+        response.presence.events.push(raw(event)?);
+    }
+    Ok(())
+}
+
+/// Whether the presence filter lets a user's presence through.
+fn presence_wanted(params: &Params, user: &OwnedUserId) -> bool {
+    let filter = &params.filter.presence;
+    rooms::allowed_by(filter.types.as_deref(), &filter.not_types, "m.presence")
+        && filter.senders.as_ref().is_none_or(|s| s.contains(user))
+        && !filter.not_senders.contains(user)
 }
 
 /// The last send-to-device message the client has: never past `upto`, so a

@@ -50,6 +50,8 @@ pub(super) struct RoomSync<'a> {
     pub room_data: BTreeMap<OwnedRoomId, Vec<(String, Value)>>,
     /// Receipts changed in the window, by room (`None`: ask each room).
     pub receipts: Option<ReceiptsByRoom>,
+    /// Users the client has just met, whose presence it needs.
+    pub presence_of: std::collections::BTreeSet<OwnedUserId>,
 }
 
 /// A timeline slice, oldest first.
@@ -206,6 +208,7 @@ impl RoomSync<'_> {
                 }
             }
         }
+        self.note_new_members(room_short, newly_joined, &timeline, &state)?;
         joined.timeline = self.sync_timeline(timeline)?;
         joined.state = self.state_section(state)?;
         joined.account_data.events = account_data;
@@ -216,6 +219,47 @@ impl RoomSync<'_> {
         joined.unread_notifications = unread(counts);
         joined.unread_thread_notifications = threads.into_iter().map(|(root, c)| (root, unread(c))).collect();
         self.response.rooms.join.insert(room_id, joined);
+        Ok(())
+    }
+
+    /// Users the client meets in this sync: every member of a room it just
+    /// joined; else whoever joined in the window (timeline or state).
+    fn note_new_members(
+        &mut self,
+        room_short: u64,
+        newly_joined: bool,
+        timeline: &Timeline,
+        state: &[u64],
+    ) -> Result<()> {
+        let rooms = &self.services.rooms;
+        let Some(since) = self.params.since else { return Ok(()) };
+        if newly_joined {
+            let members = rooms.members(room_short)?;
+            self.presence_of.extend(members.into_iter().filter(|(_, m)| m == "join").map(|(user, _)| user));
+            return Ok(());
+        }
+        let joined_now = |event: &Value| {
+            event["type"] == "m.room.member"
+                && event["content"]["membership"] == "join"
+                && event["unsigned"]["prev_content"]["membership"] != "join"
+        };
+        for event in timeline.events.iter().filter(|e| joined_now(e)) {
+            if let Some(user) = event["state_key"].as_str().and_then(|u| OwnedUserId::try_from(u).ok()) {
+                self.presence_of.insert(user);
+            }
+        }
+        for short in state {
+            // Only joins in the window (not members lazy loading brings).
+            let recent = rooms.event_meta(*short)?.is_some_and(|meta| meta.stream > since);
+            if recent
+                && let Some(pdu) = rooms.pdu_by_short(*short)?
+                && pdu.kind.to_string() == "m.room.member"
+                && pdu.content_value()["membership"] == "join"
+                && let Some(user) = pdu.state_key.as_deref().and_then(|u| OwnedUserId::try_from(u).ok())
+            {
+                self.presence_of.insert(user);
+            }
+        }
         Ok(())
     }
 

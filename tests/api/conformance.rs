@@ -645,3 +645,33 @@ async fn sync_timelines_show_the_current_state_whatever_the_history_visibility()
     );
     assert!(!timeline.iter().any(|e| e["content"]["body"] == "while bob was away"), "{after}");
 }
+
+#[tokio::test]
+async fn sync_brings_the_presence_of_users_just_met() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let senders = |body: &Value| -> Vec<String> {
+        events(&body["presence"]["events"])
+            .iter()
+            .filter_map(|e| e["sender"].as_str().map(str::to_owned))
+            .collect()
+    };
+    // Neither ever synced with presence on: no presence record at all.
+    let quiet = "set_presence=offline";
+    let bob_since = sync(&s, &bob, quiet).await["next_batch"].as_str().unwrap().to_owned();
+    let alice_since = sync(&s, &alice, quiet).await["next_batch"].as_str().unwrap().to_owned();
+    join(&s, &bob, &room).await;
+
+    // Bob joined a room: he gets its members' presence, once.
+    let first = sync(&s, &bob, &format!("{quiet}&since={bob_since}")).await;
+    assert_eq!(senders(&first), vec![alice.user_id.clone()], "{first}");
+    assert_eq!(events(&first["presence"]["events"])[0]["content"]["presence"], "offline");
+    let again =
+        sync(&s, &bob, &format!("{quiet}&since={}&timeout=0", first["next_batch"].as_str().unwrap())).await;
+    assert_eq!(senders(&again), Vec::<String>::new());
+    // Alice: a new member's presence comes with the join.
+    let seen = sync(&s, &alice, &format!("{quiet}&since={alice_since}")).await;
+    assert_eq!(senders(&seen), vec![bob.user_id.clone()], "{seen}");
+}
