@@ -29,6 +29,7 @@ pub struct Config {
     pub well_known: WellKnown,
     pub presence: PresenceConfig,
     pub outbound: Outbound,
+    pub turn: Turn,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -97,6 +98,18 @@ pub struct WellKnown {
 #[serde(deny_unknown_fields)]
 pub struct PresenceConfig {
     pub enabled: bool,
+}
+
+/// TURN servers for calls: credentials from a secret shared with the TURN
+/// server (coturn's `use-auth-secret`, the "TURN REST API").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Turn {
+    pub uris: Vec<String>,
+    #[serde(default)]
+    pub shared_secret: Option<String>,
+    pub user_lifetime_secs: u64,
+    pub allow_guests: bool,
 }
 
 /// Requests Hearth makes to other services than homeservers (push gateways).
@@ -199,6 +212,9 @@ impl Config {
                     "per_second must be a positive number and burst_count at least 1",
                 );
             }
+        }
+        if self.turn.user_lifetime_secs == 0 {
+            return bad("turn.user_lifetime_secs", "must be at least 1");
         }
         if self.registration.token.as_deref().is_some_and(str::is_empty) {
             return bad("registration.token", "must not be empty");

@@ -675,3 +675,36 @@ async fn sync_brings_the_presence_of_users_just_met() {
     let seen = sync(&s, &alice, &format!("{quiet}&since={alice_since}")).await;
     assert_eq!(senders(&seen), vec![bob.user_id.clone()], "{seen}");
 }
+
+#[tokio::test]
+async fn turn_credentials_from_the_shared_secret() {
+    let unset = TestServer::start().await;
+    let alice = unset.register("alice").await;
+    let path = "/_matrix/client/v3/voip/turnServer";
+    assert_eq!(unset.get(path, Some(&alice.token)).await, (StatusCode::OK, json!({})));
+    assert_error(&unset.get(path, None).await, StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
+
+    let s = TestServer::start_with(|config| {
+        config.registration.guest_access = true;
+        config.turn.uris = vec!["turn:turn.example.org:3478?transport=udp".into()];
+        config.turn.shared_secret = Some("secret".into());
+        config.turn.user_lifetime_secs = 3600;
+    })
+    .await;
+    let alice = s.register("alice").await;
+    let (status, body) = s.get(path, Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["uris"], json!(["turn:turn.example.org:3478?transport=udp"]));
+    assert_eq!(body["ttl"], 3600);
+    let username = body["username"].as_str().unwrap();
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert_eq!(user, alice.user_id);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!((now + 3590..=now + 3610).contains(&expiry.parse::<u64>().unwrap()), "{username}");
+    assert_eq!(body["password"].as_str().unwrap().len(), 28, "base64 of an HMAC-SHA1, padded");
+    // Guests may call (turn.allow_guests).
+    let (status, guest) = s.post("/_matrix/client/v3/register?kind=guest", None, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s.get(path, Some(guest["access_token"].as_str().unwrap())).await;
+    assert_eq!(status, StatusCode::OK);
+}

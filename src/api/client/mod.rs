@@ -29,6 +29,7 @@ pub mod third_party;
 mod to_device;
 mod typing;
 mod user_directory;
+mod voip;
 
 use std::{any::TypeId, sync::Arc};
 
@@ -62,6 +63,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = relations::routes(router);
     let router = tags::routes(router);
     let router = user_directory::routes(router);
+    let router = voip::routes(router);
     let router = keys::routes(router);
     let router = to_device::routes(router);
     let router = backup::routes(router);
@@ -115,6 +117,8 @@ fn guest_may_call(endpoint: TypeId) -> bool {
         TypeId::of::<keys::get_key_changes::v3::Request>(),
         TypeId::of::<keys::upload_signatures::v3::Request>(),
         TypeId::of::<send_event_to_device::v3::Request>(),
+        // Calls (`turn.allow_guests` decides in the handler).
+        TypeId::of::<ruma::api::client::voip::get_turn_server_info::v3::Request>(),
     ]
     .contains(&endpoint)
 }
