@@ -22,6 +22,7 @@ release: deps
 # Rust unit and integration tests, then real Matrix clients: matrix-nio,
 # push notifications through a WebPush gateway (Sygnal when SYGNAL names
 # one: it is not on PyPI), third-party invites through an identity server,
+# TURN credentials against a real coturn (Debian's, installed by `deps`),
 # and matrix-sdk (Element X's SDK) for end-to-end encryption, a separate
 # package (tests/e2ee) so the server's own build never compiles the SDK.
 # Benchmarks only have to compile here; `make bench` runs them.
@@ -32,6 +33,7 @@ test: deps $(VENV)/.ok
 	$(VENV)/bin/python tests/clients/nio_smoke.py $(CARGO_TARGET_DIR)/debug/hearth
 	$(VENV)/bin/python tests/clients/push_gateway.py $(CARGO_TARGET_DIR)/debug/hearth
 	$(VENV)/bin/python tests/clients/third_party_invites.py $(CARGO_TARGET_DIR)/debug/hearth
+	$(VENV)/bin/python tests/clients/turn.py $(CARGO_TARGET_DIR)/debug/hearth
 	$(CARGO) test -p hearth-e2ee-tests
 
 # Release-mode benchmarks; figures go to docs/PERFORMANCE.md.
@@ -49,13 +51,19 @@ fmt:
 clean:
 	$(CARGO) clean
 
-# librocksdb-sys needs clang and libclang; install them when missing.
+# librocksdb-sys needs clang and libclang; the TURN test needs coturn; install
+# them when missing.
 deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo is missing: install Rust (rustup) first"; exit 1; }
 	@if ! command -v clang >/dev/null || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then \
 		echo "make: installing clang and libclang-dev (needed to build RocksDB)"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq clang libclang-dev; \
+	fi
+	@if ! command -v turnserver >/dev/null; then \
+		echo "make: installing coturn (the TURN server the call-credentials test starts)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq coturn; \
 	fi
 
 # A Python virtualenv with matrix-nio, the client library the smoke test drives.

@@ -91,6 +91,30 @@ impl Rooms {
         Ok(self.db.contains(&maps::PUBLISHED_ROOMS, room_id.as_bytes())?)
     }
 
+    /// What a room directory or a space hierarchy shows of a room.
+    pub fn summary_entry(&self, room_id: OwnedRoomId, room_short: u64) -> Result<DirectoryEntry> {
+        let joined_members =
+            self.members(room_short)?.iter().filter(|(_, membership)| membership == "join").count() as u64;
+        let field = |kind: &str, name: &str| -> Result<Option<String>> {
+            Ok(self
+                .current_state_event(room_short, kind, "")?
+                .and_then(|pdu| pdu.content_value()[name].as_str().map(str::to_owned)))
+        };
+        Ok(DirectoryEntry {
+            joined_members,
+            name: field("m.room.name", "name")?,
+            topic: field("m.room.topic", "topic")?,
+            canonical_alias: field("m.room.canonical_alias", "alias")?,
+            avatar_url: field("m.room.avatar", "url")?,
+            join_rule: field("m.room.join_rules", "join_rule")?,
+            room_type: field("m.room.create", "type")?,
+            world_readable: field("m.room.history_visibility", "history_visibility")?.as_deref()
+                == Some("world_readable"),
+            guest_can_join: field("m.room.guest_access", "guest_access")?.as_deref() == Some("can_join"),
+            room_id,
+        })
+    }
+
     /// The published rooms, largest first (then by room ID), as the
     /// directory shows them.
     pub fn directory(&self) -> Result<Vec<DirectoryEntry>> {
@@ -99,27 +123,7 @@ impl Rooms {
             let room_id = OwnedRoomId::try_from(String::from_utf8(k).map_err(Error::internal)?)
                 .map_err(Error::internal)?;
             let Some(room_short) = self.room_short(&room_id)? else { continue };
-            let joined_members =
-                self.members(room_short)?.iter().filter(|(_, membership)| membership == "join").count()
-                    as u64;
-            let field = |kind: &str, name: &str| -> Result<Option<String>> {
-                Ok(self
-                    .current_state_event(room_short, kind, "")?
-                    .and_then(|pdu| pdu.content_value()[name].as_str().map(str::to_owned)))
-            };
-            entries.push(DirectoryEntry {
-                joined_members,
-                name: field("m.room.name", "name")?,
-                topic: field("m.room.topic", "topic")?,
-                canonical_alias: field("m.room.canonical_alias", "alias")?,
-                avatar_url: field("m.room.avatar", "url")?,
-                join_rule: field("m.room.join_rules", "join_rule")?,
-                room_type: field("m.room.create", "type")?,
-                world_readable: field("m.room.history_visibility", "history_visibility")?.as_deref()
-                    == Some("world_readable"),
-                guest_can_join: field("m.room.guest_access", "guest_access")?.as_deref() == Some("can_join"),
-                room_id,
-            });
+            entries.push(self.summary_entry(room_id, room_short)?);
         }
         entries
             .sort_by(|a, b| b.joined_members.cmp(&a.joined_members).then_with(|| a.room_id.cmp(&b.room_id)));

@@ -1,7 +1,7 @@
-//! Aliases, room directory visibility, /publicRooms.
+//! Aliases, room directory visibility, /publicRooms, space hierarchies.
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::*;
 
@@ -182,4 +182,83 @@ async fn public_rooms_filter_by_room_type() {
     assert_eq!(list(json!(["m.space"])).await, std::slice::from_ref(&space));
     assert_eq!(list(json!([null])).await, std::slice::from_ref(&room));
     assert_eq!(list(json!([])).await.len(), 2);
+}
+
+#[tokio::test]
+async fn space_hierarchies_walk_children_the_user_may_see() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let space =
+        |name: &str| json!({"preset": "public_chat", "name": name, "creation_content": {"type": "m.space"}});
+    let root = create_room(&s, &alice, space("Root")).await;
+    let sub = create_room(&s, &alice, space("Sub")).await;
+    let public = create_room(&s, &alice, json!({"preset": "public_chat", "name": "Public"})).await;
+    let secret = create_room(&s, &alice, json!({"preset": "private_chat", "name": "Secret"})).await;
+    let deep = create_room(&s, &alice, json!({"preset": "public_chat", "name": "Deep"})).await;
+    let child = |parent: &str, child: &str, content: Value| {
+        let path = format!("/_matrix/client/v3/rooms/{parent}/state/m.space.child/{child}");
+        let token = alice.token.clone();
+        let s = &s;
+        async move {
+            let (status, body) = s.put(&path, Some(&token), content).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    child(&root, &public, json!({"via": ["localhost"], "order": "b", "suggested": true})).await;
+    child(&root, &sub, json!({"via": ["localhost"], "order": "a"})).await;
+    child(&root, &secret, json!({"via": ["localhost"], "order": "c"})).await;
+    child(&sub, &deep, json!({"via": ["localhost"]})).await;
+    // No `via`: not a child.
+    child(&root, &deep, json!({})).await;
+
+    let get = |who: &Session, query: &str| {
+        let path = format!("/_matrix/client/v1/rooms/{root}/hierarchy{query}");
+        let token = who.token.clone();
+        let s = &s;
+        async move { s.get(&path, Some(&token)).await }
+    };
+    let names = |body: &Value| -> Vec<String> {
+        body["rooms"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect()
+    };
+    // Depth first, children by `order`; bob may not preview the private room.
+    let (status, body) = get(&bob, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(names(&body), ["Root", "Sub", "Deep", "Public"]);
+    assert!(body.get("next_batch").is_none());
+    let root_entry = &body["rooms"][0];
+    assert_eq!(
+        (root_entry["room_type"].as_str(), root_entry["join_rule"].as_str()),
+        (Some("m.space"), Some("public"))
+    );
+    assert_eq!(root_entry["num_joined_members"], 1);
+    assert_eq!(root_entry["children_state"].as_array().unwrap().len(), 3, "{root_entry}");
+    let (_, mine) = get(&alice, "").await;
+    assert_eq!(names(&mine), ["Root", "Sub", "Deep", "Public", "Secret"]);
+    let (_, shallow) = get(&alice, "?max_depth=1").await;
+    assert_eq!(names(&shallow), ["Root", "Sub", "Public", "Secret"]);
+    let (_, suggested) = get(&alice, "?suggested_only=true").await;
+    assert_eq!(names(&suggested), ["Root", "Public"]);
+
+    // Pages.
+    let (_, first) = get(&alice, "?limit=2").await;
+    assert_eq!(names(&first), ["Root", "Sub"]);
+    let next = first["next_batch"].as_str().unwrap().to_owned();
+    let (_, second) = get(&alice, &format!("?limit=2&from={next}")).await;
+    assert_eq!(names(&second), ["Deep", "Public"]);
+    assert_error(
+        &get(&alice, &format!("?limit=2&from={next}&max_depth=1")).await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
+
+    // A space one may not preview is forbidden.
+    let closed =
+        create_room(&s, &alice, json!({"preset": "private_chat", "creation_content": {"type": "m.space"}}))
+            .await;
+    assert_error(
+        &s.get(&format!("/_matrix/client/v1/rooms/{closed}/hierarchy"), Some(&bob.token)).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
 }

@@ -22,6 +22,7 @@ mod relations;
 mod report;
 mod room;
 mod session;
+mod space;
 mod state;
 mod sync;
 mod tags;
@@ -55,6 +56,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = directory::routes(router);
     let router = report::routes(router);
     let router = sync::routes(router);
+    let router = space::routes(router);
     let router = receipts::routes(router);
     let router = typing::routes(router);
     let router = presence::routes(router);
@@ -97,6 +99,7 @@ fn guest_may_call(endpoint: TypeId) -> bool {
         TypeId::of::<relations::get_relating_events_with_rel_type::v1::Request>(),
         TypeId::of::<relations::get_relating_events_with_rel_type_and_event_type::v1::Request>(),
         TypeId::of::<get_threads::v1::Request>(),
+        TypeId::of::<ruma::api::client::space::get_hierarchy::v1::Request>(),
         TypeId::of::<membership::get_member_events::v3::Request>(),
         TypeId::of::<membership::joined_rooms::v3::Request>(),
         TypeId::of::<membership::join_room_by_id::v3::Request>(),
