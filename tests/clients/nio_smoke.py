@@ -9,15 +9,14 @@ The last line is the summary: "nio: N passed, N failed".
 """
 
 import asyncio
-import os
-import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import nio
+
+from harness import start_hearth
 
 CHECKS = []
 
@@ -28,32 +27,8 @@ def check(name, condition, detail=""):
 
 
 def start_server(binary, workdir):
-    config = os.path.join(workdir, "hearth.toml")
-    with open(config, "w") as f:
-        f.write(
-            "[[listeners]]\naddress = \"127.0.0.1\"\nport = 0\n"
-            f"[database]\npath = \"{workdir}/db\"\ncache_mb = 8\n"
-            "[registration]\nenabled = true\n"
-        )
-    proc = subprocess.Popen(
-        [binary, "--config", config, "serve"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "NO_COLOR": "1"},
-    )
-    found = {}
-    ready = threading.Event()
-
-    def read():
-        for line in proc.stdout:
-            m = re.search(r"listening on (http://\S+)", line)
-            if m and not ready.is_set():
-                found["url"] = m.group(1)
-                ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not ready.wait(60):
-        proc.kill()
-        raise SystemExit("hearth did not report a listening address within 60 s")
-    return proc, found["url"]
+    proc, url, _ = start_hearth(binary, workdir)
+    return proc, url
 
 
 async def scenario(base):

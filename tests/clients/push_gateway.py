@@ -35,6 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from py_vapid import Vapid
 
+from harness import finish, print_log_tails, start_hearth, stop
+
 APP_ID = "org.hearth.test.web"
 CONTACT = "push-test@hearth.invalid"
 CHECKS = []
@@ -226,34 +228,9 @@ def start_sygnal(command, workdir, vapid_file, push_netloc):
     return proc, base, log
 
 
-def start_hearth(binary, workdir):
-    """Runs hearth as nio_smoke.py does, allowed to reach the loopback gateway: (process, URL, output lines)."""
-    config = os.path.join(workdir, "hearth.toml")
-    with open(config, "w") as f:
-        f.write(
-            "[[listeners]]\naddress = \"127.0.0.1\"\nport = 0\n"
-            f"[database]\npath = \"{workdir}/db\"\ncache_mb = 8\n"
-            "[registration]\nenabled = true\n"
-            "[outbound]\nallow_private_addresses = true\n"
-        )
-    proc = subprocess.Popen([binary, "--config", config, "serve"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "NO_COLOR": "1", "NO_PROXY": "127.0.0.1,localhost"})
-    found, ready, output = {}, threading.Event(), []
-
-    def read():
-        for line in proc.stdout:
-            output.append(line)
-            m = re.search(r"listening on (http://\S+)", line)
-            if m and not ready.is_set():
-                found["url"] = m.group(1)
-                ready.set()
-        ready.set()  # hearth exited
-
-    threading.Thread(target=read, daemon=True).start()
-    if not ready.wait(60) or "url" not in found:
-        proc.kill()
-        raise SystemExit("hearth did not report a listening address:\n" + "".join(output[-30:]))
-    return proc, found["url"], output
+def start_gateway_hearth(binary, workdir):
+    """Hearth allowed to reach the loopback gateway: (process, URL, output lines)."""
+    return start_hearth(binary, workdir, "[outbound]\nallow_private_addresses = true\n")
 
 
 def vapid_ok(header, vapid_public, audience):
@@ -378,27 +355,17 @@ def main():
                 session.trust_env = False  # no proxy for the loopback push service
                 standin, gateway_url = serve(StandInGateway, session=session, vapid=Vapid.from_file(vapid_file))
                 print("gateway: stand-in (no sygnal command found)")
-            proc, base, logs["hearth"] = start_hearth(binary, workdir)
+            proc, base, logs["hearth"] = start_gateway_hearth(binary, workdir)
             procs.append(proc)
             scenario(base, push, push_url, gateway_url, standin, vapid.public_key)
         finally:
-            for proc in procs:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(procs)
             for server in (push, standin):
                 if server:
                     server.shutdown()
             if not all(ok for _, ok in CHECKS) or sys.exc_info()[0]:
-                for name, log in logs.items():
-                    text = "".join(log) if isinstance(log, list) else open(log).read()
-                    print(f"--- the end of {name}'s output ---\n{text[-4000:]}")
-    passed = sum(1 for _, ok in CHECKS if ok)
-    failed = len(CHECKS) - passed
-    print(f"push: {passed} passed, {failed} failed")
-    sys.exit(1 if failed or not CHECKS else 0)
+                print_log_tails(logs)
+    finish("push", CHECKS)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import re
 import ssl
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
+
+from harness import start_hearth
 
 ID_TOKEN, PEPPER = "tok", "pepper"
 CHECKS = []
@@ -160,36 +161,14 @@ def start_identity_server(workdir):
     return server
 
 
-def start_hearth(binary, workdir):
-    """Runs hearth on an ephemeral port, allowed to reach the loopback identity server: (process, URL, output)."""
-    config = os.path.join(workdir, "hearth.toml")
-    with open(config, "w") as f:
-        f.write(
-            "[[listeners]]\naddress = \"127.0.0.1\"\nport = 0\n"
-            f"[database]\npath = \"{workdir}/db\"\ncache_mb = 8\n"
-            "[registration]\nenabled = true\n"
-            "[rate_limits.registration]\nper_second = 100.0\nburst_count = 100\n"
-            "[rate_limits.message]\nper_second = 100.0\nburst_count = 100\n"
-            "[outbound]\nallow_private_addresses = true\ndanger_accept_invalid_certs = true\n"
-        )
-    proc = subprocess.Popen([binary, "--config", config, "serve"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "NO_COLOR": "1", "NO_PROXY": "127.0.0.1,localhost"})
-    found, ready, output = {}, threading.Event(), []
-
-    def read():
-        for line in proc.stdout:
-            output.append(line)
-            m = re.search(r"listening on (http://\S+)", line)
-            if m and not ready.is_set():
-                found["url"] = m.group(1)
-                ready.set()
-        ready.set()  # hearth exited
-
-    threading.Thread(target=read, daemon=True).start()
-    if not ready.wait(60) or "url" not in found:
-        proc.kill()
-        raise SystemExit("hearth did not report a listening address:\n" + "".join(output[-30:]))
-    return proc, found["url"], output
+def start_identity_hearth(binary, workdir):
+    """Hearth allowed to reach the loopback identity server: (process, URL, output)."""
+    extra = (
+        "[rate_limits.registration]\nper_second = 100.0\nburst_count = 100\n"
+        "[rate_limits.message]\nper_second = 100.0\nburst_count = 100\n"
+        "[outbound]\nallow_private_addresses = true\ndanger_accept_invalid_certs = true\n"
+    )
+    return start_hearth(binary, workdir, extra)
 
 
 def scenario(base, ids):
@@ -344,7 +323,7 @@ def main():
     with tempfile.TemporaryDirectory() as workdir:
         try:
             ids = start_identity_server(workdir)
-            proc, base, output = start_hearth(binary, workdir)
+            proc, base, output = start_identity_hearth(binary, workdir)
             scenario(base, ids)
         finally:
             if proc:

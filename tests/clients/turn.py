@@ -23,11 +23,12 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 import zlib
+
+from harness import finish, print_log_tails, start_hearth, stop
 
 REALM, SECRET, LIFETIME = "hearth.test", "turn-shared-secret-for-tests", 3600
 COOKIE = 0x2112A442
@@ -208,33 +209,9 @@ def start_coturn(command, workdir):
     return proc, port, log, time.monotonic() - started
 
 
-def start_hearth(binary, workdir, name, extra):
-    """Runs hearth on an ephemeral port, as the other scripts do: (process, URL, output lines)."""
-    config = os.path.join(workdir, f"{name}.toml")
-    with open(config, "w") as f:
-        f.write(
-            "[[listeners]]\naddress = \"127.0.0.1\"\nport = 0\n"
-            f"[database]\npath = \"{workdir}/{name}-db\"\ncache_mb = 8\n"
-            "[registration]\nenabled = true\nguest_access = true\n" + extra
-        )
-    proc = subprocess.Popen([binary, "--config", config, "serve"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "NO_COLOR": "1", "NO_PROXY": "127.0.0.1,localhost"})
-    found, ready, output = {}, threading.Event(), []
-
-    def read():
-        for line in proc.stdout:
-            output.append(line)
-            m = re.search(r"listening on (http://\S+)", line)
-            if m and not ready.is_set():
-                found["url"] = m.group(1)
-                ready.set()
-        ready.set()  # hearth exited
-
-    threading.Thread(target=read, daemon=True).start()
-    if not ready.wait(60) or "url" not in found:
-        proc.kill()
-        raise SystemExit(f"hearth ({name}) did not report a listening address:\n" + "".join(output[-30:]))
-    return proc, found["url"], output
+def start_turn_hearth(binary, workdir, name, extra):
+    """Hearth with guests allowed and `extra` TOML: (process, URL, output lines)."""
+    return start_hearth(binary, workdir, "guest_access = true\n" + extra, name)
 
 
 def http(method, url, body=None, token=None):
@@ -307,29 +284,18 @@ def main():
                 uris = [f"turn:127.0.0.1:{port}?transport=udp", f"turn:127.0.0.1:{port}?transport=tcp"]
                 section = (f"[turn]\nuris = {json.dumps(uris)}\nshared_secret = {json.dumps(SECRET)}\n"
                            f"user_lifetime_secs = {LIFETIME}\nallow_guests = true\n")
-                proc, with_turn, logs["hearth"] = start_hearth(binary, workdir, "hearth", section)
+                proc, with_turn, logs["hearth"] = start_turn_hearth(binary, workdir, "hearth", section)
                 procs.append(proc)
-                proc, without_turn, logs["hearth-without-turn"] = start_hearth(binary, workdir, "plain", "")
+                proc, without_turn, logs["hearth-without-turn"] = start_turn_hearth(binary, workdir, "plain", "")
                 procs.append(proc)
                 hearth_scenario(with_turn, without_turn, port, uris)
             else:
                 print("no hearth binary given: the coturn half only")
         finally:
-            for proc in procs:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(procs)
             if not all(ok for _, ok in CHECKS) or sys.exc_info()[0]:
-                for name, log in logs.items():
-                    text = "".join(log) if isinstance(log, list) else open(log).read()
-                    print(f"--- the end of {name}'s output ---\n{text[-4000:]}")
-    passed = sum(1 for _, ok in CHECKS if ok)
-    failed = len(CHECKS) - passed
-    print(f"turn: {passed} passed, {failed} failed")
-    sys.exit(1 if failed or not CHECKS else 0)
+                print_log_tails(logs)
+    finish("turn", CHECKS)
 
 
 if __name__ == "__main__":
