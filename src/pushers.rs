@@ -123,7 +123,12 @@ async fn serve(
     let mut sent_any = false;
     for (room, position, notification) in &pending {
         let counts = services.rooms.badge(user)?;
-        let body = notification_body(services, user, &pusher, *room, notification, counts)?;
+        let Some(body) = notification_body(services, user, &pusher, *room, notification, counts)? else {
+            // The event is gone (purged): nothing to say about it.
+            pusher.pushed_upto = *position;
+            sent_any = true;
+            continue;
+        };
         match deliver(services, &url, &body, &pusher).await {
             Delivery::Done => {
                 pusher.pushed_upto = *position;
@@ -241,12 +246,12 @@ fn notification_body(
     room_short: u64,
     notification: &Notification,
     unread: u64,
-) -> Result<Value> {
+) -> Result<Option<Value>> {
     let rooms = &services.rooms;
     let room_id = rooms.short.name(room_short)?;
     let tweaks = tweaks(&notification.actions);
     let high = tweaks.contains_key("highlight") || tweaks.contains_key("sound");
-    let Some(pdu) = rooms.pdu_by_short(notification.event)? else { return Ok(Value::Null) };
+    let Some(pdu) = rooms.pdu_by_short(notification.event)? else { return Ok(None) };
     let mut body = json!({
         "id": pdu.event_id,
         "event_id": pdu.event_id,
@@ -256,7 +261,7 @@ fn notification_body(
         "devices": [device(pusher, tweaks)],
     });
     if pusher.data["format"] == "event_id_only" {
-        return Ok(json!({ "notification": body }));
+        return Ok(Some(json!({ "notification": body })));
     }
     let state = |kind: &str, key: &str| -> Result<Option<Value>> {
         Ok(rooms.current_state_event(room_short, kind, key)?.map(|event| event.content_value()))
@@ -283,7 +288,7 @@ fn notification_body(
         body["membership"] = content["membership"].clone();
         body["user_is_target"] = json!(pdu.state_key.as_deref() == Some(user.as_str()));
     }
-    Ok(json!({ "notification": body }))
+    Ok(Some(json!({ "notification": body })))
 }
 
 /// A request that only updates the unread count (after the user read).
