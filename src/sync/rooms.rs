@@ -57,6 +57,8 @@ pub(super) struct RoomSync<'a> {
 /// A timeline slice, oldest first.
 struct Timeline {
     events: Vec<Value>,
+    /// The events' short IDs, in the same order.
+    shorts: Vec<u64>,
     limited: bool,
     /// The gap before the first event.
     start: u64,
@@ -311,7 +313,13 @@ impl RoomSync<'_> {
             .map_or(DEFAULT_TIMELINE_LIMIT, |l| usize::try_from(u64::from(l)).unwrap_or(MAX_TIMELINE_LIMIT))
             .clamp(1, MAX_TIMELINE_LIMIT);
         if !room_allowed(filter, room_id) {
-            return Ok(Timeline { events: Vec::new(), limited: false, start: end, prev_batch: end });
+            return Ok(Timeline {
+                events: Vec::new(),
+                shorts: Vec::new(),
+                limited: false,
+                start: end,
+                prev_batch: end,
+            });
         }
         let page = self.services.rooms.page(
             room_short,
@@ -334,6 +342,7 @@ impl RoomSync<'_> {
             return Ok(Timeline {
                 limited: !events.is_empty(),
                 events: Vec::new(),
+                shorts: Vec::new(),
                 start,
                 prev_batch: start,
             });
@@ -353,15 +362,38 @@ impl RoomSync<'_> {
         }
         let start = positions.first().copied().unwrap_or(end);
         let prev_batch = if since.is_none() && !limited { end } else { start };
-        Ok(Timeline { events, limited, start, prev_batch })
+        Ok(Timeline { events, shorts, limited, start, prev_batch })
     }
 
     fn sync_timeline(&self, timeline: Timeline) -> Result<sync::Timeline> {
         let mut out = sync::Timeline::new();
         out.limited = timeline.limited;
         out.prev_batch = Some(format!("t{}", timeline.prev_batch));
-        out.events = timeline.events.into_iter().map(|e| raw(without_room_id(e))).collect::<Result<_>>()?;
+        out.events = timeline
+            .events
+            .into_iter()
+            .zip(timeline.shorts)
+            .map(|(event, short)| raw(self.formatted(short, event)?))
+            .collect::<Result<_>>()?;
         Ok(out)
+    }
+
+    /// An event as the filter's `event_format` asks: the client format
+    /// without the room ID, or the federation format (the PDU as stored,
+    /// with its ID and the client event's `unsigned`).
+    fn formatted(&self, short: u64, client_event: Value) -> Result<Value> {
+        if self.params.filter.event_format != ruma::api::client::filter::EventFormat::Federation {
+            return Ok(without_room_id(client_event));
+        }
+        let Some(pdu) = self.services.rooms.pdu_json(short)? else {
+            return Ok(without_room_id(client_event));
+        };
+        let mut event = serde_json::to_value(pdu).map_err(Error::internal)?;
+        event["event_id"] = client_event["event_id"].clone();
+        if let Some(unsigned) = client_event.get("unsigned") {
+            event["unsigned"] = unsigned.clone();
+        }
+        Ok(event)
     }
 
     /// The state section's events (event short IDs): the state at the start
@@ -472,7 +504,7 @@ impl RoomSync<'_> {
         let mut batch = sync::StateEvents::new();
         for short in events {
             let event = rooms.client_event(short, Some(&self.params.device), &self.params.user)?;
-            batch.events.push(raw(without_room_id(event))?);
+            batch.events.push(raw(self.formatted(short, event)?)?);
         }
         Ok(if self.params.use_state_after { sync::State::After(batch) } else { sync::State::Before(batch) })
     }

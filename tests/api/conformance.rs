@@ -708,3 +708,39 @@ async fn turn_credentials_from_the_shared_secret() {
     let (status, _) = s.get(path, Some(guest["access_token"].as_str().unwrap())).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_filter_can_ask_for_events_in_the_federation_format() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({})).await;
+    let (_, sent) = send(&s, &alice, &room, "t1", "as a server sees it").await;
+    let filter = urlencode(r#"{"event_format":"federation","room":{"timeline":{"limit":1}}}"#);
+    let body = sync(&s, &alice, &format!("filter={filter}")).await;
+    let event = &body["rooms"]["join"][&room]["timeline"]["events"][0];
+    for key in [
+        "event_id",
+        "content",
+        "room_id",
+        "sender",
+        "origin_server_ts",
+        "type",
+        "prev_events",
+        "auth_events",
+        "depth",
+        "hashes",
+        "signatures",
+    ] {
+        assert!(event.get(key).is_some(), "{key} in {event}");
+    }
+    assert_eq!(event["event_id"], sent["event_id"]);
+    assert_eq!(event["unsigned"]["transaction_id"], "t1");
+    // The state section too.
+    let state = events(&body["rooms"]["join"][&room]["state"]["events"]);
+    // (In room version 12 the create event names no room: its hash is the room ID.)
+    assert!(
+        state.iter().all(|e| e.get("auth_events").is_some()
+            && (e["type"] == "m.room.create" || e.get("room_id").is_some())),
+        "{state:?}"
+    );
+}
