@@ -61,6 +61,9 @@ pub struct Params {
     /// from `/sync`): its world-readable events, ephemeral events and its
     /// members' presence.
     pub peek: Option<u64>,
+    /// The window ends here at the latest (the legacy `/events` with a
+    /// `limit`); never from `/sync`.
+    pub upto: Option<u64>,
 }
 
 /// The member events each lazy-loading device already has, by room and
@@ -136,7 +139,8 @@ pub fn parse_sync_token(token: &str) -> Result<(u64, u64)> {
 /// Answers a sync: at once if there is something to say (or no `since`, or
 /// `full_state`), else when something arrives or the timeout passes.
 pub async fn sync(services: &Services, params: &Params) -> Result<sync::Response> {
-    let upto = services.stream.visible();
+    let visible = services.stream.visible();
+    let upto = params.upto.map_or(visible, |cap| cap.min(visible));
     if params.since.is_none() {
         services.lazy_members.forget(&params.user, &params.device);
     }
@@ -150,7 +154,13 @@ pub async fn sync(services: &Services, params: &Params) -> Result<sync::Response
         )?;
     }
     let response = build(services, params, upto)?;
-    if params.since.is_none() || params.full_state || !is_empty(&response) || params.timeout.is_zero() {
+    let capped = upto < visible;
+    if params.since.is_none()
+        || params.full_state
+        || !is_empty(&response)
+        || params.timeout.is_zero()
+        || capped
+    {
         return Ok(response);
     }
     let deadline = tokio::time::Instant::now() + params.timeout.min(MAX_TIMEOUT);

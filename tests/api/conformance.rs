@@ -744,3 +744,31 @@ async fn a_filter_can_ask_for_events_in_the_federation_format() {
         "{state:?}"
     );
 }
+
+#[tokio::test]
+async fn the_event_stream_with_a_limit_catches_up_in_order() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({})).await;
+    let (_, start) = s.get("/_matrix/client/r0/events?timeout=0", Some(&alice.token)).await;
+    let mut from = start["end"].as_str().unwrap().to_owned();
+    for i in 0..12 {
+        send(&s, &alice, &room, &format!("m{i}"), &format!("message {i}")).await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let (status, page) = s
+            .get(&format!("/_matrix/client/r0/events?from={from}&limit=5&timeout=0"), Some(&alice.token))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let bodies: Vec<String> = events(&page["chunk"])
+            .iter()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect();
+        assert!(bodies.len() <= 5, "{page}");
+        got.extend(bodies);
+        from = page["end"].as_str().unwrap().to_owned();
+    }
+    let expected: Vec<String> = (0..12).map(|i| format!("message {i}")).collect();
+    assert_eq!(got, expected);
+}

@@ -57,6 +57,9 @@ pub(super) mod endpoints {
             #[ruma_api(query)]
             #[serde(default)]
             pub room_id: Option<OwnedRoomId>,
+            #[ruma_api(query)]
+            #[serde(default)]
+            pub limit: Option<u32>,
         }
     }
 
@@ -130,6 +133,7 @@ async fn sync_json<T>(
     timeout: Duration,
     filter: FilterDefinition,
     peek: Option<u64>,
+    upto: Option<u64>,
 ) -> Result<Value> {
     let params = Params {
         user: req.user().clone(),
@@ -143,6 +147,7 @@ async fn sync_json<T>(
         use_state_after: since.is_none(),
         to_device: false,
         peek,
+        upto,
     };
     Ok(response_json(sync::sync(&req.services, &params).await?)?.1)
 }
@@ -215,6 +220,28 @@ fn member_event<T>(req: &Ruma<T>, room_id: &RoomId) -> Result<Option<Value>> {
     Ok(Some(v1(rooms.client_event(short, req.sender_device.as_deref(), req.user())?)))
 }
 
+/// The stream position of the `n`th timeline event after `from` in the
+/// user's rooms (or the peeked one); `None` when there are fewer.
+fn nth_event_after<T>(req: &Ruma<T>, from: u64, n: u32, peek: Option<u64>) -> Result<Option<u64>> {
+    let rooms = &req.services.rooms;
+    let mine: std::collections::HashSet<u64> =
+        rooms.memberships(req.user())?.into_iter().map(|(room, _)| room).chain(peek).collect();
+    let start = from.saturating_add(1).to_be_bytes();
+    let mut seen = 0;
+    for (k, v) in
+        req.services.db.scan_range(&crate::storage::maps::STREAM, b"", Some(&start), false, 10_000)?
+    {
+        let room = v.get(8..16).map(crate::storage::decode_u64).transpose()?;
+        if room.is_some_and(|room| mine.contains(&room)) {
+            seen += 1;
+            if seen == n {
+                return Ok(Some(crate::storage::decode_u64(&k)?));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// The room a user who is not in it may look into: a world-readable one.
 fn peekable<T>(req: &Ruma<T>, room_id: &RoomId) -> Result<Option<u64>> {
     let rooms = &req.services.rooms;
@@ -257,8 +284,14 @@ async fn events(req: Ruma<endpoints::events::Request>) -> Result<endpoints::Resp
         None => req.services.stream.visible(),
     };
     let timeout = body.timeout.map_or(DEFAULT_EVENTS_TIMEOUT, Duration::from_millis);
-    let filter = timeline_filter(None, body.room_id.clone().map(|r| vec![r]), true);
-    let synced = sync_json(&req, Some(from), timeout, filter, peek).await?;
+    // With a limit, the oldest events after `from` first: the window ends
+    // at the limit-th event of the user's rooms, and `end` there.
+    let upto = match body.limit {
+        Some(limit) => nth_event_after(&req, from, limit.max(1), peek)?,
+        None => None,
+    };
+    let filter = timeline_filter(body.limit, body.room_id.clone().map(|r| vec![r]), true);
+    let synced = sync_json(&req, Some(from), timeout, filter, peek, upto).await?;
     let mut chunk = Vec::new();
     let rooms = &synced["rooms"];
     for section in ["join", "leave"] {
@@ -335,7 +368,8 @@ async fn initial_sync(req: Ruma<endpoints::initial_sync::Request>) -> Result<end
     let limit = body.limit.unwrap_or(DEFAULT_INITIAL_LIMIT);
     let archived = body.archived.unwrap_or(false);
     let synced =
-        sync_json(&req, None, Duration::ZERO, timeline_filter(Some(limit), None, archived), None).await?;
+        sync_json(&req, None, Duration::ZERO, timeline_filter(Some(limit), None, archived), None, None)
+            .await?;
     let end = &synced["next_batch"];
     let mut rooms = Vec::new();
     let mut receipts = Vec::new();
@@ -401,7 +435,7 @@ async fn room_initial_sync(req: Ruma<endpoints::room_initial_sync::Request>) -> 
         _ => peekable(&req, &body.room_id)?,
     };
     let filter = timeline_filter(Some(limit), Some(vec![body.room_id.clone()]), true);
-    let synced = sync_json(&req, None, Duration::ZERO, filter, peek).await?;
+    let synced = sync_json(&req, None, Duration::ZERO, filter, peek, None).await?;
     let end = &synced["next_batch"];
     let room_id = body.room_id.as_str();
     let rooms = &synced["rooms"];

@@ -89,6 +89,7 @@ async fn get(req: Ruma<sync_events::v3::Request>) -> Result<sync_events::v3::Res
         use_state_after: body.use_state_after,
         to_device: true,
         peek: None,
+        upto: None,
     };
     let set_presence = match &body.set_presence {
         ruma::presence::PresenceState::Offline => "offline",
