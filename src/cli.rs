@@ -136,7 +136,7 @@ fn user(config: Config, command: UserCommand) -> crate::Result<()> {
         }
         UserCommand::Deactivate { user } => {
             let user_id = resolve(&user)?;
-            users.deactivate(&user_id)?;
+            users.deactivate(&user_id, false)?;
             println!("deactivated {user_id}");
         }
     }

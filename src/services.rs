@@ -36,7 +36,7 @@ impl Services {
         let db = Db::open(&config.database.path, config.database.cache_mb)?;
         let keys = Arc::new(ServerKeys::load_or_generate(&db)?);
         let stream = Arc::new(Stream::open(db.clone(), Rooms::last_position(&db)?)?);
-        let users = Arc::new(Users::new(db.clone(), config.server_name.clone(), stream.clone()));
+        let users = Arc::new(Users::new(db.clone(), config.server_name.clone(), stream.clone())?);
         let rooms =
             Rooms::open(db.clone(), config.server_name.clone(), keys.clone(), stream.clone(), users.clone())?;
         let limiters = Limiters::new(&config.rate_limits);

@@ -541,8 +541,9 @@ mod tests {
         let db = Db::open(dir.path(), 8).unwrap();
         let keys = Arc::new(ServerKeys::load_or_generate(&db).unwrap());
         let stream = Arc::new(crate::stream::Stream::open(db.clone(), 0).unwrap());
-        let users =
-            Arc::new(crate::users::Users::new(db.clone(), "localhost".try_into().unwrap(), stream.clone()));
+        let users = Arc::new(
+            crate::users::Users::new(db.clone(), "localhost".try_into().unwrap(), stream.clone()).unwrap(),
+        );
         let rooms = Rooms::open(db, "localhost".try_into().unwrap(), keys, stream, users).unwrap();
         let request = CreateRoom::new(version, preset);
         let room_id = rooms.create_room(user_id!("@alice:localhost"), request).await.unwrap();

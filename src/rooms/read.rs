@@ -123,10 +123,18 @@ impl Rooms {
         viewer_device: Option<&ruma::DeviceId>,
         viewer: &UserId,
     ) -> Result<Value> {
-        let json = self.pdu_json(short)?.ok_or_else(|| Error::internal("event without JSON"))?;
+        let mut json = self.pdu_json(short)?.ok_or_else(|| Error::internal("event without JSON"))?;
         let meta = self.event_meta(short)?.ok_or_else(|| Error::internal("event without meta"))?;
         let event_id = OwnedEventId::try_from(self.short.name(short)?).map_err(Error::internal)?;
         let room_id = OwnedRoomId::try_from(self.short.name(meta.room)?).map_err(Error::internal)?;
+        // An erased user's events reach only who was in the room then (Synapse).
+        let sender = json.get("sender").and_then(|s| s.as_str()).and_then(|s| UserId::parse(s).ok());
+        if sender.is_some_and(|sender| self.users.is_erased(&sender)) && !self.was_joined_at(viewer, &meta)? {
+            let (_, record) =
+                self.room(&room_id)?.ok_or_else(|| Error::internal("event of an unknown room"))?;
+            json = ruma::canonical_json::redact(json, &record.rules()?.redaction, None)
+                .map_err(Error::internal)?;
+        }
         let mut unsigned = Map::new();
         if let Some(ruma::CanonicalJsonValue::Integer(ts)) = json.get("origin_server_ts") {
             let ts = u64::try_from(i64::from(*ts)).unwrap_or(0);
@@ -160,6 +168,15 @@ impl Rooms {
             }
         }
         Ok(event)
+    }
+
+    /// Whether the user was joined to the room as of an event.
+    fn was_joined_at(&self, user: &UserId, meta: &EventMeta) -> Result<bool> {
+        let Some(state) = meta.state_after else { return Ok(false) };
+        let state = self.state.load(state)?;
+        Ok(self
+            .state_event(&state, "m.room.member", user.as_str())?
+            .is_some_and(|member| member.content_value()["membership"] == "join"))
     }
 
     /// The newest stream position in a room (the end of its timeline).

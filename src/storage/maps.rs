@@ -281,6 +281,12 @@ maps! {
         key: "user ID ‖ SEP ‖ room short ID",
         value: "empty"
     }
+    /// Users deactivated with `erase`: their messages are hidden from those
+    /// who were not in the room when they were sent.
+    ERASED_USERS = "erased_users" {
+        key: "user ID",
+        value: "empty"
+    }
     /// Pushers: where each user's devices get push notifications.
     PUSHERS = "pushers" {
         key: "user ID ‖ SEP ‖ app ID ‖ SEP ‖ pushkey",

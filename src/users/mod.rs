@@ -71,11 +71,20 @@ pub struct Users {
     /// OpenID tokens (an hour each; kept in memory, a client asks again).
     openid_tokens: std::sync::Mutex<openid::Tokens>,
     badge_requests: pushers::BadgeRequests,
+    /// Users deactivated with `erase` (few; every event served asks).
+    erased: std::sync::RwLock<std::collections::HashSet<OwnedUserId>>,
 }
 
 impl Users {
-    pub fn new(db: Db, server_name: OwnedServerName, stream: Arc<Stream>) -> Self {
-        Self {
+    pub fn new(db: Db, server_name: OwnedServerName, stream: Arc<Stream>) -> Result<Self> {
+        let mut erased = std::collections::HashSet::new();
+        for (k, _) in db.scan_prefix(&maps::ERASED_USERS, b"")? {
+            erased.insert(
+                OwnedUserId::try_from(String::from_utf8(k).map_err(Error::internal)?)
+                    .map_err(Error::internal)?,
+            );
+        }
+        Ok(Self {
             db,
             server_name,
             stream,
@@ -87,10 +96,11 @@ impl Users {
             ignored_cache: Default::default(),
             openid_tokens: Default::default(),
             badge_requests: Default::default(),
+            erased: std::sync::RwLock::new(erased),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             ),
-        }
+        })
     }
 
     /// Runs password work (hashing, checking, a UIA step that checks one)
@@ -291,7 +301,15 @@ impl Users {
     /// Deactivates an account for good: the password, every device and token
     /// (with their keys), the cross-signing keys, key backups and the
     /// profile go; the user ID stays reserved.
-    pub fn deactivate(&self, user_id: &UserId) -> Result<()> {
+    /// Whether the user was deactivated with `erase`.
+    pub fn is_erased(&self, user_id: &UserId) -> bool {
+        self.erased.read().expect("erased users").contains(user_id)
+    }
+
+    /// Deactivates an account; with `erase`, its messages are hidden from
+    /// whoever was not in the room when they were sent (GDPR erasure, as
+    /// Synapse).
+    pub fn deactivate(&self, user_id: &UserId, erase: bool) -> Result<()> {
         let mut record = self.get(user_id)?.ok_or_else(|| Error::not_found("Unknown user"))?;
         record.deactivated = true;
         record.password_hash = None;
@@ -302,9 +320,15 @@ impl Users {
         self.remove_cross_signing_into(&mut batch, user_id)?;
         self.remove_backups_into(&mut batch, user_id)?;
         batch.put_json(&maps::PROFILES, user_id.as_bytes(), &serde_json::Map::new());
+        if erase {
+            batch.put(&maps::ERASED_USERS, user_id.as_bytes().to_vec(), Vec::new());
+        }
         let change = self.note_key_change(&mut batch, user_id, None)?;
         self.db.write(batch)?;
         change.publish();
+        if erase {
+            self.erased.write().expect("erased users").insert(user_id.to_owned());
+        }
         Ok(())
     }
 }
@@ -344,7 +368,7 @@ mod tests {
     fn users_in(path: &std::path::Path) -> Users {
         let db = Db::open(path, 8).unwrap();
         let stream = Arc::new(Stream::open(db.clone(), 0).unwrap());
-        Users::new(db, "example.org".try_into().unwrap(), stream)
+        Users::new(db, "example.org".try_into().unwrap(), stream).unwrap()
     }
 
     #[test]

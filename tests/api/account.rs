@@ -122,3 +122,37 @@ async fn deactivation_revokes_everything_and_reserves_the_id() {
         "M_NOT_FOUND",
     );
 }
+
+#[tokio::test]
+async fn an_erased_users_messages_stay_only_with_who_was_there() {
+    let mut s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let room = create_room(&s, &bob, json!({"preset": "public_chat"})).await;
+    join(&s, &alice, &room).await;
+    let (_, sent) = send(&s, &alice, &room, "m1", "my secret").await;
+    let event_id = sent["event_id"].as_str().unwrap().to_owned();
+    let (status, body) = s
+        .post(
+            "/_matrix/client/v3/account/deactivate",
+            Some(&alice.token),
+            json!({"erase": true, "auth": password_auth(&alice.user_id, PASSWORD, None)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    join(&s, &carol, &room).await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/event/{event_id}");
+    for restarted in [false, true] {
+        if restarted {
+            // The erasure holds across a restart.
+            s.restart().await;
+        }
+        let (status, seen_by_bob) = s.get(&path, Some(&bob.token)).await;
+        assert_eq!(status, StatusCode::OK, "{seen_by_bob}");
+        assert_eq!(seen_by_bob["content"]["body"], "my secret", "bob was there");
+        let (status, seen_by_carol) = s.get(&path, Some(&carol.token)).await;
+        assert_eq!(status, StatusCode::OK, "{seen_by_carol}");
+        assert_eq!(seen_by_carol["content"], json!({}), "carol came later");
+    }
+}

@@ -252,7 +252,7 @@ async fn deactivate(req: Ruma<deactivate::v3::Request>) -> Result<deactivate::v3
     let user_id = require_user(&req)?;
     let services = &req.services;
     password_uia(&req, &user_id, req.body.auth.clone()).await?;
-    services.users.deactivate(&user_id)?;
+    services.users.deactivate(&user_id, req.body.erase)?;
     tracing::info!("deactivated {user_id}");
     Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
 }
