@@ -122,6 +122,13 @@ async fn serve(
     let pending = services.rooms.notifications_after(user, pusher.pushed_upto, upto, BATCH)?;
     let mut sent_any = false;
     for (room, position, notification) in &pending {
+        // Read meanwhile (elsewhere, or while the gateway was failing):
+        // no point ringing the phone (Synapse pushes unread ones only).
+        if services.rooms.is_read(user, *room, *position, notification)? {
+            pusher.pushed_upto = *position;
+            sent_any = true;
+            continue;
+        }
         let counts = services.rooms.badge(user)?;
         let Some(body) = notification_body(services, user, &pusher, *room, notification, counts)? else {
             // The event is gone (purged): nothing to say about it.

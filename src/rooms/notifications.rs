@@ -361,6 +361,20 @@ impl Rooms {
         Ok((main_counts, threads))
     }
 
+    /// Whether the user has read a notification (at `position` in `room`):
+    /// its thread's receipt, or for the main timeline `main`'s, or an
+    /// unthreaded receipt is at or past it.
+    pub fn is_read(
+        &self,
+        user: &UserId,
+        room: u64,
+        position: u64,
+        notification: &Notification,
+    ) -> Result<bool> {
+        let thread = notification.thread.as_ref().map_or("main", |root| root.as_str());
+        Ok(position <= self.read_position(user, room, "")?.max(self.read_position(user, room, thread)?))
+    }
+
     /// A user's notifications at stream positions in `(after, upto]`,
     /// oldest first, at most `limit`: (room short ID, position, notification).
     pub fn notifications_after(
@@ -432,22 +446,7 @@ impl Rooms {
                 if only_highlight && !notification.highlight {
                     continue;
                 }
-                let read = match &notification.thread {
-                    Some(root) => {
-                        position
-                            <= self.read_position(user, room, "")?.max(self.read_position(
-                                user,
-                                room,
-                                root.as_str(),
-                            )?)
-                    }
-                    None => {
-                        position
-                            <= self
-                                .read_position(user, room, "")?
-                                .max(self.read_position(user, room, "main")?)
-                    }
-                };
+                let read = self.is_read(user, room, position, &notification)?;
                 out.push(Listed { room_short: room, notification, read });
                 if out.len() >= limit {
                     return Ok((out, Some(cursor)));
