@@ -26,8 +26,6 @@ pub struct Services {
     pub limiters: Limiters,
     pub shared_secret_nonces: Nonces,
     pub outbound: crate::outbound::Outbound,
-    /// Member events each lazy-loading device already has (sync).
-    pub lazy_members: crate::sync::LazyMembers,
 }
 
 impl Services {
@@ -54,7 +52,6 @@ impl Services {
             limiters,
             shared_secret_nonces: Nonces::default(),
             outbound,
-            lazy_members: Default::default(),
         }))
     }
 }

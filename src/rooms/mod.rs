@@ -9,6 +9,7 @@ pub mod builder;
 pub mod create;
 pub mod directory;
 pub mod hierarchy;
+pub mod membership;
 pub mod moderation;
 pub mod notifications;
 pub mod pdu;

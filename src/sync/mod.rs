@@ -17,10 +17,7 @@ mod rooms;
 
 pub use e2ee::device_lists;
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 
 use ruma::{
     OwnedDeviceId, OwnedUserId,
@@ -66,51 +63,6 @@ pub struct Params {
     pub upto: Option<u64>,
 }
 
-/// The member events each lazy-loading device already has, by room and
-/// user: an incremental sync sends a member again only when it changed
-/// (Synapse's default, unless the filter asks for redundant members). An
-/// initial sync starts the device afresh. In memory: after a restart a
-/// device gets some members twice, which is harmless.
-#[derive(Default)]
-pub struct LazyMembers(std::sync::Mutex<HashMap<(OwnedUserId, OwnedDeviceId), SentMembers>>);
-
-/// Room short ID → member's user ID → the member event ID sent.
-type SentMembers = HashMap<u64, HashMap<String, String>>;
-
-/// Most devices remembered; past it, all are forgotten (and get members again).
-const MAX_LAZY_DEVICES: usize = 10_000;
-
-impl LazyMembers {
-    fn forget(&self, user: &OwnedUserId, device: &OwnedDeviceId) {
-        self.0.lock().expect("lazy members").remove(&(user.clone(), device.clone()));
-    }
-
-    /// Whether the device has this member event of the room.
-    pub(super) fn has(&self, params: &Params, room: u64, member: &str, event_id: &str) -> bool {
-        let devices = self.0.lock().expect("lazy members");
-        devices
-            .get(&(params.user.clone(), params.device.clone()))
-            .and_then(|rooms| rooms.get(&room))
-            .and_then(|members| members.get(member))
-            .is_some_and(|sent| sent == event_id)
-    }
-
-    pub(super) fn remember(
-        &self,
-        params: &Params,
-        room: u64,
-        sent: impl IntoIterator<Item = (String, String)>,
-    ) {
-        let mut devices = self.0.lock().expect("lazy members");
-        if devices.len() >= MAX_LAZY_DEVICES {
-            devices.clear();
-        }
-        let members =
-            devices.entry((params.user.clone(), params.device.clone())).or_default().entry(room).or_default();
-        members.extend(sent);
-    }
-}
-
 pub fn token(position: u64) -> String {
     format!("s{position}")
 }
@@ -142,7 +94,7 @@ pub async fn sync(services: &Services, params: &Params) -> Result<sync::Response
     let visible = services.stream.visible();
     let upto = params.upto.map_or(visible, |cap| cap.min(visible));
     if params.since.is_none() {
-        services.lazy_members.forget(&params.user, &params.device);
+        services.users.sent_members.forget(&params.user, &params.device);
     }
     // What the client acknowledged by coming back with this token is done;
     // deleted once here, not in every build of a long poll.

@@ -192,17 +192,24 @@ impl RoomSync<'_> {
             // A lazy-loading client needs the heroes' names.
             if !self.params.filter.room.state.lazy_load_options.is_disabled() {
                 let rooms = &self.services.rooms;
-                let lazy_members = &self.services.lazy_members;
+                let sent = &self.services.users.sent_members;
                 for hero in &joined.summary.heroes {
                     if let Some(pdu) =
                         rooms.current_state_event(room_short, "m.room.member", hero.as_str())?
                         && let Some(short) = rooms.event_short(&pdu.event_id)?
                         && !state.contains(&short)
-                        && !lazy_members.has(self.params, room_short, hero.as_str(), pdu.event_id.as_str())
+                        && !sent.has(
+                            &self.params.user,
+                            &self.params.device,
+                            room_short,
+                            hero.as_str(),
+                            pdu.event_id.as_str(),
+                        )
                     {
                         state.push(short);
-                        lazy_members.remember(
-                            self.params,
+                        sent.remember(
+                            &self.params.user,
+                            &self.params.device,
                             room_short,
                             [(hero.to_string(), pdu.event_id.to_string())],
                         );
@@ -480,7 +487,13 @@ impl RoomSync<'_> {
                 continue;
             }
             if is_member && skip_redundant {
-                if self.services.lazy_members.has(self.params, room_short, state_key, pdu.event_id.as_str()) {
+                if self.services.users.sent_members.has(
+                    &self.params.user,
+                    &self.params.device,
+                    room_short,
+                    state_key,
+                    pdu.event_id.as_str(),
+                ) {
                     continue;
                 }
                 sent_members.push((state_key.to_owned(), pdu.event_id.to_string()));
@@ -494,7 +507,12 @@ impl RoomSync<'_> {
                     Some((e["state_key"].as_str()?.to_owned(), e["event_id"].as_str()?.to_owned()))
                 });
             sent_members.extend(in_timeline);
-            self.services.lazy_members.remember(self.params, room_short, sent_members);
+            self.services.users.sent_members.remember(
+                &self.params.user,
+                &self.params.device,
+                room_short,
+                sent_members,
+            );
         }
         Ok((events, members_changed))
     }

@@ -15,6 +15,7 @@ pub mod openid;
 pub mod profile;
 pub mod push_rules;
 pub mod pushers;
+pub mod sent_members;
 pub mod shared_secret;
 pub mod to_device;
 pub mod uiaa;
@@ -73,6 +74,8 @@ pub struct Users {
     badge_requests: pushers::BadgeRequests,
     /// Users deactivated with `erase` (few; every event served asks).
     erased: std::sync::RwLock<std::collections::HashSet<OwnedUserId>>,
+    /// Member events each lazy-loading device already has (sync).
+    pub sent_members: sent_members::SentMembers,
 }
 
 impl Users {
@@ -97,6 +100,7 @@ impl Users {
             openid_tokens: Default::default(),
             badge_requests: Default::default(),
             erased: std::sync::RwLock::new(erased),
+            sent_members: Default::default(),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             ),

@@ -21,7 +21,6 @@ use crate::util::raw;
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter, ensure},
-    rooms::builder::PduBuilder,
     services::Services,
 };
 
@@ -63,101 +62,14 @@ async fn set_membership(
     if let Some(reason) = reason {
         content.insert("reason".to_owned(), json!(reason));
     }
-    change_membership(services, room_id, sender, target, content).await?;
-    Ok(())
-}
-
-/// The one path of every membership change a local client asks for, from
-/// the membership endpoints and from `PUT /state/m.room.member/{userId}`
-/// alike: the server, never the client, names the authoriser of a
-/// restricted join, and invites to users of other servers are refused
-/// until federation.
-pub async fn change_membership(
-    services: &Services,
-    room_id: &RoomId,
-    sender: &UserId,
-    target: &UserId,
-    mut content: Map<String, Value>,
-) -> Result<ruma::OwnedEventId> {
-    let rooms = &services.rooms;
-    let room_short = rooms.room_short(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
-    let membership = content
-        .get("membership")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::bad_json("`membership` must be a string"))?
-        .to_owned();
-    content.remove("join_authorised_via_users_server");
-    if services.users.is_guest(sender)? {
-        check_guest_membership(services, room_short, sender, target, &membership)?;
-        content.insert("kind".to_owned(), json!("guest"));
-    } else {
-        content.remove("kind");
-    }
-    if membership == "invite" {
-        if target.server_name() != rooms.server_name() {
-            return Err(Error::forbidden(
-                "Inviting users on other servers needs federation, which Hearth does not have yet",
-            ));
-        }
-        if rooms.membership(target, room_short)?.as_deref() == Some("join") {
-            return Err(Error::forbidden(format!("{target} is already in the room.")));
-        }
-    }
-    if membership == "join" || membership == "invite" {
-        // Joins carry the member's profile (for invites: the invitee's),
-        // unless the client set its own.
-        if let Some(profile) = services.users.profile(target)? {
-            for field in ["displayname", "avatar_url"] {
-                if let Some(value) = profile.get(field)
-                    && !content.contains_key(field)
-                {
-                    content.insert(field.to_owned(), value.clone());
-                }
-            }
-        }
-    }
-    if membership == "join"
-        && sender == target
-        && let Some(authoriser) = rooms.restricted_join_authoriser(room_short, target)?
-    {
-        content.insert("join_authorised_via_users_server".to_owned(), json!(authoriser));
-    }
-    rooms
-        .send(
-            room_id,
-            sender,
-            PduBuilder::state("m.room.member", target.as_str(), Value::Object(content)),
-            None,
-        )
-        .await
-}
-
-/// A guest may only join (a room whose `m.room.guest_access` is
-/// `can_join`) and leave, and only itself.
-fn check_guest_membership(
-    services: &Services,
-    room_short: u64,
-    sender: &UserId,
-    target: &UserId,
-    membership: &str,
-) -> Result<()> {
-    if sender != target || !matches!(membership, "join" | "leave") {
-        return Err(crate::api::ruma::guest_forbidden());
-    }
-    let admits = services
-        .rooms
-        .current_state_event(room_short, "m.room.guest_access", "")?
-        .is_some_and(|event| event.content_value()["guest_access"] == "can_join");
-    if membership == "join" && !admits {
-        return Err(Error::forbidden("Guest access not allowed"));
-    }
+    services.rooms.change_membership(room_id, sender, target, content).await?;
     Ok(())
 }
 
 async fn join_by_id(req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room_by_id::v3::Response> {
     let room_id = &req.body.room_id;
     accept_third_party_invite(&req, room_id, req.body.third_party_signed.as_ref()).await?;
-    change_membership(&req.services, room_id, req.user(), req.user(), join_content(&req)).await?;
+    req.services.rooms.change_membership(room_id, req.user(), req.user(), join_content(&req)).await?;
     Ok(join_room_by_id::v3::Response::new(room_id.clone()))
 }
 
@@ -199,7 +111,7 @@ async fn join_by_id_or_alias(
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
     let room_id = resolve_room(&req.services, &req.body.room_id_or_alias)?;
     accept_third_party_invite(&req, &room_id, req.body.third_party_signed.as_ref()).await?;
-    change_membership(&req.services, &room_id, req.user(), req.user(), join_content(&req)).await?;
+    req.services.rooms.change_membership(&room_id, req.user(), req.user(), join_content(&req)).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
 

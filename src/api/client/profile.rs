@@ -13,7 +13,6 @@ use ruma::{
     profile::{ProfileFieldName, ProfileFieldValue},
 };
 
-use super::membership::change_membership;
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaResponse, RumaRouter},
@@ -103,7 +102,7 @@ async fn update_member_events(services: &Services, user: &UserId, field: &str) -
         };
         // Through the membership path, which drops an old restricted-join
         // authorisation: only the profile changes.
-        if let Err(e) = change_membership(services, &room_id, user, user, content).await {
+        if let Err(e) = services.rooms.change_membership(&room_id, user, user, content).await {
             tracing::warn!("profile change of {user} not sent to {room_id}: {e}");
         }
     }

@@ -11,7 +11,7 @@ use ruma::api::client::{
 };
 use serde_json::{Map, Value};
 
-use super::{membership::change_membership, room::readable_state};
+use super::room::readable_state;
 use crate::util::raw;
 use crate::{
     Error, Result,
@@ -128,7 +128,8 @@ async fn put_state(req: Ruma<send_state_event::v3::Request>) -> Result<send_stat
         // client-named authoriser, never a remote invite around `/invite`.
         let target = UserId::parse(body.state_key.as_str())
             .map_err(|_| Error::bad_json("The state key of m.room.member must be a user ID"))?;
-        let event_id = change_membership(&req.services, &body.room_id, req.user(), &target, content).await?;
+        let event_id =
+            req.services.rooms.change_membership(&body.room_id, req.user(), &target, content).await?;
         return Ok(send_state_event::v3::Response::new(event_id));
     }
     let content = Value::Object(content);

@@ -11,7 +11,6 @@ use ruma::{
 };
 use serde_json::{Map, Value, json};
 
-use super::membership::change_membership;
 use crate::{Error, Result, identity, rooms::builder::PduBuilder, services::Services};
 
 /// Invites the user an address is bound to, or, for an unbound address,
@@ -35,7 +34,7 @@ pub async fn invite(
     {
         let mut content = Map::new();
         content.insert("membership".to_owned(), json!("invite"));
-        change_membership(services, room_id, inviter, &user, content).await?;
+        services.rooms.change_membership(room_id, inviter, &user, content).await?;
         return Ok(());
     }
     let field = |kind: &str, key: &str, name: &str| -> Result<String> {
@@ -103,7 +102,7 @@ pub async fn accept(
         "third_party_invite".to_owned(),
         json!({"display_name": content["display_name"], "signed": signed}),
     );
-    change_membership(services, room_id, sender, target, member).await?;
+    services.rooms.change_membership(room_id, sender, target, member).await?;
     Ok(())
 }
 

@@ -1,0 +1,101 @@
+//! The one path of every membership change a local user asks for: the
+//! membership endpoints, `PUT /state/m.room.member/{userId}`, profile
+//! changes and accepted third-party invites all come through here.
+
+use ruma::{RoomId, UserId};
+use serde_json::{Map, Value, json};
+
+use super::{Rooms, builder::PduBuilder};
+use crate::{Error, Result};
+
+impl Rooms {
+    /// The one path of every membership change a local client asks for, from
+    /// the membership endpoints and from `PUT /state/m.room.member/{userId}`
+    /// alike: the server, never the client, names the authoriser of a
+    /// restricted join, and invites to users of other servers are refused
+    /// until federation.
+    pub async fn change_membership(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        mut content: Map<String, Value>,
+    ) -> Result<ruma::OwnedEventId> {
+        let rooms = self;
+        let room_short = rooms.room_short(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        let membership = content
+            .get("membership")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::bad_json("`membership` must be a string"))?
+            .to_owned();
+        content.remove("join_authorised_via_users_server");
+        if self.users.is_guest(sender)? {
+            self.check_guest_membership(room_short, sender, target, &membership)?;
+            content.insert("kind".to_owned(), json!("guest"));
+        } else {
+            content.remove("kind");
+        }
+        if membership == "invite" {
+            if target.server_name() != rooms.server_name() {
+                return Err(Error::forbidden(
+                    "Inviting users on other servers needs federation, which Hearth does not have yet",
+                ));
+            }
+            if rooms.membership(target, room_short)?.as_deref() == Some("join") {
+                return Err(Error::forbidden(format!("{target} is already in the room.")));
+            }
+        }
+        if membership == "join" || membership == "invite" {
+            // Joins carry the member's profile (for invites: the invitee's),
+            // unless the client set its own.
+            if let Some(profile) = self.users.profile(target)? {
+                for field in ["displayname", "avatar_url"] {
+                    if let Some(value) = profile.get(field)
+                        && !content.contains_key(field)
+                    {
+                        content.insert(field.to_owned(), value.clone());
+                    }
+                }
+            }
+        }
+        if membership == "join"
+            && sender == target
+            && let Some(authoriser) = rooms.restricted_join_authoriser(room_short, target)?
+        {
+            content.insert("join_authorised_via_users_server".to_owned(), json!(authoriser));
+        }
+        rooms
+            .send(
+                room_id,
+                sender,
+                PduBuilder::state("m.room.member", target.as_str(), Value::Object(content)),
+                None,
+            )
+            .await
+    }
+
+    /// A guest may only join (a room whose `m.room.guest_access` is
+    /// `can_join`) and leave, and only itself.
+    fn check_guest_membership(
+        &self,
+        room_short: u64,
+        sender: &UserId,
+        target: &UserId,
+        membership: &str,
+    ) -> Result<()> {
+        if sender != target || !matches!(membership, "join" | "leave") {
+            return Err(Error::new(
+                http::StatusCode::FORBIDDEN,
+                ruma::api::error::ErrorKind::GuestAccessForbidden,
+                "Guest access not allowed",
+            ));
+        }
+        let admits = self
+            .current_state_event(room_short, "m.room.guest_access", "")?
+            .is_some_and(|event| event.content_value()["guest_access"] == "can_join");
+        if membership == "join" && !admits {
+            return Err(Error::forbidden("Guest access not allowed"));
+        }
+        Ok(())
+    }
+}
