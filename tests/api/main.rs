@@ -13,6 +13,7 @@ mod errors;
 mod guests;
 mod login;
 mod persistence;
+mod privacy;
 mod process;
 mod profile_and_data;
 mod push;

@@ -194,8 +194,15 @@ async fn members(req: Ruma<get_member_events::v3::Request>) -> Result<get_member
     let body = &req.body;
     let (room_short, readable) = readable_state(&req.services, req.user(), &body.room_id)?;
     let state = match &body.at {
-        // `at` names a gap: the state after the last event before it.
-        Some(at) => rooms.state_at_position(room_short, parse_token(at)?.saturating_sub(1))?,
+        // `at` names a gap: the state after the last event before it; for a
+        // former member, no later than their leaving (review §2.2).
+        Some(at) => {
+            let mut at = parse_token(at)?;
+            if let Some(end) = rooms.visible_end(req.user(), room_short)? {
+                at = at.min(end);
+            }
+            rooms.state_at_position(room_short, at.saturating_sub(1))?
+        }
         None => readable,
     };
     let wanted = |membership: &str| {

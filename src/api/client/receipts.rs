@@ -42,16 +42,24 @@ fn set_fully_read<T>(
     room_short: u64,
     event_id: &OwnedEventId,
 ) -> Result<()> {
-    let rooms = &req.services.rooms;
-    let in_room = rooms
-        .event_short(event_id)?
-        .and_then(|s| rooms.event_meta(s).ok().flatten())
-        .is_some_and(|m| m.room == room_short && m.accepted());
-    if !in_room {
-        return Err(Error::not_found("Event not found in this room"));
-    }
+    check_visible(req, room_short, event_id)?;
     let content = serde_json::value::to_raw_value(&json!({"event_id": event_id})).map_err(Error::internal)?;
     req.services.users.set_account_data(req.user(), Some(room_id), "m.fully_read", &content)
+}
+
+/// Receipts and read markers go only on events of the room the user may
+/// see: else they would tell whether an unseen event exists (review §2.2).
+fn check_visible<T>(req: &Ruma<T>, room_short: u64, event_id: &OwnedEventId) -> Result<()> {
+    let rooms = &req.services.rooms;
+    let not_found = || Error::not_found("Event not found in this room");
+    let short = rooms.event_short(event_id)?.ok_or_else(not_found)?;
+    let meta =
+        rooms.event_meta(short)?.filter(|m| m.room == room_short && m.accepted()).ok_or_else(not_found)?;
+    let pdu = rooms.pdu_by_short(short)?.ok_or_else(not_found)?;
+    if !rooms.can_see(req.user(), &pdu, &meta)? {
+        return Err(not_found());
+    }
+    Ok(())
 }
 
 fn set_read(
@@ -61,6 +69,7 @@ fn set_read(
     thread: String,
     event_id: OwnedEventId,
 ) -> Result<()> {
+    check_visible(req, room_short, &event_id)?;
     let key = ReceiptKey { kind: kind.to_owned(), thread, user: req.user().clone() };
     req.services.rooms.set_receipt(room_short, key, event_id)?;
     // The phone's unread count may have gone down.
