@@ -89,3 +89,34 @@ async fn receipts_and_read_markers_only_on_events_one_may_see() {
         .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn lazy_loaded_members_are_as_of_the_events() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &bob, &room).await;
+    send(&s, &alice, &room, "m1", "hello").await;
+    let (status, _) =
+        s.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    // Alice renames herself after bob left: bob may not learn the new name.
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/displayname", alice.user_id),
+            Some(&alice.token),
+            json!({"displayname": "Secret Name"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let filter = urlencode(r#"{"lazy_load_members":true,"types":["m.room.message"]}"#);
+    let (status, page) = s
+        .get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&filter={filter}"), Some(&bob.token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let state = page["state"].as_array().unwrap();
+    let alices =
+        state.iter().find(|e| e["state_key"] == alice.user_id.as_str()).expect("alice's member event");
+    assert_eq!(alices["content"]["displayname"], "alice", "{alices}");
+}

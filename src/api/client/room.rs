@@ -242,10 +242,7 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
     let state = if filter.lazy_load_options.is_disabled() {
         Vec::new()
     } else {
-        sender_members(services, room_short, req.user(), &page.events)?
-            .into_iter()
-            .map(raw)
-            .collect::<Result<_>>()?
+        sender_members(services, req.user(), &page.events)?.into_iter().map(raw).collect::<Result<_>>()?
     };
     let mut response = get_message_events::v3::Response::new();
     response.start = token(from);
@@ -258,20 +255,31 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
     Ok(response)
 }
 
-/// The member events of the senders of `events` (lazy loading).
-fn sender_members(
-    services: &Services,
-    room_short: u64,
-    viewer: &UserId,
-    events: &[Value],
-) -> Result<Vec<Value>> {
+/// The member events of the senders of `events` (lazy loading), as of the
+/// newest of those events: not later profile changes a former member may
+/// not see (review §2.2).
+fn sender_members(services: &Services, viewer: &UserId, events: &[Value]) -> Result<Vec<Value>> {
     let rooms = &services.rooms;
+    let mut newest: Option<crate::rooms::EventMeta> = None;
+    for event in events {
+        let Some(id) = event["event_id"].as_str().and_then(|id| ruma::EventId::parse(id).ok()) else {
+            continue;
+        };
+        if let Some(short) = rooms.event_short(&id)?
+            && let Some(meta) = rooms.event_meta(short)?
+            && newest.as_ref().is_none_or(|n| meta.stream > n.stream)
+        {
+            newest = Some(meta);
+        }
+    }
+    let Some(state) = newest.and_then(|meta| meta.state_after) else { return Ok(Vec::new()) };
+    let state = rooms.state.load(state)?;
     let mut senders: Vec<&str> = events.iter().filter_map(|e| e["sender"].as_str()).collect();
     senders.sort_unstable();
     senders.dedup();
     let mut members = Vec::new();
     for sender in senders {
-        if let Some(pdu) = rooms.current_state_event(room_short, "m.room.member", sender)?
+        if let Some(pdu) = rooms.state_event(&state, "m.room.member", sender)?
             && let Some(short) = rooms.event_short(&pdu.event_id)?
         {
             members.push(rooms.client_event(short, None, viewer)?);
@@ -331,7 +339,7 @@ async fn context(req: Ruma<get_context::v3::Request>) -> Result<get_context::v3:
         let mut shown = before.events.clone();
         shown.extend(after.events.iter().cloned());
         shown.push(event.clone());
-        sender_members(services, room_short, req.user(), &shown)?
+        sender_members(services, req.user(), &shown)?
     };
     let mut response = get_context::v3::Response::new();
     response.start = Some(token(before.cursor));
