@@ -47,6 +47,8 @@ pub struct Listener {
 pub struct Database {
     pub path: PathBuf,
     pub cache_mb: usize,
+    /// A write is acknowledged once it is on disk (survives a power cut).
+    pub sync_writes: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

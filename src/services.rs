@@ -31,7 +31,7 @@ pub struct Services {
 impl Services {
     /// Opens the database and builds every service on it.
     pub fn open(config: Config) -> Result<Arc<Self>> {
-        let db = Db::open(&config.database.path, config.database.cache_mb)?;
+        let db = Db::open(&config.database.path, config.database.cache_mb, config.database.sync_writes)?;
         let keys = Arc::new(ServerKeys::load_or_generate(&db)?);
         let stream = Arc::new(Stream::open(db.clone(), Rooms::last_position(&db)?)?);
         let users = Arc::new(Users::new(db.clone(), config.server_name.clone(), stream.clone())?);

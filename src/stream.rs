@@ -188,7 +188,7 @@ mod tests {
 
     fn stream() -> (tempfile::TempDir, Stream) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), 8).unwrap();
+        let db = Db::open(dir.path(), 8, false).unwrap();
         (dir, Stream::open(db, 0).unwrap())
     }
 
@@ -210,7 +210,7 @@ mod tests {
     #[test]
     fn positions_are_never_reused_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), 8).unwrap();
+        let db = Db::open(dir.path(), 8, false).unwrap();
         let first = Stream::open(db.clone(), 0).unwrap();
         let used = first.allocate().unwrap().get();
         let again = Stream::open(db, 0).unwrap();

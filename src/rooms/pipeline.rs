@@ -538,7 +538,7 @@ mod tests {
 
     async fn fixture_with(version: RoomVersionId, preset: Preset) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), 8).unwrap();
+        let db = Db::open(dir.path(), 8, false).unwrap();
         let keys = Arc::new(ServerKeys::load_or_generate(&db).unwrap());
         let stream = Arc::new(crate::stream::Stream::open(db.clone(), 0).unwrap());
         let users = Arc::new(

@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn snapshots_round_trip_dedupe_and_stay_small() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), 8).unwrap();
+        let db = Db::open(dir.path(), 8, false).unwrap();
         let store = StateStore::open(db.clone()).unwrap();
         let mut state = StateMap::new();
         let mut current = None;

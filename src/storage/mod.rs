@@ -79,8 +79,10 @@ pub struct Db {
 
 impl Db {
     /// Opens the RocksDB database at `path` and checks its schema version.
-    pub fn open(path: &Path, cache_mb: usize) -> Result<Self> {
-        let db = Self::with_engine(Arc::new(rocks::RocksEngine::open(path, cache_mb)?));
+    /// Opens the database; with `sync_writes`, a write returns once it is on
+    /// disk (it survives a power cut, not only a crash of the process).
+    pub fn open(path: &Path, cache_mb: usize, sync_writes: bool) -> Result<Self> {
+        let db = Self::with_engine(Arc::new(rocks::RocksEngine::open(path, cache_mb, sync_writes)?));
         db.check_schema()?;
         Ok(db)
     }
@@ -191,7 +193,7 @@ mod tests {
 
     fn temp_db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), 8).unwrap();
+        let db = Db::open(dir.path(), 8, false).unwrap();
         (dir, db)
     }
 
@@ -217,12 +219,12 @@ mod tests {
     fn schema_version_is_checked() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = Db::open(dir.path(), 8).unwrap();
+            let db = Db::open(dir.path(), 8, false).unwrap();
             let mut batch = Batch::new();
             batch.put(&maps::GLOBAL, b"schema_version".to_vec(), (SCHEMA_VERSION + 1).to_be_bytes());
             db.write(batch).unwrap();
         }
-        let err = Db::open(dir.path(), 8).err().expect("newer schema must be refused");
+        let err = Db::open(dir.path(), 8, false).err().expect("newer schema must be refused");
         assert!(matches!(err, Error::Schema { .. }), "{err}");
     }
 }

@@ -15,12 +15,15 @@ use super::{
 
 pub struct RocksEngine {
     db: DB,
+    /// Each write waits for its WAL to reach the disk (RocksDB commits
+    /// concurrent writers as a group, so they share the sync).
+    sync_writes: bool,
 }
 
 impl RocksEngine {
     /// Opens (creating if needed) the database at `path` with every declared
     /// map, plus any column family an earlier version left behind.
-    pub fn open(path: &Path, cache_mb: usize) -> Result<Self> {
+    pub fn open(path: &Path, cache_mb: usize, sync_writes: bool) -> Result<Self> {
         std::fs::create_dir_all(path)
             .map_err(|e| Error::Engine(format!("cannot create {}: {e}", path.display())))?;
         let cache = Cache::new_lru_cache(cache_mb.max(1) * 1024 * 1024);
@@ -61,7 +64,7 @@ impl RocksEngine {
                 Error::Engine(msg)
             }
         })?;
-        Ok(Self { db })
+        Ok(Self { db, sync_writes })
     }
 
     fn cf(&self, name: &str) -> Result<&ColumnFamily> {
@@ -121,7 +124,9 @@ impl KvEngine for RocksEngine {
                 Op::Delete(name, k) => wb.delete_cf(self.cf(name)?, k),
             }
         }
-        self.db.write(wb).map_err(rocks_err)
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(self.sync_writes);
+        self.db.write_opt(wb, &options).map_err(rocks_err)
     }
 
     fn flush(&self) -> Result<()> {

@@ -370,7 +370,7 @@ mod tests {
     }
 
     fn users_in(path: &std::path::Path) -> Users {
-        let db = Db::open(path, 8).unwrap();
+        let db = Db::open(path, 8, false).unwrap();
         let stream = Arc::new(Stream::open(db.clone(), 0).unwrap());
         Users::new(db, "example.org".try_into().unwrap(), stream).unwrap()
     }
