@@ -317,6 +317,10 @@ impl Rooms {
         builder: PduBuilder,
         txn: Option<Txn>,
     ) -> Result<ruma::OwnedEventId> {
+        // No lock (and no lock-map entry) for a room that does not exist.
+        if self.room_short(room_id)?.is_none() {
+            return Err(Error::not_found("Unknown room"));
+        }
         let _guard = self.lock(room_id).await;
         if let Some(txn) = &txn
             && let Some(event_id) =

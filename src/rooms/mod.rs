@@ -138,6 +138,9 @@ pub struct Rooms {
     report_lock: Mutex<()>,
 }
 
+/// Room locks kept before the unused ones are dropped.
+const LOCKS_KEPT: usize = 1024;
+
 impl Rooms {
     pub fn open(
         db: Db,
@@ -175,7 +178,15 @@ impl Rooms {
     /// Waits for appends to a room one at a time; never hold it across
     /// network I/O.
     pub async fn lock(&self, room_id: &RoomId) -> tokio::sync::OwnedMutexGuard<()> {
-        let mutex = self.locks.lock().expect("room locks").entry(room_id.to_owned()).or_default().clone();
+        let mutex = {
+            let mut locks = self.locks.lock().expect("room locks");
+            // Locks nobody holds or waits for are dropped now and then, so the
+            // map holds the rooms in use, not every room ever asked for.
+            if locks.len() >= LOCKS_KEPT {
+                locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+            }
+            locks.entry(room_id.to_owned()).or_default().clone()
+        };
         mutex.lock_owned().await
     }
 

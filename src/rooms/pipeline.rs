@@ -959,4 +959,29 @@ mod tests {
         let stored = f.rooms.pdu(&id).unwrap().unwrap();
         assert_eq!(stored.content_value(), json!({}), "stored in its redacted form");
     }
+
+    /// Review §2.4: the lock map keeps the rooms in use, not every room
+    /// ever named; sending to an unknown room takes no lock at all.
+    #[tokio::test]
+    async fn room_locks_stay_bounded() {
+        let f = fixture().await;
+        for i in 0..3 * super::super::LOCKS_KEPT {
+            let room = OwnedRoomId::try_from(format!("!r{i}:localhost")).unwrap();
+            drop(f.rooms.lock(&room).await);
+        }
+        assert!(f.rooms.locks.lock().unwrap().len() <= super::super::LOCKS_KEPT);
+        let held = f.rooms.lock(&f.room_id).await;
+        for i in 0..2 * super::super::LOCKS_KEPT {
+            let room = OwnedRoomId::try_from(format!("!s{i}:localhost")).unwrap();
+            drop(f.rooms.lock(&room).await);
+        }
+        assert!(f.rooms.locks.lock().unwrap().contains_key(&f.room_id), "a held lock is kept");
+        drop(held);
+        let before = f.rooms.locks.lock().unwrap().len();
+        let unknown = OwnedRoomId::try_from("!nowhere:localhost").unwrap();
+        let builder = PduBuilder::message("m.room.message", json!({"body": "hi"}));
+        assert!(f.rooms.send(&unknown, user_id!("@alice:localhost"), builder, None).await.is_err());
+        assert!(!f.rooms.locks.lock().unwrap().contains_key(&unknown));
+        assert!(f.rooms.locks.lock().unwrap().len() <= before);
+    }
 }
