@@ -251,6 +251,11 @@ maps! {
         key: "user ID ‖ SEP ‖ device ID ‖ SEP ‖ stream position (u64 big-endian)",
         value: "JSON {sender, type, content}"
     }
+    /// How many messages each device's to-device inbox holds (the cap).
+    TO_DEVICE_COUNTS = "to_device_counts" {
+        key: "user ID ‖ SEP ‖ device ID ‖ SEP",
+        value: "u64 big-endian: messages waiting"
+    }
     /// Server-side key backup versions.
     BACKUP_VERSIONS = "backup_versions" {
         key: "user ID ‖ SEP ‖ version (u64 big-endian; clients see it in decimal)",

@@ -360,6 +360,7 @@ impl Users {
             &maps::FALLBACK_KEYS,
             &maps::KEY_SIGNATURES,
             &maps::TO_DEVICE,
+            &maps::TO_DEVICE_COUNTS,
         ] {
             self.db.delete_prefix(batch, map, &p)?;
         }

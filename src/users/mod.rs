@@ -76,6 +76,8 @@ pub struct Users {
     erased: std::sync::RwLock<std::collections::HashSet<OwnedUserId>>,
     /// Member events each lazy-loading device already has (sync).
     pub sent_members: sent_members::SentMembers,
+    /// The to-device inbox cap (`to_device::MAX_INBOX`; lower in tests).
+    inbox_cap: u64,
 }
 
 impl Users {
@@ -101,6 +103,7 @@ impl Users {
             badge_requests: Default::default(),
             erased: std::sync::RwLock::new(erased),
             sent_members: Default::default(),
+            inbox_cap: to_device::MAX_INBOX,
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             ),
@@ -411,5 +414,45 @@ mod tests {
         assert_eq!(users.resolve_login_name("Alice").unwrap().as_str(), "@alice:example.org");
         assert_eq!(users.resolve_login_name("@alice:example.org").unwrap().as_str(), "@alice:example.org");
         assert!(users.resolve_login_name("@alice:elsewhere.org").is_none());
+    }
+
+    /// Review §2.4: a device that never syncs holds at most the cap; what it
+    /// acknowledges makes room again.
+    #[test]
+    fn to_device_inboxes_are_capped() {
+        use std::collections::BTreeMap;
+
+        use ruma::{OwnedDeviceId, serde::Raw};
+        use to_device::Recipient;
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut users = users_in(dir.path());
+        users.inbox_cap = 3;
+        let bob = UserId::parse("@bob:example.org").unwrap();
+        users.create(&bob, None, false, None).unwrap();
+        let (device, _) = users.login_device(&bob, None, None, None).unwrap();
+        let alice = UserId::parse("@alice:example.org").unwrap();
+        let send = |txn: &str| {
+            let content = serde_json::value::to_raw_value(&serde_json::json!({"n": txn})).unwrap();
+            let messages = BTreeMap::from([(
+                bob.clone(),
+                BTreeMap::from([(Recipient::Device(device.clone()), content)]),
+            )]);
+            users.send_to_device(&alice, &OwnedDeviceId::from("A"), "m.test", txn, &messages).unwrap();
+        };
+        let inbox = |users: &Users| -> Vec<(u64, Raw<ruma::events::AnyToDeviceEvent>)> {
+            users.to_device_messages(&bob, &device, 0, u64::MAX, 100).unwrap()
+        };
+        for txn in ["1", "2", "3", "4", "5"] {
+            send(txn);
+        }
+        let held = inbox(&users);
+        assert_eq!(held.len(), 3, "the cap");
+        users.acknowledge_to_device(&bob, &device, held[1].0).unwrap();
+        assert_eq!(inbox(&users).len(), 1);
+        send("6");
+        send("7");
+        send("8");
+        assert_eq!(inbox(&users).len(), 3, "room for two more, not three");
     }
 }

@@ -15,6 +15,11 @@ use crate::{
     stream::Topic,
 };
 
+/// Most messages one device's inbox holds: past it, new messages for that
+/// device are dropped (a device that never syncs cannot make the server
+/// store without end; review §2.4).
+pub const MAX_INBOX: u64 = 50_000;
+
 /// Where one message goes: a device, or every device of the user.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Recipient {
@@ -45,6 +50,7 @@ impl Users {
         let position = self.stream.allocate()?;
         let mut batch = Batch::new();
         let mut topics = Vec::new();
+        let mut counts: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
         for (user, by_device) in messages {
             if !self.is_local(user) {
                 continue;
@@ -58,6 +64,18 @@ impl Users {
                     }
                 };
                 for device in targets {
+                    let count_key = prefix(&[user.as_bytes(), device.as_bytes()]);
+                    let count = match counts.get(&count_key) {
+                        Some(count) => *count,
+                        None => self.inbox_count(&count_key)?,
+                    };
+                    if count >= self.inbox_cap {
+                        tracing::warn!(
+                            "to-device inbox of {user} {device} is full; message from {sender} dropped"
+                        );
+                        continue;
+                    }
+                    counts.insert(count_key, count + 1);
                     let message = format!(
                         r#"{{"sender":{},"type":{},"content":{}}}"#,
                         serde_json::to_string(sender.as_str()).map_err(Error::internal)?,
@@ -73,10 +91,20 @@ impl Users {
             }
             topics.push(Topic::User(user.clone()));
         }
+        for (count_key, count) in counts {
+            batch.put(&maps::TO_DEVICE_COUNTS, count_key, count.to_be_bytes());
+        }
         batch.put(&maps::TRANSACTIONS, txn_key, Vec::new());
         self.db.write(batch)?;
         position.publish(topics);
         Ok(())
+    }
+
+    fn inbox_count(&self, count_key: &[u8]) -> Result<u64> {
+        match self.db.get(&maps::TO_DEVICE_COUNTS, count_key)? {
+            Some(bytes) => Ok(decode_u64(&bytes)?),
+            None => Ok(0),
+        }
     }
 
     /// Up to `limit` messages for a device after position `after` and up to
@@ -107,18 +135,26 @@ impl Users {
     /// Deletes a device's messages up to `upto`: the device has them.
     pub fn acknowledge_to_device(&self, user: &UserId, device: &DeviceId, upto: u64) -> Result<()> {
         let p = prefix(&[user.as_bytes(), device.as_bytes()]);
+        // Serialised with sends: the inbox count stays exact.
+        let _guard = self.to_device_lock.lock().expect("to-device lock");
         loop {
             let chunk = self.db.scan_range(&maps::TO_DEVICE, &p, None, false, 1_000)?;
             let mut batch = Batch::new();
             let mut done = chunk.len() < 1_000;
+            let mut deleted = 0;
             for (k, _) in chunk {
                 if decode_u64(&k[p.len()..])? > upto {
                     done = true;
                     break;
                 }
                 batch.delete(&maps::TO_DEVICE, k);
+                deleted += 1;
             }
             let wrote = !batch.is_empty();
+            if wrote {
+                let left = self.inbox_count(&p)?.saturating_sub(deleted);
+                batch.put(&maps::TO_DEVICE_COUNTS, p.clone(), left.to_be_bytes());
+            }
             self.db.write(batch)?;
             if done || !wrote {
                 return Ok(());
