@@ -55,6 +55,11 @@ impl Error {
         Self::new(status, ErrorKind::Unrecognized, "Unrecognized request")
     }
 
+    /// A guest's token where guests may not go.
+    pub fn guest_forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, ErrorKind::GuestAccessForbidden, "Guest access not allowed")
+    }
+
     pub fn unknown_token() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

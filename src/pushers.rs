@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use tokio::task::JoinSet;
 
 use crate::{
-    Result, outbound::Failure, rooms::notifications::Notification, services::Services, stream::Topic,
+    Result, rooms::notifications::Notification, services::Services, stream::Topic,
     users::pushers::PusherRecord, util,
 };
 
@@ -206,7 +206,6 @@ async fn deliver(services: &Services, url: &url::Url, body: &Value, pusher: &Pus
                 answer["rejected"].as_array().is_some_and(|keys| keys.iter().any(|k| k == &pusher.pushkey));
             if rejected { Delivery::Rejected } else { Delivery::Done }
         }
-        Err(Failure::Status(404)) => Delivery::Failed("the gateway has no such endpoint (404)".into()),
         Err(e) => Delivery::Failed(e.to_string()),
     }
 }
@@ -270,21 +269,17 @@ fn notification_body(
     if pusher.data["format"] == "event_id_only" {
         return Ok(Some(json!({ "notification": body })));
     }
-    let state = |kind: &str, key: &str| -> Result<Option<Value>> {
-        Ok(rooms.current_state_event(room_short, kind, key)?.map(|event| event.content_value()))
-    };
     let content = pdu.content_value();
     body["type"] = json!(pdu.kind);
     body["sender"] = json!(pdu.sender);
     body["content"] = content.clone();
-    if let Some(name) = state("m.room.member", pdu.sender.as_str())?
-        .and_then(|m| m["displayname"].as_str().map(str::to_owned))
+    if let Some(name) =
+        rooms.current_state_field(room_short, "m.room.member", pdu.sender.as_str(), "displayname")?
     {
         body["sender_display_name"] = json!(name);
     }
-    let alias = state("m.room.canonical_alias", "")?.and_then(|c| c["alias"].as_str().map(str::to_owned));
-    let name = state("m.room.name", "")?
-        .and_then(|n| n["name"].as_str().filter(|n| !n.is_empty()).map(str::to_owned));
+    let alias = rooms.current_state_field(room_short, "m.room.canonical_alias", "", "alias")?;
+    let name = rooms.current_state_field(room_short, "m.room.name", "", "name")?.filter(|n| !n.is_empty());
     if let Some(name) = name.or_else(|| alias.clone()) {
         body["room_name"] = json!(name);
     }

@@ -118,7 +118,7 @@ impl<T: Endpoint> FromRequest<Arc<Services>> for Ruma<T> {
         if sender_is_guest && requirement == TokenRequirement::Required {
             let policy = parts.extensions.get::<GuestPolicy>();
             if !policy.is_some_and(|policy| (policy.0)(std::any::TypeId::of::<T>())) {
-                return Err(guest_forbidden());
+                return Err(Error::guest_forbidden());
             }
         }
 
@@ -188,10 +188,6 @@ impl<T: Endpoint> FromRequest<Arc<Services>> for Ruma<T> {
 #[derive(Clone, Copy)]
 pub struct GuestPolicy(pub fn(std::any::TypeId) -> bool);
 
-pub fn guest_forbidden() -> Error {
-    Error::new(StatusCode::FORBIDDEN, ErrorKind::GuestAccessForbidden, "Guest access not allowed")
-}
-
 /// Who an access token belongs to.
 struct Authenticated {
     user: OwnedUserId,
@@ -256,7 +252,7 @@ impl axum::extract::FromRequestParts<Arc<Services>> for Authed {
             authenticate(parts, services, TokenRequirement::Required, client_ip)?
                 .expect("a required token is there or refused");
         if guest {
-            return Err(guest_forbidden());
+            return Err(Error::guest_forbidden());
         }
         Ok(Self { user, device })
     }

@@ -95,11 +95,7 @@ impl Rooms {
     pub fn summary_entry(&self, room_id: OwnedRoomId, room_short: u64) -> Result<DirectoryEntry> {
         let joined_members =
             self.members(room_short)?.iter().filter(|(_, membership)| membership == "join").count() as u64;
-        let field = |kind: &str, name: &str| -> Result<Option<String>> {
-            Ok(self
-                .current_state_event(room_short, kind, "")?
-                .and_then(|pdu| pdu.content_value()[name].as_str().map(str::to_owned)))
-        };
+        let field = |kind: &str, name: &str| self.current_state_field(room_short, kind, "", name);
         Ok(DirectoryEntry {
             joined_members,
             name: field("m.room.name", "name")?,
@@ -110,7 +106,7 @@ impl Rooms {
             room_type: field("m.room.create", "type")?,
             world_readable: field("m.room.history_visibility", "history_visibility")?.as_deref()
                 == Some("world_readable"),
-            guest_can_join: field("m.room.guest_access", "guest_access")?.as_deref() == Some("can_join"),
+            guest_can_join: self.admits_guests(room_short)?,
             room_id,
         })
     }

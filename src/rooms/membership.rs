@@ -84,16 +84,9 @@ impl Rooms {
         membership: &str,
     ) -> Result<()> {
         if sender != target || !matches!(membership, "join" | "leave") {
-            return Err(Error::new(
-                http::StatusCode::FORBIDDEN,
-                ruma::api::error::ErrorKind::GuestAccessForbidden,
-                "Guest access not allowed",
-            ));
+            return Err(Error::guest_forbidden());
         }
-        let admits = self
-            .current_state_event(room_short, "m.room.guest_access", "")?
-            .is_some_and(|event| event.content_value()["guest_access"] == "can_join");
-        if membership == "join" && !admits {
+        if membership == "join" && !self.admits_guests(room_short)? {
             return Err(Error::forbidden("Guest access not allowed"));
         }
         Ok(())

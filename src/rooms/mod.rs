@@ -253,6 +253,26 @@ impl Rooms {
         }
     }
 
+    /// A string field of the content of the current state at
+    /// `(type, state_key)`: a room's name, a member's display name.
+    pub fn current_state_field(
+        &self,
+        room_short: u64,
+        event_type: &str,
+        state_key: &str,
+        field: &str,
+    ) -> Result<Option<String>> {
+        Ok(self
+            .current_state_event(room_short, event_type, state_key)?
+            .and_then(|event| event.content_value()[field].as_str().map(str::to_owned)))
+    }
+
+    /// Whether the room lets guests join (`m.room.guest_access` is `can_join`).
+    pub fn admits_guests(&self, room_short: u64) -> Result<bool> {
+        Ok(self.current_state_field(room_short, "m.room.guest_access", "", "guest_access")?.as_deref()
+            == Some("can_join"))
+    }
+
     /// The event of the current state at `(type, state_key)`, by keyed read.
     pub fn current_state_event(
         &self,

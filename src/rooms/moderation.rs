@@ -28,10 +28,7 @@ impl Rooms {
     /// levels do not matter).
     pub async fn remove_guests(&self, room_id: &RoomId) -> Result<()> {
         let Some(short) = self.room_short(room_id)? else { return Ok(()) };
-        let admits = self
-            .current_state_event(short, "m.room.guest_access", "")?
-            .is_some_and(|event| event.content_value()["guest_access"] == "can_join");
-        if admits {
+        if self.admits_guests(short)? {
             return Ok(());
         }
         for (user, membership) in self.members(short)? {

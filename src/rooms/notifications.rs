@@ -161,7 +161,14 @@ impl Rooms {
             }
             let named = pdu.state_key.as_deref() == Some(user.as_str())
                 || mentioned.contains(&user.as_str())
-                || legacy_body.as_deref().is_some_and(|body| body.contains(&user.localpart().to_lowercase()));
+                || legacy_body.as_deref().is_some_and(|body| {
+                    // Localparts are lowercase already (the grammar); no copy per member.
+                    let localpart = user.localpart();
+                    match localpart.bytes().any(|b| b.is_ascii_uppercase()) {
+                        true => body.contains(&localpart.to_lowercase()),
+                        false => body.contains(localpart),
+                    }
+                });
             // A membership event notifies only its target, by default.
             if user_rules.is_default && is_member_event && !named {
                 continue;

@@ -157,11 +157,21 @@ fn presence(
         {
             continue;
         }
-        let Some(record) = services.presence.record(&user)? else { continue };
-        let profile = services.users.profile(&user)?.map(serde_json::Value::Object);
-        events.push(raw(services.presence.event(&user, &record, profile.as_ref()))?);
+        events.push(raw(presence_event(services, &user)?)?);
     }
     Ok(events)
+}
+
+/// A user's presence event, with their profile; offline for a user whose
+/// presence was never recorded (as Synapse answers for them).
+pub fn presence_event(services: &Services, user: &ruma::UserId) -> Result<serde_json::Value> {
+    Ok(match services.presence.record(user)? {
+        Some(record) => {
+            let profile = services.users.profile(user)?.map(serde_json::Value::Object);
+            services.presence.event(user, &record, profile.as_ref())
+        }
+        None => serde_json::json!({"type": "m.presence", "sender": user, "content": {"presence": "offline"}}),
+    })
 }
 
 /// Whether a change may concern the syncing user.
@@ -291,16 +301,7 @@ fn add_presence_of(
         if user == params.user || already.contains(user.as_str()) || !presence_wanted(params, &user) {
             continue;
         }
-        let event = match services.presence.record(&user)? {
-            Some(record) => {
-                let profile = services.users.profile(&user)?.map(serde_json::Value::Object);
-                services.presence.event(&user, &record, profile.as_ref())
-            }
-            None => {
-                serde_json::json!({"type": "m.presence", "sender": user, "content": {"presence": "offline"}})
-            }
-        };
-        response.presence.events.push(raw(event)?);
+        response.presence.events.push(raw(presence_event(services, &user)?)?);
     }
     Ok(())
 }

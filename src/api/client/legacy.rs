@@ -406,13 +406,7 @@ fn members_presence(services: &Services, room_id: &RoomId) -> Result<Vec<Value>>
         if membership != "join" {
             continue;
         }
-        let mut event = match services.presence.record(&user)? {
-            Some(record) => {
-                let profile = services.users.profile(&user)?.map(Value::Object);
-                services.presence.event(&user, &record, profile.as_ref())
-            }
-            None => json!({"type": "m.presence", "sender": user, "content": {"presence": "offline"}}),
-        };
+        let mut event = sync::presence_event(services, &user)?;
         event["content"]["user_id"] = json!(user);
         events.push(event);
     }

@@ -133,7 +133,7 @@ async fn invite(req: Ruma<invite_user::v3::Request>) -> Result<invite_user::v3::
         invite_user::v3::InvitationRecipient::UserId(recipient) => recipient,
         invite_user::v3::InvitationRecipient::ThirdPartyId(invite) => {
             if req.sender_is_guest {
-                return Err(crate::api::ruma::guest_forbidden());
+                return Err(Error::guest_forbidden());
             }
             super::third_party::invite(&req.services, &req.body.room_id, req.user(), invite).await?;
             return Ok(invite_user::v3::Response::new());

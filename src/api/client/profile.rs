@@ -57,7 +57,7 @@ async fn get_field(req: Ruma<get_profile_field::v3::Request>) -> Result<Response
 /// One changes one's own profile; a guest, only its display name.
 fn check_own<T>(req: &Ruma<T>, user_id: &UserId, field: &str) -> Result<()> {
     if req.sender_is_guest && field != "displayname" {
-        return Err(crate::api::ruma::guest_forbidden());
+        return Err(Error::guest_forbidden());
     }
     if req.user() != user_id {
         return Err(Error::forbidden("Cannot change another user's profile"));

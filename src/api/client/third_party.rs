@@ -38,8 +38,7 @@ pub async fn invite(
         return Ok(());
     }
     let field = |kind: &str, key: &str, name: &str| -> Result<String> {
-        let event = rooms.current_state_event(room_short, kind, key)?;
-        Ok(event.and_then(|e| e.content_value()[name].as_str().map(str::to_owned)).unwrap_or_default())
+        Ok(rooms.current_state_field(room_short, kind, key, name)?.unwrap_or_default())
     };
     let display_name = Some(field("m.room.member", inviter.as_str(), "displayname")?)
         .filter(|name| !name.is_empty())

@@ -15,7 +15,7 @@ use sha1::Sha1;
 
 use crate::{
     Result,
-    api::ruma::{Ruma, RumaResponse, RumaRouter, guest_forbidden},
+    api::ruma::{Ruma, RumaResponse, RumaRouter},
     services::Services,
     util,
 };
@@ -34,7 +34,7 @@ async fn turn_server(req: Ruma<get_turn_server_info::v3::Request>) -> Result<Res
         return Ok(Json(serde_json::json!({})).into_response());
     };
     if req.sender_is_guest && !turn.allow_guests {
-        return Err(guest_forbidden());
+        return Err(crate::Error::guest_forbidden());
     }
     let expiry = util::now_ms() / 1000 + turn.user_lifetime_secs;
     let username = format!("{expiry}:{}", req.user());
