@@ -1,13 +1,17 @@
 """What the client tests share: a real `hearth` started on an ephemeral port
 with a temporary configuration and database, stopping processes, and the
-summary line.
+summary line, polling with a deadline and one JSON request.
 """
 
+import json
 import os
 import re
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 
 BASE_CONFIG = (
     "[[listeners]]\naddress = \"127.0.0.1\"\nport = 0\n"
@@ -66,3 +70,31 @@ def finish(label, checks):
     failed = len(checks) - passed
     print(f"{label}: {passed} passed, {failed} failed")
     sys.exit(1 if failed or not checks else 0)
+
+
+def wait_until(predicate, timeout, interval=0.05):
+    """Polls `predicate` until it returns something truthy or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def http(method, url, body=None, token=None):
+    """One JSON request: (status, parsed body, or text)."""
+    request = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode())
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=30) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")

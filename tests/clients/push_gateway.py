@@ -23,8 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import http_ece
@@ -35,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from py_vapid import Vapid
 
-from harness import finish, print_log_tails, start_hearth, stop
+from harness import finish, http, print_log_tails, start_hearth, stop, wait_until
 
 APP_ID = "org.hearth.test.web"
 CONTACT = "push-test@hearth.invalid"
@@ -57,33 +55,6 @@ def unb64u(text):
 
 def point(public_key):
     return public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-
-
-def wait_until(predicate, timeout, interval=0.05):
-    """Polls `predicate` until it returns something truthy or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
-def http(method, url, body=None, token=None):
-    """One JSON request: (status, parsed body, or text)."""
-    request = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode())
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as e:
-        status, raw = e.code, e.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -24,11 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import zlib
 
-from harness import finish, print_log_tails, start_hearth, stop
+from harness import finish, http, print_log_tails, start_hearth, stop, wait_until
 
 REALM, SECRET, LIFETIME = "hearth.test", "turn-shared-secret-for-tests", 3600
 COOKIE = 0x2112A442
@@ -41,16 +39,6 @@ CHECKS = []
 def check(name, condition, detail=""):
     CHECKS.append((name, bool(condition)))
     print(("ok   " if condition else "FAIL ") + name + (f": {detail}" if detail and not condition else ""))
-
-
-def wait_until(predicate, timeout, interval=0.05):
-    """Polls `predicate` until it returns something truthy or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def rest_credentials(user_id, expiry):
@@ -214,24 +202,6 @@ def start_turn_hearth(binary, workdir, name, extra):
     return start_hearth(binary, workdir, "guest_access = true\n" + extra, name)
 
 
-def http(method, url, body=None, token=None):
-    """One JSON request: (status, parsed body, or text)."""
-    request = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode())
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=30) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as e:
-        status, raw = e.code, e.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
-
-
 def hearth_scenario(with_turn, without_turn, port, uris):
     def api(name, base, method, path, body=None, token=None, expect=200):
         status, answer = http(method, base + "/_matrix/client/v3" + path, body, token)
@@ -268,7 +238,9 @@ def hearth_scenario(with_turn, without_turn, port, uris):
 
 
 def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else None
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: turn.py PATH/TO/hearth")
+    binary = sys.argv[1]
     command = os.environ.get("TURNSERVER") or shutil.which("turnserver")
     if not command:
         raise SystemExit("no turnserver command (apt-get install coturn, or set $TURNSERVER)")
@@ -280,17 +252,14 @@ def main():
             print(f"turnserver answered STUN on 127.0.0.1:{port} after {took:.2f}s")
             username, password = rest_credentials("@test:localhost", int(time.time()) + LIFETIME)
             check_allocations(port, username, password, "computed credentials")
-            if binary:
-                uris = [f"turn:127.0.0.1:{port}?transport=udp", f"turn:127.0.0.1:{port}?transport=tcp"]
-                section = (f"[turn]\nuris = {json.dumps(uris)}\nshared_secret = {json.dumps(SECRET)}\n"
-                           f"user_lifetime_secs = {LIFETIME}\nallow_guests = true\n")
-                proc, with_turn, logs["hearth"] = start_turn_hearth(binary, workdir, "hearth", section)
-                procs.append(proc)
-                proc, without_turn, logs["hearth-without-turn"] = start_turn_hearth(binary, workdir, "plain", "")
-                procs.append(proc)
-                hearth_scenario(with_turn, without_turn, port, uris)
-            else:
-                print("no hearth binary given: the coturn half only")
+            uris = [f"turn:127.0.0.1:{port}?transport=udp", f"turn:127.0.0.1:{port}?transport=tcp"]
+            section = (f"[turn]\nuris = {json.dumps(uris)}\nshared_secret = {json.dumps(SECRET)}\n"
+                       f"user_lifetime_secs = {LIFETIME}\nallow_guests = true\n")
+            proc, with_turn, logs["hearth"] = start_turn_hearth(binary, workdir, "hearth", section)
+            procs.append(proc)
+            proc, without_turn, logs["hearth-without-turn"] = start_turn_hearth(binary, workdir, "plain", "")
+            procs.append(proc)
+            hearth_scenario(with_turn, without_turn, port, uris)
         finally:
             stop(procs)
             if not all(ok for _, ok in CHECKS) or sys.exc_info()[0]:
