@@ -7,7 +7,7 @@
 //! twice across restarts beyond the one request in flight.
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -34,13 +34,24 @@ const IDLE: Duration = Duration::from_secs(60);
 /// A pusher: its user, app ID and pushkey.
 type PusherKey = (OwnedUserId, String, String);
 
+/// How a pusher's turn ended.
+#[derive(Default)]
+struct Turn {
+    /// A full batch went out: there may be more at once.
+    more: bool,
+    /// Delivery is failing: when to try again (ms since the epoch).
+    retry_at: Option<u64>,
+}
+
 /// Runs until the server stops. Each pusher is served by a task of its own,
 /// one at a time, so a slow gateway holds up no one else's notifications.
 pub async fn run(services: Arc<Services>) {
     let Some(mut badge_requests) = services.users.take_badge_requests() else { return };
     // Dropped (so aborted) with this future when the server stops.
-    let mut tasks: JoinSet<(PusherKey, bool, u64)> = JoinSet::new();
+    let mut tasks: JoinSet<(PusherKey, Turn, u64)> = JoinSet::new();
     let mut in_flight: HashSet<PusherKey> = HashSet::new();
+    // Pushers in backoff, and when they may try again.
+    let mut retries: HashMap<PusherKey, u64> = HashMap::new();
     let mut badges: BTreeSet<OwnedUserId> = BTreeSet::new();
     let mut checked = 0;
     let mut pass = true;
@@ -53,6 +64,9 @@ pub async fn run(services: Arc<Services>) {
                     let mut blocked = BTreeSet::new();
                     for (user, pusher) in all {
                         let key = (user.clone(), pusher.app_id.clone(), pusher.pushkey.clone());
+                        if pusher.failing_since.is_some() {
+                            retries.insert(key.clone(), pusher.retry_at);
+                        }
                         if !in_flight.insert(key.clone()) {
                             blocked.insert(user);
                             continue;
@@ -60,12 +74,12 @@ pub async fn run(services: Arc<Services>) {
                         let badge = badges.contains(&user);
                         let services = services.clone();
                         tasks.spawn(async move {
-                            let more =
+                            let turn =
                                 serve(&services, &user, pusher, upto, badge).await.unwrap_or_else(|e| {
                                     tracing::warn!("push delivery for {user}: {e}");
-                                    false
+                                    Turn::default()
                                 });
-                            (key, more, upto)
+                            (key, turn, upto)
                         });
                     }
                     // A user whose pusher was busy gets the badge on the next pass.
@@ -74,7 +88,12 @@ pub async fn run(services: Arc<Services>) {
                 Err(e) => tracing::warn!("push delivery: {e}"),
             }
         }
-        let sleep = next_retry(&services).unwrap_or(IDLE).min(IDLE);
+        let now = util::now_ms();
+        let sleep = retries
+            .values()
+            .min()
+            .map_or(IDLE, |at| Duration::from_millis(at.saturating_sub(now).max(10)))
+            .min(IDLE);
         tokio::select! {
             position = services.stream.wait(checked, sleep, |topic| matches!(topic, Topic::Room(_))) => {
                 // New events, or time for a retry.
@@ -88,36 +107,35 @@ pub async fn run(services: Arc<Services>) {
                 }
                 pass = true;
             }
-            Some(Ok((key, more, upto))) = tasks.join_next(), if !tasks.is_empty() => {
+            Some(Ok((key, turn, upto))) = tasks.join_next(), if !tasks.is_empty() => {
                 in_flight.remove(&key);
+                match turn.retry_at {
+                    Some(at) => retries.insert(key.clone(), at),
+                    None => retries.remove(&key),
+                };
                 // Its pass may have skipped it, busy as it was.
-                pass = more || services.stream.visible() > upto || badges.contains(&key.0);
+                pass = turn.more || services.stream.visible() > upto || badges.contains(&key.0);
             }
         }
     }
 }
 
-/// How long until the earliest pusher in backoff may be retried.
-fn next_retry(services: &Services) -> Option<Duration> {
-    let now = util::now_ms();
-    let pushers = services.users.all_pushers().ok()?;
-    let next = pushers.iter().filter(|(_, p)| p.failing_since.is_some()).map(|(_, p)| p.retry_at).min()?;
-    Some(Duration::from_millis(next.saturating_sub(now).max(10)))
-}
-
-/// One pusher's turn; whether it has more to send right away.
+/// One pusher's turn.
 async fn serve(
     services: &Services,
     user: &UserId,
     mut pusher: PusherRecord,
     upto: u64,
     badge: bool,
-) -> Result<bool> {
-    if pusher.kind != "http" || pusher.failing_since.is_some() && util::now_ms() < pusher.retry_at {
-        return Ok(false);
+) -> Result<Turn> {
+    if pusher.kind != "http" {
+        return Ok(Turn::default());
+    }
+    if pusher.failing_since.is_some() && util::now_ms() < pusher.retry_at {
+        return Ok(Turn { more: false, retry_at: Some(pusher.retry_at) });
     }
     let Some(url) = pusher.data["url"].as_str().and_then(|u| url::Url::parse(u).ok()) else {
-        return Ok(false);
+        return Ok(Turn::default());
     };
     let pending = services.rooms.notifications_after(user, pusher.pushed_upto, upto, BATCH)?;
     let mut sent_any = false;
@@ -150,7 +168,7 @@ async fn serve(
                     pusher.app_id
                 );
                 services.users.remove_pushers_everywhere(&pusher.app_id, &pusher.pushkey)?;
-                return Ok(false);
+                return Ok(Turn::default());
             }
             Delivery::Failed(why) => {
                 let now = util::now_ms();
@@ -172,7 +190,8 @@ async fn serve(
                     );
                 }
                 services.users.update_pusher(user, &pusher)?;
-                return Ok(false);
+                let retry_at = pusher.failing_since.map(|_| pusher.retry_at);
+                return Ok(Turn { more: false, retry_at });
             }
         }
     }
@@ -189,7 +208,7 @@ async fn serve(
     if sent_any {
         services.users.update_pusher(user, &pusher)?;
     }
-    Ok(pending.len() == BATCH)
+    Ok(Turn { more: pending.len() == BATCH, retry_at: None })
 }
 
 enum Delivery {
