@@ -200,3 +200,10 @@ pub async fn sync(s: &TestServer, who: &Session, query: &str) -> Value {
     assert!(body["next_batch"].is_string(), "{body}");
     body
 }
+
+/// Sets a room state event (empty state key); it must succeed.
+pub async fn put_state(s: &TestServer, who: &Session, room: &str, kind: &str, content: Value) {
+    let (status, body) =
+        s.put(&format!("/_matrix/client/v3/rooms/{room}/state/{kind}/"), Some(&who.token), content).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

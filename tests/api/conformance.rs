@@ -619,14 +619,7 @@ async fn sync_timelines_show_the_current_state_whatever_the_history_visibility()
     let bob = s.register("bob").await;
     let carol = s.register("carol").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
-    let (status, _) = s
-        .put(
-            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.history_visibility/"),
-            Some(&alice.token),
-            json!({"history_visibility": "joined"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    put_state(&s, &alice, &room, "m.room.history_visibility", json!({"history_visibility": "joined"})).await;
     join(&s, &bob, &room).await;
     let (status, _) =
         s.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), Some(&bob.token), json!({})).await;

@@ -16,12 +16,6 @@ async fn register_guest(s: &TestServer) -> Session {
     session(&body)
 }
 
-async fn put_state(s: &TestServer, who: &Session, room: &str, kind: &str, content: Value) {
-    let (status, body) =
-        s.put(&format!("/_matrix/client/v3/rooms/{room}/state/{kind}/"), Some(&who.token), content).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-}
-
 async fn member_state(s: &TestServer, who: &Session, room: &str, user: &str) -> Value {
     let (status, body) =
         s.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{user}"), Some(&who.token)).await;

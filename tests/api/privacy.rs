@@ -53,14 +53,7 @@ async fn receipts_and_read_markers_only_on_events_one_may_see() {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
-    let (status, _) = s
-        .put(
-            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.history_visibility/"),
-            Some(&alice.token),
-            json!({"history_visibility": "joined"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    put_state(&s, &alice, &room, "m.room.history_visibility", json!({"history_visibility": "joined"})).await;
     let (_, before) = send(&s, &alice, &room, "m1", "before bob").await;
     let hidden = before["event_id"].as_str().unwrap().to_owned();
     join(&s, &bob, &room).await;
