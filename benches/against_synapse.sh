@@ -44,6 +44,21 @@ burst_count = 1000000
 [rate_limits.message]
 per_second = 1000000
 burst_count = 1000000
+[rate_limits.room_creation]
+per_second = 1000000
+burst_count = 1000000
+[rate_limits.membership]
+per_second = 1000000
+burst_count = 1000000
+[rate_limits.typing]
+per_second = 1000000
+burst_count = 1000000
+[rate_limits.to_device]
+per_second = 1000000
+burst_count = 1000000
+[rate_limits.receipts]
+per_second = 1000000
+burst_count = 1000000
 TOML
 "$CARGO_TARGET_DIR/release/hearth" --config "$work/hearth.toml" serve >"$work/hearth.log" 2>&1 &
 hearth_pid=$!

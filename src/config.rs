@@ -87,6 +87,11 @@ pub struct RateLimits {
     pub registration: Rate,
     pub registration_checks: Rate,
     pub message: Rate,
+    pub room_creation: Rate,
+    pub membership: Rate,
+    pub typing: Rate,
+    pub to_device: Rate,
+    pub receipts: Rate,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -130,24 +135,34 @@ pub struct Outbound {
 
 impl RateLimits {
     /// Every limit with its key name.
-    pub fn named(&self) -> [(&'static str, Rate); 5] {
+    pub fn named(&self) -> [(&'static str, Rate); 10] {
         [
             ("login", self.login),
             ("login_failures", self.login_failures),
             ("registration", self.registration),
             ("registration_checks", self.registration_checks),
             ("message", self.message),
+            ("room_creation", self.room_creation),
+            ("membership", self.membership),
+            ("typing", self.typing),
+            ("to_device", self.to_device),
+            ("receipts", self.receipts),
         ]
     }
 
     /// Every limit, to change them all (tests and benchmarks lift them).
-    pub fn each_mut(&mut self) -> [&mut Rate; 5] {
+    pub fn each_mut(&mut self) -> [&mut Rate; 10] {
         [
             &mut self.login,
             &mut self.login_failures,
             &mut self.registration,
             &mut self.registration_checks,
             &mut self.message,
+            &mut self.room_creation,
+            &mut self.membership,
+            &mut self.typing,
+            &mut self.to_device,
+            &mut self.receipts,
         ]
     }
 }

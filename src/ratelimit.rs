@@ -33,6 +33,11 @@ impl Limiter {
         self.take(key, false)
     }
 
+    /// [`Limiter::check`] for a user's action, as the API's 429.
+    pub fn check_user(&self, user: &ruma::UserId) -> crate::Result<()> {
+        self.check(user.as_str()).map_err(crate::Error::limit_exceeded)
+    }
+
     fn take(&self, key: &str, consume: bool) -> Result<(), Duration> {
         let burst = f64::from(self.rate.burst_count);
         let now = Instant::now();
@@ -62,6 +67,11 @@ pub struct Limiters {
     pub registration: Limiter,
     pub registration_checks: Limiter,
     pub message: Limiter,
+    pub room_creation: Limiter,
+    pub membership: Limiter,
+    pub typing: Limiter,
+    pub to_device: Limiter,
+    pub receipts: Limiter,
 }
 
 impl Limiters {
@@ -72,6 +82,11 @@ impl Limiters {
             registration: Limiter::new(config.registration),
             registration_checks: Limiter::new(config.registration_checks),
             message: Limiter::new(config.message),
+            room_creation: Limiter::new(config.room_creation),
+            membership: Limiter::new(config.membership),
+            typing: Limiter::new(config.typing),
+            to_device: Limiter::new(config.to_device),
+            receipts: Limiter::new(config.receipts),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The error contract every endpoint holds.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::*;
 
@@ -233,4 +233,98 @@ async fn a_body_that_trips_the_parser_is_bad_json_not_a_crash() {
     }
     // The server is still there.
     assert_eq!(s.get("/_matrix/client/versions", None).await.0, reqwest::StatusCode::OK);
+}
+
+/// Review §2.4: room creation, membership changes, typing, to-device and
+/// receipts each have their own per-user bucket, and going over one
+/// changes nothing.
+#[tokio::test]
+async fn room_actions_are_rate_limited_per_user() {
+    let s = TestServer::start_with(|c| {
+        for rate in [
+            &mut c.rate_limits.room_creation,
+            &mut c.rate_limits.membership,
+            &mut c.rate_limits.typing,
+            &mut c.rate_limits.to_device,
+            &mut c.rate_limits.receipts,
+        ] {
+            rate.per_second = 0.001;
+            rate.burst_count = 2;
+        }
+    })
+    .await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let limited =
+        |resp: (StatusCode, Value)| assert_error(&resp, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
+
+    // Two rooms, then no third; bob's bucket is his own.
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    create_room(&s, &alice, json!({})).await;
+    limited(s.post("/_matrix/client/v3/createRoom", Some(&alice.token), json!({})).await);
+    let (status, joined) = s.get("/_matrix/client/v3/joined_rooms", Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(joined["joined_rooms"].as_array().unwrap().len(), 2, "the refused room was not made");
+
+    // Membership: join, leave, then the second join is refused (and bob
+    // stays out).
+    let enc = urlencode(&room);
+    assert_eq!(
+        s.post(&format!("/_matrix/client/v3/rooms/{enc}/join"), Some(&bob.token), json!({})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.post(&format!("/_matrix/client/v3/rooms/{enc}/leave"), Some(&bob.token), json!({})).await.0,
+        StatusCode::OK
+    );
+    limited(s.post(&format!("/_matrix/client/v3/rooms/{enc}/join"), Some(&bob.token), json!({})).await);
+    let member = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{enc}/state/m.room.member/{}", bob.user_id),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(member.0, StatusCode::OK);
+    assert_eq!(member.1["membership"], "leave");
+    // The state endpoint for memberships shares the bucket.
+    limited(
+        s.put(
+            &format!("/_matrix/client/v3/rooms/{enc}/state/m.room.member/{}", bob.user_id),
+            Some(&bob.token),
+            json!({"membership": "join"}),
+        )
+        .await,
+    );
+
+    // Typing.
+    let typing = format!("/_matrix/client/v3/rooms/{enc}/typing/{}", alice.user_id);
+    for _ in 0..2 {
+        assert_eq!(s.put(&typing, Some(&alice.token), json!({"typing": false})).await.0, StatusCode::OK);
+    }
+    limited(s.put(&typing, Some(&alice.token), json!({"typing": true, "timeout": 1000})).await);
+
+    // To-device.
+    let message = json!({"messages": {bob.user_id.clone(): {"*": {"n": 1}}}});
+    for txn in ["a", "b"] {
+        let path = format!("/_matrix/client/v3/sendToDevice/m.test/{txn}");
+        assert_eq!(s.put(&path, Some(&alice.token), message.clone()).await.0, StatusCode::OK);
+    }
+    limited(s.put("/_matrix/client/v3/sendToDevice/m.test/c", Some(&alice.token), message).await);
+    let synced = sync(&s, &bob, "").await;
+    assert_eq!(
+        synced["to_device"]["events"].as_array().unwrap().len(),
+        2,
+        "the refused message was not queued"
+    );
+
+    // Receipts and read markers share one bucket.
+    let (status, sent) = send(&s, &alice, &room, "m1", "hello").await;
+    assert_eq!(status, StatusCode::OK);
+    let event = urlencode(sent["event_id"].as_str().unwrap());
+    let receipt = format!("/_matrix/client/v3/rooms/{enc}/receipt/m.read/{event}");
+    assert_eq!(s.post(&receipt, Some(&alice.token), json!({})).await.0, StatusCode::OK);
+    let markers = format!("/_matrix/client/v3/rooms/{enc}/read_markers");
+    let body = json!({"m.fully_read": sent["event_id"]});
+    assert_eq!(s.post(&markers, Some(&alice.token), body.clone()).await.0, StatusCode::OK);
+    limited(s.post(&markers, Some(&alice.token), body).await);
 }

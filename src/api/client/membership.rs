@@ -62,12 +62,14 @@ async fn set_membership(
     if let Some(reason) = reason {
         content.insert("reason".to_owned(), json!(reason));
     }
+    services.limiters.membership.check_user(sender)?;
     services.rooms.change_membership(room_id, sender, target, content).await?;
     Ok(())
 }
 
 async fn join_by_id(req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room_by_id::v3::Response> {
     let room_id = &req.body.room_id;
+    req.services.limiters.membership.check_user(req.user())?;
     accept_third_party_invite(&req, room_id, req.body.third_party_signed.as_ref()).await?;
     req.services.rooms.change_membership(room_id, req.user(), req.user(), join_content(&req)).await?;
     Ok(join_room_by_id::v3::Response::new(room_id.clone()))
@@ -110,6 +112,7 @@ async fn join_by_id_or_alias(
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
     let room_id = resolve_room(&req.services, &req.body.room_id_or_alias)?;
+    req.services.limiters.membership.check_user(req.user())?;
     accept_third_party_invite(&req, &room_id, req.body.third_party_signed.as_ref()).await?;
     req.services.rooms.change_membership(&room_id, req.user(), req.user(), join_content(&req)).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
@@ -135,6 +138,7 @@ async fn invite(req: Ruma<invite_user::v3::Request>) -> Result<invite_user::v3::
             if req.sender_is_guest {
                 return Err(Error::guest_forbidden());
             }
+            req.services.limiters.membership.check_user(req.user())?;
             super::third_party::invite(&req.services, &req.body.room_id, req.user(), invite).await?;
             return Ok(invite_user::v3::Response::new());
         }

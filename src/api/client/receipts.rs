@@ -79,6 +79,7 @@ fn set_read(
 
 async fn receipt(req: Ruma<create_receipt::v3::Request>) -> Result<create_receipt::v3::Response> {
     let body = &req.body;
+    req.services.limiters.receipts.check_user(req.user())?;
     let room_short = joined_room(&req, &body.room_id)?;
     let thread = match &body.thread {
         ReceiptThread::Unthreaded => String::new(),
@@ -104,6 +105,7 @@ async fn receipt(req: Ruma<create_receipt::v3::Request>) -> Result<create_receip
 
 async fn read_markers(req: Ruma<set_read_marker::v3::Request>) -> Result<set_read_marker::v3::Response> {
     let body = &req.body;
+    req.services.limiters.receipts.check_user(req.user())?;
     let room_short = joined_room(&req, &body.room_id)?;
     if let Some(event_id) = &body.fully_read {
         set_fully_read(&req, &body.room_id, room_short, event_id)?;

@@ -54,6 +54,7 @@ fn object(raw: Option<&serde_json::value::RawValue>, what: &str) -> Result<Map<S
 
 async fn create(req: Ruma<create_room::v3::Request>) -> Result<create_room::v3::Response> {
     let services = &req.services;
+    services.limiters.room_creation.check_user(req.user())?;
     let body = &req.body;
     let server = services.rooms.server_name();
     let alias = match &body.room_alias_name {
@@ -402,6 +403,7 @@ mod upgrade_request {
 
 async fn upgrade(req: Ruma<upgrade_request::Request>) -> Result<upgrade_room::v3::Response> {
     let body = &req.body;
+    req.services.limiters.room_creation.check_user(req.user())?;
     let version = ruma::RoomVersionId::try_from(body.new_version.as_str())
         .ok()
         .filter(|version| crate::rooms::SUPPORTED_ROOM_VERSIONS.contains(version))

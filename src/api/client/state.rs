@@ -43,7 +43,7 @@ pub async fn send_event(
     {
         return Ok(event_id);
     }
-    services.limiters.message.check(user.as_str()).map_err(Error::limit_exceeded)?;
+    services.limiters.message.check_user(user)?;
     services.rooms.send(room_id, user, builder, txn).await
 }
 
@@ -128,6 +128,7 @@ async fn put_state(req: Ruma<send_state_event::v3::Request>) -> Result<send_stat
         // client-named authoriser, never a remote invite around `/invite`.
         let target = UserId::parse(body.state_key.as_str())
             .map_err(|_| Error::bad_json("The state key of m.room.member must be a user ID"))?;
+        req.services.limiters.membership.check_user(req.user())?;
         let event_id =
             req.services.rooms.change_membership(&body.room_id, req.user(), &target, content).await?;
         return Ok(send_state_event::v3::Response::new(event_id));

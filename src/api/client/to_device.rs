@@ -19,6 +19,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 
 async fn send(req: Ruma<send_event_to_device::v3::Request>) -> Result<send_event_to_device::v3::Response> {
     let body = &req.body;
+    req.services.limiters.to_device.check_user(req.user())?;
     let limit = req.services.config.limits.max_to_device_message_size;
     let mut messages = BTreeMap::new();
     for (user, by_device) in &body.messages {

@@ -65,6 +65,7 @@ async fn typing(req: Ruma<endpoint::Request>) -> Result<endpoint::Response> {
             "Cannot set another user's typing state",
         ));
     }
+    req.services.limiters.typing.check_user(req.user())?;
     let rooms = &req.services.rooms;
     let not_in_room = || Error::forbidden("You are not in this room.");
     let room_short = rooms.room_short(&body.room_id)?.ok_or_else(not_in_room)?;

@@ -90,7 +90,18 @@ async fn spawn(dir: &std::path::Path, port: u16) -> Result<(Child, String, u16)>
          [database]\npath = \"{}\"\ncache_mb = 8\n[registration]\nenabled = true\n",
         dir.join("db").display()
     );
-    for limit in ["login", "login_failures", "registration", "registration_checks", "message"] {
+    for limit in [
+        "login",
+        "login_failures",
+        "registration",
+        "registration_checks",
+        "message",
+        "room_creation",
+        "membership",
+        "typing",
+        "to_device",
+        "receipts",
+    ] {
         text.push_str(&format!("[rate_limits.{limit}]\n{unlimited}"));
     }
     std::fs::write(&config, text)?;
