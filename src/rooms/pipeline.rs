@@ -228,6 +228,12 @@ impl Rooms {
             event_short.to_be_bytes(),
         );
         batch.put(
+            &maps::ROOM_TIMESTAMPS,
+            [room_short.to_be_bytes(), u64::from(pdu.origin_server_ts.0).to_be_bytes(), stream.to_be_bytes()]
+                .concat(),
+            event_short.to_be_bytes(),
+        );
+        batch.put(
             &maps::STREAM,
             stream.to_be_bytes(),
             [event_short.to_be_bytes(), room_short.to_be_bytes()].concat(),

@@ -15,6 +15,11 @@ use crate::{
     util,
 };
 
+/// The most timeline rows one read examines for visible events: a page
+/// of a room whose history the reader may not see stops here and hands
+/// back a token to go on from.
+pub const SCAN_BUDGET: usize = 500;
+
 /// Membership strength, for "the most joined of before and after".
 fn rank(membership: &str) -> u8 {
     match membership {
@@ -229,8 +234,11 @@ impl Rooms {
         let mut shorts = Vec::new();
         let mut cursor = from;
         let mut exhausted = false;
-        // Scan in slices: invisible events do not count towards `limit`.
-        while events.len() < limit && !exhausted {
+        let mut scanned = 0;
+        // Scan in slices: invisible events do not count towards `limit`, but
+        // no page reads more than [`SCAN_BUDGET`] rows; the caller's next
+        // token goes on from where the scan stopped (review §2.4).
+        while events.len() < limit && !exhausted && scanned < SCAN_BUDGET {
             let start = match (backwards, cursor) {
                 (true, 0) => break,
                 (true, c) => c - 1,
@@ -245,6 +253,10 @@ impl Rooms {
                     exhausted = true;
                     break;
                 }
+                if scanned == SCAN_BUDGET {
+                    break;
+                }
+                scanned += 1;
                 cursor = if backwards { position } else { position + 1 };
                 let short = decode_u64(&v)?;
                 let (Some(pdu), Some(meta)) = (self.pdu_by_short(short)?, self.event_meta(short)?) else {
@@ -275,7 +287,7 @@ impl Rooms {
                 exhausted = true;
             }
         }
-        let next = (!exhausted || events.len() >= limit).then_some(cursor);
+        let next = (!exhausted || events.len() >= limit || scanned == SCAN_BUDGET).then_some(cursor);
         Ok(Page { events, positions, shorts, next, cursor })
     }
 }
@@ -291,28 +303,21 @@ impl Rooms {
         forwards: bool,
     ) -> Result<Option<(OwnedEventId, u64)>> {
         let prefix = room_short.to_be_bytes();
-        let mut cursor = if forwards { 0 } else { u64::MAX };
-        loop {
-            let start = [prefix, cursor.to_be_bytes()].concat();
-            let slice = self.db.scan_range(&maps::TIMELINE, &prefix, Some(&start), !forwards, 200)?;
-            let done = slice.len() < 200;
-            for (k, v) in slice {
-                let position = decode_u64(&k[8..])?;
-                cursor = if forwards { position + 1 } else { position.saturating_sub(1) };
-                let short = decode_u64(&v)?;
-                let (Some(pdu), Some(meta)) = (self.pdu_by_short(short)?, self.event_meta(short)?) else {
-                    continue;
-                };
-                let event_ts: u64 = pdu.origin_server_ts.0.into();
-                let hit = if forwards { event_ts >= ts } else { event_ts <= ts };
-                if hit && self.can_see(viewer, &pdu, &meta)? {
-                    return Ok(Some((pdu.event_id, event_ts)));
-                }
-            }
-            if done || (!forwards && cursor == 0) {
-                return Ok(None);
+        let start = [prefix, ts.to_be_bytes(), if forwards { 0 } else { u64::MAX }.to_be_bytes()].concat();
+        // By the sending-time index, at most [`SCAN_BUDGET`] rows: the
+        // nearest visible event, not a walk through the room's history.
+        let rows =
+            self.db.scan_range(&maps::ROOM_TIMESTAMPS, &prefix, Some(&start), !forwards, SCAN_BUDGET)?;
+        for (k, v) in rows {
+            let short = decode_u64(&v)?;
+            let (Some(pdu), Some(meta)) = (self.pdu_by_short(short)?, self.event_meta(short)?) else {
+                continue;
+            };
+            if self.can_see(viewer, &pdu, &meta)? {
+                return Ok(Some((pdu.event_id, decode_u64(&k[8..16])?)));
             }
         }
+        Ok(None)
     }
 }
 

@@ -103,6 +103,11 @@ maps! {
         key: "room short ID ‖ stream position (u64 big-endian)",
         value: "event short ID"
     }
+    /// The timeline by sending time, for `timestamp_to_event`.
+    ROOM_TIMESTAMPS = "room_timestamps" {
+        key: "room short ID ‖ origin_server_ts ‖ stream position (each u64 big-endian)",
+        value: "event short ID"
+    }
     /// State snapshots, stored as deltas against a parent.
     STATE_SNAPSHOTS = "state_snapshots" {
         key: "snapshot ID (u64 big-endian)",

@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod maps;
+mod migrations;
 pub mod rocks;
 
 use std::{path::Path, sync::Arc};
@@ -17,7 +18,7 @@ use maps::MapDef;
 
 /// The schema this build reads and writes. Bump it with a migration when a
 /// map's key or value layout changes.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Separates the parts of a composite key. 0xFF never occurs in UTF-8.
 pub const SEP: u8 = 0xFF;
@@ -110,7 +111,12 @@ impl Db {
                         Err(Error::Schema { found, hint: "it was written by a newer Hearth" })
                     }
                     std::cmp::Ordering::Less => {
-                        Err(Error::Schema { found, hint: "no migration from it exists" })
+                        if !migrations::run(self, found)? {
+                            return Err(Error::Schema { found, hint: "no migration from it exists" });
+                        }
+                        let mut batch = Batch::new();
+                        batch.put(&maps::GLOBAL, KEY, SCHEMA_VERSION.to_be_bytes());
+                        self.write(batch)
                     }
                 }
             }
@@ -226,5 +232,34 @@ mod tests {
         }
         let err = Db::open(dir.path(), 8, false).err().expect("newer schema must be refused");
         assert!(matches!(err, Error::Schema { .. }), "{err}");
+    }
+
+    #[test]
+    fn schema_1_gains_the_timestamp_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = |room: u64, position: u64| [room.to_be_bytes(), position.to_be_bytes()].concat();
+        {
+            let db = Db::open(dir.path(), 8, false).unwrap();
+            let mut batch = Batch::new();
+            batch.put(&maps::GLOBAL, b"schema_version".to_vec(), 1u64.to_be_bytes());
+            for (room, position, event, ts) in [(1u64, 5u64, 10u64, 900u64), (1, 6, 11, 800), (2, 7, 12, 700)]
+            {
+                batch.put(&maps::TIMELINE, row(room, position), event.to_be_bytes());
+                batch.put_json(
+                    &maps::PDUS,
+                    event.to_be_bytes(),
+                    &serde_json::json!({"origin_server_ts": ts}),
+                );
+            }
+            db.write(batch).unwrap();
+        }
+        let db = Db::open(dir.path(), 8, false).unwrap();
+        let index = db.scan_prefix(&maps::ROOM_TIMESTAMPS, &1u64.to_be_bytes()).unwrap();
+        let expected = [([1u64, 800, 6], 11u64), ([1, 900, 5], 10)].map(|(k, v)| {
+            (k.iter().flat_map(|p| p.to_be_bytes()).collect::<Vec<u8>>(), v.to_be_bytes().to_vec())
+        });
+        assert_eq!(index, expected);
+        let version = db.get(&maps::GLOBAL, b"schema_version").unwrap().unwrap();
+        assert_eq!(decode_u64(&version).unwrap(), SCHEMA_VERSION);
     }
 }

@@ -4,6 +4,7 @@ mod common;
 
 mod account;
 mod admin_register;
+mod bounds;
 mod conformance;
 mod devices;
 mod directory;
