@@ -101,8 +101,9 @@ impl Rooms {
         batch.put_json(&maps::PDUS, target_short.to_be_bytes(), &redacted);
         meta.redacted_by = Some(redaction_short);
         batch.put_json(&maps::EVENT_META, target_short.to_be_bytes(), &meta);
-        // A redacted event no longer counts as unread for anyone.
+        // A redacted event no longer counts as unread for anyone, nor relates.
         self.forget_notifications(batch, room_short, meta.stream)?;
+        self.unindex_relation(batch, &target, target_short, meta.stream, room_short)?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use ruma::{OwnedEventId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::Rooms;
+use super::{Rooms, pdu::Pdu, read::SCAN_BUDGET};
 use crate::{
     Error, Result,
     storage::{Batch, SEP, decode_u64, maps},
@@ -16,6 +16,12 @@ use crate::{
 pub const RECURSION_DEPTH: u64 = 3;
 /// The longest annotation key accepted from a local client (as Synapse).
 const MAX_ANNOTATION_KEY: usize = 500;
+/// The newest edits of an event examined for its latest valid one.
+const EDIT_WINDOW: usize = 50;
+/// The most references bundled into an event (the newest).
+const REFERENCE_LIMIT: usize = 100;
+/// The newest replies examined for a thread's latest one the viewer may see.
+const LATEST_WINDOW: usize = 50;
 
 /// (stream position, event short ID).
 pub type Positioned = (u64, u64);
@@ -27,6 +33,19 @@ pub struct Relation {
     pub rel_type: String,
     pub event_type: String,
     pub sender: OwnedUserId,
+}
+
+/// What a `/relations` page asks for.
+pub struct RelationsQuery<'a> {
+    pub rel_type: Option<&'a str>,
+    pub event_type: Option<&'a str>,
+    /// Children's children too, to [`RECURSION_DEPTH`] levels.
+    pub recurse: bool,
+    /// Gap tokens: `p` stands just before position `p`.
+    pub from: Option<u64>,
+    pub to: Option<u64>,
+    pub backwards: bool,
+    pub limit: usize,
 }
 
 /// The relation an event's content declares: (rel_type, parent, key).
@@ -49,6 +68,20 @@ fn annotation_key(parent: u64, sender: &UserId, event_type: &str, key: &str) -> 
 
 fn thread_key(room_short: u64, root: u64) -> Vec<u8> {
     [room_short.to_be_bytes(), root.to_be_bytes()].concat()
+}
+
+/// The `relation_types` prefix of a parent's children of one type.
+fn typed_prefix(parent: u64, rel_type: &str) -> Vec<u8> {
+    let mut prefix = parent.to_be_bytes().to_vec();
+    prefix.extend_from_slice(rel_type.as_bytes());
+    prefix.push(SEP);
+    prefix
+}
+
+/// What `threads` stores per root: the latest reply's position and the
+/// number of replies.
+fn thread_value(latest: u64, count: u64) -> Vec<u8> {
+    [latest.to_be_bytes(), count.to_be_bytes()].concat()
 }
 
 impl Rooms {
@@ -80,6 +113,11 @@ impl Rooms {
             [parent_short.to_be_bytes(), position.to_be_bytes()].concat(),
             &relation,
         );
+        batch.put(
+            &maps::RELATION_TYPES,
+            [typed_prefix(parent_short, &rel_type), position.to_be_bytes().to_vec()].concat(),
+            event_short.to_be_bytes(),
+        );
         if rel_type == "m.annotation"
             && let Some(key) = key
         {
@@ -90,21 +128,97 @@ impl Rooms {
             );
         }
         if rel_type == "m.thread" {
-            let row = thread_key(room_short, parent_short);
-            if let Some(old) = self.db.get(&maps::THREADS, &row)? {
-                batch.delete(
-                    &maps::THREAD_ACTIVITY,
-                    [room_short.to_be_bytes(), decode_u64(&old)?.to_be_bytes()].concat(),
-                );
-            }
-            batch.put(&maps::THREADS, row, position.to_be_bytes());
+            let count = match self.thread_summary(room_short, parent_short)? {
+                Some((latest, count)) => {
+                    batch.delete(
+                        &maps::THREAD_ACTIVITY,
+                        [room_short.to_be_bytes(), latest.to_be_bytes()].concat(),
+                    );
+                    count
+                }
+                None => 0,
+            };
+            batch.put(
+                &maps::THREADS,
+                thread_key(room_short, parent_short),
+                thread_value(position, count + 1),
+            );
             batch.put(
                 &maps::THREAD_ACTIVITY,
                 [room_short.to_be_bytes(), position.to_be_bytes()].concat(),
                 parent_short.to_be_bytes(),
             );
+            batch.put(
+                &maps::THREAD_PARTICIPANTS,
+                [&parent_short.to_be_bytes()[..], sender.as_bytes()].concat(),
+                Vec::new(),
+            );
         }
         Ok(())
+    }
+
+    /// Removes a redacted event's relation (in the redaction's batch): a
+    /// redacted event no longer relates to anything.
+    pub(super) fn unindex_relation(
+        &self,
+        batch: &mut Batch,
+        target: &Pdu,
+        target_short: u64,
+        position: u64,
+        room_short: u64,
+    ) -> Result<()> {
+        let Some((rel_type, parent, key)) = relation_of(&target.content_value()) else { return Ok(()) };
+        let Some(parent_short) = self.event_short(&parent)? else { return Ok(()) };
+        let row = [parent_short.to_be_bytes(), position.to_be_bytes()].concat();
+        if !self.db.contains(&maps::RELATIONS, &row)? {
+            return Ok(());
+        }
+        batch.delete(&maps::RELATIONS, row);
+        let typed = typed_prefix(parent_short, &rel_type);
+        batch.delete(&maps::RELATION_TYPES, [typed.clone(), position.to_be_bytes().to_vec()].concat());
+        if let Some(key) = key {
+            let annotation = annotation_key(parent_short, &target.sender, &target.kind.to_string(), &key);
+            if self.db.get(&maps::ANNOTATIONS, &annotation)?.is_some_and(|a| a == target_short.to_be_bytes())
+            {
+                batch.delete(&maps::ANNOTATIONS, annotation);
+            }
+        }
+        if rel_type == "m.thread"
+            && let Some((latest, count)) = self.thread_summary(room_short, parent_short)?
+        {
+            let activity = |position: u64| [room_short.to_be_bytes(), position.to_be_bytes()].concat();
+            let thread = thread_key(room_short, parent_short);
+            if latest != position {
+                batch.put(&maps::THREADS, thread, thread_value(latest, count.saturating_sub(1)));
+                return Ok(());
+            }
+            // The latest reply goes: the one before it is the latest now.
+            batch.delete(&maps::THREAD_ACTIVITY, activity(latest));
+            let earlier = self.db.scan_range(
+                &maps::RELATION_TYPES,
+                &typed,
+                Some(&[typed.clone(), (position - 1).to_be_bytes().to_vec()].concat()),
+                true,
+                1,
+            )?;
+            match earlier.first() {
+                Some((k, _)) if count > 1 => {
+                    let previous = decode_u64(&k[k.len() - 8..])?;
+                    batch.put(&maps::THREADS, thread, thread_value(previous, count - 1));
+                    batch.put(&maps::THREAD_ACTIVITY, activity(previous), parent_short.to_be_bytes());
+                }
+                _ => batch.delete(&maps::THREADS, thread),
+            }
+        }
+        Ok(())
+    }
+
+    /// A thread's latest reply position and reply count.
+    pub fn thread_summary(&self, room_short: u64, root: u64) -> Result<Option<(u64, u64)>> {
+        let Some(value) = self.db.get(&maps::THREADS, &thread_key(room_short, root))? else {
+            return Ok(None);
+        };
+        Ok(Some((decode_u64(&value[..8])?, decode_u64(&value[8..])?)))
     }
 
     /// Checks a relation a local client is about to send, as Synapse does:
@@ -159,56 +273,174 @@ impl Rooms {
         Ok(())
     }
 
-    /// Children of `parent` visible to `viewer`, matching the filters, as
-    /// (stream position, event short ID), oldest first; with `recurse`,
-    /// their own children too, to [`RECURSION_DEPTH`] levels.
-    pub fn children(
+    /// One page of the children of `parent` that `viewer` may see and that
+    /// match the query, as (stream position, event short ID) in the page's
+    /// order, and the gap the next page starts from. At most
+    /// [`SCAN_BUDGET`] relations are examined (review §2.4).
+    pub fn relations_page(
         &self,
         parent: u64,
         viewer: &UserId,
-        rel_type: Option<&str>,
-        event_type: Option<&str>,
-        recurse: bool,
-    ) -> Result<Vec<(u64, u64)>> {
+        query: &RelationsQuery<'_>,
+    ) -> Result<(Vec<Positioned>, Option<u64>)> {
+        if query.recurse {
+            return self.recursive_relations_page(parent, viewer, query);
+        }
+        let ignored = self.users.ignored_users(viewer)?;
+        let prefix = match query.rel_type {
+            Some(rel_type) => typed_prefix(parent, rel_type),
+            None => parent.to_be_bytes().to_vec(),
+        };
+        let map = if query.rel_type.is_some() { &maps::RELATION_TYPES } else { &maps::RELATIONS };
+        let backwards = query.backwards;
+        let mut cursor = query.from;
+        let mut found = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let start = match (backwards, cursor) {
+                (true, Some(0)) => return Ok((found, None)),
+                (true, Some(c)) => Some([&prefix[..], &(c - 1).to_be_bytes()].concat()),
+                (false, Some(c)) => Some([&prefix[..], &c.to_be_bytes()].concat()),
+                (_, None) => None,
+            };
+            let slice = self.db.scan_range(map, &prefix, start.as_deref(), backwards, 100)?;
+            let exhausted = slice.len() < 100;
+            for (k, v) in slice {
+                let position = decode_u64(&k[k.len() - 8..])?;
+                let beyond_to =
+                    query.to.is_some_and(|to| if backwards { position < to } else { position >= to });
+                if beyond_to {
+                    return Ok((found, None));
+                }
+                if found.len() == query.limit {
+                    // Another relation lies within the range: there may be a next page.
+                    return Ok((found, cursor));
+                }
+                if scanned == SCAN_BUDGET {
+                    return Ok((found, cursor));
+                }
+                scanned += 1;
+                cursor = Some(if backwards { position } else { position + 1 });
+                let child = match query.rel_type {
+                    Some(_) => decode_u64(&v)?,
+                    None => serde_json::from_slice::<Relation>(&v).map_err(Error::internal)?.child,
+                };
+                if self.shows_child(child, viewer, &ignored, query.event_type)? {
+                    found.push((position, child));
+                }
+            }
+            if exhausted {
+                return Ok((found, None));
+            }
+        }
+    }
+
+    /// `recurse=true`: children, theirs and so on to [`RECURSION_DEPTH`]
+    /// levels, from at most [`SCAN_BUDGET`] relations, then paged.
+    fn recursive_relations_page(
+        &self,
+        parent: u64,
+        viewer: &UserId,
+        query: &RelationsQuery<'_>,
+    ) -> Result<(Vec<Positioned>, Option<u64>)> {
         let ignored = self.users.ignored_users(viewer)?;
         let mut found = Vec::new();
         let mut level = vec![parent];
-        let depth = if recurse { RECURSION_DEPTH } else { 1 };
-        for _ in 0..depth {
+        let mut budget = SCAN_BUDGET;
+        for _ in 0..RECURSION_DEPTH {
             let mut next = Vec::new();
             for parent in level {
-                for (k, v) in self.db.scan_prefix(&maps::RELATIONS, &parent.to_be_bytes())? {
-                    let relation: Relation = serde_json::from_slice(&v).map_err(Error::internal)?;
-                    if rel_type.is_some_and(|r| r != relation.rel_type)
-                        || event_type.is_some_and(|t| t != relation.event_type)
-                    {
-                        continue;
-                    }
-                    let (Some(pdu), Some(meta)) =
-                        (self.pdu_by_short(relation.child)?, self.event_meta(relation.child)?)
-                    else {
-                        continue;
+                let prefix = match query.rel_type {
+                    Some(rel_type) => typed_prefix(parent, rel_type),
+                    None => parent.to_be_bytes().to_vec(),
+                };
+                let map = if query.rel_type.is_some() { &maps::RELATION_TYPES } else { &maps::RELATIONS };
+                let rows = self.db.scan_range(map, &prefix, None, false, budget)?;
+                budget -= rows.len();
+                for (k, v) in rows {
+                    let child = match query.rel_type {
+                        Some(_) => decode_u64(&v)?,
+                        None => serde_json::from_slice::<Relation>(&v).map_err(Error::internal)?.child,
                     };
-                    // A redacted child no longer relates.
-                    if meta.redacted_by.is_some()
-                        || ignored.contains(&pdu.sender)
-                        || !self.can_see(viewer, &pdu, &meta)?
-                    {
-                        continue;
+                    if self.shows_child(child, viewer, &ignored, query.event_type)? {
+                        found.push((decode_u64(&k[k.len() - 8..])?, child));
+                        next.push(child);
                     }
-                    found.push((decode_u64(&k[8..])?, relation.child));
-                    next.push(relation.child);
                 }
             }
             level = next;
         }
         found.sort_unstable();
         found.dedup();
-        Ok(found)
+        let backwards = query.backwards;
+        found.retain(|(position, _)| {
+            let after_from = match query.from {
+                Some(f) if backwards => *position < f,
+                Some(f) => *position >= f,
+                None => true,
+            };
+            let before_to = match query.to {
+                Some(t) if backwards => *position >= t,
+                Some(t) => *position < t,
+                None => true,
+            };
+            after_from && before_to
+        });
+        if backwards {
+            found.reverse();
+        }
+        let more = found.len() > query.limit;
+        found.truncate(query.limit);
+        let next = match found.last() {
+            Some((position, _)) if more => Some(if backwards { *position } else { position + 1 }),
+            _ => None,
+        };
+        Ok((found, next))
+    }
+
+    /// Whether a child relation is shown to `viewer`: not redacted (a
+    /// redacted event no longer relates), not from an ignored user, of the
+    /// event type asked for, and visible.
+    fn shows_child(
+        &self,
+        child: u64,
+        viewer: &UserId,
+        ignored: &std::collections::HashSet<OwnedUserId>,
+        event_type: Option<&str>,
+    ) -> Result<bool> {
+        let (Some(pdu), Some(meta)) = (self.pdu_by_short(child)?, self.event_meta(child)?) else {
+            return Ok(false);
+        };
+        Ok(meta.redacted_by.is_none()
+            && !ignored.contains(&pdu.sender)
+            && event_type.is_none_or(|t| pdu.kind.to_string() == t)
+            && self.can_see(viewer, &pdu, &meta)?)
+    }
+
+    /// The newest children of one relation type, newest first, at most
+    /// `window` of them, that `viewer` is shown.
+    fn newest_children(
+        &self,
+        parent: u64,
+        rel_type: &str,
+        viewer: &UserId,
+        window: usize,
+    ) -> Result<Vec<u64>> {
+        let ignored = self.users.ignored_users(viewer)?;
+        let prefix = typed_prefix(parent, rel_type);
+        let mut out = Vec::new();
+        for (_, v) in self.db.scan_range(&maps::RELATION_TYPES, &prefix, None, true, window)? {
+            let child = decode_u64(&v)?;
+            if self.shows_child(child, viewer, &ignored, None)? {
+                out.push(child);
+            }
+        }
+        Ok(out)
     }
 
     /// Adds `unsigned.m.relations` to a served event: the latest valid edit,
-    /// the thread summary, references. State events get none.
+    /// the thread summary, references. State events get none. Each part
+    /// costs a bounded number of reads, however many children the event has.
     pub fn bundle(
         &self,
         short: u64,
@@ -225,25 +457,13 @@ impl Rooms {
         if let Some(edit) = self.latest_edit(short, viewer, viewer_device, event)? {
             relations.insert("m.replace".into(), edit);
         }
-        let thread = self.children(short, viewer, Some("m.thread"), None, false)?;
-        if let Some(&(_, latest)) = thread.last() {
-            let mut latest_event = self.client_event(latest, viewer_device, viewer)?;
-            if let Some(edit) = self.latest_edit(latest, viewer, viewer_device, &latest_event)? {
-                latest_event["unsigned"]["m.relations"] = json!({"m.replace": edit});
-            }
-            let participated = event["sender"] == viewer.as_str()
-                || thread.iter().any(|(_, child)| {
-                    self.pdu_by_short(*child).ok().flatten().is_some_and(|p| p.sender == viewer)
-                });
-            relations.insert(
-                "m.thread".into(),
-                json!({"latest_event": latest_event, "count": thread.len(), "current_user_participated": participated}),
-            );
+        if let Some(thread) = self.thread_aggregation(short, viewer, viewer_device, event)? {
+            relations.insert("m.thread".into(), thread);
         }
-        let references = self.children(short, viewer, Some("m.reference"), None, false)?;
+        let references = self.newest_children(short, "m.reference", viewer, REFERENCE_LIMIT)?;
         if !references.is_empty() {
-            let mut chunk = Vec::new();
-            for (_, child) in references {
+            let mut chunk = Vec::with_capacity(references.len());
+            for child in references.into_iter().rev() {
                 chunk.push(json!({"event_id": self.short.name(child)?}));
             }
             relations.insert("m.reference".into(), json!({"chunk": chunk}));
@@ -252,6 +472,48 @@ impl Rooms {
             event["unsigned"]["m.relations"] = Value::Object(relations);
         }
         Ok(())
+    }
+
+    /// A thread root's `m.thread` aggregation: the number of replies (those
+    /// of users the viewer ignores left out), the latest reply the viewer
+    /// may see with its own latest edit, and whether the viewer took part.
+    fn thread_aggregation(
+        &self,
+        root: u64,
+        viewer: &UserId,
+        viewer_device: Option<&ruma::DeviceId>,
+        event: &Value,
+    ) -> Result<Option<Value>> {
+        let Some(meta) = self.event_meta(root)? else { return Ok(None) };
+        let Some((_, mut count)) = self.thread_summary(meta.room, root)? else { return Ok(None) };
+        let Some(&latest) = self.newest_children(root, "m.thread", viewer, LATEST_WINDOW)?.first() else {
+            return Ok(None);
+        };
+        let participants = |user: &UserId| {
+            self.db.contains(&maps::THREAD_PARTICIPANTS, &[&root.to_be_bytes()[..], user.as_bytes()].concat())
+        };
+        let ignored = self.users.ignored_users(viewer)?;
+        let mut ignored_took_part = false;
+        for user in ignored.iter() {
+            ignored_took_part |= participants(user)?;
+        }
+        if ignored_took_part {
+            // Rare: count the replies one by one, within the scan budget.
+            let prefix = typed_prefix(root, "m.thread");
+            count = 0;
+            for (_, v) in self.db.scan_range(&maps::RELATION_TYPES, &prefix, None, false, SCAN_BUDGET)? {
+                let sender = self.pdu_by_short(decode_u64(&v)?)?.map(|p| p.sender);
+                count += u64::from(sender.is_some_and(|s| !ignored.contains(&s)));
+            }
+        }
+        let mut latest_event = self.client_event(latest, viewer_device, viewer)?;
+        if let Some(edit) = self.latest_edit(latest, viewer, viewer_device, &latest_event)? {
+            latest_event["unsigned"]["m.relations"] = json!({"m.replace": edit});
+        }
+        let participated = event["sender"] == viewer.as_str() || participants(viewer)?;
+        Ok(Some(
+            json!({"latest_event": latest_event, "count": count, "current_user_participated": participated}),
+        ))
     }
 
     /// Bundles aggregations into each event of a page (`events[i]` is `shorts[i]`).
@@ -283,7 +545,9 @@ impl Rooms {
             return Ok(None);
         }
         let mut best: Option<(i64, String, u64)> = None;
-        for (_, child) in self.children(short, viewer, Some("m.replace"), None, false)? {
+        // Edits are few; an event edited thousands of times costs the newest
+        // [`EDIT_WINDOW`] of them.
+        for child in self.newest_children(short, "m.replace", viewer, EDIT_WINDOW)? {
             let Some(edit) = self.pdu_by_short(child)? else { continue };
             let content = edit.content_value();
             if edit.sender.as_str() != original["sender"].as_str().unwrap_or_default()
@@ -305,7 +569,8 @@ impl Rooms {
 
     /// Thread roots of a room by latest activity, newest first, before the
     /// activity position `from`; with `participated`, only threads the
-    /// viewer sent the root of or replied in.
+    /// viewer sent the root of or replied in. At most [`SCAN_BUDGET`]
+    /// threads are examined; the token then goes on from there.
     pub fn threads(
         &self,
         room_short: u64,
@@ -315,16 +580,17 @@ impl Rooms {
         limit: usize,
     ) -> Result<(Vec<Positioned>, Option<u64>)> {
         let prefix = room_short.to_be_bytes();
-        let start = [prefix, from.unwrap_or(u64::MAX).saturating_sub(1).to_be_bytes()].concat();
+        if from == Some(0) {
+            return Ok((Vec::new(), None));
+        }
+        let start = [prefix, from.map_or(u64::MAX, |f| f - 1).to_be_bytes()].concat();
+        let rows =
+            self.db.scan_range(&maps::THREAD_ACTIVITY, &prefix, Some(&start), true, SCAN_BUDGET + 1)?;
         let mut out = Vec::new();
-        for (k, v) in self.db.scan_range(&maps::THREAD_ACTIVITY, &prefix, Some(&start), true, usize::MAX)? {
+        for (scanned, (k, v)) in rows.into_iter().enumerate() {
             let position = decode_u64(&k[8..])?;
-            if from.is_some_and(|f| position >= f) {
-                continue;
-            }
-            if out.len() >= limit {
-                let next = out.last().map_or(position, |(p, _)| *p);
-                return Ok((out, Some(next)));
+            if out.len() >= limit || scanned == SCAN_BUDGET {
+                return Ok((out, Some(position + 1)));
             }
             let root = decode_u64(&v)?;
             let (Some(pdu), Some(meta)) = (self.pdu_by_short(root)?, self.event_meta(root)?) else {
@@ -333,13 +599,13 @@ impl Rooms {
             if !self.can_see(viewer, &pdu, &meta)? {
                 continue;
             }
-            if participated
-                && pdu.sender != viewer
-                && !self
-                    .children(root, viewer, Some("m.thread"), None, false)?
-                    .iter()
-                    .any(|(_, c)| self.pdu_by_short(*c).ok().flatten().is_some_and(|p| p.sender == viewer))
-            {
+            let took_part = || {
+                self.db.contains(
+                    &maps::THREAD_PARTICIPANTS,
+                    &[&root.to_be_bytes()[..], viewer.as_bytes()].concat(),
+                )
+            };
+            if participated && pdu.sender != viewer && !took_part()? {
                 continue;
             }
             out.push((position, root));

@@ -195,6 +195,11 @@ maps! {
         key: "parent event short ID ‖ child stream position",
         value: "JSON Relation {child, rel_type, event_type, sender}"
     }
+    /// The same children by relation type, for bundles and typed `/relations`.
+    RELATION_TYPES = "relation_types" {
+        key: "parent event short ID ‖ rel_type ‖ SEP ‖ child stream position",
+        value: "child event short ID"
+    }
     /// Annotations by parent, sender, type and key, to refuse a repeated reaction.
     ANNOTATIONS = "annotations" {
         key: "parent event short ID ‖ SEP ‖ sender ‖ SEP ‖ event type ‖ SEP ‖ key",
@@ -203,7 +208,12 @@ maps! {
     /// Thread roots and their latest activity.
     THREADS = "threads" {
         key: "room short ID ‖ root event short ID",
-        value: "stream position of the thread's latest event"
+        value: "stream position of the thread's latest reply ‖ number of replies (u64 big-endian each)"
+    }
+    /// Who replied in a thread, for `current_user_participated`.
+    THREAD_PARTICIPANTS = "thread_participants" {
+        key: "root event short ID ‖ user ID",
+        value: "empty"
     }
     /// Threads by latest activity, for `/threads`.
     THREAD_ACTIVITY = "thread_activity" {

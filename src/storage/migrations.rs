@@ -1,9 +1,11 @@
 //! Migrations from older schema versions, run at start in order. Each one
 //! may be interrupted and run again: it only writes what it derives.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::Deserialize;
 
-use super::{Batch, Db, Result, decode_u64, maps};
+use super::{Batch, Db, Result, SEP, decode_u64, maps};
 
 /// Brings a database at schema `from` up to [`super::SCHEMA_VERSION`];
 /// `false` when no migration path exists.
@@ -12,8 +14,9 @@ pub(super) fn run(db: &Db, from: u64) -> Result<bool> {
         return Ok(false);
     }
     if from < 2 {
-        tracing::info!("migrating the database to schema 2: indexing timelines by sending time");
+        tracing::info!("migrating the database to schema 2: timelines by sending time, relations by type");
         index_timestamps(db)?;
+        index_relations(db)?;
     }
     Ok(true)
 }
@@ -44,4 +47,78 @@ fn index_timestamps(db: &Db) -> Result<()> {
         db.write(batch)?;
         from = Some(next);
     }
+}
+
+/// Schema 2: `relation_types`, thread reply counts in `threads` (and
+/// `thread_activity` again), `thread_participants`; relations of redacted
+/// events dropped.
+fn index_relations(db: &Db) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Relation {
+        child: u64,
+        rel_type: String,
+        sender: String,
+    }
+    #[derive(Deserialize)]
+    struct Meta {
+        room: u64,
+        #[serde(default)]
+        redacted_by: Option<u64>,
+    }
+    for map in [&maps::THREADS, &maps::THREAD_ACTIVITY] {
+        let mut batch = Batch::new();
+        db.delete_prefix(&mut batch, map, b"")?;
+        db.write(batch)?;
+    }
+    // Thread root → (latest reply position, replies, repliers).
+    let mut threads: BTreeMap<u64, (u64, u64, BTreeSet<String>)> = BTreeMap::new();
+    let mut from: Option<Vec<u8>> = None;
+    loop {
+        let rows = db.scan_range(&maps::RELATIONS, b"", from.as_deref(), false, 1_000)?;
+        let Some((last, _)) = rows.last() else { break };
+        let mut next = last.clone();
+        next.push(0);
+        let mut batch = Batch::new();
+        for (k, v) in &rows {
+            let relation: Relation = super::decode(&maps::RELATIONS, v)?;
+            let child = db.get_json::<Meta>(&maps::EVENT_META, &relation.child.to_be_bytes())?;
+            if child.is_none_or(|m| m.redacted_by.is_some()) {
+                batch.delete(&maps::RELATIONS, k.clone());
+                continue;
+            }
+            let (parent, position) = (decode_u64(&k[..8])?, decode_u64(&k[8..])?);
+            let mut typed = parent.to_be_bytes().to_vec();
+            typed.extend_from_slice(relation.rel_type.as_bytes());
+            typed.push(SEP);
+            typed.extend_from_slice(&position.to_be_bytes());
+            batch.put(&maps::RELATION_TYPES, typed, relation.child.to_be_bytes());
+            if relation.rel_type == "m.thread" {
+                let thread = threads.entry(parent).or_default();
+                thread.0 = thread.0.max(position);
+                thread.1 += 1;
+                thread.2.insert(relation.sender);
+            }
+        }
+        db.write(batch)?;
+        from = Some(next);
+    }
+    let mut batch = Batch::new();
+    for (root, (latest, count, repliers)) in threads {
+        let Some(meta) = db.get_json::<Meta>(&maps::EVENT_META, &root.to_be_bytes())? else { continue };
+        let room = meta.room.to_be_bytes();
+        batch.put(
+            &maps::THREADS,
+            [room, root.to_be_bytes()].concat(),
+            [latest.to_be_bytes(), count.to_be_bytes()].concat(),
+        );
+        batch.put(&maps::THREAD_ACTIVITY, [room, latest.to_be_bytes()].concat(), root.to_be_bytes());
+        for user in repliers {
+            batch.put(
+                &maps::THREAD_PARTICIPANTS,
+                [&root.to_be_bytes()[..], user.as_bytes()].concat(),
+                Vec::new(),
+            );
+        }
+    }
+    db.write(batch)
 }

@@ -235,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn schema_1_gains_the_timestamp_index() {
+    fn schema_1_gains_the_timestamp_and_relation_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let row = |room: u64, position: u64| [room.to_be_bytes(), position.to_be_bytes()].concat();
         {
@@ -251,9 +251,42 @@ mod tests {
                     &serde_json::json!({"origin_server_ts": ts}),
                 );
             }
+            // Root 10 has two thread replies (11, 12) and a reaction (13); 12
+            // was redacted.
+            let relation = |child: u64, rel_type: &str| serde_json::json!({"child": child, "rel_type": rel_type, "event_type": "m.room.message", "sender": "@b:x"});
+            for (child, position, rel_type, redacted) in
+                [(11u64, 6u64, "m.thread", false), (12, 7, "m.thread", true), (13, 8, "m.annotation", false)]
+            {
+                batch.put_json(&maps::RELATIONS, row(10, position), &relation(child, rel_type));
+                let meta = serde_json::json!({"room": 1, "redacted_by": redacted.then_some(99)});
+                batch.put_json(&maps::EVENT_META, child.to_be_bytes(), &meta);
+            }
+            batch.put_json(&maps::EVENT_META, 10u64.to_be_bytes(), &serde_json::json!({"room": 1}));
+            batch.put(&maps::THREADS, row(1, 10), 7u64.to_be_bytes());
             db.write(batch).unwrap();
         }
         let db = Db::open(dir.path(), 8, false).unwrap();
+        let typed = db.scan_prefix(&maps::RELATION_TYPES, &10u64.to_be_bytes()).unwrap();
+        let typed_key = |rel_type: &str, position: u64| {
+            [&10u64.to_be_bytes()[..], rel_type.as_bytes(), &[SEP], &position.to_be_bytes()].concat()
+        };
+        assert_eq!(
+            typed,
+            [
+                (typed_key("m.annotation", 8), 13u64.to_be_bytes().to_vec()),
+                (typed_key("m.thread", 6), 11u64.to_be_bytes().to_vec())
+            ]
+        );
+        assert!(!db.contains(&maps::RELATIONS, &row(10, 7)).unwrap(), "the redacted reply no longer relates");
+        let thread = db.get(&maps::THREADS, &row(1, 10)).unwrap().unwrap();
+        assert_eq!(thread, [6u64.to_be_bytes(), 1u64.to_be_bytes()].concat(), "latest 6, one reply");
+        assert_eq!(
+            db.scan_prefix(&maps::THREAD_ACTIVITY, b"").unwrap(),
+            [(row(1, 6), 10u64.to_be_bytes().to_vec())]
+        );
+        assert!(
+            db.contains(&maps::THREAD_PARTICIPANTS, &[&10u64.to_be_bytes()[..], b"@b:x"].concat()).unwrap()
+        );
         let index = db.scan_prefix(&maps::ROOM_TIMESTAMPS, &1u64.to_be_bytes()).unwrap();
         let expected = [([1u64, 800, 6], 11u64), ([1, 900, 5], 10)].map(|(k, v)| {
             (k.iter().flat_map(|p| p.to_be_bytes()).collect::<Vec<u8>>(), v.to_be_bytes().to_vec())

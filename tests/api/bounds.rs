@@ -85,3 +85,103 @@ async fn a_late_joiner_pages_through_hidden_history_in_bounded_steps() {
     assert_eq!(status, StatusCode::OK, "{create}");
     assert_eq!(first_event["event_id"], create["event_id"]);
 }
+
+#[tokio::test]
+async fn relations_one_may_not_see_are_paged_in_bounded_steps() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &bob, &room).await;
+    let (status, parent) = send(&s, &alice, &room, "parent", "react to me").await;
+    assert_eq!(status, StatusCode::OK);
+    let parent = parent["event_id"].as_str().unwrap().to_owned();
+    let (status, _) =
+        s.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    // Reactions bob, gone, may not see.
+    for i in 0..HIDDEN {
+        let (status, body) = s
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.reaction/r{i}"),
+                Some(&alice.token),
+                json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": parent, "key": format!("k{i}")}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let parent_enc = urlencode(&parent);
+    for path in [
+        format!("/_matrix/client/v1/rooms/{room}/relations/{parent_enc}?limit=10"),
+        format!("/_matrix/client/v1/rooms/{room}/relations/{parent_enc}/m.annotation?limit=10"),
+    ] {
+        let (status, page) = s.get(&path, Some(&bob.token)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(chunk(&page).is_empty(), "{page}");
+        let next = page["next_batch"].as_str().expect("the page stopped early and says where to go on");
+        let (status, rest) = s.get(&format!("{path}&from={next}"), Some(&bob.token)).await;
+        assert_eq!(status, StatusCode::OK, "{rest}");
+        assert!(chunk(&rest).is_empty() && rest["next_batch"].is_null(), "{rest}");
+    }
+    // Alice sees them all, newest first, ten at a time.
+    let (status, page) = s
+        .get(
+            &format!("/_matrix/client/v1/rooms/{room}/relations/{parent_enc}/m.annotation?limit=10"),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(chunk(&page).len(), 10);
+    assert_eq!(chunk(&page)[0]["content"]["m.relates_to"]["key"], format!("k{}", HIDDEN - 1));
+    assert!(page["next_batch"].is_string());
+}
+
+/// Thread summaries are kept as counts: a redacted reply leaves the count,
+/// and the latest reply before it becomes the latest again.
+#[tokio::test]
+async fn redacted_thread_replies_leave_the_summary() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({})).await;
+    let (_, root) = send(&s, &alice, &room, "root", "root").await;
+    let root = root["event_id"].as_str().unwrap().to_owned();
+    let mut replies = Vec::new();
+    for i in 0..2 {
+        let (status, body) = s
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t{i}"),
+                Some(&alice.token),
+                json!({"msgtype": "m.text", "body": format!("reply {i}"), "m.relates_to": {"rel_type": "m.thread", "event_id": root}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        replies.push(body["event_id"].as_str().unwrap().to_owned());
+    }
+    let event_path = format!("/_matrix/client/v3/rooms/{room}/event/{}", urlencode(&root));
+    let summary = || async {
+        let (status, event) = s.get(&event_path, Some(&alice.token)).await;
+        assert_eq!(status, StatusCode::OK, "{event}");
+        event["unsigned"]["m.relations"]["m.thread"].clone()
+    };
+    let thread = summary().await;
+    assert_eq!(thread["count"], 2, "{thread}");
+    assert_eq!(thread["latest_event"]["event_id"], replies[1]);
+    let redact = |event: String, txn: &'static str| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/redact/{}/{txn}", urlencode(&event));
+        let (s, token) = (&s, &alice.token);
+        async move {
+            let (status, body) = s.put(&path, Some(token), json!({})).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    redact(replies[1].clone(), "x1").await;
+    let thread = summary().await;
+    assert_eq!(thread["count"], 1, "{thread}");
+    assert_eq!(thread["latest_event"]["event_id"], replies[0]);
+    redact(replies[0].clone(), "x2").await;
+    assert!(summary().await.is_null());
+    let (status, threads) =
+        s.get(&format!("/_matrix/client/v1/rooms/{room}/threads"), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{threads}");
+    assert!(chunk(&threads).is_empty(), "{threads}");
+}

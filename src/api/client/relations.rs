@@ -23,7 +23,7 @@ use super::room::{check_can_read, parse_token, readable_room, token};
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
-    rooms::relations::RECURSION_DEPTH,
+    rooms::relations::{RECURSION_DEPTH, RelationsQuery},
     services::Services,
     util::raw,
 };
@@ -69,35 +69,17 @@ fn relations<T>(req: &Ruma<T>, q: Query<'_>) -> Result<Page> {
     if meta.room != room_short || !rooms.can_see(req.user(), &pdu, &meta)? {
         return Err(not_found());
     }
-    let from = q.from.map(parse_token).transpose()?;
-    let to = q.to.map(parse_token).transpose()?;
-    let limit = q.limit.map_or(DEFAULT_LIMIT, u64::from).clamp(1, MAX_LIMIT) as usize;
-    let backwards = q.dir == Direction::Backward;
-    let mut children =
-        rooms.children(parent, req.user(), q.rel_type.as_deref(), q.event_type.as_deref(), q.recurse)?;
-    // Gap tokens: `t<p>` stands just before position p.
-    children.retain(|(position, _)| {
-        let after_from = match from {
-            Some(f) if backwards => *position < f,
-            Some(f) => *position >= f,
-            None => true,
-        };
-        let before_to = match to {
-            Some(t) if backwards => *position >= t,
-            Some(t) => *position < t,
-            None => true,
-        };
-        after_from && before_to
-    });
-    if backwards {
-        children.reverse();
-    }
-    let more = children.len() > limit;
-    children.truncate(limit);
-    let next_batch = match children.last() {
-        Some((position, _)) if more => Some(token(if backwards { *position } else { position + 1 })),
-        _ => None,
+    let query = RelationsQuery {
+        rel_type: q.rel_type.as_deref(),
+        event_type: q.event_type.as_deref(),
+        recurse: q.recurse,
+        from: q.from.map(parse_token).transpose()?,
+        to: q.to.map(parse_token).transpose()?,
+        backwards: q.dir == Direction::Backward,
+        limit: q.limit.map_or(DEFAULT_LIMIT, u64::from).clamp(1, MAX_LIMIT) as usize,
     };
+    let (children, next) = rooms.relations_page(parent, req.user(), &query)?;
+    let next_batch = next.map(token);
     let device = req.sender_device.as_deref();
     let mut chunk = Vec::with_capacity(children.len());
     for (_, child) in children {
