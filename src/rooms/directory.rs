@@ -1,5 +1,7 @@
 //! Room aliases and the published room directory.
 
+use std::sync::{Arc, Mutex, atomic::AtomicU64};
+
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +16,13 @@ use crate::{
 pub struct AliasRecord {
     pub room_id: OwnedRoomId,
     pub creator: OwnedUserId,
+}
+
+/// The directory's listing, built when first asked for after a change.
+#[derive(Default)]
+pub struct DirectoryCache {
+    generation: AtomicU64,
+    listing: Mutex<Option<(u64, Arc<Vec<DirectoryEntry>>)>>,
 }
 
 /// A room as the directory lists it.
@@ -84,7 +93,14 @@ impl Rooms {
             batch.delete(&maps::PUBLISHED_ROOMS, room_id.as_bytes());
         }
         self.db.write(batch)?;
+        self.directory_changed();
         Ok(())
+    }
+
+    /// Marks the directory's cached listing stale: a room was published or
+    /// unpublished, or a published room's state changed.
+    pub(super) fn directory_changed(&self) {
+        self.directory.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn is_published(&self, room_id: &RoomId) -> Result<bool> {
@@ -112,8 +128,23 @@ impl Rooms {
     }
 
     /// The published rooms, largest first (then by room ID), as the
-    /// directory shows them.
-    pub fn directory(&self) -> Result<Vec<DirectoryEntry>> {
+    /// directory shows them: built once per change of the directory, so an
+    /// unauthenticated `/publicRooms` costs a page, not a scan of every
+    /// published room's members (review §2.4).
+    pub fn directory(&self) -> Result<Arc<Vec<DirectoryEntry>>> {
+        use std::sync::atomic::Ordering;
+        let generation = self.directory.generation.load(Ordering::SeqCst);
+        if let Some((built, entries)) = &*self.directory.listing.lock().expect("directory cache")
+            && *built == generation
+        {
+            return Ok(entries.clone());
+        }
+        let entries = Arc::new(self.build_directory()?);
+        *self.directory.listing.lock().expect("directory cache") = Some((generation, entries.clone()));
+        Ok(entries)
+    }
+
+    fn build_directory(&self) -> Result<Vec<DirectoryEntry>> {
         let mut entries = Vec::new();
         for (k, _) in self.db.scan_prefix(&maps::PUBLISHED_ROOMS, b"")? {
             let room_id = OwnedRoomId::try_from(String::from_utf8(k).map_err(Error::internal)?)

@@ -136,6 +136,7 @@ pub struct Rooms {
     receipt_lock: Mutex<()>,
     /// Serialises report numbering.
     report_lock: Mutex<()>,
+    directory: directory::DirectoryCache,
 }
 
 /// Room locks kept before the unused ones are dropped.
@@ -162,6 +163,7 @@ impl Rooms {
             appending: Mutex::default(),
             receipt_lock: Mutex::new(()),
             report_lock: Mutex::new(()),
+            directory: directory::DirectoryCache::default(),
         })
     }
 

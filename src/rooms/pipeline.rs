@@ -262,11 +262,15 @@ impl Rooms {
             changes.extend(old.keys().filter(|k| !current.1.contains_key(k)).map(|k| (*k, None)));
             changes
         };
+        let listed = !changes.is_empty() && self.is_published(&record.room_id)?;
         for (key, event) in changes {
             self.index_current_state(&mut batch, room_short, key, event, (event_short, &pdu, stream))?;
         }
 
         self.db.write(batch)?;
+        if listed {
+            self.directory_changed();
+        }
         position.publish([Topic::Room(room_short)]);
         Ok(Outcome::Accepted { stream })
     }
@@ -989,5 +993,26 @@ mod tests {
         assert!(f.rooms.send(&unknown, user_id!("@alice:localhost"), builder, None).await.is_err());
         assert!(!f.rooms.locks.lock().unwrap().contains_key(&unknown));
         assert!(f.rooms.locks.lock().unwrap().len() <= before);
+    }
+
+    /// Review §2.4: the directory listing is built once per change of it,
+    /// not per request; messages leave it, a published room's state change
+    /// and publishing renew it.
+    #[tokio::test]
+    async fn the_directory_listing_is_rebuilt_only_when_it_changes() {
+        let f = fixture().await;
+        let alice = user_id!("@alice:localhost");
+        let first = f.rooms.directory().unwrap();
+        assert!(first.is_empty());
+        assert!(Arc::ptr_eq(&first, &f.rooms.directory().unwrap()), "asked twice, built once");
+        f.rooms.set_published(&f.room_id, true).unwrap();
+        let listed = f.rooms.directory().unwrap();
+        assert_eq!(listed.len(), 1);
+        f.send(alice, PduBuilder::message("m.room.message", json!({"body": "hi"}))).await;
+        assert!(Arc::ptr_eq(&listed, &f.rooms.directory().unwrap()), "a message changes no listing");
+        f.send(alice, topic("news")).await;
+        let renamed = f.rooms.directory().unwrap();
+        assert!(!Arc::ptr_eq(&listed, &renamed));
+        assert_eq!(renamed[0].topic.as_deref(), Some("news"));
     }
 }

@@ -140,6 +140,11 @@ async fn directory_visibility_and_public_rooms() {
         StatusCode::BAD_REQUEST,
         "M_INVALID_PARAM",
     );
+    // Review §2.3: an offset at the end of the number range is an empty
+    // page, not an overflow.
+    let (status, far) = s.get(&format!("/_matrix/client/v3/publicRooms?since=o{}", usize::MAX), None).await;
+    assert_eq!(status, StatusCode::OK, "{far}");
+    assert!(far["chunk"].as_array().unwrap().is_empty() && far.get("next_batch").is_none(), "{far}");
 
     assert_eq!(
         s.put(&vis(&private), Some(&alice.token), json!({"visibility": "private"})).await.0,

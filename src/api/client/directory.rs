@@ -213,29 +213,38 @@ fn directory_page(
                     .any(|f| f.as_ref().is_some_and(|v| v.to_lowercase().contains(n)))
             })
     };
-    let entries: Vec<DirectoryEntry> = services.rooms.directory()?.into_iter().filter(matches).collect();
-    let total = entries.len() as u64;
+    let listing = services.rooms.directory()?;
     let limit = limit.map(u64::from).filter(|l| *l > 0).unwrap_or(100) as usize;
-    let next_batch = (offset + limit < entries.len()).then(|| format!("o{}", offset + limit));
+    // Unfiltered (as unauthenticated `GET /publicRooms` always is), a page
+    // of the cached listing costs the page.
+    let (total, page): (usize, Vec<&DirectoryEntry>) = if needle.is_some() || !room_types.is_empty() {
+        let matching: Vec<&DirectoryEntry> = listing.iter().filter(|e| matches(e)).collect();
+        (matching.len(), matching.into_iter().skip(offset).take(limit).collect())
+    } else {
+        (listing.len(), listing.iter().skip(offset).take(limit).collect())
+    };
+    let end = offset.saturating_add(limit);
+    let next_batch = (end < total).then(|| format!("o{end}"));
     let prev_batch = (offset > 0).then(|| format!("o{}", offset.saturating_sub(limit)));
-    let chunk = entries.into_iter().skip(offset).take(limit).map(to_chunk).collect();
+    let chunk = page.into_iter().map(to_chunk).collect();
+    let total = total as u64;
     Ok(DirectoryPage { chunk, next_batch, prev_batch, total })
 }
 
-fn to_chunk(e: DirectoryEntry) -> PublicRoomsChunk {
+fn to_chunk(e: &DirectoryEntry) -> PublicRoomsChunk {
     let mut chunk: PublicRoomsChunk = ruma::directory::PublicRoomsChunkInit {
         num_joined_members: UInt::new(e.joined_members).unwrap_or_default(),
-        room_id: e.room_id,
+        room_id: e.room_id.clone(),
         world_readable: e.world_readable,
         guest_can_join: e.guest_can_join,
     }
     .into();
-    chunk.name = e.name;
-    chunk.topic = e.topic;
-    chunk.canonical_alias = e.canonical_alias.and_then(|a| a.try_into().ok());
-    chunk.avatar_url = e.avatar_url.map(Into::into);
-    chunk.join_rule = e.join_rule.map(|r| r.as_str().into()).unwrap_or_default();
-    chunk.room_type = e.room_type.map(|t| t.as_str().into());
+    chunk.name = e.name.clone();
+    chunk.topic = e.topic.clone();
+    chunk.canonical_alias = e.canonical_alias.as_deref().and_then(|a| a.try_into().ok());
+    chunk.avatar_url = e.avatar_url.as_deref().map(Into::into);
+    chunk.join_rule = e.join_rule.as_deref().map(Into::into).unwrap_or_default();
+    chunk.room_type = e.room_type.as_deref().map(Into::into);
     chunk
 }
 
