@@ -3,7 +3,7 @@
 //! `m.login.registration_token`).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -64,7 +64,50 @@ pub struct Challenge<'a> {
 
 #[derive(Default)]
 pub struct Uiaa {
-    sessions: Mutex<HashMap<String, Session>>,
+    sessions: Mutex<Sessions>,
+}
+
+/// Unfinished sessions kept at most; past it the oldest goes first. Each
+/// unauthenticated `POST /register` starts one, so they must stay bounded.
+const MAX_SESSIONS: usize = 10_000;
+
+/// Sessions by ID, and their IDs in the order they were made, so expiry
+/// and eviction take the oldest without looking at the others (review §2.4).
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<String, Session>,
+    order: VecDeque<String>,
+}
+
+impl Sessions {
+    /// Drops expired sessions, and the oldest beyond the cap.
+    fn trim(&mut self) {
+        while let Some(oldest) = self.order.front() {
+            let expired = self.by_id.get(oldest).is_none_or(|s| s.created.elapsed() >= SESSION_LIFETIME);
+            if !expired && self.order.len() < MAX_SESSIONS {
+                break;
+            }
+            let oldest = self.order.pop_front().expect("front exists");
+            self.by_id.remove(&oldest);
+        }
+    }
+
+    /// A new session (after [`Sessions::trim`]).
+    fn start(&mut self, challenge: &Challenge<'_>) -> String {
+        let id = util::random_string(32);
+        self.by_id.insert(
+            id.clone(),
+            Session {
+                user_id: challenge.user_id.map(ToOwned::to_owned),
+                operation: challenge.operation.clone(),
+                completed: Vec::new(),
+                done: false,
+                created: Instant::now(),
+            },
+        );
+        self.order.push_back(id.clone());
+        id
+    }
 }
 
 impl Uiaa {
@@ -74,14 +117,14 @@ impl Uiaa {
     pub fn check(&self, users: &Users, challenge: &Challenge<'_>, auth: Option<&AuthData>) -> Result<()> {
         let session_id = {
             let mut sessions = self.sessions.lock().expect("uiaa lock");
-            sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
+            sessions.trim();
             let Some(auth) = auth else {
-                let id = new_session(&mut sessions, challenge);
+                let id = sessions.start(challenge);
                 return Err(info(challenge, &id, &[], None));
             };
             match auth_session(auth) {
                 Some(id) => {
-                    let session = sessions.get(id).ok_or_else(|| {
+                    let session = sessions.by_id.get(id).ok_or_else(|| {
                         Error::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, "Unknown session ID")
                     })?;
                     if session.operation != challenge.operation {
@@ -97,7 +140,7 @@ impl Uiaa {
                     }
                     id.to_owned()
                 }
-                None => new_session(&mut sessions, challenge),
+                None => sessions.start(challenge),
             }
         };
 
@@ -106,6 +149,7 @@ impl Uiaa {
 
         let mut sessions = self.sessions.lock().expect("uiaa lock");
         let session = sessions
+            .by_id
             .get_mut(&session_id)
             .ok_or_else(|| Error::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, "Unknown session ID"))?;
         let stage_error = match outcome {
@@ -128,21 +172,6 @@ impl Uiaa {
         let completed = session.completed.clone();
         Err(info(challenge, &session_id, &completed, stage_error))
     }
-}
-
-fn new_session(sessions: &mut HashMap<String, Session>, challenge: &Challenge<'_>) -> String {
-    let id = util::random_string(32);
-    sessions.insert(
-        id.clone(),
-        Session {
-            user_id: challenge.user_id.map(ToOwned::to_owned),
-            operation: challenge.operation.clone(),
-            completed: Vec::new(),
-            done: false,
-            created: Instant::now(),
-        },
-    );
-    id
 }
 
 fn auth_session(auth: &AuthData) -> Option<&str> {
@@ -217,4 +246,35 @@ fn info(
     info.params = Some(serde_json::value::to_raw_value(&serde_json::json!({})).expect("empty object"));
     info.auth_error = error.map(Box::new);
     Error::Uiaa(Box::new(info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_stay_bounded_dropping_the_oldest() {
+        let challenge = Challenge {
+            flows: vec![vec![AuthType::Dummy]],
+            user_id: None,
+            registration_token: None,
+            operation: Operation { method: Method::POST, path: "/register".into() },
+        };
+        let mut sessions = Sessions::default();
+        let mut ids = Vec::new();
+        for _ in 0..MAX_SESSIONS + 10 {
+            sessions.trim();
+            ids.push(sessions.start(&challenge));
+        }
+        assert_eq!(sessions.by_id.len(), MAX_SESSIONS);
+        assert_eq!(sessions.order.len(), MAX_SESSIONS);
+        assert!(!sessions.by_id.contains_key(&ids[0]), "the oldest went first");
+        assert!(sessions.by_id.contains_key(ids.last().unwrap()));
+        // Sessions expire in the order they were made: from the front.
+        let front = sessions.order.front().unwrap().clone();
+        sessions.by_id.get_mut(&front).unwrap().created = Instant::now() - SESSION_LIFETIME;
+        sessions.trim();
+        assert!(!sessions.by_id.contains_key(&front));
+        assert_eq!(sessions.by_id.len(), MAX_SESSIONS - 1, "only the expired one is dropped");
+    }
 }
