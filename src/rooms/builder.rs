@@ -42,10 +42,18 @@ impl PduBuilder {
 
 /// Largest PDU, in bytes of canonical JSON.
 pub const MAX_PDU_BYTES: usize = 65_536;
+/// The most prev_events a local event names (the spec allows 20; Synapse
+/// names 10): a room with more forward extremities merges them over a few
+/// events.
+pub const MAX_PREV_EVENTS: usize = 10;
+/// The greatest depth: the largest integer canonical JSON allows.
+pub const MAX_DEPTH: u64 = (1 << 53) - 1;
 
 impl Rooms {
     /// Builds, hashes and signs a local event on top of the room's forward
-    /// extremities and current state. Returns its ID and canonical JSON.
+    /// extremities (the [`MAX_PREV_EVENTS`] deepest) and the state after
+    /// them; `state` is the room's current state, the state after all of
+    /// them. Returns its ID and canonical JSON.
     pub fn build(
         &self,
         record: &RoomRecord,
@@ -63,6 +71,14 @@ impl Rooms {
         {
             content["redacts"] = json!(redacts);
         }
+        let (prevs, depth) = self.choose_prevs(record)?;
+        let partial;
+        let state = if prevs.len() == record.forward_extremities.len() {
+            state
+        } else {
+            partial = self.state_after_events(&rules, &prevs)?;
+            &*partial
+        };
         let raw_content = serde_json::value::to_raw_value(&content).map_err(Error::internal)?;
         let event_type = TimelineEventType::from(builder.event_type.as_str());
         let auth_types = auth_types_for_event(
@@ -79,23 +95,17 @@ impl Rooms {
                 auth_events.push(pdu.event_id);
             }
         }
-        let mut depth = 0;
-        for prev in &record.forward_extremities {
-            let short =
-                self.event_short(prev)?.ok_or_else(|| Error::internal("unknown forward extremity"))?;
-            let meta =
-                self.event_meta(short)?.ok_or_else(|| Error::internal("forward extremity without meta"))?;
-            depth = depth.max(meta.depth);
-        }
         let mut event = json!({
             "room_id": record.room_id,
             "sender": sender,
             "origin_server_ts": util::now_ms(),
             "type": builder.event_type,
             "content": content,
-            "prev_events": self.event_refs(&rules, &record.forward_extremities)?,
+            "prev_events": self.event_refs(&rules, &prevs)?,
             "auth_events": self.event_refs(&rules, &auth_events)?,
-            "depth": (depth + 1).min(i64::MAX as u64),
+            // Canonical JSON stops at 2^53 - 1: a remote event that deep
+            // must not stop the room.
+            "depth": (depth + 1).min(MAX_DEPTH),
         });
         if let Some(state_key) = &builder.state_key {
             event["state_key"] = json!(state_key);
@@ -106,6 +116,33 @@ impl Rooms {
             event["redacts"] = json!(redacts);
         }
         self.finish(event, &rules, &record.version)
+    }
+
+    /// A new event's prev_events: the deepest [`MAX_PREV_EVENTS`] forward
+    /// extremities (all of them, in the common case of one to a few), and
+    /// their greatest depth.
+    fn choose_prevs(&self, record: &RoomRecord) -> Result<(Vec<OwnedEventId>, u64)> {
+        let mut deepest = Vec::with_capacity(record.forward_extremities.len());
+        for prev in &record.forward_extremities {
+            let short =
+                self.event_short(prev)?.ok_or_else(|| Error::internal("unknown forward extremity"))?;
+            let meta =
+                self.event_meta(short)?.ok_or_else(|| Error::internal("forward extremity without meta"))?;
+            deepest.push((meta.depth, prev.clone()));
+        }
+        // Deepest first; among equals, the latest to arrive.
+        deepest.reverse();
+        deepest.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
+        deepest.truncate(MAX_PREV_EVENTS);
+        let depth = deepest.first().map_or(0, |(depth, _)| *depth);
+        // In the room's own order, so an unchanged room builds as before.
+        let chosen: Vec<OwnedEventId> = record
+            .forward_extremities
+            .iter()
+            .filter(|e| deepest.iter().any(|(_, d)| d == *e))
+            .cloned()
+            .collect();
+        Ok((chosen, depth))
     }
 
     /// How an event names others: bare IDs, or from the v1 event format on

@@ -355,6 +355,26 @@ impl Rooms {
         }
     }
 
+    /// The state after some of a room's events, resolved where they differ.
+    /// A resolution is stored (it is derived and keyed by its inputs), so an
+    /// append building on the same events finds it.
+    pub(super) fn state_after_events(
+        &self,
+        rules: &RoomVersionRules,
+        events: &[OwnedEventId],
+    ) -> Result<Arc<StateMap>> {
+        let mut branches = Vec::new();
+        for event in events {
+            let short = self.event_short(event)?.ok_or_else(|| Error::internal("unknown event"))?;
+            let meta = self.event_meta(short)?.ok_or_else(|| Error::internal("event without meta"))?;
+            branches.push((meta.state_after, self.load_state(meta.state_after)?));
+        }
+        let mut batch = Batch::new();
+        let (_, state) = self.merge_states(&mut batch, rules, branches, None)?;
+        self.db.write(batch)?;
+        Ok(state)
+    }
+
     /// The state before an event: the state after its prev_events, resolved
     /// where they differ.
     fn state_before(
@@ -1014,5 +1034,47 @@ mod tests {
         let renamed = f.rooms.directory().unwrap();
         assert!(!Arc::ptr_eq(&listed, &renamed));
         assert_eq!(renamed[0].topic.as_deref(), Some("news"));
+    }
+
+    /// Review §1f: with more forward extremities than an event may name,
+    /// local sending goes on and merges them ten at a time.
+    #[tokio::test]
+    async fn local_sending_works_with_25_forward_extremities() {
+        let f = fixture().await;
+        let alice = user_id!("@alice:localhost");
+        let fork = f.extremities()[0].clone();
+        for i in 0..25 {
+            let branch = f.build_on(&[&fork], alice, PduBuilder::message("m.room.message", json!({"body": i})), i);
+            assert!(matches!(f.append_remote(branch), Outcome::Accepted { .. }));
+        }
+        assert_eq!(f.extremities().len(), 25);
+        let mut left = 25;
+        while left > 1 {
+            let sent = f.send(alice, PduBuilder::message("m.room.message", json!({"body": "merge"}))).await;
+            let pdu = f.rooms.pdu(&sent).unwrap().unwrap();
+            assert_eq!(pdu.prev_events.len(), left.min(super::super::builder::MAX_PREV_EVENTS));
+            left = left - pdu.prev_events.len() + 1;
+            assert_eq!(f.extremities().len(), left);
+        }
+        // A state event on a partial merge takes its auth events from the
+        // state of the events it names, and the room goes on.
+        f.send(alice, topic("merged")).await;
+        assert_eq!(f.current("m.room.topic", "").unwrap().content_value()["topic"], "merged");
+    }
+
+    /// Review §1f: a remote event as deep as canonical JSON allows does not
+    /// stop local sending; depth stays at the cap.
+    #[tokio::test]
+    async fn a_remote_event_at_the_greatest_depth_does_not_stop_the_room() {
+        let f = fixture().await;
+        let alice = user_id!("@alice:localhost");
+        let fork = f.extremities()[0].clone();
+        let (_, object) = f.build_on(&[&fork], alice, PduBuilder::message("m.room.message", json!({})), 1);
+        let mut event = serde_json::to_value(&object).unwrap();
+        event["depth"] = json!(super::super::builder::MAX_DEPTH);
+        assert!(matches!(f.append_remote(f.resign(event)), Outcome::Accepted { .. }));
+        let sent = f.send(alice, PduBuilder::message("m.room.message", json!({"body": "still here"}))).await;
+        let pdu = f.rooms.pdu(&sent).unwrap().unwrap();
+        assert_eq!(u64::from(pdu.depth), super::super::builder::MAX_DEPTH);
     }
 }
