@@ -24,7 +24,7 @@ use hearth::{
         Rooms,
         builder::PduBuilder,
         create::{CreateRoom, Preset},
-        pipeline::{Origin, Outcome},
+        pipeline::{Origin, Outcome, StateBefore},
     },
     services::Services,
 };
@@ -261,7 +261,16 @@ async fn fork_bench(rooms: &Rooms, room: &ruma::RoomId, alice: &ruma::UserId) {
         for (event_id, object) in branches {
             rooms.state.clear_cache();
             let t = Instant::now();
-            let outcome = rooms.append(short, &mut record, event_id, object, Origin::Remote).unwrap();
+            let outcome = rooms
+                .append(
+                    short,
+                    &mut record,
+                    event_id,
+                    object,
+                    Origin::Remote(Default::default()),
+                    StateBefore::FromPrevs,
+                )
+                .unwrap();
             timed.push(t.elapsed());
             assert!(matches!(outcome, Outcome::Accepted { .. }));
         }

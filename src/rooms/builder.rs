@@ -7,7 +7,7 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomVersionId, UserId,
     events::TimelineEventType,
     room_version_rules::RoomVersionRules,
-    signatures::{hash_and_sign_event, reference_hash},
+    signatures::{Ed25519KeyPair, hash_and_sign_event, reference_hash},
     state_res::auth_types_for_event,
 };
 use serde_json::{Value, json};
@@ -161,36 +161,41 @@ impl Rooms {
         Ok(Value::Array(refs))
     }
 
-    /// Hashes and signs an event object and derives its ID: the reference
-    /// hash, or in the v1 event format a random ID on this server, carried
-    /// in the event itself.
+    /// Hashes and signs an event object as this server (see [`finish_event`]).
     pub fn finish(
         &self,
-        mut event: Value,
+        event: Value,
         rules: &RoomVersionRules,
         version: &RoomVersionId,
     ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
-        if rules.event_format.require_event_id && event.get("event_id").is_none() {
-            event["event_id"] = json!(format!("${}:{}", util::random_string(18), self.server_name));
-        }
-        let CanonicalJsonValue::Object(mut object) = CanonicalJsonValue::try_from(event)
-            .map_err(|e| Error::bad_json(format!("Event is not canonical JSON: {e}")))?
-        else {
-            return Err(Error::internal("an event is an object"));
-        };
-        let json_error = |e: ruma::signatures::JsonError| match e {
-            ruma::signatures::JsonError::PduTooLarge => Error::too_large(),
-            e => Error::internal(format!("cannot hash or sign event: {e}")),
-        };
-        hash_and_sign_event(self.server_name.as_str(), &self.keys.keypair, &mut object, &rules.redaction)
-            .map_err(json_error)?;
-        let event_id = match object.get("event_id").and_then(|id| id.as_str()) {
-            Some(id) => OwnedEventId::try_from(id),
-            None => {
-                OwnedEventId::try_from(format!("${}", reference_hash(&object, rules).map_err(json_error)?))
-            }
-        }
-        .map_err(|e| Error::internal(format!("event ID for room version {version}: {e}")))?;
-        Ok((event_id, object))
+        finish_event(self.server_name.as_str(), &self.keys.keypair, event, rules, version)
     }
+}
+
+/// Hashes and signs an event object as `server_name` and derives its ID:
+/// the reference hash, or in the v1 event format a random ID on that
+/// server, carried in the event itself.
+pub fn finish_event(
+    server_name: &str,
+    keypair: &Ed25519KeyPair,
+    mut event: Value,
+    rules: &RoomVersionRules,
+    version: &RoomVersionId,
+) -> Result<(OwnedEventId, CanonicalJsonObject)> {
+    if rules.event_format.require_event_id && event.get("event_id").is_none() {
+        event["event_id"] = json!(format!("${}:{server_name}", util::random_string(18)));
+    }
+    let CanonicalJsonValue::Object(mut object) = CanonicalJsonValue::try_from(event)
+        .map_err(|e| Error::bad_json(format!("Event is not canonical JSON: {e}")))?
+    else {
+        return Err(Error::internal("an event is an object"));
+    };
+    let json_error = |e: ruma::signatures::JsonError| match e {
+        ruma::signatures::JsonError::PduTooLarge => Error::too_large(),
+        e => Error::internal(format!("cannot hash or sign event: {e}")),
+    };
+    hash_and_sign_event(server_name, keypair, &mut object, &rules.redaction).map_err(json_error)?;
+    let event_id = super::pdu::event_id_of(&object, rules)
+        .map_err(|e| Error::internal(format!("event ID for room version {version}: {e}")))?;
+    Ok((event_id, object))
 }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::{
     RoomRecord, Rooms, SUPPORTED_ROOM_VERSIONS,
     builder::PduBuilder,
-    pipeline::{Origin, Txn},
+    pipeline::{Origin, StateBefore, Txn},
     short_ids::Kind,
 };
 use crate::{Error, Result, util};
@@ -169,7 +169,14 @@ impl Rooms {
             forward_extremities: Vec::new(),
             created_ts: util::now_ms(),
         };
-        self.append(room_short, &mut record, create_id, create_object, Origin::Local(None))?;
+        self.append(
+            room_short,
+            &mut record,
+            create_id,
+            create_object,
+            Origin::Local(None),
+            StateBefore::FromPrevs,
+        )?;
 
         let mut events = Vec::new();
         let mut join = json!({"membership": "join"});
@@ -243,18 +250,22 @@ impl Rooms {
         for builder in events {
             let state = self.current_state(&record)?;
             let (event_id, object) = self.build(&record, &state, creator, &builder)?;
-            self.append(room_short, &mut record, event_id, object, Origin::Local(None)).map_err(
-                |e| match e {
-                    Error::Matrix { kind: ruma::api::error::ErrorKind::Forbidden, message, .. } => {
-                        Error::new(
-                            http::StatusCode::BAD_REQUEST,
-                            ruma::api::error::ErrorKind::InvalidRoomState,
-                            format!("{} event: {message}", builder.event_type),
-                        )
-                    }
-                    e => e,
-                },
-            )?;
+            self.append(
+                room_short,
+                &mut record,
+                event_id,
+                object,
+                Origin::Local(None),
+                StateBefore::FromPrevs,
+            )
+            .map_err(|e| match Error::from(e) {
+                Error::Matrix { kind: ruma::api::error::ErrorKind::Forbidden, message, .. } => Error::new(
+                    http::StatusCode::BAD_REQUEST,
+                    ruma::api::error::ErrorKind::InvalidRoomState,
+                    format!("{} event: {message}", builder.event_type),
+                ),
+                e => e,
+            })?;
         }
         if let Some(alias) = &request.alias {
             self.put_alias(alias, &room_id, creator)?;
@@ -342,7 +353,14 @@ impl Rooms {
             return Ok(current.event_id.clone());
         }
         let (event_id, object) = self.build(&record, &state, sender, &builder)?;
-        self.append(short, &mut record, event_id.clone(), object, Origin::Local(txn))?;
+        self.append(
+            short,
+            &mut record,
+            event_id.clone(),
+            object,
+            Origin::Local(txn),
+            StateBefore::FromPrevs,
+        )?;
         Ok(event_id)
     }
 }

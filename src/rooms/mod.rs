@@ -18,9 +18,12 @@ pub mod read;
 pub mod receipts;
 pub mod redaction;
 pub mod relations;
+pub mod remote;
 pub mod resolve;
 pub mod short_ids;
 pub mod state;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod typing;
 pub mod upgrade;
 
@@ -101,21 +104,41 @@ pub struct EventMeta {
     /// The redaction that redacted it; the stored JSON is then redacted.
     #[serde(default)]
     pub redacted_by: Option<u64>,
+    /// What the event is to the room.
+    #[serde(default, skip_serializing_if = "Status::is_timeline")]
+    pub status: Status,
+}
+
+/// What a stored event is to its room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Accepted: in the timeline at `stream`, part of the state, shown.
+    #[default]
+    Timeline,
+    /// Known only from an auth chain or a room's state: checked against
+    /// its own auth events, in no timeline, with no state of its own
+    /// (`state_before`/`state_after` mean nothing), never shown.
+    Outlier,
     /// Failed the auth rules (remote events only): kept so later events
     /// may reference it, but never part of the state nor shown.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub rejected: bool,
+    Rejected,
     /// Passed the auth rules at its place in the DAG but not against the
     /// room's current state: stored and used by state resolution, never
     /// shown to clients nor built upon.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub soft_failed: bool,
+    SoftFailed,
+}
+
+impl Status {
+    fn is_timeline(&self) -> bool {
+        *self == Status::Timeline
+    }
 }
 
 impl EventMeta {
     /// Whether clients may ever be shown the event.
     pub fn accepted(&self) -> bool {
-        !self.rejected && !self.soft_failed
+        self.status == Status::Timeline
     }
 }
 

@@ -10,6 +10,23 @@ use serde_json::value::RawValue;
 
 use crate::{Error, Result};
 
+/// An event's ID: in the v1 event format the `event_id` it carries, from
+/// v3 its reference hash.
+pub fn event_id_of(
+    object: &CanonicalJsonObject,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> Result<OwnedEventId> {
+    let id = match object.get("event_id").and_then(|id| id.as_str()) {
+        Some(id) if rules.event_format.require_event_id => id.to_owned(),
+        _ => format!(
+            "${}",
+            ruma::signatures::reference_hash(object, rules)
+                .map_err(|e| Error::bad_json(format!("Cannot hash event: {e}")))?
+        ),
+    };
+    OwnedEventId::try_from(id).map_err(|e| Error::bad_json(format!("Bad event ID: {e}")))
+}
+
 #[derive(Clone, Debug)]
 pub struct Pdu {
     pub event_id: OwnedEventId,

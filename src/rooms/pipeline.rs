@@ -12,12 +12,16 @@
 use std::{cell::Cell, collections::BTreeMap, sync::Arc};
 
 use ruma::{
-    CanonicalJsonObject, OwnedDeviceId, OwnedEventId, OwnedServerName, events::TimelineEventType,
-    room_version_rules::RoomVersionRules, serde::Base64, signatures::Verified, state_res,
+    CanonicalJsonObject, OwnedDeviceId, OwnedEventId,
+    events::TimelineEventType,
+    room_version_rules::RoomVersionRules,
+    serde::Base64,
+    signatures::{PublicKeyMap, Verified},
+    state_res,
 };
 
 use super::{
-    EventMeta, RoomRecord, Rooms,
+    EventMeta, RoomRecord, Rooms, Status,
     builder::MAX_PDU_BYTES,
     pdu::Pdu,
     short_ids::{Kind, split_state_key_name, state_key_name},
@@ -43,7 +47,21 @@ pub struct Txn {
 /// and signed is stored whatever its fate, as the spec requires.
 pub enum Origin {
     Local(Option<Txn>),
-    Remote,
+    /// Another server's event, with the public keys of the servers whose
+    /// signatures it needs (fetched before the room is locked); ours are
+    /// added.
+    Remote(PublicKeyMap),
+}
+
+/// Where the state before an event comes from.
+pub enum StateBefore {
+    /// The state after its prev_events, each of which must be in the room's
+    /// DAG (not only an outlier).
+    FromPrevs,
+    /// Given by the caller, for a gap: the resolution of the known prevs'
+    /// states with the state fetched (`/state_ids`) for the missing ones.
+    /// The prevs we lack become backward extremities, to backfill from.
+    Given(StateMap),
 }
 
 /// What became of an appended event.
@@ -55,34 +73,135 @@ pub enum Outcome {
     SoftFailed,
     /// Failed the auth rules; kept only so later events may reference it.
     Rejected(String),
+    /// Stored as an outlier: checked against its own auth events only.
+    Outlier,
+    /// Already stored: nothing changed (a sender retrying is no error).
+    Duplicate,
+}
+
+/// Why an event could not be appended. The first two say what to fetch
+/// before trying again; nothing was stored.
+#[derive(Debug)]
+pub enum AppendError {
+    /// prev_events not in the room's DAG: fetch them (`get_missing_events`)
+    /// or append with a [`StateBefore::Given`] state.
+    MissingPrevs(Vec<OwnedEventId>),
+    /// auth_events not stored: fetch them (`/event_auth`) first.
+    MissingAuth(Vec<OwnedEventId>),
+    /// The event is malformed, wrongly signed, or (from a local client) not
+    /// allowed.
+    Refused(Error),
+}
+
+impl From<Error> for AppendError {
+    fn from(error: Error) -> Self {
+        Self::Refused(error)
+    }
+}
+
+impl From<crate::storage::Error> for AppendError {
+    fn from(error: crate::storage::Error) -> Self {
+        Self::Refused(error.into())
+    }
+}
+
+impl From<AppendError> for Error {
+    fn from(error: AppendError) -> Self {
+        let list = |ids: &[OwnedEventId]| ids.iter().map(|id| id.as_str()).collect::<Vec<_>>().join(", ");
+        match error {
+            AppendError::MissingPrevs(ids) => Error::bad_json(format!("Unknown prev_events: {}", list(&ids))),
+            AppendError::MissingAuth(ids) => {
+                Error::forbidden(format!("Event not allowed: unknown auth events: {}", list(&ids)))
+            }
+            AppendError::Refused(error) => error,
+        }
+    }
 }
 
 /// A state snapshot and its content, kept together while appending.
 type Snapshot = (Option<u64>, Arc<StateMap>);
 
+/// An event that passed the checks that need no room state.
+struct Checked {
+    event_id: OwnedEventId,
+    object: CanonicalJsonObject,
+    pdu: Pdu,
+    /// Its short ID, when it is already stored as an outlier.
+    outlier: Option<u64>,
+}
+
+/// What appending an event computed, before anything is written.
+struct Computed {
+    before: Snapshot,
+    after: Snapshot,
+    rejection: Option<String>,
+    soft_failed: bool,
+    /// The state key short ID the event sets (accepted state events).
+    changed_key: Option<u64>,
+    replaces_state: Option<u64>,
+    /// prev_events that are not in the DAG (with a given state).
+    missing_prevs: Vec<OwnedEventId>,
+}
+
 impl Rooms {
-    /// Appends an event to a room. The caller holds the room's lock and
-    /// passes the room's record, which is updated in place.
+    /// Appends an event to a room: [`Rooms::check`], then
+    /// [`Rooms::compute`], then [`Rooms::commit`]. The caller holds the
+    /// room's lock and passes the room's record, which is updated in place.
     pub fn append(
         &self,
         room_short: u64,
         record: &mut RoomRecord,
         event_id: OwnedEventId,
-        mut object: CanonicalJsonObject,
+        object: CanonicalJsonObject,
         origin: Origin,
-    ) -> Result<Outcome> {
+        state_before: StateBefore,
+    ) -> Result<Outcome, AppendError> {
         let rules = record.rules()?;
+        let Some(checked) = self.check(room_short, record, event_id, object, &origin, &rules)? else {
+            return Ok(Outcome::Duplicate);
+        };
+        // One append of an event ID at a time, whatever the room (v1–2
+        // event IDs are chosen by the sender).
+        let _in_flight = self.claim_event_id(&checked.event_id)?;
+        let mut batch = Batch::new();
+        let event_short = match checked.outlier {
+            Some(short) => short,
+            None => self.short.allocate_into(&mut batch, Kind::Event, checked.event_id.as_str()),
+        };
+        let computed =
+            self.compute(&mut batch, room_short, record, &checked, event_short, state_before, &rules)?;
         let local = matches!(origin, Origin::Local(_));
+        if let Some(reason) = &computed.rejection
+            && local
+        {
+            return Err(Error::forbidden(reason.clone()).into());
+        }
+        if computed.soft_failed && local {
+            return Err(Error::forbidden("Event not allowed by the current state of the room").into());
+        }
+        Ok(self.commit(batch, room_short, record, event_short, checked, computed, origin, &rules)?)
+    }
 
-        // Size and format.
+    /// The checks that need no room state: size and format, hashes and
+    /// signatures (a wrong content hash redacts a remote event), the event
+    /// ID, and the room. `None` for an event already stored (other than as
+    /// an outlier).
+    fn check(
+        &self,
+        room_short: u64,
+        record: &RoomRecord,
+        event_id: OwnedEventId,
+        mut object: CanonicalJsonObject,
+        origin: &Origin,
+        rules: &RoomVersionRules,
+    ) -> Result<Option<Checked>> {
+        let local = matches!(origin, Origin::Local(_));
         let size = serde_json::to_vec(&object).map_err(Error::internal)?.len();
         if size > MAX_PDU_BYTES {
             return Err(Error::too_large());
         }
         state_res::check_pdu_format(&object, &rules.event_format).map_err(Error::bad_json)?;
-
-        // Signatures; a wrong content hash redacts a remote event.
-        match ruma::signatures::verify_event(&self.public_keys(), &object, &rules) {
+        match ruma::signatures::verify_event(&self.public_keys(origin), &object, rules) {
             Ok(Verified::All) => {}
             Ok(Verified::Signatures) if !local => {
                 object = ruma::canonical_json::redact(object, &rules.redaction, None)
@@ -91,72 +210,114 @@ impl Rooms {
             Ok(Verified::Signatures) => return Err(Error::forbidden("Event content hash does not match")),
             Err(e) => return Err(Error::forbidden(format!("Event signature check failed: {e}"))),
         }
-
         if rules.event_format.require_event_id
             && object.get("event_id").and_then(|id| id.as_str()) != Some(event_id.as_str())
         {
             return Err(Error::bad_json("The event's event_id does not match"));
         }
         let pdu = Pdu::from_canonical(event_id.clone(), &object)?;
+        let outlier = match self.event_short(&event_id)? {
+            Some(short) => match self.event_meta(short)? {
+                Some(meta) if meta.status == Status::Outlier && meta.room == room_short => Some(short),
+                _ => return Ok(None),
+            },
+            None => None,
+        };
         if pdu.kind == TimelineEventType::RoomCreate {
             // One create event per room, and it must be this room's: from
             // v12 the room ID is the create event's own hash.
-            let names_this_room = match &pdu.room_id {
-                Some(room_id) => *room_id == record.room_id,
-                None => record.room_id.as_str().strip_prefix('!') == event_id.as_str().strip_prefix('$'),
-            };
-            if record.current_snapshot.is_some() || !record.forward_extremities.is_empty() || !names_this_room
+            if !create_names_room(&pdu, record)
+                || (outlier.is_none()
+                    && (record.current_snapshot.is_some() || !record.forward_extremities.is_empty()))
             {
                 return Err(Error::bad_json("A room has exactly one create event"));
             }
         } else if pdu.room_id.as_ref() != Some(&record.room_id) {
             return Err(Error::bad_json("Event is for another room"));
         }
-        // One append of an event ID at a time, whatever the room (v1–2
-        // event IDs are chosen by the sender).
-        let _in_flight = self.claim_event_id(&event_id)?;
-        if self.event_short(&event_id)?.is_some() {
-            return Err(Error::bad_json("Event already exists"));
-        }
+        Ok(Some(Checked { event_id, object, pdu, outlier }))
+    }
 
-        // The auth rules against the event's auth events, then against the
-        // state before it; then, soft, against the current state.
-        let mut batch = Batch::new();
-        let mut rejection = self.check_against_auth_events(&pdu, &rules, room_short)?.err();
-        let before = self.state_before(&mut batch, &pdu, &rules, room_short)?;
+    /// The auth rules against the event's auth events, then against the
+    /// state before it; then, soft, against the current state; and the
+    /// state after it. Writes only snapshots to `batch`.
+    #[allow(clippy::too_many_arguments)]
+    fn compute(
+        &self,
+        batch: &mut Batch,
+        room_short: u64,
+        record: &RoomRecord,
+        checked: &Checked,
+        event_short: u64,
+        state_before: StateBefore,
+        rules: &RoomVersionRules,
+    ) -> Result<Computed, AppendError> {
+        let pdu = &checked.pdu;
+        let mut rejection = self.check_against_auth_events(pdu, rules, room_short, &record.room_id)?.err();
+        let (before, missing_prevs) = self.state_before(batch, pdu, rules, room_short, state_before)?;
         if rejection.is_none() {
-            rejection = self.check_against_state(&pdu, &rules, &before.1)?.err();
+            rejection = self.check_against_state(pdu, rules, &before.1)?.err();
         }
-        if let Some(reason) = &rejection
-            && local
-        {
-            return Err(Error::forbidden(reason.clone()));
-        }
-        let soft_failed = rejection.is_none() && before.0 != record.current_snapshot && {
-            let current = self.current_state(record)?;
-            self.check_against_state(&pdu, &rules, &current)?.is_err()
-        };
-        if soft_failed && local {
-            return Err(Error::forbidden("Event not allowed by the current state of the room"));
-        }
-        let accepted = rejection.is_none() && !soft_failed;
-
+        // (A room being joined has no current state to soft-fail against.)
+        let soft_failed = rejection.is_none()
+            && record.current_snapshot.is_some()
+            && before.0 != record.current_snapshot
+            && {
+                let current = self.current_state(record)?;
+                self.check_against_state(pdu, rules, &current)?.is_err()
+            };
         // The state after it (a rejected event changes nothing).
-        let event_short = self.short.allocate_into(&mut batch, Kind::Event, event_id.as_str());
-        let mut replaces_state = None;
-        let mut changed_key = None;
-        let after: Snapshot = match &pdu.state_key {
-            Some(state_key) if rejection.is_none() => {
-                let key = self
-                    .short
-                    .get_or_create(Kind::StateKey, &state_key_name(&pdu.kind.to_string(), state_key))?;
-                changed_key = Some(key);
-                let mut after = (*before.1).clone();
-                replaces_state = after.insert(key, event_short);
-                let id = self.state.save(&mut batch, before.0, after.clone())?;
-                (Some(id), Arc::new(after))
-            }
-            _ => before.clone(),
+        let mut computed = Computed {
+            after: before.clone(),
+            before,
+            rejection,
+            soft_failed,
+            changed_key: None,
+            replaces_state: None,
+            missing_prevs,
+        };
+        if let Some(state_key) = &pdu.state_key
+            && computed.rejection.is_none()
+        {
+            let key = self
+                .short
+                .get_or_create(Kind::StateKey, &state_key_name(&pdu.kind.to_string(), state_key))?;
+            computed.changed_key = Some(key);
+            let mut after = (*computed.before.1).clone();
+            computed.replaces_state = after.insert(key, event_short);
+            let id = self.state.save(batch, computed.before.0, after.clone())?;
+            computed.after = (Some(id), Arc::new(after));
+        }
+        Ok(computed)
+    }
+
+    /// Writes the event and all it changes in one batch (the event, its
+    /// place in the DAG, and for an accepted event the timeline, the
+    /// forward extremities, the current state and its indexes, push,
+    /// relations), then wakes the room's readers.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &self,
+        mut batch: Batch,
+        room_short: u64,
+        record: &mut RoomRecord,
+        event_short: u64,
+        checked: Checked,
+        computed: Computed,
+        origin: Origin,
+        rules: &RoomVersionRules,
+    ) -> Result<Outcome> {
+        let Checked { event_id, object, pdu, .. } = checked;
+        let Computed { before, after, rejection, soft_failed, changed_key, replaces_state, missing_prevs } =
+            computed;
+        let status = match (&rejection, soft_failed) {
+            (Some(_), _) => Status::Rejected,
+            (None, true) => Status::SoftFailed,
+            (None, false) => Status::Timeline,
+        };
+        let txn = match origin {
+            Origin::Local(Some(txn)) => Some(txn),
+            _ => None,
         };
         let meta = |stream| EventMeta {
             room: room_short,
@@ -165,27 +326,25 @@ impl Rooms {
             state_after: after.0,
             depth: pdu.depth.into(),
             replaces_state,
-            txn: match &origin {
-                Origin::Local(Some(t)) => Some((t.device_id.clone(), t.txn_id.clone())),
-                _ => None,
-            },
+            txn: txn.as_ref().map(|t| (t.device_id.clone(), t.txn_id.clone())),
             redacted_by: None,
-            rejected: rejection.is_some(),
-            soft_failed,
+            status,
         };
         batch.put(
             &maps::PDUS,
             event_short.to_be_bytes(),
             serde_json::to_vec(&object).map_err(Error::internal)?,
         );
-        if let Origin::Local(Some(txn)) = &origin {
+        if let Some(txn) = &txn {
             batch.put(
                 &maps::TRANSACTIONS,
                 txn_key(&pdu.sender, &txn.device_id, &record.room_id, txn.endpoint, &txn.txn_id),
                 event_id.as_str(),
             );
         }
-        if !accepted {
+        let has_children =
+            self.link(&mut batch, room_short, &event_id, event_short, &pdu.prev_events, &missing_prevs)?;
+        if status != Status::Timeline {
             // Stored for the DAG's sake only: no timeline, no extremity.
             batch.put_json(&maps::EVENT_META, event_short.to_be_bytes(), &meta(0));
             self.db.write(batch)?;
@@ -195,27 +354,34 @@ impl Rooms {
             });
         }
         if pdu.kind == TimelineEventType::RoomRedaction {
-            self.apply_redaction(&mut batch, &pdu, event_short, room_short, &before.1, &rules)?;
+            self.apply_redaction(&mut batch, &pdu, event_short, room_short, &before.1, rules)?;
         }
 
-        // The event replaces the extremities it references; the current
-        // state is the state after the extremities, resolved if they differ.
+        // The event replaces the extremities it references, and is one
+        // itself unless a child of it is already stored (it filled a gap);
+        // the current state is the state after the extremities, resolved if
+        // they differ.
         let old_current = record.current_snapshot;
         record.forward_extremities.retain(|e| !pdu.prev_events.contains(e));
-        let mut branches = vec![after.clone()];
+        let mut branches = Vec::new();
+        if !has_children {
+            branches.push(after.clone());
+        }
         for extremity in &record.forward_extremities {
             let short = self.event_short(extremity)?.ok_or_else(|| Error::internal("unknown extremity"))?;
             let meta = self.event_meta(short)?.ok_or_else(|| Error::internal("extremity without meta"))?;
             branches.push((meta.state_after, self.load_state(meta.state_after)?));
         }
-        record.forward_extremities.push(event_id);
-        let current = self.merge_states(&mut batch, &rules, branches, Some((event_short, &pdu)))?;
+        if !has_children {
+            record.forward_extremities.push(event_id);
+        }
+        let current = self.merge_states(&mut batch, rules, branches, Some((event_short, &pdu)))?;
         record.current_snapshot = current.0;
         batch.put_json(&maps::ROOMS, room_short.to_be_bytes(), record);
 
         let content = pdu.content_value();
         let notifications =
-            self.evaluate_push(&pdu, &content, &object, room_short, &record.room_id, &rules, event_short)?;
+            self.evaluate_push(&pdu, &content, &object, room_short, &record.room_id, rules, event_short)?;
 
         // Only now a stream position: readers wait for positions in flight,
         // so none is held across the work above.
@@ -275,6 +441,112 @@ impl Rooms {
         Ok(Outcome::Accepted { stream })
     }
 
+    /// Places an event in the DAG (in `batch`): an edge from each prev, the
+    /// event no longer a backward extremity, its missing prevs now ones.
+    /// Whether a child of it is already stored.
+    fn link(
+        &self,
+        batch: &mut Batch,
+        room_short: u64,
+        event_id: &ruma::EventId,
+        event_short: u64,
+        prevs: &[OwnedEventId],
+        missing: &[OwnedEventId],
+    ) -> Result<bool> {
+        for prev in prevs {
+            batch.put(
+                &maps::EVENT_EDGES,
+                [edge_prefix(prev), event_short.to_be_bytes().to_vec()].concat(),
+                Vec::new(),
+            );
+        }
+        batch.delete(
+            &maps::BACKWARD_EXTREMITIES,
+            [&room_short.to_be_bytes()[..], event_id.as_bytes()].concat(),
+        );
+        for prev in missing {
+            batch.put(
+                &maps::BACKWARD_EXTREMITIES,
+                [&room_short.to_be_bytes()[..], prev.as_bytes()].concat(),
+                Vec::new(),
+            );
+        }
+        Ok(self.db.contains_prefix(&maps::EVENT_EDGES, &edge_prefix(event_id))?)
+    }
+
+    /// The events a room's DAG names but we do not have: where backfill
+    /// starts.
+    pub fn backward_extremities(&self, room_short: u64) -> Result<Vec<OwnedEventId>> {
+        self.db
+            .scan_prefix(&maps::BACKWARD_EXTREMITIES, &room_short.to_be_bytes())?
+            .into_iter()
+            .map(|(k, _)| {
+                let id = std::str::from_utf8(&k[8..]).map_err(Error::internal)?;
+                OwnedEventId::try_from(id).map_err(Error::internal)
+            })
+            .collect()
+    }
+
+    /// The stored events that name `event_id` as a prev event.
+    pub fn children_in_dag(&self, event_id: &ruma::EventId) -> Result<Vec<u64>> {
+        let prefix = edge_prefix(event_id);
+        self.db
+            .scan_prefix(&maps::EVENT_EDGES, &prefix)?
+            .iter()
+            .map(|(k, _)| decode_u64(&k[prefix.len()..]))
+            .collect::<Result<_, _>>()
+            .map_err(Into::into)
+    }
+
+    /// Stores an event known only as part of an auth chain or a room's state
+    /// (from a join response, `/state`, `/event_auth`): checked against its
+    /// own auth events only, placed in no timeline and no DAG. Store a chain
+    /// auth events first.
+    pub fn append_outlier(
+        &self,
+        room_short: u64,
+        record: &RoomRecord,
+        event_id: OwnedEventId,
+        object: CanonicalJsonObject,
+        keys: PublicKeyMap,
+    ) -> Result<Outcome, AppendError> {
+        let rules = record.rules()?;
+        let origin = Origin::Remote(keys);
+        let Some(checked) = self.check(room_short, record, event_id, object, &origin, &rules)? else {
+            return Ok(Outcome::Duplicate);
+        };
+        if checked.outlier.is_some() {
+            return Ok(Outcome::Duplicate);
+        }
+        let _in_flight = self.claim_event_id(&checked.event_id)?;
+        let rejection =
+            self.check_against_auth_events(&checked.pdu, &rules, room_short, &record.room_id)?.err();
+        let mut batch = Batch::new();
+        let short = self.short.allocate_into(&mut batch, Kind::Event, checked.event_id.as_str());
+        batch.put(
+            &maps::PDUS,
+            short.to_be_bytes(),
+            serde_json::to_vec(&checked.object).map_err(Error::internal)?,
+        );
+        let meta = EventMeta {
+            room: room_short,
+            stream: 0,
+            state_before: None,
+            state_after: None,
+            depth: checked.pdu.depth.into(),
+            replaces_state: None,
+            txn: None,
+            redacted_by: None,
+            status: if rejection.is_some() { Status::Rejected } else { Status::Outlier },
+        };
+        batch.put_json(&maps::EVENT_META, short.to_be_bytes(), &meta);
+        self.db.write(batch)?;
+        Ok(match rejection {
+            Some(reason) => Outcome::Rejected(reason),
+            None => Outcome::Outlier,
+        })
+    }
+
     /// The auth rules with the event's own auth events taken as the state:
     /// an event must prove its own authorisation. `Err` inside is the
     /// rejection; an auth event we do not have is an error outright.
@@ -283,17 +555,38 @@ impl Rooms {
         pdu: &Pdu,
         rules: &RoomVersionRules,
         room_short: u64,
-    ) -> Result<std::result::Result<(), String>> {
+        room_id: &ruma::RoomId,
+    ) -> Result<std::result::Result<(), String>, AppendError> {
+        // From v12 the create event is implied by the room ID, never
+        // listed; it is looked up by its ID, never from the room's state
+        // (which a room being joined does not have yet).
+        let mut auth_ids = pdu.auth_events.clone();
+        if pdu.kind != TimelineEventType::RoomCreate && rules.authorization.room_create_event_id_as_room_id {
+            let create = format!("${}", room_id.as_str().trim_start_matches('!'));
+            auth_ids.push(OwnedEventId::try_from(create).map_err(|_| Error::bad_json("Malformed room ID"))?);
+        }
+        let mut auth_events = Vec::with_capacity(auth_ids.len());
+        let mut missing = Vec::new();
+        for id in auth_ids {
+            let stored = match self.event_short(&id)? {
+                Some(short) => self.pdu_by_short(short)?.zip(self.event_meta(short)?),
+                None => None,
+            };
+            match stored {
+                Some(found) => auth_events.push(found),
+                None => missing.push(id),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(AppendError::MissingAuth(missing));
+        }
         let mut auth_state = BTreeMap::new();
-        for id in &pdu.auth_events {
-            let missing = || Error::forbidden(format!("Event not allowed: unknown auth event {id}"));
-            let short = self.event_short(id)?.ok_or_else(missing)?;
-            let auth = self.pdu_by_short(short)?.ok_or_else(missing)?;
-            let meta = self.event_meta(short)?.ok_or_else(missing)?;
+        for (auth, meta) in auth_events {
+            let id = &auth.event_id;
             if meta.room != room_short {
                 return Ok(Err(format!("Event not allowed: auth event {id} is in another room")));
             }
-            if meta.rejected {
+            if meta.status == Status::Rejected {
                 return Ok(Err(format!("Event not allowed: auth event {id} was rejected")));
             }
             if let Some(state_key) = &auth.state_key {
@@ -309,16 +602,10 @@ impl Rooms {
         };
         let independent = state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch);
         if let Some(e) = failed.into_inner() {
-            return Err(e);
+            return Err(e.into());
         }
         if let Err(reason) = independent {
             return Ok(Err(format!("Event not allowed: {reason}")));
-        }
-        // From v12 the create event is implied by the room ID, never listed.
-        if pdu.kind != TimelineEventType::RoomCreate
-            && let Some(create) = self.current_state_event(room_short, "m.room.create", "")?
-        {
-            auth_state.entry(("m.room.create".to_owned(), String::new())).or_insert(create);
         }
         let fetch_auth = |kind: &ruma::events::StateEventType, state_key: &str| {
             auth_state.get(&(kind.to_string(), state_key.to_owned())).cloned()
@@ -348,7 +635,7 @@ impl Rooms {
         }
     }
 
-    fn load_state(&self, snapshot: Option<u64>) -> Result<Arc<StateMap>> {
+    pub(super) fn load_state(&self, snapshot: Option<u64>) -> Result<Arc<StateMap>> {
         match snapshot {
             Some(id) => self.state.load(id),
             None => Ok(Arc::new(StateMap::new())),
@@ -376,26 +663,40 @@ impl Rooms {
     }
 
     /// The state before an event: the state after its prev_events, resolved
-    /// where they differ.
+    /// where they differ, or the state given for a gap; and the prevs not
+    /// in the room's DAG.
     fn state_before(
         &self,
         batch: &mut Batch,
         pdu: &Pdu,
         rules: &RoomVersionRules,
         room_short: u64,
-    ) -> Result<Snapshot> {
+        source: StateBefore,
+    ) -> Result<(Snapshot, Vec<OwnedEventId>), AppendError> {
         let mut branches = Vec::new();
+        let mut missing = Vec::new();
         for prev in &pdu.prev_events {
-            let short = self
-                .event_short(prev)?
-                .ok_or_else(|| Error::bad_json(format!("Unknown prev_event {prev}")))?;
-            let meta = self.event_meta(short)?.ok_or_else(|| Error::internal("prev_event without meta"))?;
-            if meta.room != room_short {
-                return Err(Error::bad_json(format!("prev_event {prev} is in another room")));
+            let meta = match self.event_short(prev)? {
+                Some(short) => self.event_meta(short)?.filter(|m| m.status != Status::Outlier),
+                None => None,
+            };
+            match meta {
+                Some(meta) if meta.room != room_short => {
+                    return Err(Error::bad_json(format!("prev_event {prev} is in another room")).into());
+                }
+                Some(meta) => branches.push((meta.state_after, self.load_state(meta.state_after)?)),
+                None => missing.push(prev.clone()),
             }
-            branches.push((meta.state_after, self.load_state(meta.state_after)?));
         }
-        self.merge_states(batch, rules, branches, None)
+        match source {
+            StateBefore::FromPrevs if !missing.is_empty() => Err(AppendError::MissingPrevs(missing)),
+            StateBefore::FromPrevs => Ok((self.merge_states(batch, rules, branches, None)?, missing)),
+            StateBefore::Given(state) => {
+                let base = branches.first().and_then(|b| b.0);
+                let id = self.state.save(batch, base, state.clone())?;
+                Ok(((Some(id), Arc::new(state)), missing))
+            }
+        }
     }
 
     /// One state from several branches: the common one, or the resolved one
@@ -495,11 +796,19 @@ impl Rooms {
         Ok(())
     }
 
-    /// The keys that sign our own events.
-    fn public_keys(&self) -> BTreeMap<String, BTreeMap<String, Base64>> {
-        let mut ours = BTreeMap::new();
-        ours.insert(self.keys.key_id.to_string(), Base64::new(self.keys.keypair.public_key().to_vec()));
-        BTreeMap::from([(OwnedServerName::to_string(&self.server_name), ours)])
+    /// The keys an event's signatures are checked with: ours, and for a
+    /// remote event those its caller fetched.
+    fn public_keys(&self, origin: &Origin) -> PublicKeyMap {
+        let mut keys = match origin {
+            Origin::Remote(keys) => keys.clone(),
+            Origin::Local(_) => PublicKeyMap::new(),
+        };
+        let ours = BTreeMap::from([(
+            self.keys.key_id.to_string(),
+            Base64::new(self.keys.keypair.public_key().to_vec()),
+        )]);
+        keys.insert(self.server_name.to_string(), ours);
+        keys
     }
 
     /// The event a transaction ID already produced, if any.
@@ -519,6 +828,22 @@ impl Rooms {
                     .map_err(Error::internal)
             })
             .transpose()
+    }
+}
+
+/// The `event_edges` prefix of an event's children.
+fn edge_prefix(event_id: &ruma::EventId) -> Vec<u8> {
+    let mut prefix = event_id.as_bytes().to_vec();
+    prefix.push(crate::storage::SEP);
+    prefix
+}
+
+/// Whether a create event names the room: from v12 the room ID is the
+/// create event's own hash.
+fn create_names_room(pdu: &Pdu, record: &RoomRecord) -> bool {
+    match &pdu.room_id {
+        Some(room_id) => *room_id == record.room_id,
+        None => record.room_id.as_str().strip_prefix('!') == pdu.event_id.as_str().strip_prefix('$'),
     }
 }
 
@@ -544,127 +869,14 @@ mod tests {
     use std::sync::Arc;
 
     use ruma::{CanonicalJsonValue, OwnedRoomId, RoomVersionId, user_id};
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     use super::*;
-    use crate::{
-        keys::ServerKeys,
-        rooms::{
-            builder::PduBuilder,
-            create::{CreateRoom, Preset},
-        },
-        storage::Db,
+    use crate::rooms::{
+        builder::PduBuilder,
+        create::{CreateRoom, Preset},
+        testing::*,
     };
-
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        rooms: Rooms,
-        room_id: OwnedRoomId,
-    }
-
-    async fn fixture() -> Fixture {
-        fixture_with(RoomVersionId::V12, Preset::PrivateChat).await
-    }
-
-    async fn fixture_with(version: RoomVersionId, preset: Preset) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), 8, false).unwrap();
-        let keys = Arc::new(ServerKeys::load_or_generate(&db).unwrap());
-        let stream = Arc::new(crate::stream::Stream::open(db.clone(), 0).unwrap());
-        let users = Arc::new(
-            crate::users::Users::new(db.clone(), "localhost".try_into().unwrap(), stream.clone()).unwrap(),
-        );
-        let rooms = Rooms::open(db, "localhost".try_into().unwrap(), keys, stream, users).unwrap();
-        let request = CreateRoom::new(version, preset);
-        let room_id = rooms.create_room(user_id!("@alice:localhost"), request).await.unwrap();
-        Fixture { _dir: dir, rooms, room_id }
-    }
-
-    impl Fixture {
-        /// A correctly built and signed message from `sender`, as JSON.
-        fn event(&self, sender: &ruma::UserId) -> Value {
-            let (_, record) = self.rooms.room(&self.room_id).unwrap().unwrap();
-            let state = self.rooms.current_state(&record).unwrap();
-            let builder = PduBuilder::message("m.room.message", json!({"body": "hi", "msgtype": "m.text"}));
-            let (_, object) = self.rooms.build(&record, &state, sender, &builder).unwrap();
-            serde_json::to_value(&object).unwrap()
-        }
-
-        /// Re-hashes and re-signs edited JSON, so only the edit is wrong.
-        fn resign(&self, mut event: Value) -> (OwnedEventId, CanonicalJsonObject) {
-            let object = event.as_object_mut().unwrap();
-            object.remove("hashes");
-            object.remove("signatures");
-            let version = self.rooms.room(&self.room_id).unwrap().unwrap().1.version;
-            self.rooms.finish(event, &version.rules().unwrap(), &version).unwrap()
-        }
-
-        fn append(&self, event_id: OwnedEventId, object: CanonicalJsonObject) -> Result<Outcome> {
-            let (short, mut record) = self.rooms.room(&self.room_id).unwrap().unwrap();
-            self.rooms.append(short, &mut record, event_id, object, Origin::Local(None))
-        }
-
-        /// Appends as if another server had sent the event.
-        fn append_remote(&self, event: (OwnedEventId, CanonicalJsonObject)) -> Outcome {
-            self.append_remote_result(event).unwrap()
-        }
-
-        fn append_remote_result(
-            &self,
-            (event_id, object): (OwnedEventId, CanonicalJsonObject),
-        ) -> Result<Outcome> {
-            let (short, mut record) = self.rooms.room(&self.room_id).unwrap().unwrap();
-            self.rooms.append(short, &mut record, event_id, object, Origin::Remote)
-        }
-
-        /// Builds an event on chosen prev_events (a branch of the DAG) with
-        /// the auth events of the state after the first of them.
-        fn build_on(
-            &self,
-            prev: &[&OwnedEventId],
-            sender: &ruma::UserId,
-            builder: PduBuilder,
-            ts: u64,
-        ) -> (OwnedEventId, CanonicalJsonObject) {
-            let (_, mut record) = self.rooms.room(&self.room_id).unwrap().unwrap();
-            let short = self.rooms.event_short(prev[0]).unwrap().unwrap();
-            let meta = self.rooms.event_meta(short).unwrap().unwrap();
-            let state = self.rooms.load_state(meta.state_after).unwrap();
-            record.forward_extremities = prev.iter().map(|e| (*e).clone()).collect();
-            let (_, object) = self.rooms.build(&record, &state, sender, &builder).unwrap();
-            let mut event = serde_json::to_value(&object).unwrap();
-            event["origin_server_ts"] = json!(ts);
-            self.resign(event)
-        }
-
-        fn current(&self, event_type: &str, state_key: &str) -> Option<Pdu> {
-            let short = self.rooms.room_short(&self.room_id).unwrap().unwrap();
-            self.rooms.current_state_event(short, event_type, state_key).unwrap()
-        }
-
-        fn membership(&self, user: &ruma::UserId) -> Option<String> {
-            let short = self.rooms.room_short(&self.room_id).unwrap().unwrap();
-            self.rooms.membership(user, short).unwrap()
-        }
-
-        async fn send(&self, sender: &ruma::UserId, builder: PduBuilder) -> OwnedEventId {
-            self.rooms.send(&self.room_id, sender, builder, None).await.unwrap()
-        }
-
-        /// Appends raw JSON under the ID its own reference hash gives.
-        fn append_json(&self, event: Value) -> Result<Outcome> {
-            let CanonicalJsonValue::Object(object) = CanonicalJsonValue::try_from(event).unwrap() else {
-                panic!()
-            };
-            let rules = RoomVersionId::V12.rules().unwrap();
-            let hash = ruma::signatures::reference_hash(&object, &rules).unwrap();
-            self.append(OwnedEventId::try_from(format!("${hash}")).unwrap(), object)
-        }
-
-        fn extremities(&self) -> Vec<OwnedEventId> {
-            self.rooms.room(&self.room_id).unwrap().unwrap().1.forward_extremities
-        }
-    }
 
     #[track_caller]
     fn assert_forbidden(result: Result<Outcome>, needle: &str) {
@@ -760,19 +972,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unknown_prev_events_and_other_rooms_are_refused() {
+    async fn unknown_prev_and_auth_events_are_named_for_fetching() {
         let f = fixture().await;
+        let before = f.extremities();
         let mut event = f.event(user_id!("@alice:localhost"));
         event["prev_events"] = json!(["$unknown"]);
         let (event_id, object) = f.resign(event);
+        match f.append_remote_result((event_id.clone(), object.clone())) {
+            Err(AppendError::MissingPrevs(ids)) => assert_eq!(ids, ["$unknown"]),
+            other => panic!("expected MissingPrevs, got {other:?}"),
+        }
+        assert!(f.rooms.event_short(&event_id).unwrap().is_none(), "nothing stored");
+        // A local client gets the spec's error.
         assert!(matches!(
             f.append(event_id, object),
             Err(Error::Matrix { kind: ruma::api::error::ErrorKind::BadJson, .. })
         ));
         let mut event = f.event(user_id!("@alice:localhost"));
+        event["auth_events"].as_array_mut().unwrap().push(json!("$noauth"));
+        match f.append_remote_result(f.resign(event)) {
+            Err(AppendError::MissingAuth(ids)) => assert_eq!(ids, ["$noauth"]),
+            other => panic!("expected MissingAuth, got {other:?}"),
+        }
+        let mut event = f.event(user_id!("@alice:localhost"));
         event["room_id"] = json!("!elsewhere:localhost");
         let (event_id, object) = f.resign(event);
         assert!(f.append(event_id, object).is_err());
+        assert_eq!(f.extremities(), before);
+    }
+
+    /// Review §1d: an event received twice is no error the second time.
+    #[tokio::test]
+    async fn a_duplicate_is_no_error() {
+        let f = fixture().await;
+        let event = f.resign(f.event(user_id!("@alice:localhost")));
+        assert!(matches!(f.append_remote(event.clone()), Outcome::Accepted { .. }));
+        let extremities = f.extremities();
+        assert_eq!(f.append_remote(event), Outcome::Duplicate);
+        assert_eq!(f.extremities(), extremities);
     }
 
     fn topic(topic: &str) -> PduBuilder {
@@ -907,7 +1144,7 @@ mod tests {
         event["prev_events"] = json!([elsewhere]);
         assert!(matches!(
             f.append_remote_result(f.resign(event)),
-            Err(Error::Matrix { kind: ruma::api::error::ErrorKind::BadJson, .. })
+            Err(AppendError::Refused(Error::Matrix { kind: ruma::api::error::ErrorKind::BadJson, .. }))
         ));
         // An auth event from the other room.
         let member = f.rooms.current_state_event(
@@ -954,7 +1191,7 @@ mod tests {
         );
         assert_eq!(f.extremities(), before, "a rejected event is no extremity");
         let meta = f.rooms.event_meta(f.rooms.event_short(&mallory_id).unwrap().unwrap()).unwrap().unwrap();
-        assert!(meta.rejected);
+        assert_eq!(meta.status, Status::Rejected);
         assert_eq!(meta.state_after, meta.state_before, "it changes no state");
         // A later event may reference it; the state stays without it.
         let next = f.build_on(&[&mallory_id], alice, PduBuilder::message("m.room.message", json!({})), 2_000);
@@ -1044,7 +1281,8 @@ mod tests {
         let alice = user_id!("@alice:localhost");
         let fork = f.extremities()[0].clone();
         for i in 0..25 {
-            let branch = f.build_on(&[&fork], alice, PduBuilder::message("m.room.message", json!({"body": i})), i);
+            let branch =
+                f.build_on(&[&fork], alice, PduBuilder::message("m.room.message", json!({"body": i})), i);
             assert!(matches!(f.append_remote(branch), Outcome::Accepted { .. }));
         }
         assert_eq!(f.extremities().len(), 25);

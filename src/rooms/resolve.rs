@@ -259,7 +259,7 @@ impl Rooms {
             let found = (|| {
                 let Some(short) = self.event_short(id)? else { return Ok(None) };
                 let Some(mut pdu) = self.pdu_by_short(short)? else { return Ok(None) };
-                pdu.rejected = self.event_meta(short)?.is_some_and(|m| m.rejected);
+                pdu.rejected = self.event_meta(short)?.is_some_and(|m| m.status == super::Status::Rejected);
                 Ok(Some(pdu))
             })();
             found.unwrap_or_else(|e: Error| {

@@ -91,7 +91,7 @@ maps! {
     /// What Hearth knows about each stored event.
     EVENT_META = "event_meta" {
         key: "event short ID",
-        value: "JSON EventMeta {room, stream, state_before (snapshot ID), state_after, depth, rejected, soft_failed, txn}"
+        value: "JSON EventMeta {room, stream (0 unless in the timeline), state_before (snapshot ID; none for outliers and before the create event), state_after, depth, replaces_state, txn, redacted_by, status (timeline when absent; outlier, rejected, soft_failed)}"
     }
     /// Every event in the order this server accepted it (all rooms).
     STREAM = "stream" {
@@ -102,6 +102,19 @@ maps! {
     TIMELINE = "timeline" {
         key: "room short ID ‖ stream position (u64 big-endian)",
         value: "event short ID"
+    }
+    /// The DAG's edges, from each prev event to the stored events naming it
+    /// (outliers name none): whether an event has children, and the way
+    /// forward from a gap.
+    EVENT_EDGES = "event_edges" {
+        key: "prev event ID ‖ SEP ‖ child event short ID (u64 big-endian)",
+        value: "empty"
+    }
+    /// Events a room's DAG names that are not in it (a gap's missing prev
+    /// events): where backfill starts. Removed when the event arrives.
+    BACKWARD_EXTREMITIES = "backward_extremities" {
+        key: "room short ID ‖ event ID",
+        value: "empty"
     }
     /// The timeline by sending time, for `timestamp_to_event`.
     ROOM_TIMESTAMPS = "room_timestamps" {

@@ -14,9 +14,12 @@ pub(super) fn run(db: &Db, from: u64) -> Result<bool> {
         return Ok(false);
     }
     if from < 2 {
-        tracing::info!("migrating the database to schema 2: timelines by sending time, relations by type");
+        tracing::info!(
+            "migrating the database to schema 2: timelines by sending time, relations by type, event status"
+        );
         index_timestamps(db)?;
         index_relations(db)?;
+        event_status(db)?;
     }
     Ok(true)
 }
@@ -121,4 +124,29 @@ fn index_relations(db: &Db) -> Result<()> {
         }
     }
     db.write(batch)
+}
+
+/// Schema 2: `event_meta` says `status` instead of the `rejected` and
+/// `soft_failed` flags.
+fn event_status(db: &Db) -> Result<()> {
+    let mut from: Option<Vec<u8>> = None;
+    loop {
+        let rows = db.scan_range(&maps::EVENT_META, b"", from.as_deref(), false, 1_000)?;
+        let Some((last, _)) = rows.last() else { return Ok(()) };
+        let mut next = last.clone();
+        next.push(0);
+        let mut batch = Batch::new();
+        for (k, v) in &rows {
+            let mut meta: serde_json::Map<String, serde_json::Value> = super::decode(&maps::EVENT_META, v)?;
+            let flag =
+                |meta: &mut serde_json::Map<_, _>, name: &str| meta.remove(name).is_some_and(|v| v == true);
+            let (rejected, soft_failed) = (flag(&mut meta, "rejected"), flag(&mut meta, "soft_failed"));
+            if rejected || soft_failed {
+                meta.insert("status".into(), if rejected { "rejected" } else { "soft_failed" }.into());
+                batch.put_json(&maps::EVENT_META, k.clone(), &meta);
+            }
+        }
+        db.write(batch)?;
+        from = Some(next);
+    }
 }

@@ -261,7 +261,16 @@ mod tests {
                 let meta = serde_json::json!({"room": 1, "redacted_by": redacted.then_some(99)});
                 batch.put_json(&maps::EVENT_META, child.to_be_bytes(), &meta);
             }
-            batch.put_json(&maps::EVENT_META, 10u64.to_be_bytes(), &serde_json::json!({"room": 1}));
+            batch.put_json(
+                &maps::EVENT_META,
+                10u64.to_be_bytes(),
+                &serde_json::json!({"room": 1, "soft_failed": true}),
+            );
+            batch.put_json(
+                &maps::EVENT_META,
+                20u64.to_be_bytes(),
+                &serde_json::json!({"room": 1, "rejected": true, "soft_failed": false}),
+            );
             batch.put(&maps::THREADS, row(1, 10), 7u64.to_be_bytes());
             db.write(batch).unwrap();
         }
@@ -287,6 +296,12 @@ mod tests {
         assert!(
             db.contains(&maps::THREAD_PARTICIPANTS, &[&10u64.to_be_bytes()[..], b"@b:x"].concat()).unwrap()
         );
+        let meta = |short: u64| {
+            db.get_json::<serde_json::Value>(&maps::EVENT_META, &short.to_be_bytes()).unwrap().unwrap()
+        };
+        assert_eq!(meta(10), serde_json::json!({"room": 1, "status": "soft_failed"}));
+        assert_eq!(meta(20), serde_json::json!({"room": 1, "status": "rejected"}));
+        assert_eq!(meta(11), serde_json::json!({"room": 1, "redacted_by": null}));
         let index = db.scan_prefix(&maps::ROOM_TIMESTAMPS, &1u64.to_be_bytes()).unwrap();
         let expected = [([1u64, 800, 6], 11u64), ([1, 900, 5], 10)].map(|(k, v)| {
             (k.iter().flat_map(|p| p.to_be_bytes()).collect::<Vec<u8>>(), v.to_be_bytes().to_vec())

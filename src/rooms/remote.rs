@@ -1,0 +1,317 @@
+//! Rooms learned from other servers: a room first known from a join
+//! response is installed from the state and auth chain it carries.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ruma::{CanonicalJsonObject, OwnedEventId, RoomId, RoomVersionId, signatures::PublicKeyMap};
+
+use super::{
+    RoomRecord, Rooms, Status,
+    pdu::{Pdu, event_id_of},
+    pipeline::{AppendError, Origin, Outcome, StateBefore},
+    short_ids::{Kind, state_key_name},
+    state::StateMap,
+};
+use crate::{Error, Result, storage::maps, util};
+
+/// What a join response (`/send_join`) brings: the room's state before the
+/// join, the auth chain of that state and of the join, and the join event
+/// (as the resident server returned it, signed by both).
+pub struct JoinResponse {
+    pub state: Vec<CanonicalJsonObject>,
+    pub auth_chain: Vec<CanonicalJsonObject>,
+    pub join: CanonicalJsonObject,
+}
+
+impl Rooms {
+    /// Installs a room from a join response: its auth chain and state are
+    /// stored as outliers, auth events first (each checked against its own
+    /// auth events), and the join is appended with that state as the state
+    /// before it. The join is the room's forward extremity; the events it
+    /// names, which we do not have, are its backward extremities. A room
+    /// already known (a rejoin) keeps its record.
+    pub async fn install_remote_room(
+        &self,
+        room_id: &RoomId,
+        version: RoomVersionId,
+        response: JoinResponse,
+        keys: PublicKeyMap,
+    ) -> Result<Outcome, AppendError> {
+        let rules =
+            version.rules().ok_or_else(|| Error::bad_json(format!("Unknown room version {version}")))?;
+        let _guard = self.lock(room_id).await;
+        let room_short = self.short.get_or_create(Kind::Room, room_id.as_str())?;
+        let mut record = match self.room(room_id)? {
+            Some((_, record)) if record.version != version => {
+                return Err(Error::bad_json("The room's version changed").into());
+            }
+            Some((_, record)) => record,
+            None => {
+                let record = RoomRecord {
+                    room_id: room_id.to_owned(),
+                    version: version.clone(),
+                    current_snapshot: None,
+                    forward_extremities: Vec::new(),
+                    created_ts: util::now_ms(),
+                };
+                self.db.put_json(&maps::ROOMS, &room_short.to_be_bytes(), &record)?;
+                record
+            }
+        };
+
+        let mut events = HashMap::new();
+        let mut state_ids = Vec::new();
+        for (object, in_state) in response
+            .auth_chain
+            .into_iter()
+            .map(|o| (o, false))
+            .chain(response.state.into_iter().map(|o| (o, true)))
+        {
+            let event_id = event_id_of(&object, &rules)?;
+            if in_state {
+                state_ids.push(event_id.clone());
+            }
+            events.insert(event_id, object);
+        }
+        for event_id in auth_first(&events)? {
+            let object = events.remove(&event_id).expect("sorted from the map");
+            if let Err(e) = self.append_outlier(room_short, &record, event_id.clone(), object, keys.clone()) {
+                tracing::debug!("{event_id} from the join response of {room_id} not stored: {e:?}");
+            }
+        }
+
+        // The state before the join: the state events that were stored and
+        // not rejected.
+        let mut state = StateMap::new();
+        for event_id in state_ids {
+            let Some(short) = self.event_short(&event_id)? else { continue };
+            let (Some(pdu), Some(meta)) = (self.pdu_by_short(short)?, self.event_meta(short)?) else {
+                continue;
+            };
+            let Some(state_key) = &pdu.state_key else { continue };
+            if meta.status == Status::Rejected || meta.room != room_short {
+                continue;
+            }
+            let key = self
+                .short
+                .get_or_create(Kind::StateKey, &state_key_name(&pdu.kind.to_string(), state_key))?;
+            state.insert(key, short);
+        }
+        let join_id = event_id_of(&response.join, &rules)?;
+        self.append(
+            room_short,
+            &mut record,
+            join_id,
+            response.join,
+            Origin::Remote(keys),
+            StateBefore::Given(state),
+        )
+    }
+}
+
+/// The events in an order where each comes after those of its auth events
+/// that are among them (the rest must be stored already).
+fn auth_first(events: &HashMap<OwnedEventId, CanonicalJsonObject>) -> Result<Vec<OwnedEventId>> {
+    let mut waiting_on: BTreeMap<OwnedEventId, usize> = BTreeMap::new();
+    let mut dependents: HashMap<OwnedEventId, Vec<OwnedEventId>> = HashMap::new();
+    let pdus = events
+        .iter()
+        .map(|(event_id, object)| Pdu::from_canonical(event_id.clone(), object))
+        .collect::<Result<Vec<_>>>()?;
+    // The create event first (from v12 it is implied, never listed).
+    let create =
+        pdus.iter().find(|p| p.kind == ruma::events::TimelineEventType::RoomCreate).map(|p| &p.event_id);
+    for pdu in &pdus {
+        let event_id = &pdu.event_id;
+        let mut within: Vec<_> = pdu.auth_events.iter().filter(|a| events.contains_key(*a)).collect();
+        if let Some(create) = create.filter(|c| *c != event_id && !within.contains(c)) {
+            within.push(create);
+        }
+        waiting_on.insert(event_id.clone(), within.len());
+        for auth in within {
+            dependents.entry(auth.clone()).or_default().push(event_id.clone());
+        }
+    }
+    let mut ready: Vec<OwnedEventId> =
+        waiting_on.iter().filter(|(_, n)| **n == 0).map(|(id, _)| id.clone()).collect();
+    let mut order = Vec::with_capacity(events.len());
+    while let Some(event_id) = ready.pop() {
+        for dependent in dependents.remove(&event_id).unwrap_or_default() {
+            let n = waiting_on.get_mut(&dependent).expect("every event counted");
+            *n -= 1;
+            if *n == 0 {
+                ready.push(dependent);
+            }
+        }
+        order.push(event_id);
+    }
+    if order.len() != events.len() {
+        return Err(Error::bad_json("The auth chain has a cycle"));
+    }
+    Ok(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{RoomVersionId, UserId, user_id};
+    use serde_json::json;
+
+    use super::*;
+    use crate::rooms::{builder::PduBuilder, testing::*};
+
+    const BOB: &str = "@bob:localhost";
+
+    /// Bob (local) joins a room that lives on remote.test: the join built
+    /// on the room's latest event and signed by us, the response carrying
+    /// the room's whole state as its auth chain too, and a forged power
+    /// levels change by someone not in the room.
+    async fn join_remote_room(
+        f: &Fixture,
+        remote: &Remote,
+        version: RoomVersionId,
+    ) -> (RemoteRoom, OwnedEventId, OwnedEventId, Outcome) {
+        let mut room = RemoteRoom::new(remote, version.clone());
+        let (creator, mallory) = ("@creator:remote.test", "@mallory:remote.test");
+        let mut forged =
+            room.next(mallory, "m.room.power_levels", Some(""), json!({"users": {mallory: 100}}));
+        // Signed by the room's server, naming the creator's auth events.
+        forged["auth_events"] = json!(room.auth_events(creator, "m.room.power_levels", Some("")));
+        let forged = remote.sign(forged, &version);
+        let forged_id = forged.0.clone();
+        let event = room.next(BOB, "m.room.member", Some(BOB), json!({"membership": "join"}));
+        let join = f.rooms.finish(event, &version.rules().unwrap(), &version).unwrap();
+        let state: Vec<_> = room.events.iter().map(|(_, o)| o.clone()).chain([forged.1]).collect();
+        let response = JoinResponse { auth_chain: state.clone(), state, join: join.1.clone() };
+        let outcome =
+            f.rooms.install_remote_room(&room.room_id, version, response, remote.keys()).await.unwrap();
+        room.push(join.clone());
+        (room, join.0, forged_id, outcome)
+    }
+
+    fn status(f: &Fixture, event_id: &ruma::EventId) -> Status {
+        f.rooms.event_meta(f.rooms.event_short(event_id).unwrap().unwrap()).unwrap().unwrap().status
+    }
+
+    #[tokio::test]
+    async fn a_room_is_installed_from_a_join_response() {
+        for version in [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12] {
+            let f = fixture().await;
+            let remote = Remote::new("remote.test");
+            let (room, join_id, forged_id, outcome) = join_remote_room(&f, &remote, version.clone()).await;
+            assert!(matches!(outcome, Outcome::Accepted { .. }), "{version}: {outcome:?}");
+            let (short, record) = f.rooms.room(&room.room_id).unwrap().unwrap();
+            let bob = UserId::parse(BOB).unwrap();
+            assert_eq!(f.rooms.membership(&bob, short).unwrap().as_deref(), Some("join"));
+            let creator = UserId::parse("@creator:remote.test").unwrap();
+            assert_eq!(f.rooms.membership(&creator, short).unwrap().as_deref(), Some("join"));
+            assert_eq!(record.forward_extremities, std::slice::from_ref(&join_id));
+            // The state events are outliers; the join names the latest of
+            // them, which we lack in the DAG: a backward extremity.
+            let create = &room.events[0].0;
+            assert_eq!(status(&f, create), Status::Outlier);
+            assert_eq!(
+                f.rooms.backward_extremities(short).unwrap(),
+                [room.events[room.events.len() - 2].0.clone()]
+            );
+            // The forged event is rejected and kept out of the state.
+            assert_eq!(status(&f, &forged_id), Status::Rejected);
+            let levels = f.rooms.current_state_event(short, "m.room.power_levels", "").unwrap().unwrap();
+            assert_eq!(levels.sender, creator);
+            // Bob sends on the join.
+            let builder = PduBuilder::message("m.room.message", json!({"body": "hello"}));
+            let sent = f.rooms.send(&room.room_id, &bob, builder, None).await.unwrap();
+            assert_eq!(f.rooms.pdu(&sent).unwrap().unwrap().prev_events, [join_id]);
+        }
+    }
+
+    /// The create event of a v12 room is found by its ID, not in the
+    /// room's (not yet installed) state: a join response whose state lacks
+    /// nothing else installs, and one whose auth chain lacks the create
+    /// event is refused naming it, with nothing installed.
+    #[tokio::test]
+    async fn a_v12_create_event_is_looked_up_by_id() {
+        let f = fixture().await;
+        let remote = Remote::new("remote.test");
+        let mut room2 = RemoteRoom::new(&remote, RoomVersionId::V12);
+        let event = room2.next(BOB, "m.room.member", Some(BOB), json!({"membership": "join"}));
+        let version = RoomVersionId::V12;
+        let join = f.rooms.finish(event, &version.rules().unwrap(), &version).unwrap();
+        let without_create: Vec<_> = room2.events[1..].iter().map(|(_, o)| o.clone()).collect();
+        let response =
+            JoinResponse { auth_chain: without_create.clone(), state: without_create, join: join.1 };
+        match f.rooms.install_remote_room(&room2.room_id, version, response, remote.keys()).await {
+            Err(AppendError::MissingAuth(ids)) => assert!(ids.contains(&room2.events[0].0), "{ids:?}"),
+            other => panic!("expected MissingAuth, got {other:?}"),
+        }
+        let bob = user_id!("@bob:localhost");
+        let short = f.rooms.room_short(&room2.room_id).unwrap().unwrap();
+        assert_eq!(f.rooms.membership(bob, short).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_gap_is_filled_with_a_supplied_state() {
+        let f = fixture().await;
+        let remote = Remote::new("remote.test");
+        let (mut room, join_id, _, _) = join_remote_room(&f, &remote, RoomVersionId::V11).await;
+        let creator = "@creator:remote.test";
+        let first = room.next(creator, "m.room.message", None, json!({"body": "one"}));
+        let first = remote.sign(first, &room.version);
+        let first_id = room.push(first.clone());
+        let second = room.next(creator, "m.room.message", None, json!({"body": "two"}));
+        let second = remote.sign(second, &room.version);
+        let second_id = room.push(second.clone());
+
+        let (short, mut record) = f.rooms.room(&room.room_id).unwrap().unwrap();
+        // The second arrives first: its prev is missing.
+        match f.rooms.append(
+            short,
+            &mut record,
+            second.0.clone(),
+            second.1.clone(),
+            Origin::Remote(remote.keys()),
+            StateBefore::FromPrevs,
+        ) {
+            Err(AppendError::MissingPrevs(ids)) => assert_eq!(ids, std::slice::from_ref(&first_id)),
+            other => panic!("expected MissingPrevs, got {other:?}"),
+        }
+        // With the state before it given (as /state_ids would), it goes in,
+        // and the missing prev is a backward extremity.
+        let state = (*f.rooms.current_state(&record).unwrap()).clone();
+        let outcome = f
+            .rooms
+            .append(
+                short,
+                &mut record,
+                second.0,
+                second.1,
+                Origin::Remote(remote.keys()),
+                StateBefore::Given(state),
+            )
+            .unwrap();
+        assert!(matches!(outcome, Outcome::Accepted { .. }));
+        // (The join stays an extremity: nothing we have builds on it yet.)
+        assert_eq!(record.forward_extremities, [join_id, second_id.clone()]);
+        assert!(f.rooms.backward_extremities(short).unwrap().contains(&first_id));
+        // The first arrives (get_missing_events): it is no extremity, for
+        // its child is here, and no longer missing.
+        let outcome = f
+            .rooms
+            .append(
+                short,
+                &mut record,
+                first.0,
+                first.1,
+                Origin::Remote(remote.keys()),
+                StateBefore::FromPrevs,
+            )
+            .unwrap();
+        assert!(matches!(outcome, Outcome::Accepted { .. }));
+        assert_eq!(record.forward_extremities, [second_id]);
+        assert!(!f.rooms.backward_extremities(short).unwrap().contains(&first_id));
+        assert_eq!(f.rooms.children_in_dag(&first_id).unwrap().len(), 1);
+        assert_eq!(
+            f.rooms.room(&room.room_id).unwrap().unwrap().1.forward_extremities,
+            record.forward_extremities
+        );
+    }
+}
