@@ -307,7 +307,7 @@ impl Rooms {
         origin: Origin,
         rules: &RoomVersionRules,
     ) -> Result<Outcome> {
-        let Checked { event_id, object, pdu, .. } = checked;
+        let Checked { event_id, mut object, mut pdu, .. } = checked;
         let Computed { before, after, rejection, soft_failed, changed_key, replaces_state, missing_prevs } =
             computed;
         let status = match (&rejection, soft_failed) {
@@ -319,6 +319,15 @@ impl Rooms {
             Origin::Local(Some(txn)) => Some(txn),
             _ => None,
         };
+        // A redaction that arrived before the event applies now.
+        let mut redacted_by = None;
+        if status == Status::Timeline
+            && let Some(redaction) = self.waiting_redaction(room_short, &pdu, rules)?
+        {
+            object = ruma::canonical_json::redact(object, &rules.redaction, None).map_err(Error::internal)?;
+            pdu = Pdu::from_canonical(event_id.clone(), &object)?;
+            redacted_by = Some(redaction);
+        }
         let meta = |stream| EventMeta {
             room: room_short,
             stream,
@@ -327,7 +336,7 @@ impl Rooms {
             depth: pdu.depth.into(),
             replaces_state,
             txn: txn.as_ref().map(|t| (t.device_id.clone(), t.txn_id.clone())),
-            redacted_by: None,
+            redacted_by,
             status,
         };
         batch.put(
@@ -344,6 +353,10 @@ impl Rooms {
         }
         let has_children =
             self.link(&mut batch, room_short, &event_id, event_short, &pdu.prev_events, &missing_prevs)?;
+        if status == Status::Timeline {
+            self.relate_waiting(&mut batch, &event_id, event_short, room_short)?;
+        }
+        self.stop_waiting(&mut batch, &event_id)?;
         if status != Status::Timeline {
             // Stored for the DAG's sake only: no timeline, no extremity.
             batch.put_json(&maps::EVENT_META, event_short.to_be_bytes(), &meta(0));

@@ -4,9 +4,22 @@
 use ruma::{UserId, canonical_json::redact, events::TimelineEventType, room_version_rules::RoomVersionRules};
 
 use super::{Rooms, pdu::Pdu, state::StateMap};
+
+/// What waits in `waiting_for_targets` for an event to arrive.
+#[derive(Debug, Clone, Copy)]
+pub enum Pending {
+    Redaction = b'r' as isize,
+    Relation = b'l' as isize,
+}
+
+fn waiting_prefix(target: &ruma::EventId, kind: Pending) -> Vec<u8> {
+    let mut prefix = target.as_bytes().to_vec();
+    prefix.extend([SEP, kind as u8]);
+    prefix
+}
 use crate::{
     Error, Result,
-    storage::{Batch, maps},
+    storage::{Batch, SEP, decode_u64, maps},
 };
 
 impl Rooms {
@@ -66,8 +79,70 @@ impl Rooms {
         target: &Pdu,
         rules: &RoomVersionRules,
     ) -> Result<bool> {
+        // Another server vouches for its own users' redactions of its own
+        // users' events (the spec's rule from room version 3; in v1–2 the
+        // auth rules check it already). Our users need the power.
+        let servers_own =
+            sender.server_name() != self.server_name && sender.server_name() == target.sender.server_name();
         Ok(target.sender == sender
+            || servers_own
             || self.power_level(state, sender, rules)? >= self.required_level(state, "redact", 50)?)
+    }
+
+    /// Remembers that `waiting` (a redaction or a relation) names `target`,
+    /// which has not arrived.
+    pub(super) fn await_target(
+        &self,
+        batch: &mut Batch,
+        target: &ruma::EventId,
+        waiting: u64,
+        kind: Pending,
+    ) {
+        batch.put(
+            &maps::WAITING_FOR_TARGETS,
+            [waiting_prefix(target, kind), waiting.to_be_bytes().to_vec()].concat(),
+            Vec::new(),
+        );
+    }
+
+    /// The events of one kind waiting for `target`.
+    pub(super) fn waiting_for(&self, target: &ruma::EventId, kind: Pending) -> Result<Vec<u64>> {
+        let prefix = waiting_prefix(target, kind);
+        self.db
+            .scan_prefix(&maps::WAITING_FOR_TARGETS, &prefix)?
+            .iter()
+            .map(|(k, _)| Ok(decode_u64(&k[prefix.len()..])?))
+            .collect()
+    }
+
+    /// Forgets what waited for `target` (it has arrived).
+    pub(super) fn stop_waiting(&self, batch: &mut Batch, target: &ruma::EventId) -> Result<()> {
+        let mut prefix = target.as_bytes().to_vec();
+        prefix.push(SEP);
+        self.db.delete_prefix(batch, &maps::WAITING_FOR_TARGETS, &prefix)?;
+        Ok(())
+    }
+
+    /// The redaction that arrived before `target` and applies to it, if
+    /// any: one in the same room, accepted, whose sender may redact it.
+    pub(super) fn waiting_redaction(
+        &self,
+        room_short: u64,
+        target: &Pdu,
+        rules: &RoomVersionRules,
+    ) -> Result<Option<u64>> {
+        for redaction in self.waiting_for(&target.event_id, Pending::Redaction)? {
+            let (Some(pdu), Some(meta)) = (self.pdu_by_short(redaction)?, self.event_meta(redaction)?) else {
+                continue;
+            };
+            if meta.room != room_short || !meta.accepted() || target.kind == TimelineEventType::RoomCreate {
+                continue;
+            }
+            if self.may_redact(&*self.load_state(meta.state_before)?, &pdu.sender, target, rules)? {
+                return Ok(Some(redaction));
+            }
+        }
+        Ok(None)
     }
 
     /// Applies a redaction event to its target, in the same batch, when the
@@ -82,7 +157,12 @@ impl Rooms {
         rules: &RoomVersionRules,
     ) -> Result<()> {
         let Some(target_id) = redaction.redacted_event(rules) else { return Ok(()) };
-        let Some(target_short) = self.event_short(&target_id)? else { return Ok(()) };
+        let Some(target_short) = self.event_short(&target_id)? else {
+            // The target has not arrived: the redaction waits for it, so
+            // its content is never shown.
+            self.await_target(batch, &target_id, redaction_short, Pending::Redaction);
+            return Ok(());
+        };
         let (Some(mut meta), Some(target), Some(json)) =
             (self.event_meta(target_short)?, self.pdu_by_short(target_short)?, self.pdu_json(target_short)?)
         else {

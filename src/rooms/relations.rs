@@ -6,7 +6,7 @@ use ruma::{OwnedEventId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{Rooms, pdu::Pdu, read::SCAN_BUDGET};
+use super::{Rooms, pdu::Pdu, read::SCAN_BUDGET, redaction::Pending};
 use crate::{
     Error, Result,
     storage::{Batch, SEP, decode_u64, maps},
@@ -98,10 +98,40 @@ impl Rooms {
         position: u64,
     ) -> Result<()> {
         let Some((rel_type, parent, key)) = relation_of(content) else { return Ok(()) };
-        let Some(parent_short) = self.event_short(&parent)? else { return Ok(()) };
+        let Some(parent_short) = self.event_short(&parent)? else {
+            // The parent has not arrived: the relation waits for it.
+            self.await_target(batch, &parent, event_short, Pending::Relation);
+            return Ok(());
+        };
         if self.event_meta(parent_short)?.is_none_or(|m| m.room != room_short) {
             return Ok(());
         }
+        self.relate(
+            batch,
+            parent_short,
+            (&rel_type, key),
+            event_type,
+            sender,
+            event_short,
+            room_short,
+            position,
+        )
+    }
+
+    /// Indexes a relation to a stored parent.
+    #[allow(clippy::too_many_arguments)]
+    fn relate(
+        &self,
+        batch: &mut Batch,
+        parent_short: u64,
+        (rel_type, key): (&str, Option<String>),
+        event_type: &str,
+        sender: &UserId,
+        event_short: u64,
+        room_short: u64,
+        position: u64,
+    ) -> Result<()> {
+        let rel_type = rel_type.to_owned();
         let relation = Relation {
             child: event_short,
             rel_type: rel_type.clone(),
@@ -128,24 +158,21 @@ impl Rooms {
             );
         }
         if rel_type == "m.thread" {
-            let count = match self.thread_summary(room_short, parent_short)? {
+            // (A reply that waited for its root may be older than the latest.)
+            let (latest, count) = match self.thread_summary(room_short, parent_short)? {
                 Some((latest, count)) => {
                     batch.delete(
                         &maps::THREAD_ACTIVITY,
                         [room_short.to_be_bytes(), latest.to_be_bytes()].concat(),
                     );
-                    count
+                    (latest.max(position), count)
                 }
-                None => 0,
+                None => (position, 0),
             };
-            batch.put(
-                &maps::THREADS,
-                thread_key(room_short, parent_short),
-                thread_value(position, count + 1),
-            );
+            batch.put(&maps::THREADS, thread_key(room_short, parent_short), thread_value(latest, count + 1));
             batch.put(
                 &maps::THREAD_ACTIVITY,
-                [room_short.to_be_bytes(), position.to_be_bytes()].concat(),
+                [room_short.to_be_bytes(), latest.to_be_bytes()].concat(),
                 parent_short.to_be_bytes(),
             );
             batch.put(
@@ -153,6 +180,39 @@ impl Rooms {
                 [&parent_short.to_be_bytes()[..], sender.as_bytes()].concat(),
                 Vec::new(),
             );
+        }
+        Ok(())
+    }
+
+    /// Indexes the relations that arrived before `parent` (now being
+    /// appended at its short ID), in its batch.
+    pub(super) fn relate_waiting(
+        &self,
+        batch: &mut Batch,
+        parent: &ruma::EventId,
+        parent_short: u64,
+        room_short: u64,
+    ) -> Result<()> {
+        for child in self.waiting_for(parent, Pending::Relation)? {
+            let (Some(pdu), Some(meta)) = (self.pdu_by_short(child)?, self.event_meta(child)?) else {
+                continue;
+            };
+            if meta.room != room_short || !meta.accepted() || meta.redacted_by.is_some() {
+                continue;
+            }
+            let content = pdu.content_value();
+            let Some((rel_type, _, key)) = relation_of(&content) else { continue };
+            let kind = pdu.kind.to_string();
+            self.relate(
+                batch,
+                parent_short,
+                (&rel_type, key),
+                &kind,
+                &pdu.sender,
+                child,
+                room_short,
+                meta.stream,
+            )?;
         }
         Ok(())
     }

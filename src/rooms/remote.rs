@@ -314,4 +314,116 @@ mod tests {
             record.forward_extremities
         );
     }
+
+    /// Appends a remote event to the installed room.
+    fn deliver(
+        f: &Fixture,
+        room: &RemoteRoom,
+        remote: &Remote,
+        event: (OwnedEventId, CanonicalJsonObject),
+        state: StateBefore,
+    ) -> Result<Outcome, AppendError> {
+        let (short, mut record) = f.rooms.room(&room.room_id).unwrap().unwrap();
+        f.rooms.append(short, &mut record, event.0, event.1, Origin::Remote(remote.keys()), state)
+    }
+
+    /// The current state, as a caller filling a gap would supply it.
+    fn current(f: &Fixture, room: &RemoteRoom) -> StateBefore {
+        let (_, record) = f.rooms.room(&room.room_id).unwrap().unwrap();
+        StateBefore::Given((*f.rooms.current_state(&record).unwrap()).clone())
+    }
+
+    /// Review §1h: a redaction or a reaction that arrives before its target
+    /// waits for it: the target is stored redacted, the reaction relates.
+    #[tokio::test]
+    async fn redactions_and_relations_before_their_target_apply_when_it_arrives() {
+        let f = fixture().await;
+        let remote = Remote::new("remote.test");
+        let (mut room, _, _, _) = join_remote_room(&f, &remote, RoomVersionId::V11).await;
+        let creator = "@creator:remote.test";
+        let sign_next = |room: &mut RemoteRoom, kind: &str, content: serde_json::Value| {
+            let event = room.next(creator, kind, None, content);
+            let signed = remote.sign(event, &room.version);
+            room.push(signed.clone());
+            signed
+        };
+        let secret = sign_next(&mut room, "m.room.message", json!({"body": "secret", "msgtype": "m.text"}));
+        let redaction = sign_next(&mut room, "m.room.redaction", json!({"redacts": secret.0}));
+        let liked = sign_next(&mut room, "m.room.message", json!({"body": "like me", "msgtype": "m.text"}));
+        let reaction = sign_next(
+            &mut room,
+            "m.reaction",
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": liked.0, "key": "+1"}}),
+        );
+        // Each arrives before its target (the gaps' state supplied).
+        for early in [&redaction, &reaction] {
+            let outcome = deliver(&f, &room, &remote, early.clone(), current(&f, &room)).unwrap();
+            assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
+        }
+        for late in [&secret, &liked] {
+            let outcome = deliver(&f, &room, &remote, late.clone(), current(&f, &room)).unwrap();
+            assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
+        }
+        let stored = f.rooms.pdu(&secret.0).unwrap().unwrap();
+        assert_eq!(stored.content_value(), json!({}), "stored redacted");
+        let meta = f.rooms.event_meta(f.rooms.event_short(&secret.0).unwrap().unwrap()).unwrap().unwrap();
+        assert_eq!(meta.redacted_by, f.rooms.event_short(&redaction.0).unwrap());
+        let bob = UserId::parse(BOB).unwrap();
+        let liked_short = f.rooms.event_short(&liked.0).unwrap().unwrap();
+        let query = crate::rooms::relations::RelationsQuery {
+            rel_type: Some("m.annotation"),
+            event_type: None,
+            recurse: false,
+            from: None,
+            to: None,
+            backwards: true,
+            limit: 10,
+        };
+        let (children, _) = f.rooms.relations_page(liked_short, &bob, &query).unwrap();
+        assert_eq!(children.len(), 1);
+        assert_eq!(children[0].1, f.rooms.event_short(&reaction.0).unwrap().unwrap());
+    }
+
+    /// From room version 3 a server may redact its own users' events
+    /// without power; a local user without power may not redact a remote
+    /// one's.
+    #[tokio::test]
+    async fn a_server_redacts_its_own_users_events() {
+        let f = fixture().await;
+        let remote = Remote::new("remote.test");
+        let (mut room, _, _, _) = join_remote_room(&f, &remote, RoomVersionId::V11).await;
+        let (dave, eve) = ("@dave:remote.test", "@eve:remote.test");
+        let mut events = Vec::new();
+        for user in [dave, eve] {
+            room.state(&remote, user, "m.room.member", user, json!({"membership": "join"}));
+            events.push(room.events.last().unwrap().clone());
+        }
+        let said = room.next(dave, "m.room.message", None, json!({"body": "oops", "msgtype": "m.text"}));
+        let said = remote.sign(said, &room.version);
+        room.push(said.clone());
+        let redaction = room.next(eve, "m.room.redaction", None, json!({"redacts": said.0}));
+        let redaction = remote.sign(redaction, &room.version);
+        room.push(redaction.clone());
+        for event in events.into_iter().chain([said.clone(), redaction]) {
+            let outcome = deliver(&f, &room, &remote, event, StateBefore::FromPrevs).unwrap();
+            assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
+        }
+        assert_eq!(f.rooms.pdu(&said.0).unwrap().unwrap().content_value(), json!({}));
+
+        let another = room.next(dave, "m.room.message", None, json!({"body": "mine", "msgtype": "m.text"}));
+        let another = remote.sign(another, &room.version);
+        room.push(another.clone());
+        deliver(&f, &room, &remote, another.clone(), StateBefore::FromPrevs).unwrap();
+        let bob = UserId::parse(BOB).unwrap();
+        let builder = PduBuilder {
+            redacts: Some(another.0.clone()),
+            ..PduBuilder::message("m.room.redaction", json!({"redacts": another.0}))
+        };
+        f.rooms.send(&room.room_id, &bob, builder, None).await.unwrap();
+        assert_eq!(
+            f.rooms.pdu(&another.0).unwrap().unwrap().content_value()["body"],
+            "mine",
+            "bob has no power over dave"
+        );
+    }
 }

@@ -116,6 +116,12 @@ maps! {
         key: "room short ID ‖ event ID",
         value: "empty"
     }
+    /// Redactions and relations that arrived before the event they name:
+    /// applied when it arrives (a redacted event's content is never shown).
+    WAITING_FOR_TARGETS = "waiting_for_targets" {
+        key: "target event ID ‖ SEP ‖ kind (`r` redaction, `l` relation) ‖ waiting event short ID",
+        value: "empty"
+    }
     /// The timeline by sending time, for `timestamp_to_event`.
     ROOM_TIMESTAMPS = "room_timestamps" {
         key: "room short ID ‖ origin_server_ts ‖ stream position (each u64 big-endian)",
