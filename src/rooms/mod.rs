@@ -107,6 +107,12 @@ pub struct EventMeta {
     /// What the event is to the room.
     #[serde(default, skip_serializing_if = "Status::is_timeline")]
     pub status: Status,
+    /// The room's current state right after the event entered the timeline
+    /// (the resolution of all forward extremities, which is not its own
+    /// `state_after` when the DAG forks): the state clients see at its
+    /// position. None before schema 2: `state_after` stands in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<u64>,
 }
 
 /// What a stored event is to its room.

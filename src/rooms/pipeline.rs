@@ -328,7 +328,7 @@ impl Rooms {
             pdu = Pdu::from_canonical(event_id.clone(), &object)?;
             redacted_by = Some(redaction);
         }
-        let meta = |stream| EventMeta {
+        let meta = |stream, current| EventMeta {
             room: room_short,
             stream,
             state_before: before.0,
@@ -338,6 +338,7 @@ impl Rooms {
             txn: txn.as_ref().map(|t| (t.device_id.clone(), t.txn_id.clone())),
             redacted_by,
             status,
+            current,
         };
         batch.put(
             &maps::PDUS,
@@ -359,7 +360,7 @@ impl Rooms {
         self.stop_waiting(&mut batch, &event_id)?;
         if status != Status::Timeline {
             // Stored for the DAG's sake only: no timeline, no extremity.
-            batch.put_json(&maps::EVENT_META, event_short.to_be_bytes(), &meta(0));
+            batch.put_json(&maps::EVENT_META, event_short.to_be_bytes(), &meta(0, None));
             self.db.write(batch)?;
             return Ok(match rejection {
                 Some(reason) => Outcome::Rejected(reason),
@@ -400,7 +401,7 @@ impl Rooms {
         // so none is held across the work above.
         let position = self.stream.allocate()?;
         let stream = position.get();
-        batch.put_json(&maps::EVENT_META, event_short.to_be_bytes(), &meta(stream));
+        batch.put_json(&maps::EVENT_META, event_short.to_be_bytes(), &meta(stream, current.0));
         batch.put(
             &maps::TIMELINE,
             [room_short.to_be_bytes(), stream.to_be_bytes()].concat(),
@@ -551,6 +552,7 @@ impl Rooms {
             txn: None,
             redacted_by: None,
             status: if rejection.is_some() { Status::Rejected } else { Status::Outlier },
+            current: None,
         };
         batch.put_json(&maps::EVENT_META, short.to_be_bytes(), &meta);
         self.db.write(batch)?;
@@ -765,13 +767,12 @@ impl Rooms {
         }
         let name = self.short.name(state_key_short)?;
         let Some(("m.room.member", target)) = split_state_key_name(&name) else { return Ok(()) };
-        let (membership, stream) = match event {
-            Some(e) if e == new.0 => (Some(new.1.content_value()), new.2),
-            Some(e) => (
-                self.pdu_by_short(e)?.map(|p| p.content_value()),
-                self.event_meta(e)?.map_or(0, |m| m.stream),
-            ),
-            None => (None, 0),
+        // Dated by `new.2`, the position at which the current state changed
+        // (which, after a resolution, is not the member event's own).
+        let membership = match event {
+            Some(e) if e == new.0 => Some(new.1.content_value()),
+            Some(e) => self.pdu_by_short(e)?.map(|p| p.content_value()),
+            None => None,
         };
         let membership =
             membership.map(|content| content["membership"].as_str().unwrap_or("leave").to_owned());
@@ -779,7 +780,11 @@ impl Rooms {
         let member_key = [&room_short.to_be_bytes()[..], target.as_bytes()].concat();
         // Who shares a room with whom changed (a join, or the end of one):
         // device-list tracking reads this.
-        let was_joined = self.db.get(&maps::USER_ROOMS, &user_key)?.is_some_and(|m| m == b"join");
+        let was = self.db.get(&maps::USER_ROOMS, &user_key)?;
+        let was_joined = was.as_deref() == Some(b"join");
+        if was.as_deref() != membership.as_deref().map(str::as_bytes) {
+            batch.put(&maps::MEMBERSHIP_SINCE, user_key.clone(), new.2.to_be_bytes());
+        }
         if was_joined != (membership.as_deref() == Some("join")) {
             batch.put(
                 &maps::MEMBERSHIP_CHANGES,
@@ -791,17 +796,15 @@ impl Rooms {
             Some(membership) => {
                 batch.put(&maps::USER_ROOMS, user_key.clone(), membership.as_bytes());
                 batch.put(&maps::ROOM_MEMBERS, member_key, membership.as_bytes());
-                // The latest join only moves forwards (a resolution may
-                // bring back an older one).
-                let last = self.db.get(&maps::LAST_JOINS, &user_key)?.map(|v| decode_u64(&v)).transpose()?;
-                if membership == "join" && last.is_none_or(|l| l < stream) {
-                    batch.put(&maps::LAST_JOINS, user_key.clone(), stream.to_be_bytes());
+                if membership == "join" {
+                    batch.put(&maps::LAST_JOINS, user_key.clone(), new.2.to_be_bytes());
                 }
                 if matches!(membership.as_str(), "join" | "invite" | "knock") {
                     batch.delete(&maps::FORGOTTEN_ROOMS, user_key);
                 }
             }
             None => {
+                batch.delete(&maps::MEMBERSHIP_SINCE, user_key.clone());
                 batch.delete(&maps::USER_ROOMS, user_key);
                 batch.delete(&maps::ROOM_MEMBERS, member_key);
             }

@@ -193,7 +193,8 @@ impl Rooms {
         }
     }
 
-    /// The room's state after its last event at or before `position`.
+    /// The room's (resolved, current) state after its last event at or
+    /// before `position`.
     pub fn state_at_position(&self, room_short: u64, position: u64) -> Result<std::sync::Arc<StateMap>> {
         let prefix = room_short.to_be_bytes();
         let start = [prefix, position.to_be_bytes()].concat();
@@ -202,7 +203,7 @@ impl Rooms {
             Some((_, v)) => self.event_meta(decode_u64(v)?)?,
             None => None,
         };
-        match meta.and_then(|m| m.state_after) {
+        match meta.and_then(|m| m.current.or(m.state_after)) {
             Some(id) => self.state.load(id),
             None => Ok(std::sync::Arc::new(StateMap::new())),
         }
@@ -371,10 +372,20 @@ impl Rooms {
         if self.is_world_readable(room_short)? {
             return Ok(None);
         }
+        Ok(Some(self.membership_changed_at(user, room_short, &member)? + 1))
+    }
+
+    /// The stream position at which the user's current membership took
+    /// effect: where the current state changed (for a membership that won a
+    /// state resolution, not its member event's own position).
+    pub fn membership_changed_at(&self, user: &UserId, room_short: u64, member: &Pdu) -> Result<u64> {
+        let key = crate::storage::key(&[user.as_bytes(), &room_short.to_be_bytes()]);
+        let since = self.db.get(&maps::MEMBERSHIP_SINCE, &key)?.map(|v| decode_u64(&v)).transpose()?;
         let short = self
             .event_short(&member.event_id)?
             .ok_or_else(|| Error::internal("member event without short ID"))?;
-        Ok(self.event_meta(short)?.map(|meta| meta.stream + 1))
+        let own = self.event_meta(short)?.map_or(0, |meta| meta.stream);
+        Ok(since.unwrap_or(0).max(own))
     }
 }
 

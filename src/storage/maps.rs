@@ -158,11 +158,18 @@ maps! {
         key: "user ID ‖ SEP ‖ room short ID",
         value: "membership (join, invite, knock, leave, ban)"
     }
+    /// When each user's membership of a room last changed in the current
+    /// state (which, after a state resolution, is not its member event's
+    /// position): sync and the end of a former member's history read it.
+    MEMBERSHIP_SINCE = "membership_since" {
+        key: "user ID ‖ SEP ‖ room short ID",
+        value: "stream position (u64 big-endian)"
+    }
     /// Where each user last joined each room, for `shared` history visibility
     /// ("joined at any point after the event").
     LAST_JOINS = "last_joins" {
         key: "user ID ‖ SEP ‖ room short ID",
-        value: "stream position of the join (u64 big-endian)"
+        value: "stream position at which the join entered the current state (u64 big-endian)"
     }
     /// Members of a room, for `/members` and `/joined_members`.
     ROOM_MEMBERS = "room_members" {

@@ -120,18 +120,22 @@ impl RoomSync<'_> {
             rooms.event_meta(short)?.ok_or_else(|| Error::internal("member event without meta"))
         };
         let mut member_meta = meta_of(&member)?;
+        // Where the membership took effect: a ban that won a state
+        // resolution counts from the resolution, not from its own event.
+        let mut changed_at = rooms.membership_changed_at(user, room_short, &member)?;
         // The membership as of `upto`, not a later one this sync must not show.
-        if member_meta.stream > self.upto {
+        if changed_at > self.upto {
             let state = rooms.state_at_position(room_short, self.upto)?;
             let Some(earlier) = rooms.state_event(&state, "m.room.member", user.as_str())? else {
                 return Ok(());
             };
             member_meta = meta_of(&earlier)?;
+            changed_at = member_meta.stream;
             member = earlier;
         }
         let membership = member.content_value()["membership"].as_str().unwrap_or("leave").to_owned();
         let since = self.params.since;
-        let changed = since.is_none_or(|s| member_meta.stream > s) || self.params.full_state;
+        let changed = since.is_none_or(|s| changed_at > s) || self.params.full_state;
         match membership.as_str() {
             "join" => {
                 // Joined in the window (not a profile change): the room is new
@@ -160,7 +164,7 @@ impl RoomSync<'_> {
                 Ok(())
             }
             "leave" | "ban" if (since.is_some() && changed) || (since.is_none() && filter.include_leave) => {
-                self.left(room_short, room_id, member_meta.stream)
+                self.left(room_short, room_id, changed_at)
             }
             _ => Ok(()),
         }
@@ -673,4 +677,158 @@ fn unread(counts: Counts) -> ruma::api::client::sync::sync_events::UnreadNotific
     out.notification_count = Some(UInt::try_from(counts.notifications).unwrap_or_default());
     out.highlight_count = Some(UInt::try_from(counts.highlights).unwrap_or_default());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use ruma::{
+        CanonicalJsonObject, OwnedEventId, RoomId, RoomVersionId, UserId,
+        api::client::filter::FilterDefinition, user_id,
+    };
+    use serde_json::{Value, json};
+
+    use crate::{
+        config::Config,
+        rooms::{
+            RoomRecord,
+            builder::PduBuilder,
+            create::{CreateRoom, Preset},
+            pipeline::{Origin, Outcome, StateBefore},
+            testing::Remote,
+        },
+        services::Services,
+        sync::{Params, sync},
+    };
+
+    /// An event `sender` (of remote.test) builds on `prevs`, with the auth
+    /// events of the state after the first of them, signed by remote.test.
+    fn remote_event(
+        services: &Services,
+        remote: &Remote,
+        room_id: &RoomId,
+        prevs: &[&OwnedEventId],
+        sender: &UserId,
+        builder: PduBuilder,
+    ) -> (OwnedEventId, CanonicalJsonObject) {
+        let rooms = &services.rooms;
+        let (_, mut record): (u64, RoomRecord) = rooms.room(room_id).unwrap().unwrap();
+        let meta = rooms.event_meta(rooms.event_short(prevs[0]).unwrap().unwrap()).unwrap().unwrap();
+        let state = rooms.state.load(meta.state_after.unwrap()).unwrap();
+        record.forward_extremities = prevs.iter().map(|p| (*p).clone()).collect();
+        let (_, object) = rooms.build(&record, &state, sender, &builder).unwrap();
+        let mut event = serde_json::to_value(&object).unwrap();
+        let fields = event.as_object_mut().unwrap();
+        fields.remove("hashes");
+        fields.remove("signatures");
+        remote.sign(event, &record.version)
+    }
+
+    fn deliver(
+        services: &Services,
+        remote: &Remote,
+        room_id: &RoomId,
+        event: (OwnedEventId, CanonicalJsonObject),
+    ) -> Outcome {
+        let (short, mut record) = services.rooms.room(room_id).unwrap().unwrap();
+        services
+            .rooms
+            .append(
+                short,
+                &mut record,
+                event.0,
+                event.1,
+                Origin::Remote(remote.keys()),
+                StateBefore::FromPrevs,
+            )
+            .unwrap()
+    }
+
+    async fn sync_once(services: &Services, user: &UserId, since: Option<u64>) -> Value {
+        let params = Params {
+            user: user.to_owned(),
+            device: "DEVICE".into(),
+            since,
+            to_device_since: since,
+            full_state: false,
+            filter: FilterDefinition::default(),
+            timeout: Duration::ZERO,
+            use_state_after: false,
+            to_device: false,
+            peek: None,
+            upto: None,
+        };
+        use ruma::api::OutgoingResponseExt;
+        let response = sync(services, &params).await.unwrap().try_into_http_response::<Vec<u8>>().unwrap();
+        serde_json::from_slice(response.body()).unwrap()
+    }
+
+    /// Review §1d: a ban that arrives soft-failed (its sender has since
+    /// left, as far as we know) and then wins a state resolution reaches the
+    /// banned user's `/sync` as a leave, at the position of the resolution.
+    #[tokio::test]
+    async fn a_soft_failed_ban_that_wins_resolution_reaches_sync_as_a_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::defaults();
+        config.database.path = dir.path().join("db");
+        config.database.cache_mb = 8;
+        let services: Arc<Services> = Services::open(config).unwrap();
+        let rooms = &services.rooms;
+        let remote = Remote::new("remote.test");
+        let (alice, bob) = (user_id!("@alice:localhost"), user_id!("@bob:localhost"));
+        let (carol, dave) = (user_id!("@carol:remote.test"), user_id!("@dave:remote.test"));
+        let room =
+            rooms.create_room(alice, CreateRoom::new(RoomVersionId::V11, Preset::PublicChat)).await.unwrap();
+        let join =
+            |user: &UserId| PduBuilder::state("m.room.member", user.as_str(), json!({"membership": "join"}));
+        rooms.send(&room, bob, join(bob), None).await.unwrap();
+        for user in [carol, dave] {
+            let tip = rooms.room(&room).unwrap().unwrap().1.forward_extremities[0].clone();
+            let event = remote_event(&services, &remote, &room, &[&tip], user, join(user));
+            assert!(matches!(deliver(&services, &remote, &room, event), Outcome::Accepted { .. }));
+        }
+        let levels = json!({"users": {alice.as_str(): 100, carol.as_str(): 100}});
+        rooms.send(&room, alice, PduBuilder::state("m.room.power_levels", "", levels), None).await.unwrap();
+        let fork = rooms.room(&room).unwrap().unwrap().1.forward_extremities[0].clone();
+
+        // Carol leaves; concurrently (on the fork) she bans bob, which no
+        // longer passes against the room as we know it.
+        let leave = PduBuilder::state("m.room.member", carol.as_str(), json!({"membership": "leave"}));
+        let leave = remote_event(&services, &remote, &room, &[&fork], carol, leave);
+        let leave_id = leave.0.clone();
+        assert!(matches!(deliver(&services, &remote, &room, leave), Outcome::Accepted { .. }));
+        let ban = PduBuilder::state("m.room.member", bob.as_str(), json!({"membership": "ban"}));
+        let ban = remote_event(&services, &remote, &room, &[&fork], carol, ban);
+        let ban_id = ban.0.clone();
+        assert_eq!(deliver(&services, &remote, &room, ban), Outcome::SoftFailed);
+
+        let before = sync_once(&services, bob, None).await;
+        assert!(before["rooms"]["join"].get(room.as_str()).is_some(), "{before}");
+        let since: u64 = before["next_batch"].as_str().unwrap()[1..].parse().unwrap();
+
+        // Dave builds on both branches: the resolution keeps the ban.
+        let merge = PduBuilder::message("m.room.message", json!({"body": "merged", "msgtype": "m.text"}));
+        let merge = remote_event(&services, &remote, &room, &[&leave_id, &ban_id], dave, merge);
+        assert!(matches!(deliver(&services, &remote, &room, merge), Outcome::Accepted { .. }));
+        let short = rooms.room_short(&room).unwrap().unwrap();
+        assert_eq!(rooms.membership(bob, short).unwrap().as_deref(), Some("ban"));
+
+        let after = sync_once(&services, bob, Some(since)).await;
+        let left = &after["rooms"]["leave"][room.as_str()];
+        assert!(left.is_object(), "bob learns he is out: {after}");
+        assert!(after["rooms"]["join"].get(room.as_str()).is_none(), "{after}");
+        let events: Vec<&Value> = left["state"]["events"]
+            .as_array()
+            .into_iter()
+            .chain(left["timeline"]["events"].as_array())
+            .flatten()
+            .collect();
+        assert!(
+            events.iter().any(|e| e["type"] == "m.room.member"
+                && e["state_key"] == bob.as_str()
+                && e["content"]["membership"] == "ban"),
+            "the ban is in the leave section: {left}"
+        );
+    }
 }
