@@ -141,6 +141,12 @@ impl Stream {
         });
     }
 
+    /// How many waits are under way (tests wait for a long poll to be
+    /// waiting before they act).
+    pub fn waiters(&self) -> usize {
+        self.visible.receiver_count()
+    }
+
     /// Every position at or below this one is written (or abandoned).
     pub fn visible(&self) -> u64 {
         *self.visible.borrow()

@@ -1013,7 +1013,12 @@ mod tests {
         let mut event = f.event(user_id!("@alice:localhost"));
         event["room_id"] = json!("!elsewhere:localhost");
         let (event_id, object) = f.resign(event);
-        assert!(f.append(event_id, object).is_err());
+        match f.append(event_id, object) {
+            Err(Error::Matrix { kind: ruma::api::error::ErrorKind::BadJson, message, .. }) => {
+                assert!(message.contains("another room"), "{message}")
+            }
+            other => panic!("expected M_BAD_JSON for another room, got {other:?}"),
+        }
         assert_eq!(f.extremities(), before);
     }
 
@@ -1186,7 +1191,12 @@ mod tests {
         )
         .unwrap();
         event["origin_server_ts"] = json!(12345);
-        assert!(f.append_remote_result(f.resign(event)).is_err());
+        match f.append_remote_result(f.resign(event)) {
+            Err(AppendError::Refused(Error::Matrix { message, .. })) => {
+                assert!(message.contains("exactly one create event"), "{message}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
         assert_eq!(f.current("m.room.create", "").unwrap().event_id, create.event_id);
     }
 

@@ -24,8 +24,8 @@ macro_rules! maps {
 maps! {
     /// Server-wide singletons.
     GLOBAL = "global" {
-        key: "ASCII name: `schema_version`, `signing_key.version`, `signing_key.pkcs8`",
-        value: "schema_version: u64 big-endian; signing_key.version: UTF-8 key version; signing_key.pkcs8: ed25519 PKCS#8 DER"
+        key: "ASCII name: `schema_version`, `signing_key.version`, `signing_key.pkcs8`, `stream_reserved`",
+        value: "schema_version: u64 big-endian; signing_key.version: UTF-8 key version; signing_key.pkcs8: ed25519 PKCS#8 DER; stream_reserved: u64 big-endian, stream positions handed out up to here"
     }
     /// Local accounts, including deactivated ones (a user ID is never reused).
     USERS = "users" {
@@ -75,7 +75,7 @@ maps! {
     }
     /// Short IDs: u64s standing for long strings, so other keys stay small.
     SHORT_IDS = "short_ids" {
-        key: "kind byte (`e` event ID, `r` room ID, `k` state key: event type ‖ SEP ‖ state key) ‖ the string",
+        key: "kind byte (`e` event ID, `r` room ID, `k` state key: `len(type):type` then the state key) ‖ the string",
         value: "u64 big-endian"
     }
     /// The strings behind short IDs.
@@ -130,7 +130,7 @@ maps! {
     /// State snapshots, stored as deltas against a parent.
     STATE_SNAPSHOTS = "state_snapshots" {
         key: "snapshot ID (u64 big-endian)",
-        value: "JSON Snapshot {parent, depth, added: [[state key short, event short]], removed: [state key short]}"
+        value: "JSON Snapshot {parent, added: [[state key short, event short]], removed: [state key short]}"
     }
     /// Snapshot IDs by content hash, so equal states share one snapshot.
     STATE_SNAPSHOT_HASHES = "state_snapshot_hashes" {
@@ -300,7 +300,7 @@ maps! {
     /// Server-side key backup versions.
     BACKUP_VERSIONS = "backup_versions" {
         key: "user ID ‖ SEP ‖ version (u64 big-endian; clients see it in decimal)",
-        value: "JSON BackupVersion {algorithm, auth_data, etag, count}"
+        value: "JSON BackupVersion {algorithm ({algorithm, auth_data}), etag, count, deleted}"
     }
     /// Backed-up room keys.
     BACKUP_KEYS = "backup_keys" {

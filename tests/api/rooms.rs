@@ -204,7 +204,9 @@ async fn sending_is_idempotent_per_device_and_transaction() {
     assert_eq!(status, StatusCode::OK, "{event}");
     assert_eq!(event["unsigned"]["transaction_id"], "txn1");
     assert_eq!(event["content"]["body"], "hello");
-    let (_, seen_by_phone) = s.get(&path, Some(&phone.token)).await;
+    let (status, seen_by_phone) = s.get(&path, Some(&phone.token)).await;
+    assert_eq!(status, StatusCode::OK, "{seen_by_phone}");
+    assert_eq!(seen_by_phone["content"]["body"], "hello");
     assert!(seen_by_phone["unsigned"].get("transaction_id").is_none());
     assert_error(
         &s.get(&format!("/_matrix/client/v3/rooms/{room}/event/$nope"), Some(&alice.token)).await,
@@ -1220,11 +1222,13 @@ async fn context_tokens_continue_past_exhausted_sides() {
         ids.push(sent["event_id"].as_str().unwrap().to_owned());
     }
     // The last event: nothing after it; `end` must not repeat events_after.
-    let (_, ctx) = s
+    let (status, ctx) = s
         .get(&format!("/_matrix/client/v3/rooms/{room}/context/{}?limit=20", ids[2]), Some(&alice.token))
         .await;
+    assert_eq!(status, StatusCode::OK, "{ctx}");
+    assert_eq!(ctx["event"]["event_id"], ids[2].as_str());
     assert!(ctx["events_after"].as_array().is_none_or(Vec::is_empty), "{ctx}");
-    let (_, older) = s
+    let (status, older) = s
         .get(
             &format!(
                 "/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50&from={}",
@@ -1233,10 +1237,8 @@ async fn context_tokens_continue_past_exhausted_sides() {
             Some(&alice.token),
         )
         .await;
-    assert!(
-        older["chunk"].as_array().is_none_or(Vec::is_empty),
-        "start continues before events_before: {older}"
-    );
+    assert_eq!(status, StatusCode::OK, "{older}");
+    assert_eq!(older["chunk"], json!([]), "start continues before events_before: {older}");
     send(&s, &alice, &room, "x3", "m3").await;
     let (_, newer) = s
         .get(

@@ -91,7 +91,18 @@ async fn a_long_poll_wakes_on_a_message_from_someone_else() {
 
     let started = Instant::now();
     let query = format!("since={}&timeout=30000", since.as_str().unwrap());
-    let (poll, _) = tokio::join!(sync(&s, &alice, &query), send(&s, &bob, &room, "b1", "wake up"));
+    // The message is sent once the poll is waiting, so the test exercises
+    // the wake-up (not a poll that finds the message already there).
+    let stream = s.server().services.stream.clone();
+    let idle = stream.waiters();
+    let (poll, _) = tokio::join!(sync(&s, &alice, &query), async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stream.waiters() <= idle {
+            assert!(Instant::now() < deadline, "the poll never started waiting");
+            tokio::task::yield_now().await;
+        }
+        send(&s, &bob, &room, "b1", "wake up").await
+    });
     assert!(started.elapsed() < Duration::from_secs(20), "the poll returned on the message, not the timeout");
     assert_eq!(timeline_bodies(&poll["rooms"]["join"][&room]), ["wake up"]);
 
