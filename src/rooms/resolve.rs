@@ -88,8 +88,10 @@ impl<'a> Graph<'a> {
         Ok(short)
     }
 
-    /// The auth events of a stored event; unknown ones are skipped (an
-    /// event is only stored once its auth events are).
+    /// The auth events of a stored event. Every one is stored (the pipeline
+    /// stores no event before its auth events: `AppendError::MissingAuth`),
+    /// so a missing one is an error, never skipped: skipping it would
+    /// resolve differently from the other servers in the room.
     fn auth_events(&mut self, short: u64) -> Result<Vec<u64>> {
         if let Some(edges) = self.auth_edges.get(&short) {
             return Ok(edges.clone());
@@ -105,14 +107,13 @@ impl<'a> Graph<'a> {
                     .into_iter()
                     .map(Into::into)
                     .collect(),
-                None => Vec::new(),
+                None => return Err(Error::internal(format!("event {short} in an auth chain is not stored"))),
             },
         };
         let mut edges = Vec::with_capacity(ids.len());
         for id in &ids {
-            if let Some(s) = self.short(id)? {
-                edges.push(s);
-            }
+            let s = self.short(id)?.ok_or_else(|| Error::internal(format!("auth event {id} is not stored")))?;
+            edges.push(s);
         }
         self.auth_edges.insert(short, edges.clone());
         Ok(edges)
