@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use super::{
     EventMeta, Rooms,
     pdu::{Pdu, client_event},
+    short_ids::{Kind, state_key_name},
     state::StateMap,
 };
 use crate::{
@@ -45,37 +46,44 @@ pub struct Page {
 }
 
 impl Rooms {
-    fn membership_in(&self, state: &StateMap, user: &UserId) -> Result<Option<String>> {
+    /// The event at one state key of a snapshot (`None`: the empty state),
+    /// read without building the snapshot's full state.
+    fn state_event_at(&self, snapshot: Option<u64>, event_type: &str, state_key: &str) -> Result<Option<Pdu>> {
+        let Some(snapshot) = snapshot else { return Ok(None) };
+        let Some(key) = self.short.get(Kind::StateKey, &state_key_name(event_type, state_key))? else {
+            return Ok(None);
+        };
+        match self.state.get(snapshot, key)? {
+            Some(event) => self.pdu_by_short(event),
+            None => Ok(None),
+        }
+    }
+
+    fn membership_in(&self, snapshot: Option<u64>, user: &UserId) -> Result<Option<String>> {
         Ok(self
-            .state_event(state, "m.room.member", user.as_str())?
+            .state_event_at(snapshot, "m.room.member", user.as_str())?
             .and_then(|pdu| pdu.content_value()["membership"].as_str().map(str::to_owned)))
     }
 
-    fn history_visibility_in(&self, state: &StateMap) -> Result<String> {
+    fn history_visibility_in(&self, snapshot: Option<u64>) -> Result<String> {
         Ok(self
-            .state_event(state, "m.room.history_visibility", "")?
+            .state_event_at(snapshot, "m.room.history_visibility", "")?
             .and_then(|pdu| pdu.content_value()["history_visibility"].as_str().map(str::to_owned))
             .unwrap_or_else(|| "shared".into()))
     }
 
     /// Whether `user` may see an event, by the room's history visibility at
     /// that event and the user's membership then (and now, for `shared`).
+    /// Reads the two state keys it needs, never a full state.
     pub fn can_see(&self, user: &UserId, pdu: &Pdu, meta: &EventMeta) -> Result<bool> {
-        if !meta.accepted() {
+        if !meta.accepted() || meta.state_after.is_none() {
             return Ok(false);
         }
-        let after = match meta.state_after {
-            Some(id) => self.state.load(id)?,
-            None => return Ok(false),
-        };
-        let before = match meta.state_before {
-            Some(id) => self.state.load(id)?,
-            None => std::sync::Arc::new(StateMap::new()),
-        };
-        let mut visibility = self.history_visibility_in(&after)?;
+        let (after, before) = (meta.state_after, meta.state_before);
+        let mut visibility = self.history_visibility_in(after)?;
         if pdu.kind.to_string() == "m.room.history_visibility" {
             // The least restrictive of before and after.
-            let earlier = self.history_visibility_in(&before)?;
+            let earlier = self.history_visibility_in(before)?;
             let order = ["joined", "invited", "shared", "world_readable"];
             let pos = |v: &str| order.iter().position(|o| *o == v).unwrap_or(2);
             if pos(&earlier) > pos(&visibility) {
@@ -85,9 +93,9 @@ impl Rooms {
         if visibility == "world_readable" {
             return Ok(true);
         }
-        let mut membership = self.membership_in(&after, user)?.unwrap_or_default();
+        let mut membership = self.membership_in(after, user)?.unwrap_or_default();
         if pdu.kind.to_string() == "m.room.member" && pdu.state_key.as_deref() == Some(user.as_str()) {
-            let earlier = self.membership_in(&before, user)?.unwrap_or_default();
+            let earlier = self.membership_in(before, user)?.unwrap_or_default();
             if rank(&earlier) > rank(&membership) {
                 membership = earlier;
             }

@@ -6,6 +6,11 @@
 //! deltas shrink geometrically down a chain: chains stay O(log n) long and a
 //! room with n state changes stores O(n log n) entries, not O(n²). Equal
 //! states share one snapshot (looked up by the hash of their content).
+//!
+//! Memory is bounded by entries held, not by a count of states: full states
+//! and deltas each have an entry budget, least recently used out first. A
+//! single key of a snapshot ([`StateStore::get`]) is read down the chain of
+//! deltas (binary searches), without building the full state.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -39,14 +44,70 @@ impl Snapshot {
     }
 }
 
-/// Full states kept in memory, most recently used first out of the way.
-const CACHE_ENTRIES: usize = 256;
+/// State entries (state key → event) the full states kept in memory may
+/// hold in all: about 64 bytes each in a map, so ~64 MB.
+const FULL_STATE_ENTRIES: usize = 1 << 20;
+/// Delta entries kept in memory in all (~16 bytes each).
+const DELTA_ENTRIES: usize = 1 << 21;
 const RECENT_SNAPSHOTS: usize = 4096;
+
+/// A cache bounded by the entries its values hold, least recently used out
+/// first.
+struct Lru<V> {
+    /// ID → (value, entries it holds, last use).
+    map: HashMap<u64, (V, usize, u64)>,
+    /// Last use → ID, oldest first.
+    order: BTreeMap<u64, u64>,
+    held: usize,
+    budget: usize,
+    clock: u64,
+}
+
+impl<V: Clone> Lru<V> {
+    fn new(budget: usize) -> Self {
+        Self { map: HashMap::new(), order: BTreeMap::new(), held: 0, budget, clock: 0 }
+    }
+
+    fn get(&mut self, id: u64) -> Option<V> {
+        let (value, _, used) = self.map.get_mut(&id)?;
+        self.order.remove(used);
+        self.clock += 1;
+        *used = self.clock;
+        self.order.insert(self.clock, id);
+        Some(value.clone())
+    }
+
+    fn insert(&mut self, id: u64, value: V, entries: usize) {
+        if entries > self.budget {
+            return;
+        }
+        self.clock += 1;
+        if let Some((_, old, used)) = self.map.insert(id, (value, entries, self.clock)) {
+            self.held -= old;
+            self.order.remove(&used);
+        }
+        self.order.insert(self.clock, id);
+        self.held += entries;
+        while self.held > self.budget {
+            let Some((_, oldest)) = self.order.pop_first() else { break };
+            if let Some((_, entries, _)) = self.map.remove(&oldest) {
+                self.held -= entries;
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+        self.held = 0;
+    }
+}
 
 pub struct StateStore {
     db: Db,
     next: AtomicU64,
-    cache: Mutex<HashMap<u64, Arc<StateMap>>>,
+    cache: Mutex<Lru<Arc<StateMap>>>,
+    deltas: Mutex<Lru<Arc<Snapshot>>>,
     /// The latest snapshots saved, readable before their batch is written:
     /// one append may build a snapshot on another it has just made.
     recent: Mutex<BTreeMap<u64, Snapshot>>,
@@ -62,24 +123,53 @@ impl StateStore {
         Ok(Self {
             db,
             next: AtomicU64::new(next),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Lru::new(FULL_STATE_ENTRIES)),
+            deltas: Mutex::new(Lru::new(DELTA_ENTRIES)),
             recent: Mutex::default(),
         })
     }
 
-    fn snapshot(&self, id: u64) -> Result<Snapshot> {
+    fn snapshot(&self, id: u64) -> Result<Arc<Snapshot>> {
         if let Some(snapshot) = self.recent.lock().expect("recent snapshots").get(&id) {
-            return Ok(snapshot.clone());
+            return Ok(Arc::new(snapshot.clone()));
         }
-        self.db
-            .get_json(&maps::STATE_SNAPSHOTS, &id.to_be_bytes())?
-            .ok_or_else(|| Error::internal(format!("state snapshot {id} missing")))
+        if let Some(snapshot) = self.deltas.lock().expect("delta cache").get(id) {
+            return Ok(snapshot);
+        }
+        let snapshot: Arc<Snapshot> = Arc::new(
+            self.db
+                .get_json(&maps::STATE_SNAPSHOTS, &id.to_be_bytes())?
+                .ok_or_else(|| Error::internal(format!("state snapshot {id} missing")))?,
+        );
+        self.deltas.lock().expect("delta cache").insert(id, snapshot.clone(), snapshot.delta_len() + 1);
+        Ok(snapshot)
+    }
+
+    /// The event at one state key of a snapshot, read down its chain of
+    /// deltas (or from the full state, when it is in memory).
+    pub fn get(&self, id: u64, key: u64) -> Result<Option<u64>> {
+        if let Some(state) = self.cache.lock().expect("state cache").get(id) {
+            return Ok(state.get(&key).copied());
+        }
+        let mut at = Some(id);
+        while let Some(id) = at {
+            let snapshot = self.snapshot(id)?;
+            // Deltas are written in key order.
+            if let Ok(i) = snapshot.added.binary_search_by_key(&key, |(k, _)| *k) {
+                return Ok(Some(snapshot.added[i].1));
+            }
+            if snapshot.removed.binary_search(&key).is_ok() {
+                return Ok(None);
+            }
+            at = snapshot.parent;
+        }
+        Ok(None)
     }
 
     /// The full state of a snapshot.
     pub fn load(&self, id: u64) -> Result<Arc<StateMap>> {
-        if let Some(state) = self.cache.lock().expect("state cache").get(&id) {
-            return Ok(state.clone());
+        if let Some(state) = self.cache.lock().expect("state cache").get(id) {
+            return Ok(state);
         }
         let snapshot = self.snapshot(id)?;
         let mut state = match snapshot.parent {
@@ -98,14 +188,12 @@ impl StateStore {
     /// Empties the in-memory cache (benchmarks measure cold look-ups).
     pub fn clear_cache(&self) {
         self.cache.lock().expect("state cache").clear();
+        self.deltas.lock().expect("delta cache").clear();
     }
 
     fn remember(&self, id: u64, state: Arc<StateMap>) {
-        let mut cache = self.cache.lock().expect("state cache");
-        if cache.len() >= CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(id, state);
+        let entries = state.len() + 1;
+        self.cache.lock().expect("state cache").insert(id, state, entries);
     }
 
     /// Stores `state` (derived from the snapshot `base`, if any) and returns
@@ -189,6 +277,14 @@ mod tests {
         for (id, expected) in ids.iter().step_by(97) {
             assert_eq!(&*store.load(*id).unwrap(), expected);
         }
+        // Single keys read down the deltas, with nothing in memory.
+        store.clear_cache();
+        for (id, expected) in ids.iter().step_by(89) {
+            for key in [0, 5, 999, 1999, 5000] {
+                assert_eq!(store.get(*id, key).unwrap(), expected.get(&key).copied(), "snapshot {id} key {key}");
+            }
+        }
+        assert!(store.cache.lock().unwrap().map.is_empty(), "no full state was built");
         // Stored entries grow like n log n, not n².
         let stored: usize = db
             .scan_json::<Snapshot>(&maps::STATE_SNAPSHOTS, b"")
@@ -200,5 +296,21 @@ mod tests {
         // An equal state reuses its snapshot.
         let mut batch = Batch::new();
         assert_eq!(store.save(&mut batch, None, ids[10].1.clone()).unwrap(), ids[10].0);
+    }
+
+    #[test]
+    fn caches_hold_entries_up_to_their_budget_least_recently_used_out() {
+        let mut lru = Lru::new(100);
+        for id in 0..10 {
+            lru.insert(id, id, 30);
+            assert!(lru.held <= 100);
+            // The first stays in use, so it stays.
+            assert_eq!(lru.get(0), Some(0));
+        }
+        assert_eq!(lru.held, 90);
+        assert!(lru.get(0).is_some() && lru.get(9).is_some() && lru.get(8).is_some());
+        assert!(lru.get(1).is_none(), "the least recently used went first");
+        lru.insert(99, 99, 101);
+        assert!(lru.get(99).is_none(), "what exceeds the whole budget is not kept");
     }
 }
