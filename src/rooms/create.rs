@@ -352,15 +352,11 @@ impl Rooms {
         {
             return Ok(current.event_id.clone());
         }
-        let (event_id, object) = self.build(&record, &state, sender, &builder)?;
-        self.append(
-            short,
-            &mut record,
-            event_id.clone(),
-            object,
-            Origin::Local(txn),
-            StateBefore::FromPrevs,
-        )?;
-        Ok(event_id)
+        util::heavy(|| {
+            let (event_id, object) = self.build(&record, &state, sender, &builder)?;
+            let origin = Origin::Local(txn);
+            self.append(short, &mut record, event_id.clone(), object, origin, StateBefore::FromPrevs)?;
+            Ok(event_id)
+        })
     }
 }

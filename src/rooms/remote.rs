@@ -98,14 +98,10 @@ impl Rooms {
             state.insert(key, short);
         }
         let join_id = event_id_of(&response.join, &rules)?;
-        self.append(
-            room_short,
-            &mut record,
-            join_id,
-            response.join,
-            Origin::Remote(keys),
-            StateBefore::Given(state),
-        )
+        let origin = Origin::Remote(keys);
+        crate::util::heavy(|| {
+            self.append(room_short, &mut record, join_id, response.join, origin, StateBefore::Given(state))
+        })
     }
 }
 
