@@ -133,6 +133,10 @@ pub enum Status {
     /// room's current state: stored and used by state resolution, never
     /// shown to clients nor built upon.
     SoftFailed,
+    /// Accepted from the room's past (backfill): in the room's history by
+    /// depth (`room_history`), before all of the live timeline; `stream`
+    /// is 0, so whoever joined at any point may see it under `shared`.
+    History,
 }
 
 impl Status {
@@ -144,7 +148,7 @@ impl Status {
 impl EventMeta {
     /// Whether clients may ever be shown the event.
     pub fn accepted(&self) -> bool {
-        self.status == Status::Timeline
+        matches!(self.status, Status::Timeline | Status::History)
     }
 }
 

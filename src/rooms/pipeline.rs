@@ -51,6 +51,12 @@ pub enum Origin {
     /// signatures it needs (fetched before the room is locked); ours are
     /// added.
     Remote(PublicKeyMap),
+    /// Another server's event from the room's past (backfill): placed in
+    /// the room's history by depth, never live: it wakes no sync, notifies
+    /// nobody, moves no read position or thread, is no forward extremity,
+    /// changes no current state and is not soft-failed against today's
+    /// state.
+    History(PublicKeyMap),
 }
 
 /// Where the state before an event comes from.
@@ -75,6 +81,8 @@ pub enum Outcome {
     Rejected(String),
     /// Stored as an outlier: checked against its own auth events only.
     Outlier,
+    /// Placed in the room's history (backfill).
+    History,
     /// Already stored: nothing changed (a sender retrying is no error).
     Duplicate,
 }
@@ -168,8 +176,17 @@ impl Rooms {
             Some(short) => short,
             None => self.short.allocate_into(&mut batch, Kind::Event, checked.event_id.as_str()),
         };
-        let computed =
-            self.compute(&mut batch, room_short, record, &checked, event_short, state_before, &rules)?;
+        let historical = matches!(origin, Origin::History(_));
+        let computed = self.compute(
+            &mut batch,
+            room_short,
+            record,
+            &checked,
+            event_short,
+            state_before,
+            historical,
+            &rules,
+        )?;
         let local = matches!(origin, Origin::Local(_));
         if let Some(reason) = &computed.rejection
             && local
@@ -250,6 +267,7 @@ impl Rooms {
         checked: &Checked,
         event_short: u64,
         state_before: StateBefore,
+        historical: bool,
         rules: &RoomVersionRules,
     ) -> Result<Computed, AppendError> {
         let pdu = &checked.pdu;
@@ -258,8 +276,10 @@ impl Rooms {
         if rejection.is_none() {
             rejection = self.check_against_state(pdu, rules, &before.1)?.err();
         }
-        // (A room being joined has no current state to soft-fail against.)
+        // (A room being joined has no current state to soft-fail against;
+        // history is not judged by today's state.)
         let soft_failed = rejection.is_none()
+            && !historical
             && record.current_snapshot.is_some()
             && before.0 != record.current_snapshot
             && {
@@ -313,6 +333,7 @@ impl Rooms {
         let status = match (&rejection, soft_failed) {
             (Some(_), _) => Status::Rejected,
             (None, true) => Status::SoftFailed,
+            (None, false) if matches!(origin, Origin::History(_)) => Status::History,
             (None, false) => Status::Timeline,
         };
         let txn = match origin {
@@ -321,7 +342,7 @@ impl Rooms {
         };
         // A redaction that arrived before the event applies now.
         let mut redacted_by = None;
-        if status == Status::Timeline
+        if matches!(status, Status::Timeline | Status::History)
             && let Some(redaction) = self.waiting_redaction(room_short, &pdu, rules)?
         {
             object = ruma::canonical_json::redact(object, &rules.redaction, None).map_err(Error::internal)?;
@@ -354,10 +375,32 @@ impl Rooms {
         }
         let has_children =
             self.link(&mut batch, room_short, &event_id, event_short, &pdu.prev_events, &missing_prevs)?;
-        if status == Status::Timeline {
+        if matches!(status, Status::Timeline | Status::History) {
             self.relate_waiting(&mut batch, &event_id, event_short, room_short)?;
         }
         self.stop_waiting(&mut batch, &event_id)?;
+        if status == Status::History {
+            // In the history by depth (and by sending time), nothing more.
+            let depth = u64::from(pdu.depth);
+            batch.put(
+                &maps::ROOM_HISTORY,
+                [room_short.to_be_bytes(), depth.to_be_bytes(), event_short.to_be_bytes()].concat(),
+                event_short.to_be_bytes(),
+            );
+            let ts = u64::from(pdu.origin_server_ts.0);
+            batch.put(
+                &maps::ROOM_TIMESTAMPS,
+                [room_short.to_be_bytes(), ts.to_be_bytes(), 0u64.to_be_bytes(), event_short.to_be_bytes()]
+                    .concat(),
+                event_short.to_be_bytes(),
+            );
+            if pdu.kind == TimelineEventType::RoomRedaction {
+                self.apply_redaction(&mut batch, &pdu, event_short, room_short, &before.1, rules)?;
+            }
+            batch.put_json(&maps::EVENT_META, event_short.to_be_bytes(), &meta(0, None));
+            self.db.write(batch)?;
+            return Ok(Outcome::History);
+        }
         if status != Status::Timeline {
             // Stored for the DAG's sake only: no timeline, no extremity.
             batch.put_json(&maps::EVENT_META, event_short.to_be_bytes(), &meta(0, None));
@@ -816,7 +859,7 @@ impl Rooms {
     /// remote event those its caller fetched.
     fn public_keys(&self, origin: &Origin) -> PublicKeyMap {
         let mut keys = match origin {
-            Origin::Remote(keys) => keys.clone(),
+            Origin::Remote(keys) | Origin::History(keys) => keys.clone(),
             Origin::Local(_) => PublicKeyMap::new(),
         };
         let ours = BTreeMap::from([(

@@ -48,7 +48,12 @@ pub struct Page {
 impl Rooms {
     /// The event at one state key of a snapshot (`None`: the empty state),
     /// read without building the snapshot's full state.
-    fn state_event_at(&self, snapshot: Option<u64>, event_type: &str, state_key: &str) -> Result<Option<Pdu>> {
+    fn state_event_at(
+        &self,
+        snapshot: Option<u64>,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<Pdu>> {
         let Some(snapshot) = snapshot else { return Ok(None) };
         let Some(key) = self.short.get(Kind::StateKey, &state_key_name(event_type, state_key))? else {
             return Ok(None);
@@ -233,32 +238,136 @@ impl Rooms {
         backwards: bool,
         limit: usize,
         current_state_always: bool,
-        mut keep: impl FnMut(&Pdu) -> bool,
+        keep: impl FnMut(&Pdu) -> bool,
     ) -> Result<Page> {
+        let order = Order::Live;
+        let scan = Scan { viewer, viewer_device, backwards, limit, current_state_always };
+        let found = self.scan(
+            room_short,
+            order,
+            &from.to_be_bytes(),
+            to.map(u64::to_be_bytes).as_ref().map(|t| &t[..]),
+            &scan,
+            keep,
+        )?;
+        let position = |gap: &[u8]| decode_u64(gap);
+        Ok(Page {
+            events: found.events,
+            positions: found.gaps.iter().map(|g| position(g)).collect::<Result<_, _>>()?,
+            shorts: found.shorts,
+            next: found.next.as_deref().map(position).transpose()?,
+            cursor: position(&found.cursor)?,
+        })
+    }
+
+    /// The same over the room's whole order: backfilled history (by depth,
+    /// oldest first), then the live timeline. A page that runs out of one
+    /// goes on in the other.
+    #[allow(clippy::too_many_arguments)]
+    pub fn page_all(
+        &self,
+        room_short: u64,
+        viewer: &UserId,
+        viewer_device: Option<&ruma::DeviceId>,
+        from: Gap,
+        to: Option<Gap>,
+        backwards: bool,
+        limit: usize,
+        mut keep: impl FnMut(&Pdu) -> bool,
+    ) -> Result<GapPage> {
+        let scan = Scan { viewer, viewer_device, backwards, limit, current_state_always: false };
+        let mut page = GapPage { events: Vec::new(), shorts: Vec::new(), next: None, cursor: from };
+        let mut at = from;
+        loop {
+            let (order, gap) = at.split();
+            let bound = to.filter(|t| t.order() == order).map(|t| t.split().1);
+            let rest = Scan { limit: limit - page.events.len(), ..scan };
+            let found = self.scan(room_short, order, &gap, bound.as_deref(), &rest, &mut keep)?;
+            page.events.extend(found.events);
+            page.shorts.extend(found.shorts);
+            page.cursor = Gap::join(order, &found.cursor)?;
+            page.next = found.next.as_deref().map(|g| Gap::join(order, g)).transpose()?;
+            // Run out of this order (and `to` lies beyond it): the other.
+            let beyond = |gap: Gap| to.is_none_or(|t| if backwards { t < gap } else { t > gap });
+            let other = match order {
+                Order::Live if backwards => Some(Gap::history_end()),
+                Order::History if !backwards => Some(Gap::Live(0)),
+                _ => None,
+            };
+            match other {
+                Some(other) if page.next.is_none() && page.events.len() < limit && beyond(other) => {
+                    at = other;
+                    page.cursor = other;
+                }
+                Some(other)
+                    if page.next.is_none()
+                        && beyond(other)
+                        && self.has_events_besides(room_short, order)? =>
+                {
+                    // Full, and the other order has events: say where to go on.
+                    page.next = Some(other);
+                    return Ok(page);
+                }
+                _ => return Ok(page),
+            }
+        }
+    }
+
+    /// Whether the order other than `order` holds any event of the room.
+    fn has_events_besides(&self, room_short: u64, order: Order) -> Result<bool> {
+        let other = match order {
+            Order::Live => &maps::ROOM_HISTORY,
+            Order::History => &maps::TIMELINE,
+        };
+        Ok(self.db.contains_prefix(other, &room_short.to_be_bytes())?)
+    }
+
+    /// The scan behind [`Rooms::page`] and [`Rooms::page_all`]: rows of one
+    /// order, keyed `room ‖ gap`, from the gap `from` (a key suffix; a gap
+    /// stands just before the row with that suffix), at most
+    /// [`SCAN_BUDGET`] rows examined.
+    fn scan(
+        &self,
+        room_short: u64,
+        order: Order,
+        from: &[u8],
+        to: Option<&[u8]>,
+        scan: &Scan<'_>,
+        mut keep: impl FnMut(&Pdu) -> bool,
+    ) -> Result<Found> {
+        let Scan { viewer, viewer_device, backwards, limit, current_state_always } = *scan;
+        let map = match order {
+            Order::Live => &maps::TIMELINE,
+            Order::History => &maps::ROOM_HISTORY,
+        };
         let prefix = room_short.to_be_bytes();
         // Ignored users' events stay hidden; their state events do not.
         let ignored = self.users.ignored_users(viewer)?;
-        let mut events = Vec::new();
-        let mut positions = Vec::new();
-        let mut shorts = Vec::new();
-        let mut cursor = from;
+        let mut found = Found {
+            events: Vec::new(),
+            gaps: Vec::new(),
+            shorts: Vec::new(),
+            next: None,
+            cursor: from.to_vec(),
+        };
         let mut exhausted = false;
         let mut scanned = 0;
         // Scan in slices: invisible events do not count towards `limit`, but
         // no page reads more than [`SCAN_BUDGET`] rows; the caller's next
         // token goes on from where the scan stopped (review §2.4).
-        while events.len() < limit && !exhausted && scanned < SCAN_BUDGET {
-            let start = match (backwards, cursor) {
-                (true, 0) => break,
-                (true, c) => c - 1,
-                (false, c) => c,
-            };
-            let start = [prefix, start.to_be_bytes()].concat();
-            let slice = self.db.scan_range(&maps::TIMELINE, &prefix, Some(&start), backwards, 100)?;
-            exhausted = slice.len() < 100;
+        while found.events.len() < limit && !exhausted && scanned < SCAN_BUDGET {
+            let start = [&prefix[..], &found.cursor].concat();
+            let slice = self.db.scan_range(map, &prefix, Some(&start), backwards, 101)?;
+            exhausted = slice.len() < 101;
+            let mut progressed = false;
             for (k, v) in slice {
-                let position = decode_u64(&k[8..])?;
-                if to.is_some_and(|to| if backwards { position < to } else { position >= to }) {
+                let gap = &k[8..];
+                // Backwards, the row at the gap itself lies after it.
+                if backwards && gap >= &found.cursor[..] {
+                    continue;
+                }
+                progressed = true;
+                if to.is_some_and(|to| if backwards { gap < to } else { gap >= to }) {
                     exhausted = true;
                     break;
                 }
@@ -266,7 +375,7 @@ impl Rooms {
                     break;
                 }
                 scanned += 1;
-                cursor = if backwards { position } else { position + 1 };
+                found.cursor = if backwards { gap.to_vec() } else { after(gap) };
                 let short = decode_u64(&v)?;
                 let (Some(pdu), Some(meta)) = (self.pdu_by_short(short)?, self.event_meta(short)?) else {
                     continue;
@@ -285,20 +394,115 @@ impl Rooms {
                 if !(self.can_see(viewer, &pdu, &meta)? || (current_state_always && current(&pdu)?)) {
                     continue;
                 }
-                events.push(self.client_event(short, viewer_device, viewer)?);
-                positions.push(position);
-                shorts.push(short);
-                if events.len() >= limit {
+                found.events.push(self.client_event(short, viewer_device, viewer)?);
+                found.gaps.push(gap.to_vec());
+                found.shorts.push(short);
+                if found.events.len() >= limit {
                     break;
                 }
             }
-            if backwards && cursor == 0 {
+            if !progressed {
                 exhausted = true;
             }
         }
-        let next = (!exhausted || events.len() >= limit || scanned == SCAN_BUDGET).then_some(cursor);
-        Ok(Page { events, positions, shorts, next, cursor })
+        let more = !exhausted || found.events.len() >= limit || scanned == SCAN_BUDGET;
+        found.next = more.then(|| found.cursor.clone());
+        Ok(found)
     }
+}
+
+/// The key suffix just after `gap` (the gap after its row).
+fn after(gap: &[u8]) -> Vec<u8> {
+    let mut next = gap.to_vec();
+    for byte in next.iter_mut().rev() {
+        if *byte == u8::MAX {
+            *byte = 0;
+        } else {
+            *byte += 1;
+            return next;
+        }
+    }
+    // Past the largest key: nothing lies after it.
+    vec![u8::MAX; gap.len() + 1]
+}
+
+/// The two orders of a room's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Backfilled history (`room_history`), by depth.
+    History,
+    /// The live timeline (`timeline`), by stream position.
+    Live,
+}
+
+/// A gap in a room's whole order: within the history (just before the
+/// event at depth, short ID), or within the live timeline (just before
+/// the stream position). All history lies before all of the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Gap {
+    History { depth: u64, short: u64 },
+    Live(u64),
+}
+
+impl Gap {
+    /// The gap after all history.
+    pub fn history_end() -> Self {
+        Gap::History { depth: u64::MAX, short: u64::MAX }
+    }
+
+    fn order(&self) -> Order {
+        match self {
+            Gap::History { .. } => Order::History,
+            Gap::Live(_) => Order::Live,
+        }
+    }
+
+    fn split(&self) -> (Order, Vec<u8>) {
+        match *self {
+            Gap::History { depth, short } => {
+                (Order::History, [depth.to_be_bytes(), short.to_be_bytes()].concat())
+            }
+            Gap::Live(position) => (Order::Live, position.to_be_bytes().to_vec()),
+        }
+    }
+
+    fn join(order: Order, gap: &[u8]) -> Result<Self> {
+        Ok(match order {
+            // (Past the last key, the 9-byte marker of `after`, is the end.)
+            Order::History if gap.len() != 16 => Gap::history_end(),
+            Order::History => Gap::History { depth: decode_u64(&gap[..8])?, short: decode_u64(&gap[8..])? },
+            Order::Live if gap.len() != 8 => Gap::Live(u64::MAX),
+            Order::Live => Gap::Live(decode_u64(gap)?),
+        })
+    }
+}
+
+/// One page over the room's whole order.
+pub struct GapPage {
+    pub events: Vec<Value>,
+    pub shorts: Vec<u64>,
+    pub next: Option<Gap>,
+    pub cursor: Gap,
+}
+
+/// How a scan reads.
+#[derive(Clone, Copy)]
+struct Scan<'a> {
+    viewer: &'a UserId,
+    viewer_device: Option<&'a ruma::DeviceId>,
+    backwards: bool,
+    limit: usize,
+    current_state_always: bool,
+}
+
+/// What a scan found: events, the gap before each, their short IDs, where
+/// a next page starts (if there may be one) and where the scan stopped.
+struct Found {
+    events: Vec<Value>,
+    gaps: Vec<Vec<u8>>,
+    shorts: Vec<u64>,
+    next: Option<Vec<u8>>,
+    cursor: Vec<u8>,
 }
 
 impl Rooms {

@@ -422,4 +422,72 @@ mod tests {
             "bob has no power over dave"
         );
     }
+
+    /// Review §1e: history a server backfills goes to the old end of the
+    /// room, never live: no stream position (so no sync sees it or wakes),
+    /// no extremity, and a user who joined later sees it under `shared`.
+    #[tokio::test]
+    async fn backfilled_history_is_placed_before_the_timeline_and_never_live() {
+        use crate::rooms::read::Gap;
+        let f = fixture().await;
+        let remote = Remote::new("remote.test");
+        let version = RoomVersionId::V11;
+        let mut room = RemoteRoom::new(&remote, version.clone());
+        let creator = "@creator:remote.test";
+        let mut history = Vec::new();
+        for body in ["one", "two"] {
+            let event =
+                room.next(creator, "m.room.message", None, json!({"body": body, "msgtype": "m.text"}));
+            history.push(room.push(remote.sign(event, &version)));
+        }
+        let state: Vec<_> =
+            room.events.iter().filter(|(_, o)| o.contains_key("state_key")).map(|(_, o)| o.clone()).collect();
+        let event = room.next(BOB, "m.room.member", Some(BOB), json!({"membership": "join"}));
+        let join = f.rooms.finish(event, &version.rules().unwrap(), &version).unwrap();
+        let response = JoinResponse { auth_chain: state.clone(), state, join: join.1 };
+        f.rooms.install_remote_room(&room.room_id, version, response, remote.keys()).await.unwrap();
+        let (short, mut record) = f.rooms.room(&room.room_id).unwrap().unwrap();
+        assert_eq!(f.rooms.backward_extremities(short).unwrap(), [history[1].clone()]);
+
+        // Backfill, newest first, each on the state the join was made on.
+        let join_meta = f.rooms.event_meta(f.rooms.event_short(&join.0).unwrap().unwrap()).unwrap().unwrap();
+        let before_join = (*f.rooms.state.load(join_meta.state_before.unwrap()).unwrap()).clone();
+        let position = f.rooms.stream.visible();
+        for event_id in history.iter().rev() {
+            let object = room.events.iter().find(|(id, _)| id == event_id).unwrap().1.clone();
+            let origin = Origin::History(remote.keys());
+            let outcome = f
+                .rooms
+                .append(
+                    short,
+                    &mut record,
+                    event_id.clone(),
+                    object,
+                    origin,
+                    StateBefore::Given(before_join.clone()),
+                )
+                .unwrap();
+            assert_eq!(outcome, Outcome::History);
+        }
+        assert_eq!(f.rooms.stream.visible(), position, "nothing live: no sync sees it or wakes");
+        assert_eq!(record.forward_extremities, std::slice::from_ref(&join.0));
+        assert!(!f.rooms.backward_extremities(short).unwrap().contains(&history[1]));
+        assert!(f.rooms.backward_extremities(short).unwrap().contains(&room.events[room.events.len() - 3].0));
+
+        // Paging back from the end: the join, then the history, newest
+        // first; Bob, who joined after it, sees it (`shared`).
+        let bob = UserId::parse(BOB).unwrap();
+        let end = Gap::Live(f.rooms.latest_position(short).unwrap() + 1);
+        let page = f.rooms.page_all(short, &bob, None, end, None, true, 10, |_| true).unwrap();
+        let ids: Vec<_> = page.events.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(ids, [join.0.to_string(), history[1].to_string(), history[0].to_string()]);
+        // And forwards from the very start: the history, then the timeline.
+        let start = Gap::History { depth: 0, short: 0 };
+        let page = f.rooms.page_all(short, &bob, None, start, None, false, 2, |_| true).unwrap();
+        let ids: Vec<_> = page.events.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(ids, [history[0].to_string(), history[1].to_string()]);
+        let next = page.next.expect("the timeline follows");
+        let page = f.rooms.page_all(short, &bob, None, next, None, false, 10, |_| true).unwrap();
+        assert_eq!(page.events[0]["event_id"], join.0.as_str());
+    }
 }

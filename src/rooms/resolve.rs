@@ -112,7 +112,8 @@ impl<'a> Graph<'a> {
         };
         let mut edges = Vec::with_capacity(ids.len());
         for id in &ids {
-            let s = self.short(id)?.ok_or_else(|| Error::internal(format!("auth event {id} is not stored")))?;
+            let s =
+                self.short(id)?.ok_or_else(|| Error::internal(format!("auth event {id} is not stored")))?;
             edges.push(s);
         }
         self.auth_edges.insert(short, edges.clone());

@@ -281,7 +281,11 @@ mod tests {
         store.clear_cache();
         for (id, expected) in ids.iter().step_by(89) {
             for key in [0, 5, 999, 1999, 5000] {
-                assert_eq!(store.get(*id, key).unwrap(), expected.get(&key).copied(), "snapshot {id} key {key}");
+                assert_eq!(
+                    store.get(*id, key).unwrap(),
+                    expected.get(&key).copied(),
+                    "snapshot {id} key {key}"
+                );
             }
         }
         assert!(store.cache.lock().unwrap().map.is_empty(), "no full state was built");

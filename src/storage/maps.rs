@@ -122,9 +122,14 @@ maps! {
         key: "target event ID ‖ SEP ‖ kind (`r` redaction, `l` relation) ‖ waiting event short ID",
         value: "empty"
     }
+    /// Backfilled history, by depth: before all of the live timeline.
+    ROOM_HISTORY = "room_history" {
+        key: "room short ID ‖ depth ‖ event short ID (u64 big-endian each)",
+        value: "event short ID"
+    }
     /// The timeline by sending time, for `timestamp_to_event`.
     ROOM_TIMESTAMPS = "room_timestamps" {
-        key: "room short ID ‖ origin_server_ts ‖ stream position (each u64 big-endian)",
+        key: "room short ID ‖ origin_server_ts ‖ stream position (each u64 big-endian; backfilled history: 0 ‖ event short ID)",
         value: "event short ID"
     }
     /// State snapshots, stored as deltas against a parent.

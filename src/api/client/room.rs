@@ -23,9 +23,9 @@ use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
     rooms::{
-        DEFAULT_ROOM_VERSION,
+        DEFAULT_ROOM_VERSION, Status,
         create::{CreateRoom, Preset},
-        read,
+        read::{self, Gap},
     },
     services::Services,
     util::raw,
@@ -163,6 +163,26 @@ pub fn token(position: u64) -> String {
     format!("t{position}")
 }
 
+/// A pagination token over the room's whole order: `t<p>` (and `s<p>`) in
+/// the live timeline, `h<depth>_<short>` in backfilled history.
+pub fn parse_gap(token: &str) -> Result<Gap> {
+    if let Some(history) = token.strip_prefix('h') {
+        let parsed = history
+            .split_once('_')
+            .and_then(|(depth, short)| Some((depth.parse().ok()?, short.parse().ok()?)));
+        let (depth, short) = parsed.ok_or_else(|| Error::invalid_param("Invalid pagination token"))?;
+        return Ok(Gap::History { depth, short });
+    }
+    parse_token(token).map(Gap::Live)
+}
+
+pub fn gap_token(gap: Gap) -> String {
+    match gap {
+        Gap::History { depth, short } => format!("h{depth}_{short}"),
+        Gap::Live(position) => token(position),
+    }
+}
+
 /// A user who never belonged to a room may read it only if it is
 /// world-readable; nobody reads a room they have forgotten.
 /// The short ID of a room the user may read (`M_FORBIDDEN` otherwise, also
@@ -209,15 +229,17 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
     let body = &req.body;
     let room_short = readable_room(services, req.user(), &body.room_id)?;
     let backwards = body.dir == ruma::api::Direction::Backward;
+    // The room's whole order: backfilled history, then the live timeline.
     let from = match &body.from {
-        Some(t) => parse_token(t)?,
-        None if backwards => rooms.latest_position(room_short)? + 1,
-        None => 0,
+        Some(t) => parse_gap(t)?,
+        None if backwards => Gap::Live(rooms.latest_position(room_short)? + 1),
+        None => Gap::History { depth: 0, short: 0 },
     };
-    let mut to = body.to.as_deref().map(parse_token).transpose()?;
+    let mut to = body.to.as_deref().map(parse_gap).transpose()?;
     // Nothing after a user's leave (or ban) is theirs to see: do not scan it.
     let mut from = from;
     if let Some(end) = rooms.visible_end(req.user(), room_short)? {
+        let end = Gap::Live(end);
         if backwards {
             from = from.min(end);
         } else {
@@ -226,7 +248,7 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
     }
     let limit = u64::from(body.limit).clamp(1, 1000) as usize;
     let filter = &body.filter;
-    let mut page = rooms.page(
+    let mut page = rooms.page_all(
         room_short,
         req.user(),
         req.sender_device.as_deref(),
@@ -234,7 +256,6 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
         to,
         backwards,
         limit,
-        false,
         |pdu| read::filter_allows(filter, pdu),
     )?;
     rooms.bundle_all(&mut page.events, &page.shorts, req.user(), req.sender_device.as_deref())?;
@@ -246,11 +267,11 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
         sender_members(services, req.user(), &page.events)?.into_iter().map(raw).collect::<Result<_>>()?
     };
     let mut response = get_message_events::v3::Response::new();
-    response.start = token(from);
+    response.start = gap_token(from);
     // As Synapse: a page with events always says where the next starts
     // (which then comes back empty, without `end`).
     let end = page.next.or_else(|| (!page.events.is_empty()).then_some(page.cursor));
-    response.end = end.map(token);
+    response.end = end.map(gap_token);
     response.chunk = page.events.into_iter().map(raw).collect::<Result<_>>()?;
     response.state = state;
     Ok(response)
@@ -308,21 +329,20 @@ async fn context(req: Ruma<get_context::v3::Request>) -> Result<get_context::v3:
     let after_limit = limit - before_limit;
     let filter = &body.filter;
     let device = req.sender_device.as_deref();
-    let mut before =
-        rooms.page(room_short, req.user(), device, meta.stream, None, true, before_limit, false, |p| {
-            read::filter_allows(filter, p)
-        })?;
-    let mut after = rooms.page(
-        room_short,
-        req.user(),
-        device,
-        meta.stream + 1,
-        None,
-        false,
-        after_limit,
-        false,
-        |p| read::filter_allows(filter, p),
-    )?;
+    // The gaps before and after the event, in history or the timeline.
+    let (at, past) = match meta.status {
+        Status::History => {
+            (Gap::History { depth: meta.depth, short }, Gap::History { depth: meta.depth, short: short + 1 })
+        }
+        _ => (Gap::Live(meta.stream), Gap::Live(meta.stream + 1)),
+    };
+    let user = req.user();
+    let mut before = rooms.page_all(room_short, user, device, at, None, true, before_limit, |p| {
+        read::filter_allows(filter, p)
+    })?;
+    let mut after = rooms.page_all(room_short, user, device, past, None, false, after_limit, |p| {
+        read::filter_allows(filter, p)
+    })?;
     rooms.bundle_all(&mut before.events, &before.shorts, req.user(), device)?;
     rooms.bundle_all(&mut after.events, &after.shorts, req.user(), device)?;
     let mut event = rooms.client_event(short, device, req.user())?;
@@ -343,8 +363,8 @@ async fn context(req: Ruma<get_context::v3::Request>) -> Result<get_context::v3:
         sender_members(services, req.user(), &shown)?
     };
     let mut response = get_context::v3::Response::new();
-    response.start = Some(token(before.cursor));
-    response.end = Some(token(after.cursor));
+    response.start = Some(gap_token(before.cursor));
+    response.end = Some(gap_token(after.cursor));
     response.events_before = before.events.into_iter().map(raw).collect::<Result<_>>()?;
     response.event = Some(raw(event)?);
     response.events_after = after.events.into_iter().map(raw).collect::<Result<_>>()?;
