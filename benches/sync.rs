@@ -4,7 +4,10 @@
 //!   `/sync` returning, with 1, 100 and 1,000 clients syncing at once
 //!   (p50, p99 over every client and message);
 //! - initial sync of a user in 100 rooms of E events each;
-//! - an incremental sync with nothing new for a user in 1,000 rooms.
+//! - an incremental sync with nothing new for a user in 1,000 rooms;
+//! - (in-process only, `--only backfill`) the latency above for 100
+//!   clients while 10,000 historical events are appended to their room
+//!   (backfill), against the same without.
 //!
 //! Without arguments it starts Hearth in-process. `-- --http URL SECRET`
 //! measures any homeserver with Synapse's shared-secret registration;
@@ -63,7 +66,11 @@ fn main() {
             rate.burst_count = 1_000_000_000;
         }
         let server = hearth::server::start(config).await.unwrap();
-        run(&format!("http://{}", server.addrs[0]), "bench-secret", &sizes).await;
+        let url = format!("http://{}", server.addrs[0]);
+        run(&url, "bench-secret", &sizes).await;
+        if sizes.only.iter().any(|o| o == "backfill") {
+            backfill_latency(&server, &url, "bench-secret").await;
+        }
         server.stop().await.unwrap();
     });
 }
@@ -74,7 +81,7 @@ async fn run(url: &str, secret: &str, sizes: &Sizes) {
     let wanted = |part: &str| sizes.only.iter().any(|o| o == part);
     if wanted("latency") {
         for &n in &sizes.clients {
-            latency(&client, url, secret, &format!("{run}c{n}"), n).await;
+            latency(&client, url, secret, &format!("{run}c{n}"), n, |_| None).await;
         }
     }
     if wanted("initial") {
@@ -136,8 +143,16 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// One sender, `n` receivers in one room, long-polling; each message's
-/// arrival is timed at every receiver.
-async fn latency(client: &reqwest::Client, url: &str, secret: &str, prefix: &str, n: usize) {
+/// arrival is timed at every receiver. `background` may start work in the
+/// room (given its ID) that runs during the rounds and reports at the end.
+async fn latency(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    prefix: &str,
+    n: usize,
+    background: impl FnOnce(&str) -> Option<tokio::task::JoinHandle<String>>,
+) {
     let sender = register(client, url, secret, &format!("{prefix}sender")).await;
     let room = create_room(client, url, &sender, json!({"preset": "public_chat"})).await;
     let receivers = register_many(client, url, secret, prefix, n).await;
@@ -152,6 +167,7 @@ async fn latency(client: &reqwest::Client, url: &str, secret: &str, prefix: &str
     }
     let rounds = if n >= 1000 { 10 } else { 30 };
     let mut samples = Vec::with_capacity(rounds * n);
+    let background = background(&room);
     for round in 0..rounds {
         let body = format!("round {round}");
         let polls: Vec<_> = receivers
@@ -193,12 +209,76 @@ async fn latency(client: &reqwest::Client, url: &str, secret: &str, prefix: &str
         }
     }
     samples.sort();
+    let during = match background {
+        Some(work) => format!(", during {}", work.await.unwrap()),
+        None => String::new(),
+    };
     println!(
-        "send → long-poll /sync, {n} syncing client(s), {} samples: p50 {:.1} ms, p99 {:.1} ms",
+        "send → long-poll /sync, {n} syncing client(s), {} samples: p50 {:.1} ms, p99 {:.1} ms{during}",
         samples.len(),
         percentile(&samples, 0.5),
         percentile(&samples, 0.99)
     );
+}
+
+/// The latency of 100 clients without, then with, 10,000 historical events
+/// appended to their room meanwhile (as backfill would), in-process.
+async fn backfill_latency(server: &hearth::server::RunningServer, url: &str, secret: &str) {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(2000).build().unwrap();
+    let run = format!("b{}", std::process::id());
+    latency(&client, url, secret, &format!("{run}quiet"), 100, |_| None).await;
+    let services = server.services.clone();
+    latency(&client, url, secret, &format!("{run}busy"), 100, |room| {
+        let room = ruma::OwnedRoomId::try_from(room).unwrap();
+        Some(tokio::spawn(append_history(services, room, 10_000)))
+    })
+    .await;
+}
+
+/// Appends `n` historical events (a chain from a gap, by the room's
+/// creator) through the pipeline, as backfill does; reports the rate.
+async fn append_history(
+    services: std::sync::Arc<hearth::services::Services>,
+    room: ruma::OwnedRoomId,
+    n: usize,
+) -> String {
+    use hearth::rooms::pipeline::{Origin, Outcome, StateBefore};
+    let rooms = &services.rooms;
+    let (short, record) = rooms.room(&room).unwrap().unwrap();
+    let rules = record.rules().unwrap();
+    let create = rooms.current_state_event(short, "m.room.create", "").unwrap().unwrap();
+    let member = rooms.current_state_event(short, "m.room.member", create.sender.as_str()).unwrap().unwrap();
+    let levels = rooms.current_state_event(short, "m.room.power_levels", "").unwrap().unwrap();
+    let state = (*rooms.current_state(&record).unwrap()).clone();
+    let mut prev = ruma::OwnedEventId::try_from("$a-gap-in-the-history-the-backfill-starts-at").unwrap();
+    let started = Instant::now();
+    for i in 0..n {
+        let event = json!({
+            "room_id": room, "sender": create.sender, "type": "m.room.message",
+            "content": {"msgtype": "m.text", "body": format!("old {i}")},
+            "origin_server_ts": 1_000_000 + i, "prev_events": [prev],
+            "auth_events": [member.event_id, levels.event_id], "depth": i + 1,
+        });
+        let (event_id, object) = rooms.finish(event, &rules, &record.version).unwrap();
+        let _guard = rooms.lock(&room).await;
+        let (short, mut record) = rooms.room(&room).unwrap().unwrap();
+        let before = if i == 0 { StateBefore::Given(state.clone()) } else { StateBefore::FromPrevs };
+        let outcome = hearth::util::heavy(|| {
+            rooms.append(
+                short,
+                &mut record,
+                event_id.clone(),
+                object,
+                Origin::History(Default::default()),
+                before,
+            )
+        })
+        .unwrap();
+        assert_eq!(outcome, Outcome::History);
+        prev = event_id;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    format!("{n} historical events appended in {elapsed:.1} s ({:.0} events/s)", n as f64 / elapsed)
 }
 
 async fn send_http_body(client: &reqwest::Client, url: &str, token: &str, room: &str, txn: &str, body: &str) {

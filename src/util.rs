@@ -1,6 +1,9 @@
 //! Small helpers with no better home.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use rand::{Rng, distributions::Alphanumeric};
 
@@ -25,6 +28,62 @@ pub fn heavy<T>(work: impl FnOnce() -> T) -> T {
             tokio::task::block_in_place(work)
         }
         _ => work(),
+    }
+}
+
+/// A cache keyed by u64 IDs, bounded by the entries its values hold (as the
+/// caller counts them), least recently used out first.
+pub struct Lru<V> {
+    /// ID → (value, entries it holds, last use).
+    map: HashMap<u64, (V, usize, u64)>,
+    /// Last use → ID, oldest first.
+    order: BTreeMap<u64, u64>,
+    held: usize,
+    budget: usize,
+    clock: u64,
+}
+
+impl<V: Clone> Lru<V> {
+    pub fn new(budget: usize) -> Self {
+        Self { map: HashMap::new(), order: BTreeMap::new(), held: 0, budget, clock: 0 }
+    }
+
+    pub fn get(&mut self, id: u64) -> Option<V> {
+        let (value, _, used) = self.map.get_mut(&id)?;
+        self.order.remove(used);
+        self.clock += 1;
+        *used = self.clock;
+        self.order.insert(self.clock, id);
+        Some(value.clone())
+    }
+
+    pub fn insert(&mut self, id: u64, value: V, entries: usize) {
+        if entries > self.budget {
+            return;
+        }
+        self.clock += 1;
+        if let Some((_, old, used)) = self.map.insert(id, (value, entries, self.clock)) {
+            self.held -= old;
+            self.order.remove(&used);
+        }
+        self.order.insert(self.clock, id);
+        self.held += entries;
+        while self.held > self.budget {
+            let Some((_, oldest)) = self.order.pop_first() else { break };
+            if let Some((_, entries, _)) = self.map.remove(&oldest) {
+                self.held -= entries;
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+        self.held = 0;
     }
 }
 
@@ -104,5 +163,26 @@ mod heavy_tests {
         .await
         .unwrap();
         assert!(seen, "the other task was stalled behind the heavy work");
+    }
+}
+
+#[cfg(test)]
+mod lru_tests {
+    use super::Lru;
+
+    #[test]
+    fn caches_hold_entries_up_to_their_budget_least_recently_used_out() {
+        let mut lru = Lru::new(100);
+        for id in 0..10 {
+            lru.insert(id, id, 30);
+            assert!(lru.held <= 100);
+            // The first stays in use, so it stays.
+            assert_eq!(lru.get(0), Some(0));
+        }
+        assert_eq!(lru.held, 90);
+        assert!(lru.get(0).is_some() && lru.get(9).is_some() && lru.get(8).is_some());
+        assert!(lru.get(1).is_none(), "the least recently used went first");
+        lru.insert(99, 99, 101);
+        assert!(lru.get(99).is_none(), "what exceeds the whole budget is not kept");
     }
 }

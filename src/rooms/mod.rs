@@ -170,7 +170,12 @@ pub struct Rooms {
     /// Serialises report numbering.
     report_lock: Mutex<()>,
     directory: directory::DirectoryCache,
+    /// Auth edges read for state resolution, by event short ID.
+    auth_edge_cache: Mutex<crate::util::Lru<Arc<[u64]>>>,
 }
+
+/// Auth edges kept in memory (~16 bytes each).
+const AUTH_EDGES_CACHED: usize = 1 << 21;
 
 /// Room locks kept before the unused ones are dropped.
 const LOCKS_KEPT: usize = 1024;
@@ -197,6 +202,7 @@ impl Rooms {
             receipt_lock: Mutex::new(()),
             report_lock: Mutex::new(()),
             directory: directory::DirectoryCache::default(),
+            auth_edge_cache: Mutex::new(crate::util::Lru::new(AUTH_EDGES_CACHED)),
         })
     }
 
@@ -208,6 +214,14 @@ impl Rooms {
 
     pub fn server_name(&self) -> &OwnedServerName {
         &self.server_name
+    }
+
+    /// Empties every in-memory cache of room data (benchmarks measure cold
+    /// reads): full states and deltas, auth edges, short ID names.
+    pub fn clear_caches(&self) {
+        self.state.clear_cache();
+        self.auth_edge_cache.lock().expect("auth edges").clear();
+        self.short.clear_cache();
     }
 
     /// Waits for appends to a room one at a time; never hold it across

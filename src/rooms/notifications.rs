@@ -154,11 +154,25 @@ impl Rooms {
             Some(_) => None,
         };
         let mut shared: Option<Vec<Action>> = None;
+        // Who has rules of their own: everyone else's are the defaults,
+        // never read member by member.
+        let custom: std::collections::HashSet<OwnedUserId> =
+            self.users.custom_push_rule_users()?.into_iter().collect();
+        let default_rules = self.users.push_rules(&nobody())?;
+        let evaluate = |rules: &crate::users::push_rules::Rules, user: &UserId, display_name: String| {
+            let mut ctx =
+                PushConditionRoomCtx::new(room_id.clone(), member_count, user.to_owned(), display_name);
+            ctx.power_levels = power_levels.clone();
+            ready(rules.ruleset.get_actions(&raw, &ctx)).map(<[Action]>::to_vec).unwrap_or_default()
+        };
         for user in targets {
-            let user_rules = self.users.push_rules(&user)?;
             if self.users.ignored_users(&user)?.contains(&pdu.sender) {
                 continue;
             }
+            let user_rules = match custom.contains(&user) {
+                true => self.users.push_rules(&user)?,
+                false => default_rules.clone(),
+            };
             let named = pdu.state_key.as_deref() == Some(user.as_str())
                 || mentioned.contains(&user.as_str())
                 || legacy_body.as_deref().is_some_and(|body| {
@@ -173,15 +187,14 @@ impl Rooms {
             if user_rules.is_default && is_member_event && !named {
                 continue;
             }
-            let evaluate = |user: &UserId, display_name: String| {
-                let mut ctx =
-                    PushConditionRoomCtx::new(room_id.clone(), member_count, user.to_owned(), display_name);
-                ctx.power_levels = power_levels.clone();
-                ready(user_rules.ruleset.get_actions(&raw, &ctx)).map(<[Action]>::to_vec).unwrap_or_default()
-            };
             let actions = if user_rules.is_default && !named {
-                shared.get_or_insert_with(|| evaluate(&nobody(), String::new())).clone()
+                shared.get_or_insert_with(|| evaluate(&user_rules, &nobody(), String::new())).clone()
             } else {
+                // The defaults name their user (legacy rules): their own.
+                let user_rules = match user_rules.is_default {
+                    true => self.users.push_rules(&user)?,
+                    false => user_rules,
+                };
                 let display_name = if user_rules.uses_display_name {
                     self.current_state_event(room_short, "m.room.member", user.as_str())?
                         .and_then(|m| m.content_value()["displayname"].as_str().map(str::to_owned))
@@ -189,7 +202,7 @@ impl Rooms {
                 } else {
                     String::new()
                 };
-                evaluate(&user, display_name)
+                evaluate(&user_rules, &user, display_name)
             };
             if !actions.iter().any(Action::should_notify) {
                 continue;

@@ -366,6 +366,7 @@ impl Rooms {
             event_short.to_be_bytes(),
             serde_json::to_vec(&object).map_err(Error::internal)?,
         );
+        batch.put(&maps::AUTH_EDGES, event_short.to_be_bytes(), self.auth_edge_value(&pdu.auth_events)?);
         if let Some(txn) = &txn {
             batch.put(
                 &maps::TRANSACTIONS,
@@ -598,6 +599,7 @@ impl Rooms {
             current: None,
         };
         batch.put_json(&maps::EVENT_META, short.to_be_bytes(), &meta);
+        batch.put(&maps::AUTH_EDGES, short.to_be_bytes(), self.auth_edge_value(&checked.pdu.auth_events)?);
         self.db.write(batch)?;
         Ok(match rejection {
             Some(reason) => Outcome::Rejected(reason),
@@ -1383,5 +1385,25 @@ mod tests {
         let sent = f.send(alice, PduBuilder::message("m.room.message", json!({"body": "still here"}))).await;
         let pdu = f.rooms.pdu(&sent).unwrap().unwrap();
         assert_eq!(u64::from(pdu.depth), super::super::builder::MAX_DEPTH);
+    }
+
+    /// Auth edges are indexed at append, and rebuilt from the event for
+    /// events stored before the index.
+    #[tokio::test]
+    async fn auth_edges_are_indexed_and_rebuilt_when_missing() {
+        let f = fixture().await;
+        let sent = f.send(user_id!("@alice:localhost"), topic("edges")).await;
+        let short = f.rooms.event_short(&sent).unwrap().unwrap();
+        let pdu = f.rooms.pdu_by_short(short).unwrap().unwrap();
+        let expected: Vec<u64> =
+            pdu.auth_events.iter().map(|id| f.rooms.event_short(id).unwrap().unwrap()).collect();
+        assert!(!expected.is_empty());
+        assert_eq!(&*f.rooms.auth_edges(short).unwrap(), &expected[..]);
+        let mut batch = Batch::new();
+        batch.delete(&maps::AUTH_EDGES, short.to_be_bytes());
+        f.rooms.db.write(batch).unwrap();
+        f.rooms.clear_caches();
+        assert_eq!(&*f.rooms.auth_edges(short).unwrap(), &expected[..]);
+        assert!(f.rooms.db.contains(&maps::AUTH_EDGES, &short.to_be_bytes()).unwrap(), "indexed again");
     }
 }

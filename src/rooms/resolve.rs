@@ -88,34 +88,29 @@ impl<'a> Graph<'a> {
         Ok(short)
     }
 
-    /// The auth events of a stored event. Every one is stored (the pipeline
-    /// stores no event before its auth events: `AppendError::MissingAuth`),
-    /// so a missing one is an error, never skipped: skipping it would
-    /// resolve differently from the other servers in the room.
+    /// The auth events of a stored event, as short IDs (the `auth_edges`
+    /// index, kept in memory across resolutions). Every one is stored (the
+    /// pipeline stores no event before its auth events:
+    /// `AppendError::MissingAuth`), so a missing one is an error, never
+    /// skipped: skipping it would resolve differently from the other
+    /// servers in the room.
     fn auth_events(&mut self, short: u64) -> Result<Vec<u64>> {
         if let Some(edges) = self.auth_edges.get(&short) {
             return Ok(edges.clone());
         }
-        let ids = match self.pending {
-            Some((pending, pdu)) if pending == short => pdu.auth_events.clone(),
-            // Only the auth events are parsed: this runs for every event of
-            // a state's auth chain.
-            _ => match self.rooms.db.get(&maps::PDUS, &short.to_be_bytes())? {
-                Some(bytes) => serde_json::from_slice::<AuthEvents>(&bytes)
-                    .map_err(Error::internal)?
-                    .auth_events
-                    .into_iter()
-                    .map(Into::into)
-                    .collect(),
-                None => return Err(Error::internal(format!("event {short} in an auth chain is not stored"))),
-            },
+        let edges = match self.pending {
+            Some((pending, pdu)) if pending == short => {
+                let mut edges = Vec::with_capacity(pdu.auth_events.len());
+                for id in &pdu.auth_events {
+                    edges.push(
+                        self.short(id)?
+                            .ok_or_else(|| Error::internal(format!("auth event {id} is not stored")))?,
+                    );
+                }
+                edges
+            }
+            _ => self.rooms.auth_edges(short)?.to_vec(),
         };
-        let mut edges = Vec::with_capacity(ids.len());
-        for id in &ids {
-            let s =
-                self.short(id)?.ok_or_else(|| Error::internal(format!("auth event {id} is not stored")))?;
-            edges.push(s);
-        }
         self.auth_edges.insert(short, edges.clone());
         Ok(edges)
     }
@@ -168,6 +163,47 @@ impl<'a> Graph<'a> {
 }
 
 impl Rooms {
+    /// A stored event's auth events as short IDs: from memory, else the
+    /// `auth_edges` index, else (events stored before it) the event itself,
+    /// then indexed.
+    pub(super) fn auth_edges(&self, short: u64) -> Result<Arc<[u64]>> {
+        if let Some(edges) = self.auth_edge_cache.lock().expect("auth edges").get(short) {
+            return Ok(edges);
+        }
+        let edges: Arc<[u64]> = match self.db.get(&maps::AUTH_EDGES, &short.to_be_bytes())? {
+            Some(bytes) => {
+                bytes.chunks_exact(8).map(crate::storage::decode_u64).collect::<Result<Vec<_>, _>>()?.into()
+            }
+            None => {
+                let bytes = self.db.get(&maps::PDUS, &short.to_be_bytes())?.ok_or_else(|| {
+                    Error::internal(format!("event {short} in an auth chain is not stored"))
+                })?;
+                let ids = serde_json::from_slice::<AuthEvents>(&bytes).map_err(Error::internal)?.auth_events;
+                let ids: Vec<OwnedEventId> = ids.into_iter().map(Into::into).collect();
+                let value = self.auth_edge_value(&ids)?;
+                let mut batch = crate::storage::Batch::new();
+                batch.put(&maps::AUTH_EDGES, short.to_be_bytes(), value.clone());
+                self.db.write(batch)?;
+                value.chunks_exact(8).map(crate::storage::decode_u64).collect::<Result<Vec<_>, _>>()?.into()
+            }
+        };
+        self.auth_edge_cache.lock().expect("auth edges").insert(short, edges.clone(), edges.len() + 1);
+        Ok(edges)
+    }
+
+    /// The `auth_edges` value of an event with these auth events (all
+    /// stored).
+    pub(super) fn auth_edge_value(&self, auth_events: &[OwnedEventId]) -> Result<Vec<u8>> {
+        let mut value = Vec::with_capacity(auth_events.len() * 8);
+        for id in auth_events {
+            let short = self
+                .event_short(id)?
+                .ok_or_else(|| Error::internal(format!("auth event {id} is not stored")))?;
+            value.extend_from_slice(&short.to_be_bytes());
+        }
+        Ok(value)
+    }
+
     /// Resolves the states of several branches into one. Identical inputs
     /// return as they are. `pending` is an event the states may name that
     /// is being appended and not stored yet.

@@ -2,14 +2,18 @@
 //! pair, so that state snapshots, timelines and indexes use small keys.
 
 use std::sync::{
-    Mutex,
+    Arc, Mutex,
     atomic::{AtomicU64, Ordering},
 };
 
 use crate::{
     Error, Result,
     storage::{Batch, Db, decode_u64, maps},
+    util::Lru,
 };
+
+/// Names kept in memory (an ID's name never changes; ~100 bytes each).
+const NAMES_CACHED: usize = 1 << 18;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -23,6 +27,7 @@ pub struct ShortIds {
     next: AtomicU64,
     /// Serialises get-or-create of shared strings (rooms, state keys).
     lock: Mutex<()>,
+    names: Mutex<Lru<Arc<str>>>,
 }
 
 fn name_key(kind: Kind, name: &str) -> Vec<u8> {
@@ -40,7 +45,12 @@ impl ShortIds {
             Some((k, _)) => decode_u64(k)? + 1,
             None => 1,
         };
-        Ok(Self { db, next: AtomicU64::new(next), lock: Mutex::new(()) })
+        Ok(Self {
+            db,
+            next: AtomicU64::new(next),
+            lock: Mutex::new(()),
+            names: Mutex::new(Lru::new(NAMES_CACHED)),
+        })
     }
 
     pub fn get(&self, kind: Kind, name: &str) -> Result<Option<u64>> {
@@ -73,13 +83,23 @@ impl ShortIds {
         id
     }
 
+    /// Empties the in-memory names (benchmarks).
+    pub fn clear_cache(&self) {
+        self.names.lock().expect("short ID names").clear();
+    }
+
     /// The string behind a short ID.
     pub fn name(&self, id: u64) -> Result<String> {
+        if let Some(name) = self.names.lock().expect("short ID names").get(id) {
+            return Ok(name.to_string());
+        }
         let value = self
             .db
             .get(&maps::SHORT_ID_NAMES, &id.to_be_bytes())?
             .ok_or_else(|| Error::internal(format!("short ID {id} has no name")))?;
-        String::from_utf8(value[1..].to_vec()).map_err(Error::internal)
+        let name = String::from_utf8(value[1..].to_vec()).map_err(Error::internal)?;
+        self.names.lock().expect("short ID names").insert(id, name.as_str().into(), 1);
+        Ok(name)
     }
 }
 

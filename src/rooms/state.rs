@@ -13,7 +13,7 @@
 //! deltas (binary searches), without building the full state.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     Error, Result,
     storage::{Batch, Db, decode_u64, maps},
+    util::Lru,
 };
 
 /// state key short ID → event short ID
@@ -50,58 +51,6 @@ const FULL_STATE_ENTRIES: usize = 1 << 20;
 /// Delta entries kept in memory in all (~16 bytes each).
 const DELTA_ENTRIES: usize = 1 << 21;
 const RECENT_SNAPSHOTS: usize = 4096;
-
-/// A cache bounded by the entries its values hold, least recently used out
-/// first.
-struct Lru<V> {
-    /// ID → (value, entries it holds, last use).
-    map: HashMap<u64, (V, usize, u64)>,
-    /// Last use → ID, oldest first.
-    order: BTreeMap<u64, u64>,
-    held: usize,
-    budget: usize,
-    clock: u64,
-}
-
-impl<V: Clone> Lru<V> {
-    fn new(budget: usize) -> Self {
-        Self { map: HashMap::new(), order: BTreeMap::new(), held: 0, budget, clock: 0 }
-    }
-
-    fn get(&mut self, id: u64) -> Option<V> {
-        let (value, _, used) = self.map.get_mut(&id)?;
-        self.order.remove(used);
-        self.clock += 1;
-        *used = self.clock;
-        self.order.insert(self.clock, id);
-        Some(value.clone())
-    }
-
-    fn insert(&mut self, id: u64, value: V, entries: usize) {
-        if entries > self.budget {
-            return;
-        }
-        self.clock += 1;
-        if let Some((_, old, used)) = self.map.insert(id, (value, entries, self.clock)) {
-            self.held -= old;
-            self.order.remove(&used);
-        }
-        self.order.insert(self.clock, id);
-        self.held += entries;
-        while self.held > self.budget {
-            let Some((_, oldest)) = self.order.pop_first() else { break };
-            if let Some((_, entries, _)) = self.map.remove(&oldest) {
-                self.held -= entries;
-            }
-        }
-    }
-
-    fn clear(&mut self) {
-        self.map.clear();
-        self.order.clear();
-        self.held = 0;
-    }
-}
 
 pub struct StateStore {
     db: Db,
@@ -288,7 +237,7 @@ mod tests {
                 );
             }
         }
-        assert!(store.cache.lock().unwrap().map.is_empty(), "no full state was built");
+        assert!(store.cache.lock().unwrap().is_empty(), "no full state was built");
         // Stored entries grow like n log n, not n².
         let stored: usize = db
             .scan_json::<Snapshot>(&maps::STATE_SNAPSHOTS, b"")
@@ -300,21 +249,5 @@ mod tests {
         // An equal state reuses its snapshot.
         let mut batch = Batch::new();
         assert_eq!(store.save(&mut batch, None, ids[10].1.clone()).unwrap(), ids[10].0);
-    }
-
-    #[test]
-    fn caches_hold_entries_up_to_their_budget_least_recently_used_out() {
-        let mut lru = Lru::new(100);
-        for id in 0..10 {
-            lru.insert(id, id, 30);
-            assert!(lru.held <= 100);
-            // The first stays in use, so it stays.
-            assert_eq!(lru.get(0), Some(0));
-        }
-        assert_eq!(lru.held, 90);
-        assert!(lru.get(0).is_some() && lru.get(9).is_some() && lru.get(8).is_some());
-        assert!(lru.get(1).is_none(), "the least recently used went first");
-        lru.insert(99, 99, 101);
-        assert!(lru.get(99).is_none(), "what exceeds the whole budget is not kept");
     }
 }

@@ -103,6 +103,12 @@ maps! {
         key: "room short ID ‖ stream position (u64 big-endian)",
         value: "event short ID"
     }
+    /// Each stored event's auth events as short IDs, for walking auth
+    /// chains in state resolution without parsing events.
+    AUTH_EDGES = "auth_edges" {
+        key: "event short ID",
+        value: "the auth events' short IDs, u64 big-endian each, in the event's order"
+    }
     /// The DAG's edges, from each prev event to the stored events naming it
     /// (outliers name none): whether an event has children, and the way
     /// forward from a gap.

@@ -33,6 +33,9 @@ fn account_data_key(user_id: &UserId, room_id: Option<&RoomId>, event_type: &str
     key(&[user_id.as_bytes(), room_id.map_or(&b""[..], |r| r.as_bytes()), event_type.as_bytes()])
 }
 
+/// Users whose ignore lists are kept in memory (most are empty).
+const IGNORED_CACHED: usize = 1 << 17;
+
 impl Users {
     /// A room's tags and its place in `m.direct` carried to its upgraded
     /// successor (as Synapse does for each local member).
@@ -166,8 +169,10 @@ impl Users {
             None => HashSet::new(),
         };
         let ignored = Arc::new(ignored);
+        // (Every local member of a big room is asked for on each event: a
+        // cap below the server's users would empty it over and over.)
         let mut cache = self.ignored_cache.lock().expect("ignored cache");
-        if cache.len() > 10_000 {
+        if cache.len() > IGNORED_CACHED {
             cache.clear();
         }
         cache.insert(user_id.to_owned(), ignored.clone());
