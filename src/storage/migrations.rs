@@ -24,6 +24,28 @@ pub(super) fn run(db: &Db, from: u64) -> Result<bool> {
     Ok(true)
 }
 
+/// Runs `each` over every row of `map` in chunks of 1,000, writing what it
+/// adds to the batch after each chunk.
+fn in_chunks(
+    db: &Db,
+    map: &super::maps::MapDef,
+    mut each: impl FnMut(&[u8], &[u8], &mut Batch) -> Result<()>,
+) -> Result<()> {
+    let mut from: Option<Vec<u8>> = None;
+    loop {
+        let rows = db.scan_range(map, b"", from.as_deref(), false, 1_000)?;
+        let Some((last, _)) = rows.last() else { return Ok(()) };
+        let mut next = last.clone();
+        next.push(0);
+        let mut batch = Batch::new();
+        for (k, v) in &rows {
+            each(k, v, &mut batch)?;
+        }
+        db.write(batch)?;
+        from = Some(next);
+    }
+}
+
 /// Schema 2: `room_timestamps`, from `timeline` and each event's
 /// `origin_server_ts`.
 fn index_timestamps(db: &Db) -> Result<()> {
@@ -31,25 +53,16 @@ fn index_timestamps(db: &Db) -> Result<()> {
     struct Sent {
         origin_server_ts: u64,
     }
-    let mut from: Option<Vec<u8>> = None;
-    loop {
-        let rows = db.scan_range(&maps::TIMELINE, b"", from.as_deref(), false, 1_000)?;
-        let Some((last, _)) = rows.last() else { return Ok(()) };
-        let mut next = last.clone();
-        next.push(0);
-        let mut batch = Batch::new();
-        for (k, v) in &rows {
-            let Some(sent) = db.get_json::<Sent>(&maps::PDUS, v)? else { continue };
-            let (room, position) = (decode_u64(&k[..8])?, decode_u64(&k[8..])?);
-            batch.put(
-                &maps::ROOM_TIMESTAMPS,
-                [room.to_be_bytes(), sent.origin_server_ts.to_be_bytes(), position.to_be_bytes()].concat(),
-                v.clone(),
-            );
-        }
-        db.write(batch)?;
-        from = Some(next);
-    }
+    in_chunks(db, &maps::TIMELINE, |k, v, batch| {
+        let Some(sent) = db.get_json::<Sent>(&maps::PDUS, v)? else { return Ok(()) };
+        let (room, position) = (decode_u64(&k[..8])?, decode_u64(&k[8..])?);
+        batch.put(
+            &maps::ROOM_TIMESTAMPS,
+            [room.to_be_bytes(), sent.origin_server_ts.to_be_bytes(), position.to_be_bytes()].concat(),
+            v.to_vec(),
+        );
+        Ok(())
+    })
 }
 
 /// Schema 2: `relation_types`, thread reply counts in `threads` (and
@@ -75,36 +88,27 @@ fn index_relations(db: &Db) -> Result<()> {
     }
     // Thread root → (latest reply position, replies, repliers).
     let mut threads: BTreeMap<u64, (u64, u64, BTreeSet<String>)> = BTreeMap::new();
-    let mut from: Option<Vec<u8>> = None;
-    loop {
-        let rows = db.scan_range(&maps::RELATIONS, b"", from.as_deref(), false, 1_000)?;
-        let Some((last, _)) = rows.last() else { break };
-        let mut next = last.clone();
-        next.push(0);
-        let mut batch = Batch::new();
-        for (k, v) in &rows {
-            let relation: Relation = super::decode(&maps::RELATIONS, v)?;
-            let child = db.get_json::<Meta>(&maps::EVENT_META, &relation.child.to_be_bytes())?;
-            if child.is_none_or(|m| m.redacted_by.is_some()) {
-                batch.delete(&maps::RELATIONS, k.clone());
-                continue;
-            }
-            let (parent, position) = (decode_u64(&k[..8])?, decode_u64(&k[8..])?);
-            let mut typed = parent.to_be_bytes().to_vec();
-            typed.extend_from_slice(relation.rel_type.as_bytes());
-            typed.push(SEP);
-            typed.extend_from_slice(&position.to_be_bytes());
-            batch.put(&maps::RELATION_TYPES, typed, relation.child.to_be_bytes());
-            if relation.rel_type == "m.thread" {
-                let thread = threads.entry(parent).or_default();
-                thread.0 = thread.0.max(position);
-                thread.1 += 1;
-                thread.2.insert(relation.sender);
-            }
+    in_chunks(db, &maps::RELATIONS, |k, v, batch| {
+        let relation: Relation = super::decode(&maps::RELATIONS, v)?;
+        let child = db.get_json::<Meta>(&maps::EVENT_META, &relation.child.to_be_bytes())?;
+        if child.is_none_or(|m| m.redacted_by.is_some()) {
+            batch.delete(&maps::RELATIONS, k.to_vec());
+            return Ok(());
         }
-        db.write(batch)?;
-        from = Some(next);
-    }
+        let (parent, position) = (decode_u64(&k[..8])?, decode_u64(&k[8..])?);
+        let mut typed = parent.to_be_bytes().to_vec();
+        typed.extend_from_slice(relation.rel_type.as_bytes());
+        typed.push(SEP);
+        typed.extend_from_slice(&position.to_be_bytes());
+        batch.put(&maps::RELATION_TYPES, typed, relation.child.to_be_bytes());
+        if relation.rel_type == "m.thread" {
+            let thread = threads.entry(parent).or_default();
+            thread.0 = thread.0.max(position);
+            thread.1 += 1;
+            thread.2.insert(relation.sender);
+        }
+        Ok(())
+    })?;
     let mut batch = Batch::new();
     for (root, (latest, count, repliers)) in threads {
         let Some(meta) = db.get_json::<Meta>(&maps::EVENT_META, &root.to_be_bytes())? else { continue };
@@ -129,24 +133,15 @@ fn index_relations(db: &Db) -> Result<()> {
 /// Schema 2: `event_meta` says `status` instead of the `rejected` and
 /// `soft_failed` flags.
 fn event_status(db: &Db) -> Result<()> {
-    let mut from: Option<Vec<u8>> = None;
-    loop {
-        let rows = db.scan_range(&maps::EVENT_META, b"", from.as_deref(), false, 1_000)?;
-        let Some((last, _)) = rows.last() else { return Ok(()) };
-        let mut next = last.clone();
-        next.push(0);
-        let mut batch = Batch::new();
-        for (k, v) in &rows {
-            let mut meta: serde_json::Map<String, serde_json::Value> = super::decode(&maps::EVENT_META, v)?;
-            let flag =
-                |meta: &mut serde_json::Map<_, _>, name: &str| meta.remove(name).is_some_and(|v| v == true);
-            let (rejected, soft_failed) = (flag(&mut meta, "rejected"), flag(&mut meta, "soft_failed"));
-            if rejected || soft_failed {
-                meta.insert("status".into(), if rejected { "rejected" } else { "soft_failed" }.into());
-                batch.put_json(&maps::EVENT_META, k.clone(), &meta);
-            }
+    in_chunks(db, &maps::EVENT_META, |k, v, batch| {
+        let mut meta: serde_json::Map<String, serde_json::Value> = super::decode(&maps::EVENT_META, v)?;
+        let flag =
+            |meta: &mut serde_json::Map<_, _>, name: &str| meta.remove(name).is_some_and(|v| v == true);
+        let (rejected, soft_failed) = (flag(&mut meta, "rejected"), flag(&mut meta, "soft_failed"));
+        if rejected || soft_failed {
+            meta.insert("status".into(), if rejected { "rejected" } else { "soft_failed" }.into());
+            batch.put_json(&maps::EVENT_META, k.to_vec(), &meta);
         }
-        db.write(batch)?;
-        from = Some(next);
-    }
+        Ok(())
+    })
 }
