@@ -388,7 +388,7 @@ impl Rooms {
 }
 
 /// Releases a claimed event ID when the append ends.
-struct EventIdClaim<'a> {
+pub(super) struct EventIdClaim<'a> {
     rooms: &'a Rooms,
     event_id: OwnedEventId,
 }

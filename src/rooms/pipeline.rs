@@ -151,6 +151,44 @@ struct Computed {
     missing_prevs: Vec<OwnedEventId>,
 }
 
+/// What committing a timeline event computes from the room as it is (see
+/// [`Rooms::plan`]).
+struct Plan {
+    has_children: bool,
+    extremities: Vec<OwnedEventId>,
+    current: Snapshot,
+    changes: Vec<(u64, Option<u64>)>,
+    notifications: Vec<(ruma::OwnedUserId, super::notifications::Notification)>,
+}
+
+/// The room as an append without its lock found it: the append is committed
+/// under the lock only if the room is still so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Basis {
+    extremities: Vec<OwnedEventId>,
+    current: Option<u64>,
+}
+
+impl Basis {
+    fn of(record: &RoomRecord) -> Self {
+        Self { extremities: record.forward_extremities.clone(), current: record.current_snapshot }
+    }
+}
+
+/// An append done but for its write ([`Rooms::prepare`]).
+pub struct Prepared<'a> {
+    _in_flight: super::EventIdClaim<'a>,
+    batch: Batch,
+    event_short: u64,
+    checked: Checked,
+    computed: Computed,
+    origin: Origin,
+    /// The state given for a gap, to append again with if the room moved.
+    given: Option<StateMap>,
+    basis: Basis,
+    plan: Option<Plan>,
+}
+
 impl Rooms {
     /// Appends an event to a room: [`Rooms::check`], then
     /// [`Rooms::compute`], then [`Rooms::commit`]. The caller holds the
@@ -196,7 +234,104 @@ impl Rooms {
         if computed.soft_failed && local {
             return Err(Error::forbidden("Event not allowed by the current state of the room").into());
         }
-        Ok(self.commit(batch, room_short, record, event_short, checked, computed, origin, &rules)?)
+        Ok(self.commit(batch, room_short, record, event_short, checked, computed, origin, &rules, None)?)
+    }
+
+    /// Does all of [`Rooms::append`] but the write, without the room's lock:
+    /// the resolution of the event's prev states and of the room's current
+    /// state with it, push evaluation, state hashing. [`Rooms::commit_prepared`]
+    /// then writes it under the lock (the lock held for the write alone),
+    /// or appends anew if the room has moved meanwhile. For other servers'
+    /// events (a local one is built on the room under its lock). `None`: a
+    /// duplicate.
+    pub fn prepare(
+        &self,
+        room_short: u64,
+        record: &RoomRecord,
+        event_id: OwnedEventId,
+        object: CanonicalJsonObject,
+        origin: Origin,
+        state_before: StateBefore,
+    ) -> Result<Option<Prepared<'_>>, AppendError> {
+        let rules = record.rules()?;
+        let Some(checked) = self.check(room_short, record, event_id, object, &origin, &rules)? else {
+            return Ok(None);
+        };
+        let in_flight = self.claim_event_id(&checked.event_id)?;
+        let mut batch = Batch::new();
+        let event_short = match checked.outlier {
+            Some(short) => short,
+            None => self.short.allocate_into(&mut batch, Kind::Event, checked.event_id.as_str()),
+        };
+        let given = match &state_before {
+            StateBefore::Given(state) => Some(state.clone()),
+            StateBefore::FromPrevs => None,
+        };
+        let historical = matches!(origin, Origin::History(_));
+        let computed = self.compute(
+            &mut batch,
+            room_short,
+            record,
+            &checked,
+            event_short,
+            state_before,
+            historical,
+            &rules,
+        )?;
+        let timeline = computed.rejection.is_none() && !computed.soft_failed && !historical;
+        let plan = match timeline {
+            true => {
+                let has_children =
+                    self.db.contains_prefix(&maps::EVENT_EDGES, &edge_prefix(&checked.event_id))?;
+                let states = [&computed.before, &computed.after];
+                Some(self.plan(
+                    &mut batch,
+                    room_short,
+                    record,
+                    &checked.event_id,
+                    event_short,
+                    &checked.pdu,
+                    &checked.object,
+                    states,
+                    computed.changed_key,
+                    has_children,
+                    &rules,
+                )?)
+            }
+            false => None,
+        };
+        let basis = Basis::of(record);
+        Ok(Some(Prepared {
+            _in_flight: in_flight,
+            batch,
+            event_short,
+            checked,
+            computed,
+            origin,
+            given,
+            basis,
+            plan,
+        }))
+    }
+
+    /// Writes a prepared append; the caller holds the room's lock and passes
+    /// the room's record as it is now. If the room moved since
+    /// [`Rooms::prepare`], the event is appended anew.
+    pub fn commit_prepared(
+        &self,
+        room_short: u64,
+        record: &mut RoomRecord,
+        prepared: Prepared<'_>,
+    ) -> Result<Outcome, AppendError> {
+        let rules = record.rules()?;
+        let Prepared { _in_flight, batch, event_short, checked, computed, origin, given, basis, plan } =
+            prepared;
+        if basis != Basis::of(record) {
+            drop(_in_flight);
+            let state_before = given.map_or(StateBefore::FromPrevs, StateBefore::Given);
+            return self.append(room_short, record, checked.event_id, checked.object, origin, state_before);
+        }
+        Ok(self.commit(batch, room_short, record, event_short, checked, computed, origin, &rules, plan)?)
     }
 
     /// The checks that need no room state: size and format, hashes and
@@ -326,6 +461,7 @@ impl Rooms {
         computed: Computed,
         origin: Origin,
         rules: &RoomVersionRules,
+        planned: Option<Plan>,
     ) -> Result<Outcome> {
         let Checked { event_id, mut object, mut pdu, .. } = checked;
         let Computed { before, after, rejection, soft_failed, changed_key, replaces_state, missing_prevs } =
@@ -415,31 +551,29 @@ impl Rooms {
             self.apply_redaction(&mut batch, &pdu, event_short, room_short, &before.1, rules)?;
         }
 
-        // The event replaces the extremities it references, and is one
-        // itself unless a child of it is already stored (it filled a gap);
-        // the current state is the state after the extremities, resolved if
-        // they differ.
-        let old_current = record.current_snapshot;
-        record.forward_extremities.retain(|e| !pdu.prev_events.contains(e));
-        let mut branches = Vec::new();
-        if !has_children {
-            branches.push(after.clone());
-        }
-        for extremity in &record.forward_extremities {
-            let short = self.event_short(extremity)?.ok_or_else(|| Error::internal("unknown extremity"))?;
-            let meta = self.event_meta(short)?.ok_or_else(|| Error::internal("extremity without meta"))?;
-            branches.push((meta.state_after, self.load_state(meta.state_after)?));
-        }
-        if !has_children {
-            record.forward_extremities.push(event_id);
-        }
-        let current = self.merge_states(&mut batch, rules, branches, Some((event_short, &pdu)))?;
+        // The heavy part, unless it was done before the lock was taken on
+        // the room as it still is.
+        let plan = match planned {
+            Some(plan) if plan.has_children == has_children && redacted_by.is_none() => plan,
+            _ => self.plan(
+                &mut batch,
+                room_short,
+                record,
+                &event_id,
+                event_short,
+                &pdu,
+                &object,
+                [&before, &after],
+                changed_key,
+                has_children,
+                rules,
+            )?,
+        };
+        let Plan { extremities, current, changes, notifications, .. } = plan;
+        record.forward_extremities = extremities;
         record.current_snapshot = current.0;
         batch.put_json(&maps::ROOMS, room_short.to_be_bytes(), record);
-
         let content = pdu.content_value();
-        let notifications =
-            self.evaluate_push(&pdu, &content, &object, room_short, &record.room_id, rules, event_short)?;
 
         // Only now a stream position: readers wait for positions in flight,
         // so none is held across the work above.
@@ -473,6 +607,58 @@ impl Rooms {
         }
 
         // Keep the materialised current state and membership index in step.
+        let listed = !changes.is_empty() && self.is_published(&record.room_id)?;
+        for (key, event) in changes {
+            self.index_current_state(&mut batch, room_short, key, event, (event_short, &pdu, stream))?;
+        }
+
+        self.db.write(batch)?;
+        if listed {
+            self.directory_changed();
+        }
+        position.publish([Topic::Room(room_short)]);
+        Ok(Outcome::Accepted { stream })
+    }
+
+    /// The heavy part of committing a timeline event, from the room as
+    /// `record` has it: the forward extremities and current state with the
+    /// event (resolved where they fork), the changed current-state rows,
+    /// and whom it notifies.
+    #[allow(clippy::too_many_arguments)]
+    fn plan(
+        &self,
+        batch: &mut Batch,
+        room_short: u64,
+        record: &RoomRecord,
+        event_id: &OwnedEventId,
+        event_short: u64,
+        pdu: &Pdu,
+        object: &CanonicalJsonObject,
+        [before, after]: [&Snapshot; 2],
+        changed_key: Option<u64>,
+        has_children: bool,
+        rules: &RoomVersionRules,
+    ) -> Result<Plan> {
+        // The event replaces the extremities it references, and is one
+        // itself unless a child of it is already stored (it filled a gap);
+        // the current state is the state after the extremities, resolved if
+        // they differ.
+        let mut extremities = record.forward_extremities.clone();
+        extremities.retain(|e| !pdu.prev_events.contains(e));
+        let mut branches = Vec::new();
+        if !has_children {
+            branches.push(after.clone());
+        }
+        for extremity in &extremities {
+            let short = self.event_short(extremity)?.ok_or_else(|| Error::internal("unknown extremity"))?;
+            let meta = self.event_meta(short)?.ok_or_else(|| Error::internal("extremity without meta"))?;
+            branches.push((meta.state_after, self.load_state(meta.state_after)?));
+        }
+        if !has_children {
+            extremities.push(event_id.clone());
+        }
+        let current = self.merge_states(batch, rules, branches, Some((event_short, pdu)))?;
+        let old_current = record.current_snapshot;
         let changes: Vec<(u64, Option<u64>)> = if old_current == before.0 && current.0 == after.0 {
             changed_key.map(|k| (k, Some(event_short))).into_iter().collect()
         } else {
@@ -486,17 +672,10 @@ impl Rooms {
             changes.extend(old.keys().filter(|k| !current.1.contains_key(k)).map(|k| (*k, None)));
             changes
         };
-        let listed = !changes.is_empty() && self.is_published(&record.room_id)?;
-        for (key, event) in changes {
-            self.index_current_state(&mut batch, room_short, key, event, (event_short, &pdu, stream))?;
-        }
-
-        self.db.write(batch)?;
-        if listed {
-            self.directory_changed();
-        }
-        position.publish([Topic::Room(room_short)]);
-        Ok(Outcome::Accepted { stream })
+        let content = pdu.content_value();
+        let notifications =
+            self.evaluate_push(pdu, &content, object, room_short, &record.room_id, rules, event_short)?;
+        Ok(Plan { has_children, extremities, current, changes, notifications })
     }
 
     /// Places an event in the DAG (in `batch`): an edge from each prev, the

@@ -490,4 +490,45 @@ mod tests {
         let page = f.rooms.page_all(short, &bob, None, next, None, false, 10, |_| true).unwrap();
         assert_eq!(page.events[0]["event_id"], join.0.as_str());
     }
+
+    /// An append prepared without the room's lock is written under it; if
+    /// the room moved meanwhile, it is appended anew on the room as it is.
+    #[tokio::test]
+    async fn prepared_appends_are_committed_or_redone() {
+        let f = fixture().await;
+        let remote = Remote::new("remote.test");
+        let (mut room, _, _, _) = join_remote_room(&f, &remote, RoomVersionId::V11).await;
+        let creator = "@creator:remote.test";
+        // Two concurrent events on the join: a topic and a message.
+        let topic = room.next(creator, "m.room.topic", Some(""), json!({"topic": "prepared"}));
+        let topic = remote.sign(topic, &room.version);
+        let message = room.next(creator, "m.room.message", None, json!({"body": "hi", "msgtype": "m.text"}));
+        let message = remote.sign(message, &room.version);
+        let (short, record) = f.rooms.room(&room.room_id).unwrap().unwrap();
+        let prepare = |event: &(OwnedEventId, CanonicalJsonObject)| {
+            let (id, object) = event.clone();
+            f.rooms.prepare(short, &record, id, object, Origin::Remote(remote.keys()), StateBefore::FromPrevs)
+        };
+        let (first, second) = (prepare(&topic).unwrap().unwrap(), prepare(&message).unwrap().unwrap());
+
+        let lock = f.rooms.lock(&room.room_id).await;
+        let mut record = f.rooms.room(&room.room_id).unwrap().unwrap().1;
+        assert!(matches!(
+            f.rooms.commit_prepared(short, &mut record, first).unwrap(),
+            Outcome::Accepted { .. }
+        ));
+        assert_eq!(record.forward_extremities, std::slice::from_ref(&topic.0));
+        // The room moved (the topic replaced the join as extremity): the
+        // message is appended anew, forking beside the topic.
+        assert!(matches!(
+            f.rooms.commit_prepared(short, &mut record, second).unwrap(),
+            Outcome::Accepted { .. }
+        ));
+        drop(lock);
+        assert_eq!(record.forward_extremities, [topic.0.clone(), message.0.clone()]);
+        let stored = f.rooms.room(&room.room_id).unwrap().unwrap().1;
+        assert_eq!(stored.forward_extremities, record.forward_extremities);
+        let current = f.rooms.current_state_event(short, "m.room.topic", "").unwrap().unwrap();
+        assert_eq!(current.event_id, topic.0, "the resolved state keeps the topic");
+    }
 }
