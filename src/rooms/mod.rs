@@ -2,8 +2,9 @@
 //! snapshots, the timeline and the membership index.
 //!
 //! Local events are built exactly as a federating server must build them
-//! ([`builder`]), then appended through [`pipeline`], the code path remote
-//! events will take too.
+//! ([`builder`]), then appended through [`pipeline`], the code path other
+//! servers' events take too (live, as outliers, or from the room's past);
+//! [`remote`] installs a room first learned from a join response.
 
 pub mod builder;
 pub mod create;

@@ -1,13 +1,18 @@
-//! The one pipeline: every event, local or remote, is appended here.
+//! The one pipeline: every event, local or remote, live or from the room's
+//! past, is appended here, in three steps.
 //!
-//! Checks, in the spec's order: size and format; hashes and signatures; the
-//! state-independent auth rules (the auth events are the right ones); the
-//! auth rules with the event's auth events taken as the state; the auth
-//! rules against the state before the event. Then the state after it is
-//! computed and everything — event, short ID, timeline, state snapshot,
-//! current state, forward extremities, membership index, transaction ID —
-//! is written in one batch, and waiters are woken. A refused event changes
-//! nothing.
+//! `check`: size and format, hashes and signatures, the event ID, the room.
+//! `compute`: the state-independent auth rules (the auth events are the
+//! right ones), the auth rules with the event's auth events taken as the
+//! state, the state before the event (from its prevs, or given for a gap)
+//! and the auth rules against it, soft failure against the current state,
+//! the state after it. `commit`: the heavy `plan` (forward extremities,
+//! the current state resolved where it forks, push) and one batch with
+//! everything — event, DAG edges, timeline or history, snapshots, current
+//! state, membership index, relations, transaction ID — then waiters are
+//! woken. A refused event changes nothing; outliers take their own path
+//! (`append_outlier`); `prepare`/`commit_prepared` split an append around
+//! the room's lock.
 
 use std::{cell::Cell, collections::BTreeMap, sync::Arc};
 
