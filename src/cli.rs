@@ -30,6 +30,19 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage the server's signing key (the server must be stopped).
+    SigningKey {
+        #[command(subcommand)]
+        command: SigningKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SigningKeyCommand {
+    /// Replace the signing key with a new one. The old public key is still
+    /// published (as an old verify key), so other servers can check what it
+    /// signed. Do it when the key may have leaked.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -76,6 +89,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config, cli.config),
         Command::User { command } => user(config, command),
+        Command::SigningKey { command: SigningKeyCommand::Rotate } => rotate_signing_key(config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -141,6 +155,18 @@ fn user(config: Config, command: UserCommand) -> crate::Result<()> {
         }
     }
     services.db.flush()?;
+    Ok(())
+}
+
+fn rotate_signing_key(config: Config) -> crate::Result<()> {
+    let db = crate::storage::Db::open(
+        &config.database.path,
+        config.database.cache_mb,
+        config.database.sync_writes,
+    )?;
+    let key_id = crate::keys::ServerKeys::rotate(&db)?;
+    db.flush()?;
+    println!("the signing key is now {key_id}; the old one is kept as an old verify key");
     Ok(())
 }
 

@@ -29,6 +29,7 @@ pub struct Config {
     pub well_known: WellKnown,
     pub presence: PresenceConfig,
     pub outbound: Outbound,
+    pub federation: Federation,
     pub turn: Turn,
 }
 
@@ -40,6 +41,40 @@ pub struct Listener {
     /// Take the client's address from X-Forwarded-For (behind a reverse proxy).
     #[serde(default)]
     pub x_forwarded: bool,
+    /// What the listener serves.
+    #[serde(default = "Resource::all")]
+    pub resources: Vec<Resource>,
+    /// HTTPS with this certificate; plain HTTP without.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+}
+
+/// A part of the HTTP API a listener may serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resource {
+    /// The Client-Server API, the admin API, `/.well-known/matrix/*`.
+    Client,
+    /// `/_matrix/federation/*`.
+    Federation,
+    /// `/_matrix/key/*`.
+    Keys,
+    /// `/_matrix/media/*`.
+    Media,
+}
+
+impl Resource {
+    pub fn all() -> Vec<Resource> {
+        vec![Resource::Client, Resource::Federation, Resource::Keys, Resource::Media]
+    }
+}
+
+/// A PEM certificate chain and its PEM private key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -99,6 +134,46 @@ pub struct RateLimits {
 pub struct WellKnown {
     #[serde(default)]
     pub client: Option<String>,
+    /// `m.server` of `/.well-known/matrix/server` (delegation).
+    #[serde(default)]
+    pub server: Option<String>,
+}
+
+/// Talking to other homeservers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Federation {
+    pub enabled: bool,
+    /// Only these servers when not empty.
+    pub allowed_servers: Vec<OwnedServerName>,
+    pub denied_servers: Vec<OwnedServerName>,
+    pub trusted_key_servers: Vec<TrustedKeyServer>,
+    /// Addresses never connected to.
+    pub ip_range_blacklist: Vec<ipnet::IpNet>,
+    /// Extra CA certificates (PEM) for other servers' certificates.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Server name → the address to connect to, skipping discovery.
+    pub resolve_overrides: std::collections::BTreeMap<OwnedServerName, std::net::SocketAddr>,
+}
+
+/// A notary, with its keys when the operator pins them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKeyServer {
+    pub server_name: OwnedServerName,
+    #[serde(default)]
+    pub verify_keys: std::collections::BTreeMap<String, String>,
+}
+
+impl Federation {
+    /// Whether this server federates with `server` at all.
+    pub fn allows(&self, server: &ruma::ServerName) -> bool {
+        self.enabled
+            && !self.denied_servers.iter().any(|denied| denied == server)
+            && (self.allowed_servers.is_empty()
+                || self.allowed_servers.iter().any(|allowed| allowed == server))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -238,6 +313,34 @@ impl Config {
         }
         if self.registration.shared_secret.as_deref().is_some_and(str::is_empty) {
             return bad("registration.shared_secret", "must not be empty");
+        }
+        if let Some(server) = &self.well_known.server
+            && <&ruma::ServerName>::try_from(server.as_str()).is_err()
+        {
+            return bad(
+                "well_known.server",
+                "must be a host name with an optional port, as in matrix.example.org:443",
+            );
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if listener.resources.is_empty() {
+                return bad(&format!("listeners[{i}].resources"), "a listener must serve something");
+            }
+        }
+        for server in &self.federation.trusted_key_servers {
+            for (key_id, key) in &server.verify_keys {
+                if ruma::ServerSigningKeyId::parse(key_id.as_str()).is_err()
+                    || ruma::serde::Base64::<ruma::serde::base64::Standard>::parse(key).is_err()
+                {
+                    return bad(
+                        "federation.trusted_key_servers",
+                        &format!(
+                            "verify_keys of {}: \"{key_id}\" = \"{key}\" is not a key ID and an unpadded base64 key",
+                            server.server_name
+                        ),
+                    );
+                }
+            }
         }
         if let Some(url) = &self.well_known.client
             && !(url.starts_with("http://") || url.starts_with("https://"))

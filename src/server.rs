@@ -4,7 +4,11 @@ use std::{net::SocketAddr, sync::Arc};
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
-use crate::{Error, Result, config::Config, services::Services};
+use crate::{
+    Error, Result,
+    config::{Config, Listener},
+    services::Services,
+};
 
 /// A server started by [`start`]; [`RunningServer::stop`] shuts it down.
 pub struct RunningServer {
@@ -18,46 +22,99 @@ pub struct RunningServer {
 }
 
 /// Opens the database, binds every listener and starts serving.
-pub async fn start(mut config: Config) -> Result<RunningServer> {
+pub async fn start(config: Config) -> Result<RunningServer> {
+    let mut sockets = Vec::new();
+    for listener in &config.listeners {
+        sockets.push(TcpListener::bind((listener.address, listener.port)).await.map_err(|e| {
+            Error::internal(format!("cannot listen on {}:{}: {e}", listener.address, listener.port))
+        })?);
+    }
+    start_on(config, sockets).await
+}
+
+/// Like [`start`], on sockets already bound, one per configured listener
+/// (tests that must know every server's port before any starts).
+pub async fn start_on(mut config: Config, sockets: Vec<TcpListener>) -> Result<RunningServer> {
     let mut bound = Vec::new();
     let mut addrs = Vec::new();
-    for listener in &config.listeners {
-        let socket = TcpListener::bind((listener.address, listener.port)).await.map_err(|e| {
-            Error::internal(format!("cannot listen on {}:{}: {e}", listener.address, listener.port))
-        })?;
+    for (listener, socket) in config.listeners.iter().zip(sockets) {
+        // Read the certificate now: a bad path stops start-up with its name.
+        let tls = match &listener.tls {
+            Some(tls) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.certificate, &tls.key)
+                    .await
+                    .map_err(|e| {
+                        Error::internal(format!(
+                            "listener {}:{}: TLS certificate {} or key {}: {e}",
+                            listener.address,
+                            listener.port,
+                            tls.certificate.display(),
+                            tls.key.display()
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
         addrs.push(socket.local_addr().map_err(Error::internal)?);
-        bound.push((socket, listener.x_forwarded));
+        bound.push((socket, tls, listener.clone()));
     }
-    // Clients are sent to the first listener unless the operator says
-    // otherwise; a wildcard address names no host a client could use.
+    // Clients are sent to the first client listener unless the operator
+    // says otherwise; a wildcard address names no host a client could use.
     if config.well_known.client.is_none()
-        && let Some(first) = addrs.first().filter(|a| !a.ip().is_unspecified())
+        && let Some((addr, (_, tls, _))) = addrs
+            .iter()
+            .zip(&bound)
+            .find(|(_, (_, _, listener))| listener.resources.contains(&crate::config::Resource::Client))
+            .filter(|(addr, _)| !addr.ip().is_unspecified())
     {
-        config.well_known.client = Some(format!("http://{first}"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        config.well_known.client = Some(format!("{scheme}://{addr}"));
     }
     let services = Services::open(config)?;
-    let app = crate::api::router(services.clone());
     let (shutdown, watcher) = watch::channel(false);
     let mut tasks = Vec::new();
-    for (bound, x_forwarded) in bound {
-        let mut watcher = watcher.clone();
-        let service = app
-            .clone()
-            .layer(axum::Extension(crate::api::ListenerInfo { x_forwarded }))
-            .into_make_service_with_connect_info::<SocketAddr>();
-        tasks.push(tokio::spawn(async move {
-            axum::serve(bound, service)
-                .with_graceful_shutdown(async move {
-                    let _ = watcher.wait_for(|stop| *stop).await;
-                })
-                .await
-        }));
+    for (socket, tls, listener) in bound {
+        tasks.push(serve(socket, tls, &listener, services.clone(), watcher.clone())?);
     }
     let workers = vec![
         tokio::spawn(services.presence.clone().sweep()),
         tokio::spawn(crate::pushers::run(services.clone())),
     ];
     Ok(RunningServer { addrs, services, shutdown, tasks, workers })
+}
+
+/// Serves one listener's resources until `stop` turns true, then lets
+/// in-flight requests finish.
+fn serve(
+    socket: TcpListener,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    listener: &Listener,
+    services: Arc<Services>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<std::io::Result<()>>> {
+    let service = crate::api::router(services, &listener.resources)
+        .layer(axum::Extension(crate::api::ListenerInfo { x_forwarded: listener.x_forwarded }))
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let Some(tls) = tls else {
+        return Ok(tokio::spawn(async move {
+            axum::serve(socket, service)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await
+        }));
+    };
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(socket.into_std().map_err(Error::internal)?, tls)
+        .map_err(Error::internal)?
+        .handle(handle.clone());
+    Ok(tokio::spawn(async move {
+        tokio::spawn(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+            handle.graceful_shutdown(None);
+        });
+        server.serve(service).await
+    }))
 }
 
 impl RunningServer {
@@ -90,8 +147,15 @@ pub async fn run(config: Config, config_file: Option<&str>) -> Result<()> {
 
 fn banner(server: &RunningServer, config_file: Option<&str>) -> Result<()> {
     let config = &server.services.config;
-    for addr in &server.addrs {
-        tracing::info!("Hearth listening on http://{addr} (server name {})", config.server_name);
+    for (addr, listener) in server.addrs.iter().zip(&config.listeners) {
+        let scheme = if listener.tls.is_some() { "https" } else { "http" };
+        let resources: Vec<String> =
+            listener.resources.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
+        tracing::info!(
+            "Hearth listening on {scheme}://{addr} ({}; server name {})",
+            resources.join(", "),
+            config.server_name
+        );
     }
     tracing::info!(
         "config: {}; database: {}; signing key {}",

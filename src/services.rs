@@ -26,6 +26,7 @@ pub struct Services {
     pub limiters: Limiters,
     pub shared_secret_nonces: Nonces,
     pub outbound: crate::outbound::Outbound,
+    pub federation: Arc<crate::federation::Federation>,
 }
 
 impl Services {
@@ -40,6 +41,12 @@ impl Services {
         let limiters = Limiters::new(&config.rate_limits);
         let presence = Arc::new(Presence::new(db.clone(), stream.clone(), config.presence.enabled));
         let outbound = crate::outbound::Outbound::new(&config.outbound)?;
+        let federation = Arc::new(crate::federation::Federation::new(
+            db.clone(),
+            config.server_name.clone(),
+            &config.federation,
+            keys.clone(),
+        )?);
         Ok(Arc::new(Self {
             config,
             db,
@@ -52,6 +59,7 @@ impl Services {
             limiters,
             shared_secret_nonces: Nonces::default(),
             outbound,
+            federation,
         }))
     }
 }

@@ -22,13 +22,23 @@ use axum::{
 use http::{HeaderName, Method, StatusCode, header};
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::{Error, services::Services};
+use crate::{Error, config::Resource, services::Services};
 
-/// Builds the whole HTTP application.
-pub fn router(services: Arc<Services>) -> Router {
-    let router = client::routes(Router::new());
-    let router = admin::routes(router);
-    let router = federation::routes(router);
+/// Builds the HTTP application of a listener serving `resources`.
+pub fn router(services: Arc<Services>, resources: &[Resource]) -> Router {
+    let mut router = Router::new();
+    if resources.contains(&Resource::Client) {
+        router = admin::routes(client::routes(router));
+    }
+    if resources.contains(&Resource::Client) || resources.contains(&Resource::Federation) {
+        router = federation::public_routes(router);
+    }
+    if resources.contains(&Resource::Federation) {
+        router = federation::routes(router);
+    }
+    if resources.contains(&Resource::Keys) {
+        router = federation::key_routes(router);
+    }
     router
         .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async { Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED) })

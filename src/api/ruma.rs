@@ -22,18 +22,21 @@ use ruma::{
             NoAuthentication, extract_bearer_or_query_token,
         },
         error::{DeserializationError, ErrorKind, FromHttpRequestError},
+        federation::authentication::ServerSignatures,
         path_builder::PathBuilder,
     },
 };
 
 use crate::{Error, Result, services::Services};
 
-/// Whether an endpoint needs an access token.
+/// Whether an endpoint needs an access token, or another server's signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenRequirement {
     None,
     Optional,
     Required,
+    /// An X-Matrix signature (federation).
+    Server,
 }
 
 /// Maps ruma's authentication schemes to what Hearth checks.
@@ -60,6 +63,9 @@ impl AuthRequirement for AppserviceToken {
 impl AuthRequirement for AppserviceTokenOptional {
     const TOKEN: TokenRequirement = TokenRequirement::None;
 }
+impl AuthRequirement for ServerSignatures {
+    const TOKEN: TokenRequirement = TokenRequirement::Server;
+}
 
 /// A parsed, authenticated request for endpoint `T`.
 pub struct Ruma<T> {
@@ -70,6 +76,8 @@ pub struct Ruma<T> {
     pub sender_device: Option<OwnedDeviceId>,
     /// The authenticated user is a guest (see [`GuestPolicy`]).
     pub sender_is_guest: bool,
+    /// The server whose X-Matrix signature came with a federation request.
+    pub origin: Option<ruma::OwnedServerName>,
     pub client_ip: std::net::IpAddr,
     /// The request's method and path, for binding UIA sessions to operations.
     pub method: http::Method,
@@ -83,6 +91,11 @@ impl<T> Ruma<T> {
     /// The authenticated user of an endpoint that requires a token.
     pub fn user(&self) -> &OwnedUserId {
         self.sender_user.as_ref().expect("endpoint requires authentication")
+    }
+
+    /// The origin of a federation request.
+    pub fn origin(&self) -> &ruma::ServerName {
+        self.origin.as_deref().expect("federation endpoint requires a signature")
     }
 
     pub fn device(&self) -> &OwnedDeviceId {
@@ -133,6 +146,12 @@ impl<T: Endpoint> FromRequest<Arc<Services>> for Ruma<T> {
         }
         let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| Error::too_large())?;
         super::check_utf8(&bytes)?;
+        let origin = match requirement {
+            TokenRequirement::Server => {
+                Some(crate::federation::auth::verify_request(&services.federation, &parts, &bytes).await?)
+            }
+            _ => None,
+        };
 
         let method = parts.method.clone();
         let path = parts.uri.path().to_owned();
@@ -173,6 +192,7 @@ impl<T: Endpoint> FromRequest<Arc<Services>> for Ruma<T> {
             sender_user,
             sender_device,
             sender_is_guest,
+            origin,
             client_ip,
             method,
             path,
@@ -203,7 +223,7 @@ fn authenticate(
     requirement: TokenRequirement,
     client_ip: std::net::IpAddr,
 ) -> Result<Option<Authenticated>> {
-    if requirement == TokenRequirement::None {
+    if matches!(requirement, TokenRequirement::None | TokenRequirement::Server) {
         return Ok(None);
     }
     // ruma reads the token from a request: lend it the headers and URI.

@@ -24,8 +24,8 @@ macro_rules! maps {
 maps! {
     /// Server-wide singletons.
     GLOBAL = "global" {
-        key: "ASCII name: `schema_version`, `signing_key.version`, `signing_key.pkcs8`, `stream_reserved`",
-        value: "schema_version: u64 big-endian; signing_key.version: UTF-8 key version; signing_key.pkcs8: ed25519 PKCS#8 DER; stream_reserved: u64 big-endian, stream positions handed out up to here"
+        key: "ASCII name: `schema_version`, `signing_key.version`, `signing_key.pkcs8`, `signing_key.old`, `stream_reserved`",
+        value: "schema_version: u64 big-endian; signing_key.version: UTF-8 key version; signing_key.pkcs8: ed25519 PKCS#8 DER; signing_key.old: JSON {key ID: {key (unpadded base64 public key), expired_ts}} of rotated-out keys; stream_reserved: u64 big-endian, stream positions handed out up to here"
     }
     /// Local accounts, including deactivated ones (a user ID is never reused).
     USERS = "users" {
@@ -353,5 +353,10 @@ maps! {
     REPORTS = "reports" {
         key: "report number (u64 big-endian)",
         value: "JSON Report {room_id, event_id, reporter, reason, ts}"
+    }
+    /// Other servers' signing keys (federation/keys.rs).
+    SERVER_KEYS = "server_keys" {
+        key: "server name",
+        value: "JSON {keys: {key ID: {key (unpadded base64), until (ms: valid_until_ts of a current key, expired_ts of an old one)}}, document: the newest key document the server signed, as received}"
     }
 }

@@ -31,15 +31,7 @@ impl TestServer {
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::defaults();
-        config.database.path = dir.path().join("db");
-        config.database.cache_mb = 8;
-        config.listeners[0].port = 0;
-        config.registration.enabled = true;
-        for rate in config.rate_limits.each_mut() {
-            rate.per_second = 1000.0;
-            rate.burst_count = 1000;
-        }
+        let mut config = Self::test_config(dir.path());
         adjust(&mut config);
         let server = hearth::server::start(config.clone()).await.expect("server starts");
         Self {
@@ -49,6 +41,42 @@ impl TestServer {
             server: Some(server),
             _dir: dir,
         }
+    }
+
+    /// A server on sockets the caller bound (one per listener of `config`,
+    /// the first a plain client listener), with its database in `dir`. A
+    /// restart binds the same ports again.
+    pub async fn start_on(
+        mut config: Config,
+        sockets: Vec<tokio::net::TcpListener>,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        for (listener, socket) in config.listeners.iter_mut().zip(&sockets) {
+            listener.port = socket.local_addr().expect("bound").port();
+        }
+        let server = hearth::server::start_on(config.clone(), sockets).await.expect("server starts");
+        Self {
+            base: format!("http://{}", server.addrs[0]),
+            config,
+            http: reqwest::Client::new(),
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    /// The configuration every test server starts from: a database in
+    /// `dir`, open registration, rate limits out of the way.
+    pub fn test_config(dir: &std::path::Path) -> Config {
+        let mut config = Config::defaults();
+        config.database.path = dir.join("db");
+        config.database.cache_mb = 8;
+        config.listeners[0].port = 0;
+        config.registration.enabled = true;
+        for rate in config.rate_limits.each_mut() {
+            rate.per_second = 1000.0;
+            rate.burst_count = 1000;
+        }
+        config
     }
 
     pub fn server(&self) -> &RunningServer {

@@ -11,6 +11,7 @@ mod directory;
 mod discovery;
 mod e2ee;
 mod errors;
+mod federation;
 mod guests;
 mod login;
 mod persistence;

@@ -30,7 +30,27 @@ const VERSIONS: &[&str] = &[
 ];
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(versions).ruma(well_known).ruma_shaped(capabilities, shape_capabilities)
+    router
+        .ruma(versions)
+        .ruma(well_known)
+        .ruma(server_well_known)
+        .ruma_shaped(capabilities, shape_capabilities)
+}
+
+/// `GET /.well-known/matrix/server`: where other servers should send this
+/// server's federation traffic (`well_known.server`); 404 when unset.
+async fn server_well_known(
+    req: Ruma<ruma::api::federation::discovery::discover_homeserver::Request>,
+) -> Result<ruma::api::federation::discovery::discover_homeserver::Response> {
+    let delegated = req
+        .services
+        .config
+        .well_known
+        .server
+        .as_deref()
+        .and_then(|name| ruma::OwnedServerName::try_from(name).ok())
+        .ok_or_else(|| Error::not_found("No server well-known is configured"))?;
+    Ok(ruma::api::federation::discovery::discover_homeserver::Response::new(delegated))
 }
 
 async fn versions(_: Ruma<get_supported_versions::Request>) -> Result<get_supported_versions::Response> {

@@ -26,23 +26,32 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router.ruma(get_all).ruma_untyped(get_field).ruma(set_field).ruma(delete_field)
 }
 
-fn profile_of(services: &Services, user_id: &UserId) -> Result<crate::users::profile::Profile> {
-    // Remote profiles need federation; until then they are not found.
+/// A local user's profile, or a remote one asked of the user's server.
+async fn profile_of(services: &Services, user_id: &UserId) -> Result<crate::users::profile::Profile> {
     if !services.users.is_local(user_id) {
-        return Err(Error::not_found("Profile was not found"));
+        let request =
+            ruma::api::federation::query::get_profile_information::v1::Request::new(user_id.to_owned());
+        let server = user_id.server_name();
+        let response = services
+            .federation
+            .client
+            .send(server, request)
+            .await
+            .map_err(|failure| failure.to_client_error(server))?;
+        return Ok(response.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
     }
     services.users.profile(user_id)?.ok_or_else(|| Error::not_found("Profile was not found"))
 }
 
 async fn get_all(req: Ruma<get_profile::v3::Request>) -> Result<get_profile::v3::Response> {
-    let profile = profile_of(&req.services, &req.body.user_id)?;
+    let profile = profile_of(&req.services, &req.body.user_id).await?;
     Ok(get_profile::v3::Response::from_iter(profile))
 }
 
 /// An unset display name or avatar is `{}` (Synapse; clients read a
 /// missing key as "none"); any other unset field is not found.
 async fn get_field(req: Ruma<get_profile_field::v3::Request>) -> Result<Response> {
-    let profile = profile_of(&req.services, &req.body.user_id)?;
+    let profile = profile_of(&req.services, &req.body.user_id).await?;
     let field = req.body.field.as_str();
     let Some(value) = profile.get(field).cloned() else {
         if matches!(field, "displayname" | "avatar_url") {

@@ -1,0 +1,52 @@
+//! Talking to other homeservers: discovery and the signed HTTPS client
+//! (`client`, `discovery`), other servers' signing keys (`keys`), and the
+//! check of the X-Matrix signature on every inbound request (`auth`).
+
+pub mod auth;
+pub mod client;
+pub mod discovery;
+pub mod keys;
+
+use std::sync::Arc;
+
+use ruma::{OwnedServerName, ServerName, signatures::PublicKeyMap};
+
+use crate::{Result, config, keys::ServerKeys, storage::Db};
+
+pub struct Federation {
+    pub server_name: OwnedServerName,
+    pub config: config::Federation,
+    pub client: client::Client,
+    pub keys: keys::KeyStore,
+}
+
+impl Federation {
+    pub fn new(
+        db: Db,
+        server_name: OwnedServerName,
+        config: &config::Federation,
+        signing: Arc<ServerKeys>,
+    ) -> Result<Self> {
+        Ok(Self {
+            client: client::Client::new(server_name.clone(), config, signing.clone())?,
+            keys: keys::KeyStore::new(db, server_name.clone(), signing, config),
+            server_name,
+            config: config.clone(),
+        })
+    }
+
+    /// The public keys of `servers` valid at `valid_at`, as the signature
+    /// checks take them; fetched where `wanted` key IDs are missing.
+    pub async fn public_keys(
+        &self,
+        servers: &[(&ServerName, Vec<&str>)],
+        valid_at: u64,
+    ) -> Result<PublicKeyMap> {
+        let mut map = PublicKeyMap::new();
+        for (server, wanted) in servers {
+            let keys = self.keys.keys_for(&self.client, server, wanted, valid_at).await?;
+            map.insert(server.to_string(), keys);
+        }
+        Ok(map)
+    }
+}

@@ -1,0 +1,133 @@
+//! Federation tests: several Hearth servers on 127.0.0.1, each with a
+//! client listener (plain HTTP) and a federation listener (HTTPS with a
+//! certificate from a CA the test makes), finding each other through
+//! `federation.resolve_overrides`.
+
+mod keys;
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+
+use hearth::config::{Listener, Resource, Tls};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::common::TestServer;
+
+pub struct TestFederation {
+    pub servers: Vec<TestServer>,
+    /// Each server's federation (HTTPS) address.
+    pub federation_addrs: Vec<SocketAddr>,
+    pub ca_file: PathBuf,
+    _certs: tempfile::TempDir,
+}
+
+/// A test CA and a certificate for each name.
+struct Certificates {
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Certificates {
+    fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Hearth test CA");
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        Self { ca: rcgen::CertifiedIssuer::self_signed(params, key).expect("CA certificate") }
+    }
+
+    /// A certificate for `name` and its key, in PEM.
+    fn issue(&self, name: &str) -> (String, String) {
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.ca).expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+impl TestFederation {
+    /// `n` servers named hs1.test, hs2.test, …
+    pub async fn start(n: usize) -> Self {
+        Self::start_with(n, |_, _| {}).await
+    }
+
+    /// Like [`TestFederation::start`], with `adjust(i, config)` applied to server i's configuration.
+    pub async fn start_with(n: usize, adjust: impl Fn(usize, &mut hearth::config::Config)) -> Self {
+        let certs_dir = tempfile::tempdir().expect("temp dir");
+        let certificates = Certificates::new();
+        let ca_file = certs_dir.path().join("ca.pem");
+        std::fs::write(&ca_file, certificates.ca.pem()).expect("write CA");
+        let mut sockets = Vec::new();
+        for _ in 0..n {
+            let client = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let federation = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            sockets.push((client, federation));
+        }
+        let federation_addrs: Vec<SocketAddr> =
+            sockets.iter().map(|(_, federation)| federation.local_addr().expect("bound")).collect();
+        let overrides: BTreeMap<_, _> =
+            (0..n).map(|i| (server_name(i).try_into().expect("server name"), federation_addrs[i])).collect();
+        let mut servers = Vec::new();
+        for (i, (client, federation)) in sockets.into_iter().enumerate() {
+            let name = server_name(i);
+            let (cert, key) = certificates.issue(&name);
+            let cert_path = certs_dir.path().join(format!("{name}.crt"));
+            let key_path = certs_dir.path().join(format!("{name}.key"));
+            std::fs::write(&cert_path, cert).expect("write certificate");
+            std::fs::write(&key_path, key).expect("write key");
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut config = TestServer::test_config(dir.path());
+            config.server_name = name.as_str().try_into().expect("server name");
+            config.listeners = vec![
+                Listener {
+                    address: "127.0.0.1".parse().unwrap(),
+                    port: 0,
+                    x_forwarded: false,
+                    resources: vec![Resource::Client],
+                    tls: None,
+                },
+                Listener {
+                    address: "127.0.0.1".parse().unwrap(),
+                    port: 0,
+                    x_forwarded: false,
+                    resources: vec![Resource::Federation, Resource::Keys],
+                    tls: Some(Tls { certificate: cert_path, key: key_path }),
+                },
+            ];
+            config.federation.ca_file = Some(ca_file.clone());
+            config.federation.ip_range_blacklist = vec![];
+            config.federation.resolve_overrides = overrides.clone();
+            adjust(i, &mut config);
+            servers.push(TestServer::start_on(config, vec![client, federation], dir).await);
+        }
+        Self { servers, federation_addrs, ca_file, _certs: certs_dir }
+    }
+
+    /// An HTTPS client that trusts the test CA and finds every server by name.
+    pub fn https(&self) -> reqwest::Client {
+        let pem = std::fs::read(&self.ca_file).expect("CA file");
+        let mut builder = reqwest::Client::builder()
+            .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem).expect("CA"))
+            .pool_max_idle_per_host(0);
+        for (i, addr) in self.federation_addrs.iter().enumerate() {
+            builder = builder.resolve(&server_name(i), *addr);
+        }
+        builder.build().expect("client")
+    }
+
+    /// The base URL of server `i`'s federation listener.
+    pub fn federation_url(&self, i: usize) -> String {
+        format!("https://{}:{}", server_name(i), self.federation_addrs[i].port())
+    }
+}
+
+pub fn server_name(i: usize) -> String {
+    format!("hs{}.test", i + 1)
+}
+
+/// Reads a response's status and JSON body (Null when there is none).
+pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let bytes = response.bytes().await.expect("body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
