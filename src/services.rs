@@ -26,7 +26,7 @@ pub struct Services {
     pub limiters: Limiters,
     pub shared_secret_nonces: Nonces,
     pub outbound: crate::outbound::Outbound,
-    pub federation: Arc<crate::federation::Federation>,
+    pub servers: Arc<crate::servers::Servers>,
 }
 
 impl Services {
@@ -41,7 +41,7 @@ impl Services {
         let limiters = Limiters::new(&config.rate_limits);
         let presence = Arc::new(Presence::new(db.clone(), stream.clone(), config.presence.enabled));
         let outbound = crate::outbound::Outbound::new(&config.outbound)?;
-        let federation = Arc::new(crate::federation::Federation::new(
+        let servers = Arc::new(crate::servers::Servers::new(
             db.clone(),
             config.server_name.clone(),
             &config.federation,
@@ -59,7 +59,7 @@ impl Services {
             limiters,
             shared_secret_nonces: Nonces::default(),
             outbound,
-            federation,
+            servers,
         }))
     }
 }

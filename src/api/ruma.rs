@@ -148,7 +148,7 @@ impl<T: Endpoint> FromRequest<Arc<Services>> for Ruma<T> {
         super::check_utf8(&bytes)?;
         let origin = match requirement {
             TokenRequirement::Server => {
-                Some(crate::federation::auth::verify_request(&services.federation, &parts, &bytes).await?)
+                Some(crate::servers::auth::verify_request(&services.servers, &parts, &bytes).await?)
             }
             _ => None,
         };

@@ -354,7 +354,7 @@ maps! {
         key: "report number (u64 big-endian)",
         value: "JSON Report {room_id, event_id, reporter, reason, ts}"
     }
-    /// Other servers' signing keys (federation/keys.rs).
+    /// Other servers' signing keys (servers/keys.rs).
     SERVER_KEYS = "server_keys" {
         key: "server name",
         value: "JSON {keys: {key ID: {key (unpadded base64), until (ms: valid_until_ts of a current key, expired_ts of an old one)}}, document: the newest key document the server signed, as received}"

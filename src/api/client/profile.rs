@@ -33,7 +33,7 @@ async fn profile_of(services: &Services, user_id: &UserId) -> Result<crate::user
             ruma::api::federation::query::get_profile_information::v1::Request::new(user_id.to_owned());
         let server = user_id.server_name();
         let response = services
-            .federation
+            .servers
             .client
             .send(server, request)
             .await

@@ -29,14 +29,14 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 async fn own_keys(req: Ruma<server_keys::Request>) -> Result<server_keys::Response> {
-    let document = req.services.federation.keys.own_document()?;
+    let document = req.services.servers.keys.own_document()?;
     Ok(server_keys::Response::new(raw(&document)?))
 }
 
 async fn notary_one(req: Ruma<query_one::Request>) -> Result<query_one::Response> {
-    let federation = &req.services.federation;
+    let servers = &req.services.servers;
     let minimum = req.body.minimum_valid_until_ts.get().into();
-    let found = federation.keys.notarise(&federation.client, &req.body.server_name, minimum).await?;
+    let found = servers.keys.notarise(&servers.client, &req.body.server_name, minimum).await?;
     Ok(query_one::Response::new(found.iter().map(raw).collect::<Result<_>>()?))
 }
 
@@ -44,7 +44,7 @@ async fn notary_batch(req: Ruma<query::Request>) -> Result<query::Response> {
     if req.body.server_keys.len() > MAX_SERVERS_PER_QUERY {
         return Err(Error::invalid_param(format!("At most {MAX_SERVERS_PER_QUERY} servers per query")));
     }
-    let federation = &req.services.federation;
+    let servers = &req.services.servers;
     let mut documents = Vec::new();
     for (server, keys) in &req.body.server_keys {
         let minimum = keys
@@ -53,7 +53,7 @@ async fn notary_batch(req: Ruma<query::Request>) -> Result<query::Response> {
             .map(|ts| u64::from(ts.get()))
             .max()
             .unwrap_or(0);
-        if let Some(document) = federation.keys.notarise(&federation.client, server, minimum).await? {
+        if let Some(document) = servers.keys.notarise(&servers.client, server, minimum).await? {
             documents.push(raw(&document)?);
         }
     }

@@ -9,7 +9,7 @@ use ruma::{
     api::{error::ErrorKind, federation::authentication::XMatrix},
 };
 
-use super::Federation;
+use super::Servers;
 use crate::{Error, Result, util::now_ms};
 
 fn unauthorized(message: impl Into<String>) -> Error {
@@ -20,22 +20,22 @@ fn unauthorized(message: impl Into<String>) -> Error {
 /// `M_UNAUTHORIZED` otherwise, 403 `M_FORBIDDEN` for a server this one does
 /// not federate with.
 pub async fn verify_request(
-    federation: &Federation,
+    servers: &Servers,
     parts: &http::request::Parts,
     body: &[u8],
 ) -> Result<OwnedServerName> {
     let header = XMatrix::extract_from_http_headers(&parts.headers)
         .map_err(|e| unauthorized(format!("Missing or invalid X-Matrix authorization: {e}")))?;
-    if header.destination.as_deref().is_some_and(|destination| destination != federation.server_name) {
+    if header.destination.as_deref().is_some_and(|destination| destination != servers.server_name) {
         return Err(unauthorized("The X-Matrix destination is not this server"));
     }
-    if !federation.config.allows(&header.origin) {
+    if !servers.config.allows(&header.origin) {
         return Err(Error::forbidden(format!("Federation with {} is not allowed", header.origin)));
     }
-    if header.origin == federation.server_name {
+    if header.origin == servers.server_name {
         return Err(unauthorized("A request from this server's own name"));
     }
-    let keys = federation.public_keys(&[(&header.origin, vec![header.key.as_str()])], now_ms()).await?;
+    let keys = servers.public_keys(&[(&header.origin, vec![header.key.as_str()])], now_ms()).await?;
     if !keys.get(header.origin.as_str()).is_some_and(|keys| keys.contains_key(header.key.as_str())) {
         return Err(unauthorized(format!("Cannot find key {} of {}", header.key, header.origin)));
     }
@@ -43,7 +43,7 @@ pub async fn verify_request(
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = parts.uri.clone();
     header
-        .verify_http_request(&request, &federation.server_name, &keys)
+        .verify_http_request(&request, &servers.server_name, &keys)
         .map_err(|e| unauthorized(format!("Invalid X-Matrix signature: {e}")))?;
     Ok(header.origin)
 }

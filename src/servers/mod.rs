@@ -1,6 +1,7 @@
-//! Talking to other homeservers: discovery and the signed HTTPS client
-//! (`client`, `discovery`), other servers' signing keys (`keys`), and the
-//! check of the X-Matrix signature on every inbound request (`auth`).
+//! Other homeservers, as peers on the network: discovery and the signed
+//! HTTPS client (`client`, `discovery`), their signing keys (`keys`), and the
+//! check of the X-Matrix signature on every inbound request (`auth`). What
+//! is said to them about rooms is `federation`'s.
 
 pub mod auth;
 pub mod client;
@@ -13,14 +14,14 @@ use ruma::{OwnedServerName, ServerName, signatures::PublicKeyMap};
 
 use crate::{Result, config, keys::ServerKeys, storage::Db};
 
-pub struct Federation {
+pub struct Servers {
     pub server_name: OwnedServerName,
     pub config: config::Federation,
     pub client: client::Client,
     pub keys: keys::KeyStore,
 }
 
-impl Federation {
+impl Servers {
     pub fn new(
         db: Db,
         server_name: OwnedServerName,
