@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod federation;
 pub mod identity;
 pub mod keys;
 pub mod outbound;

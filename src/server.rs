@@ -79,6 +79,7 @@ pub async fn start_on(mut config: Config, sockets: Vec<TcpListener>) -> Result<R
     let workers = vec![
         tokio::spawn(services.presence.clone().sweep()),
         tokio::spawn(crate::pushers::run(services.clone())),
+        tokio::spawn(crate::federation::sender::run(services.clone())),
     ];
     Ok(RunningServer { addrs, services, shutdown, tasks, workers })
 }

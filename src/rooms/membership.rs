@@ -46,17 +46,7 @@ impl Rooms {
             }
         }
         if membership == "join" || membership == "invite" {
-            // Joins carry the member's profile (for invites: the invitee's),
-            // unless the client set its own.
-            if let Some(profile) = self.users.profile(target)? {
-                for field in ["displayname", "avatar_url"] {
-                    if let Some(value) = profile.get(field)
-                        && !content.contains_key(field)
-                    {
-                        content.insert(field.to_owned(), value.clone());
-                    }
-                }
-            }
+            self.add_profile(target, &mut content)?;
         }
         if membership == "join"
             && sender == target
@@ -72,6 +62,21 @@ impl Rooms {
                 None,
             )
             .await
+    }
+
+    /// Joins carry the member's profile (for invites: the invitee's), unless
+    /// the client set its own.
+    pub fn add_profile(&self, target: &UserId, content: &mut Map<String, Value>) -> Result<()> {
+        if let Some(profile) = self.users.profile(target)? {
+            for field in ["displayname", "avatar_url"] {
+                if let Some(value) = profile.get(field)
+                    && !content.contains_key(field)
+                {
+                    content.insert(field.to_owned(), value.clone());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A guest may only join (a room whose `m.room.guest_access` is

@@ -21,6 +21,7 @@ pub mod redaction;
 pub mod relations;
 pub mod remote;
 pub mod resolve;
+pub mod serving;
 pub mod short_ids;
 pub mod state;
 #[cfg(test)]
@@ -258,6 +259,13 @@ impl Rooms {
         Ok(self.db.get_json(&maps::ROOMS, &short.to_be_bytes())?.map(|r| (short, r)))
     }
 
+    /// The record of a room known by its short ID.
+    pub fn room_by_short(&self, short: u64) -> Result<RoomRecord> {
+        self.db
+            .get_json(&maps::ROOMS, &short.to_be_bytes())?
+            .ok_or_else(|| Error::internal("room without a record"))
+    }
+
     pub fn event_short(&self, event_id: &ruma::EventId) -> Result<Option<u64>> {
         self.short.get(Kind::Event, event_id.as_str())
     }
@@ -371,6 +379,25 @@ impl Rooms {
         Ok(rooms)
     }
 
+    /// The servers with a joined member in a room (this one included when
+    /// it has one), one seek each.
+    pub fn servers_in_room(&self, room_short: u64) -> Result<Vec<OwnedServerName>> {
+        let prefix = room_short.to_be_bytes();
+        let mut servers = Vec::new();
+        let mut from = None;
+        while let Some((key, _)) =
+            self.db.scan_range(&maps::ROOM_SERVERS, &prefix, from.as_deref(), false, 1)?.pop()
+        {
+            let rest = &key[prefix.len()..];
+            let end = rest.iter().position(|b| *b == crate::storage::SEP).unwrap_or(rest.len());
+            let server = std::str::from_utf8(&rest[..end]).map_err(Error::internal)?;
+            servers.push(OwnedServerName::try_from(server).map_err(Error::internal)?);
+            // Past every member of that server: user IDs hold no SEP byte.
+            from = Some([&key[..prefix.len() + end + 1], &[crate::storage::SEP]].concat());
+        }
+        Ok(servers)
+    }
+
     /// Members of a room and their current membership.
     pub fn members(&self, room_short: u64) -> Result<Vec<(ruma::OwnedUserId, String)>> {
         let prefix = room_short.to_be_bytes();
@@ -386,6 +413,12 @@ impl Rooms {
             })
             .collect()
     }
+}
+
+/// The `room_servers` key of a joined member (`user` is a user ID).
+pub(super) fn room_server_key(room_short: u64, user: &str) -> Vec<u8> {
+    let server = user.split_once(':').map_or("", |(_, server)| server);
+    [&room_short.to_be_bytes()[..], server.as_bytes(), &[crate::storage::SEP], user.as_bytes()].concat()
 }
 
 /// Releases a claimed event ID when the append ends.

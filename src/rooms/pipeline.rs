@@ -1021,6 +1021,14 @@ impl Rooms {
                 membership.as_deref().unwrap_or("").as_bytes(),
             );
         }
+        let joined = membership.as_deref() == Some("join");
+        if was_joined != joined {
+            let server_key = super::room_server_key(room_short, target);
+            match joined {
+                true => batch.put(&maps::ROOM_SERVERS, server_key, Vec::new()),
+                false => batch.delete(&maps::ROOM_SERVERS, server_key),
+            }
+        }
         match membership {
             Some(membership) => {
                 batch.put(&maps::USER_ROOMS, user_key.clone(), membership.as_bytes());

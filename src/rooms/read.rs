@@ -70,7 +70,7 @@ impl Rooms {
             .and_then(|pdu| pdu.content_value()["membership"].as_str().map(str::to_owned)))
     }
 
-    fn history_visibility_in(&self, snapshot: Option<u64>) -> Result<String> {
+    pub(super) fn history_visibility_in(&self, snapshot: Option<u64>) -> Result<String> {
         Ok(self
             .state_event_at(snapshot, "m.room.history_visibility", "")?
             .and_then(|pdu| pdu.content_value()["history_visibility"].as_str().map(str::to_owned))

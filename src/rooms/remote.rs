@@ -1,7 +1,10 @@
 //! Rooms learned from other servers: a room first known from a join
 //! response is installed from the state and auth chain it carries.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use ruma::{CanonicalJsonObject, OwnedEventId, RoomId, RoomVersionId, signatures::PublicKeyMap};
 
@@ -59,32 +62,55 @@ impl Rooms {
             }
         };
 
+        let state_ids =
+            response.state.iter().map(|object| event_id_of(object, &rules)).collect::<Result<Vec<_>>>()?;
+        self.store_outliers(
+            room_short,
+            &record,
+            response.auth_chain.into_iter().chain(response.state),
+            &keys,
+        )?;
+        let state = self.state_of_events(room_short, &state_ids)?;
+        let join_id = event_id_of(&response.join, &rules)?;
+        let origin = Origin::Remote(keys);
+        crate::util::heavy(|| {
+            self.append(room_short, &mut record, join_id, response.join, origin, StateBefore::Given(state))
+        })
+    }
+}
+
+impl Rooms {
+    /// Stores events known only as auth or state events (from a join
+    /// response, `/state_ids`, `/event_auth`) as outliers, each after those
+    /// of its auth events that are among them. An event that cannot be
+    /// stored (bad signature, …) is left out; events that need it fail too.
+    pub fn store_outliers(
+        &self,
+        room_short: u64,
+        record: &RoomRecord,
+        objects: impl IntoIterator<Item = CanonicalJsonObject>,
+        keys: &PublicKeyMap,
+    ) -> Result<()> {
+        let rules = record.rules()?;
         let mut events = HashMap::new();
-        let mut state_ids = Vec::new();
-        for (object, in_state) in response
-            .auth_chain
-            .into_iter()
-            .map(|o| (o, false))
-            .chain(response.state.into_iter().map(|o| (o, true)))
-        {
-            let event_id = event_id_of(&object, &rules)?;
-            if in_state {
-                state_ids.push(event_id.clone());
-            }
-            events.insert(event_id, object);
+        for object in objects {
+            events.insert(event_id_of(&object, &rules)?, object);
         }
         for event_id in auth_first(&events)? {
             let object = events.remove(&event_id).expect("sorted from the map");
-            if let Err(e) = self.append_outlier(room_short, &record, event_id.clone(), object, keys.clone()) {
-                tracing::debug!("{event_id} from the join response of {room_id} not stored: {e:?}");
+            if let Err(e) = self.append_outlier(room_short, record, event_id.clone(), object, keys.clone()) {
+                tracing::debug!("{event_id} of {} not stored: {e:?}", record.room_id);
             }
         }
+        Ok(())
+    }
 
-        // The state before the join: the state events that were stored and
-        // not rejected.
+    /// The state made of the given state events: those stored in the room
+    /// and not rejected.
+    pub fn state_of_events(&self, room_short: u64, event_ids: &[OwnedEventId]) -> Result<StateMap> {
         let mut state = StateMap::new();
-        for event_id in state_ids {
-            let Some(short) = self.event_short(&event_id)? else { continue };
+        for event_id in event_ids {
+            let Some(short) = self.event_short(event_id)? else { continue };
             let (Some(pdu), Some(meta)) = (self.pdu_by_short(short)?, self.event_meta(short)?) else {
                 continue;
             };
@@ -97,11 +123,43 @@ impl Rooms {
                 .get_or_create(Kind::StateKey, &state_key_name(&pdu.kind.to_string(), state_key))?;
             state.insert(key, short);
         }
-        let join_id = event_id_of(&response.join, &rules)?;
-        let origin = Origin::Remote(keys);
-        crate::util::heavy(|| {
-            self.append(room_short, &mut record, join_id, response.join, origin, StateBefore::Given(state))
-        })
+        Ok(state)
+    }
+
+    /// The state after an event in the room's DAG (`None` for one we do
+    /// not have there, or an outlier).
+    pub fn state_after(&self, event_id: &ruma::EventId) -> Result<Option<Arc<StateMap>>> {
+        let Some(short) = self.event_short(event_id)? else { return Ok(None) };
+        let Some(meta) = self.event_meta(short)? else { return Ok(None) };
+        if meta.status == Status::Outlier {
+            return Ok(None);
+        }
+        Ok(Some(self.load_state(meta.state_after)?))
+    }
+
+    /// The state after a prev event we lack in the DAG: the state before
+    /// it (fetched with `/state_ids`, its events stored) and the event itself
+    /// when it is a state event (stored as an outlier).
+    pub fn state_after_missing(
+        &self,
+        room_short: u64,
+        state_before: &[OwnedEventId],
+        event_id: &ruma::EventId,
+    ) -> Result<StateMap> {
+        let mut ids = state_before.to_vec();
+        ids.push(event_id.to_owned());
+        // The event itself last: it replaces what it follows.
+        self.state_of_events(room_short, &ids)
+    }
+
+    /// Resolves the states after an event's prevs (a gap: some fetched).
+    pub fn resolve_gap(&self, record: &RoomRecord, states: Vec<Arc<StateMap>>) -> Result<StateMap> {
+        let rules = record.rules()?;
+        match states.len() {
+            0 => Ok(StateMap::new()),
+            1 => Ok((*states[0]).clone()),
+            _ => crate::util::heavy(|| self.resolve_states(&rules, &states, None)),
+        }
     }
 }
 
@@ -200,6 +258,9 @@ mod tests {
             assert_eq!(f.rooms.membership(&bob, short).unwrap().as_deref(), Some("join"));
             let creator = UserId::parse("@creator:remote.test").unwrap();
             assert_eq!(f.rooms.membership(&creator, short).unwrap().as_deref(), Some("join"));
+            let servers: Vec<String> =
+                f.rooms.servers_in_room(short).unwrap().iter().map(ToString::to_string).collect();
+            assert_eq!(servers, [bob.server_name().as_str(), "remote.test"]);
             assert_eq!(record.forward_extremities, std::slice::from_ref(&join_id));
             // The state events are outliers; the join names the latest of
             // them, which we lack in the DAG: a backward extremity.

@@ -45,5 +45,7 @@ pub async fn verify_request(
     header
         .verify_http_request(&request, &servers.server_name, &keys)
         .map_err(|e| unauthorized(format!("Invalid X-Matrix signature: {e}")))?;
+    // It is up: whatever waits to go to it goes now.
+    servers.outbox.contacted(&header.origin);
     Ok(header.origin)
 }

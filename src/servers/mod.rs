@@ -7,6 +7,7 @@ pub mod auth;
 pub mod client;
 pub mod discovery;
 pub mod keys;
+pub mod outbox;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ pub struct Servers {
     pub config: config::Federation,
     pub client: client::Client,
     pub keys: keys::KeyStore,
+    pub outbox: outbox::Outbox,
 }
 
 impl Servers {
@@ -30,7 +32,8 @@ impl Servers {
     ) -> Result<Self> {
         Ok(Self {
             client: client::Client::new(server_name.clone(), config, signing.clone())?,
-            keys: keys::KeyStore::new(db, server_name.clone(), signing, config),
+            keys: keys::KeyStore::new(db.clone(), server_name.clone(), signing, config),
+            outbox: outbox::Outbox::open(db)?,
             server_name,
             config: config.clone(),
         })

@@ -187,6 +187,12 @@ maps! {
         key: "room short ID ‖ user ID",
         value: "membership (join, invite, knock, leave, ban)"
     }
+    /// Joined members by server: which servers are in a room (where its
+    /// events go), one seek per server.
+    ROOM_SERVERS = "room_servers" {
+        key: "room short ID ‖ server name ‖ SEP ‖ user ID (present while the user is joined)",
+        value: "empty"
+    }
     /// Client transaction IDs already used, so a retried send is not duplicated.
     TRANSACTIONS = "transactions" {
         key: "user ID ‖ SEP ‖ device ID ‖ SEP ‖ room ID (empty for to-device) ‖ SEP ‖ endpoint (send, redact, sendToDevice/<event type>) ‖ SEP ‖ transaction ID",
@@ -358,5 +364,16 @@ maps! {
     SERVER_KEYS = "server_keys" {
         key: "server name",
         value: "JSON {keys: {key ID: {key (unpadded base64), until (ms: valid_until_ts of a current key, expired_ts of an old one)}}, document: the newest key document the server signed, as received}"
+    }
+    /// What waits to be sent to each other server (servers/outbox.rs).
+    FEDERATION_QUEUE = "federation_queue" {
+        key: "destination server name ‖ SEP ‖ sequence number (u64 big-endian, increasing)",
+        value: "JSON Item: {\"pdu\": short event ID} or {\"edu\": {edu_type, content}}"
+    }
+    /// Transactions other servers sent, with the answer given, so a retry
+    /// gets the same answer and changes nothing.
+    FEDERATION_TXNS = "federation_txns" {
+        key: "origin server name ‖ SEP ‖ transaction ID",
+        value: "JSON {event ID: {} or {\"error\": reason}} as answered"
     }
 }

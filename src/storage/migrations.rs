@@ -21,6 +21,10 @@ pub(super) fn run(db: &Db, from: u64) -> Result<bool> {
         index_relations(db)?;
         event_status(db)?;
     }
+    if from < 3 {
+        tracing::info!("migrating the database to schema 3: the servers in each room");
+        index_room_servers(db)?;
+    }
     Ok(true)
 }
 
@@ -141,6 +145,24 @@ fn event_status(db: &Db) -> Result<()> {
         if rejected || soft_failed {
             meta.insert("status".into(), if rejected { "rejected" } else { "soft_failed" }.into());
             batch.put_json(&maps::EVENT_META, k.to_vec(), &meta);
+        }
+        Ok(())
+    })
+}
+
+/// Schema 3: `room_servers`, from the joined members in `room_members`.
+fn index_room_servers(db: &Db) -> Result<()> {
+    in_chunks(db, &maps::ROOM_MEMBERS, |k, v, batch| {
+        if v != b"join" || k.len() < 8 {
+            return Ok(());
+        }
+        let user = String::from_utf8_lossy(&k[8..]).into_owned();
+        if let Some((_, server)) = user.split_once(':') {
+            batch.put(
+                &maps::ROOM_SERVERS,
+                [&k[..8], server.as_bytes(), &[SEP], user.as_bytes()].concat(),
+                Vec::new(),
+            );
         }
         Ok(())
     })

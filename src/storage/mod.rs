@@ -18,7 +18,7 @@ use maps::MapDef;
 
 /// The schema this build reads and writes. Bump it with a migration when a
 /// map's key or value layout changes.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Separates the parts of a composite key. 0xFF never occurs in UTF-8.
 pub const SEP: u8 = 0xFF;

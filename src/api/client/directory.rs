@@ -76,13 +76,9 @@ async fn put_alias(req: Ruma<create_alias::v3::Request>) -> Result<create_alias:
 }
 
 async fn get_alias_handler(req: Ruma<get_alias::v3::Request>) -> Result<get_alias::v3::Response> {
-    let services = &req.services;
-    // Remote aliases are resolved over federation, which Hearth does not have yet.
-    let record = services
-        .rooms
-        .alias(&req.body.room_alias)?
-        .ok_or_else(|| Error::not_found("Room alias not found."))?;
-    Ok(get_alias::v3::Response::new(record.room_id, vec![services.rooms.server_name().clone()]))
+    let (room_id, servers) =
+        crate::federation::query::resolve_alias(&req.services, &req.body.room_alias).await?;
+    Ok(get_alias::v3::Response::new(room_id, servers))
 }
 
 async fn delete_alias_handler(req: Ruma<delete_alias::v3::Request>) -> Result<delete_alias::v3::Response> {

@@ -71,8 +71,32 @@ async fn join_by_id(req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room
     let room_id = &req.body.room_id;
     req.services.limiters.membership.check_user(req.user())?;
     accept_third_party_invite(&req, room_id, req.body.third_party_signed.as_ref()).await?;
-    req.services.rooms.change_membership(room_id, req.user(), req.user(), join_content(&req)).await?;
+    join(&req, room_id, Vec::new()).await?;
     Ok(join_room_by_id::v3::Response::new(room_id.clone()))
+}
+
+/// Joins the room here when this server is in it, else through the
+/// servers that may help: `via`, the room ID's server (before room
+/// version 12 it names the creator's server).
+async fn join<T>(req: &Ruma<T>, room_id: &RoomId, mut via: Vec<ruma::OwnedServerName>) -> Result<()> {
+    let services = &req.services;
+    let ours = &services.config.server_name;
+    let in_room = match services.rooms.room_short(room_id)? {
+        Some(short) => services.rooms.server_in_room(ours, short)?,
+        None => false,
+    };
+    if let Some(server) = room_id.server_name() {
+        via.push(server.to_owned());
+    }
+    via.retain(|server| server != ours);
+    if in_room || via.is_empty() || !services.config.federation.enabled {
+        services.rooms.change_membership(room_id, req.user(), req.user(), join_content(req)).await?;
+        return Ok(());
+    }
+    let mut content = join_content(req);
+    services.rooms.add_profile(req.user(), &mut content)?;
+    crate::federation::membership::join_remote(services, room_id, req.user(), &via, content).await?;
+    Ok(())
 }
 
 /// A join that answers a third-party invite (`third_party_signed`) turns
@@ -96,25 +120,26 @@ fn join_content<T>(req: &Ruma<T>) -> Map<String, Value> {
     content
 }
 
-/// A room ID as given, or the room a local alias names.
-fn resolve_room(services: &Services, room_id_or_alias: &ruma::RoomOrAliasId) -> Result<OwnedRoomId> {
+/// A room ID as given, or the room an alias names (asked of its server),
+/// with the servers that can help join it.
+async fn resolve_room(
+    services: &Services,
+    room_id_or_alias: &ruma::RoomOrAliasId,
+) -> Result<(OwnedRoomId, Vec<ruma::OwnedServerName>)> {
     match OwnedRoomId::try_from(room_id_or_alias.to_owned()) {
-        Ok(room_id) => Ok(room_id),
-        Err(alias) => Ok(services
-            .rooms
-            .alias(&alias)?
-            .ok_or_else(|| Error::not_found("Room alias not found."))?
-            .room_id),
+        Ok(room_id) => Ok((room_id, Vec::new())),
+        Err(alias) => crate::federation::query::resolve_alias(services, &alias).await,
     }
 }
 
 async fn join_by_id_or_alias(
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
-    let room_id = resolve_room(&req.services, &req.body.room_id_or_alias)?;
+    let (room_id, mut via) = resolve_room(&req.services, &req.body.room_id_or_alias).await?;
     req.services.limiters.membership.check_user(req.user())?;
     accept_third_party_invite(&req, &room_id, req.body.third_party_signed.as_ref()).await?;
-    req.services.rooms.change_membership(&room_id, req.user(), req.user(), join_content(&req)).await?;
+    via.splice(0..0, req.body.via.iter().cloned());
+    join(&req, &room_id, via).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
 
@@ -267,7 +292,8 @@ async fn forget(req: Ruma<forget_room::v3::Request>) -> Result<forget_room::v3::
 }
 
 async fn knock(req: Ruma<knock_room::v3::Request>) -> Result<knock_room::v3::Response> {
-    let room_id = resolve_room(&req.services, &req.body.room_id_or_alias)?;
+    // Knocks over federation (make_knock/send_knock) are not built yet.
+    let (room_id, _) = resolve_room(&req.services, &req.body.room_id_or_alias).await?;
     set_membership(&req.services, &room_id, req.user(), req.user(), "knock", req.body.reason.as_deref())
         .await?;
     Ok(knock_room::v3::Response::new(room_id))

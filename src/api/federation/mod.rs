@@ -4,10 +4,13 @@
 //! client listeners too (`public_routes`: the OpenID userinfo check,
 //! identity servers' `3pid/onbind`).
 
+mod events;
 mod keys;
+mod membership;
 mod openid;
 mod query;
 mod third_party;
+mod transactions;
 mod version;
 
 use std::sync::Arc;
@@ -18,7 +21,18 @@ use crate::services::Services;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = version::routes(router);
+    let router = events::routes(router);
+    let router = transactions::routes(router);
+    let router = membership::routes(router);
     query::routes(router)
+}
+
+/// 403 `M_FORBIDDEN` when the room's server ACL denies `server`.
+pub fn check_acl(services: &Services, server: &ruma::ServerName, room_short: u64) -> crate::Result<()> {
+    if !services.rooms.acl_allows(server, room_short)? {
+        return Err(crate::Error::forbidden(format!("{server} is denied by the room's server ACL")));
+    }
+    Ok(())
 }
 
 pub fn key_routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {

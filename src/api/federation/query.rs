@@ -1,10 +1,12 @@
 //! Queries other servers make about this one's users and rooms:
-//! `GET /_matrix/federation/v1/query/profile`.
+//! `GET /_matrix/federation/v1/query/profile`, `/query/directory`.
 
 use std::sync::Arc;
 
 use axum::Router;
-use ruma::api::federation::query::get_profile_information::v1 as profile;
+use ruma::api::federation::query::{
+    get_profile_information::v1 as profile, get_room_information::v1 as directory,
+};
 
 use crate::{
     Error, Result,
@@ -13,7 +15,7 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(get_profile)
+    router.ruma(get_profile).ruma(get_directory)
 }
 
 /// A local user's profile, or the one field asked for.
@@ -31,4 +33,14 @@ async fn get_profile(req: Ruma<profile::Request>) -> Result<profile::Response> {
         }
     }
     Ok(response)
+}
+
+/// A local alias: its room and the servers that can help join it.
+async fn get_directory(req: Ruma<directory::Request>) -> Result<directory::Response> {
+    let alias = &req.body.room_alias;
+    if alias.server_name() != req.services.config.server_name {
+        return Err(Error::not_found("Room alias not found."));
+    }
+    let (room_id, servers) = crate::federation::query::resolve_alias(&req.services, alias).await?;
+    Ok(directory::Response::new(room_id, servers))
 }

@@ -4,6 +4,7 @@
 //! `federation.resolve_overrides`.
 
 mod keys;
+mod rooms;
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 

@@ -1,0 +1,376 @@
+//! Other servers' PDUs into the one pipeline. Before the room is locked:
+//! the keys of the servers that must have signed (fetched as needed), the
+//! preparation (resolution, push evaluation); then the write under the
+//! lock. What the pipeline says is missing is fetched from the server that
+//! sent the event: missing prev events with `/get_missing_events`, and
+//! where a gap remains, the state at it with `/state_ids` and `/event`
+//! (stored as outliers); missing auth events with `/event_auth`.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedServerName, RoomId, ServerName, UInt,
+    api::federation::{
+        authorization::get_event_authorization::v1 as event_auth,
+        event::{
+            get_event::v1 as get_event, get_missing_events::v1 as missing_events,
+            get_room_state_ids::v1 as state_ids,
+        },
+    },
+    room_version_rules::RoomVersionRules,
+    signatures::PublicKeyMap,
+};
+
+use crate::{
+    Error, Result,
+    rooms::{
+        RoomRecord,
+        pdu::event_id_of,
+        pipeline::{AppendError, Origin, Outcome, StateBefore},
+    },
+    services::Services,
+};
+
+/// Events asked for at once with `/get_missing_events`.
+const MISSING_LIMIT: u32 = 10;
+/// Largest PDU accepted (the spec's 64 KiB).
+pub const MAX_PDU_SIZE: usize = 65_536;
+
+/// What happened to a PDU, as `/send` reports it.
+pub type PduResult = std::result::Result<(), String>;
+
+/// The servers whose signatures an event needs: its sender's, the
+/// authorising server of a restricted join, and for room versions 1 and 2
+/// the server of its event ID.
+fn required_signers(object: &CanonicalJsonObject) -> BTreeSet<OwnedServerName> {
+    let mut servers = BTreeSet::new();
+    let string = |v: Option<&CanonicalJsonValue>| match v {
+        Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    if let Some(sender) = string(object.get("sender")).and_then(|s| ruma::OwnedUserId::try_from(s).ok()) {
+        servers.insert(sender.server_name().to_owned());
+    }
+    if let Some(CanonicalJsonValue::Object(content)) = object.get("content")
+        && let Some(user) = string(content.get("join_authorised_via_users_server"))
+            .and_then(|s| ruma::OwnedUserId::try_from(s).ok())
+    {
+        servers.insert(user.server_name().to_owned());
+    }
+    if let Some(event_id) = string(object.get("event_id")).and_then(|s| OwnedEventId::try_from(s).ok())
+        && let Some(server) = event_id.server_name()
+    {
+        servers.insert(server.to_owned());
+    }
+    servers
+}
+
+/// The keys an event's signatures are checked with, fetched where missing;
+/// valid at the event's time where the room version says so.
+pub async fn event_keys(
+    services: &Services,
+    object: &CanonicalJsonObject,
+    rules: &RoomVersionRules,
+) -> Result<PublicKeyMap> {
+    let valid_at = match (rules.enforce_key_validity, object.get("origin_server_ts")) {
+        (true, Some(CanonicalJsonValue::Integer(ts))) => u64::try_from(i64::from(*ts)).unwrap_or(0),
+        _ => 0,
+    };
+    let signers = required_signers(object);
+    let mut wanted: Vec<(&ServerName, Vec<&str>)> = Vec::new();
+    for server in &signers {
+        let key_ids = match object.get("signatures") {
+            Some(CanonicalJsonValue::Object(signatures)) => match signatures.get(server.as_str()) {
+                Some(CanonicalJsonValue::Object(by_key)) => by_key.keys().map(String::as_str).collect(),
+                _ => vec![],
+            },
+            _ => vec![],
+        };
+        wanted.push((server, key_ids));
+    }
+    services.servers.public_keys(&wanted, valid_at).await
+}
+
+fn merge_keys(into: &mut PublicKeyMap, more: PublicKeyMap) {
+    for (server, keys) in more {
+        into.entry(server).or_default().extend(keys);
+    }
+}
+
+/// Parses a PDU as it came over the wire.
+pub fn parse_pdu(raw: &serde_json::value::RawValue) -> std::result::Result<CanonicalJsonObject, String> {
+    if raw.get().len() > MAX_PDU_SIZE {
+        return Err(format!("PDU larger than {MAX_PDU_SIZE} bytes"));
+    }
+    serde_json::from_str(raw.get()).map_err(|e| format!("not a canonical JSON object: {e}"))
+}
+
+/// The room a PDU names.
+pub fn room_of(object: &CanonicalJsonObject) -> Option<ruma::OwnedRoomId> {
+    match object.get("room_id") {
+        Some(CanonicalJsonValue::String(s)) => ruma::OwnedRoomId::try_from(s.as_str()).ok(),
+        _ => None,
+    }
+}
+
+/// Whether a PDU is of `room_id`: it names the room, or (from room
+/// version 12) it is the create event the room's ID is derived from.
+pub fn belongs_to(object: &CanonicalJsonObject, room_id: &RoomId, rules: &RoomVersionRules) -> bool {
+    match room_of(object) {
+        Some(named) => named == room_id,
+        None => {
+            object.get("type") == Some(&CanonicalJsonValue::String("m.room.create".into()))
+                && event_id_of(object, rules)
+                    .is_ok_and(|id| id.as_str().strip_prefix('$') == room_id.as_str().strip_prefix('!'))
+        }
+    }
+}
+
+/// Takes in one live PDU that `origin` sent (in a transaction), fetching
+/// from `origin` what the room lacks to place it.
+pub async fn take_pdu(
+    services: &Arc<Services>,
+    origin: &ServerName,
+    room_id: &RoomId,
+    object: CanonicalJsonObject,
+) -> std::result::Result<Outcome, String> {
+    let (room_short, record) = known_room(services, room_id).map_err(|e| e.to_string())?;
+    let rules = record.rules().map_err(|e| e.to_string())?;
+    let event_id = event_id_of(&object, &rules).map_err(|e| e.to_string())?;
+    let mut fetched_missing = false;
+    let mut fetched_auth = false;
+    loop {
+        match append_live(services, room_short, &event_id, object.clone(), StateBefore::FromPrevs, &rules)
+            .await
+        {
+            Err(AppendError::MissingPrevs(_)) if !fetched_missing => {
+                fetched_missing = true;
+                fetch_missing_prevs(services, origin, room_id, &event_id, &rules).await;
+            }
+            Err(AppendError::MissingPrevs(missing)) => {
+                // Still a gap: place the event on the state the server
+                // says its missing prevs had.
+                let state = gap_state(services, origin, room_short, room_id, &object, &missing, &rules)
+                    .await
+                    .map_err(|e| format!("cannot get the state at a gap: {e}"))?;
+                return append_live(
+                    services,
+                    room_short,
+                    &event_id,
+                    object,
+                    StateBefore::Given(state),
+                    &rules,
+                )
+                .await
+                .map_err(describe);
+            }
+            Err(AppendError::MissingAuth(_)) if !fetched_auth => {
+                fetched_auth = true;
+                fetch_auth_chain(services, origin, room_short, room_id, &event_id)
+                    .await
+                    .map_err(|e| format!("cannot get the auth events: {e}"))?;
+            }
+            other => return other.map_err(describe),
+        }
+    }
+}
+
+fn describe(error: AppendError) -> String {
+    match error {
+        AppendError::MissingPrevs(ids) => format!("missing prev events {ids:?}"),
+        AppendError::MissingAuth(ids) => format!("missing auth events {ids:?}"),
+        AppendError::Refused(e) => e.to_string(),
+    }
+}
+
+fn known_room(services: &Services, room_id: &RoomId) -> Result<(u64, RoomRecord)> {
+    services.rooms.room(room_id)?.ok_or_else(|| Error::not_found(format!("Unknown room {room_id}")))
+}
+
+/// Prepares an append without the room's lock, then writes it under the lock.
+async fn append_live(
+    services: &Arc<Services>,
+    room_short: u64,
+    event_id: &OwnedEventId,
+    object: CanonicalJsonObject,
+    state_before: StateBefore,
+    rules: &RoomVersionRules,
+) -> std::result::Result<Outcome, AppendError> {
+    let keys = event_keys(services, &object, rules).await?;
+    let record = services.rooms.room_by_short(room_short)?;
+    let rooms = &services.rooms;
+    let prepared = crate::util::heavy(|| {
+        rooms.prepare(room_short, &record, event_id.clone(), object, Origin::Remote(keys), state_before)
+    })?;
+    let Some(prepared) = prepared else { return Ok(Outcome::Duplicate) };
+    let _guard = rooms.lock(&record.room_id).await;
+    let mut record = rooms.room_by_short(room_short)?;
+    crate::util::heavy(|| rooms.commit_prepared(room_short, &mut record, prepared))
+}
+
+/// Asks `origin` for the events between the room's forward extremities and
+/// `event_id`, and takes them in oldest first (each may itself leave a gap,
+/// filled with the state the origin gives).
+async fn fetch_missing_prevs(
+    services: &Arc<Services>,
+    origin: &ServerName,
+    room_id: &RoomId,
+    event_id: &OwnedEventId,
+    rules: &RoomVersionRules,
+) {
+    let Ok((room_short, record)) = known_room(services, room_id) else { return };
+    let mut request = missing_events::Request::new(
+        room_id.to_owned(),
+        record.forward_extremities.clone(),
+        vec![event_id.clone()],
+    );
+    request.limit = UInt::from(MISSING_LIMIT);
+    let response = match services.servers.client.send(origin, request).await {
+        Ok(response) => response,
+        Err(why) => {
+            tracing::info!("get_missing_events for {event_id} from {origin}: {why}");
+            return;
+        }
+    };
+    let mut events: Vec<(u64, OwnedEventId, CanonicalJsonObject)> = Vec::new();
+    for raw in response.events.iter().take(MISSING_LIMIT as usize) {
+        let Ok(object) = parse_pdu(raw) else { continue };
+        if !belongs_to(&object, room_id, rules) {
+            continue;
+        }
+        let Ok(id) = event_id_of(&object, rules) else { continue };
+        let depth = match object.get("depth") {
+            Some(CanonicalJsonValue::Integer(d)) => u64::try_from(i64::from(*d)).unwrap_or(0),
+            _ => 0,
+        };
+        events.push((depth, id, object));
+    }
+    events.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    for (_, id, object) in events {
+        let outcome =
+            match append_live(services, room_short, &id, object.clone(), StateBefore::FromPrevs, rules).await
+            {
+                Err(AppendError::MissingPrevs(missing)) => {
+                    match gap_state(services, origin, room_short, room_id, &object, &missing, rules).await {
+                        Ok(state) => {
+                            append_live(services, room_short, &id, object, StateBefore::Given(state), rules)
+                                .await
+                        }
+                        Err(e) => Err(AppendError::Refused(e)),
+                    }
+                }
+                other => other,
+            };
+        if let Err(e) = outcome {
+            tracing::info!("missing event {id} from {origin} not taken: {}", describe(e));
+        }
+    }
+}
+
+/// The state before an event some of whose prevs we lack: the states
+/// after its known prevs and, for each missing one, the state `origin`
+/// says it had (`/state_ids`, the events fetched and stored as outliers),
+/// resolved together.
+async fn gap_state(
+    services: &Arc<Services>,
+    origin: &ServerName,
+    room_short: u64,
+    room_id: &RoomId,
+    object: &CanonicalJsonObject,
+    missing: &[OwnedEventId],
+    rules: &RoomVersionRules,
+) -> Result<crate::rooms::state::StateMap> {
+    let prevs: Vec<OwnedEventId> = match object.get("prev_events") {
+        Some(CanonicalJsonValue::Array(ids)) => ids
+            .iter()
+            .filter_map(|v| match v {
+                CanonicalJsonValue::String(s) => OwnedEventId::try_from(s.as_str()).ok(),
+                _ => None,
+            })
+            .collect(),
+        _ => vec![],
+    };
+    let mut states = Vec::new();
+    for prev in &prevs {
+        if !missing.contains(prev)
+            && let Some(state) = services.rooms.state_after(prev)?
+        {
+            states.push(state);
+            continue;
+        }
+        let request = state_ids::Request::new(prev.clone(), room_id.to_owned());
+        let ids =
+            services.servers.client.send(origin, request).await.map_err(|f| f.to_client_error(origin))?;
+        let mut wanted: Vec<OwnedEventId> = ids.auth_chain_ids.iter().chain(&ids.pdu_ids).cloned().collect();
+        wanted.push(prev.clone());
+        fetch_outliers(services, origin, room_short, &wanted, rules).await?;
+        states.push(Arc::new(services.rooms.state_after_missing(room_short, &ids.pdu_ids, prev)?));
+    }
+    let record = services.rooms.room_by_short(room_short)?;
+    services.rooms.resolve_gap(&record, states)
+}
+
+/// Fetches the events of `ids` we do not have (`/event`, each) and stores
+/// them as outliers.
+async fn fetch_outliers(
+    services: &Arc<Services>,
+    origin: &ServerName,
+    room_short: u64,
+    ids: &[OwnedEventId],
+    rules: &RoomVersionRules,
+) -> Result<()> {
+    let mut objects = Vec::new();
+    let mut keys = PublicKeyMap::new();
+    for id in ids {
+        if services.rooms.event_short(id)?.is_some() {
+            continue;
+        }
+        let response = match services.servers.client.send(origin, get_event::Request::new(id.clone())).await {
+            Ok(response) => response,
+            Err(why) => {
+                tracing::info!("cannot fetch {id} from {origin}: {why}");
+                continue;
+            }
+        };
+        let Ok(object) = parse_pdu(&response.pdu) else { continue };
+        if event_id_of(&object, rules).ok().as_ref() != Some(id) {
+            continue;
+        }
+        merge_keys(&mut keys, event_keys(services, &object, rules).await?);
+        objects.push(object);
+    }
+    let record = services.rooms.room_by_short(room_short)?;
+    crate::util::heavy(|| services.rooms.store_outliers(room_short, &record, objects, &keys))
+}
+
+/// Fetches an event's auth chain (`/event_auth`) and stores what we lack
+/// as outliers.
+async fn fetch_auth_chain(
+    services: &Arc<Services>,
+    origin: &ServerName,
+    room_short: u64,
+    room_id: &RoomId,
+    event_id: &OwnedEventId,
+) -> Result<()> {
+    let record = services.rooms.room_by_short(room_short)?;
+    let rules = record.rules()?;
+    let request = event_auth::Request::new(room_id.to_owned(), event_id.clone());
+    let response =
+        services.servers.client.send(origin, request).await.map_err(|f| f.to_client_error(origin))?;
+    let mut objects = Vec::new();
+    let mut keys = PublicKeyMap::new();
+    for raw in &response.auth_chain {
+        let Ok(object) = parse_pdu(raw) else { continue };
+        if !belongs_to(&object, room_id, &rules) {
+            continue;
+        }
+        if let Ok(id) = event_id_of(&object, &rules)
+            && services.rooms.event_short(&id)?.is_some()
+        {
+            continue;
+        }
+        merge_keys(&mut keys, event_keys(services, &object, &rules).await?);
+        objects.push(object);
+    }
+    crate::util::heavy(|| services.rooms.store_outliers(room_short, &record, objects, &keys))
+}

@@ -1,0 +1,9 @@
+//! The room protocol between servers, above `services`: sending this
+//! server's events and EDUs (`sender`), taking in other servers' PDUs
+//! through the one pipeline (`ingest`). The network itself (discovery,
+//! signed requests, keys) is `servers`'.
+
+pub mod ingest;
+pub mod membership;
+pub mod query;
+pub mod sender;

@@ -1,0 +1,231 @@
+//! Sending to other servers. Two loops: the fan-out follows the stream
+//! and queues each event of a local user for every other server in its
+//! room (and the server of a member event's target); the delivery sends
+//! each destination's queue as transactions (at most 50 PDUs and 100 EDUs,
+//! one in flight per destination), backing off from servers that fail
+//! without holding up the others, and starting again at once when a
+//! server contacts us.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use ruma::{
+    MilliSecondsSinceUnixEpoch, OwnedServerName, OwnedTransactionId, ServerName,
+    api::federation::transactions::send_transaction_message::v1 as send,
+};
+use tokio::task::JoinSet;
+
+use crate::{
+    Error, Result,
+    servers::outbox::Item,
+    services::Services,
+    storage::{Batch, decode_u64, maps},
+    stream::Topic,
+};
+
+/// Where the fan-out has got to in the stream.
+const CURSOR_KEY: &[u8] = b"federation.fanned_out";
+/// Stream rows read at once.
+const CHUNK: usize = 500;
+const MAX_PDUS: usize = 50;
+const MAX_EDUS: usize = 100;
+/// First wait after a failed transaction; doubled up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// How long the fan-out sleeps with nothing to do (a safety net: it is woken).
+const IDLE: Duration = Duration::from_secs(60);
+
+/// Runs until the server stops.
+pub async fn run(services: Arc<Services>) {
+    let fan_out = fan_out(services.clone());
+    let deliver = deliver(services);
+    tokio::join!(fan_out, deliver);
+}
+
+async fn fan_out(services: Arc<Services>) {
+    let mut cursor = match services.db.get(&maps::GLOBAL, CURSOR_KEY) {
+        Ok(Some(bytes)) => decode_u64(&bytes).unwrap_or(0),
+        // First start: nothing before now goes out.
+        _ => services.stream.visible(),
+    };
+    loop {
+        let upto = services.stream.visible();
+        if upto > cursor {
+            match queue_events(&services, cursor, upto) {
+                Ok(()) => cursor = upto,
+                Err(e) => tracing::warn!("federation: cannot queue events {cursor}..{upto}: {e}"),
+            }
+        }
+        services.stream.wait(cursor, IDLE, |topic| matches!(topic, Topic::Room(_))).await;
+    }
+}
+
+/// Queues the local events at stream positions in (after, upto] and moves
+/// the cursor, in one write.
+fn queue_events(services: &Services, after: u64, upto: u64) -> Result<()> {
+    let mut from = after + 1;
+    while from <= upto {
+        let rows = services.db.scan_range(&maps::STREAM, b"", Some(&from.to_be_bytes()), false, CHUNK)?;
+        let mut batch = Batch::new();
+        let mut woken = HashSet::new();
+        let mut last = upto;
+        for (key, value) in &rows {
+            let position = decode_u64(key)?;
+            if position > upto {
+                break;
+            }
+            last = position;
+            if value.len() < 16 {
+                continue;
+            }
+            let (event_short, room_short) = (decode_u64(&value[..8])?, decode_u64(&value[8..16])?);
+            let destinations = destinations(services, event_short, room_short)?;
+            services.servers.outbox.queue_into(&mut batch, &destinations, &Item::Pdu(event_short));
+            woken.extend(destinations);
+        }
+        if rows.len() < CHUNK {
+            last = upto;
+        }
+        batch.put(&maps::GLOBAL, CURSOR_KEY, last.to_be_bytes());
+        services.db.write(batch)?;
+        services.servers.outbox.wake(woken);
+        from = last + 1;
+    }
+    Ok(())
+}
+
+/// The other servers an event goes to: none unless a local user sent it;
+/// then every server in the room, and the server of a member event's target.
+fn destinations(services: &Services, event_short: u64, room_short: u64) -> Result<Vec<OwnedServerName>> {
+    let ours = &services.config.server_name;
+    let Some(pdu) = services.rooms.pdu_by_short(event_short)? else { return Ok(vec![]) };
+    if pdu.sender.server_name() != ours {
+        return Ok(vec![]);
+    }
+    let mut servers = services.rooms.servers_in_room(room_short)?;
+    if pdu.kind == ruma::events::TimelineEventType::RoomMember
+        && let Some(target) = pdu.state_key.as_deref().and_then(|key| <&ruma::UserId>::try_from(key).ok())
+        && !servers.iter().any(|s| s == target.server_name())
+    {
+        servers.push(target.server_name().to_owned());
+    }
+    servers.retain(|server| server != ours && services.config.federation.allows(server));
+    Ok(servers)
+}
+
+/// A destination that failed: when to try again, and the wait after that.
+struct Backoff {
+    until: Instant,
+    next: Duration,
+}
+
+async fn deliver(services: Arc<Services>) {
+    let outbox = &services.servers.outbox;
+    match outbox.destinations() {
+        Ok(queued) => outbox.wake(queued),
+        Err(e) => tracing::warn!("federation: cannot read the queue: {e}"),
+    }
+    // A transaction ID never used before, even across restarts.
+    let boot = crate::util::now_ms();
+    let mut tasks: JoinSet<(OwnedServerName, bool)> = JoinSet::new();
+    let mut in_flight: HashSet<OwnedServerName> = HashSet::new();
+    let mut backoff: HashMap<OwnedServerName, Backoff> = HashMap::new();
+    let mut pending: HashSet<OwnedServerName> = HashSet::new();
+    loop {
+        let now = Instant::now();
+        for destination in std::mem::take(&mut pending) {
+            if outbox.take_contacted(&destination) {
+                backoff.remove(&destination);
+            }
+            if backoff.get(&destination).is_some_and(|b| b.until > now) {
+                continue;
+            }
+            if in_flight.insert(destination.clone()) {
+                let services = services.clone();
+                tasks.spawn(async move {
+                    let ok = match drain(&services, &destination, boot).await {
+                        Ok(()) => true,
+                        Err(why) => {
+                            tracing::info!("federation: sending to {destination} failed: {why}");
+                            false
+                        }
+                    };
+                    (destination, ok)
+                });
+            } else {
+                // Busy: looked at again when its task ends.
+                pending.insert(destination);
+            }
+        }
+        let next_retry = backoff.values().map(|b| b.until).min();
+        tokio::select! {
+            woken = outbox.woken() => pending.extend(woken),
+            Some(Ok((destination, ok))) = tasks.join_next(), if !tasks.is_empty() => {
+                in_flight.remove(&destination);
+                if ok {
+                    backoff.remove(&destination);
+                } else {
+                    let wait = backoff.get(&destination).map_or(FIRST_BACKOFF, |b| b.next);
+                    backoff.insert(destination, Backoff { until: Instant::now() + wait, next: (wait * 2).min(MAX_BACKOFF) });
+                }
+            }
+            _ = sleep_until(next_retry) => {
+                let now = Instant::now();
+                pending.extend(backoff.iter().filter(|(_, b)| b.until <= now).map(|(d, _)| d.clone()));
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends everything queued for `destination`, a transaction at a time.
+async fn drain(services: &Services, destination: &ServerName, boot: u64) -> Result<(), String> {
+    let outbox = &services.servers.outbox;
+    loop {
+        let queued = outbox.peek(destination, MAX_PDUS + MAX_EDUS).map_err(|e| e.to_string())?;
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let (mut pdus, mut edus, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+        for (seq, item) in queued {
+            match item {
+                Item::Pdu(_) if pdus.len() == MAX_PDUS => break,
+                Item::Edu(_) if edus.len() == MAX_EDUS => break,
+                Item::Pdu(short) => {
+                    if let Some(object) = services.rooms.pdu_json(short).map_err(|e| e.to_string())? {
+                        let json = serde_json::to_string(&object).map_err(|e| e.to_string())?;
+                        pdus.push(serde_json::value::RawValue::from_string(json).map_err(|e| e.to_string())?);
+                    }
+                }
+                Item::Edu(edu) => edus.push(ruma::serde::Raw::from_json(
+                    serde_json::value::to_raw_value(&edu).map_err(|e| e.to_string())?,
+                )),
+            }
+            sent.push(seq);
+        }
+        let first = sent[0];
+        let mut request = send::Request::new(
+            OwnedTransactionId::from(format!("{boot}_{first}")),
+            services.config.server_name.clone(),
+            MilliSecondsSinceUnixEpoch::now(),
+        );
+        request.pdus = pdus;
+        request.edus = edus;
+        let response = services.servers.client.send(destination, request).await.map_err(|e| e.to_string())?;
+        for (event_id, result) in response.pdus {
+            if let Err(why) = result {
+                tracing::debug!("federation: {destination} did not take {event_id}: {why}");
+            }
+        }
+        outbox.remove(destination, sent).map_err(|e: Error| e.to_string())?;
+    }
+}
