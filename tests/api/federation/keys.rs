@@ -3,15 +3,10 @@
 use std::collections::BTreeMap;
 
 use reqwest::StatusCode;
-use ruma::{
-    CanonicalJsonObject,
-    api::federation::authentication::{XMatrix, XMatrixSigningInput},
-    serde::Base64,
-    signatures::Ed25519KeyPair,
-};
+use ruma::{CanonicalJsonObject, serde::Base64, signatures::Ed25519KeyPair};
 use serde_json::{Value, json};
 
-use super::{TestFederation, read};
+use super::{TestFederation, read, x_matrix};
 use crate::common::{assert_error, urlencode};
 
 /// Checks that `document` is signed by `signer` with `key_id` = `key`.
@@ -102,21 +97,6 @@ async fn remote_profiles_are_asked_of_their_server() {
         .get(&format!("/_matrix/client/v3/profile/{}", urlencode("@x:unknown.invalid")), Some(&bob.token))
         .await;
     assert_eq!(unreachable.0, StatusCode::BAD_GATEWAY, "{}", unreachable.1);
-}
-
-/// An X-Matrix header for `method uri` with `body`, signed as `origin`.
-fn x_matrix(
-    method: &str,
-    uri: &str,
-    body: Option<&Value>,
-    origin: &str,
-    destination: &str,
-    key: &Ed25519KeyPair,
-) -> String {
-    let bytes = body.map(|b| serde_json::to_vec(b).unwrap()).unwrap_or_default();
-    let request = http::Request::builder().method(method).uri(uri).body(bytes).unwrap();
-    let input = XMatrixSigningInput::new(origin.try_into().unwrap(), destination.try_into().unwrap(), key);
-    XMatrix::sign_http_request(&request, input).unwrap().to_string()
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! certificate from a CA the test makes), finding each other through
 //! `federation.resolve_overrides`.
 
+mod forged;
 mod keys;
 mod rooms;
 
@@ -124,6 +125,46 @@ impl TestFederation {
 
 pub fn server_name(i: usize) -> String {
     format!("hs{}.test", i + 1)
+}
+
+/// An X-Matrix header for `method uri` with `body`, signed as `origin`.
+pub fn x_matrix(
+    method: &str,
+    uri: &str,
+    body: Option<&Value>,
+    origin: &str,
+    destination: &str,
+    key: &ruma::signatures::Ed25519KeyPair,
+) -> String {
+    use ruma::api::federation::authentication::{XMatrix, XMatrixSigningInput};
+    let bytes = body.map(|b| serde_json::to_vec(b).unwrap()).unwrap_or_default();
+    let request = http::Request::builder().method(method).uri(uri).body(bytes).unwrap();
+    let input = XMatrixSigningInput::new(origin.try_into().unwrap(), destination.try_into().unwrap(), key);
+    XMatrix::sign_http_request(&request, input).unwrap().to_string()
+}
+
+impl TestFederation {
+    /// Sends a transaction of `pdus` from server `from` to server `to`,
+    /// signed with `from`'s key, as `from` would.
+    pub async fn send_transaction(&self, from: usize, to: usize, txn: &str, pdus: Vec<Value>) -> (StatusCode, Value) {
+        let uri = format!("/_matrix/federation/v1/send/{txn}");
+        let body = serde_json::json!({
+            "origin": server_name(from),
+            "origin_server_ts": hearth::util::now_ms(),
+            "pdus": pdus,
+        });
+        let key = &self.servers[from].server().services.keys.keypair;
+        let authorization = x_matrix("PUT", &uri, Some(&body), &server_name(from), &server_name(to), key);
+        let response = self
+            .https()
+            .put(format!("{}{uri}", self.federation_url(to)))
+            .header("authorization", authorization)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        read(response).await
+    }
 }
 
 /// Reads a response's status and JSON body (Null when there is none).
