@@ -155,6 +155,9 @@ pub struct Federation {
     pub ca_file: Option<PathBuf>,
     /// Server name → the address to connect to, skipping discovery.
     pub resolve_overrides: std::collections::BTreeMap<OwnedServerName, std::net::SocketAddr>,
+    /// The first wait before retrying a failing server, doubled up to the max.
+    pub destination_min_retry_interval_ms: u64,
+    pub destination_max_retry_interval_ms: u64,
 }
 
 /// A notary, with its keys when the operator pins them.
@@ -304,6 +307,15 @@ impl Config {
                     "per_second must be a positive number and burst_count at least 1",
                 );
             }
+        }
+        let federation = &self.federation;
+        if federation.destination_min_retry_interval_ms == 0
+            || federation.destination_max_retry_interval_ms < federation.destination_min_retry_interval_ms
+        {
+            return bad(
+                "federation.destination_max_retry_interval_ms",
+                "the retry intervals must be positive, the max at least the min",
+            );
         }
         if self.turn.user_lifetime_secs == 0 {
             return bad("turn.user_lifetime_secs", "must be at least 1");

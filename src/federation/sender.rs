@@ -32,9 +32,6 @@ const CURSOR_KEY: &[u8] = b"federation.fanned_out";
 const CHUNK: usize = 500;
 const MAX_PDUS: usize = 50;
 const MAX_EDUS: usize = 100;
-/// First wait after a failed transaction; doubled up to `MAX_BACKOFF`.
-const FIRST_BACKOFF: Duration = Duration::from_secs(2);
-const MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// How long the fan-out sleeps with nothing to do (a safety net: it is woken).
 const IDLE: Duration = Duration::from_secs(60);
 
@@ -134,6 +131,9 @@ async fn deliver(services: Arc<Services>) {
     let mut in_flight: HashSet<OwnedServerName> = HashSet::new();
     let mut backoff: HashMap<OwnedServerName, Backoff> = HashMap::new();
     let mut pending: HashSet<OwnedServerName> = HashSet::new();
+    let config = &services.config.federation;
+    let first_backoff = Duration::from_millis(config.destination_min_retry_interval_ms);
+    let max_backoff = Duration::from_millis(config.destination_max_retry_interval_ms);
     loop {
         let now = Instant::now();
         for destination in std::mem::take(&mut pending) {
@@ -168,8 +168,8 @@ async fn deliver(services: Arc<Services>) {
                 if ok {
                     backoff.remove(&destination);
                 } else {
-                    let wait = backoff.get(&destination).map_or(FIRST_BACKOFF, |b| b.next);
-                    backoff.insert(destination, Backoff { until: Instant::now() + wait, next: (wait * 2).min(MAX_BACKOFF) });
+                    let wait = backoff.get(&destination).map_or(first_backoff, |b| b.next);
+                    backoff.insert(destination, Backoff { until: Instant::now() + wait, next: (wait * 2).min(max_backoff) });
                 }
             }
             _ = sleep_until(next_retry) => {

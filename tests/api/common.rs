@@ -92,6 +92,18 @@ impl TestServer {
         self.server = Some(server);
     }
 
+    /// Stops the server, keeping its database for [`TestServer::start_again`].
+    pub async fn stop_for_now(&mut self) {
+        self.server.take().expect("server running").stop().await.expect("clean stop");
+    }
+
+    /// Starts a server stopped with [`TestServer::stop_for_now`] on its database and ports.
+    pub async fn start_again(&mut self) {
+        let server = hearth::server::start(self.config.clone()).await.expect("server restarts");
+        self.base = format!("http://{}", server.addrs[0]);
+        self.server = Some(server);
+    }
+
     pub async fn stop(mut self) {
         self.server.take().expect("server running").stop().await.expect("clean stop");
     }

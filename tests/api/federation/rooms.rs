@@ -93,3 +93,79 @@ async fn users_of_two_servers_share_rooms_both_ways() {
     assert_eq!(send(hs2, &bob, &room2, "t2", "welcome").await.0, StatusCode::OK);
     wait_for_event(hs1, &alice, &room2, message("welcome")).await;
 }
+
+/// Every event ID of `room`'s timeline as `who` pages it back, oldest first.
+async fn timeline_ids(s: &TestServer, who: &Session, room: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let token = from.as_ref().map(|t| format!("&from={t}")).unwrap_or_default();
+        let (status, body) =
+            s.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100{token}"), Some(&who.token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let chunk = body["chunk"].as_array().unwrap();
+        ids.extend(chunk.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()));
+        match body["end"].as_str() {
+            Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+            _ => break,
+        }
+    }
+    ids.reverse();
+    ids
+}
+
+/// The room's current state as (type, state key, event ID), sorted.
+async fn state_ids(s: &TestServer, who: &Session, room: &str) -> Vec<(String, String, String)> {
+    let (status, body) = s.get(&format!("/_matrix/client/v3/rooms/{room}/state"), Some(&who.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut state: Vec<_> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap().to_owned();
+            (field("type"), field("state_key"), field("event_id"))
+        })
+        .collect();
+    state.sort();
+    state
+}
+
+#[tokio::test]
+async fn a_server_that_was_down_catches_up() {
+    let mut fed = TestFederation::start_with(2, |_, config| {
+        config.federation.destination_min_retry_interval_ms = 100;
+        config.federation.destination_max_retry_interval_ms = 200;
+    })
+    .await;
+    let alice = fed.servers[0].register("alice").await;
+    let bob = fed.servers[1].register("bob").await;
+    let room = create_room(&fed.servers[0], &alice, json!({"preset": "public_chat"})).await;
+    let (status, body) = fed.servers[1]
+        .post(&format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&room)), Some(&bob.token), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let join = wait_for_event(&fed.servers[0], &alice, &room, |e| e["state_key"] == bob.user_id.as_str()).await;
+
+    fed.servers[1].stop_for_now().await;
+    let hs1 = &fed.servers[0];
+    for i in 0..200 {
+        let (status, body) = send(hs1, &alice, &room, &format!("m{i}"), &format!("message {i}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if i == 100 {
+            crate::common::put_state(hs1, &alice, &room, "m.room.topic", json!({"topic": "while bob was away"})).await;
+        }
+    }
+    crate::common::put_state(hs1, &alice, &room, "m.room.name", json!({"name": "Renamed"})).await;
+    fed.servers[1].start_again().await;
+
+    let (hs1, hs2) = (&fed.servers[0], &fed.servers[1]);
+    wait_for_event(hs2, &bob, &room, |e| e["type"] == "m.room.name").await;
+    let on_hs1 = timeline_ids(hs1, &alice, &room).await;
+    let on_hs2 = timeline_ids(hs2, &bob, &room).await;
+    let join_id = join["event_id"].as_str().unwrap();
+    let since_join = |ids: &[String]| ids[ids.iter().position(|id| id == join_id).expect("the join")..].to_vec();
+    assert_eq!(since_join(&on_hs2), since_join(&on_hs1), "the same events in the same order");
+    assert_eq!(since_join(&on_hs1).len(), 1 + 200 + 2);
+    assert_eq!(state_ids(hs2, &bob, &room).await, state_ids(hs1, &alice, &room).await);
+}
