@@ -10,7 +10,11 @@ use std::sync::Arc;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedServerName, RoomId, RoomVersionId,
     ServerName, UserId,
-    api::federation::membership::{create_join_event::v2 as send_join, prepare_join_event::v1 as make_join},
+    api::federation::membership::{
+        create_invite::v2 as create_invite, create_join_event::v2 as send_join,
+        create_leave_event::v2 as send_leave, prepare_join_event::v1 as make_join,
+        prepare_leave_event::v1 as make_leave,
+    },
     signatures::PublicKeyMap,
 };
 use serde_json::{Map, Value, json};
@@ -274,7 +278,16 @@ fn countersign_if_authoriser(
     if authoriser.server_name() != services.config.server_name {
         return Ok(());
     }
-    // Event signatures are over the redacted event.
+    countersign(services, object, rules)
+}
+
+/// Adds this server's signature to another server's event (signatures
+/// are over the redacted event).
+fn countersign(
+    services: &Services,
+    object: &mut CanonicalJsonObject,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> Result<()> {
     let mut redacted =
         ruma::canonical_json::redact(object.clone(), &rules.redaction, None).map_err(Error::internal)?;
     services.keys.sign(services.config.server_name.as_str(), &mut redacted)?;
@@ -292,5 +305,324 @@ fn countersign_if_authoriser(
         }
         _ => return Err(Error::bad_json("`signatures` is not an object")),
     }
+    Ok(())
+}
+
+/// State types sent with an invite (as full PDUs, spec 1.16).
+const INVITE_STATE_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.canonical_alias",
+    "m.room.avatar",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+/// Invites a user of another server: the invite is built here, checked,
+/// signed by the invitee's server through `/invite` (v2, with the room's
+/// stripped state), then appended here, whence it reaches the room's
+/// other servers.
+pub async fn invite_remote(
+    services: &Arc<Services>,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    content: Map<String, Value>,
+) -> Result<OwnedEventId> {
+    let rooms = &services.rooms;
+    let (room_short, record) = rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    if rooms.membership(target, room_short)?.as_deref() == Some("join") {
+        return Err(Error::forbidden(format!("{target} is already in the room.")));
+    }
+    let (event_id, object, stripped) = {
+        let _guard = rooms.lock(room_id).await;
+        let (_, record) = rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        let state = rooms.current_state(&record)?;
+        let builder = PduBuilder::state("m.room.member", target.as_str(), Value::Object(content));
+        let (event_id, object) = rooms.build(&record, &state, sender, &builder)?;
+        rooms.check_built(room_short, &record, &event_id, &object)?;
+        let mut stripped = Vec::new();
+        for kind in INVITE_STATE_TYPES {
+            if let Some(pdu) = rooms.state_event(&state, kind, "")?
+                && let Some(short) = rooms.event_short(&pdu.event_id)?
+                && let Some(json) = rooms.pdu_json(short)?
+            {
+                let raw = serde_json::value::to_raw_value(&json).map_err(Error::internal)?;
+                stripped.push(ruma::api::federation::membership::RawStrippedState::Pdu(raw));
+            }
+        }
+        (event_id, object, stripped)
+    };
+    let server = target.server_name();
+    let raw = serde_json::value::to_raw_value(&object).map_err(Error::internal)?;
+    let request = create_invite::Request::new(
+        room_id.to_owned(),
+        event_id.clone(),
+        record.version.clone(),
+        raw,
+        stripped,
+    );
+    let answer =
+        services.servers.client.send(server, request).await.map_err(|f| f.to_client_error(server))?;
+    let signed = ingest::parse_pdu(&answer.event).map_err(Error::bad_json)?;
+    let rules = record.rules()?;
+    // Theirs must be ours with their signature added, nothing else changed.
+    let strip = |o: &CanonicalJsonObject| {
+        let mut o = o.clone();
+        o.remove("signatures");
+        o.remove("unsigned");
+        o
+    };
+    if event_id_of(&signed, &rules)? != event_id || strip(&signed) != strip(&object) {
+        return Err(Error::bad_json(format!("{server} changed the invite it signed")));
+    }
+    let _guard = rooms.lock(room_id).await;
+    let (_, mut record) = rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    crate::util::heavy(|| {
+        rooms.append(
+            room_short,
+            &mut record,
+            event_id.clone(),
+            signed,
+            crate::rooms::pipeline::Origin::Local(None),
+            crate::rooms::pipeline::StateBefore::FromPrevs,
+        )
+    })
+    .map_err(|e| match e {
+        crate::rooms::pipeline::AppendError::Refused(e) => e,
+        other => Error::internal(format!("{other:?}")),
+    })?;
+    Ok(event_id)
+}
+
+/// `/invite` as the invitee's server: checks the invite (of a local user,
+/// sent by a user of `origin`, signed by it), countersigns it, and keeps
+/// it for the invitee when this server is not in the room (when it is, the
+/// invite comes in with the room's events).
+pub async fn take_invite(
+    services: &Arc<Services>,
+    origin: &ServerName,
+    room_id: &RoomId,
+    event_id: &OwnedEventId,
+    version: &RoomVersionId,
+    object: CanonicalJsonObject,
+    invite_state: &[ruma::api::federation::membership::RawStrippedState],
+) -> Result<CanonicalJsonObject> {
+    if !SUPPORTED_ROOM_VERSIONS.contains(version) {
+        return Err(Error::custom(
+            http::StatusCode::BAD_REQUEST,
+            "M_INCOMPATIBLE_ROOM_VERSION",
+            format!("Room version {version} is not supported"),
+        ));
+    }
+    let rules = version.rules().ok_or_else(|| Error::bad_json("Unknown room version"))?;
+    if &event_id_of(&object, &rules)? != event_id || ingest::room_of(&object).as_deref() != Some(room_id) {
+        return Err(Error::bad_json("The event ID or room ID does not match the event"));
+    }
+    let pdu = crate::rooms::pdu::Pdu::from_canonical(event_id.clone(), &object)?;
+    let target = pdu
+        .state_key
+        .as_deref()
+        .and_then(|key| ruma::OwnedUserId::try_from(key).ok())
+        .ok_or_else(|| Error::bad_json("An invite names a user"))?;
+    if pdu.kind != ruma::events::TimelineEventType::RoomMember
+        || pdu.content_value()["membership"] != "invite"
+    {
+        return Err(Error::bad_json("Not an invite"));
+    }
+    if pdu.sender.server_name() != origin {
+        return Err(Error::forbidden("The inviter is not on the sending server"));
+    }
+    if !services.users.is_local(&target) || !services.users.is_active(&target)? {
+        return Err(Error::not_found("No such user here"));
+    }
+    if let Some(short) = services.rooms.room_short(room_id)?
+        && !services.rooms.acl_allows(origin, short)?
+    {
+        return Err(Error::forbidden(format!("{origin} is denied by the room's server ACL")));
+    }
+    let keys = ingest::event_keys(services, &object, &rules).await?;
+    match ruma::signatures::verify_event(&keys, &object, &rules) {
+        Ok(ruma::signatures::Verified::All) => {}
+        _ => return Err(Error::forbidden("The invite's signature or hash does not check")),
+    }
+    let mut signed = object;
+    countersign(services, &mut signed, &rules)?;
+    let in_room = match services.rooms.room_short(room_id)? {
+        Some(short) => services.rooms.server_in_room(&services.config.server_name, short)?,
+        None => false,
+    };
+    if !in_room {
+        let stripped = invite_state.iter().filter_map(stripped_event).collect();
+        services.rooms.store_remote_invite(&target, room_id, version.clone(), signed.clone(), stripped)?;
+    }
+    Ok(signed)
+}
+
+/// A stripped state event (type, state key, sender, content) from either
+/// form an invite's room state comes in.
+fn stripped_event(state: &ruma::api::federation::membership::RawStrippedState) -> Option<Value> {
+    #[allow(deprecated)]
+    let json = match state {
+        ruma::api::federation::membership::RawStrippedState::Pdu(raw) => raw.get(),
+        ruma::api::federation::membership::RawStrippedState::Stripped(raw) => raw.json().get(),
+        _ => return None,
+    };
+    let value: Value = serde_json::from_str(json).ok()?;
+    Some(json!({
+        "type": value.get("type")?, "state_key": value.get("state_key")?,
+        "sender": value.get("sender")?, "content": value.get("content")?,
+    }))
+}
+
+/// Rejects a local user's invite to a room this server is not in: a leave
+/// through the inviting server (`make_leave`, `send_leave`); when that
+/// server cannot be reached, the invite is still dropped here.
+pub async fn reject_remote_invite(
+    services: &Arc<Services>,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<OwnedEventId> {
+    let invite = services
+        .rooms
+        .remote_invite(user, room_id)?
+        .ok_or_else(|| Error::not_found("No invite to this room"))?;
+    let mut via: Vec<OwnedServerName> =
+        invite.sender().map(|s| s.server_name().to_owned()).into_iter().collect();
+    if let Some(server) = room_id.server_name() {
+        via.push(server.to_owned());
+    }
+    let mut leave = None;
+    for server in &via {
+        match leave_through(services, room_id, user, server).await {
+            Ok(event) => {
+                leave = Some(event);
+                break;
+            }
+            Err(e) => tracing::info!("rejecting the invite to {room_id} through {server}: {e}"),
+        }
+    }
+    // Without a server that took it, a leave the client can show.
+    let leave = leave.unwrap_or_else(|| {
+        json!({
+            "type": "m.room.member", "state_key": user, "sender": user,
+            "content": {"membership": "leave"}, "room_id": room_id,
+            "event_id": format!("$rejected-{}", crate::util::random_string(16)),
+            "origin_server_ts": crate::util::now_ms(),
+        })
+    });
+    let event_id = leave["event_id"].as_str().and_then(|id| OwnedEventId::try_from(id).ok());
+    services.rooms.reject_remote_invite(user, room_id, leave)?;
+    event_id.ok_or_else(|| Error::internal("a leave without an event ID"))
+}
+
+/// `make_leave` + `send_leave` through `server`; the leave in the client format.
+async fn leave_through(
+    services: &Arc<Services>,
+    room_id: &RoomId,
+    user: &UserId,
+    server: &ServerName,
+) -> Result<Value> {
+    let client = &services.servers.client;
+    let template = client
+        .send(server, make_leave::Request::new(room_id.to_owned(), user.to_owned()))
+        .await
+        .map_err(|f| f.to_client_error(server))?;
+    let version = template.room_version.unwrap_or(RoomVersionId::V1);
+    let rules = version.rules().ok_or_else(|| Error::bad_json("Unknown room version"))?;
+    let mut event: Value = serde_json::from_str(template.event.get())
+        .map_err(|e| Error::bad_json(format!("make_leave answer: {e}")))?;
+    if event["type"] != "m.room.member"
+        || event["state_key"] != user.as_str()
+        || event["sender"] != user.as_str()
+    {
+        return Err(Error::bad_json("make_leave answered with another event than this user's leave"));
+    }
+    let object = event.as_object_mut().ok_or_else(|| Error::bad_json("make_leave answered no object"))?;
+    object.insert("content".to_owned(), json!({"membership": "leave"}));
+    object.insert("origin_server_ts".to_owned(), json!(crate::util::now_ms()));
+    for field in ["signatures", "hashes", "unsigned", "event_id"] {
+        object.remove(field);
+    }
+    let (event_id, leave) = services.rooms.finish(event, &rules, &version)?;
+    let raw = serde_json::value::to_raw_value(&leave).map_err(Error::internal)?;
+    client
+        .send(server, send_leave::Request::new(room_id.to_owned(), event_id.clone(), raw))
+        .await
+        .map_err(|f| f.to_client_error(server))?;
+    let mut client_event = serde_json::to_value(&leave).map_err(Error::internal)?;
+    if let Some(object) = client_event.as_object_mut() {
+        for field in ["signatures", "hashes", "auth_events", "prev_events", "depth"] {
+            object.remove(field);
+        }
+        object.insert("event_id".to_owned(), json!(event_id));
+    }
+    Ok(client_event)
+}
+
+/// `make_leave` as the resident: a leave template for `user` (of `origin`).
+pub fn leave_template(
+    services: &Services,
+    origin: &ServerName,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<(RoomVersionId, CanonicalJsonObject)> {
+    if user.server_name() != origin {
+        return Err(Error::forbidden("The user is not on the asking server"));
+    }
+    let (room_short, record) =
+        services.rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    if !services.rooms.server_in_room(&services.config.server_name, room_short)? {
+        return Err(Error::not_found("This server is not in the room"));
+    }
+    if !services.rooms.acl_allows(origin, room_short)? {
+        return Err(Error::forbidden(format!("{origin} is denied by the room's server ACL")));
+    }
+    let state = services.rooms.current_state(&record)?;
+    let builder = PduBuilder::state("m.room.member", user.as_str(), json!({"membership": "leave"}));
+    let (_, mut event) = services.rooms.build(&record, &state, user, &builder)?;
+    for field in ["signatures", "hashes", "event_id"] {
+        event.remove(field);
+    }
+    Ok((record.version, event))
+}
+
+/// `send_leave` as the resident: the leave of `origin`'s user, taken in
+/// and passed on to the room's other servers.
+pub async fn take_leave(
+    services: &Arc<Services>,
+    origin: &ServerName,
+    room_id: &RoomId,
+    event_id: &OwnedEventId,
+    object: CanonicalJsonObject,
+) -> Result<()> {
+    let (room_short, record) =
+        services.rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    let rules = record.rules()?;
+    if &event_id_of(&object, &rules)? != event_id || ingest::room_of(&object).as_deref() != Some(room_id) {
+        return Err(Error::bad_json("The event ID or room ID does not match the event"));
+    }
+    let pdu = crate::rooms::pdu::Pdu::from_canonical(event_id.clone(), &object)?;
+    if pdu.kind != ruma::events::TimelineEventType::RoomMember
+        || pdu.content_value()["membership"] != "leave"
+        || pdu.state_key.as_deref() != Some(pdu.sender.as_str())
+        || pdu.sender.server_name() != origin
+    {
+        return Err(Error::bad_json("Not a leave of a user of the sending server"));
+    }
+    let outcome = ingest::take_pdu(services, origin, room_id, object).await.map_err(Error::forbidden)?;
+    if !matches!(outcome, Outcome::Accepted { .. } | Outcome::Duplicate) {
+        return Err(Error::forbidden(format!("The leave is not allowed: {outcome:?}")));
+    }
+    let short = services.rooms.event_short(event_id)?.ok_or_else(|| Error::internal("leave not stored"))?;
+    let ours = &services.config.server_name;
+    let others: Vec<OwnedServerName> = services
+        .rooms
+        .servers_in_room(room_short)?
+        .into_iter()
+        .filter(|s| s != ours && s != origin)
+        .collect();
+    services.servers.outbox.queue(&others, Item::Pdu(short))?;
     Ok(())
 }

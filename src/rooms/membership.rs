@@ -12,8 +12,8 @@ impl Rooms {
     /// The one path of every membership change a local client asks for, from
     /// the membership endpoints and from `PUT /state/m.room.member/{userId}`
     /// alike: the server, never the client, names the authoriser of a
-    /// restricted join, and invites to users of other servers are refused
-    /// until federation.
+    /// restricted join; invites to users of other servers take
+    /// `federation::membership::invite_remote` instead.
     pub async fn change_membership(
         &self,
         room_id: &RoomId,
@@ -37,9 +37,8 @@ impl Rooms {
         }
         if membership == "invite" {
             if target.server_name() != rooms.server_name() {
-                return Err(Error::forbidden(
-                    "Inviting users on other servers needs federation, which Hearth does not have yet",
-                ));
+                // Signed by their server first: `federation::membership::invite_remote`.
+                return Err(Error::forbidden("An invite of another server's user goes through that server"));
             }
             if rooms.membership(target, room_short)?.as_deref() == Some("join") {
                 return Err(Error::forbidden(format!("{target} is already in the room.")));

@@ -10,6 +10,7 @@ pub mod builder;
 pub mod create;
 pub mod directory;
 pub mod hierarchy;
+pub mod invites;
 pub mod membership;
 pub mod moderation;
 pub mod notifications;

@@ -794,7 +794,7 @@ impl Rooms {
     /// The auth rules with the event's own auth events taken as the state:
     /// an event must prove its own authorisation. `Err` inside is the
     /// rejection; an auth event we do not have is an error outright.
-    fn check_against_auth_events(
+    pub(super) fn check_against_auth_events(
         &self,
         pdu: &Pdu,
         rules: &RoomVersionRules,

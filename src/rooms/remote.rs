@@ -152,6 +152,25 @@ impl Rooms {
         self.state_of_events(room_short, &ids)
     }
 
+    /// Whether an event built here (not yet appended) is allowed by its auth
+    /// events: checked before it is sent to another server for signing.
+    pub fn check_built(
+        &self,
+        room_short: u64,
+        record: &RoomRecord,
+        event_id: &ruma::EventId,
+        object: &CanonicalJsonObject,
+    ) -> Result<()> {
+        let rules = record.rules()?;
+        let pdu = Pdu::from_canonical(event_id.to_owned(), object)?;
+        match self.check_against_auth_events(&pdu, &rules, room_short, &record.room_id) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(Error::forbidden(reason)),
+            Err(AppendError::Refused(e)) => Err(e),
+            Err(other) => Err(Error::internal(format!("{other:?}"))),
+        }
+    }
+
     /// Resolves the states after an event's prevs (a gap: some fetched).
     pub fn resolve_gap(&self, record: &RoomRecord, states: Vec<Arc<StateMap>>) -> Result<StateMap> {
         let rules = record.rules()?;

@@ -170,7 +170,9 @@ mod tests {
             ("a.test".try_into().unwrap(), "a.testb".try_into().unwrap());
         let outbox = Outbox::open(db.clone()).unwrap();
         outbox.queue(&[a.clone(), b.clone()], Item::Pdu(7)).unwrap();
-        outbox.queue(std::slice::from_ref(&a), Item::Edu(serde_json::json!({"edu_type": "m.typing"}))).unwrap();
+        outbox
+            .queue(std::slice::from_ref(&a), Item::Edu(serde_json::json!({"edu_type": "m.typing"})))
+            .unwrap();
         let mut destinations = outbox.destinations().unwrap();
         destinations.sort();
         assert_eq!(destinations, [a.clone(), b.clone()]);

@@ -276,10 +276,53 @@ fn build(services: &Services, params: &Params, upto: u64) -> Result<sync::Respon
         builder.room(room_short)?;
     }
     let newly_met = std::mem::take(&mut builder.presence_of);
+    remote_invites(services, params, upto, &mut response)?;
     if services.presence.enabled {
         add_presence_of(services, params, newly_met, &mut response)?;
     }
     Ok(response)
+}
+
+/// Invites to rooms this server is not in, new in the window (all of them
+/// initially), and their rejections.
+fn remote_invites(
+    services: &Services,
+    params: &Params,
+    upto: u64,
+    response: &mut sync::Response,
+) -> Result<()> {
+    let ignored = services.users.ignored_users(&params.user)?;
+    for (room_id, invite) in services.rooms.remote_invites(&params.user)? {
+        if invite.position > upto || params.since.is_some_and(|since| invite.position <= since) {
+            continue;
+        }
+        if let Some(short) = services.rooms.room_short(&room_id)?
+            && services.rooms.membership(&params.user, short)?.is_some()
+        {
+            // The room is known now: its own section says it all.
+            continue;
+        }
+        match &invite.rejected {
+            None if invite.sender().is_none_or(|s| !ignored.contains(&s)) => {
+                let mut events = invite.stripped.clone();
+                let event = serde_json::to_value(&invite.event).map_err(Error::internal)?;
+                events.push(serde_json::json!({
+                    "type": event["type"], "state_key": event["state_key"],
+                    "sender": event["sender"], "content": event["content"],
+                }));
+                let mut invited = sync::InvitedRoom::new();
+                invited.invite_state.events = events.into_iter().map(raw).collect::<Result<_>>()?;
+                response.rooms.invite.insert(room_id, invited);
+            }
+            Some(leave) if params.since.is_some() => {
+                let mut left = sync::LeftRoom::new();
+                left.timeline.events.push(raw(leave.clone())?);
+                response.rooms.leave.insert(room_id, left);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Presence of users the client has just met (the members of a room it

@@ -50,7 +50,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 /// Sends an `m.room.member` event for `target` from the membership
 /// endpoints, with `reason` when given.
 async fn set_membership(
-    services: &Services,
+    services: &Arc<Services>,
     room_id: &RoomId,
     sender: &UserId,
     target: &UserId,
@@ -63,8 +63,43 @@ async fn set_membership(
         content.insert("reason".to_owned(), json!(reason));
     }
     services.limiters.membership.check_user(sender)?;
-    services.rooms.change_membership(room_id, sender, target, content).await?;
+    change_membership(services, room_id, sender, target, content).await?;
     Ok(())
+}
+
+/// A membership change a client asks for: an invite of another server's
+/// user is signed by that server first; leaving a room this server only
+/// has an invite to rejects the invite through the inviting server; the
+/// rest is `Rooms::change_membership`.
+pub async fn change_membership(
+    services: &Arc<Services>,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    mut content: Map<String, Value>,
+) -> Result<ruma::OwnedEventId> {
+    let membership = content.get("membership").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if membership == "invite" && !services.users.is_local(target) {
+        if services.users.is_guest(sender)? {
+            return Err(Error::guest_forbidden());
+        }
+        if !services.config.federation.allows(target.server_name()) {
+            return Err(Error::forbidden(format!("Federation with {} is not allowed", target.server_name())));
+        }
+        content.remove("join_authorised_via_users_server");
+        return crate::federation::membership::invite_remote(services, room_id, sender, target, content)
+            .await;
+    }
+    if membership == "leave" && sender == target {
+        let known = match services.rooms.room_short(room_id)? {
+            Some(short) => services.rooms.membership(sender, short)?.is_some(),
+            None => false,
+        };
+        if !known && services.rooms.remote_invite(sender, room_id)?.is_some() {
+            return crate::federation::membership::reject_remote_invite(services, room_id, sender).await;
+        }
+    }
+    services.rooms.change_membership(room_id, sender, target, content).await
 }
 
 async fn join_by_id(req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room_by_id::v3::Response> {
@@ -85,6 +120,12 @@ async fn join<T>(req: &Ruma<T>, room_id: &RoomId, mut via: Vec<ruma::OwnedServer
         Some(short) => services.rooms.server_in_room(ours, short)?,
         None => false,
     };
+    // An invite names the inviter's server.
+    if let Some(invite) = services.rooms.remote_invite(req.user(), room_id)?
+        && let Some(inviter) = invite.sender()
+    {
+        via.push(inviter.server_name().to_owned());
+    }
     if let Some(server) = room_id.server_name() {
         via.push(server.to_owned());
     }
@@ -96,6 +137,7 @@ async fn join<T>(req: &Ruma<T>, room_id: &RoomId, mut via: Vec<ruma::OwnedServer
     let mut content = join_content(req);
     services.rooms.add_profile(req.user(), &mut content)?;
     crate::federation::membership::join_remote(services, room_id, req.user(), &via, content).await?;
+    services.rooms.forget_remote_invite(req.user(), room_id)?;
     Ok(())
 }
 

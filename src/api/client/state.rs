@@ -125,12 +125,13 @@ async fn put_state(req: Ruma<send_state_event::v3::Request>) -> Result<send_stat
     let event_type = body.event_type.to_string();
     if event_type == "m.room.member" {
         // Membership takes the membership endpoints' path: never a
-        // client-named authoriser, never a remote invite around `/invite`.
+        // client-named authoriser, a remote invite signed through `/invite`.
         let target = UserId::parse(body.state_key.as_str())
             .map_err(|_| Error::bad_json("The state key of m.room.member must be a user ID"))?;
         req.services.limiters.membership.check_user(req.user())?;
         let event_id =
-            req.services.rooms.change_membership(&body.room_id, req.user(), &target, content).await?;
+            super::membership::change_membership(&req.services, &body.room_id, req.user(), &target, content)
+                .await?;
         return Ok(send_state_event::v3::Response::new(event_id));
     }
     let content = Value::Object(content);

@@ -1,13 +1,16 @@
-//! Joins across servers, as the resident server:
-//! `GET /_matrix/federation/v1/make_join/{roomId}/{userId}` and
-//! `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`.
+//! Membership across servers: joins and leaves as the resident server
+//! (`make_join`, `send_join` v2, `make_leave`, `send_leave` v2), invites as
+//! the invitee's server (`invite` v2).
 
 use std::sync::Arc;
 
 use axum::Router;
 use ruma::api::federation::membership::{
+    create_invite::v2 as invite,
     create_join_event::v2::{self as send_join, RoomState},
+    create_leave_event::v2 as send_leave,
     prepare_join_event::v1 as make_join,
+    prepare_leave_event::v1 as make_leave,
 };
 use serde_json::value::RawValue;
 
@@ -19,7 +22,7 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(prepare_join).ruma(accept_join)
+    router.ruma(prepare_join).ruma(accept_join).ruma(prepare_leave).ruma(accept_leave).ruma(accept_invite)
 }
 
 fn raw(object: &ruma::CanonicalJsonObject) -> Result<Box<RawValue>> {
@@ -48,4 +51,33 @@ async fn accept_join(req: Ruma<send_join::Request>) -> Result<send_join::Respons
     room_state.auth_chain = events(&chain)?;
     room_state.event = Some(raw(&event)?);
     Ok(send_join::Response::new(room_state))
+}
+
+async fn prepare_leave(req: Ruma<make_leave::Request>) -> Result<make_leave::Response> {
+    let (version, event) =
+        membership::leave_template(&req.services, req.origin(), &req.body.room_id, &req.body.user_id)?;
+    Ok(make_leave::Response::new(Some(version), raw(&event)?))
+}
+
+async fn accept_leave(req: Ruma<send_leave::Request>) -> Result<send_leave::Response> {
+    let object = ingest::parse_pdu(&req.body.pdu).map_err(Error::bad_json)?;
+    membership::take_leave(&req.services, req.origin(), &req.body.room_id, &req.body.event_id, object)
+        .await?;
+    Ok(send_leave::Response::new())
+}
+
+async fn accept_invite(req: Ruma<invite::Request>) -> Result<invite::Response> {
+    let body = &req.body;
+    let object = ingest::parse_pdu(&body.event).map_err(Error::bad_json)?;
+    let signed = membership::take_invite(
+        &req.services,
+        req.origin(),
+        &body.room_id,
+        &body.event_id,
+        &body.room_version,
+        object,
+        &body.invite_room_state,
+    )
+    .await?;
+    Ok(invite::Response::new(raw(&signed)?))
 }

@@ -11,17 +11,27 @@ use crate::common::{TestServer, create_room, put_state, send, urlencode};
 
 /// An event built and signed by `server` on its copy of `room` (not
 /// appended there).
-fn build(server: &TestServer, room: &str, sender: &str, builder: PduBuilder) -> (String, CanonicalJsonObject) {
+fn build(
+    server: &TestServer,
+    room: &str,
+    sender: &str,
+    builder: PduBuilder,
+) -> (String, CanonicalJsonObject) {
     let rooms = &server.server().services.rooms;
     let room_id = OwnedRoomId::try_from(room).unwrap();
     let (_, record) = rooms.room(&room_id).unwrap().unwrap();
     let state = rooms.current_state(&record).unwrap();
-    let (id, object) = rooms.build(&record, &state, UserId::parse(sender).unwrap().as_ref(), &builder).unwrap();
+    let (id, object) =
+        rooms.build(&record, &state, UserId::parse(sender).unwrap().as_ref(), &builder).unwrap();
     (id.to_string(), object)
 }
 
 /// Signs `object` afresh as `server_name` with `key` (other signatures dropped).
-fn resign(mut object: CanonicalJsonObject, server_name: &str, key: &Ed25519KeyPair) -> (String, CanonicalJsonObject) {
+fn resign(
+    mut object: CanonicalJsonObject,
+    server_name: &str,
+    key: &Ed25519KeyPair,
+) -> (String, CanonicalJsonObject) {
     object.remove("signatures");
     object.remove("hashes");
     let rules = ruma::RoomVersionId::V12.rules().unwrap();
@@ -36,7 +46,8 @@ fn message(text: &str) -> PduBuilder {
 
 /// The bodies of the messages in `room` as `s` shows them to `token`'s user.
 async fn bodies(s: &TestServer, token: &str, room: &str) -> Vec<String> {
-    let (status, body) = s.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100"), Some(token)).await;
+    let (status, body) =
+        s.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100"), Some(token)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["chunk"]
         .as_array()
@@ -54,29 +65,45 @@ async fn forged_and_unauthorised_pdus_change_nothing() {
     let alice = hs1.register("alice").await;
     let bob = hs2.register("bob").await;
     let room = create_room(hs1, &alice, json!({"preset": "public_chat"})).await;
-    let (status, body) =
-        hs2.post(&format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&room)), Some(&bob.token), json!({})).await;
+    let (status, body) = hs2
+        .post(
+            &format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&room)),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     wait_for_event(hs1, &alice, &room, |e| e["state_key"] == bob.user_id.as_str()).await;
-    let levels_before = hs1.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"), Some(&alice.token)).await;
+    let levels_before = hs1
+        .get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"), Some(&alice.token))
+        .await;
 
     let forger = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "forged".into()).unwrap();
     // Content changed after signing: the hash no longer matches.
     let (tampered_id, mut tampered) = build(hs2, &room, &bob.user_id, message("signed text"));
-    tampered.insert("content".into(), serde_json::from_value(json!({"msgtype": "m.text", "body": "tampered text"})).unwrap());
+    tampered.insert(
+        "content".into(),
+        serde_json::from_value(json!({"msgtype": "m.text", "body": "tampered text"})).unwrap(),
+    );
     // Signed with a key hs2 never published.
-    let (unknown_key_id, unknown_key) = resign(build(hs2, &room, &bob.user_id, message("unknown key")).1, "hs2.test", &forger);
+    let (unknown_key_id, unknown_key) =
+        resign(build(hs2, &room, &bob.user_id, message("unknown key")).1, "hs2.test", &forger);
     // Bob (power 0) making himself admin: well signed, not allowed.
     let (grab_id, grab) = build(
         hs2,
         &room,
         &bob.user_id,
-        PduBuilder::state("m.room.power_levels", "", json!({"users": {alice.user_id.clone(): 100, bob.user_id.clone(): 100}})),
+        PduBuilder::state(
+            "m.room.power_levels",
+            "",
+            json!({"users": {alice.user_id.clone(): 100, bob.user_id.clone(): 100}}),
+        ),
     );
     // A user of another server, signed only by hs2.
     let (other_id, other) = build(hs2, &room, "@mallory:hs3.test", message("not hs2's user"));
 
-    let pdus: Vec<Value> = [&tampered, &unknown_key, &grab, &other].iter().map(|o| serde_json::to_value(o).unwrap()).collect();
+    let pdus: Vec<Value> =
+        [&tampered, &unknown_key, &grab, &other].iter().map(|o| serde_json::to_value(o).unwrap()).collect();
     let (status, body) = fed.send_transaction(1, 0, "forged1", pdus).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["pdus"][&unknown_key_id]["error"].is_string(), "{body}");
@@ -87,13 +114,20 @@ async fn forged_and_unauthorised_pdus_change_nothing() {
     assert_eq!(rooms.event_meta(grab_short).unwrap().unwrap().status, hearth::rooms::Status::Rejected);
 
     // Nothing of it shows: the tampered message only in its redacted form.
-    let levels_after = hs1.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"), Some(&alice.token)).await;
+    let levels_after = hs1
+        .get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"), Some(&alice.token))
+        .await;
     assert_eq!(levels_after, levels_before, "power levels unchanged");
     let seen = bodies(hs1, &alice.token, &room).await;
     for forged in ["signed text", "tampered text", "unknown key", "not hs2's user"] {
         assert!(!seen.iter().any(|b| b == forged), "{forged} shows: {seen:?}");
     }
-    let (status, event) = hs1.get(&format!("/_matrix/client/v3/rooms/{room}/event/{}", urlencode(&tampered_id)), Some(&alice.token)).await;
+    let (status, event) = hs1
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/event/{}", urlencode(&tampered_id)),
+            Some(&alice.token),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{event}");
     assert_eq!(event["content"], json!({}), "stored redacted");
 
@@ -105,15 +139,24 @@ async fn forged_and_unauthorised_pdus_change_nothing() {
     let private = create_room(hs1, &alice, json!({"preset": "public_chat"})).await;
     let (_, outside) = build(hs1, &private, &bob.user_id, message("from outside"));
     let (outside_id, outside) = resign(outside, "hs2.test", &hs2.server().services.keys.keypair);
-    let (status, body) = fed.send_transaction(1, 0, "forged2", vec![serde_json::to_value(&outside).unwrap()]).await;
+    let (status, body) =
+        fed.send_transaction(1, 0, "forged2", vec![serde_json::to_value(&outside).unwrap()]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["pdus"][&outside_id]["error"].is_string(), "{body}");
     assert!(bodies(hs1, &alice.token, &private).await.is_empty());
 
     // Denied by the room's server ACL: hs2's events are refused.
-    put_state(hs1, &alice, &room, "m.room.server_acl", json!({"allow": ["*"], "deny": ["hs2.test"], "allow_ip_literals": false})).await;
+    put_state(
+        hs1,
+        &alice,
+        &room,
+        "m.room.server_acl",
+        json!({"allow": ["*"], "deny": ["hs2.test"], "allow_ip_literals": false}),
+    )
+    .await;
     let (denied_id, denied) = build(hs2, &room, &bob.user_id, message("after the ACL"));
-    let (status, body) = fed.send_transaction(1, 0, "forged3", vec![serde_json::to_value(&denied).unwrap()]).await;
+    let (status, body) =
+        fed.send_transaction(1, 0, "forged3", vec![serde_json::to_value(&denied).unwrap()]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["pdus"][&denied_id]["error"].is_string(), "{body}");
     assert!(!bodies(hs1, &alice.token, &room).await.iter().any(|b| b == "after the ACL"));

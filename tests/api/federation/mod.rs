@@ -146,7 +146,13 @@ pub fn x_matrix(
 impl TestFederation {
     /// Sends a transaction of `pdus` from server `from` to server `to`,
     /// signed with `from`'s key, as `from` would.
-    pub async fn send_transaction(&self, from: usize, to: usize, txn: &str, pdus: Vec<Value>) -> (StatusCode, Value) {
+    pub async fn send_transaction(
+        &self,
+        from: usize,
+        to: usize,
+        txn: &str,
+        pdus: Vec<Value>,
+    ) -> (StatusCode, Value) {
         let uri = format!("/_matrix/federation/v1/send/{txn}");
         let body = serde_json::json!({
             "origin": server_name(from),

@@ -100,8 +100,12 @@ async fn timeline_ids(s: &TestServer, who: &Session, room: &str) -> Vec<String> 
     let mut from: Option<String> = None;
     loop {
         let token = from.as_ref().map(|t| format!("&from={t}")).unwrap_or_default();
-        let (status, body) =
-            s.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100{token}"), Some(&who.token)).await;
+        let (status, body) = s
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100{token}"),
+                Some(&who.token),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let chunk = body["chunk"].as_array().unwrap();
         ids.extend(chunk.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()));
@@ -142,10 +146,15 @@ async fn a_server_that_was_down_catches_up() {
     let bob = fed.servers[1].register("bob").await;
     let room = create_room(&fed.servers[0], &alice, json!({"preset": "public_chat"})).await;
     let (status, body) = fed.servers[1]
-        .post(&format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&room)), Some(&bob.token), json!({}))
+        .post(
+            &format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&room)),
+            Some(&bob.token),
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let join = wait_for_event(&fed.servers[0], &alice, &room, |e| e["state_key"] == bob.user_id.as_str()).await;
+    let join =
+        wait_for_event(&fed.servers[0], &alice, &room, |e| e["state_key"] == bob.user_id.as_str()).await;
 
     fed.servers[1].stop_for_now().await;
     let hs1 = &fed.servers[0];
@@ -153,7 +162,14 @@ async fn a_server_that_was_down_catches_up() {
         let (status, body) = send(hs1, &alice, &room, &format!("m{i}"), &format!("message {i}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         if i == 100 {
-            crate::common::put_state(hs1, &alice, &room, "m.room.topic", json!({"topic": "while bob was away"})).await;
+            crate::common::put_state(
+                hs1,
+                &alice,
+                &room,
+                "m.room.topic",
+                json!({"topic": "while bob was away"}),
+            )
+            .await;
         }
     }
     crate::common::put_state(hs1, &alice, &room, "m.room.name", json!({"name": "Renamed"})).await;
@@ -164,8 +180,128 @@ async fn a_server_that_was_down_catches_up() {
     let on_hs1 = timeline_ids(hs1, &alice, &room).await;
     let on_hs2 = timeline_ids(hs2, &bob, &room).await;
     let join_id = join["event_id"].as_str().unwrap();
-    let since_join = |ids: &[String]| ids[ids.iter().position(|id| id == join_id).expect("the join")..].to_vec();
+    let since_join =
+        |ids: &[String]| ids[ids.iter().position(|id| id == join_id).expect("the join")..].to_vec();
     assert_eq!(since_join(&on_hs2), since_join(&on_hs1), "the same events in the same order");
     assert_eq!(since_join(&on_hs1).len(), 1 + 200 + 2);
     assert_eq!(state_ids(hs2, &bob, &room).await, state_ids(hs1, &alice, &room).await);
+}
+
+/// `who`'s membership in `room` as `s` has it (from the room's state), if any.
+async fn membership(s: &TestServer, who: &Session, asker: &Session, room: &str) -> Option<String> {
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{}", urlencode(&who.user_id));
+    let (status, body) = s.get(&path, Some(&asker.token)).await;
+    (status == StatusCode::OK).then(|| body["membership"].as_str().unwrap_or_default().to_owned())
+}
+
+/// A sync token for `who` as of now.
+async fn now_token(s: &TestServer, who: &Session) -> Option<String> {
+    let (status, body) = s.get("/_matrix/client/v3/sync?timeout=0", Some(&who.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["next_batch"].as_str().map(str::to_owned)
+}
+
+/// Syncs from `since` until `room` is in the `section` (invite, leave) of
+/// `who`'s sync.
+async fn wait_for_section(
+    s: &TestServer,
+    who: &Session,
+    section: &str,
+    room: &str,
+    since: Option<String>,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut since = since;
+    loop {
+        let query = since.as_ref().map_or("timeout=0".to_owned(), |t| format!("timeout=2000&since={t}"));
+        let (status, body) = s.get(&format!("/_matrix/client/v3/sync?{query}"), Some(&who.token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if let Some(found) = body["rooms"][section].get(room) {
+            return found.clone();
+        }
+        since = body["next_batch"].as_str().map(str::to_owned);
+        assert!(Instant::now() < deadline, "{room} never reached {section} for {}", who.user_id);
+    }
+}
+
+#[tokio::test]
+async fn invites_rejections_kicks_and_bans_cross_servers() {
+    let fed = TestFederation::start(2).await;
+    let (hs1, hs2) = (&fed.servers[0], &fed.servers[1]);
+    let alice = hs1.register("alice").await;
+    let bob = hs2.register("bob").await;
+    let room = create_room(hs1, &alice, json!({"preset": "private_chat", "name": "Secret"})).await;
+    let invite_path = format!("/_matrix/client/v3/rooms/{room}/invite");
+    let invite_body = json!({"user_id": bob.user_id});
+
+    // Invited: hs2 shows the invite with the room's stripped state.
+    let (status, body) = hs1.post(&invite_path, Some(&alice.token), invite_body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let invited = wait_for_section(hs2, &bob, "invite", &room, None).await;
+    let state = invited["invite_state"]["events"].as_array().unwrap();
+    assert!(
+        state.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Secret"),
+        "{invited}"
+    );
+    assert!(
+        state.iter().any(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "invite"),
+        "{invited}"
+    );
+    assert_eq!(membership(hs1, &bob, &alice, &room).await.as_deref(), Some("invite"));
+
+    // Rejected: the leave reaches the inviter's server.
+    let since = now_token(hs2, &bob).await;
+    let (status, body) =
+        hs2.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_for_section(hs2, &bob, "leave", &room, since).await;
+    wait_for_event(hs1, &alice, &room, |e| {
+        e["state_key"] == bob.user_id.as_str() && e["content"]["membership"] == "leave"
+    })
+    .await;
+
+    // Invited again and joined, through the inviter's server.
+    assert_eq!(hs1.post(&invite_path, Some(&alice.token), invite_body.clone()).await.0, StatusCode::OK);
+    wait_for_section(hs2, &bob, "invite", &room, None).await;
+    let (status, body) =
+        hs2.post(&format!("/_matrix/client/v3/join/{}", urlencode(&room)), Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_for_event(hs1, &alice, &room, |e| {
+        e["state_key"] == bob.user_id.as_str() && e["content"]["membership"] == "join"
+    })
+    .await;
+    assert_eq!(send(hs2, &bob, &room, "b1", "thanks for the invite").await.0, StatusCode::OK);
+    wait_for_event(hs1, &alice, &room, message("thanks for the invite")).await;
+
+    // Kicked: hs2 learns it, and bob can no longer send.
+    let since = now_token(hs2, &bob).await;
+    let (status, body) = hs1
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            Some(&alice.token),
+            json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_for_section(hs2, &bob, "leave", &room, since).await;
+    assert_eq!(send(hs2, &bob, &room, "b2", "after the kick").await.0, StatusCode::FORBIDDEN);
+
+    // Banned from a public room: both servers hold the ban; a rejoin fails.
+    let public = create_room(hs1, &alice, json!({"preset": "public_chat"})).await;
+    let join_path = format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&public));
+    assert_eq!(hs2.post(&join_path, Some(&bob.token), json!({})).await.0, StatusCode::OK);
+    wait_for_event(hs1, &alice, &public, |e| e["state_key"] == bob.user_id.as_str()).await;
+    let since = now_token(hs2, &bob).await;
+    let (status, body) = hs1
+        .post(
+            &format!("/_matrix/client/v3/rooms/{public}/ban"),
+            Some(&alice.token),
+            json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_for_section(hs2, &bob, "leave", &public, since).await;
+    let (status, body) = hs2.post(&join_path, Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(membership(hs1, &bob, &alice, &public).await.as_deref(), Some("ban"));
 }
