@@ -23,7 +23,6 @@ use crate::{
     servers::outbox::Item,
     services::Services,
     storage::{Batch, decode_u64, maps},
-    stream::Topic,
 };
 
 /// Where the fan-out has got to in the stream.
@@ -56,7 +55,8 @@ async fn fan_out(services: Arc<Services>) {
                 Err(e) => tracing::warn!("federation: cannot queue events {cursor}..{upto}: {e}"),
             }
         }
-        services.stream.wait(cursor, IDLE, |topic| matches!(topic, Topic::Room(_))).await;
+        // Room events, and device-list changes (user topics).
+        services.stream.wait(cursor, IDLE, |_| true).await;
     }
 }
 
@@ -86,12 +86,53 @@ fn queue_events(services: &Services, after: u64, upto: u64) -> Result<()> {
         if rows.len() < CHUNK {
             last = upto;
         }
+        // Device-list changes of local users in the same window, queued
+        // before the cursor moves past them.
+        for (user, position) in device_list_changes(services, from, last)? {
+            super::edus::send_device_list_change(services, &user, position)?;
+        }
         batch.put(&maps::GLOBAL, CURSOR_KEY, last.to_be_bytes());
         services.db.write(batch)?;
         services.servers.outbox.wake(woken);
         from = last + 1;
     }
     Ok(())
+}
+
+/// Local users whose device list changed in [from, upto], each with the
+/// last position (changes told to one user only are not announced).
+fn device_list_changes(services: &Services, from: u64, upto: u64) -> Result<Vec<(ruma::OwnedUserId, u64)>> {
+    let mut users = std::collections::BTreeMap::new();
+    let mut start = from;
+    loop {
+        let rows = services.db.scan_range(
+            &maps::DEVICE_LIST_CHANGES,
+            b"",
+            Some(&start.to_be_bytes()),
+            false,
+            CHUNK,
+        )?;
+        for (key, value) in &rows {
+            let position = decode_u64(key)?;
+            if position > upto {
+                return Ok(users.into_iter().collect());
+            }
+            let (user, audience) = match value.iter().position(|b| *b == crate::storage::SEP) {
+                Some(at) => (&value[..at], &value[at + 1..]),
+                None => (&value[..], &b""[..]),
+            };
+            if let Ok(user) = ruma::OwnedUserId::try_from(String::from_utf8_lossy(user).as_ref())
+                && audience.is_empty()
+                && services.users.is_local(&user)
+            {
+                users.insert(user, position);
+            }
+            start = position + 1;
+        }
+        if rows.len() < CHUNK {
+            return Ok(users.into_iter().collect());
+        }
+    }
 }
 
 /// The other servers an event goes to: none unless a local user sent it;

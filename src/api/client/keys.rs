@@ -2,7 +2,9 @@
 //! `/keys/claim`, `GET /keys/changes`, and cross-signing:
 //! `POST /keys/device_signing/upload`, `/keys/signatures/upload`.
 //!
-//! Users on other servers answer under `failures` until federation exists.
+//! Other servers' users are asked of their servers (`/user/keys/query`,
+//! `/user/keys/claim`); a server that does not answer is listed under
+//! `failures`.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -32,9 +34,29 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router.ruma(upload).ruma(query).ruma(claim).ruma(changes).ruma(upload_signing).ruma(upload_signatures)
 }
 
-/// A remote server's entry under `failures`, until federation exists.
-fn unreachable() -> Value {
-    json!({"status": 503, "message": "Federation is not available on this server yet"})
+/// A server's entry under `failures`.
+fn unreachable(why: impl std::fmt::Display) -> Value {
+    json!({"status": 503, "message": why.to_string()})
+}
+
+/// The entries of `map` whose users are on other servers, by server (taken out).
+fn remote_by_server<V>(
+    users: &crate::users::Users,
+    map: &mut BTreeMap<ruma::OwnedUserId, V>,
+) -> BTreeMap<ruma::OwnedServerName, BTreeMap<ruma::OwnedUserId, V>> {
+    let mut by_server: BTreeMap<_, BTreeMap<_, _>> = BTreeMap::new();
+    let remote: Vec<_> = map.keys().filter(|u| !users.is_local(u)).cloned().collect();
+    for user in remote {
+        if let Some(value) = map.remove(&user) {
+            by_server.entry(user.server_name().to_owned()).or_default().insert(user, value);
+        }
+    }
+    by_server
+}
+
+/// How long other servers are waited for (the request's `timeout`, 10 s by default).
+fn remote_timeout(timeout: Option<std::time::Duration>) -> std::time::Duration {
+    timeout.unwrap_or(std::time::Duration::from_secs(10)).min(std::time::Duration::from_secs(60))
 }
 
 fn object(json: &str, what: &str) -> Result<JsonObject> {
@@ -80,11 +102,27 @@ async fn query(req: Ruma<get_keys::v3::Request>) -> Result<get_keys::v3::Respons
     let viewer = req.user();
     let users = &req.services.users;
     let mut response = get_keys::v3::Response::new();
-    for (user, devices) in &req.body.device_keys {
-        if !users.is_local(user) {
-            response.failures.insert(user.server_name().to_string(), unreachable());
-            continue;
+    let mut wanted = req.body.device_keys.clone();
+    let remote = remote_by_server(users, &mut wanted);
+    let timeout = remote_timeout(req.body.timeout);
+    for (server, asked) in remote {
+        let request = ruma::api::federation::keys::get_keys::v1::Request::new(asked);
+        let answer = tokio::time::timeout(timeout, req.services.servers.client.send(&server, request)).await;
+        match answer {
+            Ok(Ok(answer)) => {
+                response.device_keys.extend(answer.device_keys);
+                response.master_keys.extend(answer.master_keys);
+                response.self_signing_keys.extend(answer.self_signing_keys);
+            }
+            Ok(Err(failure)) => {
+                response.failures.insert(server.to_string(), unreachable(failure));
+            }
+            Err(_) => {
+                response.failures.insert(server.to_string(), unreachable("timed out"));
+            }
         }
+    }
+    for (user, devices) in &wanted {
         response.device_keys.insert(user.clone(), users.device_keys_for_query(user, devices)?);
         let cross_signing = [
             (MASTER, &mut response.master_keys),
@@ -103,11 +141,23 @@ async fn query(req: Ruma<get_keys::v3::Request>) -> Result<get_keys::v3::Respons
 async fn claim(req: Ruma<claim_keys::v3::Request>) -> Result<claim_keys::v3::Response> {
     let users = &req.services.users;
     let mut response = claim_keys::v3::Response::new(BTreeMap::new());
-    for (user, devices) in &req.body.one_time_keys {
-        if !users.is_local(user) {
-            response.failures.insert(user.server_name().to_string(), unreachable());
-            continue;
+    let mut wanted = req.body.one_time_keys.clone();
+    let remote = remote_by_server(users, &mut wanted);
+    let timeout = remote_timeout(req.body.timeout);
+    for (server, asked) in remote {
+        let request = ruma::api::federation::keys::claim_keys::v1::Request::new(asked);
+        let answer = tokio::time::timeout(timeout, req.services.servers.client.send(&server, request)).await;
+        match answer {
+            Ok(Ok(answer)) => response.one_time_keys.extend(answer.one_time_keys),
+            Ok(Err(failure)) => {
+                response.failures.insert(server.to_string(), unreachable(failure));
+            }
+            Err(_) => {
+                response.failures.insert(server.to_string(), unreachable("timed out"));
+            }
         }
+    }
+    for (user, devices) in &wanted {
         for (device, algorithm) in devices {
             // No key (or no such device): left out, as the spec says.
             let Some((id, key)) = users.claim_key(user, device, algorithm.as_str())? else { continue };

@@ -32,6 +32,9 @@ async fn set(req: Ruma<set_presence::v3::Request>) -> Result<set_presence::v3::R
         _ => return Err(Error::invalid_param("presence must be online, unavailable or offline")),
     };
     req.services.presence.set(req.user(), state, body.status_msg.clone())?;
+    if req.services.presence.enabled {
+        crate::federation::edus::send_presence(&req.services, req.user(), state, body.status_msg.as_deref())?;
+    }
     Ok(set_presence::v3::Response::new())
 }
 

@@ -71,7 +71,10 @@ fn set_read(
 ) -> Result<()> {
     check_visible(req, room_short, &event_id)?;
     let key = ReceiptKey { kind: kind.to_owned(), thread, user: req.user().clone() };
-    req.services.rooms.set_receipt(room_short, key, event_id)?;
+    req.services.rooms.set_receipt(room_short, key.clone(), event_id.clone())?;
+    let room_id =
+        ruma::OwnedRoomId::try_from(req.services.rooms.short.name(room_short)?).map_err(Error::internal)?;
+    crate::federation::edus::send_receipt(&req.services, &room_id, room_short, &key, &event_id)?;
     // The phone's unread count may have gone down.
     req.services.users.request_badge(req.user());
     Ok(())

@@ -51,5 +51,14 @@ async fn send(req: Ruma<send_event_to_device::v3::Request>) -> Result<send_event
         body.txn_id.as_str(),
         &messages,
     )?;
+    // Unique per sender: its device and transaction ID.
+    let message_id = format!("{}_{}", req.device(), body.txn_id);
+    crate::federation::edus::send_to_device(
+        &req.services,
+        req.user(),
+        &body.event_type.to_string(),
+        &message_id,
+        &messages,
+    )?;
     Ok(send_event_to_device::v3::Response::new())
 }

@@ -74,5 +74,6 @@ async fn typing(req: Ruma<endpoint::Request>) -> Result<endpoint::Response> {
     }
     let timeout = body.typing.then(|| body.timeout.unwrap_or(DEFAULT_TIMEOUT));
     rooms.typing.set(room_short, req.user(), timeout)?;
+    crate::federation::edus::send_typing(&req.services, &body.room_id, room_short, req.user(), body.typing)?;
     Ok(endpoint::Response {})
 }

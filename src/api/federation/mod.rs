@@ -11,6 +11,7 @@ mod openid;
 mod query;
 mod third_party;
 mod transactions;
+mod user;
 mod version;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = events::routes(router);
     let router = transactions::routes(router);
     let router = membership::routes(router);
+    let router = user::routes(router);
     query::routes(router)
 }
 

@@ -70,10 +70,10 @@ async fn send_transaction(req: Ruma<send::Request>) -> Result<send::Response> {
         }
     }
     for edu in &body.edus {
-        tracing::debug!(
-            "EDU from {origin} not handled yet: {}",
-            edu.json().get().chars().take(100).collect::<String>()
-        );
+        match serde_json::from_str::<serde_json::Value>(edu.json().get()) {
+            Ok(edu) => crate::federation::edus::take(&services, &origin, &edu).await,
+            Err(e) => tracing::debug!("an EDU from {origin} is not JSON: {e}"),
+        }
     }
     services.db.put_json(&maps::FEDERATION_TXNS, &txn_key, &results)?;
     Ok(send::Response::new(results))

@@ -1,0 +1,285 @@
+//! EDUs: what goes out when a local user types, reads, changes presence,
+//! sends to another server's devices or changes their device list; and
+//! what comes in, each taken only when its user belongs to the server that
+//! sent it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use ruma::{OwnedServerName, OwnedUserId, RoomId, ServerName, UserId};
+use serde_json::{Value, json};
+
+use crate::{
+    Result, rooms::receipts::ReceiptKey, servers::outbox::Item, services::Services, storage::Batch,
+    users::to_device::Recipient,
+};
+
+/// How long a remote typing notice lasts unless renewed (Synapse's).
+const REMOTE_TYPING: Duration = Duration::from_secs(30);
+
+/// The other servers in a room.
+fn other_servers(services: &Services, room_short: u64) -> Result<Vec<OwnedServerName>> {
+    let ours = &services.config.server_name;
+    Ok(services
+        .rooms
+        .servers_in_room(room_short)?
+        .into_iter()
+        .filter(|s| s != ours && services.config.federation.allows(s))
+        .collect())
+}
+
+/// The other servers sharing a room with `user`.
+fn servers_sharing(services: &Services, user: &UserId) -> Result<Vec<OwnedServerName>> {
+    let mut servers = BTreeSet::new();
+    for (room_short, membership) in services.rooms.memberships(user)? {
+        if membership == "join" {
+            servers.extend(other_servers(services, room_short)?);
+        }
+    }
+    Ok(servers.into_iter().collect())
+}
+
+fn queue(
+    services: &Services,
+    destinations: &[OwnedServerName],
+    edu_type: &str,
+    content: Value,
+) -> Result<()> {
+    if destinations.is_empty() {
+        return Ok(());
+    }
+    services.servers.outbox.queue(destinations, Item::Edu(json!({"edu_type": edu_type, "content": content})))
+}
+
+/// A local user started or stopped typing.
+pub fn send_typing(
+    services: &Services,
+    room_id: &RoomId,
+    room_short: u64,
+    user: &UserId,
+    typing: bool,
+) -> Result<()> {
+    let content = json!({"room_id": room_id, "user_id": user, "typing": typing});
+    queue(services, &other_servers(services, room_short)?, "m.typing", content)
+}
+
+/// A local user's public read receipt.
+pub fn send_receipt(
+    services: &Services,
+    room_id: &RoomId,
+    room_short: u64,
+    key: &ReceiptKey,
+    event_id: &ruma::EventId,
+) -> Result<()> {
+    if key.kind != "m.read" {
+        return Ok(());
+    }
+    let mut data = json!({"ts": crate::util::now_ms()});
+    if !key.thread.is_empty() {
+        data["thread_id"] = json!(key.thread);
+    }
+    let content =
+        json!({room_id.as_str(): {"m.read": {key.user.as_str(): {"event_ids": [event_id], "data": data}}}});
+    queue(services, &other_servers(services, room_short)?, "m.receipt", content)
+}
+
+/// A local user's presence changed.
+pub fn send_presence(
+    services: &Services,
+    user: &UserId,
+    presence: &str,
+    status_msg: Option<&str>,
+) -> Result<()> {
+    let mut update = json!({"user_id": user, "presence": presence, "last_active_ago": 0, "currently_active": presence == "online"});
+    if let Some(status) = status_msg {
+        update["status_msg"] = json!(status);
+    }
+    queue(services, &servers_sharing(services, user)?, "m.presence", json!({"push": [update]}))
+}
+
+/// Send-to-device messages for other servers' users: one EDU per server.
+pub fn send_to_device(
+    services: &Services,
+    sender: &UserId,
+    event_type: &str,
+    message_id: &str,
+    messages: &BTreeMap<OwnedUserId, BTreeMap<Recipient, Box<serde_json::value::RawValue>>>,
+) -> Result<()> {
+    let mut by_server: BTreeMap<OwnedServerName, serde_json::Map<String, Value>> = BTreeMap::new();
+    for (user, by_device) in messages {
+        if services.users.is_local(user) || !services.config.federation.allows(user.server_name()) {
+            continue;
+        }
+        let mut devices = serde_json::Map::new();
+        for (recipient, content) in by_device {
+            let device = match recipient {
+                Recipient::AllDevices => "*".to_owned(),
+                Recipient::Device(device) => device.to_string(),
+            };
+            devices.insert(device, serde_json::from_str(content.get()).unwrap_or(Value::Null));
+        }
+        by_server
+            .entry(user.server_name().to_owned())
+            .or_default()
+            .insert(user.to_string(), Value::Object(devices));
+    }
+    for (server, messages) in by_server {
+        let content =
+            json!({"sender": sender, "type": event_type, "message_id": message_id, "messages": messages});
+        queue(services, &[server], "m.direct_to_device", content)?;
+    }
+    Ok(())
+}
+
+/// A local user's device list or cross-signing keys changed (at stream
+/// position `position`): the servers sharing a room hear of it, and ask
+/// for the list again (`/user/devices`) as the update names no previous one.
+pub fn send_device_list_change(services: &Services, user: &UserId, position: u64) -> Result<()> {
+    let destinations = servers_sharing(services, user)?;
+    if destinations.is_empty() {
+        return Ok(());
+    }
+    let devices = services.users.list_devices(user)?;
+    let device_id = devices.first().map_or_else(String::new, |(device, _)| device.to_string());
+    let content = json!({"user_id": user, "device_id": device_id, "stream_id": position, "prev_id": []});
+    queue(services, &destinations, "m.device_list_update", content)?;
+    let master =
+        services.users.cross_signing_key_for_query(user, crate::users::cross_signing::MASTER, user)?;
+    if let Some(master) = master {
+        let mut content = json!({"user_id": user, "master_key": master});
+        if let Some(key) = services.users.cross_signing_key_for_query(
+            user,
+            crate::users::cross_signing::SELF_SIGNING,
+            user,
+        )? {
+            content["self_signing_key"] = json!(key);
+        }
+        queue(services, &destinations, "m.signing_key_update", content)?;
+    }
+    Ok(())
+}
+
+/// Takes in one EDU from `origin`.
+pub async fn take(services: &Arc<Services>, origin: &ServerName, edu: &Value) {
+    let content = &edu["content"];
+    let result = match edu["edu_type"].as_str() {
+        Some("m.typing") => take_typing(services, origin, content),
+        Some("m.receipt") => take_receipts(services, origin, content),
+        Some("m.presence") => take_presence(services, origin, content),
+        Some("m.direct_to_device") => take_to_device(services, origin, content),
+        Some("m.device_list_update" | "m.signing_key_update") => {
+            take_device_change(services, origin, content)
+        }
+        other => {
+            tracing::debug!("EDU {other:?} from {origin} ignored");
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        tracing::info!("EDU from {origin} not taken: {e}");
+    }
+}
+
+/// A user ID from `value` that belongs to `origin`.
+fn origin_user(value: &Value, origin: &ServerName) -> Option<OwnedUserId> {
+    let user = OwnedUserId::try_from(value.as_str()?).ok()?;
+    (user.server_name() == origin).then_some(user)
+}
+
+/// The room, when `user` is joined to it.
+fn joined_room(services: &Services, room: &Value, user: &UserId) -> Result<Option<u64>> {
+    let Some(room_id) = room.as_str().and_then(|r| ruma::OwnedRoomId::try_from(r).ok()) else {
+        return Ok(None);
+    };
+    let Some(short) = services.rooms.room_short(&room_id)? else { return Ok(None) };
+    Ok((services.rooms.membership(user, short)?.as_deref() == Some("join")).then_some(short))
+}
+
+fn take_typing(services: &Services, origin: &ServerName, content: &Value) -> Result<()> {
+    let Some(user) = origin_user(&content["user_id"], origin) else { return Ok(()) };
+    let Some(room_short) = joined_room(services, &content["room_id"], &user)? else { return Ok(()) };
+    if !services.rooms.acl_allows(origin, room_short)? {
+        return Ok(());
+    }
+    let timeout = (content["typing"] == true).then_some(REMOTE_TYPING);
+    services.rooms.typing.set(room_short, &user, timeout)
+}
+
+fn take_receipts(services: &Services, origin: &ServerName, content: &Value) -> Result<()> {
+    let Some(rooms) = content.as_object() else { return Ok(()) };
+    for (room, kinds) in rooms {
+        let Some(users) = kinds["m.read"].as_object() else { continue };
+        for (user, receipt) in users {
+            let Some(user) = origin_user(&json!(user), origin) else { continue };
+            let Some(room_short) = joined_room(services, &json!(room), &user)? else { continue };
+            if !services.rooms.acl_allows(origin, room_short)? {
+                continue;
+            }
+            let thread = receipt["data"]["thread_id"].as_str().unwrap_or_default().to_owned();
+            for event_id in receipt["event_ids"].as_array().into_iter().flatten() {
+                let Some(event_id) = event_id.as_str().and_then(|e| ruma::OwnedEventId::try_from(e).ok())
+                else {
+                    continue;
+                };
+                let key =
+                    ReceiptKey { kind: "m.read".to_owned(), thread: thread.clone(), user: user.clone() };
+                // An event not (yet) here: the receipt is dropped.
+                if let Err(e) = services.rooms.set_receipt(room_short, key, event_id) {
+                    tracing::debug!("receipt from {origin}: {e}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn take_presence(services: &Services, origin: &ServerName, content: &Value) -> Result<()> {
+    for update in content["push"].as_array().into_iter().flatten() {
+        let Some(user) = origin_user(&update["user_id"], origin) else { continue };
+        let Some(presence) =
+            update["presence"].as_str().filter(|p| matches!(*p, "online" | "unavailable" | "offline"))
+        else {
+            continue;
+        };
+        let status = update["status_msg"].as_str().map(str::to_owned);
+        services.presence.set(&user, presence, status)?;
+    }
+    Ok(())
+}
+
+fn take_to_device(services: &Services, origin: &ServerName, content: &Value) -> Result<()> {
+    let Some(sender) = origin_user(&content["sender"], origin) else { return Ok(()) };
+    let (Some(event_type), Some(message_id)) = (content["type"].as_str(), content["message_id"].as_str())
+    else {
+        return Ok(());
+    };
+    let mut messages = BTreeMap::new();
+    for (user, devices) in content["messages"].as_object().into_iter().flatten() {
+        let Ok(user) = OwnedUserId::try_from(user.as_str()) else { continue };
+        let mut recipients = BTreeMap::new();
+        for (device, message) in devices.as_object().into_iter().flatten() {
+            let recipient = match device.as_str() {
+                "*" => Recipient::AllDevices,
+                device => Recipient::Device(device.into()),
+            };
+            recipients
+                .insert(recipient, serde_json::value::to_raw_value(message).map_err(crate::Error::internal)?);
+        }
+        messages.insert(user, recipients);
+    }
+    // Once per origin and message ID: the sending device is the origin.
+    let device: ruma::OwnedDeviceId = format!("federation:{origin}").into();
+    services.users.send_to_device(&sender, &device, event_type, message_id, &messages)
+}
+
+fn take_device_change(services: &Services, origin: &ServerName, content: &Value) -> Result<()> {
+    let Some(user) = origin_user(&content["user_id"], origin) else { return Ok(()) };
+    let mut batch = Batch::new();
+    let change = services.users.note_key_change(&mut batch, &user, None)?;
+    services.db.write(batch)?;
+    change.publish();
+    Ok(())
+}
