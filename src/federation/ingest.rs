@@ -196,11 +196,26 @@ async fn append_live(
     state_before: StateBefore,
     rules: &RoomVersionRules,
 ) -> std::result::Result<Outcome, AppendError> {
+    append_remote(services, room_short, event_id, object, state_before, rules, false).await
+}
+
+/// Another server's event into the room: live, or (`history`) into the
+/// room's past (backfill). Prepared without the room's lock, written under it.
+pub(super) async fn append_remote(
+    services: &Arc<Services>,
+    room_short: u64,
+    event_id: &OwnedEventId,
+    object: CanonicalJsonObject,
+    state_before: StateBefore,
+    rules: &RoomVersionRules,
+    history: bool,
+) -> std::result::Result<Outcome, AppendError> {
     let keys = event_keys(services, &object, rules).await?;
+    let origin = if history { Origin::History(keys) } else { Origin::Remote(keys) };
     let record = services.rooms.room_by_short(room_short)?;
     let rooms = &services.rooms;
     let prepared = crate::util::heavy(|| {
-        rooms.prepare(room_short, &record, event_id.clone(), object, Origin::Remote(keys), state_before)
+        rooms.prepare(room_short, &record, event_id.clone(), object, origin, state_before)
     })?;
     let Some(prepared) = prepared else { return Ok(Outcome::Duplicate) };
     let _guard = rooms.lock(&record.room_id).await;
@@ -312,7 +327,7 @@ async fn gap_state(
 
 /// Fetches the events of `ids` we do not have (`/event`, each) and stores
 /// them as outliers.
-async fn fetch_outliers(
+pub(super) async fn fetch_outliers(
     services: &Arc<Services>,
     origin: &ServerName,
     room_short: u64,

@@ -248,16 +248,29 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
     }
     let limit = u64::from(body.limit).clamp(1, 1000) as usize;
     let filter = &body.filter;
-    let mut page = rooms.page_all(
-        room_short,
-        req.user(),
-        req.sender_device.as_deref(),
-        from,
-        to,
-        backwards,
-        limit,
-        |pdu| read::filter_allows(filter, pdu),
-    )?;
+    let page_at = || {
+        rooms.page_all(
+            room_short,
+            req.user(),
+            req.sender_device.as_deref(),
+            from,
+            to,
+            backwards,
+            limit,
+            |pdu| read::filter_allows(filter, pdu),
+        )
+    };
+    let mut page = page_at()?;
+    // Paged back to the start of what we have: the room's other servers
+    // may have more (a room joined late).
+    if backwards
+        && to.is_none()
+        && page.next.is_none()
+        && page.events.len() < limit
+        && crate::federation::backfill::backfill(services, room_short, limit).await? > 0
+    {
+        page = page_at()?;
+    }
     rooms.bundle_all(&mut page.events, &page.shorts, req.user(), req.sender_device.as_deref())?;
 
     // Lazy loading: the member events of the senders in the chunk.

@@ -305,3 +305,57 @@ async fn invites_rejections_kicks_and_bans_cross_servers() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(membership(hs1, &bob, &alice, &public).await.as_deref(), Some("ban"));
 }
+
+/// The bodies of the messages `who` can page back through in `room`.
+async fn message_bodies(s: &TestServer, who: &Session, room: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let token = from.as_ref().map(|t| format!("&from={t}")).unwrap_or_default();
+        let (status, body) = s
+            .get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10{token}"), Some(&who.token))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let chunk = body["chunk"].as_array().unwrap();
+        bodies.extend(chunk.iter().filter_map(|e| e["content"]["body"].as_str().map(str::to_owned)));
+        match body["end"].as_str() {
+            Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+            _ => break,
+        }
+    }
+    bodies
+}
+
+#[tokio::test]
+async fn history_before_a_join_is_backfilled_as_visibility_allows() {
+    let fed = TestFederation::start(2).await;
+    let (hs1, hs2) = (&fed.servers[0], &fed.servers[1]);
+    let alice = hs1.register("alice").await;
+    let bob = hs2.register("bob").await;
+    for (visibility, visible) in [("shared", true), ("joined", false)] {
+        let room = create_room(hs1, &alice, json!({"preset": "public_chat", "initial_state": [
+            {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": visibility}}
+        ]}))
+        .await;
+        for i in 0..25 {
+            assert_eq!(
+                send(hs1, &alice, &room, &format!("{visibility}{i}"), &format!("before {i}")).await.0,
+                StatusCode::OK
+            );
+        }
+        let join = format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&room));
+        assert_eq!(hs2.post(&join, Some(&bob.token), json!({})).await.0, StatusCode::OK);
+        assert_eq!(send(hs1, &alice, &room, &format!("{visibility}-after"), "after").await.0, StatusCode::OK);
+        wait_for_event(hs2, &bob, &room, message("after")).await;
+        let seen = message_bodies(hs2, &bob, &room).await;
+        let before = seen.iter().filter(|b| b.starts_with("before ")).count();
+        match visible {
+            true => {
+                assert_eq!(before, 25, "{visibility}: {seen:?}");
+                assert_eq!(seen.last().map(String::as_str), Some("before 0"), "oldest last: {seen:?}");
+            }
+            false => assert_eq!(before, 0, "{visibility}: {seen:?}"),
+        }
+        assert_eq!(seen.first().map(String::as_str), Some("after"));
+    }
+}
