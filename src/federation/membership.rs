@@ -12,7 +12,8 @@ use ruma::{
     ServerName, UserId,
     api::federation::membership::{
         create_invite::v2 as create_invite, create_join_event::v2 as send_join,
-        create_leave_event::v2 as send_leave, prepare_join_event::v1 as make_join,
+        create_knock_event::v1 as send_knock, create_leave_event::v2 as send_leave,
+        prepare_join_event::v1 as make_join, prepare_knock_event::v1 as make_knock,
         prepare_leave_event::v1 as make_leave,
     },
     signatures::PublicKeyMap,
@@ -68,44 +69,15 @@ async fn join_through(
     room_id: &RoomId,
     user: &UserId,
     server: &ServerName,
-    mut content: Map<String, Value>,
+    content: Map<String, Value>,
 ) -> Result<OwnedEventId> {
     let client = &services.servers.client;
     let mut request = make_join::Request::new(room_id.to_owned(), user.to_owned());
     request.ver = SUPPORTED_ROOM_VERSIONS.to_vec();
     let template = client.send(server, request).await.map_err(|f| f.to_client_error(server))?;
     let version = template.room_version.unwrap_or(RoomVersionId::V1);
-    let rules = version.rules().filter(|_| SUPPORTED_ROOM_VERSIONS.contains(&version)).ok_or_else(|| {
-        Error::custom(
-            http::StatusCode::BAD_REQUEST,
-            "M_UNSUPPORTED_ROOM_VERSION",
-            format!("Room version {version} is not supported"),
-        )
-    })?;
-    let mut event: Value = serde_json::from_str(template.event.get())
-        .map_err(|e| Error::bad_json(format!("make_join answer: {e}")))?;
-    if event["type"] != "m.room.member"
-        || event["state_key"] != user.as_str()
-        || event["sender"] != user.as_str()
-        || event["room_id"] != room_id.as_str()
-    {
-        return Err(Error::bad_json("make_join answered with another event than this user's join"));
-    }
-    // Our content, keeping the resident's authoriser of a restricted join.
-    if let Some(authoriser) = event["content"].get("join_authorised_via_users_server").cloned() {
-        content.insert("join_authorised_via_users_server".to_owned(), authoriser);
-    }
-    content.insert("membership".to_owned(), json!("join"));
-    let object = event.as_object_mut().ok_or_else(|| Error::bad_json("make_join answered no object"))?;
-    object.insert("content".to_owned(), Value::Object(content));
-    object.insert("origin_server_ts".to_owned(), json!(crate::util::now_ms()));
-    for field in ["signatures", "hashes", "unsigned", "event_id"] {
-        object.remove(field);
-    }
-    if !rules.event_format.require_event_id {
-        object.remove("origin");
-    }
-    let (event_id, join) = services.rooms.finish(event, &rules, &version)?;
+    let (event_id, join, rules) =
+        sign_template(services, &version, &template.event, room_id, user, "join", content)?;
 
     let raw = serde_json::value::to_raw_value(&join).map_err(Error::internal)?;
     let request = send_join::Request::new(room_id.to_owned(), event_id.clone(), raw);
@@ -152,15 +124,63 @@ async fn join_through(
     }
 }
 
-/// `make_join` as the resident: a join template for `user` (of `origin`),
-/// built on the room as it is, naming a local authoriser for a restricted
-/// join.
-pub fn join_template(
+/// Signs a membership template another server made (`make_join`,
+/// `make_leave`, `make_knock`) as this user's own: checks it is the user's
+/// `membership` event in the room, sets our content (keeping a restricted
+/// join's authoriser) and the time, then hashes and signs it.
+fn sign_template(
+    services: &Services,
+    version: &RoomVersionId,
+    template: &serde_json::value::RawValue,
+    room_id: &RoomId,
+    user: &UserId,
+    membership: &str,
+    mut content: Map<String, Value>,
+) -> Result<(OwnedEventId, CanonicalJsonObject, ruma::room_version_rules::RoomVersionRules)> {
+    let rules = version.rules().filter(|_| SUPPORTED_ROOM_VERSIONS.contains(version)).ok_or_else(|| {
+        Error::custom(
+            http::StatusCode::BAD_REQUEST,
+            "M_UNSUPPORTED_ROOM_VERSION",
+            format!("Room version {version} is not supported"),
+        )
+    })?;
+    let mut event: Value = serde_json::from_str(template.get())
+        .map_err(|e| Error::bad_json(format!("The {membership} template is not JSON: {e}")))?;
+    if event["type"] != "m.room.member"
+        || event["state_key"] != user.as_str()
+        || event["sender"] != user.as_str()
+        || event["room_id"] != room_id.as_str()
+    {
+        return Err(Error::bad_json(format!("The {membership} template is not this user's {membership}")));
+    }
+    if let Some(authoriser) = event["content"].get("join_authorised_via_users_server").cloned() {
+        content.insert("join_authorised_via_users_server".to_owned(), authoriser);
+    }
+    content.insert("membership".to_owned(), json!(membership));
+    let object = event.as_object_mut().ok_or_else(|| Error::bad_json("The template is no object"))?;
+    object.insert("content".to_owned(), Value::Object(content));
+    object.insert("origin_server_ts".to_owned(), json!(crate::util::now_ms()));
+    for field in ["signatures", "hashes", "unsigned", "event_id"] {
+        object.remove(field);
+    }
+    if !rules.event_format.require_event_id {
+        object.remove("origin");
+    }
+    let (event_id, signed) = services.rooms.finish(event, &rules, version)?;
+    Ok((event_id, signed, rules))
+}
+
+/// `make_join`, `make_leave`, `make_knock` as the resident: the template
+/// of `user`'s (of `origin`) `membership` event, built on the room as it
+/// is; a restricted join names a local authoriser. `versions`: those the
+/// asking server supports (joins and knocks).
+pub fn member_template(
     services: &Services,
     origin: &ServerName,
     room_id: &RoomId,
     user: &UserId,
-    versions: &[RoomVersionId],
+    membership: &str,
+    versions: Option<&[RoomVersionId]>,
 ) -> Result<(RoomVersionId, CanonicalJsonObject)> {
     if user.server_name() != origin {
         return Err(Error::forbidden("The user is not on the asking server"));
@@ -173,41 +193,42 @@ pub fn join_template(
     if !services.rooms.acl_allows(origin, room_short)? {
         return Err(Error::forbidden(format!("{origin} is denied by the room's server ACL")));
     }
-    if !versions.contains(&record.version) {
+    if versions.is_some_and(|versions| !versions.contains(&record.version)) {
         return Err(Error::custom(
             http::StatusCode::BAD_REQUEST,
             "M_INCOMPATIBLE_ROOM_VERSION",
-            format!("The room's version {} is not one the joining server supports", record.version),
+            format!("The room's version {} is not one the asking server supports", record.version),
         ));
     }
-    let mut content = json!({"membership": "join"});
-    if let Some(authoriser) = services.rooms.restricted_join_authoriser(room_short, user)? {
+    let mut content = json!({"membership": membership});
+    if membership == "join"
+        && let Some(authoriser) = services.rooms.restricted_join_authoriser(room_short, user)?
+    {
         content["join_authorised_via_users_server"] = json!(authoriser);
     }
     let state = services.rooms.current_state(&record)?;
-    let (_, mut event) = services.rooms.build(
-        &record,
-        &state,
-        user,
-        &PduBuilder::state("m.room.member", user.as_str(), content),
-    )?;
+    let builder = PduBuilder::state("m.room.member", user.as_str(), content);
+    let (event_id, mut event) = services.rooms.build(&record, &state, user, &builder)?;
+    // Refused now rather than after the other server signed it.
+    services.rooms.check_built(room_short, &record, &event_id, &event)?;
     for field in ["signatures", "hashes", "event_id"] {
         event.remove(field);
     }
     Ok((record.version, event))
 }
 
-/// `send_join` as the resident: checks the join is `origin`'s user's own,
-/// countersigns a restricted join we authorised, takes it in, and passes it
-/// on to the room's other servers. Returns the event as now signed and the
-/// state and auth chain before it (short IDs).
-pub async fn take_join(
+/// `send_join`, `send_leave`, `send_knock` as the resident: checks the
+/// event is `origin`'s user's own `membership` event, countersigns a
+/// restricted join we authorised, takes it in and passes it on to the
+/// room's other servers. Returns its short ID.
+pub async fn take_member_event(
     services: &Arc<Services>,
     origin: &ServerName,
     room_id: &RoomId,
     event_id: &OwnedEventId,
     mut object: CanonicalJsonObject,
-) -> Result<(CanonicalJsonObject, Vec<u64>, Vec<u64>)> {
+    membership: &str,
+) -> Result<u64> {
     let (room_short, record) =
         services.rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
     if !services.rooms.acl_allows(origin, room_short)? {
@@ -217,36 +238,23 @@ pub async fn take_join(
     if &event_id_of(&object, &rules)? != event_id || ingest::room_of(&object).as_deref() != Some(room_id) {
         return Err(Error::bad_json("The event ID or room ID does not match the event"));
     }
-    let field = |name: &str| match object.get(name) {
-        Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
-        _ => None,
-    };
-    let membership = match object.get("content") {
-        Some(CanonicalJsonValue::Object(content)) => match content.get("membership") {
-            Some(CanonicalJsonValue::String(m)) => Some(m.clone()),
-            _ => None,
-        },
-        _ => None,
-    };
-    let sender = field("sender").and_then(|s| ruma::OwnedUserId::try_from(s).ok());
-    if field("type").as_deref() != Some("m.room.member")
-        || membership.as_deref() != Some("join")
-        || sender.is_none()
-        || field("state_key") != sender.as_ref().map(ToString::to_string)
-        || sender.as_ref().is_some_and(|s| s.server_name() != origin)
+    let pdu = crate::rooms::pdu::Pdu::from_canonical(event_id.clone(), &object)?;
+    if pdu.kind != ruma::events::TimelineEventType::RoomMember
+        || pdu.content_value()["membership"] != membership
+        || pdu.state_key.as_deref() != Some(pdu.sender.as_str())
+        || pdu.sender.server_name() != origin
     {
-        return Err(Error::bad_json("Not a join of a user of the sending server"));
+        return Err(Error::bad_json(format!("Not a {membership} of a user of the sending server")));
     }
-    countersign_if_authoriser(services, &mut object, &rules)?;
-    let outcome =
-        ingest::take_pdu(services, origin, room_id, object.clone()).await.map_err(Error::forbidden)?;
-    match outcome {
-        Outcome::Accepted { .. } | Outcome::Duplicate => {}
-        other => return Err(Error::forbidden(format!("The join is not allowed: {other:?}"))),
+    if membership == "join" {
+        countersign_if_authoriser(services, &mut object, &rules)?;
     }
-    let short = services.rooms.event_short(event_id)?.ok_or_else(|| Error::internal("join not stored"))?;
-    let stored = services.rooms.pdu_json(short)?.ok_or_else(|| Error::internal("join not stored"))?;
-    // The other servers in the room hear of the join from us.
+    let outcome = ingest::take_pdu(services, origin, room_id, object).await.map_err(Error::forbidden)?;
+    if !matches!(outcome, Outcome::Accepted { .. } | Outcome::Duplicate) {
+        return Err(Error::forbidden(format!("The {membership} is not allowed: {outcome:?}")));
+    }
+    let short = services.rooms.event_short(event_id)?.ok_or_else(|| Error::internal("event not stored"))?;
+    // The other servers in the room hear of it from us.
     let ours = &services.config.server_name;
     let others: Vec<OwnedServerName> = services
         .rooms
@@ -255,9 +263,7 @@ pub async fn take_join(
         .filter(|s| s != ours && s != origin)
         .collect();
     services.servers.outbox.queue(&others, Item::Pdu(short))?;
-    let (state, chain) =
-        services.rooms.state_and_auth_before(short)?.ok_or_else(|| Error::internal("join without state"))?;
-    Ok((stored, state, chain))
+    Ok(short)
 }
 
 /// Adds this server's signature to a restricted join one of our users
@@ -342,16 +348,7 @@ pub async fn invite_remote(
         let builder = PduBuilder::state("m.room.member", target.as_str(), Value::Object(content));
         let (event_id, object) = rooms.build(&record, &state, sender, &builder)?;
         rooms.check_built(room_short, &record, &event_id, &object)?;
-        let mut stripped = Vec::new();
-        for kind in INVITE_STATE_TYPES {
-            if let Some(pdu) = rooms.state_event(&state, kind, "")?
-                && let Some(short) = rooms.event_short(&pdu.event_id)?
-                && let Some(json) = rooms.pdu_json(short)?
-            {
-                let raw = serde_json::value::to_raw_value(&json).map_err(Error::internal)?;
-                stripped.push(ruma::api::federation::membership::RawStrippedState::Pdu(raw));
-            }
-        }
+        let stripped = stripped_room_state(services, room_short)?;
         (event_id, object, stripped)
     };
     let server = target.server_name();
@@ -455,7 +452,14 @@ pub async fn take_invite(
     };
     if !in_room {
         let stripped = invite_state.iter().filter_map(stripped_event).collect();
-        services.rooms.store_remote_invite(&target, room_id, version.clone(), signed.clone(), stripped)?;
+        services.rooms.store_remote_membership(
+            &target,
+            room_id,
+            version.clone(),
+            signed.clone(),
+            stripped,
+            false,
+        )?;
     }
     Ok(signed)
 }
@@ -530,22 +534,8 @@ async fn leave_through(
         .await
         .map_err(|f| f.to_client_error(server))?;
     let version = template.room_version.unwrap_or(RoomVersionId::V1);
-    let rules = version.rules().ok_or_else(|| Error::bad_json("Unknown room version"))?;
-    let mut event: Value = serde_json::from_str(template.event.get())
-        .map_err(|e| Error::bad_json(format!("make_leave answer: {e}")))?;
-    if event["type"] != "m.room.member"
-        || event["state_key"] != user.as_str()
-        || event["sender"] != user.as_str()
-    {
-        return Err(Error::bad_json("make_leave answered with another event than this user's leave"));
-    }
-    let object = event.as_object_mut().ok_or_else(|| Error::bad_json("make_leave answered no object"))?;
-    object.insert("content".to_owned(), json!({"membership": "leave"}));
-    object.insert("origin_server_ts".to_owned(), json!(crate::util::now_ms()));
-    for field in ["signatures", "hashes", "unsigned", "event_id"] {
-        object.remove(field);
-    }
-    let (event_id, leave) = services.rooms.finish(event, &rules, &version)?;
+    let (event_id, leave, _) =
+        sign_template(services, &version, &template.event, room_id, user, "leave", Map::new())?;
     let raw = serde_json::value::to_raw_value(&leave).map_err(Error::internal)?;
     client
         .send(server, send_leave::Request::new(room_id.to_owned(), event_id.clone(), raw))
@@ -561,68 +551,62 @@ async fn leave_through(
     Ok(client_event)
 }
 
-/// `make_leave` as the resident: a leave template for `user` (of `origin`).
-pub fn leave_template(
+/// The room state a knocker or invitee is shown, as full PDUs (spec 1.16).
+pub fn stripped_room_state(
     services: &Services,
-    origin: &ServerName,
-    room_id: &RoomId,
-    user: &UserId,
-) -> Result<(RoomVersionId, CanonicalJsonObject)> {
-    if user.server_name() != origin {
-        return Err(Error::forbidden("The user is not on the asking server"));
-    }
-    let (room_short, record) =
-        services.rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
-    if !services.rooms.server_in_room(&services.config.server_name, room_short)? {
-        return Err(Error::not_found("This server is not in the room"));
-    }
-    if !services.rooms.acl_allows(origin, room_short)? {
-        return Err(Error::forbidden(format!("{origin} is denied by the room's server ACL")));
-    }
+    room_short: u64,
+) -> Result<Vec<ruma::api::federation::membership::RawStrippedState>> {
+    let record = services.rooms.room_by_short(room_short)?;
     let state = services.rooms.current_state(&record)?;
-    let builder = PduBuilder::state("m.room.member", user.as_str(), json!({"membership": "leave"}));
-    let (_, mut event) = services.rooms.build(&record, &state, user, &builder)?;
-    for field in ["signatures", "hashes", "event_id"] {
-        event.remove(field);
+    let mut stripped = Vec::new();
+    for kind in INVITE_STATE_TYPES {
+        if let Some(pdu) = services.rooms.state_event(&state, kind, "")?
+            && let Some(short) = services.rooms.event_short(&pdu.event_id)?
+            && let Some(json) = services.rooms.pdu_json(short)?
+        {
+            let raw = serde_json::value::to_raw_value(&json).map_err(Error::internal)?;
+            stripped.push(ruma::api::federation::membership::RawStrippedState::Pdu(raw));
+        }
     }
-    Ok((record.version, event))
+    Ok(stripped)
 }
 
-/// `send_leave` as the resident: the leave of `origin`'s user, taken in
-/// and passed on to the room's other servers.
-pub async fn take_leave(
+/// Knocks on a room this server is not in, through the first of `via`
+/// that helps; the knock is kept, with the room's stripped state, for the
+/// knocker's `/sync` until an invite or a join settles it.
+pub async fn knock_remote(
     services: &Arc<Services>,
-    origin: &ServerName,
     room_id: &RoomId,
-    event_id: &OwnedEventId,
-    object: CanonicalJsonObject,
-) -> Result<()> {
-    let (room_short, record) =
-        services.rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
-    let rules = record.rules()?;
-    if &event_id_of(&object, &rules)? != event_id || ingest::room_of(&object).as_deref() != Some(room_id) {
-        return Err(Error::bad_json("The event ID or room ID does not match the event"));
+    user: &UserId,
+    via: &[OwnedServerName],
+    content: Map<String, Value>,
+) -> Result<OwnedEventId> {
+    let mut last = Error::not_found("No server in the room could be asked to take the knock");
+    for server in via.iter().filter(|s| **s != services.config.server_name) {
+        let client = &services.servers.client;
+        let attempt = async {
+            let mut request = make_knock::Request::new(room_id.to_owned(), user.to_owned());
+            request.ver = SUPPORTED_ROOM_VERSIONS.to_vec();
+            let template = client.send(server, request).await.map_err(|f| f.to_client_error(server))?;
+            let version = template.room_version;
+            let (event_id, knock, _) =
+                sign_template(services, &version, &template.event, room_id, user, "knock", content.clone())?;
+            let raw = serde_json::value::to_raw_value(&knock).map_err(Error::internal)?;
+            let answer = client
+                .send(server, send_knock::Request::new(room_id.to_owned(), event_id.clone(), raw))
+                .await
+                .map_err(|f| f.to_client_error(server))?;
+            let stripped = answer.knock_room_state.iter().filter_map(stripped_event).collect();
+            services.rooms.store_remote_membership(user, room_id, version, knock, stripped, true)?;
+            Ok::<_, Error>(event_id)
+        };
+        match attempt.await {
+            Ok(event_id) => return Ok(event_id),
+            Err(e) => {
+                tracing::info!("knocking on {room_id} through {server}: {e}");
+                last = e;
+            }
+        }
     }
-    let pdu = crate::rooms::pdu::Pdu::from_canonical(event_id.clone(), &object)?;
-    if pdu.kind != ruma::events::TimelineEventType::RoomMember
-        || pdu.content_value()["membership"] != "leave"
-        || pdu.state_key.as_deref() != Some(pdu.sender.as_str())
-        || pdu.sender.server_name() != origin
-    {
-        return Err(Error::bad_json("Not a leave of a user of the sending server"));
-    }
-    let outcome = ingest::take_pdu(services, origin, room_id, object).await.map_err(Error::forbidden)?;
-    if !matches!(outcome, Outcome::Accepted { .. } | Outcome::Duplicate) {
-        return Err(Error::forbidden(format!("The leave is not allowed: {outcome:?}")));
-    }
-    let short = services.rooms.event_short(event_id)?.ok_or_else(|| Error::internal("leave not stored"))?;
-    let ours = &services.config.server_name;
-    let others: Vec<OwnedServerName> = services
-        .rooms
-        .servers_in_room(room_short)?
-        .into_iter()
-        .filter(|s| s != ours && s != origin)
-        .collect();
-    services.servers.outbox.queue(&others, Item::Pdu(short))?;
-    Ok(())
+    Err(last)
 }

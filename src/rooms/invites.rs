@@ -1,6 +1,6 @@
 //! Invites to rooms this server is not in (from another server's
-//! `/invite`): the invite event, the stripped state the inviting server
-//! sent, and, once rejected, the leave. They reach the invitee's `/sync`
+//! `/invite`), and knocks on such rooms: the invite or knock event, the
+//! stripped state the other server sent, and, once rejected, the leave. They reach the invitee's `/sync`
 //! at their own stream positions, until a join makes the room known or
 //! the rejection has been seen.
 
@@ -28,6 +28,9 @@ pub struct RemoteInvite {
     /// The leave that rejected it (client format), once rejected.
     #[serde(default)]
     pub rejected: Option<Value>,
+    /// A knock of ours, not an invite.
+    #[serde(default)]
+    pub knock: bool,
 }
 
 impl RemoteInvite {
@@ -45,17 +48,20 @@ fn invite_key(user: &UserId, room_id: &RoomId) -> Vec<u8> {
 }
 
 impl Rooms {
-    /// Stores an invite of a local user to a room we are not in.
-    pub fn store_remote_invite(
+    /// Stores an invite of a local user to a room we are not in, or
+    /// (`knock`) the user's knock on one.
+    pub fn store_remote_membership(
         &self,
         user: &UserId,
         room_id: &RoomId,
         room_version: RoomVersionId,
         event: CanonicalJsonObject,
         stripped: Vec<Value>,
+        knock: bool,
     ) -> Result<()> {
         let position = self.stream.allocate()?;
-        let invite = RemoteInvite { room_version, event, stripped, position: position.get(), rejected: None };
+        let invite =
+            RemoteInvite { room_version, event, stripped, position: position.get(), rejected: None, knock };
         let mut batch = Batch::new();
         batch.put_json(&maps::REMOTE_INVITES, invite_key(user, room_id), &invite);
         self.db.write(batch)?;

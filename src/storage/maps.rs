@@ -376,9 +376,10 @@ maps! {
         key: "origin server name ‖ SEP ‖ transaction ID",
         value: "JSON {event ID: {} or {\"error\": reason}} as answered"
     }
-    /// Invites of local users to rooms this server is not in (rooms/invites.rs).
+    /// Invites of local users to rooms this server is not in, and their
+    /// knocks on such rooms (rooms/invites.rs).
     REMOTE_INVITES = "remote_invites" {
         key: "user ID ‖ SEP ‖ room ID",
-        value: "JSON RemoteInvite {room_version, event (the invite, signed by both servers), stripped (the inviting server's stripped state), position (stream position of the last change), rejected (the leave, client format, once rejected)}"
+        value: "JSON RemoteInvite {room_version, event (the invite, signed by both servers, or our knock), stripped (the other server's stripped state), position (stream position of the last change), rejected (the leave, client format, once rejected), knock (true for a knock)}"
     }
 }

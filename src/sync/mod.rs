@@ -310,9 +310,16 @@ fn remote_invites(
                     "type": event["type"], "state_key": event["state_key"],
                     "sender": event["sender"], "content": event["content"],
                 }));
-                let mut invited = sync::InvitedRoom::new();
-                invited.invite_state.events = events.into_iter().map(raw).collect::<Result<_>>()?;
-                response.rooms.invite.insert(room_id, invited);
+                let events = events.into_iter().map(raw).collect::<Result<_>>()?;
+                if invite.knock {
+                    let mut knocked = sync::KnockedRoom::new();
+                    knocked.knock_state.events = events;
+                    response.rooms.knock.insert(room_id, knocked);
+                } else {
+                    let mut invited = sync::InvitedRoom::new();
+                    invited.invite_state.events = events;
+                    response.rooms.invite.insert(room_id, invited);
+                }
             }
             Some(leave) if params.since.is_some() => {
                 let mut left = sync::LeftRoom::new();

@@ -111,26 +111,11 @@ async fn join_by_id(req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room
 }
 
 /// Joins the room here when this server is in it, else through the
-/// servers that may help: `via`, the room ID's server (before room
-/// version 12 it names the creator's server).
-async fn join<T>(req: &Ruma<T>, room_id: &RoomId, mut via: Vec<ruma::OwnedServerName>) -> Result<()> {
+/// servers that may help (`servers_to_ask`).
+async fn join<T>(req: &Ruma<T>, room_id: &RoomId, via: Vec<ruma::OwnedServerName>) -> Result<()> {
     let services = &req.services;
-    let ours = &services.config.server_name;
-    let in_room = match services.rooms.room_short(room_id)? {
-        Some(short) => services.rooms.server_in_room(ours, short)?,
-        None => false,
-    };
-    // An invite names the inviter's server.
-    if let Some(invite) = services.rooms.remote_invite(req.user(), room_id)?
-        && let Some(inviter) = invite.sender()
-    {
-        via.push(inviter.server_name().to_owned());
-    }
-    if let Some(server) = room_id.server_name() {
-        via.push(server.to_owned());
-    }
-    via.retain(|server| server != ours);
-    if in_room || via.is_empty() || !services.config.federation.enabled {
+    let via = servers_to_ask(services, req.user(), room_id, via)?;
+    if via.is_empty() {
         services.rooms.change_membership(room_id, req.user(), req.user(), join_content(req)).await?;
         return Ok(());
     }
@@ -334,9 +319,50 @@ async fn forget(req: Ruma<forget_room::v3::Request>) -> Result<forget_room::v3::
 }
 
 async fn knock(req: Ruma<knock_room::v3::Request>) -> Result<knock_room::v3::Response> {
-    // Knocks over federation (make_knock/send_knock) are not built yet.
-    let (room_id, _) = resolve_room(&req.services, &req.body.room_id_or_alias).await?;
-    set_membership(&req.services, &room_id, req.user(), req.user(), "knock", req.body.reason.as_deref())
-        .await?;
+    let services = &req.services;
+    let (room_id, mut via) = resolve_room(services, &req.body.room_id_or_alias).await?;
+    via.splice(0..0, req.body.via.iter().cloned());
+    let via = servers_to_ask(services, req.user(), &room_id, via)?;
+    if via.is_empty() {
+        set_membership(services, &room_id, req.user(), req.user(), "knock", req.body.reason.as_deref())
+            .await?;
+    } else {
+        services.limiters.membership.check_user(req.user())?;
+        let mut content = Map::new();
+        if let Some(reason) = &req.body.reason {
+            content.insert("reason".to_owned(), json!(reason));
+        }
+        services.rooms.add_profile(req.user(), &mut content)?;
+        crate::federation::membership::knock_remote(services, &room_id, req.user(), &via, content).await?;
+    }
     Ok(knock_room::v3::Response::new(room_id))
+}
+
+/// The servers to ask about a room this server is not in (none when it
+/// is, or federation is off): `via`, the server of `user`'s invite, the
+/// room ID's server (before room version 12 it names the creator's).
+fn servers_to_ask(
+    services: &Services,
+    user: &UserId,
+    room_id: &RoomId,
+    mut via: Vec<ruma::OwnedServerName>,
+) -> Result<Vec<ruma::OwnedServerName>> {
+    let ours = &services.config.server_name;
+    let in_room = match services.rooms.room_short(room_id)? {
+        Some(short) => services.rooms.server_in_room(ours, short)?,
+        None => false,
+    };
+    if in_room || !services.config.federation.enabled {
+        return Ok(Vec::new());
+    }
+    if let Some(invite) = services.rooms.remote_invite(user, room_id)?
+        && let Some(inviter) = invite.sender()
+    {
+        via.push(inviter.server_name().to_owned());
+    }
+    if let Some(server) = room_id.server_name() {
+        via.push(server.to_owned());
+    }
+    via.retain(|server| server != ours);
+    Ok(via)
 }

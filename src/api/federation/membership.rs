@@ -8,8 +8,10 @@ use axum::Router;
 use ruma::api::federation::membership::{
     create_invite::v2 as invite,
     create_join_event::v2::{self as send_join, RoomState},
+    create_knock_event::v1 as send_knock,
     create_leave_event::v2 as send_leave,
     prepare_join_event::v1 as make_join,
+    prepare_knock_event::v1 as make_knock,
     prepare_leave_event::v1 as make_leave,
 };
 use serde_json::value::RawValue;
@@ -22,7 +24,14 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(prepare_join).ruma(accept_join).ruma(prepare_leave).ruma(accept_leave).ruma(accept_invite)
+    router
+        .ruma(prepare_join)
+        .ruma(accept_join)
+        .ruma(prepare_leave)
+        .ruma(accept_leave)
+        .ruma(prepare_knock)
+        .ruma(accept_knock)
+        .ruma(accept_invite)
 }
 
 fn raw(object: &ruma::CanonicalJsonObject) -> Result<Box<RawValue>> {
@@ -31,8 +40,14 @@ fn raw(object: &ruma::CanonicalJsonObject) -> Result<Box<RawValue>> {
 
 async fn prepare_join(req: Ruma<make_join::Request>) -> Result<make_join::Response> {
     let body = &req.body;
-    let (version, event) =
-        membership::join_template(&req.services, req.origin(), &body.room_id, &body.user_id, &body.ver)?;
+    let (version, event) = membership::member_template(
+        &req.services,
+        req.origin(),
+        &body.room_id,
+        &body.user_id,
+        "join",
+        Some(&body.ver),
+    )?;
     let mut response = make_join::Response::new(raw(&event)?);
     response.room_version = Some(version);
     Ok(response)
@@ -41,29 +56,66 @@ async fn prepare_join(req: Ruma<make_join::Request>) -> Result<make_join::Respon
 async fn accept_join(req: Ruma<send_join::Request>) -> Result<send_join::Response> {
     let services = &req.services;
     let object = ingest::parse_pdu(&req.body.pdu).map_err(Error::bad_json)?;
-    let (event, state, chain) =
-        membership::take_join(services, req.origin(), &req.body.room_id, &req.body.event_id, object).await?;
+    let (room_id, event_id) = (&req.body.room_id, &req.body.event_id);
+    let short =
+        membership::take_member_event(services, req.origin(), room_id, event_id, object, "join").await?;
+    let (state, chain) = services
+        .rooms
+        .state_and_auth_before(short)?
+        .ok_or_else(|| Error::internal("a join without state"))?;
     let events = |shorts: &[u64]| -> Result<Vec<Box<RawValue>>> {
         shorts.iter().filter_map(|s| services.rooms.pdu_json(*s).transpose()).map(|o| raw(&o?)).collect()
     };
     let mut room_state = RoomState::new();
     room_state.state = events(&state)?;
     room_state.auth_chain = events(&chain)?;
-    room_state.event = Some(raw(&event)?);
+    // As stored: with our signature when we authorised a restricted join.
+    room_state.event = events(&[short])?.pop();
     Ok(send_join::Response::new(room_state))
 }
 
 async fn prepare_leave(req: Ruma<make_leave::Request>) -> Result<make_leave::Response> {
-    let (version, event) =
-        membership::leave_template(&req.services, req.origin(), &req.body.room_id, &req.body.user_id)?;
+    let body = &req.body;
+    let (version, event) = membership::member_template(
+        &req.services,
+        req.origin(),
+        &body.room_id,
+        &body.user_id,
+        "leave",
+        None,
+    )?;
     Ok(make_leave::Response::new(Some(version), raw(&event)?))
 }
 
 async fn accept_leave(req: Ruma<send_leave::Request>) -> Result<send_leave::Response> {
     let object = ingest::parse_pdu(&req.body.pdu).map_err(Error::bad_json)?;
-    membership::take_leave(&req.services, req.origin(), &req.body.room_id, &req.body.event_id, object)
-        .await?;
+    let (room_id, event_id) = (&req.body.room_id, &req.body.event_id);
+    membership::take_member_event(&req.services, req.origin(), room_id, event_id, object, "leave").await?;
     Ok(send_leave::Response::new())
+}
+
+async fn prepare_knock(req: Ruma<make_knock::Request>) -> Result<make_knock::Response> {
+    let body = &req.body;
+    let (version, event) = membership::member_template(
+        &req.services,
+        req.origin(),
+        &body.room_id,
+        &body.user_id,
+        "knock",
+        Some(&body.ver),
+    )?;
+    Ok(make_knock::Response::new(version, raw(&event)?))
+}
+
+async fn accept_knock(req: Ruma<send_knock::Request>) -> Result<send_knock::Response> {
+    let services = &req.services;
+    let object = ingest::parse_pdu(&req.body.pdu).map_err(Error::bad_json)?;
+    let (room_id, event_id) = (&req.body.room_id, &req.body.event_id);
+    let short =
+        membership::take_member_event(services, req.origin(), room_id, event_id, object, "knock").await?;
+    let room_short =
+        services.rooms.event_meta(short)?.ok_or_else(|| Error::internal("knock without meta"))?.room;
+    Ok(send_knock::Response::new(membership::stripped_room_state(services, room_short)?))
 }
 
 async fn accept_invite(req: Ruma<invite::Request>) -> Result<invite::Response> {

@@ -359,3 +359,88 @@ async fn history_before_a_join_is_backfilled_as_visibility_allows() {
         assert_eq!(seen.first().map(String::as_str), Some("after"));
     }
 }
+
+#[tokio::test]
+async fn knocks_and_restricted_joins_cross_servers() {
+    let fed = TestFederation::start(2).await;
+    let (hs1, hs2) = (&fed.servers[0], &fed.servers[1]);
+    let alice = hs1.register("alice").await;
+    let bob = hs2.register("bob").await;
+
+    // Knock: bob knocks from hs2, alice lets him in, he joins.
+    let room = create_room(
+        hs1,
+        &alice,
+        json!({"preset": "private_chat", "name": "Knock here", "initial_state": [
+            {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
+        ]}),
+    )
+    .await;
+    let (status, body) = hs2
+        .post(
+            &format!("/_matrix/client/v3/knock/{}?via=hs1.test", urlencode(&room)),
+            Some(&bob.token),
+            json!({"reason": "let me in"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let knocked = wait_for_section(hs2, &bob, "knock", &room, None).await;
+    assert!(
+        knocked["knock_state"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["content"]["name"] == "Knock here"),
+        "{knocked}"
+    );
+    let knock = wait_for_event(hs1, &alice, &room, |e| e["state_key"] == bob.user_id.as_str()).await;
+    assert_eq!(knock["content"]["membership"], "knock");
+    assert_eq!(knock["content"]["reason"], "let me in");
+    let (status, body) = hs1
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&alice.token),
+            json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_for_section(hs2, &bob, "invite", &room, None).await;
+    let (status, body) =
+        hs2.post(&format!("/_matrix/client/v3/join/{}", urlencode(&room)), Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_for_event(hs1, &alice, &room, |e| {
+        e["state_key"] == bob.user_id.as_str() && e["content"]["membership"] == "join"
+    })
+    .await;
+
+    // Restricted: bob may join `inner` because he is in `outer`; hs1 names
+    // alice as the authoriser and countersigns the join.
+    let outer = create_room(hs1, &alice, json!({"preset": "public_chat"})).await;
+    let join_outer = format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&outer));
+    assert_eq!(hs2.post(&join_outer, Some(&bob.token), json!({})).await.0, StatusCode::OK);
+    wait_for_event(hs1, &alice, &outer, |e| e["state_key"] == bob.user_id.as_str()).await;
+    let inner = create_room(hs1, &alice, json!({"preset": "private_chat", "initial_state": [
+        {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": outer}]}}
+    ]}))
+    .await;
+    let (status, body) = hs2
+        .post(
+            &format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&inner)),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let join = wait_for_event(hs1, &alice, &inner, |e| e["state_key"] == bob.user_id.as_str()).await;
+    assert_eq!(join["content"]["join_authorised_via_users_server"], alice.user_id.as_str(), "{join}");
+    // Someone in no allowed room is refused.
+    let carol = hs2.register("carol").await;
+    let (status, body) = hs2
+        .post(
+            &format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&inner)),
+            Some(&carol.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}

@@ -1,0 +1,771 @@
+"""Hearth and Synapse federating with each other, through their client APIs.
+
+Usage: synapse_interop.py PATH/TO/hearth
+Run with the interop virtualenv's Python (tests/interop/requirements.txt:
+Synapse and matrix-nio with end-to-end encryption); `make interop` does it.
+
+Makes a test CA and a certificate for localhost, starts Hearth (server name
+localhost:<port>) and Synapse (localhost:<other port>) on 127.0.0.1, each
+with a plain client listener and a TLS federation listener trusting the test
+CA, then checks, with users on both servers:
+  a. joins: a room on Hearth joined from Synapse by alias, a room on Synapse
+     joined from Hearth by ID and by alias;
+  b. messages both ways;
+  c. an edit, a reaction and a redaction from each side, seen on the other;
+  d. invites to private rooms both ways, seen in /sync and accepted;
+  e. a ban from each side, shown and enforced on both servers;
+  f. backward pagination of history from before a Hearth user joined a
+     Synapse room;
+  g. end-to-end encrypted messages both ways (matrix-nio with vodozemac).
+Prints one line per check (ok / FAIL / SKIP) and a summary line
+"interop: N passed, M failed"; exits non-zero when anything failed.
+The work directory (configurations, databases, both logs) is deleted when
+everything passed and kept, its path printed, otherwise.
+"""
+
+import asyncio
+import datetime
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.error
+import urllib.parse
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clients"))
+from harness import http, print_log_tails, stop, wait_until  # noqa: E402
+
+PASSWORD = "interop-pass-1"
+SERVER_START_TIMEOUT = 180  # Synapse creates its SQLite schema on first start
+FEDERATION_TIMEOUT = 30  # for the other server to see something
+
+RESULTS = []  # (status, name, detail); status is "ok", "FAIL" or "SKIP"
+
+
+class Failure(Exception):
+    """A check did not hold; the message says what was seen."""
+
+
+def expect(condition, reason):
+    if not condition:
+        raise Failure(reason)
+
+
+def record(status, name, detail=""):
+    RESULTS.append((status, name, detail))
+    print(f"{status} - {name}" + (f": {detail}" if detail else ""), flush=True)
+
+
+def run_check(name, check):
+    """Runs one check function: ok, FAIL with the reason, or SKIP when it raises Skip."""
+    try:
+        detail = check()
+        record("ok", name, detail or "")
+    except Skip as e:
+        record("SKIP", name, str(e))
+    except Failure as e:
+        record("FAIL", name, str(e))
+    except Exception as e:  # noqa: BLE001 - a bug in the check or a dead server: still one FAIL line
+        record("FAIL", name, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+
+
+class Skip(Exception):
+    """A check that cannot run here (for example a missing library)."""
+
+
+def wait_for(what, condition, long_poll, timeout=FEDERATION_TIMEOUT):
+    """The one waiting helper: evaluates `condition()` until it returns something
+    truthy, calling `long_poll(seconds_left)` (a /sync long poll) in between, so
+    the wait ends as soon as the other server delivers. Raises Failure at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Failure(f"{what}: not seen within {timeout} s")
+        long_poll(min(left, 5.0))
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_certificates(directory):
+    """A test CA and a certificate for localhost / 127.0.0.1 that it signed:
+    paths of (CA PEM, certificate PEM, private key PEM)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=2)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Hearth interop test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(start).not_valid_after(end)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+
+    paths = tuple(os.path.join(directory, name) for name in ("ca.pem", "localhost.pem", "localhost.key"))
+    with open(paths[0], "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(paths[1], "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(paths[2], "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return paths
+
+
+RATE_LIMITS = ["login", "login_failures", "registration", "registration_checks", "message", "room_creation",
+               "membership", "typing", "to_device", "receipts"]
+
+
+def hearth_config(workdir, client_port, federation_port, tls):
+    ca, cert, key = tls
+    q = json.dumps  # a TOML basic string
+    limits = "".join(f"[rate_limits.{name}]\nper_second = 1000.0\nburst_count = 1000\n" for name in RATE_LIMITS)
+    return f"""server_name = "localhost:{federation_port}"
+log = "info,hearth=debug"
+
+[[listeners]]
+address = "127.0.0.1"
+port = {client_port}
+resources = ["client"]
+
+[[listeners]]
+address = "127.0.0.1"
+port = {federation_port}
+resources = ["federation", "keys"]
+tls = {{ certificate = {q(cert)}, key = {q(key)} }}
+
+[database]
+path = {q(os.path.join(workdir, "hearth-db"))}
+cache_mb = 8
+
+[registration]
+enabled = true
+
+[federation]
+ca_file = {q(ca)}
+ip_range_blacklist = []
+destination_min_retry_interval_ms = 200
+destination_max_retry_interval_ms = 2000
+
+{limits}"""
+
+
+def synapse_config(directory, client_port, federation_port, tls):
+    """homeserver.yaml (written as JSON, which YAML reads) and its logging configuration."""
+    ca, cert, key = tls
+    unlimited = {"per_second": 1000, "burst_count": 1000}
+    log_config = os.path.join(directory, "log.yaml")
+    with open(log_config, "w") as f:
+        json.dump({
+            "version": 1,
+            "formatters": {"precise": {
+                "format": "%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(request)s - %(message)s"}},
+            "handlers": {"file": {"class": "logging.FileHandler", "formatter": "precise",
+                                  "filename": os.path.join(directory, "homeserver.log"), "encoding": "utf8"}},
+            "loggers": {"synapse.storage.SQL": {"level": "INFO"}},
+            "root": {"level": "INFO", "handlers": ["file"]},
+            "disable_existing_loggers": False,
+        }, f, indent=2)
+    return {
+        "server_name": f"localhost:{federation_port}",
+        "pid_file": os.path.join(directory, "homeserver.pid"),
+        "listeners": [
+            {"port": client_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
+             "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}]},
+            {"port": federation_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": True,
+             "x_forwarded": False, "resources": [{"names": ["federation", "keys"], "compress": False}]},
+        ],
+        "tls_certificate_path": cert,
+        "tls_private_key_path": key,
+        "federation_custom_ca_list": [ca],
+        "ip_range_blacklist": [],
+        "ip_range_whitelist": ["127.0.0.0/8", "::1/128"],
+        # Durations in milliseconds: retry a server that failed quickly, as Hearth is told to.
+        "federation": {"destination_min_retry_interval": 200, "destination_max_retry_interval": 2000,
+                       "max_short_retry_delay": 500, "max_long_retry_delay": 2000},
+        "database": {"name": "sqlite3", "args": {"database": os.path.join(directory, "homeserver.db")}},
+        "log_config": log_config,
+        "media_store_path": os.path.join(directory, "media_store"),
+        "signing_key_path": os.path.join(directory, "signing.key"),
+        "trusted_key_servers": [],
+        "suppress_key_server_warning": True,
+        "macaroon_secret_key": secrets.token_hex(32),
+        "form_secret": secrets.token_hex(32),
+        "allow_public_rooms_over_federation": True,
+        "report_stats": False,
+        "enable_registration": True,
+        "enable_registration_without_verification": True,
+        "room_list_publication_rules": [{"action": "allow"}],
+        "presence": {"enabled": True},
+        "rc_message": unlimited,
+        "rc_registration": unlimited,
+        "rc_registration_token_validity": unlimited,
+        "rc_login": {"address": unlimited, "account": unlimited, "failed_attempts": unlimited},
+        "rc_joins": {"local": unlimited, "remote": unlimited},
+        "rc_joins_per_room": unlimited,
+        "rc_invites": {"per_room": unlimited, "per_user": unlimited, "per_issuer": unlimited},
+        "rc_room_creation": unlimited,
+        "rc_key_requests": unlimited,
+        "rc_presence": {"per_user": unlimited},
+        "rc_admin_redaction": unlimited,
+        "rc_federation": {"window_size": 1000, "sleep_limit": 1000, "sleep_delay": 0, "reject_limit": 1000,
+                          "concurrent": 100},
+    }
+
+
+def wait_for_server(name, proc, url, log):
+    """Polls /_matrix/client/versions until it answers 200, the process exits, or the deadline passes."""
+    def up():
+        if proc.poll() is not None:
+            return "exited"
+        try:
+            return http("GET", url + "/_matrix/client/versions")[0] == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    state = wait_until(up, SERVER_START_TIMEOUT, interval=0.2)
+    if state is not True:
+        print_log_tails({name: log})
+        raise SystemExit(f"{name} did not start ({'it exited' if state == 'exited' else 'timed out'}); log: {log}")
+
+
+def start_hearth(binary, workdir, tls):
+    client_port, federation_port = free_port(), free_port()
+    config = os.path.join(workdir, "hearth.toml")
+    with open(config, "w") as f:
+        f.write(hearth_config(workdir, client_port, federation_port, tls))
+    log = os.path.join(workdir, "hearth.log")
+    proc = subprocess.Popen([binary, "--config", config, "serve"], stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "NO_COLOR": "1", "NO_PROXY": "127.0.0.1,localhost"})
+    url = f"http://127.0.0.1:{client_port}"
+    return proc, url, f"localhost:{federation_port}", log
+
+
+def start_synapse(workdir, tls):
+    directory = os.path.join(workdir, "synapse")
+    os.makedirs(directory)
+    client_port, federation_port = free_port(), free_port()
+    config = os.path.join(directory, "homeserver.yaml")
+    with open(config, "w") as f:
+        json.dump(synapse_config(directory, client_port, federation_port, tls), f, indent=2)
+    command = [sys.executable, "-m", "synapse.app.homeserver", "-c", config]
+    subprocess.run(command + ["--generate-keys"], cwd=directory, check=True, timeout=120,
+                   stdout=subprocess.DEVNULL)
+    output = os.path.join(directory, "stdout.log")
+    proc = subprocess.Popen(command, cwd=directory, stdout=open(output, "w"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "NO_PROXY": "127.0.0.1,localhost"})
+    url = f"http://127.0.0.1:{client_port}"
+    return proc, url, f"localhost:{federation_port}", os.path.join(directory, "homeserver.log"), output
+
+
+# ---------------------------------------------------------------- client
+
+
+def q(value):
+    return urllib.parse.quote(value, safe="")
+
+
+SYNC_FILTER = json.dumps({"room": {"timeline": {"limit": 100}}})
+
+
+class Client:
+    """A user on one server over the plain client API, with what its /sync
+    has delivered so far (timeline events per room, pending invites)."""
+
+    def __init__(self, server, base, user_id, token):
+        self.server, self.base, self.user_id, self.token = server, base, user_id, token
+        self.since = None
+        self.timeline = {}  # room ID -> events, in order
+        self.invites = {}  # room ID -> stripped state
+        self.prev_batch = {}  # room ID -> the first prev_batch seen for it
+        self.sync(0)
+
+    def request(self, method, path, body=None):
+        return http(method, self.base + path, body, self.token)
+
+    def call(self, method, path, body=None, expected=200):
+        """A request that has to answer `expected`; the response body."""
+        status, answer = self.request(method, path, body)
+        if status != expected:
+            raise Failure(f"{method} {path} on {self.server} as {self.user_id} answered {status}: {answer}")
+        return answer
+
+    def sync(self, seconds):
+        path = f"/_matrix/client/v3/sync?timeout={int(seconds * 1000)}&filter={q(SYNC_FILTER)}"
+        if self.since:
+            path += f"&since={q(self.since)}"
+        answer = self.call("GET", path)
+        self.since = answer["next_batch"]
+        rooms = answer.get("rooms", {})
+        for section in ("join", "leave"):
+            for room_id, room in rooms.get(section, {}).items():
+                timeline = room.get("timeline", {})
+                self.prev_batch.setdefault(room_id, timeline.get("prev_batch"))
+                self.timeline.setdefault(room_id, []).extend(timeline.get("events", []))
+                self.invites.pop(room_id, None)
+        for room_id, room in rooms.get("invite", {}).items():
+            self.invites[room_id] = room.get("invite_state", {}).get("events", [])
+
+    def wait(self, what, condition, timeout=FEDERATION_TIMEOUT):
+        return wait_for(f"{what} (as {self.user_id} on {self.server})", condition, self.sync, timeout)
+
+    def find(self, room_id, predicate):
+        return next((e for e in self.timeline.get(room_id, []) if predicate(e)), None)
+
+    def wait_event(self, room_id, what, predicate, timeout=FEDERATION_TIMEOUT):
+        """Waits until this user's /sync delivered an event of `room_id` matching `predicate`."""
+        return self.wait(what, lambda: self.find(room_id, predicate), timeout)
+
+    def membership(self, room_id, user_id):
+        status, answer = self.request("GET", f"/_matrix/client/v3/rooms/{q(room_id)}/state/m.room.member/{q(user_id)}")
+        return answer.get("membership") if status == 200 and isinstance(answer, dict) else None
+
+    def send(self, room_id, content, event_type="m.room.message"):
+        txn = f"t{time.monotonic_ns()}"
+        return self.call("PUT", f"/_matrix/client/v3/rooms/{q(room_id)}/send/{event_type}/{txn}", content)["event_id"]
+
+    def join(self, room_or_alias, via=None):
+        path = f"/_matrix/client/v3/join/{q(room_or_alias)}"
+        if via:
+            path += f"?server_name={q(via)}&via={q(via)}"
+        return self.call("POST", path, {})["room_id"]
+
+
+def register(server, base, username):
+    """Registers `username` (the m.login.dummy stage) and returns its Client."""
+    body = {"username": username, "password": PASSWORD, "initial_device_display_name": "interop"}
+    status, answer = http("POST", base + "/_matrix/client/v3/register", body)
+    if status == 401:
+        body["auth"] = {"type": "m.login.dummy", "session": answer.get("session")}
+        status, answer = http("POST", base + "/_matrix/client/v3/register", body)
+    if status != 200:
+        raise SystemExit(f"registering {username} on {server} answered {status}: {answer}")
+    return Client(server, base, answer["user_id"], answer["access_token"])
+
+
+def body_is(text):
+    return lambda e: e.get("content", {}).get("body") == text
+
+
+def member_event(user_id, membership):
+    return lambda e: (e.get("type") == "m.room.member" and e.get("state_key") == user_id
+                      and e.get("content", {}).get("membership") == membership)
+
+
+def create_room(client, alias=None, preset="public_chat", **extra):
+    body = {"preset": preset, "name": f"interop {alias or preset}", **extra}
+    if alias:
+        body["room_alias_name"] = alias
+    if preset == "public_chat":
+        body["visibility"] = "public"
+    return client.call("POST", "/_matrix/client/v3/createRoom", body)["room_id"]
+
+
+# ---------------------------------------------------------------- checks
+
+
+class Scenario:
+    """Users on both servers (alice, carol on Hearth; bob, dave on Synapse) and the rooms the checks share."""
+
+    def __init__(self, hearth_url, hearth_name, synapse_url, synapse_name, workdir):
+        self.hearth_name, self.synapse_name, self.workdir = hearth_name, synapse_name, workdir
+        self.hearth_url, self.synapse_url = hearth_url, synapse_url
+        self.alice = register(hearth_name, hearth_url, "alice")
+        self.carol = register(hearth_name, hearth_url, "carol")
+        self.bob = register(synapse_name, synapse_url, "bob")
+        self.dave = register(synapse_name, synapse_url, "dave")
+        self.hearth_room = self.synapse_room = None
+
+    def need(self, attribute, because):
+        value = getattr(self, attribute)
+        expect(value, f"skipped: {because} failed")
+        return value
+
+    # a. joins
+
+    def join_hearth_room_from_synapse_by_alias(self):
+        room = create_room(self.alice, alias="hearth-room")
+        alias = f"#hearth-room:{self.hearth_name}"
+        joined = self.bob.join(alias)
+        expect(joined == room, f"joined {joined}, the alias names {room}")
+        self.alice.wait_event(room, "bob's join", member_event(self.bob.user_id, "join"))
+        self.hearth_room = room
+        return f"{alias} -> {room}"
+
+    def join_synapse_room_from_hearth_by_id(self):
+        room = create_room(self.bob, alias="synapse-room")
+        joined = self.alice.join(room, via=self.synapse_name)
+        expect(joined == room, f"joined {joined}")
+        self.bob.wait_event(room, "alice's join", member_event(self.alice.user_id, "join"))
+        self.synapse_room = room
+        return room
+
+    def join_synapse_room_from_hearth_by_alias(self):
+        room = self.need("synapse_room", "the join by ID")
+        alias = f"#synapse-room:{self.synapse_name}"
+        joined = self.carol.join(alias)
+        expect(joined == room, f"joined {joined}, the alias names {room}")
+        self.bob.wait_event(room, "carol's join", member_event(self.carol.user_id, "join"))
+        return f"{alias} -> {room}"
+
+    def directory(self, reader, attribute, because):
+        """`reader` lists the other server's public rooms (GET /publicRooms?server=)."""
+        expected = self.need(attribute, because)
+        other = self.synapse_name if reader.server == self.hearth_name else self.hearth_name
+        answer = reader.call("GET", f"/_matrix/client/v3/publicRooms?server={q(other)}")
+        listed = [r.get("room_id") for r in answer.get("chunk", [])]
+        expect(expected in listed, f"{expected} not among {listed}")
+
+    # b. messages
+
+    def message(self, sender, receiver, room):
+        text = f"hello from {sender.server} at {time.time()}"
+        event_id = sender.send(room, {"msgtype": "m.text", "body": text})
+        event = receiver.wait_event(room, "the message", body_is(text))
+        expect(event["event_id"] == event_id, f"arrived as {event['event_id']}, sent as {event_id}")
+
+    def message_hearth_to_synapse(self):
+        self.message(self.alice, self.bob, self.need("hearth_room", "the join of the Hearth room"))
+
+    def message_synapse_to_hearth(self):
+        self.message(self.bob, self.alice, self.need("hearth_room", "the join of the Hearth room"))
+
+    # c. edits, reactions, redactions
+
+    def edit(self, sender, receiver):
+        room = self.need("hearth_room", "the join of the Hearth room")
+        original = sender.send(room, {"msgtype": "m.text", "body": f"typo from {sender.server}"})
+        new_body = f"fixed from {sender.server}"
+        edit = sender.send(room, {"msgtype": "m.text", "body": f"* {new_body}",
+                                  "m.new_content": {"msgtype": "m.text", "body": new_body},
+                                  "m.relates_to": {"rel_type": "m.replace", "event_id": original}})
+        seen = receiver.wait_event(room, "the edit", lambda e: e["event_id"] == edit)
+        content = seen.get("content", {})
+        expect(content.get("m.relates_to") == {"rel_type": "m.replace", "event_id": original},
+               f"the edit's relation arrived as {content.get('m.relates_to')}")
+        expect(content.get("m.new_content", {}).get("body") == new_body,
+               f"the edit's m.new_content arrived as {content.get('m.new_content')}")
+
+    def reaction(self, sender, receiver):
+        room = self.need("hearth_room", "the join of the Hearth room")
+        target = receiver.send(room, {"msgtype": "m.text", "body": f"react to me, {sender.server}"})
+        sender.wait_event(room, "the message to react to", lambda e: e["event_id"] == target)
+        key = "👍" if sender is self.alice else "🎉"
+        reaction = sender.send(room, {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}},
+                               "m.reaction")
+        seen = receiver.wait_event(room, "the reaction", lambda e: e["event_id"] == reaction)
+        relation = seen.get("content", {}).get("m.relates_to", {})
+        expect(seen["type"] == "m.reaction" and relation.get("event_id") == target and relation.get("key") == key,
+               f"the reaction arrived as {seen}")
+
+    def redaction(self, sender, receiver):
+        room = self.need("hearth_room", "the join of the Hearth room")
+        doomed = sender.send(room, {"msgtype": "m.text", "body": f"regrettable, from {sender.server}"})
+        receiver.wait_event(room, "the message to redact", lambda e: e["event_id"] == doomed)
+        redaction = sender.call("PUT", f"/_matrix/client/v3/rooms/{q(room)}/redact/{q(doomed)}/r{time.monotonic_ns()}",
+                                {"reason": "interop"})["event_id"]
+        receiver.wait_event(room, "the redaction",
+                            lambda e: e["event_id"] == redaction and e["type"] == "m.room.redaction")
+        # The receiving server prunes its copy of the original.
+        event = receiver.call("GET", f"/_matrix/client/v3/rooms/{q(room)}/event/{q(doomed)}")
+        expect(event.get("content") == {}, f"the redacted event still has content {event.get('content')}")
+
+    # d. invites
+
+    def invite(self, inviter, invitee):
+        room = create_room(inviter, preset="private_chat")
+        inviter.call("POST", f"/_matrix/client/v3/rooms/{q(room)}/invite", {"user_id": invitee.user_id})
+        invite_state = invitee.wait("the invite in rooms.invite", lambda: invitee.invites.get(room))
+        expect(any(e.get("type") == "m.room.member" and e.get("state_key") == invitee.user_id
+                   for e in invite_state), f"the invite's stripped state has no invite member event: {invite_state}")
+        joined = invitee.join(room, via=inviter.user_id.split(":", 1)[1])
+        expect(joined == room, f"joined {joined}")
+        inviter.wait_event(room, "the invitee's join", member_event(invitee.user_id, "join"))
+
+    def invite_at_creation(self, inviter, invitee):
+        """createRoom naming the other server's user in `invite` (how clients start a DM)."""
+        room = inviter.call("POST", "/_matrix/client/v3/createRoom",
+                            {"preset": "trusted_private_chat", "is_direct": True, "invite": [invitee.user_id]})["room_id"]
+        invitee.wait("the invite in rooms.invite", lambda: invitee.invites.get(room))
+        invitee.join(room, via=inviter.user_id.split(":", 1)[1])
+        inviter.wait_event(room, "the invitee's join", member_event(invitee.user_id, "join"))
+
+    # e. bans
+
+    def ban_setup(self, banner, banned, room, host_name):
+        """`banned` joins `room` (through `host_name`), then `banner` bans them."""
+        banned.join(room, via=host_name)
+        banner.wait_event(room, "the join before the ban", member_event(banned.user_id, "join"))
+        banner.call("POST", f"/_matrix/client/v3/rooms/{q(room)}/ban", {"user_id": banned.user_id, "reason": "interop"})
+
+    def ban_by_hearth(self):
+        room = self.need("hearth_room", "the join of the Hearth room")
+        self.ban_setup(self.alice, self.dave, room, self.hearth_name)
+        self.bob.wait("dave's ban on Synapse", lambda: self.bob.membership(room, self.dave.user_id) == "ban")
+        self.ban_hearth_done = True
+
+    def ban_by_synapse(self):
+        room = self.need("synapse_room", "the join of the Synapse room by ID")
+        expect(self.alice.membership(room, self.carol.user_id) == "join",
+               "carol is not in the Synapse room (the join by alias failed)")
+        self.bob.call("POST", f"/_matrix/client/v3/rooms/{q(room)}/ban", {"user_id": self.carol.user_id,
+                                                                          "reason": "interop"})
+        self.alice.wait("carol's ban on Hearth", lambda: self.alice.membership(room, self.carol.user_id) == "ban")
+        self.ban_synapse_done = True
+
+    def banned_cannot_send(self, banned, room, flag):
+        expect(getattr(self, flag, False), "skipped: the ban did not reach the banned user's server")
+        status, answer = banned.request("PUT", f"/_matrix/client/v3/rooms/{q(room)}/send/m.room.message/b{time.monotonic_ns()}",
+                                        {"msgtype": "m.text", "body": "still here?"})
+        expect(status == 403, f"sending answered {status}: {answer}")
+        return f"{status} {answer.get('errcode') if isinstance(answer, dict) else answer}"
+
+    def banned_cannot_rejoin(self, banned, room, host_name, host_member, flag):
+        expect(getattr(self, flag, False), "skipped: the ban did not reach the banned user's server")
+        status, answer = banned.request("POST", f"/_matrix/client/v3/join/{q(room)}?server_name={q(host_name)}", {})
+        expect(status != 200, f"rejoining answered 200: {answer}")
+        expect(banned.membership(room, banned.user_id) != "join", "the banned user's server shows them joined")
+        membership = host_member.membership(room, banned.user_id)
+        expect(membership == "ban", f"the room's server shows membership {membership}")
+        return f"{status} {answer.get('errcode') if isinstance(answer, dict) else answer}"
+
+    # f. history
+
+    def history(self):
+        count = 30
+        room = create_room(self.bob, preset="public_chat", initial_state=[
+            {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "shared"}}])
+        for i in range(1, count + 1):
+            self.bob.send(room, {"msgtype": "m.text", "body": f"history {i}"})
+        self.alice.join(room, via=self.synapse_name)
+        self.alice.wait("the joined room in /sync", lambda: room in self.alice.timeline)
+        start = self.alice.prev_batch.get(room)
+        expect(start, f"no prev_batch for the room in /sync: {self.alice.timeline.get(room)}")
+        wanted = {f"history {i}" for i in range(1, count + 1)}
+        last = {}
+
+        def paginate():
+            """Pages back from the join; the history bodies and whether m.room.create came."""
+            bodies = {e.get("content", {}).get("body") for e in self.alice.timeline[room]}
+            token, created, pages = start, False, 0
+            while token and pages < 20 and not created:
+                answer = self.alice.call("GET", f"/_matrix/client/v3/rooms/{q(room)}/messages?dir=b&limit=10"
+                                                f"&from={q(token)}")
+                pages += 1
+                chunk = answer.get("chunk", [])
+                bodies |= {e.get("content", {}).get("body") for e in chunk}
+                created = any(e.get("type") == "m.room.create" for e in chunk)
+                token = answer.get("end") if chunk else None
+            last.update(found=len(wanted & bodies), created=created, pages=pages)
+            return wanted <= bodies and created
+
+        if not wait_until(paginate, FEDERATION_TIMEOUT, interval=0.5):
+            raise Failure(f"paging back from the join (prev_batch {start}) found {last['found']} of the {count} "
+                          f"messages sent before it, m.room.create {'reached' if last['created'] else 'not reached'}"
+                          f", {last['pages']} pages, within {FEDERATION_TIMEOUT} s")
+        return f"{count} messages and m.room.create in {last['pages']} pages"
+
+    # g. end-to-end encryption
+
+    def e2ee(self):
+        """Two matrix-nio clients with encryption (erin on Hearth, frank on
+        Synapse) in an encrypted room on Hearth: a message each way, decrypted."""
+        try:
+            import nio
+            from nio.crypto import ENCRYPTION_ENABLED
+        except ImportError as e:
+            raise Skip(f"matrix-nio is not installed: {e}")
+        if not ENCRYPTION_ENABLED:
+            raise Skip("matrix-nio has no encryption support (its e2e extra, vodozemac, is not installed)")
+        loop = asyncio.new_event_loop()
+        run = loop.run_until_complete
+        clients = []
+
+        def login(base, name):
+            config = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
+            store = os.path.join(self.workdir, f"nio-{name}")
+            os.makedirs(store)
+            client = nio.AsyncClient(base, name, store_path=store, config=config)
+            clients.append(client)
+            resp = run(client.register(name, PASSWORD))
+            expect(isinstance(resp, nio.RegisterResponse), f"registering {name}: {resp}")
+            resp = run(client.login(PASSWORD, device_name=f"{name} nio"))
+            expect(isinstance(resp, nio.LoginResponse), f"logging {name} in: {resp}")
+            if client.should_upload_keys:
+                resp = run(client.keys_upload())
+                expect(isinstance(resp, nio.KeysUploadResponse), f"{name}'s key upload: {resp}")
+            return client
+
+        def nio_sync(client):
+            def long_poll(seconds):
+                resp = run(client.sync(timeout=int(seconds * 1000)))
+                expect(isinstance(resp, nio.SyncResponse), f"{client.user_id}'s sync: {resp}")
+                if client.should_query_keys:
+                    run(client.keys_query())
+                if client.should_upload_keys:
+                    run(client.keys_upload())
+            return long_poll
+
+        def received(client, room_id, body):
+            """The decrypted message, or a note of what arrived instead."""
+            found = []
+
+            def callback(room, event):
+                if room.room_id == room_id:
+                    found.append(event)
+            client.add_event_callback(callback, (nio.RoomMessageText, nio.MegolmEvent))
+            try:
+                wait_for(f"{client.user_id} decrypting {body!r}",
+                         lambda: any(getattr(e, "body", None) == body for e in found), nio_sync(client))
+            except Failure as e:
+                undecrypted = [ev for ev in found if isinstance(ev, nio.MegolmEvent)]
+                raise Failure(f"{e}; undecryptable events: {[(ev.event_id, ev.session_id) for ev in undecrypted]}")
+
+        try:
+            erin = login(self.hearth_url, "erin")
+            frank = login(self.synapse_url, "frank")
+            resp = run(erin.room_create(name="interop e2ee", initial_state=[
+                {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]))
+            expect(isinstance(resp, nio.RoomCreateResponse), f"creating the encrypted room: {resp}")
+            room_id = resp.room_id
+            resp = run(erin.room_invite(room_id, frank.user_id))
+            expect(isinstance(resp, nio.RoomInviteResponse), f"inviting frank: {resp}")
+            wait_for("frank's invite", lambda: room_id in frank.invited_rooms, nio_sync(frank))
+            resp = run(frank.join(room_id))
+            expect(isinstance(resp, nio.JoinResponse), f"frank joining: {resp}")
+            wait_for("the encrypted room on Synapse", lambda: room_id in frank.rooms and frank.rooms[room_id].encrypted,
+                     nio_sync(frank))
+            wait_for("frank's join on Hearth", lambda: room_id in erin.rooms and frank.user_id in erin.rooms[room_id].users,
+                     nio_sync(erin))
+            results = []
+            for sender, receiver in ((erin, frank), (frank, erin)):
+                body = f"secret from {sender.user_id}"
+                nio_sync(sender)(0)
+                resp = run(sender.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": body},
+                                            ignore_unverified_devices=True))
+                expect(isinstance(resp, nio.RoomSendResponse), f"{sender.user_id} sending encrypted: {resp}")
+                received(receiver, room_id, body)
+                results.append(f"{sender.user_id} -> {receiver.user_id}")
+            return ", ".join(results) + " decrypted"
+        finally:
+            for client in clients:
+                run(client.close())
+            loop.close()
+
+
+def run_scenario(s):
+    checks = [
+        ("a. room on Hearth joined from Synapse by alias", s.join_hearth_room_from_synapse_by_alias),
+        ("a. room on Synapse joined from Hearth by ID (server_name/via)", s.join_synapse_room_from_hearth_by_id),
+        ("a. room on Synapse joined from Hearth by alias", s.join_synapse_room_from_hearth_by_alias),
+        ("a. Synapse lists the public rooms of Hearth (/publicRooms?server=)",
+         lambda: s.directory(s.bob, "hearth_room", "the join of the Hearth room")),
+        ("a. Hearth lists the public rooms of Synapse (/publicRooms?server=)",
+         lambda: s.directory(s.alice, "synapse_room", "the join of the Synapse room by ID")),
+        ("b. message Hearth -> Synapse", s.message_hearth_to_synapse),
+        ("b. message Synapse -> Hearth", s.message_synapse_to_hearth),
+        ("c. edit from Hearth seen on Synapse", lambda: s.edit(s.alice, s.bob)),
+        ("c. edit from Synapse seen on Hearth", lambda: s.edit(s.bob, s.alice)),
+        ("c. reaction from Hearth seen on Synapse", lambda: s.reaction(s.alice, s.bob)),
+        ("c. reaction from Synapse seen on Hearth", lambda: s.reaction(s.bob, s.alice)),
+        ("c. redaction from Hearth applied on Synapse", lambda: s.redaction(s.alice, s.bob)),
+        ("c. redaction from Synapse applied on Hearth", lambda: s.redaction(s.bob, s.alice)),
+        ("d. invite from Hearth to a Synapse user, seen and accepted", lambda: s.invite(s.alice, s.bob)),
+        ("d. invite from Synapse to a Hearth user, seen and accepted", lambda: s.invite(s.bob, s.alice)),
+        ("d. createRoom on Hearth with invite: [a Synapse user] (a DM), accepted",
+         lambda: s.invite_at_creation(s.alice, s.bob)),
+        ("d. createRoom on Synapse with invite: [a Hearth user] (a DM), accepted",
+         lambda: s.invite_at_creation(s.bob, s.alice)),
+        ("e. ban by Hearth of a Synapse user shows on Synapse", s.ban_by_hearth),
+        ("e. ban by Hearth: the banned Synapse user cannot send",
+         lambda: s.banned_cannot_send(s.dave, s.hearth_room, "ban_hearth_done")),
+        ("e. ban by Hearth: the banned Synapse user cannot rejoin",
+         lambda: s.banned_cannot_rejoin(s.dave, s.hearth_room, s.hearth_name, s.alice, "ban_hearth_done")),
+        ("e. ban by Synapse of a Hearth user shows on Hearth", s.ban_by_synapse),
+        ("e. ban by Synapse: the banned Hearth user cannot send",
+         lambda: s.banned_cannot_send(s.carol, s.synapse_room, "ban_synapse_done")),
+        ("e. ban by Synapse: the banned Hearth user cannot rejoin",
+         lambda: s.banned_cannot_rejoin(s.carol, s.synapse_room, s.synapse_name, s.bob, "ban_synapse_done")),
+        ("f. history from before the join paged back across servers (/messages dir=b)", s.history),
+        ("g. end-to-end encrypted messages both ways (matrix-nio)", s.e2ee),
+    ]
+    for name, check in checks:
+        run_check(name, check)
+
+
+def main():
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    binary = os.path.abspath(sys.argv[1])
+    workdir = tempfile.mkdtemp(prefix="hearth-interop-")
+    started = time.monotonic()
+    procs, logs = [], {}
+    try:
+        tls = make_certificates(workdir)
+        hearth, hearth_url, hearth_name, hearth_log = start_hearth(binary, workdir, tls)
+        procs.append(hearth)
+        logs["hearth"] = hearth_log
+        synapse, synapse_url, synapse_name, synapse_log, synapse_output = start_synapse(workdir, tls)
+        procs.append(synapse)
+        logs.update({"synapse": synapse_log, "synapse (stdout)": synapse_output})
+        wait_for_server("hearth", hearth, hearth_url, hearth_log)
+        wait_for_server("synapse", synapse, synapse_url, synapse_output)
+        print(f"# Hearth {hearth_name} (client API {hearth_url}), Synapse {synapse_name} "
+              f"(client API {synapse_url}), ready in {time.monotonic() - started:.1f} s", flush=True)
+        run_scenario(Scenario(hearth_url, hearth_name, synapse_url, synapse_name, workdir))
+    finally:
+        stop(procs)
+    passed = sum(1 for status, _, _ in RESULTS if status == "ok")
+    failed = sum(1 for status, _, _ in RESULTS if status == "FAIL")
+    skipped = len(RESULTS) - passed - failed
+    print(f"# {time.monotonic() - started:.0f} s in all")
+    if failed or not RESULTS:
+        print_log_tails({name: log for name, log in logs.items() if os.path.exists(log)})
+        print(f"# kept the work directory for the logs: {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"interop: {passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
+    sys.exit(1 if failed or not RESULTS else 0)
+
+
+if __name__ == "__main__":
+    main()
