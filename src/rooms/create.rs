@@ -239,7 +239,9 @@ impl Rooms {
                 json!({"topic": topic, "m.topic": {"m.text": [{"body": topic, "mimetype": "text/plain"}]}}),
             ));
         }
-        for invitee in &request.invite {
+        // Other servers' users are invited once the room exists, through
+        // their servers (`federation::membership::invite_remote`).
+        for invitee in request.invite.iter().filter(|i| i.server_name() == self.server_name) {
             let mut content = json!({"membership": "invite"});
             if request.is_direct {
                 content["is_direct"] = json!(true);

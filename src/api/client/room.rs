@@ -70,10 +70,11 @@ async fn create(req: Ruma<create_room::v3::Request>) -> Result<create_room::v3::
         None => None,
     };
     for invitee in &body.invite {
-        if invitee.server_name() != server {
-            return Err(Error::forbidden(
-                "Inviting users on other servers needs federation, which Hearth does not have yet",
-            ));
+        if invitee.server_name() != server && !services.config.federation.allows(invitee.server_name()) {
+            return Err(Error::forbidden(format!(
+                "Federation with {} is not allowed",
+                invitee.server_name()
+            )));
         }
     }
     let mut initial_state = Vec::new();
@@ -118,7 +119,21 @@ async fn create(req: Ruma<create_room::v3::Request>) -> Result<create_room::v3::
     };
     let room_id = services.rooms.create_room(req.user(), request).await?;
     tracing::info!("{} created {room_id}", req.user());
-    // Invites by address once the room exists (as Synapse).
+    // Other servers' users and invites by address once the room exists
+    // (as Synapse; a failed remote invite does not undo the room).
+    for invitee in body.invite.iter().filter(|i| i.server_name() != server) {
+        let mut content = Map::new();
+        content.insert("membership".to_owned(), serde_json::json!("invite"));
+        if body.is_direct {
+            content.insert("is_direct".to_owned(), serde_json::json!(true));
+        }
+        if let Err(e) =
+            crate::federation::membership::invite_remote(services, &room_id, req.user(), invitee, content)
+                .await
+        {
+            tracing::info!("inviting {invitee} to the new room {room_id}: {e}");
+        }
+    }
     for invite in &body.invite_3pid {
         super::third_party::invite(services, &room_id, req.user(), invite).await?;
     }

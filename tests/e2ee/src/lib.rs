@@ -39,6 +39,16 @@ pub struct Hearth {
     pub url: String,
     port: u16,
     dir: tempfile::TempDir,
+    /// Configuration beyond the single-server default (federation).
+    extra: Extra,
+}
+
+/// Configuration a federated server adds: its name (top level) and its
+/// federation listener and settings (tables).
+#[derive(Clone, Default)]
+struct Extra {
+    top: String,
+    tables: String,
 }
 
 fn binary() -> Result<PathBuf> {
@@ -61,15 +71,64 @@ impl Hearth {
     /// Starts a server on a free port with a fresh database.
     pub async fn start() -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let (child, url, port) = spawn(dir.path(), 0).await?;
-        Ok(Self { child, url, port, dir })
+        let extra = Extra::default();
+        let (child, url, port) = spawn(dir.path(), 0, &extra).await?;
+        Ok(Self { child, url, port, dir, extra })
+    }
+
+    /// `n` servers named hs1.test, hs2.test, … that federate over HTTPS on
+    /// 127.0.0.1, with certificates from a CA made here and each other's
+    /// addresses in `federation.resolve_overrides`.
+    pub async fn federation(n: usize) -> Result<Vec<Self>> {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate()?)?;
+        // Ports known before any server starts (each names the others').
+        let mut ports = Vec::new();
+        for _ in 0..n {
+            let client = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let federation = std::net::TcpListener::bind("127.0.0.1:0")?;
+            ports.push((client.local_addr()?.port(), federation.local_addr()?.port()));
+        }
+        let overrides: Vec<String> =
+            (0..n).map(|i| format!("\"hs{}.test\" = \"127.0.0.1:{}\"", i + 1, ports[i].1)).collect();
+        let mut servers = Vec::new();
+        for (i, (client_port, federation_port)) in ports.into_iter().enumerate() {
+            let dir = tempfile::tempdir()?;
+            let name = format!("hs{}.test", i + 1);
+            let key = rcgen::KeyPair::generate()?;
+            let cert = rcgen::CertificateParams::new(vec![name.clone()])?.signed_by(&key, &ca)?;
+            let (ca_path, cert_path, key_path) =
+                (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&ca_path, ca.pem())?;
+            std::fs::write(&cert_path, cert.pem())?;
+            std::fs::write(&key_path, key.serialize_pem())?;
+            let extra = Extra {
+                top: format!("server_name = \"{name}\"\n"),
+                tables: format!(
+                    "[[listeners]]\naddress = \"127.0.0.1\"\nport = {federation_port}\nresources = [\"federation\", \"keys\"]\n\
+                     tls = {{ certificate = \"{}\", key = \"{}\" }}\n\
+                     [federation]\nca_file = \"{}\"\nip_range_blacklist = []\n\
+                     destination_min_retry_interval_ms = 100\ndestination_max_retry_interval_ms = 500\n\
+                     resolve_overrides = {{ {} }}\n",
+                    cert_path.display(),
+                    key_path.display(),
+                    ca_path.display(),
+                    overrides.join(", ")
+                ),
+            };
+            let (child, url, port) = spawn(dir.path(), client_port, &extra).await?;
+            servers.push(Self { child, url, port, dir, extra });
+        }
+        Ok(servers)
     }
 
     /// Kills the server with SIGKILL (no shutdown of any kind) and starts it
     /// again on the same port and database.
     pub async fn kill_and_restart(&mut self) -> Result<()> {
         self.child.kill().await?;
-        let (child, url, _) = spawn(self.dir.path(), self.port).await?;
+        let (child, url, _) = spawn(self.dir.path(), self.port, &self.extra).await?;
         self.child = child;
         self.url = url;
         Ok(())
@@ -82,13 +141,15 @@ impl Drop for Hearth {
     }
 }
 
-async fn spawn(dir: &std::path::Path, port: u16) -> Result<(Child, String, u16)> {
+async fn spawn(dir: &std::path::Path, port: u16, extra: &Extra) -> Result<(Child, String, u16)> {
     let config = dir.join("hearth.toml");
     let unlimited = "per_second = 10000.0\nburst_count = 10000\n";
     let mut text = format!(
-        "log = \"warn,hearth=info\"\n[[listeners]]\naddress = \"127.0.0.1\"\nport = {port}\n\
-         [database]\npath = \"{}\"\ncache_mb = 8\n[registration]\nenabled = true\n",
-        dir.join("db").display()
+        "{}log = \"warn,hearth=info\"\n[[listeners]]\naddress = \"127.0.0.1\"\nport = {port}\n\
+         [database]\npath = \"{}\"\ncache_mb = 8\n[registration]\nenabled = true\n{}",
+        extra.top,
+        dir.join("db").display(),
+        extra.tables
     );
     for limit in [
         "login",
