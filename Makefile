@@ -7,8 +7,10 @@ PYTHON ?= python3
 CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TARGET_DIR
 VENV := $(CARGO_TARGET_DIR)/venv
+# Synapse and matrix-nio with encryption, for `make interop` only.
+INTEROP_VENV := $(CARGO_TARGET_DIR)/interop-venv
 
-.PHONY: run test bench deps build release check fmt clean
+.PHONY: run test interop bench deps build release check fmt clean
 
 run: deps
 	$(CARGO) run --release --bin hearth -- --config example.toml
@@ -35,6 +37,14 @@ test: deps $(VENV)/.ok
 	$(VENV)/bin/python tests/clients/third_party_invites.py $(CARGO_TARGET_DIR)/debug/hearth
 	$(VENV)/bin/python tests/clients/turn.py $(CARGO_TARGET_DIR)/debug/hearth
 	$(CARGO) test -p hearth-e2ee-tests
+
+# Hearth federating with a real Synapse (both on 127.0.0.1, TLS with a test
+# CA): joins, messages, edits, reactions, redactions, invites, bans, history
+# and end-to-end encryption between users of both. Not part of `make test`
+# (it installs Synapse); how to read it and the last results: docs/INTEROP.md.
+interop: deps $(INTEROP_VENV)/.ok
+	$(CARGO) build --bin hearth
+	$(INTEROP_VENV)/bin/python tests/interop/synapse_interop.py $(CARGO_TARGET_DIR)/debug/hearth
 
 # Release-mode benchmarks; figures go to docs/PERFORMANCE.md.
 bench: deps
@@ -75,4 +85,15 @@ $(VENV)/.ok: tests/clients/requirements.txt
 	fi
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r tests/clients/requirements.txt
+	touch $@
+
+# The interop test's virtualenv: Synapse, matrix-nio[e2e] (vodozemac wheels).
+$(INTEROP_VENV)/.ok: tests/interop/requirements.txt
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1; then \
+		echo "make: installing python3-venv (needed for the interop test)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3 python3-venv; \
+	fi
+	$(PYTHON) -m venv $(INTEROP_VENV)
+	$(INTEROP_VENV)/bin/pip install -q -r tests/interop/requirements.txt
 	touch $@

@@ -16,9 +16,14 @@ CA, then checks, with users on both servers:
   e. a ban from each side, shown and enforced on both servers;
   f. backward pagination of history from before a Hearth user joined a
      Synapse room;
-  g. end-to-end encrypted messages both ways (matrix-nio with vodozemac).
+  g. end-to-end encrypted messages both ways (matrix-nio with vodozemac);
+and, beside those, what clients commonly do across servers: each server's
+public room directory read from the other (/publicRooms?server=), a DM
+(createRoom with `invite`) from each side, and a rejoin after a ban that
+only the room's server can refuse (make_join).
 Prints one line per check (ok / FAIL / SKIP) and a summary line
-"interop: N passed, M failed"; exits non-zero when anything failed.
+"interop: N passed, M failed"; exits non-zero when anything failed. It takes
+about 15 s; docs/INTEROP.md has the last results.
 The work directory (configurations, databases, both logs) is deleted when
 everything passed and kept, its path printed, otherwise.
 """
@@ -27,6 +32,7 @@ import asyncio
 import datetime
 import ipaddress
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -53,6 +59,10 @@ class Failure(Exception):
     """A check did not hold; the message says what was seen."""
 
 
+class Skip(Exception):
+    """A check that cannot run here (for example a missing library)."""
+
+
 def expect(condition, reason):
     if not condition:
         raise Failure(reason)
@@ -76,10 +86,6 @@ def run_check(name, check):
         record("FAIL", name, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
 
 
-class Skip(Exception):
-    """A check that cannot run here (for example a missing library)."""
-
-
 def wait_for(what, condition, long_poll, timeout=FEDERATION_TIMEOUT):
     """The one waiting helper: evaluates `condition()` until it returns something
     truthy, calling `long_poll(seconds_left)` (a /sync long poll) in between, so
@@ -98,10 +104,16 @@ def wait_for(what, condition, long_poll, timeout=FEDERATION_TIMEOUT):
 # ---------------------------------------------------------------- set-up
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n):
+    """`n` distinct ports free on 127.0.0.1 (all bound at once, then released)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def make_certificates(directory):
@@ -160,7 +172,7 @@ def hearth_config(workdir, client_port, federation_port, tls):
     q = json.dumps  # a TOML basic string
     limits = "".join(f"[rate_limits.{name}]\nper_second = 1000.0\nburst_count = 1000\n" for name in RATE_LIMITS)
     return f"""server_name = "localhost:{federation_port}"
-log = "info,hearth=debug"
+log = "info,hearth=debug,ruma_state_res=warn"
 
 [[listeners]]
 address = "127.0.0.1"
@@ -264,26 +276,24 @@ def wait_for_server(name, proc, url, log):
 
     state = wait_until(up, SERVER_START_TIMEOUT, interval=0.2)
     if state is not True:
-        print_log_tails({name: log})
-        raise SystemExit(f"{name} did not start ({'it exited' if state == 'exited' else 'timed out'}); log: {log}")
+        raise Failure(f"{name} did not start ({'it exited' if state == 'exited' else 'timed out'}); log: {log}")
 
 
-def start_hearth(binary, workdir, tls):
-    client_port, federation_port = free_port(), free_port()
+def start_hearth(binary, workdir, tls, client_port, federation_port):
     config = os.path.join(workdir, "hearth.toml")
     with open(config, "w") as f:
         f.write(hearth_config(workdir, client_port, federation_port, tls))
     log = os.path.join(workdir, "hearth.log")
-    proc = subprocess.Popen([binary, "--config", config, "serve"], stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "NO_COLOR": "1", "NO_PROXY": "127.0.0.1,localhost"})
+    with open(log, "w") as out:
+        proc = subprocess.Popen([binary, "--config", config, "serve"], stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "NO_COLOR": "1", "NO_PROXY": "127.0.0.1,localhost"})
     url = f"http://127.0.0.1:{client_port}"
     return proc, url, f"localhost:{federation_port}", log
 
 
-def start_synapse(workdir, tls):
+def start_synapse(workdir, tls, client_port, federation_port):
     directory = os.path.join(workdir, "synapse")
     os.makedirs(directory)
-    client_port, federation_port = free_port(), free_port()
     config = os.path.join(directory, "homeserver.yaml")
     with open(config, "w") as f:
         json.dump(synapse_config(directory, client_port, federation_port, tls), f, indent=2)
@@ -291,8 +301,9 @@ def start_synapse(workdir, tls):
     subprocess.run(command + ["--generate-keys"], cwd=directory, check=True, timeout=120,
                    stdout=subprocess.DEVNULL)
     output = os.path.join(directory, "stdout.log")
-    proc = subprocess.Popen(command, cwd=directory, stdout=open(output, "w"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "NO_PROXY": "127.0.0.1,localhost"})
+    with open(output, "w") as out:
+        proc = subprocess.Popen(command, cwd=directory, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "NO_PROXY": "127.0.0.1,localhost"})
     url = f"http://127.0.0.1:{client_port}"
     return proc, url, f"localhost:{federation_port}", os.path.join(directory, "homeserver.log"), output
 
@@ -378,7 +389,7 @@ def register(server, base, username):
         body["auth"] = {"type": "m.login.dummy", "session": answer.get("session")}
         status, answer = http("POST", base + "/_matrix/client/v3/register", body)
     if status != 200:
-        raise SystemExit(f"registering {username} on {server} answered {status}: {answer}")
+        raise Failure(f"registering {username} on {server} answered {status}: {answer}")
     return Client(server, base, answer["user_id"], answer["access_token"])
 
 
@@ -413,11 +424,12 @@ class Scenario:
         self.carol = register(hearth_name, hearth_url, "carol")
         self.bob = register(synapse_name, synapse_url, "bob")
         self.dave = register(synapse_name, synapse_url, "dave")
-        self.hearth_room = self.synapse_room = None
+        self.hearth_room = self.synapse_room = None  # set by the joins (a)
+        self.ban_hearth_done = self.ban_synapse_done = False  # set by the bans (e)
 
     def need(self, attribute, because):
         value = getattr(self, attribute)
-        expect(value, f"skipped: {because} failed")
+        expect(value, f"not run: {because} failed")
         return value
 
     # a. joins
@@ -484,6 +496,11 @@ class Scenario:
                f"the edit's relation arrived as {content.get('m.relates_to')}")
         expect(content.get("m.new_content", {}).get("body") == new_body,
                f"the edit's m.new_content arrived as {content.get('m.new_content')}")
+        # The receiving server bundles the edit with the original it serves.
+        event = receiver.call("GET", f"/_matrix/client/v3/rooms/{q(room)}/event/{q(original)}")
+        bundled = event.get("unsigned", {}).get("m.relations", {}).get("m.replace", {})
+        expect(bundled.get("event_id") == edit, f"the original's unsigned.m.relations on {receiver.server}: "
+                                                f"{event.get('unsigned', {}).get('m.relations')}")
 
     def reaction(self, sender, receiver):
         room = self.need("hearth_room", "the join of the Hearth room")
@@ -496,13 +513,17 @@ class Scenario:
         relation = seen.get("content", {}).get("m.relates_to", {})
         expect(seen["type"] == "m.reaction" and relation.get("event_id") == target and relation.get("key") == key,
                f"the reaction arrived as {seen}")
+        # The receiving server indexes the relation.
+        path = f"/_matrix/client/v1/rooms/{q(room)}/relations/{q(target)}/m.annotation"
+        related = [e["event_id"] for e in receiver.call("GET", path).get("chunk", [])]
+        expect(reaction in related, f"GET {path} on {receiver.server} lists {related}, not {reaction}")
 
     def redaction(self, sender, receiver):
         room = self.need("hearth_room", "the join of the Hearth room")
         doomed = sender.send(room, {"msgtype": "m.text", "body": f"regrettable, from {sender.server}"})
         receiver.wait_event(room, "the message to redact", lambda e: e["event_id"] == doomed)
-        redaction = sender.call("PUT", f"/_matrix/client/v3/rooms/{q(room)}/redact/{q(doomed)}/r{time.monotonic_ns()}",
-                                {"reason": "interop"})["event_id"]
+        path = f"/_matrix/client/v3/rooms/{q(room)}/redact/{q(doomed)}/r{time.monotonic_ns()}"
+        redaction = sender.call("PUT", path, {"reason": "interop"})["event_id"]
         receiver.wait_event(room, "the redaction",
                             lambda e: e["event_id"] == redaction and e["type"] == "m.room.redaction")
         # The receiving server prunes its copy of the original.
@@ -523,8 +544,8 @@ class Scenario:
 
     def invite_at_creation(self, inviter, invitee):
         """createRoom naming the other server's user in `invite` (how clients start a DM)."""
-        room = inviter.call("POST", "/_matrix/client/v3/createRoom",
-                            {"preset": "trusted_private_chat", "is_direct": True, "invite": [invitee.user_id]})["room_id"]
+        body = {"preset": "trusted_private_chat", "is_direct": True, "invite": [invitee.user_id]}
+        room = inviter.call("POST", "/_matrix/client/v3/createRoom", body)["room_id"]
         invitee.wait("the invite in rooms.invite", lambda: invitee.invites.get(room))
         invitee.join(room, via=inviter.user_id.split(":", 1)[1])
         inviter.wait_event(room, "the invitee's join", member_event(invitee.user_id, "join"))
@@ -553,18 +574,31 @@ class Scenario:
         self.ban_synapse_done = True
 
     def banned_cannot_send(self, banned, room, flag):
-        expect(getattr(self, flag, False), "skipped: the ban did not reach the banned user's server")
-        status, answer = banned.request("PUT", f"/_matrix/client/v3/rooms/{q(room)}/send/m.room.message/b{time.monotonic_ns()}",
-                                        {"msgtype": "m.text", "body": "still here?"})
+        expect(getattr(self, flag, False), "not run: the ban did not reach the banned user's server")
+        path = f"/_matrix/client/v3/rooms/{q(room)}/send/m.room.message/b{time.monotonic_ns()}"
+        status, answer = banned.request("PUT", path, {"msgtype": "m.text", "body": "still here?"})
         expect(status == 403, f"sending answered {status}: {answer}")
         return f"{status} {answer.get('errcode') if isinstance(answer, dict) else answer}"
 
     def banned_cannot_rejoin(self, banned, room, host_name, host_member, flag):
-        expect(getattr(self, flag, False), "skipped: the ban did not reach the banned user's server")
+        expect(getattr(self, flag, False), "not run: the ban did not reach the banned user's server")
         status, answer = banned.request("POST", f"/_matrix/client/v3/join/{q(room)}?server_name={q(host_name)}", {})
         expect(status != 200, f"rejoining answered 200: {answer}")
         expect(banned.membership(room, banned.user_id) != "join", "the banned user's server shows them joined")
         membership = host_member.membership(room, banned.user_id)
+        expect(membership == "ban", f"the room's server shows membership {membership}")
+        return f"{status} {answer.get('errcode') if isinstance(answer, dict) else answer}"
+
+    def ban_alone(self, banner, banned):
+        """A ban in a room where the banned user was their server's only member:
+        their server learns of it, and a rejoin has to ask the room's server
+        (make_join), which refuses."""
+        room = create_room(banner, preset="public_chat")
+        self.ban_setup(banner, banned, room, banner.server)
+        banned.wait_event(room, "the ban in the banned user's /sync", member_event(banned.user_id, "ban"))
+        status, answer = banned.request("POST", f"/_matrix/client/v3/join/{q(room)}?server_name={q(banner.server)}", {})
+        expect(status != 200, f"rejoining answered 200: {answer}")
+        membership = banner.membership(room, banned.user_id)
         expect(membership == "ban", f"the room's server shows membership {membership}")
         return f"{status} {answer.get('errcode') if isinstance(answer, dict) else answer}"
 
@@ -598,6 +632,7 @@ class Scenario:
             last.update(found=len(wanted & bodies), created=created, pages=pages)
             return wanted <= bodies and created
 
+        # Polled rather than waited for with /sync: backfilled history is not news to /sync.
         if not wait_until(paginate, FEDERATION_TIMEOUT, interval=0.5):
             raise Failure(f"paging back from the join (prev_batch {start}) found {last['found']} of the {count} "
                           f"messages sent before it, m.room.create {'reached' if last['created'] else 'not reached'}"
@@ -616,6 +651,7 @@ class Scenario:
             raise Skip(f"matrix-nio is not installed: {e}")
         if not ENCRYPTION_ENABLED:
             raise Skip("matrix-nio has no encryption support (its e2e extra, vodozemac, is not installed)")
+        logging.getLogger("nio").setLevel(logging.ERROR)  # its warnings about sessions it is setting up
         loop = asyncio.new_event_loop()
         run = loop.run_until_complete
         clients = []
@@ -646,7 +682,7 @@ class Scenario:
             return long_poll
 
         def received(client, room_id, body):
-            """The decrypted message, or a note of what arrived instead."""
+            """Syncs `client` until it has decrypted `body`; on failure, names the events it could not decrypt."""
             found = []
 
             def callback(room, event):
@@ -672,10 +708,10 @@ class Scenario:
             wait_for("frank's invite", lambda: room_id in frank.invited_rooms, nio_sync(frank))
             resp = run(frank.join(room_id))
             expect(isinstance(resp, nio.JoinResponse), f"frank joining: {resp}")
-            wait_for("the encrypted room on Synapse", lambda: room_id in frank.rooms and frank.rooms[room_id].encrypted,
-                     nio_sync(frank))
-            wait_for("frank's join on Hearth", lambda: room_id in erin.rooms and frank.user_id in erin.rooms[room_id].users,
-                     nio_sync(erin))
+            wait_for("the encrypted room on Synapse",
+                     lambda: room_id in frank.rooms and frank.rooms[room_id].encrypted, nio_sync(frank))
+            wait_for("frank's join on Hearth",
+                     lambda: room_id in erin.rooms and frank.user_id in erin.rooms[room_id].users, nio_sync(erin))
             results = []
             for sender, receiver in ((erin, frank), (frank, erin)):
                 body = f"secret from {sender.user_id}"
@@ -725,11 +761,32 @@ def run_scenario(s):
          lambda: s.banned_cannot_send(s.carol, s.synapse_room, "ban_synapse_done")),
         ("e. ban by Synapse: the banned Hearth user cannot rejoin",
          lambda: s.banned_cannot_rejoin(s.carol, s.synapse_room, s.synapse_name, s.bob, "ban_synapse_done")),
+        ("e. ban by Hearth of the only Synapse user in a Hearth room: seen on Synapse, rejoin refused by Hearth",
+         lambda: s.ban_alone(s.alice, s.dave)),
+        ("e. ban by Synapse of the only Hearth user in a Synapse room: seen on Hearth, rejoin refused by Synapse",
+         lambda: s.ban_alone(s.bob, s.carol)),
         ("f. history from before the join paged back across servers (/messages dir=b)", s.history),
         ("g. end-to-end encrypted messages both ways (matrix-nio)", s.e2ee),
     ]
     for name, check in checks:
         run_check(name, check)
+
+
+def start_and_run(binary, workdir, procs, logs):
+    """Both servers, then the checks; `procs` and `logs` are filled in as things start."""
+    started = time.monotonic()
+    tls = make_certificates(workdir)
+    ports = free_ports(4)
+    hearth, hearth_url, hearth_name, logs["hearth"] = start_hearth(binary, workdir, tls, *ports[:2])
+    procs.append(hearth)
+    synapse, synapse_url, synapse_name, logs["synapse"], logs["synapse (stdout)"] = start_synapse(
+        workdir, tls, *ports[2:])
+    procs.append(synapse)
+    wait_for_server("hearth", hearth, hearth_url, logs["hearth"])
+    wait_for_server("synapse", synapse, synapse_url, logs["synapse (stdout)"])
+    print(f"# Hearth {hearth_name} (client API {hearth_url}), Synapse {synapse_name} "
+          f"(client API {synapse_url}), ready in {time.monotonic() - started:.1f} s", flush=True)
+    run_scenario(Scenario(hearth_url, hearth_name, synapse_url, synapse_name, workdir))
 
 
 def main():
@@ -740,18 +797,9 @@ def main():
     started = time.monotonic()
     procs, logs = [], {}
     try:
-        tls = make_certificates(workdir)
-        hearth, hearth_url, hearth_name, hearth_log = start_hearth(binary, workdir, tls)
-        procs.append(hearth)
-        logs["hearth"] = hearth_log
-        synapse, synapse_url, synapse_name, synapse_log, synapse_output = start_synapse(workdir, tls)
-        procs.append(synapse)
-        logs.update({"synapse": synapse_log, "synapse (stdout)": synapse_output})
-        wait_for_server("hearth", hearth, hearth_url, hearth_log)
-        wait_for_server("synapse", synapse, synapse_url, synapse_output)
-        print(f"# Hearth {hearth_name} (client API {hearth_url}), Synapse {synapse_name} "
-              f"(client API {synapse_url}), ready in {time.monotonic() - started:.1f} s", flush=True)
-        run_scenario(Scenario(hearth_url, hearth_name, synapse_url, synapse_name, workdir))
+        start_and_run(binary, workdir, procs, logs)
+    except (Failure, OSError, subprocess.SubprocessError) as e:
+        record("FAIL", "set-up (certificates, servers, users)", str(e))
     finally:
         stop(procs)
     passed = sum(1 for status, _, _ in RESULTS if status == "ok")
