@@ -6,7 +6,10 @@
 use http::StatusCode;
 use ruma::{
     OwnedServerName,
-    api::{error::ErrorKind, federation::authentication::XMatrix},
+    api::{
+        error::ErrorKind,
+        federation::authentication::{XMatrix, XMatrixExtractError},
+    },
 };
 
 use super::Servers;
@@ -24,8 +27,15 @@ pub async fn verify_request(
     parts: &http::request::Parts,
     body: &[u8],
 ) -> Result<OwnedServerName> {
-    let header = XMatrix::extract_from_http_headers(&parts.headers)
-        .map_err(|e| unauthorized(format!("Missing or invalid X-Matrix authorization: {e}")))?;
+    // As Synapse: no header is 401, a malformed one (a bad server name) 400.
+    let header = XMatrix::extract_from_http_headers(&parts.headers).map_err(|e| match e {
+        XMatrixExtractError::MissingAuthorizationHeader => unauthorized("Missing X-Matrix authorization"),
+        e => Error::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthorized,
+            format!("Malformed X-Matrix authorization: {e}"),
+        ),
+    })?;
     if header.destination.as_deref().is_some_and(|destination| destination != servers.server_name) {
         return Err(unauthorized("The X-Matrix destination is not this server"));
     }

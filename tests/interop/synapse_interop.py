@@ -29,34 +29,28 @@ everything passed and kept, its path printed, otherwise.
 """
 
 import asyncio
-import datetime
-import ipaddress
 import json
 import logging
 import os
-import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-import urllib.error
 import urllib.parse
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clients"))
 from harness import http, print_log_tails, stop, wait_until  # noqa: E402
+# The set-up (certificates, configurations, processes), shared with benches/federation.py.
+from servers import (Failure, free_ports, make_certificates, start_hearth, start_synapse,  # noqa: E402
+                     wait_for_server)
 
 PASSWORD = "interop-pass-1"
-SERVER_START_TIMEOUT = 180  # Synapse creates its SQLite schema on first start
 FEDERATION_TIMEOUT = 30  # for the other server to see something
 
 RESULTS = []  # (status, name, detail); status is "ok", "FAIL" or "SKIP"
-
-
-class Failure(Exception):
-    """A check did not hold; the message says what was seen."""
 
 
 class Skip(Exception):
@@ -99,213 +93,6 @@ def wait_for(what, condition, long_poll, timeout=FEDERATION_TIMEOUT):
         if left <= 0:
             raise Failure(f"{what}: not seen within {timeout} s")
         long_poll(min(left, 5.0))
-
-
-# ---------------------------------------------------------------- set-up
-
-
-def free_ports(n):
-    """`n` distinct ports free on 127.0.0.1 (all bound at once, then released)."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def make_certificates(directory):
-    """A test CA and a certificate for localhost / 127.0.0.1 that it signed:
-    paths of (CA PEM, certificate PEM, private key PEM)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=2)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Hearth interop test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(start).not_valid_after(end)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-
-    paths = tuple(os.path.join(directory, name) for name in ("ca.pem", "localhost.pem", "localhost.key"))
-    with open(paths[0], "wb") as f:
-        f.write(ca.public_bytes(serialization.Encoding.PEM))
-    with open(paths[1], "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(paths[2], "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
-    return paths
-
-
-RATE_LIMITS = ["login", "login_failures", "registration", "registration_checks", "message", "room_creation",
-               "membership", "typing", "to_device", "receipts"]
-
-
-def hearth_config(workdir, client_port, federation_port, tls):
-    ca, cert, key = tls
-    q = json.dumps  # a TOML basic string
-    limits = "".join(f"[rate_limits.{name}]\nper_second = 1000.0\nburst_count = 1000\n" for name in RATE_LIMITS)
-    return f"""server_name = "localhost:{federation_port}"
-log = "info,hearth=debug,ruma_state_res=warn"
-
-[[listeners]]
-address = "127.0.0.1"
-port = {client_port}
-resources = ["client"]
-
-[[listeners]]
-address = "127.0.0.1"
-port = {federation_port}
-resources = ["federation", "keys"]
-tls = {{ certificate = {q(cert)}, key = {q(key)} }}
-
-[database]
-path = {q(os.path.join(workdir, "hearth-db"))}
-cache_mb = 8
-
-[registration]
-enabled = true
-
-[federation]
-ca_file = {q(ca)}
-ip_range_blacklist = []
-destination_min_retry_interval_ms = 200
-destination_max_retry_interval_ms = 2000
-
-{limits}"""
-
-
-def synapse_config(directory, client_port, federation_port, tls):
-    """homeserver.yaml (written as JSON, which YAML reads) and its logging configuration."""
-    ca, cert, key = tls
-    unlimited = {"per_second": 1000, "burst_count": 1000}
-    log_config = os.path.join(directory, "log.yaml")
-    with open(log_config, "w") as f:
-        json.dump({
-            "version": 1,
-            "formatters": {"precise": {
-                "format": "%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(request)s - %(message)s"}},
-            "handlers": {"file": {"class": "logging.FileHandler", "formatter": "precise",
-                                  "filename": os.path.join(directory, "homeserver.log"), "encoding": "utf8"}},
-            "loggers": {"synapse.storage.SQL": {"level": "INFO"}},
-            "root": {"level": "INFO", "handlers": ["file"]},
-            "disable_existing_loggers": False,
-        }, f, indent=2)
-    return {
-        "server_name": f"localhost:{federation_port}",
-        "pid_file": os.path.join(directory, "homeserver.pid"),
-        "listeners": [
-            {"port": client_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
-             "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}]},
-            {"port": federation_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": True,
-             "x_forwarded": False, "resources": [{"names": ["federation", "keys"], "compress": False}]},
-        ],
-        "tls_certificate_path": cert,
-        "tls_private_key_path": key,
-        "federation_custom_ca_list": [ca],
-        "ip_range_blacklist": [],
-        "ip_range_whitelist": ["127.0.0.0/8", "::1/128"],
-        # Durations in milliseconds: retry a server that failed quickly, as Hearth is told to.
-        "federation": {"destination_min_retry_interval": 200, "destination_max_retry_interval": 2000,
-                       "max_short_retry_delay": 500, "max_long_retry_delay": 2000},
-        "database": {"name": "sqlite3", "args": {"database": os.path.join(directory, "homeserver.db")}},
-        "log_config": log_config,
-        "media_store_path": os.path.join(directory, "media_store"),
-        "signing_key_path": os.path.join(directory, "signing.key"),
-        "trusted_key_servers": [],
-        "suppress_key_server_warning": True,
-        "macaroon_secret_key": secrets.token_hex(32),
-        "form_secret": secrets.token_hex(32),
-        "allow_public_rooms_over_federation": True,
-        "report_stats": False,
-        "enable_registration": True,
-        "enable_registration_without_verification": True,
-        "room_list_publication_rules": [{"action": "allow"}],
-        "presence": {"enabled": True},
-        "rc_message": unlimited,
-        "rc_registration": unlimited,
-        "rc_registration_token_validity": unlimited,
-        "rc_login": {"address": unlimited, "account": unlimited, "failed_attempts": unlimited},
-        "rc_joins": {"local": unlimited, "remote": unlimited},
-        "rc_joins_per_room": unlimited,
-        "rc_invites": {"per_room": unlimited, "per_user": unlimited, "per_issuer": unlimited},
-        "rc_room_creation": unlimited,
-        "rc_key_requests": unlimited,
-        "rc_presence": {"per_user": unlimited},
-        "rc_admin_redaction": unlimited,
-        "rc_federation": {"window_size": 1000, "sleep_limit": 1000, "sleep_delay": 0, "reject_limit": 1000,
-                          "concurrent": 100},
-    }
-
-
-def wait_for_server(name, proc, url, log):
-    """Polls /_matrix/client/versions until it answers 200, the process exits, or the deadline passes."""
-    def up():
-        if proc.poll() is not None:
-            return "exited"
-        try:
-            return http("GET", url + "/_matrix/client/versions")[0] == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    state = wait_until(up, SERVER_START_TIMEOUT, interval=0.2)
-    if state is not True:
-        raise Failure(f"{name} did not start ({'it exited' if state == 'exited' else 'timed out'}); log: {log}")
-
-
-def start_hearth(binary, workdir, tls, client_port, federation_port):
-    config = os.path.join(workdir, "hearth.toml")
-    with open(config, "w") as f:
-        f.write(hearth_config(workdir, client_port, federation_port, tls))
-    log = os.path.join(workdir, "hearth.log")
-    with open(log, "w") as out:
-        proc = subprocess.Popen([binary, "--config", config, "serve"], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "NO_COLOR": "1", "NO_PROXY": "127.0.0.1,localhost"})
-    url = f"http://127.0.0.1:{client_port}"
-    return proc, url, f"localhost:{federation_port}", log
-
-
-def start_synapse(workdir, tls, client_port, federation_port):
-    directory = os.path.join(workdir, "synapse")
-    os.makedirs(directory)
-    config = os.path.join(directory, "homeserver.yaml")
-    with open(config, "w") as f:
-        json.dump(synapse_config(directory, client_port, federation_port, tls), f, indent=2)
-    command = [sys.executable, "-m", "synapse.app.homeserver", "-c", config]
-    subprocess.run(command + ["--generate-keys"], cwd=directory, check=True, timeout=120,
-                   stdout=subprocess.DEVNULL)
-    output = os.path.join(directory, "stdout.log")
-    with open(output, "w") as out:
-        proc = subprocess.Popen(command, cwd=directory, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "NO_PROXY": "127.0.0.1,localhost"})
-    url = f"http://127.0.0.1:{client_port}"
-    return proc, url, f"localhost:{federation_port}", os.path.join(directory, "homeserver.log"), output
 
 
 # ---------------------------------------------------------------- client

@@ -169,26 +169,22 @@ async fn set_visibility(
 }
 
 /// One page of the directory. `since` tokens are offsets: `o<n>`.
-struct DirectoryPage {
-    chunk: Vec<PublicRoomsChunk>,
-    next_batch: Option<String>,
-    prev_batch: Option<String>,
-    total: u64,
+pub struct DirectoryPage {
+    pub chunk: Vec<PublicRoomsChunk>,
+    pub next_batch: Option<String>,
+    pub prev_batch: Option<String>,
+    pub total: u64,
 }
 
-fn directory_page(
+/// A page of this server's published rooms (for clients and, through
+/// `/_matrix/federation/v1/publicRooms`, other servers).
+pub fn directory_page(
     services: &Services,
-    server: Option<&ruma::ServerName>,
     limit: Option<UInt>,
     since: Option<&str>,
     search: Option<&str>,
     room_types: &[ruma::directory::RoomTypeFilter],
 ) -> Result<DirectoryPage> {
-    if server.is_some_and(|s| s != services.rooms.server_name()) {
-        return Err(Error::invalid_param(
-            "Other servers' directories need federation, which Hearth does not have yet",
-        ));
-    }
     let offset = match since {
         Some(token) => token
             .strip_prefix('o')
@@ -244,10 +240,26 @@ fn to_chunk(e: &DirectoryEntry) -> PublicRoomsChunk {
     chunk
 }
 
+/// Another server named by a client's `server` parameter, if not this one.
+fn remote<'a>(services: &Services, server: Option<&'a ruma::ServerName>) -> Option<&'a ruma::ServerName> {
+    server.filter(|s| *s != services.config.server_name)
+}
+
 async fn public_rooms(req: Ruma<get_public_rooms::v3::Request>) -> Result<get_public_rooms::v3::Response> {
     let body = &req.body;
-    let page =
-        directory_page(&req.services, body.server.as_deref(), body.limit, body.since.as_deref(), None, &[])?;
+    if let Some(server) = remote(&req.services, body.server.as_deref()) {
+        let mut request = ruma::api::federation::directory::get_public_rooms::v1::Request::new();
+        request.limit = body.limit;
+        request.since = body.since.clone();
+        let answer =
+            req.services.servers.client.send(server, request).await.map_err(|f| f.to_client_error(server))?;
+        let mut response = get_public_rooms::v3::Response::new(answer.chunk);
+        response.next_batch = answer.next_batch;
+        response.prev_batch = answer.prev_batch;
+        response.total_room_count_estimate = answer.total_room_count_estimate;
+        return Ok(response);
+    }
+    let page = directory_page(&req.services, body.limit, body.since.as_deref(), None, &[])?;
     let mut response = get_public_rooms::v3::Response::new(page.chunk);
     response.next_batch = page.next_batch;
     response.prev_batch = page.prev_batch;
@@ -259,15 +271,23 @@ async fn public_rooms_filtered(
     req: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<get_public_rooms_filtered::v3::Response> {
     let body = &req.body;
+    if let Some(server) = remote(&req.services, body.server.as_deref()) {
+        let mut request = ruma::api::federation::directory::get_public_rooms_filtered::v1::Request::new();
+        request.limit = body.limit;
+        request.since = body.since.clone();
+        request.filter = body.filter.clone();
+        let answer =
+            req.services.servers.client.send(server, request).await.map_err(|f| f.to_client_error(server))?;
+        let mut response = get_public_rooms_filtered::v3::Response::new();
+        response.chunk = answer.chunk;
+        response.next_batch = answer.next_batch;
+        response.prev_batch = answer.prev_batch;
+        response.total_room_count_estimate = answer.total_room_count_estimate;
+        return Ok(response);
+    }
     let search = body.filter.generic_search_term.as_deref();
-    let page = directory_page(
-        &req.services,
-        body.server.as_deref(),
-        body.limit,
-        body.since.as_deref(),
-        search,
-        &body.filter.room_types,
-    )?;
+    let page =
+        directory_page(&req.services, body.limit, body.since.as_deref(), search, &body.filter.room_types)?;
     let mut response = get_public_rooms_filtered::v3::Response::new();
     response.chunk = page.chunk;
     response.next_batch = page.next_batch;

@@ -5,7 +5,7 @@ mod account_data;
 mod admin;
 mod backup;
 mod devices;
-mod directory;
+pub(crate) mod directory;
 mod discovery;
 mod filter;
 mod keys;

@@ -25,7 +25,19 @@ use crate::{
 const MAX_SERVERS_PER_QUERY: usize = 100;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(own_keys).ruma(notary_one).ruma(notary_batch)
+    router
+        .ruma(own_keys)
+        .ruma(notary_one)
+        .ruma(notary_batch)
+        // The deprecated form with a key ID (which is ignored), still asked
+        // for by older servers and SyTest; Synapse serves it too.
+        .route("/_matrix/key/v2/server/{key_id}", axum::routing::get(own_keys_by_id))
+}
+
+async fn own_keys_by_id(
+    axum::extract::State(services): axum::extract::State<Arc<Services>>,
+) -> Result<axum::Json<CanonicalJsonObject>> {
+    Ok(axum::Json(services.servers.keys.own_document()?))
 }
 
 async fn own_keys(req: Ruma<server_keys::Request>) -> Result<server_keys::Response> {

@@ -1,6 +1,8 @@
 //! Membership across servers: joins and leaves as the resident server
-//! (`make_join`, `send_join` v2, `make_leave`, `send_leave` v2), invites as
-//! the invitee's server (`invite` v2).
+//! (`make_join`, `send_join` v1 and v2, `make_leave`, `send_leave` v1 and
+//! v2, `make_knock`, `send_knock`), invites as the invitee's server
+//! (`invite` v2). The v1 forms are deprecated but Synapse still serves them
+//! (their answers are `[200, body]`).
 
 use std::sync::Arc;
 
@@ -23,8 +25,71 @@ use crate::{
     services::Services,
 };
 
+/// The v1 `send_join` and `send_leave`, which ruma does not describe.
+mod v1 {
+    use ruma::{
+        OwnedEventId, OwnedRoomId,
+        api::{federation::authentication::ServerSignatures, request, response},
+        metadata,
+    };
+    use serde_json::value::RawValue;
+
+    /// A JSON body as the handler built it.
+    #[response]
+    pub struct Response {
+        #[ruma_api(body)]
+        pub body: Box<RawValue>,
+    }
+
+    pub mod send_join {
+        pub use super::Response;
+        use super::*;
+
+        metadata! {
+            method: PUT,
+            authentication: ServerSignatures,
+            rate_limited: false,
+            path: "/_matrix/federation/v1/send_join/{room_id}/{event_id}",
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(path)]
+            pub room_id: OwnedRoomId,
+            #[ruma_api(path)]
+            pub event_id: OwnedEventId,
+            #[ruma_api(body)]
+            pub pdu: Box<RawValue>,
+        }
+    }
+
+    pub mod send_leave {
+        pub use super::Response;
+        use super::*;
+
+        metadata! {
+            method: PUT,
+            authentication: ServerSignatures,
+            rate_limited: false,
+            path: "/_matrix/federation/v1/send_leave/{room_id}/{event_id}",
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(path)]
+            pub room_id: OwnedRoomId,
+            #[ruma_api(path)]
+            pub event_id: OwnedEventId,
+            #[ruma_api(body)]
+            pub pdu: Box<RawValue>,
+        }
+    }
+}
+
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
+        .ruma(accept_join_v1)
+        .ruma(accept_leave_v1)
         .ruma(prepare_join)
         .ruma(accept_join)
         .ruma(prepare_leave)
@@ -53,12 +118,16 @@ async fn prepare_join(req: Ruma<make_join::Request>) -> Result<make_join::Respon
     Ok(response)
 }
 
-async fn accept_join(req: Ruma<send_join::Request>) -> Result<send_join::Response> {
-    let services = &req.services;
-    let object = ingest::parse_pdu(&req.body.pdu).map_err(Error::bad_json)?;
-    let (room_id, event_id) = (&req.body.room_id, &req.body.event_id);
-    let short =
-        membership::take_member_event(services, req.origin(), room_id, event_id, object, "join").await?;
+/// A join taken in, and the room's state and auth chain before it.
+async fn join_answer(
+    services: &Arc<Services>,
+    origin: &ruma::ServerName,
+    room_id: &ruma::RoomId,
+    event_id: &ruma::OwnedEventId,
+    pdu: &RawValue,
+) -> Result<RoomState> {
+    let object = ingest::parse_pdu(pdu).map_err(Error::bad_json)?;
+    let short = membership::take_member_event(services, origin, room_id, event_id, object, "join").await?;
     let (state, chain) = services
         .rooms
         .state_and_auth_before(short)?
@@ -71,7 +140,44 @@ async fn accept_join(req: Ruma<send_join::Request>) -> Result<send_join::Respons
     room_state.auth_chain = events(&chain)?;
     // As stored: with our signature when we authorised a restricted join.
     room_state.event = events(&[short])?.pop();
+    Ok(room_state)
+}
+
+async fn accept_join(req: Ruma<send_join::Request>) -> Result<send_join::Response> {
+    let body = &req.body;
+    let room_state =
+        join_answer(&req.services, req.origin(), &body.room_id, &body.event_id, &body.pdu).await?;
     Ok(send_join::Response::new(room_state))
+}
+
+async fn accept_join_v1(req: Ruma<v1::send_join::Request>) -> Result<v1::Response> {
+    let body = &req.body;
+    let room_state =
+        join_answer(&req.services, req.origin(), &body.room_id, &body.event_id, &body.pdu).await?;
+    let mut answer = serde_json::to_value(&room_state).map_err(Error::internal)?;
+    answer["origin"] = serde_json::json!(req.services.config.server_name);
+    v1_answer(answer)
+}
+
+/// The v1 shape: `[200, body]`.
+fn v1_answer(body: serde_json::Value) -> Result<v1::Response> {
+    let raw = serde_json::value::to_raw_value(&serde_json::json!([200, body])).map_err(Error::internal)?;
+    Ok(v1::Response { body: raw })
+}
+
+async fn accept_leave_v1(req: Ruma<v1::send_leave::Request>) -> Result<v1::Response> {
+    let body = &req.body;
+    let object = ingest::parse_pdu(&body.pdu).map_err(Error::bad_json)?;
+    membership::take_member_event(
+        &req.services,
+        req.origin(),
+        &body.room_id,
+        &body.event_id,
+        object,
+        "leave",
+    )
+    .await?;
+    v1_answer(serde_json::json!({}))
 }
 
 async fn prepare_leave(req: Ruma<make_leave::Request>) -> Result<make_leave::Response> {

@@ -4,6 +4,7 @@
 //! client listeners too (`public_routes`: the OpenID userinfo check,
 //! identity servers' `3pid/onbind`).
 
+mod directory;
 mod events;
 mod keys;
 mod membership;
@@ -26,6 +27,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = transactions::routes(router);
     let router = membership::routes(router);
     let router = user::routes(router);
+    let router = directory::routes(router);
     query::routes(router)
 }
 

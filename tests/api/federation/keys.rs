@@ -121,7 +121,8 @@ async fn inbound_requests_need_a_valid_x_matrix_signature() {
     };
 
     assert_error(&get(None).await, StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED");
-    assert_error(&get(Some("X-Matrix nonsense".into())).await, StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED");
+    // Malformed (as Synapse): 400.
+    assert_error(&get(Some("X-Matrix nonsense".into())).await, StatusCode::BAD_REQUEST, "M_UNAUTHORIZED");
     // Signed for another URI, another destination, or with a key hs2 does not have.
     let other_uri = x_matrix(
         "GET",

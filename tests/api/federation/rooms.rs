@@ -78,6 +78,30 @@ async fn users_of_two_servers_share_rooms_both_ways() {
     assert_eq!(send(hs2, &bob, &room, "t1", "hello from hs2").await.0, StatusCode::OK);
     wait_for_event(hs1, &alice, &room, message("hello from hs2")).await;
 
+    // Each lists the other's published rooms.
+    let listed =
+        create_room(hs1, &alice, json!({"preset": "public_chat", "visibility": "public", "name": "Listed"}))
+            .await;
+    let (status, body) = hs2.get("/_matrix/client/v3/publicRooms?server=hs1.test", Some(&bob.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["room_id"] == listed.as_str() && r["name"] == "Listed"),
+        "{body}"
+    );
+    let (status, body) = hs2
+        .post(
+            "/_matrix/client/v3/publicRooms?server=hs1.test",
+            Some(&bob.token),
+            json!({"filter": {"generic_search_term": "list"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["chunk"].as_array().unwrap().len(), 1, "{body}");
+
     // A room on hs2, joined from hs1 by ID.
     let room2 = create_room(hs2, &bob, json!({"preset": "public_chat"})).await;
     let (status, body) = hs1
