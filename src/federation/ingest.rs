@@ -31,8 +31,9 @@ use crate::{
     services::Services,
 };
 
-/// Events asked for at once with `/get_missing_events`.
-const MISSING_LIMIT: u32 = 10;
+/// Events asked for at once with `/get_missing_events` (not ruma's default
+/// of 10, which it leaves out of the request; peers expect the key).
+const MISSING_LIMIT: u32 = 20;
 /// Largest PDU accepted (the spec's 64 KiB).
 pub const MAX_PDU_SIZE: usize = 65_536;
 
@@ -148,27 +149,20 @@ pub async fn take_pdu(
                 fetch_missing_prevs(services, origin, room_id, &event_id, &rules).await;
             }
             Err(AppendError::MissingPrevs(missing)) => {
-                // Still a gap: place the event on the state the server
-                // says its missing prevs had.
-                let state = gap_state(services, origin, room_short, room_id, &object, &missing, &rules)
-                    .await
-                    .map_err(|e| format!("cannot get the state at a gap: {e}"))?;
-                return append_live(
-                    services,
-                    room_short,
-                    &event_id,
-                    object,
-                    StateBefore::Given(state),
-                    &rules,
-                )
-                .await
-                .map_err(describe);
+                // As Synapse: a live event whose prevs its server will not
+                // give (get_missing_events) is refused; gaps are filled with
+                // the server's state only for events we pulled ourselves.
+                return Err(format!("the sending server does not divulge the prev events {missing:?}"));
             }
-            Err(AppendError::MissingAuth(_)) if !fetched_auth => {
+            Err(AppendError::MissingAuth(missing)) if !fetched_auth => {
                 fetched_auth = true;
-                fetch_auth_chain(services, origin, room_short, room_id, &event_id)
-                    .await
-                    .map_err(|e| format!("cannot get the auth events: {e}"))?;
+                // The whole auth chain, else the missing events one by one.
+                if let Err(e) = fetch_auth_chain(services, origin, room_short, room_id, &event_id).await {
+                    tracing::debug!("event_auth of {event_id} from {origin}: {e}");
+                    fetch_outliers(services, origin, room_short, &missing, &rules)
+                        .await
+                        .map_err(|e| format!("cannot get the auth events: {e}"))?;
+                }
             }
             other => return other.map_err(describe),
         }

@@ -170,6 +170,13 @@ fn sign_template(
     Ok((event_id, signed, rules))
 }
 
+/// 400 `M_INCOMPATIBLE_ROOM_VERSION` naming the room's version.
+fn incompatible(version: &RoomVersionId, message: &str) -> Error {
+    use ruma::api::error::{ErrorKind, IncompatibleRoomVersionErrorData};
+    let kind = ErrorKind::IncompatibleRoomVersion(IncompatibleRoomVersionErrorData::new(version.clone()));
+    Error::new(http::StatusCode::BAD_REQUEST, kind, format!("{message} ({version})"))
+}
+
 /// `make_join`, `make_leave`, `make_knock` as the resident: the template
 /// of `user`'s (of `origin`) `membership` event, built on the room as it
 /// is; a restricted join names a local authoriser. `versions`: those the
@@ -194,10 +201,9 @@ pub fn member_template(
         return Err(Error::forbidden(format!("{origin} is denied by the room's server ACL")));
     }
     if versions.is_some_and(|versions| !versions.contains(&record.version)) {
-        return Err(Error::custom(
-            http::StatusCode::BAD_REQUEST,
-            "M_INCOMPATIBLE_ROOM_VERSION",
-            format!("The room's version {} is not one the asking server supports", record.version),
+        return Err(incompatible(
+            &record.version,
+            "The room's version is not one the asking server supports",
         ));
     }
     let mut content = json!({"membership": membership});
@@ -242,9 +248,11 @@ pub async fn take_member_event(
     if pdu.kind != ruma::events::TimelineEventType::RoomMember
         || pdu.content_value()["membership"] != membership
         || pdu.state_key.as_deref() != Some(pdu.sender.as_str())
-        || pdu.sender.server_name() != origin
     {
-        return Err(Error::bad_json(format!("Not a {membership} of a user of the sending server")));
+        return Err(Error::bad_json(format!("Not a {membership} event of its sender")));
+    }
+    if pdu.sender.server_name() != origin {
+        return Err(Error::forbidden(format!("Not a {membership} of a user of the sending server")));
     }
     if membership == "join" {
         countersign_if_authoriser(services, &mut object, &rules)?;
@@ -407,11 +415,7 @@ pub async fn take_invite(
     invite_state: &[ruma::api::federation::membership::RawStrippedState],
 ) -> Result<CanonicalJsonObject> {
     if !SUPPORTED_ROOM_VERSIONS.contains(version) {
-        return Err(Error::custom(
-            http::StatusCode::BAD_REQUEST,
-            "M_INCOMPATIBLE_ROOM_VERSION",
-            format!("Room version {version} is not supported"),
-        ));
+        return Err(incompatible(version, "This server does not support the room's version"));
     }
     let rules = version.rules().ok_or_else(|| Error::bad_json("Unknown room version"))?;
     if &event_id_of(&object, &rules)? != event_id || ingest::room_of(&object).as_deref() != Some(room_id) {

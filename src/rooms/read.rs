@@ -515,6 +515,18 @@ impl Rooms {
         ts: u64,
         forwards: bool,
     ) -> Result<Option<(OwnedEventId, u64)>> {
+        self.event_near(room_short, ts, forwards, |pdu, meta| self.can_see(viewer, pdu, meta))
+    }
+
+    /// The event sent nearest `ts` in one direction that `visible` allows
+    /// (clients' and other servers' `timestamp_to_event`).
+    pub fn event_near(
+        &self,
+        room_short: u64,
+        ts: u64,
+        forwards: bool,
+        visible: impl Fn(&Pdu, &EventMeta) -> Result<bool>,
+    ) -> Result<Option<(OwnedEventId, u64)>> {
         let prefix = room_short.to_be_bytes();
         let start = [prefix, ts.to_be_bytes(), if forwards { 0 } else { u64::MAX }.to_be_bytes()].concat();
         // By the sending-time index, at most [`SCAN_BUDGET`] rows: the
@@ -526,7 +538,7 @@ impl Rooms {
             let (Some(pdu), Some(meta)) = (self.pdu_by_short(short)?, self.event_meta(short)?) else {
                 continue;
             };
-            if self.can_see(viewer, &pdu, &meta)? {
+            if visible(&pdu, &meta)? {
                 return Ok(Some((pdu.event_id, decode_u64(&k[8..16])?)));
             }
         }

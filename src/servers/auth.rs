@@ -49,6 +49,11 @@ pub async fn verify_request(
     if !keys.get(header.origin.as_str()).is_some_and(|keys| keys.contains_key(header.key.as_str())) {
         return Err(unauthorized(format!("Cannot find key {} of {}", header.key, header.origin)));
     }
+    // A body must be canonical JSON (no floats, integers within 2^53) to be
+    // signed at all: anything else is bad JSON, as Synapse answers.
+    if !body.is_empty() && serde_json::from_slice::<ruma::CanonicalJsonValue>(body).is_err() {
+        return Err(Error::bad_json("The request body is not canonical JSON"));
+    }
     let mut request = http::Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = parts.uri.clone();

@@ -1,5 +1,5 @@
 //! Reading a room from another server: `/event`, `/state_ids`, `/state`,
-//! `/event_auth`, `/get_missing_events`, `/backfill`. The asking server
+//! `/event_auth`, `/get_missing_events`, `/backfill`, `/timestamp_to_event`. The asking server
 //! must be in the room (or the room world-readable); events it may not see
 //! by the room's history visibility come redacted.
 
@@ -12,8 +12,9 @@ use ruma::{
         authorization::get_event_authorization::v1 as event_auth,
         backfill::get_backfill::v1 as backfill,
         event::{
-            get_event::v1 as get_event, get_missing_events::v1 as missing_events,
-            get_room_state::v1 as state, get_room_state_ids::v1 as state_ids,
+            get_event::v1 as get_event, get_event_by_timestamp::v1 as by_timestamp,
+            get_missing_events::v1 as missing_events, get_room_state::v1 as state,
+            get_room_state_ids::v1 as state_ids,
         },
     },
 };
@@ -33,6 +34,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(auth_chain)
         .ruma(get_missing_events)
         .ruma(get_backfill)
+        .ruma(timestamp_to_event)
 }
 
 /// The room's short ID, if `server` may read it: in the room now, or the
@@ -159,5 +161,23 @@ async fn get_backfill(req: Ruma<backfill::Request>) -> Result<backfill::Response
         services.config.server_name.clone(),
         MilliSecondsSinceUnixEpoch::now(),
         events_for(services, req.origin(), &shorts)?,
+    ))
+}
+
+/// The event nearest a time that the asking server may see in full.
+async fn timestamp_to_event(req: Ruma<by_timestamp::Request>) -> Result<by_timestamp::Response> {
+    let services = &req.services;
+    let room_short = readable_room(services, req.origin(), &req.body.room_id)?;
+    let forwards = req.body.dir == ruma::api::Direction::Forward;
+    let origin = req.origin();
+    let (event_id, ts) = services
+        .rooms
+        .event_near(room_short, req.body.ts.0.into(), forwards, |_, meta| {
+            Ok(meta.accepted() && services.rooms.server_can_see(origin, meta)?)
+        })?
+        .ok_or_else(|| Error::not_found("Unable to find an event in that direction"))?;
+    Ok(by_timestamp::Response::new(
+        event_id,
+        MilliSecondsSinceUnixEpoch(ruma::UInt::new(ts).unwrap_or_default()),
     ))
 }

@@ -32,6 +32,18 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         // The deprecated form with a key ID (which is ignored), still asked
         // for by older servers and SyTest; Synapse serves it too.
         .route("/_matrix/key/v2/server/{key_id}", axum::routing::get(own_keys_by_id))
+        .route("/_matrix/key/v2/query/{server_name}/{key_id}", axum::routing::get(notary_one_by_id))
+}
+
+/// The deprecated notary form with a key ID (ignored: every key is returned).
+async fn notary_one_by_id(
+    axum::extract::State(services): axum::extract::State<Arc<Services>>,
+    axum::extract::Path((server_name, _key_id)): axum::extract::Path<(String, String)>,
+) -> Result<axum::Json<serde_json::Value>> {
+    let server = ruma::OwnedServerName::try_from(server_name)
+        .map_err(|_| Error::invalid_param("Invalid server name"))?;
+    let found = services.servers.keys.notarise(&services.servers.client, &server, 0).await?;
+    Ok(axum::Json(serde_json::json!({"server_keys": found.into_iter().collect::<Vec<_>>()})))
 }
 
 async fn own_keys_by_id(

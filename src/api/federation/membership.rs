@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use ruma::api::federation::membership::{
-    create_invite::v2 as invite,
+    create_invite::{v1 as invite_v1, v2 as invite},
     create_join_event::v2::{self as send_join, RoomState},
     create_knock_event::v1 as send_knock,
     create_leave_event::v2 as send_leave,
@@ -97,6 +97,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma(prepare_knock)
         .ruma(accept_knock)
         .ruma(accept_invite)
+        .ruma(accept_invite_v1)
 }
 
 fn raw(object: &ruma::CanonicalJsonObject) -> Result<Box<RawValue>> {
@@ -238,4 +239,29 @@ async fn accept_invite(req: Ruma<invite::Request>) -> Result<invite::Response> {
     )
     .await?;
     Ok(invite::Response::new(raw(&signed)?))
+}
+
+/// The deprecated v1 `/invite`: the body is the event itself (its stripped
+/// room state under `unsigned`), the room version that of rooms v1 knew
+/// (the room's own when this server knows it).
+async fn accept_invite_v1(req: Ruma<invite_v1::Request>) -> Result<invite_v1::Response> {
+    let body = &req.body;
+    let mut object: ruma::CanonicalJsonObject =
+        serde_json::from_slice(&req.raw_body).map_err(|e| Error::bad_json(format!("Not an event: {e}")))?;
+    object.remove("unsigned");
+    let version = match req.services.rooms.room(&body.room_id)? {
+        Some((_, record)) => record.version,
+        None => ruma::RoomVersionId::V1,
+    };
+    let signed = membership::take_invite(
+        &req.services,
+        req.origin(),
+        &body.room_id,
+        &body.event_id,
+        &version,
+        object,
+        &body.unsigned.invite_room_state,
+    )
+    .await?;
+    Ok(invite_v1::Response::new(raw(&signed)?))
 }
