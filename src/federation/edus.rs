@@ -135,17 +135,36 @@ pub fn send_to_device(
 }
 
 /// A local user's device list or cross-signing keys changed (at stream
-/// position `position`): the servers sharing a room hear of it, and ask
-/// for the list again (`/user/devices`) as the update names no previous one.
+/// position `position`): the servers sharing a room get an update for each
+/// of the user's devices with its keys, chained to the user's previous
+/// update (`prev_id`) so a server that missed one knows to ask again
+/// (`/user/devices`); and the cross-signing keys when the user has them.
 pub fn send_device_list_change(services: &Services, user: &UserId, position: u64) -> Result<()> {
     let destinations = servers_sharing(services, user)?;
+    let last_key = [b"federation.device_list_sent.", user.as_bytes()].concat();
+    let previous = services.db.get(&crate::storage::maps::GLOBAL, &last_key)?;
+    let mut batch = Batch::new();
+    batch.put(&crate::storage::maps::GLOBAL, last_key, position.to_be_bytes());
+    services.db.write(batch)?;
     if destinations.is_empty() {
         return Ok(());
     }
-    let devices = services.users.list_devices(user)?;
-    let device_id = devices.first().map_or_else(String::new, |(device, _)| device.to_string());
-    let content = json!({"user_id": user, "device_id": device_id, "stream_id": position, "prev_id": []});
-    queue(services, &destinations, "m.device_list_update", content)?;
+    let prev_id: Vec<u64> =
+        previous.as_deref().map(crate::storage::decode_u64).transpose()?.into_iter().collect();
+    let keys = services.users.device_keys_for_query(user, &[])?;
+    for (device, record) in services.users.list_devices(user)? {
+        let mut content = json!({
+            "user_id": user, "device_id": device, "stream_id": position, "prev_id": prev_id, "deleted": false,
+        });
+        if let Some(name) = record.display_name {
+            content["device_display_name"] = json!(name);
+        }
+        if let Some(device_keys) = keys.get(&device) {
+            content["keys"] =
+                serde_json::from_str(device_keys.json().get()).map_err(crate::Error::internal)?;
+        }
+        queue(services, &destinations, "m.device_list_update", content)?;
+    }
     let master =
         services.users.cross_signing_key_for_query(user, crate::users::cross_signing::MASTER, user)?;
     if let Some(master) = master {

@@ -136,7 +136,7 @@ fn device_list_changes(services: &Services, from: u64, upto: u64) -> Result<Vec<
 }
 
 /// The other servers an event goes to: none unless a local user sent it;
-/// then every server in the room, and the server of a member event's target.
+/// then every server in the room, and the server of a kicked or banned user.
 fn destinations(services: &Services, event_short: u64, room_short: u64) -> Result<Vec<OwnedServerName>> {
     let ours = &services.config.server_name;
     let Some(pdu) = services.rooms.pdu_by_short(event_short)? else { return Ok(vec![]) };
@@ -144,7 +144,11 @@ fn destinations(services: &Services, event_short: u64, room_short: u64) -> Resul
         return Ok(vec![]);
     }
     let mut servers = services.rooms.servers_in_room(room_short)?;
+    // A kick or ban also goes to the target's server, which may have had no
+    // one else in the room; an invite went there through `/invite` already.
     if pdu.kind == ruma::events::TimelineEventType::RoomMember
+        && pdu.state_key.as_deref() != Some(pdu.sender.as_str())
+        && matches!(pdu.content_value()["membership"].as_str(), Some("leave" | "ban"))
         && let Some(target) = pdu.state_key.as_deref().and_then(|key| <&ruma::UserId>::try_from(key).ok())
         && !servers.iter().any(|s| s == target.server_name())
     {

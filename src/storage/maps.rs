@@ -24,8 +24,8 @@ macro_rules! maps {
 maps! {
     /// Server-wide singletons.
     GLOBAL = "global" {
-        key: "ASCII name: `schema_version`, `signing_key.version`, `signing_key.pkcs8`, `signing_key.old`, `stream_reserved`",
-        value: "schema_version: u64 big-endian; signing_key.version: UTF-8 key version; signing_key.pkcs8: ed25519 PKCS#8 DER; signing_key.old: JSON {key ID: {key (unpadded base64 public key), expired_ts}} of rotated-out keys; stream_reserved: u64 big-endian, stream positions handed out up to here"
+        key: "ASCII name: `schema_version`, `signing_key.version`, `signing_key.pkcs8`, `signing_key.old`, `stream_reserved`, `federation.fanned_out`, `federation.device_list_sent.<user ID>`",
+        value: "schema_version: u64 big-endian; signing_key.version: UTF-8 key version; signing_key.pkcs8: ed25519 PKCS#8 DER; signing_key.old: JSON {key ID: {key (unpadded base64 public key), expired_ts}} of rotated-out keys; stream_reserved: u64 big-endian, stream positions handed out up to here; federation.fanned_out: u64 big-endian, stream position up to which local events are queued for other servers; federation.device_list_sent.<user>: u64 big-endian, the stream ID of the user's last device-list update sent (the next one's prev_id)"
     }
     /// Local accounts, including deactivated ones (a user ID is never reused).
     USERS = "users" {

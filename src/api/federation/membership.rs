@@ -1,14 +1,14 @@
 //! Membership across servers: joins and leaves as the resident server
 //! (`make_join`, `send_join` v1 and v2, `make_leave`, `send_leave` v1 and
 //! v2, `make_knock`, `send_knock`), invites as the invitee's server
-//! (`invite` v2). The v1 forms are deprecated but Synapse still serves them
+//! (`invite` v2 and v1). The v1 forms are deprecated but Synapse still serves them
 //! (their answers are `[200, body]`).
 
 use std::sync::Arc;
 
 use axum::Router;
 use ruma::api::federation::membership::{
-    create_invite::{v1 as invite_v1, v2 as invite},
+    create_invite::v2 as invite,
     create_join_event::v2::{self as send_join, RoomState},
     create_knock_event::v1 as send_knock,
     create_leave_event::v2 as send_leave,
@@ -25,7 +25,8 @@ use crate::{
     services::Services,
 };
 
-/// The v1 `send_join` and `send_leave`, which ruma does not describe.
+/// The v1 `send_join`, `send_leave` and `invite`, with the event as the body
+/// (ruma describes v1 `invite` only field by field, and not the others).
 mod v1 {
     use ruma::{
         OwnedEventId, OwnedRoomId,
@@ -50,6 +51,28 @@ mod v1 {
             authentication: ServerSignatures,
             rate_limited: false,
             path: "/_matrix/federation/v1/send_join/{room_id}/{event_id}",
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(path)]
+            pub room_id: OwnedRoomId,
+            #[ruma_api(path)]
+            pub event_id: OwnedEventId,
+            #[ruma_api(body)]
+            pub pdu: Box<RawValue>,
+        }
+    }
+
+    pub mod invite {
+        pub use super::Response;
+        use super::*;
+
+        metadata! {
+            method: PUT,
+            authentication: ServerSignatures,
+            rate_limited: false,
+            path: "/_matrix/federation/v1/invite/{room_id}/{event_id}",
         }
 
         #[request]
@@ -243,12 +266,19 @@ async fn accept_invite(req: Ruma<invite::Request>) -> Result<invite::Response> {
 
 /// The deprecated v1 `/invite`: the body is the event itself (its stripped
 /// room state under `unsigned`), the room version that of rooms v1 knew
-/// (the room's own when this server knows it).
-async fn accept_invite_v1(req: Ruma<invite_v1::Request>) -> Result<invite_v1::Response> {
+/// (the room's own when this server knows it); the answer `[200, {event}]`.
+async fn accept_invite_v1(req: Ruma<v1::invite::Request>) -> Result<v1::Response> {
     let body = &req.body;
     let mut object: ruma::CanonicalJsonObject =
-        serde_json::from_slice(&req.raw_body).map_err(|e| Error::bad_json(format!("Not an event: {e}")))?;
-    object.remove("unsigned");
+        serde_json::from_str(body.pdu.get()).map_err(|e| Error::bad_json(format!("Not an event: {e}")))?;
+    let stripped: Vec<ruma::api::federation::membership::RawStrippedState> = match object.remove("unsigned") {
+        Some(ruma::CanonicalJsonValue::Object(mut unsigned)) => match unsigned.remove("invite_room_state") {
+            Some(state) => serde_json::from_value(serde_json::to_value(state).map_err(Error::internal)?)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
     let version = match req.services.rooms.room(&body.room_id)? {
         Some((_, record)) => record.version,
         None => ruma::RoomVersionId::V1,
@@ -260,8 +290,8 @@ async fn accept_invite_v1(req: Ruma<invite_v1::Request>) -> Result<invite_v1::Re
         &body.event_id,
         &version,
         object,
-        &body.unsigned.invite_room_state,
+        &stripped,
     )
     .await?;
-    Ok(invite_v1::Response::new(raw(&signed)?))
+    v1_answer(serde_json::json!({"event": signed}))
 }
