@@ -435,13 +435,13 @@ pub async fn take_invite(
     if pdu.sender.server_name() != origin {
         return Err(Error::forbidden("The inviter is not on the sending server"));
     }
-    if !services.users.is_local(&target) || !services.users.is_active(&target)? {
-        return Err(Error::not_found("No such user here"));
-    }
     if let Some(short) = services.rooms.room_short(room_id)?
         && !services.rooms.acl_allows(origin, short)?
     {
         return Err(Error::forbidden(format!("{origin} is denied by the room's server ACL")));
+    }
+    if !services.users.is_local(&target) || !services.users.is_active(&target)? {
+        return Err(Error::not_found("No such user here"));
     }
     let keys = ingest::event_keys(services, &object, &rules).await?;
     match ruma::signatures::verify_event(&keys, &object, &rules) {
