@@ -27,8 +27,6 @@ pub struct Services {
     pub shared_secret_nonces: Nonces,
     pub outbound: crate::outbound::Outbound,
     pub servers: Arc<crate::servers::Servers>,
-    /// Rooms whose other servers had nothing more to backfill, lately.
-    pub backfill_exhausted: crate::federation::backfill::Exhausted,
 }
 
 impl Services {
@@ -62,7 +60,6 @@ impl Services {
             shared_secret_nonces: Nonces::default(),
             outbound,
             servers,
-            backfill_exhausted: Default::default(),
         }))
     }
 }

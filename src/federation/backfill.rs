@@ -6,8 +6,7 @@
 //! them (`/state_ids`).
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -31,11 +30,6 @@ const MAX_EXTREMITIES: usize = 20;
 /// A room whose servers had nothing more is not asked again for this long.
 const EXHAUSTED_FOR: Duration = Duration::from_secs(60);
 
-/// Rooms recently found to have nothing more to backfill, by short ID,
-/// with the backward extremities then.
-#[derive(Default)]
-pub struct Exhausted(Mutex<HashMap<u64, (Vec<OwnedEventId>, Instant)>>);
-
 /// Fetches up to `limit` events of the room's past from its other servers
 /// and appends them as history. Returns how many were added.
 pub async fn backfill(services: &Arc<Services>, room_short: u64, limit: usize) -> Result<usize> {
@@ -44,7 +38,7 @@ pub async fn backfill(services: &Arc<Services>, room_short: u64, limit: usize) -
     if extremities.is_empty() || !services.config.federation.enabled {
         return Ok(0);
     }
-    let exhausted = &services.backfill_exhausted.0;
+    let exhausted = &services.servers.backfill_exhausted;
     if let Some((then, at)) = exhausted.lock().expect("backfill").get(&room_short)
         && *then == extremities
         && at.elapsed() < EXHAUSTED_FOR

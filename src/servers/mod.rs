@@ -21,6 +21,10 @@ pub struct Servers {
     pub client: client::Client,
     pub keys: keys::KeyStore,
     pub outbox: outbox::Outbox,
+    /// Rooms (short ID) whose other servers lately had nothing more to
+    /// backfill, with the backward extremities then (`federation::backfill`).
+    pub backfill_exhausted:
+        std::sync::Mutex<std::collections::HashMap<u64, (Vec<ruma::OwnedEventId>, std::time::Instant)>>,
 }
 
 impl Servers {
@@ -34,6 +38,7 @@ impl Servers {
             client: client::Client::new(server_name.clone(), config, signing.clone())?,
             keys: keys::KeyStore::new(db.clone(), server_name.clone(), signing, config),
             outbox: outbox::Outbox::open(db)?,
+            backfill_exhausted: Default::default(),
             server_name,
             config: config.clone(),
         })
