@@ -36,6 +36,35 @@ const SEND_JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 /// Largest `send_join` answer read.
 const SEND_JOIN_MAX: usize = 512 * 1024 * 1024;
 
+/// Tries `attempt` through each of `via` (each once, never this server)
+/// until one succeeds; the last error otherwise.
+async fn through_first<T, F>(
+    services: &Services,
+    via: &[OwnedServerName],
+    what: &str,
+    attempt: impl Fn(OwnedServerName) -> F,
+) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    let mut last = Error::not_found(format!("No server in the room could be asked ({what})"));
+    let mut tried: Vec<&OwnedServerName> = Vec::new();
+    for server in via {
+        if *server == services.config.server_name || tried.contains(&server) {
+            continue;
+        }
+        tried.push(server);
+        match attempt(server.clone()).await {
+            Ok(value) => return Ok(value),
+            Err(e) => {
+                tracing::info!("{what} through {server}: {e}");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
 /// Joins `user` (local) to a room this server is not in, through the
 /// first of `via` that helps. `content` is the join's content.
 pub async fn join_remote(
@@ -45,23 +74,12 @@ pub async fn join_remote(
     via: &[OwnedServerName],
     content: Map<String, Value>,
 ) -> Result<OwnedEventId> {
-    let ours = &services.config.server_name;
-    let mut last = Error::not_found("No server in the room could be asked to help with the join");
-    let mut tried = Vec::new();
-    for server in via {
-        if server == ours || tried.contains(&server) {
-            continue;
-        }
-        tried.push(server);
-        match join_through(services, room_id, user, server, content.clone()).await {
-            Ok(event_id) => return Ok(event_id),
-            Err(e) => {
-                tracing::info!("joining {room_id} through {server}: {e}");
-                last = e;
-            }
-        }
-    }
-    Err(last)
+    let what = format!("joining {room_id}");
+    through_first(services, via, &what, |server| {
+        let content = content.clone();
+        async move { join_through(services, room_id, user, &server, content).await }
+    })
+    .await
 }
 
 async fn join_through(
@@ -501,16 +519,12 @@ pub async fn reject_remote_invite(
     if let Some(server) = room_id.server_name() {
         via.push(server.to_owned());
     }
-    let mut leave = None;
-    for server in &via {
-        match leave_through(services, room_id, user, server).await {
-            Ok(event) => {
-                leave = Some(event);
-                break;
-            }
-            Err(e) => tracing::info!("rejecting the invite to {room_id} through {server}: {e}"),
-        }
-    }
+    let what = format!("rejecting the invite to {room_id}");
+    let leave = through_first(services, &via, &what, |server| async move {
+        leave_through(services, room_id, user, &server).await
+    })
+    .await
+    .ok();
     // Without a server that took it, a leave the client can show.
     let leave = leave.unwrap_or_else(|| {
         json!({
@@ -585,32 +599,25 @@ pub async fn knock_remote(
     via: &[OwnedServerName],
     content: Map<String, Value>,
 ) -> Result<OwnedEventId> {
-    let mut last = Error::not_found("No server in the room could be asked to take the knock");
-    for server in via.iter().filter(|s| **s != services.config.server_name) {
+    let what = format!("knocking on {room_id}");
+    let content = &content;
+    through_first(services, via, &what, |server| async move {
+        let server = &server;
         let client = &services.servers.client;
-        let attempt = async {
-            let mut request = make_knock::Request::new(room_id.to_owned(), user.to_owned());
-            request.ver = SUPPORTED_ROOM_VERSIONS.to_vec();
-            let template = client.send(server, request).await.map_err(|f| f.to_client_error(server))?;
-            let version = template.room_version;
-            let (event_id, knock, _) =
-                sign_template(services, &version, &template.event, room_id, user, "knock", content.clone())?;
-            let raw = serde_json::value::to_raw_value(&knock).map_err(Error::internal)?;
-            let answer = client
-                .send(server, send_knock::Request::new(room_id.to_owned(), event_id.clone(), raw))
-                .await
-                .map_err(|f| f.to_client_error(server))?;
-            let stripped = answer.knock_room_state.iter().filter_map(stripped_event).collect();
-            services.rooms.store_remote_membership(user, room_id, version, knock, stripped, true)?;
-            Ok::<_, Error>(event_id)
-        };
-        match attempt.await {
-            Ok(event_id) => return Ok(event_id),
-            Err(e) => {
-                tracing::info!("knocking on {room_id} through {server}: {e}");
-                last = e;
-            }
-        }
-    }
-    Err(last)
+        let mut request = make_knock::Request::new(room_id.to_owned(), user.to_owned());
+        request.ver = SUPPORTED_ROOM_VERSIONS.to_vec();
+        let template = client.send(server, request).await.map_err(|f| f.to_client_error(server))?;
+        let version = template.room_version;
+        let (event_id, knock, _) =
+            sign_template(services, &version, &template.event, room_id, user, "knock", content.clone())?;
+        let raw = serde_json::value::to_raw_value(&knock).map_err(Error::internal)?;
+        let answer = client
+            .send(server, send_knock::Request::new(room_id.to_owned(), event_id.clone(), raw))
+            .await
+            .map_err(|f| f.to_client_error(server))?;
+        let stripped = answer.knock_room_state.iter().filter_map(stripped_event).collect();
+        services.rooms.store_remote_membership(user, room_id, version, knock, stripped, true)?;
+        Ok(event_id)
+    })
+    .await
 }

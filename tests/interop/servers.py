@@ -92,10 +92,11 @@ def make_certificates(directory):
 
 
 def hearth_config(workdir, client_port, federation_port, tls, log="info,hearth=debug,ruma_state_res=warn",
-                  min_retry_ms=200, max_retry_ms=2000, rate_limit=1000, cache_mb=8, guest_access=False, extra=""):
-    """hearth.toml: every rate limit at `rate_limit`/s; `extra` (TOML) is
-    appended after the last table ([rate_limits.receipts]), so it opens
-    tables of its own."""
+                  min_retry_ms=200, max_retry_ms=2000, rate_limit=1000, cache_mb=8, guest_access=False,
+                  notaries=(), extra=""):
+    """hearth.toml: every rate limit at `rate_limit`/s; `notaries`: server
+    names trusted as key servers; `extra` (TOML) is appended after the last
+    table ([rate_limits.receipts]), so it opens tables of its own."""
     ca, cert, key = tls
     q = json.dumps  # a TOML basic string
     limits = "".join(f"[rate_limits.{name}]\nper_second = {float(rate_limit)}\nburst_count = {rate_limit}\n"
@@ -126,14 +127,15 @@ ca_file = {q(ca)}
 ip_range_blacklist = []
 destination_min_retry_interval_ms = {min_retry_ms}
 destination_max_retry_interval_ms = {max_retry_ms}
-
+{"trusted_key_servers = [" + ", ".join("{ server_name = " + q(n) + " }" for n in notaries) + "]" + chr(10)
+ if notaries else ""}
 {limits}{extra}"""
 
 
-def synapse_config(directory, client_port, federation_port, tls, database=None):
+def synapse_config(directory, client_port, federation_port, tls, database=None, notaries=()):
     """homeserver.yaml (written as JSON, which YAML reads) and its logging
     configuration. `database`: Synapse's `database` section; None is SQLite
-    in `directory`."""
+    in `directory`. `notaries`: server names trusted as key servers."""
     ca, cert, key = tls
     unlimited = {"per_second": 1000, "burst_count": 1000}
     log_config = os.path.join(directory, "log.yaml")
@@ -169,7 +171,7 @@ def synapse_config(directory, client_port, federation_port, tls, database=None):
         "log_config": log_config,
         "media_store_path": os.path.join(directory, "media_store"),
         "signing_key_path": os.path.join(directory, "signing.key"),
-        "trusted_key_servers": [],
+        "trusted_key_servers": [{"server_name": name} for name in notaries],
         "suppress_key_server_warning": True,
         "macaroon_secret_key": secrets.token_hex(32),
         "form_secret": secrets.token_hex(32),
@@ -241,13 +243,13 @@ def spawn_synapse(directory, append=False):
                                 env={**os.environ, "NO_PROXY": "127.0.0.1,localhost"})
 
 
-def start_synapse(workdir, tls, client_port, federation_port, database=None, name="synapse"):
+def start_synapse(workdir, tls, client_port, federation_port, database=None, name="synapse", notaries=()):
     """Configures Synapse in WORKDIR/NAME, makes its signing key, starts it:
     (process, client URL, server name, log path, stdout path)."""
     directory = os.path.join(workdir, name)
     os.makedirs(directory)
     with open(os.path.join(directory, "homeserver.yaml"), "w") as f:
-        json.dump(synapse_config(directory, client_port, federation_port, tls, database), f, indent=2)
+        json.dump(synapse_config(directory, client_port, federation_port, tls, database, notaries), f, indent=2)
     subprocess.run(synapse_command(directory) + ["--generate-keys"], cwd=directory, check=True, timeout=120,
                    stdout=subprocess.DEVNULL)
     proc = spawn_synapse(directory)

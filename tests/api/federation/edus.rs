@@ -1,38 +1,15 @@
 //! Typing, receipts, presence, to-device messages and end-to-end keys
 //! between users of two servers.
 
-use std::time::{Duration, Instant};
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{TestFederation, rooms::wait_for_event};
+use super::{TestFederation, now_token, rooms::wait_for_event, wait_sync};
 use crate::common::{Session, TestServer, create_room, send, urlencode};
 
-/// Syncs `who` from `since` until `wanted` holds of a response; returns it.
-async fn wait_sync(
-    s: &TestServer,
-    who: &Session,
-    since: Option<String>,
-    wanted: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut since = since;
-    loop {
-        let query = since.as_ref().map_or("timeout=0".to_owned(), |t| format!("timeout=2000&since={t}"));
-        let (status, body) = s.get(&format!("/_matrix/client/v3/sync?{query}"), Some(&who.token)).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        if wanted(&body) {
-            return body;
-        }
-        since = body["next_batch"].as_str().map(str::to_owned);
-        assert!(Instant::now() < deadline, "{} never got what it waited for", who.user_id);
-    }
-}
-
-async fn token(s: &TestServer, who: &Session) -> Option<String> {
-    let (_, body) = s.get("/_matrix/client/v3/sync?timeout=0", Some(&who.token)).await;
-    body["next_batch"].as_str().map(str::to_owned)
+/// Syncs `who` from `since` until `wanted` holds of a response.
+async fn wait_until(s: &TestServer, who: &Session, since: Option<String>, wanted: impl Fn(&Value) -> bool) {
+    wait_sync(s, who, since, "what it waited for", |body| wanted(body).then_some(())).await
 }
 
 #[tokio::test]
@@ -53,11 +30,11 @@ async fn ephemeral_events_and_keys_cross_servers() {
     wait_for_event(hs1, &alice, &room, |e| e["state_key"] == bob.user_id.as_str()).await;
 
     // Typing.
-    let since = token(hs2, &bob).await;
+    let since = now_token(hs2, &bob).await;
     let path = format!("/_matrix/client/v3/rooms/{room}/typing/{}", urlencode(&alice.user_id));
     let (status, body) = hs1.put(&path, Some(&alice.token), json!({"typing": true, "timeout": 20000})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    wait_sync(hs2, &bob, since, |b| {
+    wait_until(hs2, &bob, since, |b| {
         b["rooms"]["join"][&room]["ephemeral"]["events"].as_array().into_iter().flatten().any(|e| {
             e["type"] == "m.typing"
                 && e["content"]["user_ids"].as_array().is_some_and(|u| u.contains(&json!(alice.user_id)))
@@ -69,11 +46,11 @@ async fn ephemeral_events_and_keys_cross_servers() {
     let (_, sent) = send(hs1, &alice, &room, "r1", "read me").await;
     let event_id = sent["event_id"].as_str().unwrap().to_owned();
     wait_for_event(hs2, &bob, &room, |e| e["event_id"] == event_id.as_str()).await;
-    let since = token(hs1, &alice).await;
+    let since = now_token(hs1, &alice).await;
     let path = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{}", urlencode(&event_id));
     let (status, body) = hs2.post(&path, Some(&bob.token), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    wait_sync(hs1, &alice, since, |b| {
+    wait_until(hs1, &alice, since, |b| {
         b["rooms"]["join"][&room]["ephemeral"]["events"]
             .as_array()
             .into_iter()
@@ -83,12 +60,12 @@ async fn ephemeral_events_and_keys_cross_servers() {
     .await;
 
     // Presence.
-    let since = token(hs2, &bob).await;
+    let since = now_token(hs2, &bob).await;
     let path = format!("/_matrix/client/v3/presence/{}/status", urlencode(&alice.user_id));
     let (status, body) =
         hs1.put(&path, Some(&alice.token), json!({"presence": "online", "status_msg": "in a meeting"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    wait_sync(hs2, &bob, since, |b| {
+    wait_until(hs2, &bob, since, |b| {
         b["presence"]["events"]
             .as_array()
             .into_iter()
@@ -98,7 +75,7 @@ async fn ephemeral_events_and_keys_cross_servers() {
     .await;
 
     // End-to-end keys: alice's device keys and a one-time key, asked of hs1 by bob's server.
-    let since = token(hs2, &bob).await;
+    let since = now_token(hs2, &bob).await;
     let device_keys = json!({
         "user_id": alice.user_id, "device_id": alice.device_id,
         "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
@@ -108,7 +85,7 @@ async fn ephemeral_events_and_keys_cross_servers() {
     let upload = json!({"device_keys": device_keys, "one_time_keys": {"signed_curve25519:AAAAAQ": {"key": "otk1", "signatures": {}}}});
     let (status, body) = hs1.post("/_matrix/client/v3/keys/upload", Some(&alice.token), upload).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    wait_sync(hs2, &bob, since, |b| {
+    wait_until(hs2, &bob, since, |b| {
         b["device_lists"]["changed"].as_array().is_some_and(|c| c.contains(&json!(alice.user_id)))
     })
     .await;
@@ -153,13 +130,13 @@ async fn ephemeral_events_and_keys_cross_servers() {
     assert!(body["failures"]["unknown.invalid"].is_object(), "{body}");
 
     // To-device, from bob's device to alice's.
-    let since = token(hs1, &alice).await;
+    let since = now_token(hs1, &alice).await;
     let path = "/_matrix/client/v3/sendToDevice/m.test.ping/t1";
     let messages =
         json!({"messages": {alice.user_id.clone(): {alice.device_id.clone(): {"hello": "alice"}}}});
     let (status, body) = hs2.put(path, Some(&bob.token), messages).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    wait_sync(hs1, &alice, since, |b| {
+    wait_until(hs1, &alice, since, |b| {
         b["to_device"]["events"].as_array().into_iter().flatten().any(|e| {
             e["type"] == "m.test.ping"
                 && e["sender"] == bob.user_id.as_str()

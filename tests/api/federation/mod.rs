@@ -174,6 +174,37 @@ impl TestFederation {
     }
 }
 
+/// Syncs `who` from `since` (an initial sync without) until `wanted`
+/// finds what it waits for in a response, or fails after 30 s. Each sync
+/// is a long poll: this waits on the server, not on a timer.
+pub async fn wait_sync<T>(
+    s: &crate::common::TestServer,
+    who: &crate::common::Session,
+    since: Option<String>,
+    what: &str,
+    wanted: impl Fn(&Value) -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut since = since;
+    loop {
+        let query = since.as_ref().map_or("timeout=0".to_owned(), |t| format!("timeout=2000&since={t}"));
+        let (status, body) = s.get(&format!("/_matrix/client/v3/sync?{query}"), Some(&who.token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if let Some(found) = wanted(&body) {
+            return found;
+        }
+        since = body["next_batch"].as_str().map(str::to_owned);
+        assert!(std::time::Instant::now() < deadline, "{} never got {what}", who.user_id);
+    }
+}
+
+/// A sync token for `who` as of now.
+pub async fn now_token(s: &crate::common::TestServer, who: &crate::common::Session) -> Option<String> {
+    let (status, body) = s.get("/_matrix/client/v3/sync?timeout=0", Some(&who.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["next_batch"].as_str().map(str::to_owned)
+}
+
 /// Reads a response's status and JSON body (Null when there is none).
 pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();

@@ -1,11 +1,9 @@
 //! Rooms shared across servers: joins by alias and by ID, messages both ways.
 
-use std::time::{Duration, Instant};
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::TestFederation;
+use super::{TestFederation, now_token, wait_sync};
 use crate::common::{Session, TestServer, create_room, send, urlencode};
 
 /// Syncs `who` until an event in `room`'s timeline matches `wanted`, or
@@ -16,23 +14,10 @@ pub async fn wait_for_event(
     room: &str,
     wanted: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut since: Option<String> = None;
-    loop {
-        let query = match &since {
-            Some(token) => format!("timeout=2000&since={token}"),
-            None => "timeout=0".to_owned(),
-        };
-        let (status, body) = s.get(&format!("/_matrix/client/v3/sync?{query}"), Some(&who.token)).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let events =
-            body["rooms"]["join"][room]["timeline"]["events"].as_array().cloned().unwrap_or_default();
-        if let Some(found) = events.into_iter().find(|e| wanted(e)) {
-            return found;
-        }
-        since = body["next_batch"].as_str().map(str::to_owned);
-        assert!(Instant::now() < deadline, "{} never saw the event in {room}", who.user_id);
-    }
+    wait_sync(s, who, None, &format!("the event in {room}"), |body| {
+        body["rooms"]["join"][room]["timeline"]["events"].as_array()?.iter().find(|e| wanted(e)).cloned()
+    })
+    .await
 }
 
 fn message(body: &str) -> impl Fn(&Value) -> bool + '_ {
@@ -218,13 +203,6 @@ async fn membership(s: &TestServer, who: &Session, asker: &Session, room: &str) 
     (status == StatusCode::OK).then(|| body["membership"].as_str().unwrap_or_default().to_owned())
 }
 
-/// A sync token for `who` as of now.
-async fn now_token(s: &TestServer, who: &Session) -> Option<String> {
-    let (status, body) = s.get("/_matrix/client/v3/sync?timeout=0", Some(&who.token)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["next_batch"].as_str().map(str::to_owned)
-}
-
 /// Syncs from `since` until `room` is in the `section` (invite, leave) of
 /// `who`'s sync.
 async fn wait_for_section(
@@ -234,18 +212,10 @@ async fn wait_for_section(
     room: &str,
     since: Option<String>,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut since = since;
-    loop {
-        let query = since.as_ref().map_or("timeout=0".to_owned(), |t| format!("timeout=2000&since={t}"));
-        let (status, body) = s.get(&format!("/_matrix/client/v3/sync?{query}"), Some(&who.token)).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        if let Some(found) = body["rooms"][section].get(room) {
-            return found.clone();
-        }
-        since = body["next_batch"].as_str().map(str::to_owned);
-        assert!(Instant::now() < deadline, "{room} never reached {section} for {}", who.user_id);
-    }
+    wait_sync(s, who, since, &format!("{room} in {section}"), |body| {
+        body["rooms"][section].get(room).cloned()
+    })
+    .await
 }
 
 #[tokio::test]

@@ -303,3 +303,24 @@ pub fn session_id(event: &TimelineEvent) -> Option<String> {
 pub fn room_id(room: &Room) -> OwnedRoomId {
     room.room_id().to_owned()
 }
+
+/// Sends a plain-text message (encrypted when the room is).
+pub async fn send(room: &Room, text: &str) -> Result<matrix_sdk::ruma::OwnedEventId> {
+    use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+    Ok(room.send(RoomMessageEventContent::text_plain(text)).await?.response.event_id)
+}
+
+/// Syncs until `room` shows exactly `expected` as decrypted texts.
+pub async fn sees(client: &Client, room: &Room, expected: &[&str]) -> Result<()> {
+    let want: Vec<Option<String>> = expected.iter().map(|t| Some((*t).to_owned())).collect();
+    let last = std::sync::Mutex::new(Vec::new());
+    let result = sync_until(client, "the decrypted messages", || async {
+        let seen = texts(room).await?;
+        let done = seen == want;
+        *last.lock().unwrap() = seen;
+        Ok(done)
+    })
+    .await;
+    let last = last.into_inner().unwrap();
+    result.with_context(|| format!("{} sees {last:?}, expected {want:?}", client.user_id().unwrap()))
+}

@@ -1,39 +1,13 @@
 //! End-to-end encryption between users of two Hearth servers: keys,
 //! device lists and to-device messages cross the federation.
 
-use anyhow::{Context, Result, ensure};
-use hearth_e2ee_tests::{Hearth, join, register, sync_until, texts};
-use matrix_sdk::{
-    Client, Room,
-    ruma::{
-        OwnedEventId,
-        api::client::room::{Visibility, create_room},
-        events::{
-            AnyInitialStateEvent, InitialStateEvent,
-            room::{encryption::RoomEncryptionEventContent, message::RoomMessageEventContent},
-        },
-        serde::Raw,
-    },
+use anyhow::{Result, ensure};
+use hearth_e2ee_tests::{Hearth, join, register, sees, send, sync_until, texts};
+use matrix_sdk::ruma::{
+    api::client::room::{Visibility, create_room},
+    events::{AnyInitialStateEvent, InitialStateEvent, room::encryption::RoomEncryptionEventContent},
+    serde::Raw,
 };
-
-async fn send(room: &Room, text: &str) -> Result<OwnedEventId> {
-    Ok(room.send(RoomMessageEventContent::text_plain(text)).await?.response.event_id)
-}
-
-/// Syncs until `room` shows exactly `expected` as decrypted texts.
-async fn sees(client: &Client, room: &Room, expected: &[&str]) -> Result<()> {
-    let want: Vec<Option<String>> = expected.iter().map(|t| Some((*t).to_owned())).collect();
-    let last = std::sync::Mutex::new(Vec::new());
-    let result = sync_until(client, "the decrypted messages", || async {
-        let seen = texts(room).await?;
-        let done = seen == want;
-        *last.lock().unwrap() = seen;
-        Ok(done)
-    })
-    .await;
-    let last = last.into_inner().unwrap();
-    result.with_context(|| format!("{} sees {last:?}, expected {want:?}", client.user_id().unwrap()))
-}
 
 /// 1. Alice on hs1 and Bob on hs2 in an encrypted DM: both send, both decrypt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

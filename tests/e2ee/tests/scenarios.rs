@@ -4,44 +4,21 @@
 //! a client decrypting (or, where it must not, failing to).
 
 use anyhow::{Context, Result, ensure};
-use hearth_e2ee_tests::{Hearth, join, login, register, session_id, sync_until, texts};
+use hearth_e2ee_tests::{Hearth, join, login, register, sees, send, session_id, sync_until, texts};
 use matrix_sdk::{
     Client, Room,
     config::SyncSettings,
     deserialized_responses::TimelineEventKind,
     room::MessagesOptions,
     ruma::{
-        OwnedEventId,
         api::client::room::{Visibility, create_room},
         events::{
             AnyInitialStateEvent, InitialStateEvent,
-            room::{
-                encrypted::OriginalSyncRoomEncryptedEvent, encryption::RoomEncryptionEventContent,
-                message::RoomMessageEventContent,
-            },
+            room::{encrypted::OriginalSyncRoomEncryptedEvent, encryption::RoomEncryptionEventContent},
         },
         serde::Raw,
     },
 };
-
-async fn send(room: &Room, text: &str) -> Result<OwnedEventId> {
-    Ok(room.send(RoomMessageEventContent::text_plain(text)).await?.response.event_id)
-}
-
-/// Syncs until `room` shows exactly `expected` as decrypted texts.
-async fn sees(client: &Client, room: &Room, expected: &[&str]) -> Result<()> {
-    let want: Vec<Option<String>> = expected.iter().map(|t| Some((*t).to_owned())).collect();
-    let last = std::sync::Mutex::new(Vec::new());
-    let result = sync_until(client, "the decrypted messages", || async {
-        let seen = texts(room).await?;
-        let done = seen == want;
-        *last.lock().unwrap() = seen;
-        Ok(done)
-    })
-    .await;
-    let last = last.into_inner().unwrap();
-    result.with_context(|| format!("{} sees {last:?}, expected {want:?}", client.user_id().unwrap()))
-}
 
 /// An encrypted private room made by `owner`, joined by `members`.
 async fn encrypted_room(owner: &Client, members: &[&Client]) -> Result<Room> {
