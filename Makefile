@@ -10,7 +10,7 @@ VENV := $(CARGO_TARGET_DIR)/venv
 # Synapse and matrix-nio with encryption, for `make interop` only.
 INTEROP_VENV := $(CARGO_TARGET_DIR)/interop-venv
 
-.PHONY: run test interop bench deps build release check fmt clean
+.PHONY: run test interop bench bench-federation deps build release check fmt clean
 
 run: deps
 	$(CARGO) run --release --bin hearth -- --config example.toml
@@ -51,6 +51,22 @@ bench: deps
 	$(CARGO) bench --bench rooms
 	$(CARGO) bench --bench sync
 	benches/idle_rss.sh
+
+# Federation against Synapse: remote joins of rooms of 1,000 and 10,000
+# members, inbound PDUs through /send, catch-up after missed events. A
+# resident Hearth (release) holds the rooms; the joiner is a fresh Hearth, a
+# Synapse on SQLite and one on PostgreSQL (Debian's postgresql, installed when
+# missing; the script starts its cluster and stops it again). About 30 min;
+# figures and how to read them: docs/PERFORMANCE.md, "Federation".
+bench-federation: deps $(INTEROP_VENV)/.ok
+	@if ! command -v pg_ctlcluster >/dev/null; then \
+		echo "make: installing postgresql (Synapse's database in the federation benchmark)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql; \
+	fi
+	$(INTEROP_VENV)/bin/pip install -q psycopg2-binary
+	$(CARGO) build --release --bin hearth
+	$(INTEROP_VENV)/bin/python benches/federation.py $(CARGO_TARGET_DIR)/release/hearth
 
 check: deps
 	$(CARGO) check --all-targets

@@ -1,7 +1,7 @@
 """Federation benchmarks: Hearth against Synapse as the joining and receiving server.
 
 Usage: federation.py PATH/TO/hearth [--members 1000,10000] [--messages 2000]
-                     [--rooms 100] [--per-room 20] [--missed 1000]
+                     [--big-messages 1000] [--rooms 100] [--per-room 20] [--missed 1000]
                      [--joiners hearth,synapse,synapse-pg] [--out FILE.md] [--keep]
 Run with the interop virtualenv's Python (Synapse is imported from it);
 `make bench-federation` builds Hearth in release mode and runs it.
@@ -15,22 +15,25 @@ one at a time, with one registered user:
   join      POST /join/{room}?server_name=<resident> then a message sent by the
             joiner: the wall time until that send answered 200; the joiner's
             VmRSS before and its peak (VmHWM, reset just before the join) over it.
-  inbound   the resident's user sends M messages, each send awaited, into one
-            room (the joiner's user and the sender its only members), then 20
-            into each of 100 such rooms (8 sending threads), then M into the
-            N-member room; the time from the first send until the joiner's
-            user's /sync long poll shows the last message of every room:
-            M / elapsed. The resident's own sending is inside that time (the
-            same resident for every joiner).
+  inbound   the resident's user sends, from 8 client threads (each send
+            awaited), M messages into one room (the joiner's user and the
+            sender its only members) and then one more; 20 messages into each
+            of 100 such rooms; and B + 1 into the N-member room. The time from
+            the first send until the joiner's user's /sync long poll shows the
+            last message of every room: messages / elapsed. The resident's
+            own sending is inside that time (the same resident for every
+            joiner). Small rooms at the first N only (they do not depend on it).
   catch-up  the joiner is stopped (SIGTERM), the resident sends 1,000 messages
             into the N-member room, the joiner is started again: the time from
             /versions answering to its user's /sync showing the last one. The
             resident retries an unreachable server after 200 ms, doubling up
             to 1 s (destination_*_retry_interval_ms), so that the retry does
             not dominate; nothing else pokes it.
-Then the joiner's user leaves every room, the resident sees the leaves, and
-the joiner is stopped. Prints a table and writes it as Markdown (--out;
-default WORKDIR/federation.md). The work directory is /tmp/hearth-fedbench-*,
+Then the resident kicks the joiner's user from every room, and the joiner is
+stopped once it has seen the kicks. Every joiner trusts the resident as its
+key notary (trusted_key_servers), so that the signatures of the stopped
+joiners' events in the room's state can still be checked. Prints a table
+and writes it as Markdown (--out; default WORKDIR/federation.md). The work directory is /tmp/hearth-fedbench-*,
 deleted at the end unless --keep or a failure.
 """
 
@@ -83,9 +86,13 @@ class Client:
     def __init__(self, base, user_id, token):
         self.base, self.user_id, self.token = base, user_id, token
         self.since = None
+        self.left = set()  # rooms /sync listed under `leave`
 
-    def call(self, method, path, body=None, expected=200):
-        status, answer = http(method, self.base + path, body, self.token)
+    def call(self, method, path, body=None, expected=200, timeout=60):
+        try:
+            status, answer = http(method, self.base + path, body, self.token, timeout)
+        except OSError as e:  # a timeout, a refused connection
+            raise Failure(f"{method} {path} as {self.user_id}: {type(e).__name__}: {e}")
         if status != expected:
             raise Failure(f"{method} {path} as {self.user_id} answered {status}: {str(answer)[:2000]}")
         return answer
@@ -96,10 +103,10 @@ class Client:
 
     def join(self, room_id, via=None):
         path = f"/_matrix/client/v3/join/{q(room_id)}" + (f"?server_name={q(via)}" if via else "")
-        return self.call("POST", path, {})
+        return self.call("POST", path, {}, timeout=DEADLINE)
 
-    def leave(self, room_id):
-        return self.call("POST", f"/_matrix/client/v3/rooms/{q(room_id)}/leave", {})
+    def kick(self, room_id, user_id):
+        return self.call("POST", f"/_matrix/client/v3/rooms/{q(room_id)}/kick", {"user_id": user_id})
 
     def membership(self, room_id, user_id):
         status, answer = http("GET", self.base + f"/_matrix/client/v3/rooms/{q(room_id)}/state/m.room.member/"
@@ -113,6 +120,7 @@ class Client:
             path += f"&since={q(self.since)}"
         answer = self.call("GET", path)
         self.since = answer["next_batch"]
+        self.left |= set(answer.get("rooms", {}).get("leave", {}))
         return {room_id: [e.get("content", {}).get("body") for e in room.get("timeline", {}).get("events", [])]
                 for room_id, room in answer.get("rooms", {}).get("join", {}).items()}
 
@@ -287,13 +295,14 @@ class Joiner:
             directory = os.path.join(bench.workdir, self.tag)
             os.makedirs(directory)
             self.proc, self.url, self.name, self.log = start_hearth(
-                bench.binary, directory, bench.tls, *ports, log=LOG, rate_limit=1000000, cache_mb=64)
+                bench.binary, directory, bench.tls, *ports, log=LOG, rate_limit=1000000, cache_mb=64,
+                notaries=[bench.resident_name])
             self.config = os.path.join(directory, "hearth.toml")
             self.output = self.log
         else:
             database = bench.postgres.database(f"hearth_bench_{members}") if kind == "synapse-pg" else None
             self.proc, self.url, self.name, self.log, self.output = start_synapse(
-                bench.workdir, bench.tls, *ports, database=database, name=self.tag)
+                bench.workdir, bench.tls, *ports, database=database, name=self.tag, notaries=[bench.resident_name])
             self.directory = os.path.dirname(self.log)
         bench.procs.append(self.proc)
         bench.logs[self.tag] = self.log
@@ -381,7 +390,7 @@ class Bench:
 
     # -- one joiner
 
-    def run_joiner(self, kind, members):
+    def run_joiner(self, kind, members, first_size):
         say(f"== {kind}, room of {members} members")
         figures = {}
         joiner = Joiner(self, kind, members)
@@ -412,18 +421,28 @@ class Bench:
 
         rooms = [self.room]
         if not self.args.skip_inbound:
-            rooms += self.inbound(joiner, members, figures)
+            rooms += self.inbound(joiner, members, figures, small_rooms=first_size or self.args.small_rooms_always)
         self.catch_up(joiner, figures)
 
-        # Leave everything, so that the resident stops sending to this server.
-        pooled([lambda r=r: user.leave(r) for r in rooms])
+        # The resident kicks the joiner's user from every room, so that it
+        # sends this server nothing more; the joiner is stopped once it has
+        # received the kicks. (Kicks rather than leaves: Synapse, just
+        # restarted, is catching up with the resident and sends only the
+        # latest event of each room, and then it sometimes lost a leave.)
+        pooled([lambda r=r: self.sender.kick(r, user.user_id) for r in rooms])
+        user.left.clear()
         end = time.monotonic() + DEADLINE
-        for room in rooms:
-            while self.sender.membership(room, user.user_id) != "leave":
-                if time.monotonic() > end:
-                    raise Failure(f"the resident did not see {user.user_id} leave {room}")
-                self.sender.sync(1.0)
+        while not set(rooms) <= user.left:
+            if time.monotonic() > end:
+                raise Failure(f"{user.user_id} was not told of {len(set(rooms) - user.left)} kicks in {DEADLINE} s")
+            user.sync(5.0)
         joiner.stop()
+        if kind != "hearth":
+            # Synapse drops events from a room's inbound queue past 100
+            # ("Pruning N events in room ... from federation queue") and fetches
+            # what it then misses (get_missing_events, state): how many it dropped.
+            with open(joiner.log, errors="replace") as f:
+                figures["synapse_pruned"] = sum(int(n) for n in re.findall(r"Pruning (\d+) events in room", f.read()))
         self.results.append((members, kind, figures))
 
     def synapse_partial_state(self, joiner):
@@ -438,45 +457,92 @@ class Bench:
             f"{len(send_join)} send_join log lines)")
         return f"{verdict} (omit_members asked: {'yes' if asked else 'no'})"
 
-    def inbound(self, joiner, members, figures):
-        """The three inbound runs; the rooms the joiner's user joined."""
+    def inbound(self, joiner, members, figures, small_rooms):
+        """The inbound runs: in one small room and in many (`small_rooms`),
+        then in the big room. The rooms the joiner's user joined."""
         user, m = joiner.user, self.args.messages
-        small = [create_room(self.sender, f"bench {joiner.tag} inbound {i}") for i in range(1 + self.args.rooms)]
-        pooled([lambda r=r: user.join(r, via=self.resident_name) for r in small])
-        user.sync(0)
+        rooms = []
+        if small_rooms:
+            rooms = [create_room(self.sender, f"bench {joiner.tag} inbound {i}") for i in range(1 + self.args.rooms)]
+            pooled([lambda r=r: user.join(r, via=self.resident_name) for r in rooms])
+            user.sync(0)
 
-        def run(label, plan, threads):
-            """`plan`: [(room, count)], each room's messages sent in order by one of `threads` threads."""
+        def run(label, tasks, end_marker):
+            """`tasks`: [(room, count)], each sent in order by one of THREADS
+            threads; the wait is for the last message of every task, or, with
+            `end_marker`, for one more message sent into the (one) room after
+            all the others had been sent. Events/s and the sending time."""
             tag = f"{joiner.tag} {label}"
-            wanted = {(room, f"{tag} {n - 1}") for room, n in plan}
-            total = sum(n for _, n in plan)
+            bodies = {}  # task -> its bodies
+            for k, (room, n) in enumerate(tasks):
+                bodies[k] = [f"{tag} {k}.{i}" for i in range(n)]
+            total = sum(n for _, n in tasks)
+            if end_marker:
+                wanted = {(tasks[0][0], f"{tag} end")}
+            else:
+                wanted = {(room, bodies[k][-1]) for k, (room, _) in enumerate(tasks)}
             finished = {}
 
-            def send_room(room, n):
-                for i in range(n):
-                    self.sender.send(room, f"{tag} {i}")
+            def send_task(k):
+                room = tasks[k][0]
+                for body in bodies[k]:
+                    self.sender.send(room, body)
 
             def sender():
-                t = time.monotonic()
-                pooled([lambda r=r, n=n: send_room(r, n) for r, n in plan], threads=threads)
-                finished["t"] = time.monotonic() - t
+                try:
+                    t = time.monotonic()
+                    pooled([lambda k=k: send_task(k) for k in range(len(tasks))])
+                    if end_marker:
+                        self.sender.send(tasks[0][0], f"{tag} end")
+                    finished["t"] = time.monotonic() - t
+                except Exception as e:  # noqa: BLE001 - reported by the waiting thread
+                    finished["error"] = e
 
             thread = threading.Thread(target=sender, daemon=True)
             started = time.monotonic()
             thread.start()
             seen = user.wait_bodies(wanted, label)
             thread.join()
+            if "error" in finished:
+                raise Failure(f"sending ({label}): {finished['error']}")
+            total += 1 if end_marker else 0
             elapsed = seen - started
+            found = ""
+            if end_marker:  # not timed: are they all there?
+                room = tasks[0][0]
+                count = self.count_back(user, room, f"{tag} ", total)
+                found = f"; {count}/{total} found paging back"
             say(f"inbound, {label}: {total} messages seen in {elapsed:.2f} s = {total / elapsed:.0f} events/s "
-                f"(the resident's sends took {finished.get('t', float('nan')):.2f} s)")
-            return total / elapsed, finished.get("t")
+                f"(the resident's sends took {finished['t']:.2f} s){found}")
+            return total / elapsed, finished["t"]
 
-        figures["in_1"], figures["in_1_send_s"] = run("1 room", [(small[0], m)], 1)
-        per = self.args.per_room
-        figures["in_100"], figures["in_100_send_s"] = run(
-            f"{self.args.rooms} rooms", [(r, per) for r in small[1:]], THREADS)
-        figures["in_big"], figures["in_big_send_s"] = run(f"the {members}-member room", [(self.room, m)], 1)
-        return small
+        def one_room(room, m=m):
+            return [(room, m // THREADS + (1 if k < m % THREADS else 0)) for k in range(THREADS)]
+
+        if small_rooms:
+            figures["in_1"], figures["in_1_send_s"] = run("1 room", one_room(rooms[0]), True)
+            figures["in_100"], figures["in_100_send_s"] = run(
+                f"{self.args.rooms} rooms", [(r, self.args.per_room) for r in rooms[1:]], False)
+        figures["in_big"], figures["in_big_send_s"] = run(
+            f"the {members}-member room", one_room(self.room, self.args.big_messages), True)
+        return rooms
+
+    def count_back(self, user, room, prefix, most):
+        """Pages the joiner's /messages back from the end until it has shown
+        `most` bodies starting with `prefix` (at most `most` + 1,000 events): how many."""
+        found, token, pages = set(), None, 0
+        while pages < most // 100 + 3:
+            path = f"/_matrix/client/v3/rooms/{q(room)}/messages?dir=b&limit=100" + (
+                f"&from={q(token)}" if token else "")
+            answer = user.call("GET", path)
+            pages += 1
+            chunk = answer.get("chunk", [])
+            bodies = {e.get("content", {}).get("body") for e in chunk}
+            found |= {b for b in bodies if b and b.startswith(prefix)}
+            if not chunk or len(found) >= most or not answer.get("end"):
+                break
+            token = answer["end"]
+        return len(found)
 
     def catch_up(self, joiner, figures):
         user, missed = joiner.user, self.args.missed
@@ -491,21 +557,10 @@ class Bench:
         seen = user.wait_bodies({(self.room, f"{joiner.tag} missed {missed - 1}")}, "catch-up")
         figures.update(catch_up_s=seen - up, restart_s=up - spawned)
         # Not timed: how many of the missed messages the joiner shows, paging back.
-        found, token, pages = set(), None, 0
-        while pages < 50:
-            path = f"/_matrix/client/v3/rooms/{q(self.room)}/messages?dir=b&limit=100" + (
-                f"&from={q(token)}" if token else "")
-            answer = user.call("GET", path)
-            pages += 1
-            chunk = answer.get("chunk", [])
-            bodies = {e.get("content", {}).get("body") for e in chunk}
-            found |= {b for b in bodies if b and b.startswith(f"{joiner.tag} missed ")}
-            if not chunk or f"{joiner.tag} missed 0" in bodies or not answer.get("end"):
-                break
-            token = answer["end"]
-        figures["missed_found"] = len(found)
+        found = self.count_back(user, self.room, f"{joiner.tag} missed ", missed)
+        figures["missed_found"] = found
         say(f"catch-up: the last of {missed} missed messages seen {seen - up:.2f} s after /versions answered "
-            f"(start-up {up - spawned:.2f} s); {len(found)}/{missed} found paging back")
+            f"(start-up {up - spawned:.2f} s); {found}/{missed} found paging back")
 
     # -- all of it
 
@@ -523,43 +578,45 @@ class Bench:
                 say(f"skipping Synapse on PostgreSQL: {why}")
                 self.notes.append(f"Synapse on PostgreSQL not run: {why}")
                 kinds.remove("synapse-pg")
-        for members in sorted(int(n) for n in self.args.members.split(",")):
+        for i, members in enumerate(sorted(int(n) for n in self.args.members.split(","))):
             self.populate(members)
             for kind in kinds:
-                self.run_joiner(kind, members)
+                self.run_joiner(kind, members, first_size=i == 0)
 
     def report(self):
         names = {"hearth": "Hearth", "synapse": "Synapse (SQLite)", "synapse-pg": "Synapse (PostgreSQL)"}
         kinds = [k for k in names if any(kind == k for _, kind, _ in self.results)]
         sizes = sorted({members for members, _, _ in self.results})
         get = {(members, kind): f for members, kind, f in self.results}
+        m, a = self.args.messages, self.args
 
-        def cell(members, kind, fmt):
-            f = get.get((members, kind))
-            return fmt(f) if f else "—"
+        def row(label, members, fmt):
+            cells = []
+            for kind in kinds:
+                try:
+                    cells.append(fmt(get[(members, kind)]))
+                except KeyError:
+                    cells.append("—")
+            return f"| {label} | " + " | ".join(cells) + " |"
 
-        rows = []
-        for members in sizes:
-            rows.append((f"join, {members:,} members: to a sent message",
-                         lambda f: f"{f['join_s']:.2f} s", members))
-            rows.append((f"join, {members:,} members: peak RSS (RSS before)",
-                         lambda f: f"{f['rss_peak']:.0f} MiB ({f['rss_before']:.0f})", members))
-        for members in sizes:
-            if self.args.skip_inbound:
-                break
-            rows.append((f"inbound, 1 room, {self.args.messages:,} messages ({members:,}-member run)",
-                         lambda f: f"{f['in_1']:.0f} events/s", members))
-            rows.append((f"inbound, {self.args.rooms} rooms × {self.args.per_room} ({members:,}-member run)",
-                         lambda f: f"{f['in_100']:.0f} events/s", members))
-            rows.append((f"inbound, the {members:,}-member room, {self.args.messages:,} messages",
-                         lambda f: f"{f['in_big']:.0f} events/s", members))
-        for members in sizes:
-            rows.append((f"catch-up, {self.args.missed:,} missed ({members:,}-member room)",
-                         lambda f: f"{f['catch_up_s']:.2f} s", members))
-        header = "| what | " + " | ".join(names[k] for k in kinds) + " |"
-        lines = [header, "|---" * (len(kinds) + 1) + "|"]
-        for label, fmt, members in rows:
-            lines.append(f"| {label} | " + " | ".join(cell(members, k, fmt) for k in kinds) + " |")
+        lines = ["| what | " + " | ".join(names[k] for k in kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+        for n in sizes:
+            lines.append(row(f"join, {n:,} members: join request to a sent message", n,
+                             lambda f: f"{f['join_s']:.2f} s"))
+            lines.append(row(f"join, {n:,} members: joiner's RSS before → peak (VmHWM)", n,
+                             lambda f: f"{f['rss_before']:.0f} → {f['rss_peak']:.0f} MiB"))
+        for n in sizes:
+            if any("in_1" in get.get((n, k), {}) for k in kinds):
+                lines.append(row(f"inbound, 1 room (2 members), {m + 1:,} messages", n,
+                                 lambda f: f"{f['in_1']:.0f} events/s"))
+                lines.append(row(f"inbound, {a.rooms} rooms (2 members each) × {a.per_room} messages", n,
+                                 lambda f: f"{f['in_100']:.0f} events/s"))
+        for n in sizes:
+            lines.append(row(f"inbound, the {n:,}-member room, {a.big_messages + 1:,} messages", n,
+                             lambda f: f"{f['in_big']:.0f} events/s"))
+        for n in sizes:
+            lines.append(row(f"catch-up, {a.missed:,} missed messages in the {n:,}-member room", n,
+                             lambda f: f"{f['catch_up_s']:.2f} s"))
         details = ["", "Details per run:", ""]
         for members, kind, f in self.results:
             details.append(f"- {names[kind]}, {members:,} members: " + ", ".join(
@@ -569,7 +626,7 @@ class Bench:
         out = self.args.out or os.path.join(self.workdir, "federation.md")
         with open(out, "w") as f:
             f.write(f"<!-- benches/federation.py, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} "
-                    f"UTC, {os.cpu_count()} cores, {platform.python_version()} -->\n" + text)
+                    f"UTC, {os.cpu_count()} cores, Python {platform.python_version()} -->\n" + text)
         say(f"wrote {out}")
         return out
 
@@ -578,12 +635,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("hearth", help="the hearth binary (a release build)")
     parser.add_argument("--members", default="1000,10000", help="room sizes, comma-separated")
-    parser.add_argument("--messages", type=int, default=2000, help="messages of each one-room inbound run")
+    parser.add_argument("--messages", type=int, default=2000, help="messages of the small one-room inbound run")
+    parser.add_argument("--big-messages", type=int, default=1000,
+                        help="messages of the inbound run in the big room (the resident sends them slowly: "
+                             "it evaluates push rules for each of its N local members)")
     parser.add_argument("--rooms", type=int, default=100, help="rooms of the many-room inbound run")
     parser.add_argument("--per-room", type=int, default=20, help="messages into each of those rooms")
     parser.add_argument("--missed", type=int, default=1000, help="messages sent while the joiner is down")
     parser.add_argument("--joiners", default="hearth,synapse,synapse-pg")
     parser.add_argument("--skip-inbound", action="store_true", help="only the joins and the catch-up")
+    parser.add_argument("--small-rooms-always", action="store_true",
+                        help="the small-room inbound runs at every room size (default: the first only)")
     parser.add_argument("--out", help="where to write the Markdown table")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()

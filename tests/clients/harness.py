@@ -82,7 +82,7 @@ def wait_until(predicate, timeout, interval=0.05):
         time.sleep(interval)
 
 
-def http(method, url, body=None, token=None):
+def http(method, url, body=None, token=None, timeout=30):
     """One JSON request: (status, parsed body, or text)."""
     request = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode())
     request.add_header("Content-Type", "application/json")
@@ -90,7 +90,7 @@ def http(method, url, body=None, token=None):
         request.add_header("Authorization", f"Bearer {token}")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(request, timeout=30) as response:
+        with opener.open(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as e:
         status, raw = e.code, e.read()
