@@ -92,6 +92,64 @@ pub fn raw<T>(value: serde_json::Value) -> crate::Result<ruma::serde::Raw<T>> {
     Ok(ruma::serde::Raw::from_json(serde_json::value::to_raw_value(&value).map_err(crate::Error::internal)?))
 }
 
+/// One async lock per key (a room, a user), made on first use. Locks
+/// nobody holds or waits for are dropped now and then, so the map holds the
+/// keys in use, not every key ever asked for.
+pub struct KeyedLocks<K> {
+    locks: std::sync::Mutex<HashMap<K, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Locks kept before the unused ones are dropped.
+pub const LOCKS_KEPT: usize = 1024;
+
+impl<K: std::hash::Hash + Eq + Clone> KeyedLocks<K> {
+    pub fn new() -> Self {
+        Self { locks: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    pub async fn lock<Q>(&self, key: &Q) -> tokio::sync::OwnedMutexGuard<()>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let mutex = {
+            let mut locks = self.locks.lock().expect("keyed locks");
+            if locks.len() >= LOCKS_KEPT {
+                locks.retain(|_, lock| std::sync::Arc::strong_count(lock) > 1);
+            }
+            match locks.get(key) {
+                Some(lock) => lock.clone(),
+                None => locks.entry(key.to_owned()).or_default().clone(),
+            }
+        };
+        mutex.lock_owned().await
+    }
+
+    /// How many locks the map holds.
+    pub fn len(&self) -> usize {
+        self.locks.lock().expect("keyed locks").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the map holds a lock for `key`.
+    pub fn holds<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.locks.lock().expect("keyed locks").contains_key(key)
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Default for KeyedLocks<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Whether `text` matches `pattern`, where `*` stands for any run of
 /// characters (the filters' wildcard).
 pub fn glob_match(pattern: &str, text: &str) -> bool {

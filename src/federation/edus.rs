@@ -1,7 +1,7 @@
-//! EDUs: what goes out when a local user types, reads, changes presence,
-//! sends to another server's devices or changes their device list; and
-//! what comes in, each taken only when its user belongs to the server that
-//! sent it.
+//! EDUs: what goes out when a local user types, reads, changes presence
+//! or sends to another server's devices; and what comes in, each taken
+//! only when its user belongs to the server that sent it. Device lists are
+//! `devices`'.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -13,7 +13,7 @@ use ruma::{OwnedServerName, OwnedUserId, RoomId, ServerName, UserId};
 use serde_json::{Value, json};
 
 use crate::{
-    Result, rooms::receipts::ReceiptKey, servers::outbox::Item, services::Services, storage::Batch,
+    Result, rooms::receipts::ReceiptKey, servers::outbox::Item, services::Services,
     users::to_device::Recipient,
 };
 
@@ -32,7 +32,7 @@ fn other_servers(services: &Services, room_short: u64) -> Result<Vec<OwnedServer
 }
 
 /// The other servers sharing a room with `user`.
-fn servers_sharing(services: &Services, user: &UserId) -> Result<Vec<OwnedServerName>> {
+pub(super) fn servers_sharing(services: &Services, user: &UserId) -> Result<Vec<OwnedServerName>> {
     let mut servers = BTreeSet::new();
     for (room_short, membership) in services.rooms.memberships(user)? {
         if membership == "join" {
@@ -42,7 +42,7 @@ fn servers_sharing(services: &Services, user: &UserId) -> Result<Vec<OwnedServer
     Ok(servers.into_iter().collect())
 }
 
-fn queue(
+pub(super) fn queue(
     services: &Services,
     destinations: &[OwnedServerName],
     edu_type: &str,
@@ -134,53 +134,6 @@ pub fn send_to_device(
     Ok(())
 }
 
-/// A local user's device list or cross-signing keys changed (at stream
-/// position `position`): the servers sharing a room get an update for each
-/// of the user's devices with its keys, chained to the user's previous
-/// update (`prev_id`) so a server that missed one knows to ask again
-/// (`/user/devices`); and the cross-signing keys when the user has them.
-pub fn send_device_list_change(services: &Services, user: &UserId, position: u64) -> Result<()> {
-    let destinations = servers_sharing(services, user)?;
-    let last_key = [b"federation.device_list_sent.", user.as_bytes()].concat();
-    let previous = services.db.get(&crate::storage::maps::GLOBAL, &last_key)?;
-    let mut batch = Batch::new();
-    batch.put(&crate::storage::maps::GLOBAL, last_key, position.to_be_bytes());
-    services.db.write(batch)?;
-    if destinations.is_empty() {
-        return Ok(());
-    }
-    let prev_id: Vec<u64> =
-        previous.as_deref().map(crate::storage::decode_u64).transpose()?.into_iter().collect();
-    let keys = services.users.device_keys_for_query(user, &[])?;
-    for (device, record) in services.users.list_devices(user)? {
-        let mut content = json!({
-            "user_id": user, "device_id": device, "stream_id": position, "prev_id": prev_id, "deleted": false,
-        });
-        if let Some(name) = record.display_name {
-            content["device_display_name"] = json!(name);
-        }
-        if let Some(device_keys) = keys.get(&device) {
-            content["keys"] =
-                serde_json::from_str(device_keys.json().get()).map_err(crate::Error::internal)?;
-        }
-        queue(services, &destinations, "m.device_list_update", content)?;
-    }
-    let master =
-        services.users.cross_signing_key_for_query(user, crate::users::cross_signing::MASTER, user)?;
-    if let Some(master) = master {
-        let mut content = json!({"user_id": user, "master_key": master});
-        if let Some(key) = services.users.cross_signing_key_for_query(
-            user,
-            crate::users::cross_signing::SELF_SIGNING,
-            user,
-        )? {
-            content["self_signing_key"] = json!(key);
-        }
-        queue(services, &destinations, "m.signing_key_update", content)?;
-    }
-    Ok(())
-}
-
 /// Takes in one EDU from `origin`.
 pub async fn take(services: &Arc<Services>, origin: &ServerName, edu: &Value) {
     let content = &edu["content"];
@@ -189,8 +142,9 @@ pub async fn take(services: &Arc<Services>, origin: &ServerName, edu: &Value) {
         Some("m.receipt") => take_receipts(services, origin, content),
         Some("m.presence") => take_presence(services, origin, content),
         Some("m.direct_to_device") => take_to_device(services, origin, content),
-        Some("m.device_list_update" | "m.signing_key_update") => {
-            take_device_change(services, origin, content)
+        Some("m.device_list_update") => super::devices::take_list_update(services, origin, content).await,
+        Some("m.signing_key_update") => {
+            super::devices::take_signing_key_update(services, origin, content).await
         }
         other => {
             tracing::debug!("EDU {other:?} from {origin} ignored");
@@ -292,13 +246,4 @@ fn take_to_device(services: &Services, origin: &ServerName, content: &Value) -> 
     // Once per origin and message ID: the sending device is the origin.
     let device: ruma::OwnedDeviceId = format!("federation:{origin}").into();
     services.users.send_to_device(&sender, &device, event_type, message_id, &messages)
-}
-
-fn take_device_change(services: &Services, origin: &ServerName, content: &Value) -> Result<()> {
-    let Some(user) = origin_user(&content["user_id"], origin) else { return Ok(()) };
-    let mut batch = Batch::new();
-    let change = services.users.note_key_change(&mut batch, &user, None)?;
-    services.db.write(batch)?;
-    change.publish();
-    Ok(())
 }

@@ -4,6 +4,7 @@
 //! signed requests, keys) is `servers`'.
 
 pub mod backfill;
+pub mod devices;
 pub mod edus;
 pub mod ingest;
 pub mod membership;

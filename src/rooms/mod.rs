@@ -30,10 +30,7 @@ pub(crate) mod testing;
 pub mod typing;
 pub mod upgrade;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use ruma::{
     CanonicalJsonObject, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId,
@@ -162,7 +159,7 @@ pub struct Rooms {
     pub short: ShortIds,
     pub state: StateStore,
     pub stream: Arc<Stream>,
-    locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    locks: crate::util::KeyedLocks<OwnedRoomId>,
     /// Event IDs being appended right now (see [`Rooms::claim_event_id`]).
     appending: Mutex<std::collections::HashSet<OwnedEventId>>,
     pub typing: Arc<typing::Typing>,
@@ -179,9 +176,6 @@ pub struct Rooms {
 
 /// Auth edges kept in memory (~16 bytes each).
 const AUTH_EDGES_CACHED: usize = 1 << 21;
-
-/// Room locks kept before the unused ones are dropped.
-const LOCKS_KEPT: usize = 1024;
 
 impl Rooms {
     pub fn open(
@@ -200,7 +194,7 @@ impl Rooms {
             typing: typing::Typing::new(stream.clone()),
             users,
             stream,
-            locks: Mutex::new(HashMap::new()),
+            locks: Default::default(),
             appending: Mutex::default(),
             receipt_lock: Mutex::new(()),
             report_lock: Mutex::new(()),
@@ -230,16 +224,7 @@ impl Rooms {
     /// Waits for appends to a room one at a time; never hold it across
     /// network I/O.
     pub async fn lock(&self, room_id: &RoomId) -> tokio::sync::OwnedMutexGuard<()> {
-        let mutex = {
-            let mut locks = self.locks.lock().expect("room locks");
-            // Locks nobody holds or waits for are dropped now and then, so the
-            // map holds the rooms in use, not every room ever asked for.
-            if locks.len() >= LOCKS_KEPT {
-                locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-            }
-            locks.entry(room_id.to_owned()).or_default().clone()
-        };
-        mutex.lock_owned().await
+        self.locks.lock(room_id).await
     }
 
     /// Claims an event ID for one append; a second append of the same ID
@@ -397,6 +382,44 @@ impl Rooms {
             from = Some([&key[..prefix.len() + end + 1], &[crate::storage::SEP]].concat());
         }
         Ok(servers)
+    }
+
+    /// Whether a room has a joined member of this server (one seek).
+    pub fn has_local_member(&self, room_short: u64) -> Result<bool> {
+        Ok(!self.local_members_prefix_scan(room_short, 1)?.is_empty())
+    }
+
+    /// Whether a room has a joined member of this server other than `user`.
+    pub(crate) fn has_local_member_besides(&self, room_short: u64, user: &UserId) -> Result<bool> {
+        let own = room_server_key(room_short, user.as_str());
+        Ok(self.local_members_prefix_scan(room_short, 2)?.iter().any(|(key, _)| *key != own))
+    }
+
+    fn local_members_prefix_scan(
+        &self,
+        room_short: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::storage::KeyValue>> {
+        let prefix =
+            [&room_short.to_be_bytes()[..], self.server_name.as_bytes(), &[crate::storage::SEP]].concat();
+        Ok(self.db.scan_range(&maps::ROOM_SERVERS, &prefix, None, false, limit)?)
+    }
+
+    /// Whether `user` is joined to a room that has a joined member of this
+    /// server (for another server's user: whether its device list is ours
+    /// to follow).
+    pub fn shares_room_with_local(&self, user: &UserId) -> Result<bool> {
+        self.shares_room_with_local_besides(user, None)
+    }
+
+    /// [`Rooms::shares_room_with_local`], leaving out one room.
+    pub(crate) fn shares_room_with_local_besides(&self, user: &UserId, besides: Option<u64>) -> Result<bool> {
+        for (room_short, membership) in self.memberships(user)? {
+            if membership == "join" && Some(room_short) != besides && self.has_local_member(room_short)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Members of a room and their current membership.

@@ -416,10 +416,12 @@ impl Rooms {
         if rejection.is_none() {
             rejection = self.check_against_state(pdu, rules, &before.1)?.err();
         }
-        // (A room being joined has no current state to soft-fail against;
-        // history is not judged by today's state.)
+        // (A room being joined, or rejoined, has no forward extremities and
+        // no current state to soft-fail against; history is not judged by
+        // today's state.)
         let soft_failed = rejection.is_none()
             && !historical
+            && !record.forward_extremities.is_empty()
             && record.current_snapshot.is_some()
             && before.0 != record.current_snapshot
             && {
@@ -1007,14 +1009,17 @@ impl Rooms {
             membership.map(|content| content["membership"].as_str().unwrap_or("leave").to_owned());
         let user_key = key(&[target.as_bytes(), &room_short.to_be_bytes()]);
         let member_key = [&room_short.to_be_bytes()[..], target.as_bytes()].concat();
-        // Who shares a room with whom changed (a join, or the end of one):
-        // device-list tracking reads this.
+        // Who shares a room with whom changed (a join, or the end of one),
+        // or someone was invited or knocked: device-list tracking reads this.
         let was = self.db.get(&maps::USER_ROOMS, &user_key)?;
         let was_joined = was.as_deref() == Some(b"join");
         if was.as_deref() != membership.as_deref().map(str::as_bytes) {
             batch.put(&maps::MEMBERSHIP_SINCE, user_key.clone(), new.2.to_be_bytes());
         }
-        if was_joined != (membership.as_deref() == Some("join")) {
+        let invited = matches!(membership.as_deref(), Some("invite" | "knock"));
+        if was_joined != (membership.as_deref() == Some("join"))
+            || (invited && was.as_deref() != membership.as_deref().map(str::as_bytes))
+        {
             batch.put(
                 &maps::MEMBERSHIP_CHANGES,
                 [&new.2.to_be_bytes()[..], &room_short.to_be_bytes(), target.as_bytes()].concat(),
@@ -1028,6 +1033,7 @@ impl Rooms {
                 true => batch.put(&maps::ROOM_SERVERS, server_key, Vec::new()),
                 false => batch.delete(&maps::ROOM_SERVERS, server_key),
             }
+            self.let_go_of_device_lists(batch, room_short, target, joined)?;
         }
         match membership {
             Some(membership) => {
@@ -1044,6 +1050,40 @@ impl Rooms {
                 batch.delete(&maps::MEMBERSHIP_SINCE, user_key.clone());
                 batch.delete(&maps::USER_ROOMS, user_key);
                 batch.delete(&maps::ROOM_MEMBERS, member_key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Other servers' users' device lists are followed while they share a
+    /// room with a local user (`federation::devices`), and no longer told
+    /// once they do not. So a remote user who joins may have changed
+    /// devices unseen: their cached list goes; and when this server's last
+    /// member leaves a room, so do those of its remote members who share no
+    /// other room with this server.
+    fn let_go_of_device_lists(
+        &self,
+        batch: &mut Batch,
+        room_short: u64,
+        target: &str,
+        joined: bool,
+    ) -> Result<()> {
+        let Ok(user) = ruma::UserId::parse(target) else { return Ok(()) };
+        if user.server_name() != self.server_name {
+            if joined {
+                self.users.forget_remote_device_list_into(batch, &user);
+            }
+            return Ok(());
+        }
+        if joined || self.has_local_member_besides(room_short, &user)? {
+            return Ok(());
+        }
+        for (member, membership) in self.members(room_short)? {
+            if membership == "join"
+                && member.server_name() != self.server_name
+                && !self.shares_room_with_local_besides(&member, Some(room_short))?
+            {
+                self.users.forget_remote_device_list_into(batch, &member);
             }
         }
         Ok(())
@@ -1495,24 +1535,24 @@ mod tests {
     #[tokio::test]
     async fn room_locks_stay_bounded() {
         let f = fixture().await;
-        for i in 0..3 * super::super::LOCKS_KEPT {
+        for i in 0..3 * crate::util::LOCKS_KEPT {
             let room = OwnedRoomId::try_from(format!("!r{i}:localhost")).unwrap();
             drop(f.rooms.lock(&room).await);
         }
-        assert!(f.rooms.locks.lock().unwrap().len() <= super::super::LOCKS_KEPT);
+        assert!(f.rooms.locks.len() <= crate::util::LOCKS_KEPT);
         let held = f.rooms.lock(&f.room_id).await;
-        for i in 0..2 * super::super::LOCKS_KEPT {
+        for i in 0..2 * crate::util::LOCKS_KEPT {
             let room = OwnedRoomId::try_from(format!("!s{i}:localhost")).unwrap();
             drop(f.rooms.lock(&room).await);
         }
-        assert!(f.rooms.locks.lock().unwrap().contains_key(&f.room_id), "a held lock is kept");
+        assert!(f.rooms.locks.holds(&f.room_id), "a held lock is kept");
         drop(held);
-        let before = f.rooms.locks.lock().unwrap().len();
+        let before = f.rooms.locks.len();
         let unknown = OwnedRoomId::try_from("!nowhere:localhost").unwrap();
         let builder = PduBuilder::message("m.room.message", json!({"body": "hi"}));
         assert!(f.rooms.send(&unknown, user_id!("@alice:localhost"), builder, None).await.is_err());
-        assert!(!f.rooms.locks.lock().unwrap().contains_key(&unknown));
-        assert!(f.rooms.locks.lock().unwrap().len() <= before);
+        assert!(!f.rooms.locks.holds(&unknown));
+        assert!(f.rooms.locks.len() <= before);
     }
 
     /// Review §2.4: the directory listing is built once per change of it,

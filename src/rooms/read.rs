@@ -599,12 +599,17 @@ impl Rooms {
         Ok(Some(self.membership_changed_at(user, room_short, &member)? + 1))
     }
 
+    /// Where the user's membership in the room last changed, if recorded.
+    pub fn membership_since(&self, user: &UserId, room_short: u64) -> Result<Option<u64>> {
+        let key = crate::storage::key(&[user.as_bytes(), &room_short.to_be_bytes()]);
+        Ok(self.db.get(&maps::MEMBERSHIP_SINCE, &key)?.map(|v| decode_u64(&v)).transpose()?)
+    }
+
     /// The stream position at which the user's current membership took
     /// effect: where the current state changed (for a membership that won a
     /// state resolution, not its member event's own position).
     pub fn membership_changed_at(&self, user: &UserId, room_short: u64, member: &Pdu) -> Result<u64> {
-        let key = crate::storage::key(&[user.as_bytes(), &room_short.to_be_bytes()]);
-        let since = self.db.get(&maps::MEMBERSHIP_SINCE, &key)?.map(|v| decode_u64(&v)).transpose()?;
+        let since = self.membership_since(user, room_short)?;
         let short = self
             .event_short(&member.event_id)?
             .ok_or_else(|| Error::internal("member event without short ID"))?;

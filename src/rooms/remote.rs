@@ -61,6 +61,13 @@ impl Rooms {
                 record
             }
         };
+        // A rejoin: what we have of the room is stale. The join, on the
+        // resident's state, becomes its one forward extremity (the old ones
+        // are not resolved against it with every later event), and it is
+        // not soft-failed against the stale state (see `compute`).
+        if !self.has_local_member(room_short)? {
+            record.forward_extremities.clear();
+        }
 
         let state_ids =
             response.state.iter().map(|object| event_id_of(object, &rules)).collect::<Result<Vec<_>>>()?;

@@ -38,8 +38,10 @@ pub enum Failure {
     Unreachable(String),
     /// It answered with an error.
     Remote { status: u16, body: Bytes },
-    /// It answered 2xx with something that is not the expected answer.
+    /// The request could not be made, or the answer was too large.
     BadResponse(String),
+    /// It answered 2xx with a body that is not the expected answer.
+    Unreadable(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -50,7 +52,7 @@ impl std::fmt::Display for Failure {
             Failure::Remote { status, body } => {
                 write!(f, "HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]))
             }
-            Failure::BadResponse(why) => write!(f, "bad response: {why}"),
+            Failure::BadResponse(why) | Failure::Unreadable(why) => write!(f, "bad response: {why}"),
         }
     }
 }
@@ -68,7 +70,7 @@ impl Failure {
                 let status = http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::BAD_GATEWAY);
                 Error::custom(status, errcode, message)
             }
-            Failure::Unreachable(why) | Failure::BadResponse(why) => Error::new(
+            Failure::Unreachable(why) | Failure::BadResponse(why) | Failure::Unreadable(why) => Error::new(
                 http::StatusCode::BAD_GATEWAY,
                 ruma::api::error::ErrorKind::Unknown,
                 format!("Failed to talk to {server}: {why}"),
@@ -232,7 +234,7 @@ impl Client {
         *http_response.status_mut() = status;
         *http_response.headers_mut() = headers;
         R::IncomingResponse::try_from_http_response(http_response)
-            .map_err(|e| Failure::BadResponse(e.to_string()))
+            .map_err(|e| Failure::Unreadable(e.to_string()))
     }
 }
 

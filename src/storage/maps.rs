@@ -25,7 +25,7 @@ maps! {
     /// Server-wide singletons.
     GLOBAL = "global" {
         key: "ASCII name: `schema_version`, `signing_key.version`, `signing_key.pkcs8`, `signing_key.old`, `stream_reserved`, `federation.fanned_out`, `federation.device_list_sent.<user ID>`",
-        value: "schema_version: u64 big-endian; signing_key.version: UTF-8 key version; signing_key.pkcs8: ed25519 PKCS#8 DER; signing_key.old: JSON {key ID: {key (unpadded base64 public key), expired_ts}} of rotated-out keys; stream_reserved: u64 big-endian, stream positions handed out up to here; federation.fanned_out: u64 big-endian, stream position up to which local events are queued for other servers; federation.device_list_sent.<user>: u64 big-endian, the stream ID of the user's last device-list update sent (the next one's prev_id)"
+        value: "schema_version: u64 big-endian; signing_key.version: UTF-8 key version; signing_key.pkcs8: ed25519 PKCS#8 DER; signing_key.old: JSON {key ID: {key (unpadded base64 public key), expired_ts}} of rotated-out keys; stream_reserved: u64 big-endian, stream positions handed out up to here; federation.fanned_out: u64 big-endian, stream position up to which local events are queued for other servers; federation.device_list_sent.<user>: JSON SentDeviceList {stream_id (of the user's last m.device_list_update sent, the next one's prev_id), devices: {device ID: hash of what was sent}}"
     }
     /// Local accounts, including deactivated ones (a user ID is never reused).
     USERS = "users" {
@@ -264,7 +264,8 @@ maps! {
         value: "root event short ID"
     }
     /// Membership changes in stream order (all rooms), for device-list
-    /// tracking: who now shares a room with whom.
+    /// tracking: who now shares a room with whom (each change into or out
+    /// of `join`), and who was newly invited or knocked.
     MEMBERSHIP_CHANGES = "membership_changes" {
         key: "stream position (u64 big-endian) ‖ room short ID ‖ user ID",
         value: "the new membership (join, invite, knock, leave, ban; empty when the member event left the state)"
@@ -273,6 +274,12 @@ maps! {
     DEVICE_KEYS = "device_keys" {
         key: "user ID ‖ SEP ‖ device ID",
         value: "the DeviceKeys JSON as uploaded, without `unsigned`"
+    }
+    /// Other servers' users' device lists, kept while the user shares a room
+    /// with a local user (`users::remote_devices`, `federation::devices`).
+    REMOTE_DEVICE_LISTS = "remote_device_lists" {
+        key: "user ID (of another server)",
+        value: "JSON RemoteDeviceList {stream_id (the last update taken), devices: {device ID: {keys (DeviceKeys JSON as the server sent it), display_name}}, master_key, self_signing_key}"
     }
     /// Unclaimed one-time keys, in the order they were uploaded.
     ONE_TIME_KEYS = "one_time_keys" {

@@ -93,6 +93,14 @@ pub fn device_lists(services: &Services, user: &UserId, since: u64, upto: u64) -
             continue;
         }
         let joined = v == b"join";
+        if v == b"invite" || v == b"knock" {
+            // Someone invited to (or knocking on) a room of ours: their
+            // devices may need keys for it (Synapse tells this too).
+            if target != user && services.rooms.membership(user, room)?.as_deref() == Some("join") {
+                private.insert(target);
+            }
+            continue;
+        }
         if target == user {
             // We joined or left: everyone in there is new, or maybe gone.
             for (member, membership) in services.rooms.members(room)? {

@@ -298,8 +298,10 @@ fn remote_invites(
         }
         if let Some(short) = services.rooms.room_short(&room_id)?
             && services.rooms.membership(&params.user, short)?.is_some()
+            && services.rooms.membership_since(&params.user, short)?.is_none_or(|at| at > invite.position)
         {
-            // The room is known now: its own section says it all.
+            // The room is known, and the user's membership there is newer
+            // than the invite: its own section says it all.
             continue;
         }
         match &invite.rejected {

@@ -15,6 +15,7 @@ pub mod openid;
 pub mod profile;
 pub mod push_rules;
 pub mod pushers;
+pub mod remote_devices;
 pub mod sent_members;
 pub mod shared_secret;
 pub mod to_device;
@@ -74,6 +75,9 @@ pub struct Users {
     badge_requests: pushers::BadgeRequests,
     /// Users deactivated with `erase` (few; every event served asks).
     erased: std::sync::RwLock<std::collections::HashSet<OwnedUserId>>,
+    /// Serialises updates of one remote user's cached device list
+    /// (`federation::devices`).
+    pub remote_device_locks: crate::util::KeyedLocks<OwnedUserId>,
     /// Member events each lazy-loading device already has (sync).
     pub sent_members: sent_members::SentMembers,
     /// The to-device inbox cap (`to_device::MAX_INBOX`; lower in tests).
@@ -102,6 +106,7 @@ impl Users {
             openid_tokens: Default::default(),
             badge_requests: Default::default(),
             erased: std::sync::RwLock::new(erased),
+            remote_device_locks: Default::default(),
             sent_members: Default::default(),
             inbox_cap: to_device::MAX_INBOX,
             hashing: tokio::sync::Semaphore::new(

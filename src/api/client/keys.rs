@@ -2,9 +2,10 @@
 //! `/keys/claim`, `GET /keys/changes`, and cross-signing:
 //! `POST /keys/device_signing/upload`, `/keys/signatures/upload`.
 //!
-//! Other servers' users are asked of their servers (`/user/keys/query`,
-//! `/user/keys/claim`); a server that does not answer is listed under
-//! `failures`.
+//! Other servers' users' keys come from their cached device lists
+//! (`federation::devices`) when this server follows them, else from their
+//! servers (`/user/keys/query`; one-time keys always: `/user/keys/claim`);
+//! a server that does not answer is listed under `failures`.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -22,6 +23,7 @@ use super::account::password_uia;
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
+    federation,
     services::Services,
     sync,
     users::{
@@ -31,7 +33,15 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(upload).ruma(query).ruma(claim).ruma(changes).ruma(upload_signing).ruma(upload_signatures)
+    // `failures` always there, empty or not, as Synapse answers.
+    let with_failures = |body: &mut Value| crate::api::ruma::ensure(body, "failures", || json!({}));
+    router
+        .ruma(upload)
+        .ruma_shaped(query, with_failures)
+        .ruma_shaped(claim, with_failures)
+        .ruma(changes)
+        .ruma(upload_signing)
+        .ruma(upload_signatures)
 }
 
 /// A server's entry under `failures`.
@@ -105,7 +115,27 @@ async fn query(req: Ruma<get_keys::v3::Request>) -> Result<get_keys::v3::Respons
     let mut wanted = req.body.device_keys.clone();
     let remote = remote_by_server(users, &mut wanted);
     let timeout = remote_timeout(req.body.timeout);
-    for (server, asked) in remote {
+    for (server, mut asked) in remote {
+        // Users this server follows: from their cached (or just fetched) list.
+        for (user, devices) in std::mem::take(&mut asked) {
+            match federation::devices::for_query(&req.services, &user).await? {
+                Some(list) => {
+                    response.device_keys.insert(user.clone(), list.keys_for_query(&devices)?);
+                    if let Some(key) = &list.master_key {
+                        response.master_keys.insert(user.clone(), raw_object(key)?);
+                    }
+                    if let Some(key) = &list.self_signing_key {
+                        response.self_signing_keys.insert(user.clone(), raw_object(key)?);
+                    }
+                }
+                None => {
+                    asked.insert(user, devices);
+                }
+            }
+        }
+        if asked.is_empty() {
+            continue;
+        }
         let request = ruma::api::federation::keys::get_keys::v1::Request::new(asked);
         let answer = tokio::time::timeout(timeout, req.services.servers.client.send(&server, request)).await;
         match answer {

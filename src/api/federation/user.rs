@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use axum::Router;
 use ruma::{
-    OwnedOneTimeKeyId, UInt, UserId,
+    OwnedOneTimeKeyId, UInt,
     api::federation::{
         device::get_devices::v1 as devices,
         keys::{claim_keys::v1 as claim, get_keys::v1 as query},
@@ -18,20 +18,13 @@ use ruma::{
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
+    federation::devices::cross_signing,
     services::Services,
     users::cross_signing::{MASTER, SELF_SIGNING},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router.ruma(query_keys).ruma(claim_keys).ruma(user_devices)
-}
-
-/// A local user's public cross-signing key of `usage`.
-fn cross_signing<T>(services: &Services, user: &UserId, usage: &str) -> Result<Option<Raw<T>>> {
-    match services.users.cross_signing_key_for_query(user, usage, user)? {
-        Some(key) => Ok(Some(crate::util::raw(serde_json::Value::Object(key))?)),
-        None => Ok(None),
-    }
 }
 
 async fn query_keys(req: Ruma<query::Request>) -> Result<query::Response> {
@@ -80,7 +73,8 @@ async fn user_devices(req: Ruma<devices::Request>) -> Result<devices::Response> 
     if !services.users.is_local(user) {
         return Err(Error::not_found("Not a user of this server"));
     }
-    let stream_id = UInt::try_from(services.stream.visible()).unwrap_or(UInt::MAX);
+    let stream_id = crate::federation::devices::local_stream_id(services, user)?;
+    let stream_id = UInt::try_from(stream_id).unwrap_or(UInt::MAX);
     let mut response = devices::Response::new(user.clone(), stream_id);
     let keys = services.users.device_keys_for_query(user, &[])?;
     for (device, record) in services.users.list_devices(user)? {

@@ -3,6 +3,7 @@
 //! certificate from a CA the test makes), finding each other through
 //! `federation.resolve_overrides`.
 
+mod devices;
 mod edus;
 mod forged;
 mod keys;
