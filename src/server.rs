@@ -80,6 +80,7 @@ pub async fn start_on(mut config: Config, sockets: Vec<TcpListener>) -> Result<R
         tokio::spawn(services.presence.clone().sweep()),
         tokio::spawn(crate::pushers::run(services.clone())),
         tokio::spawn(crate::federation::sender::run(services.clone())),
+        tokio::spawn(crate::federation::ingest::forget_old_answers(services.clone())),
     ];
     Ok(RunningServer { addrs, services, shutdown, tasks, workers })
 }

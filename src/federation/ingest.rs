@@ -37,6 +37,78 @@ const MISSING_LIMIT: u32 = 20;
 /// Largest PDU accepted (the spec's 64 KiB).
 pub const MAX_PDU_SIZE: usize = 65_536;
 
+/// How long a transaction's answer is kept for a retry of it.
+const ANSWERS_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A transaction's answer as kept (`federation_txns`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Answered {
+    ts: u64,
+    results: std::collections::BTreeMap<OwnedEventId, PduResult>,
+}
+
+fn answer_key(origin: &ServerName, txn_id: &str) -> Vec<u8> {
+    [origin.as_bytes(), &[crate::storage::SEP], txn_id.as_bytes()].concat()
+}
+
+/// The answer given to `origin`'s transaction `txn_id`, if it came before
+/// (within a day).
+pub fn answered(
+    services: &Services,
+    origin: &ServerName,
+    txn_id: &str,
+) -> Result<Option<std::collections::BTreeMap<OwnedEventId, PduResult>>> {
+    let bytes = services.db.get(&crate::storage::maps::FEDERATION_TXNS, &answer_key(origin, txn_id))?;
+    // (An answer kept before it carried its time is not reused: its PDUs
+    // are known and come out as duplicates.)
+    Ok(bytes.and_then(|b| serde_json::from_slice::<Answered>(&b).ok()).map(|a| a.results))
+}
+
+/// Keeps the answer to `origin`'s transaction `txn_id` for a retry.
+pub fn remember_answer(
+    services: &Services,
+    origin: &ServerName,
+    txn_id: &str,
+    results: std::collections::BTreeMap<OwnedEventId, PduResult>,
+) -> Result<()> {
+    let answered = Answered { ts: crate::util::now_ms(), results };
+    Ok(services.db.put_json(
+        &crate::storage::maps::FEDERATION_TXNS,
+        &answer_key(origin, txn_id),
+        &answered,
+    )?)
+}
+
+/// Drops kept answers older than a day, once an hour, until the server stops.
+pub async fn forget_old_answers(services: Arc<Services>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        if let Err(e) = forget_answers_before(
+            &services,
+            crate::util::now_ms().saturating_sub(ANSWERS_KEPT.as_millis() as u64),
+        ) {
+            tracing::warn!("federation: cannot prune kept transaction answers: {e}");
+        }
+    }
+}
+
+/// Drops the kept answers older than `before` (ms since the epoch).
+pub fn forget_answers_before(services: &Services, before: u64) -> Result<usize> {
+    let map = &crate::storage::maps::FEDERATION_TXNS;
+    let mut batch = crate::storage::Batch::new();
+    let mut dropped = 0;
+    for (key, value) in services.db.scan_prefix(map, b"")? {
+        let ts = serde_json::from_slice::<Answered>(&value).map_or(0, |a| a.ts);
+        if ts < before {
+            batch.delete(map, key);
+            dropped += 1;
+        }
+    }
+    services.db.write(batch)?;
+    Ok(dropped)
+}
+
 /// What happened to a PDU, as `/send` reports it.
 pub type PduResult = std::result::Result<(), String>;
 
@@ -382,4 +454,32 @@ async fn fetch_auth_chain(
         objects.push(object);
     }
     crate::util::heavy(|| services.rooms.store_outliers(room_short, &record, objects, &keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn kept_answers_are_reused_then_dropped_after_a_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config::defaults();
+        config.database.path = dir.path().join("db");
+        config.database.cache_mb = 8;
+        let services = Services::open(config).unwrap();
+        let origin = ruma::server_name!("other.test");
+        let results = BTreeMap::from([(OwnedEventId::try_from("$e:other.test").unwrap(), Ok(()))]);
+        assert!(answered(&services, origin, "t1").unwrap().is_none());
+        remember_answer(&services, origin, "t1", results.clone()).unwrap();
+        assert_eq!(answered(&services, origin, "t1").unwrap(), Some(results));
+        assert_eq!(
+            forget_answers_before(&services, crate::util::now_ms() - 60_000).unwrap(),
+            0,
+            "fresh: kept"
+        );
+        assert_eq!(forget_answers_before(&services, crate::util::now_ms() + 1).unwrap(), 1);
+        assert!(answered(&services, origin, "t1").unwrap().is_none());
+    }
 }

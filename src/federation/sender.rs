@@ -4,7 +4,8 @@
 //! each destination's queue as transactions (at most 50 PDUs and 100 EDUs,
 //! one in flight per destination), backing off from servers that fail
 //! without holding up the others, and starting again at once when a
-//! server contacts us.
+//! server contacts us. A server that was down gets its queue replayed in
+//! full up to `REPLAY_MAX` PDUs; past that, each room's newest.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -33,6 +34,11 @@ const MAX_PDUS: usize = 50;
 const MAX_EDUS: usize = 100;
 /// How long the fan-out sleeps with nothing to do (a safety net: it is woken).
 const IDLE: Duration = Duration::from_secs(60);
+/// PDUs replayed in full to a server that was down. Beyond this, its queue
+/// keeps each room's newest PDU only (and every EDU): on the next event the
+/// server fetches what leads to it (`/get_missing_events`, the state at the
+/// gap), as after Synapse's catch-up, and has no full history of the gap.
+const REPLAY_MAX: usize = 10_000;
 
 /// Runs until the server stops.
 pub async fn run(services: Arc<Services>) {
@@ -191,7 +197,12 @@ async fn deliver(services: Arc<Services>) {
             }
             if in_flight.insert(destination.clone()) {
                 let services = services.clone();
+                let was_down = backoff.contains_key(&destination);
                 tasks.spawn(async move {
+                    // Down since the last try: its queue is bounded first.
+                    if was_down && let Err(e) = compact_queue(&services, &destination, REPLAY_MAX) {
+                        tracing::warn!("federation: cannot shorten the queue for {destination}: {e}");
+                    }
                     let ok = match drain(&services, &destination, boot).await {
                         Ok(()) => true,
                         Err(why) => {
@@ -231,6 +242,38 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// When more than `max` PDUs wait for `destination`, drops all but each
+/// room's newest (EDUs stay). Returns how many were dropped.
+fn compact_queue(services: &Services, destination: &ServerName, max: usize) -> Result<usize> {
+    let outbox = &services.servers.outbox;
+    let pdus: Vec<(u64, u64)> = outbox
+        .peek(destination, usize::MAX)?
+        .into_iter()
+        .filter_map(|(seq, item)| match item {
+            Item::Pdu(short) => Some((seq, short)),
+            Item::Edu(_) => None,
+        })
+        .collect();
+    if pdus.len() <= max {
+        return Ok(0);
+    }
+    // In queue order: the last one seen per room is its newest.
+    let mut newest = HashMap::new();
+    for (seq, short) in &pdus {
+        let room = services.rooms.event_meta(*short)?.map(|meta| meta.room);
+        newest.insert(room, *seq);
+    }
+    let kept: HashSet<u64> = newest.into_values().collect();
+    let dropped: Vec<u64> = pdus.iter().map(|(seq, _)| *seq).filter(|seq| !kept.contains(seq)).collect();
+    outbox.remove(destination, dropped.iter().copied())?;
+    tracing::info!(
+        "federation: {destination} was down with {} PDUs waiting: sending each room's newest, {} dropped",
+        pdus.len(),
+        dropped.len()
+    );
+    Ok(dropped.len())
 }
 
 /// Sends everything queued for `destination`, a transaction at a time.
@@ -282,5 +325,58 @@ async fn drain(services: &Services, destination: &ServerName, boot: u64) -> Resu
             Err(failure) => return Err(failure.to_string()),
         }
         outbox.remove(destination, sent).map_err(|e: Error| e.to_string())?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{RoomVersionId, server_name, user_id};
+    use serde_json::json;
+
+    use super::*;
+    use crate::rooms::{
+        builder::PduBuilder,
+        create::{CreateRoom, Preset},
+    };
+
+    #[tokio::test]
+    async fn a_long_queue_keeps_each_rooms_newest_pdu_and_every_edu() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config::defaults();
+        config.database.path = dir.path().join("db");
+        config.database.cache_mb = 8;
+        let services = Services::open(config).unwrap();
+        let alice = user_id!("@alice:localhost");
+        let mut queued = Vec::new();
+        let mut newest = Vec::new();
+        for _ in 0..2 {
+            let room = services
+                .rooms
+                .create_room(alice, CreateRoom::new(RoomVersionId::V11, Preset::PublicChat))
+                .await
+                .unwrap();
+            for i in 0..3 {
+                let builder = PduBuilder::message("m.room.message", json!({"body": format!("m{i}")}));
+                let event_id = services.rooms.send(&room, alice, builder, None).await.unwrap();
+                let short = services.rooms.event_short(&event_id).unwrap().unwrap();
+                queued.push(Item::Pdu(short));
+                if i == 2 {
+                    newest.push(Item::Pdu(short));
+                }
+            }
+        }
+        let edu = Item::Edu(json!({"edu_type": "m.typing", "content": {}}));
+        queued.insert(1, edu.clone());
+        let there = server_name!("other.test").to_owned();
+        for item in queued {
+            services.servers.outbox.queue(std::slice::from_ref(&there), item).unwrap();
+        }
+        let left = |services: &Services| -> Vec<Item> {
+            services.servers.outbox.peek(&there, 100).unwrap().into_iter().map(|(_, item)| item).collect()
+        };
+        assert_eq!(compact_queue(&services, &there, 6).unwrap(), 0, "short enough: all replayed");
+        assert_eq!(left(&services).len(), 7);
+        assert_eq!(compact_queue(&services, &there, 5).unwrap(), 4);
+        assert_eq!(left(&services), [edu, newest[0].clone(), newest[1].clone()]);
     }
 }

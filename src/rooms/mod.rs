@@ -172,7 +172,13 @@ pub struct Rooms {
     directory: directory::DirectoryCache,
     /// Auth edges read for state resolution, by event short ID.
     auth_edge_cache: Mutex<crate::util::Lru<Arc<[u64]>>>,
+    /// Joined members per room, with the current-state snapshot they were
+    /// counted at (push rules' `room_member_count`; messages do not change it).
+    joined_counts: Mutex<crate::util::Lru<(Option<u64>, usize)>>,
 }
+
+/// Rooms whose joined-member count is kept in memory.
+const JOINED_COUNTS_CACHED: usize = 100_000;
 
 /// Auth edges kept in memory (~16 bytes each).
 const AUTH_EDGES_CACHED: usize = 1 << 21;
@@ -200,6 +206,7 @@ impl Rooms {
             report_lock: Mutex::new(()),
             directory: directory::DirectoryCache::default(),
             auth_edge_cache: Mutex::new(crate::util::Lru::new(AUTH_EDGES_CACHED)),
+            joined_counts: Mutex::new(crate::util::Lru::new(JOINED_COUNTS_CACHED)),
         })
     }
 
@@ -218,6 +225,7 @@ impl Rooms {
     pub fn clear_caches(&self) {
         self.state.clear_cache();
         self.auth_edge_cache.lock().expect("auth edges").clear();
+        self.joined_counts.lock().expect("joined counts").clear();
         self.short.clear_cache();
     }
 
@@ -420,6 +428,37 @@ impl Rooms {
             }
         }
         Ok(false)
+    }
+
+    /// How many members are joined to the room in its stored current state,
+    /// `snapshot` (counted once per snapshot).
+    pub(crate) fn joined_count(&self, room_short: u64, snapshot: Option<u64>) -> Result<usize> {
+        if let Some((at, count)) = self.joined_counts.lock().expect("joined counts").get(room_short)
+            && at == snapshot
+        {
+            return Ok(count);
+        }
+        let prefix = room_short.to_be_bytes();
+        let count =
+            self.db.scan_prefix(&maps::ROOM_MEMBERS, &prefix)?.iter().filter(|(_, m)| m == b"join").count();
+        self.joined_counts.lock().expect("joined counts").insert(room_short, (snapshot, count), 1);
+        Ok(count)
+    }
+
+    /// This server's members joined to the room.
+    pub(crate) fn local_joined(&self, room_short: u64) -> Result<Vec<ruma::OwnedUserId>> {
+        let prefix =
+            [&room_short.to_be_bytes()[..], self.server_name.as_bytes(), &[crate::storage::SEP]].concat();
+        self.db
+            .scan_prefix(&maps::ROOM_SERVERS, &prefix)?
+            .into_iter()
+            .map(|(k, _)| {
+                ruma::OwnedUserId::try_from(
+                    String::from_utf8(k[prefix.len()..].to_vec()).map_err(Error::internal)?,
+                )
+                .map_err(Error::internal)
+            })
+            .collect()
     }
 
     /// Members of a room and their current membership.

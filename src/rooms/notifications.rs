@@ -97,10 +97,12 @@ impl Rooms {
         room_id: &OwnedRoomId,
         rules: &RoomVersionRules,
         event_short: u64,
+        snapshot: Option<u64>,
     ) -> Result<Vec<(OwnedUserId, Notification)>> {
         let mut out = Vec::new();
         let is_member_event = pdu.kind.to_string() == "m.room.member";
         let local = |u: &UserId| u.server_name() == self.server_name && u != pdu.sender;
+        let joined = || self.joined_count(room_short, snapshot);
         let (joined, mut targets) = if is_member_event {
             // Under the default rules a membership event notifies only its
             // target (an invite): only members with rules of their own need
@@ -113,14 +115,16 @@ impl Rooms {
             }
             let joined = match targets.is_empty() {
                 true => 0,
-                false => self.members(room_short)?.iter().filter(|(_, m)| m == "join").count(),
+                false => joined()?,
             };
             (joined, targets)
         } else {
-            let members = self.members(room_short)?;
-            let joined = members.iter().filter(|(_, m)| m == "join").count();
-            let targets =
-                members.into_iter().filter(|(u, m)| m == "join" && local(u)).map(|(u, _)| u).collect();
+            let targets: Vec<OwnedUserId> =
+                self.local_joined(room_short)?.into_iter().filter(|u| local(u)).collect();
+            let joined = match targets.is_empty() {
+                true => 0,
+                false => joined()?,
+            };
             (joined, targets)
         };
         // A membership event's (local) target: an invitee is not yet a member.

@@ -680,8 +680,16 @@ impl Rooms {
             changes
         };
         let content = pdu.content_value();
-        let notifications =
-            self.evaluate_push(pdu, &content, object, room_short, &record.room_id, rules, event_short)?;
+        let notifications = self.evaluate_push(
+            pdu,
+            &content,
+            object,
+            room_short,
+            &record.room_id,
+            rules,
+            event_short,
+            old_current,
+        )?;
         Ok(Plan { has_children, extremities, current, changes, notifications })
     }
 
@@ -786,7 +794,10 @@ impl Rooms {
         };
         batch.put_json(&maps::EVENT_META, short.to_be_bytes(), &meta);
         batch.put(&maps::AUTH_EDGES, short.to_be_bytes(), self.auth_edge_value(&checked.pdu.auth_events)?);
-        self.db.write(batch)?;
+        // Not synced: an outlier is stored for the event that needs it,
+        // whose own (synced) write makes it durable; lost in a crash before
+        // that, it is fetched again.
+        self.db.write_unsynced(batch)?;
         Ok(match rejection {
             Some(reason) => Outcome::Rejected(reason),
             None => Outcome::Outlier,

@@ -65,6 +65,10 @@ pub trait KvEngine: Send + Sync + 'static {
     /// Applies every change of `batch` atomically.
     fn write(&self, batch: Batch) -> Result<()>;
 
+    /// Like [`KvEngine::write`], without waiting for the disk: readable at
+    /// once, durable with the next synced write (the log is kept in order).
+    fn write_unsynced(&self, batch: Batch) -> Result<()>;
+
     /// Persists memory tables to disk (used at shutdown).
     fn flush(&self) -> Result<()>;
 }

@@ -184,6 +184,16 @@ impl Db {
         self.engine.write(batch)
     }
 
+    /// A write that does not wait for the disk (see
+    /// [`KvEngine::write_unsynced`]): for what a later synced write makes
+    /// durable, or what can be fetched again if lost.
+    pub fn write_unsynced(&self, batch: Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.engine.write_unsynced(batch)
+    }
+
     pub fn flush(&self) -> Result<()> {
         self.engine.flush()
     }

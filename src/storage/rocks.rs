@@ -127,6 +127,23 @@ impl KvEngine for RocksEngine {
     }
 
     fn write(&self, batch: Batch) -> Result<()> {
+        self.write_with(batch, self.sync_writes)
+    }
+
+    fn write_unsynced(&self, batch: Batch) -> Result<()> {
+        self.write_with(batch, false)
+    }
+
+    fn flush(&self) -> Result<()> {
+        for map in ALL {
+            self.db.flush_cf(self.cf(map.name)?).map_err(rocks_err)?;
+        }
+        self.db.flush_wal(true).map_err(rocks_err)
+    }
+}
+
+impl RocksEngine {
+    fn write_with(&self, batch: Batch, sync: bool) -> Result<()> {
         let mut wb = WriteBatch::default();
         for op in batch.ops {
             match op {
@@ -135,15 +152,8 @@ impl KvEngine for RocksEngine {
             }
         }
         let mut options = rocksdb::WriteOptions::default();
-        options.set_sync(self.sync_writes);
+        options.set_sync(sync);
         self.db.write_opt(wb, &options).map_err(rocks_err)
-    }
-
-    fn flush(&self) -> Result<()> {
-        for map in ALL {
-            self.db.flush_cf(self.cf(map.name)?).map_err(rocks_err)?;
-        }
-        self.db.flush_wal(true).map_err(rocks_err)
     }
 }
 

@@ -1,6 +1,6 @@
 //! `PUT /_matrix/federation/v1/send/{txnId}`: another server's PDUs and
-//! EDUs. A transaction ID is answered once per origin (a retry gets the
-//! first answer); rooms are taken in concurrently, each room's PDUs in
+//! EDUs. A transaction ID is answered once per origin (a retry within a
+//! day gets the first answer); rooms are taken in concurrently, each room's PDUs in
 //! order. A PDU for a room this server is not in, from a server not in the
 //! room, or from one the room's ACL denies, is refused and changes nothing.
 
@@ -19,7 +19,6 @@ use crate::{
     federation::ingest::{self, PduResult},
     rooms::pdu::event_id_of,
     services::Services,
-    storage::{SEP, maps},
 };
 
 const MAX_PDUS: usize = 50;
@@ -39,10 +38,7 @@ async fn send_transaction(req: Ruma<send::Request>) -> Result<send::Response> {
     if body.pdus.len() > MAX_PDUS || body.edus.len() > MAX_EDUS {
         return Err(Error::bad_json(format!("At most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs per transaction")));
     }
-    let txn_key = [origin.as_bytes(), &[SEP], body.transaction_id.as_bytes()].concat();
-    if let Some(answered) =
-        services.db.get_json::<BTreeMap<OwnedEventId, PduResult>>(&maps::FEDERATION_TXNS, &txn_key)?
-    {
+    if let Some(answered) = ingest::answered(&services, &origin, body.transaction_id.as_str())? {
         return Ok(send::Response::new(answered));
     }
 
@@ -75,7 +71,7 @@ async fn send_transaction(req: Ruma<send::Request>) -> Result<send::Response> {
             Err(e) => tracing::debug!("an EDU from {origin} is not JSON: {e}"),
         }
     }
-    services.db.put_json(&maps::FEDERATION_TXNS, &txn_key, &results)?;
+    ingest::remember_answer(&services, &origin, body.transaction_id.as_str(), results.clone())?;
     Ok(send::Response::new(results))
 }
 
