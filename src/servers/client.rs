@@ -64,11 +64,16 @@ impl Failure {
             Failure::Denied => Error::forbidden(format!("Federation with {server} is not allowed")),
             Failure::Remote { status, body } => {
                 // Pass the other server's Matrix error on, as Synapse does.
+                // (The whole body: some codes carry fields, such as
+                // M_INCOMPATIBLE_ROOM_VERSION's room_version.)
                 let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-                let errcode = parsed.as_ref().and_then(|v| v["errcode"].as_str()).unwrap_or("M_UNKNOWN");
+                let kind = parsed
+                    .as_ref()
+                    .and_then(|v| serde_json::from_value::<ruma::api::error::ErrorKind>(v.clone()).ok())
+                    .unwrap_or(ruma::api::error::ErrorKind::Unknown);
                 let message = parsed.as_ref().and_then(|v| v["error"].as_str()).unwrap_or("Remote error");
                 let status = http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-                Error::custom(status, errcode, message)
+                Error::new(status, kind, message)
             }
             Failure::Unreachable(why) | Failure::BadResponse(why) | Failure::Unreadable(why) => Error::new(
                 http::StatusCode::BAD_GATEWAY,
@@ -289,7 +294,22 @@ impl Resolve for PinnedResolver {
 
 #[cfg(test)]
 mod tests {
-    use super::blacklisted;
+    use super::{Failure, blacklisted};
+
+    #[test]
+    fn another_servers_error_reaches_the_client_with_its_fields() {
+        let body =
+            br#"{"errcode": "M_INCOMPATIBLE_ROOM_VERSION", "error": "y u no upgrade", "room_version": "x"}"#;
+        let failure = Failure::Remote { status: 400, body: bytes::Bytes::from_static(body) };
+        let error = failure.to_client_error(ruma::server_name!("other.test"));
+        let crate::Error::Matrix { status, kind, message } = error else { panic!("{error:?}") };
+        assert_eq!(status, 400);
+        assert_eq!(message, "y u no upgrade");
+        assert!(
+            matches!(&kind, ruma::api::error::ErrorKind::IncompatibleRoomVersion(data) if data.room_version.as_str() == "x"),
+            "{kind:?}"
+        );
+    }
 
     #[test]
     fn blacklist_covers_mapped_addresses() {

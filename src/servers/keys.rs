@@ -29,7 +29,7 @@ use crate::{
 
 /// How long this server's key document says it is valid (Synapse's default).
 const OWN_VALIDITY: Duration = Duration::from_secs(24 * 3600);
-/// A server is not asked again for a key it lacked within this time.
+/// A server whose keys could not be had is not asked again within this time.
 const REFETCH_AFTER: Duration = Duration::from_secs(30);
 /// Room versions with enforced key validity use at most this far ahead.
 const MAX_VALIDITY_AHEAD: u64 = 7 * 24 * 3600 * 1000;
@@ -41,6 +41,10 @@ struct Stored {
     keys: BTreeMap<String, StoredKey>,
     /// The last document the server signed, as received, for the notary.
     document: String,
+    /// Key ID → the last document that listed it as current: a key the
+    /// server no longer lists is still served by the notary.
+    #[serde(default)]
+    documents: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,7 +62,7 @@ pub struct KeyStore {
     notaries: Vec<config::TrustedKeyServer>,
     /// When each server was last asked, so a flood of unknown key IDs
     /// cannot make this server ask again and again.
-    last_asked: Mutex<HashMap<OwnedServerName, Instant>>,
+    failed: Mutex<HashMap<OwnedServerName, Instant>>,
     /// One fetch per server at a time.
     fetching: tokio::sync::Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -75,7 +79,7 @@ impl KeyStore {
             server_name,
             signing,
             notaries: config.trusted_key_servers.clone(),
-            last_asked: Mutex::default(),
+            failed: Mutex::default(),
             fetching: tokio::sync::Mutex::default(),
         }
     }
@@ -130,16 +134,14 @@ impl KeyStore {
         if wanted.iter().all(|id| have.contains_key(*id)) {
             return Ok(have);
         }
-        {
-            let mut asked = self.last_asked.lock().expect("key fetch times");
-            if asked.get(server).is_some_and(|at| at.elapsed() < REFETCH_AFTER) {
-                return Ok(have);
-            }
-            asked.insert(server.to_owned(), Instant::now());
+        if self.failed_recently(server) {
+            return Ok(have);
         }
         self.fetch(client, server, wanted, valid_at).await;
         self.fetching.lock().await.remove(server);
-        self.stored_keys(server, valid_at)
+        let have = self.stored_keys(server, valid_at)?;
+        self.note_fetch(server, wanted.iter().all(|id| have.contains_key(*id)));
+        Ok(have)
     }
 
     /// Asks `server` itself, then each notary, until the wanted keys are in.
@@ -218,10 +220,11 @@ impl KeyStore {
             verify_signed_by(&object, notary, keys)?;
         }
         let valid_until = parsed.valid_until_ts.get().into();
-        let mut stored = self
-            .stored(server)
-            .map_err(|e| e.to_string())?
-            .unwrap_or_else(|| Stored { keys: BTreeMap::new(), document: String::new() });
+        let mut stored = self.stored(server).map_err(|e| e.to_string())?.unwrap_or_else(|| Stored {
+            keys: BTreeMap::new(),
+            document: String::new(),
+            documents: BTreeMap::new(),
+        });
         for (id, key) in &parsed.verify_keys {
             let entry =
                 stored.keys.entry(id.to_string()).or_insert(StoredKey { key: key.key.encode(), until: 0 });
@@ -235,49 +238,90 @@ impl KeyStore {
                 .entry(id.to_string())
                 .or_insert(StoredKey { key: old.key.encode(), until: old.expired_ts.get().into() });
         }
-        // Keep the newest document for serving as a notary.
-        let newer = match serde_json::from_str::<ServerSigningKeys>(&stored.document) {
-            Ok(previous) => previous.valid_until_ts <= parsed.valid_until_ts,
-            Err(_) => true,
+        // Keep the newest document, and the newest listing each key, for
+        // serving as a notary.
+        let newer = |previous: Option<&String>| {
+            previous.and_then(|p| document_until(p)).is_none_or(|until| until <= valid_until)
         };
-        if newer {
-            stored.document = document.json().get().to_owned();
+        let json = document.json().get();
+        if newer(Some(&stored.document)) {
+            stored.document = json.to_owned();
+        }
+        for id in parsed.verify_keys.keys() {
+            if newer(stored.documents.get(id.as_str())) {
+                stored.documents.insert(id.to_string(), json.to_owned());
+            }
         }
         self.db.put_json(&SERVER_KEYS, server.as_bytes(), &stored).map_err(|e| e.to_string())
     }
 
-    /// Key documents to serve as a notary for `server`: the last one stored,
-    /// fetched again when it expires before `minimum_valid_until`, and signed
-    /// by this server too. An unreachable server's last document is still
-    /// served, so old signatures stay checkable.
+    /// Key documents to serve as a notary for `server`, signed by this
+    /// server too: for each of `key_ids` the last document that listed it
+    /// (the newest for an unknown ID), or for none all of them. Fetched
+    /// again first when an asked-for key (or, for none, the newest
+    /// document) is unknown or not valid until `minimum_valid_until`
+    /// (when 0: until now). An unreachable server's last documents
+    /// are still served, so old signatures stay checkable.
     pub async fn notarise(
         &self,
         client: &Client,
         server: &ServerName,
+        key_ids: &[String],
         minimum_valid_until: u64,
-    ) -> Result<Option<CanonicalJsonObject>> {
+    ) -> Result<Vec<CanonicalJsonObject>> {
         if server == self.server_name {
-            return self.own_document().map(Some);
+            return Ok(vec![self.own_document()?]);
         }
-        let current = self.stored(server)?.and_then(|stored| document_until(&stored.document));
-        if current.is_none_or(|until| until < minimum_valid_until.max(now_ms())) {
+        // Good enough: valid until the asked minimum (or, with none, now).
+        let threshold = if minimum_valid_until > 0 { minimum_valid_until } else { now_ms() };
+        let stale = |stored: &Option<Stored>| match stored {
+            None => true,
+            Some(stored) if key_ids.is_empty() => {
+                document_until(&stored.document).is_none_or(|until| until < threshold)
+            }
+            Some(stored) => key_ids.iter().any(|id| {
+                stored.documents.get(id).and_then(|d| document_until(d)).is_none_or(|until| until < threshold)
+            }),
+        };
+        if stale(&self.stored(server)?) {
             let lock = self.fetching.lock().await.entry(server.to_owned()).or_default().clone();
             let _one_at_a_time = lock.lock().await;
-            let asked_recently = self
-                .last_asked
-                .lock()
-                .expect("key fetch times")
-                .insert(server.to_owned(), Instant::now())
-                .is_some_and(|at| at.elapsed() < REFETCH_AFTER);
-            if !asked_recently && let Err(why) = self.fetch_direct(client, server).await {
-                tracing::info!("notary: cannot fetch the keys of {server}: {why}");
+            // (Not held back by a recent failure, unlike `keys_for`: the
+            // asker wants what the server says now, one fetch at a time.)
+            if stale(&self.stored(server)?) {
+                let fetched = self.fetch_direct(client, server).await;
+                if let Err(why) = &fetched {
+                    tracing::info!("notary: cannot fetch the keys of {server}: {why}");
+                }
+                self.note_fetch(server, fetched.is_ok());
             }
         }
-        let Some(stored) = self.stored(server)? else { return Ok(None) };
-        let mut document: CanonicalJsonObject =
-            serde_json::from_str(&stored.document).map_err(Error::internal)?;
-        self.signing.sign(self.server_name.as_str(), &mut document)?;
-        Ok(Some(document))
+        let Some(stored) = self.stored(server)? else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for json in chosen_documents(&stored, key_ids) {
+            let mut document: CanonicalJsonObject = serde_json::from_str(json).map_err(Error::internal)?;
+            self.signing.sign(self.server_name.as_str(), &mut document)?;
+            out.push(document);
+        }
+        Ok(out)
+    }
+
+    /// Whether fetching `server`'s keys failed within `REFETCH_AFTER`.
+    fn failed_recently(&self, server: &ServerName) -> bool {
+        self.failed
+            .lock()
+            .expect("key fetch failures")
+            .get(server)
+            .is_some_and(|at| at.elapsed() < REFETCH_AFTER)
+    }
+
+    /// Remembers how fetching `server`'s keys went.
+    fn note_fetch(&self, server: &ServerName, ok: bool) {
+        let mut failed = self.failed.lock().expect("key fetch failures");
+        match ok {
+            true => failed.remove(server),
+            false => failed.insert(server.to_owned(), Instant::now()),
+        };
     }
 
     fn stored(&self, server: &ServerName) -> Result<Option<Stored>> {
@@ -347,6 +391,20 @@ pub fn verify_signed_by(
         _ => false,
     };
     if signed_with_known { Ok(()) } else { Err(format!("not signed by a known key of {signer}")) }
+}
+
+/// The stored documents that answer for `key_ids` (all for none), each once.
+fn chosen_documents<'a>(stored: &'a Stored, key_ids: &[String]) -> Vec<&'a String> {
+    let mut chosen: Vec<&String> = match key_ids.is_empty() {
+        true => stored.documents.values().collect(),
+        false => key_ids.iter().map(|id| stored.documents.get(id).unwrap_or(&stored.document)).collect(),
+    };
+    if chosen.is_empty() {
+        chosen.push(&stored.document);
+    }
+    chosen.sort();
+    chosen.dedup();
+    chosen
 }
 
 fn document_until(document: &str) -> Option<u64> {
@@ -425,5 +483,39 @@ mod tests {
         other.accept(here, &raw, None).unwrap();
         let stored = other.stored_keys(here, now_ms()).unwrap();
         assert_eq!(stored[keys.signing.key_id.as_str()].encode(), keys.signing.public_key());
+    }
+
+    /// A key the server stopped listing is still served for its ID, from
+    /// the last document that listed it.
+    #[test]
+    fn the_notary_keeps_a_document_for_each_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), 8, false).unwrap();
+        let raw = |document: CanonicalJsonObject| -> Raw<ServerSigningKeys> {
+            Raw::from_json(
+                serde_json::value::RawValue::from_string(serde_json::to_string(&document).unwrap()).unwrap(),
+            )
+        };
+        let first = store(&db);
+        let first_id = first.signing.key_id.to_string();
+        let before = raw(first.own_document().unwrap());
+        ServerKeys::rotate(&db).unwrap();
+        let second = store(&db);
+        let second_id = second.signing.key_id.to_string();
+        let after = raw(second.own_document().unwrap());
+        let notary = store(&Db::open(tempfile::tempdir().unwrap().path(), 8, false).unwrap());
+        let here: &ServerName = "here.test".try_into().unwrap();
+        notary.accept(here, &before, None).unwrap();
+        notary.accept(here, &after, None).unwrap();
+        let stored = notary.stored(here).unwrap().unwrap();
+        let lists = |json: &String, id: &str| {
+            serde_json::from_str::<serde_json::Value>(json).unwrap()["verify_keys"][id].is_object()
+        };
+        let for_first = chosen_documents(&stored, std::slice::from_ref(&first_id));
+        assert!(for_first.len() == 1 && lists(for_first[0], &first_id));
+        let for_second = chosen_documents(&stored, std::slice::from_ref(&second_id));
+        assert!(for_second.len() == 1 && lists(for_second[0], &second_id));
+        assert_eq!(chosen_documents(&stored, &[]).len(), 2);
+        assert_eq!(chosen_documents(&stored, &["ed25519:unknown".into()]), [&stored.document], "the newest");
     }
 }

@@ -370,7 +370,7 @@ maps! {
     /// Other servers' signing keys (servers/keys.rs).
     SERVER_KEYS = "server_keys" {
         key: "server name",
-        value: "JSON {keys: {key ID: {key (unpadded base64), until (ms: valid_until_ts of a current key, expired_ts of an old one)}}, document: the newest key document the server signed, as received}"
+        value: "JSON {keys: {key ID: {key (unpadded base64), until (ms: valid_until_ts of a current key, expired_ts of an old one)}}, document: the newest key document the server signed, as received, documents: {key ID: the newest document listing it as current}}"
     }
     /// What waits to be sent to each other server (servers/outbox.rs).
     FEDERATION_QUEUE = "federation_queue" {

@@ -35,15 +35,15 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_matrix/key/v2/query/{server_name}/{key_id}", axum::routing::get(notary_one_by_id))
 }
 
-/// The deprecated notary form with a key ID (ignored: every key is returned).
+/// The deprecated notary form with a key ID.
 async fn notary_one_by_id(
     axum::extract::State(services): axum::extract::State<Arc<Services>>,
-    axum::extract::Path((server_name, _key_id)): axum::extract::Path<(String, String)>,
+    axum::extract::Path((server_name, key_id)): axum::extract::Path<(String, String)>,
 ) -> Result<axum::Json<serde_json::Value>> {
     let server = ruma::OwnedServerName::try_from(server_name)
         .map_err(|_| Error::invalid_param("Invalid server name"))?;
-    let found = services.servers.keys.notarise(&services.servers.client, &server, 0).await?;
-    Ok(axum::Json(serde_json::json!({"server_keys": found.into_iter().collect::<Vec<_>>()})))
+    let found = services.servers.keys.notarise(&services.servers.client, &server, &[key_id], 0).await?;
+    Ok(axum::Json(serde_json::json!({"server_keys": found})))
 }
 
 async fn own_keys_by_id(
@@ -60,7 +60,7 @@ async fn own_keys(req: Ruma<server_keys::Request>) -> Result<server_keys::Respon
 async fn notary_one(req: Ruma<query_one::Request>) -> Result<query_one::Response> {
     let servers = &req.services.servers;
     let minimum = req.body.minimum_valid_until_ts.get().into();
-    let found = servers.keys.notarise(&servers.client, &req.body.server_name, minimum).await?;
+    let found = servers.keys.notarise(&servers.client, &req.body.server_name, &[], minimum).await?;
     Ok(query_one::Response::new(found.iter().map(raw).collect::<Result<_>>()?))
 }
 
@@ -77,7 +77,8 @@ async fn notary_batch(req: Ruma<query::Request>) -> Result<query::Response> {
             .map(|ts| u64::from(ts.get()))
             .max()
             .unwrap_or(0);
-        if let Some(document) = servers.keys.notarise(&servers.client, server, minimum).await? {
+        let key_ids: Vec<String> = keys.keys().map(|id| id.to_string()).collect();
+        for document in servers.keys.notarise(&servers.client, server, &key_ids, minimum).await? {
             documents.push(raw(&document)?);
         }
     }
