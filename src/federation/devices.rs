@@ -115,13 +115,13 @@ pub fn send_change(services: &Services, user: &UserId, destinations: &[OwnedServ
             // `prev_id` even when empty, as Synapse sends it.
             let mut content = to_value(&update)?;
             content["prev_id"] = serde_json::json!(update.prev_id);
-            super::edus::queue(services, destinations, "m.device_list_update", content)?;
+            super::audience::queue_edu(services, destinations, "m.device_list_update", content)?;
         }
         let mut keys = SigningKeyUpdateContent::new(user.to_owned());
         keys.master_key = cross_signing(services, user, MASTER)?;
         keys.self_signing_key = cross_signing(services, user, SELF_SIGNING)?;
         if keys.master_key.is_some() {
-            super::edus::queue(services, destinations, "m.signing_key_update", to_value(&keys)?)?;
+            super::audience::queue_edu(services, destinations, "m.signing_key_update", to_value(&keys)?)?;
         }
     }
     // With nobody to tell, the record still moves: a server that shares a

@@ -3,56 +3,16 @@
 //! only when its user belongs to the server that sent it. Device lists are
 //! `devices`'.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use ruma::{OwnedServerName, OwnedUserId, RoomId, ServerName, UserId};
 use serde_json::{Value, json};
 
-use crate::{
-    Result, rooms::receipts::ReceiptKey, servers::outbox::Item, services::Services,
-    users::to_device::Recipient,
-};
+use super::audience::{other_servers, queue_edu, servers_sharing};
+use crate::{Result, rooms::receipts::ReceiptKey, services::Services, users::to_device::Recipient};
 
 /// How long a remote typing notice lasts unless renewed (Synapse's).
 const REMOTE_TYPING: Duration = Duration::from_secs(30);
-
-/// The other servers in a room.
-fn other_servers(services: &Services, room_short: u64) -> Result<Vec<OwnedServerName>> {
-    let ours = &services.config.server_name;
-    Ok(services
-        .rooms
-        .servers_in_room(room_short)?
-        .into_iter()
-        .filter(|s| s != ours && services.config.federation.allows(s))
-        .collect())
-}
-
-/// The other servers sharing a room with `user`.
-pub(super) fn servers_sharing(services: &Services, user: &UserId) -> Result<Vec<OwnedServerName>> {
-    let mut servers = BTreeSet::new();
-    for (room_short, membership) in services.rooms.memberships(user)? {
-        if membership == "join" {
-            servers.extend(other_servers(services, room_short)?);
-        }
-    }
-    Ok(servers.into_iter().collect())
-}
-
-pub(super) fn queue(
-    services: &Services,
-    destinations: &[OwnedServerName],
-    edu_type: &str,
-    content: Value,
-) -> Result<()> {
-    if destinations.is_empty() {
-        return Ok(());
-    }
-    services.servers.outbox.queue(destinations, Item::Edu(json!({"edu_type": edu_type, "content": content})))
-}
 
 /// A local user started or stopped typing.
 pub fn send_typing(
@@ -63,7 +23,7 @@ pub fn send_typing(
     typing: bool,
 ) -> Result<()> {
     let content = json!({"room_id": room_id, "user_id": user, "typing": typing});
-    queue(services, &other_servers(services, room_short)?, "m.typing", content)
+    queue_edu(services, &other_servers(services, room_short)?, "m.typing", content)
 }
 
 /// A local user's public read receipt.
@@ -83,7 +43,7 @@ pub fn send_receipt(
     }
     let content =
         json!({room_id.as_str(): {"m.read": {key.user.as_str(): {"event_ids": [event_id], "data": data}}}});
-    queue(services, &other_servers(services, room_short)?, "m.receipt", content)
+    queue_edu(services, &other_servers(services, room_short)?, "m.receipt", content)
 }
 
 /// A local user's presence changed.
@@ -97,7 +57,7 @@ pub fn send_presence(
     if let Some(status) = status_msg {
         update["status_msg"] = json!(status);
     }
-    queue(services, &servers_sharing(services, user)?, "m.presence", json!({"push": [update]}))
+    queue_edu(services, &servers_sharing(services, user)?, "m.presence", json!({"push": [update]}))
 }
 
 /// Send-to-device messages for other servers' users: one EDU per server.
@@ -129,7 +89,7 @@ pub fn send_to_device(
     for (server, messages) in by_server {
         let content =
             json!({"sender": sender, "type": event_type, "message_id": message_id, "messages": messages});
-        queue(services, &[server], "m.direct_to_device", content)?;
+        queue_edu(services, &[server], "m.direct_to_device", content)?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! through the one pipeline (`ingest`). The network itself (discovery,
 //! signed requests, keys) is `servers`'.
 
+pub mod audience;
 pub mod backfill;
 pub mod devices;
 pub mod edus;

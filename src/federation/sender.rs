@@ -95,7 +95,7 @@ fn queue_events(services: &Services, after: u64, upto: u64) -> Result<()> {
         // Device-list changes of local users in the same window, queued
         // before the cursor moves past them.
         for user in device_list_changes(services, from, last)? {
-            let destinations = super::edus::servers_sharing(services, &user)?;
+            let destinations = super::audience::servers_sharing(services, &user)?;
             super::devices::send_change(services, &user, &destinations)?;
         }
         batch.put(&maps::GLOBAL, CURSOR_KEY, last.to_be_bytes());

@@ -6,8 +6,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{TestFederation, now_token, rooms::wait_for_event, wait_sync};
-use crate::common::{PASSWORD, Session, TestServer, create_room, password_auth, session, urlencode};
+use super::{TestFederation, join_via, now_token, rooms::wait_for_event, wait_sync};
+use crate::common::{PASSWORD, Session, TestServer, create_room, password_auth, session};
 
 /// Uploads identity keys for `who`'s device, the ed25519 key being `key`.
 async fn upload_keys(s: &TestServer, who: &Session, key: &str) {
@@ -80,14 +80,7 @@ async fn remote_device_lists_are_followed_and_let_go() {
     upload_keys(hs2, &bob, "key-one").await;
     let room = create_room(hs1, &alice, json!({"preset": "public_chat"})).await;
     let since = now_token(hs1, &alice).await;
-    let join = hs2
-        .post(
-            &format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&room)),
-            Some(&bob.token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(join.0, StatusCode::OK, "{}", join.1);
+    join_via(hs2, &bob, &room, "hs1.test").await;
     wait_for_event(hs1, &alice, &room, |e| e["state_key"] == bob.user_id.as_str()).await;
     wait_changed(hs1, &alice, since, &bob).await;
 
@@ -160,14 +153,7 @@ async fn remote_device_lists_are_followed_and_let_go() {
     fed.servers[1].start_again().await;
     let (hs1, hs2) = (&fed.servers[0], &fed.servers[1]);
     upload_keys(hs2, &bob, "key-three").await;
-    let join = hs2
-        .post(
-            &format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&room)),
-            Some(&bob.token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(join.0, StatusCode::OK, "{}", join.1);
+    join_via(hs2, &bob, &room, "hs1.test").await;
     wait_for_event(hs1, &alice, &room, |e| {
         e["state_key"] == bob.user_id.as_str() && e["content"]["membership"] == "join"
     })

@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{TestFederation, now_token, rooms::wait_for_event, wait_sync};
+use super::{TestFederation, join_via, now_token, rooms::wait_for_event, wait_sync};
 use crate::common::{Session, TestServer, create_room, send, urlencode};
 
 /// Syncs `who` from `since` until `wanted` holds of a response.
@@ -19,14 +19,7 @@ async fn ephemeral_events_and_keys_cross_servers() {
     let alice = hs1.register("alice").await;
     let bob = hs2.register("bob").await;
     let room = create_room(hs1, &alice, json!({"preset": "public_chat"})).await;
-    let join = hs2
-        .post(
-            &format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&room)),
-            Some(&bob.token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(join.0, StatusCode::OK, "{}", join.1);
+    join_via(hs2, &bob, &room, "hs1.test").await;
     wait_for_event(hs1, &alice, &room, |e| e["state_key"] == bob.user_id.as_str()).await;
 
     // Typing.

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use ruma::{CanonicalJsonObject, OwnedRoomId, UserId, signatures::Ed25519KeyPair};
 use serde_json::{Value, json};
 
-use super::{TestFederation, rooms::wait_for_event};
+use super::{TestFederation, join_via, rooms::wait_for_event};
 use crate::common::{TestServer, create_room, put_state, send, urlencode};
 
 /// An event built and signed by `server` on its copy of `room` (not
@@ -65,14 +65,7 @@ async fn forged_and_unauthorised_pdus_change_nothing() {
     let alice = hs1.register("alice").await;
     let bob = hs2.register("bob").await;
     let room = create_room(hs1, &alice, json!({"preset": "public_chat"})).await;
-    let (status, body) = hs2
-        .post(
-            &format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&room)),
-            Some(&bob.token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    join_via(hs2, &bob, &room, "hs1.test").await;
     wait_for_event(hs1, &alice, &room, |e| e["state_key"] == bob.user_id.as_str()).await;
     let levels_before = hs1
         .get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"), Some(&alice.token))

@@ -200,6 +200,13 @@ pub async fn wait_sync<T>(
 }
 
 /// A sync token for `who` as of now.
+/// `who` on `s` joins `room` through `via`; the join must succeed.
+pub async fn join_via(s: &crate::common::TestServer, who: &crate::common::Session, room: &str, via: &str) {
+    let path = format!("/_matrix/client/v3/join/{}?via={via}", crate::common::urlencode(room));
+    let (status, body) = s.post(&path, Some(&who.token), serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{} joining {room} via {via}: {body}", who.user_id);
+}
+
 pub async fn now_token(s: &crate::common::TestServer, who: &crate::common::Session) -> Option<String> {
     let (status, body) = s.get("/_matrix/client/v3/sync?timeout=0", Some(&who.token)).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{TestFederation, now_token, wait_sync};
+use super::{TestFederation, join_via, now_token, wait_sync};
 use crate::common::{Session, TestServer, create_room, send, urlencode};
 
 /// Syncs `who` until an event in `room`'s timeline matches `wanted`, or
@@ -89,14 +89,7 @@ async fn users_of_two_servers_share_rooms_both_ways() {
 
     // A room on hs2, joined from hs1 by ID.
     let room2 = create_room(hs2, &bob, json!({"preset": "public_chat"})).await;
-    let (status, body) = hs1
-        .post(
-            &format!("/_matrix/client/v3/join/{}?via=hs2.test", urlencode(&room2)),
-            Some(&alice.token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    join_via(hs1, &alice, &room2, "hs2.test").await;
     assert_eq!(send(hs1, &alice, &room2, "t2", "alice was here").await.0, StatusCode::OK);
     wait_for_event(hs2, &bob, &room2, message("alice was here")).await;
     assert_eq!(send(hs2, &bob, &room2, "t2", "welcome").await.0, StatusCode::OK);
@@ -154,14 +147,7 @@ async fn a_server_that_was_down_catches_up() {
     let alice = fed.servers[0].register("alice").await;
     let bob = fed.servers[1].register("bob").await;
     let room = create_room(&fed.servers[0], &alice, json!({"preset": "public_chat"})).await;
-    let (status, body) = fed.servers[1]
-        .post(
-            &format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&room)),
-            Some(&bob.token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    join_via(&fed.servers[1], &bob, &room, "hs1.test").await;
     let join =
         wait_for_event(&fed.servers[0], &alice, &room, |e| e["state_key"] == bob.user_id.as_str()).await;
 
@@ -417,14 +403,7 @@ async fn knocks_and_restricted_joins_cross_servers() {
         {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": outer}]}}
     ]}))
     .await;
-    let (status, body) = hs2
-        .post(
-            &format!("/_matrix/client/v3/join/{}?via=hs1.test", urlencode(&inner)),
-            Some(&bob.token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    join_via(hs2, &bob, &inner, "hs1.test").await;
     let join = wait_for_event(hs1, &alice, &inner, |e| e["state_key"] == bob.user_id.as_str()).await;
     assert_eq!(join["content"]["join_authorised_via_users_server"], alice.user_id.as_str(), "{join}");
     // Someone in no allowed room is refused.
