@@ -102,6 +102,22 @@ async fn typing_without_timeout_and_sending_without_a_transaction() {
         s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{event_id}"), Some(&alice.token)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(event["content"]["body"], "no txn");
+
+    // A redaction without a transaction ID, as Synapse still takes it.
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/redact/{}", urlencode(event_id)),
+            Some(&alice.token),
+            json!({"reason": "typo"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let redaction = body["event_id"].as_str().unwrap();
+    let (status, event) =
+        s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{event_id}"), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(event["content"], json!({}), "{event}");
+    assert_eq!(event["unsigned"]["redacted_because"]["event_id"], redaction, "{event}");
 }
 
 #[tokio::test]
