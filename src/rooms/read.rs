@@ -175,7 +175,10 @@ impl Rooms {
             unsigned.insert("prev_sender".into(), json!(previous.sender));
         }
         if let Some(redaction) = meta.redacted_by {
-            unsigned.insert("redacted_because".into(), self.client_event(redaction, None, viewer)?);
+            let because = self.client_event(redaction, None, viewer)?;
+            // The redaction's ID alone too, as Synapse adds it.
+            unsigned.insert("redacted_by".into(), because["event_id"].clone());
+            unsigned.insert("redacted_because".into(), because);
         }
         let mut event = client_event(&event_id, &room_id, &json, unsigned);
         // v11+ moved `redacts` into the content; clients still read the top level.

@@ -118,6 +118,7 @@ async fn typing_without_timeout_and_sending_without_a_transaction() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(event["content"], json!({}), "{event}");
     assert_eq!(event["unsigned"]["redacted_because"]["event_id"], redaction, "{event}");
+    assert_eq!(event["unsigned"]["redacted_by"], redaction, "{event}");
 }
 
 #[tokio::test]
