@@ -266,21 +266,32 @@ async fn resync(services: &Services, user: &UserId, announce: bool) -> Result<Op
     Ok(Some(list))
 }
 
+/// What this server can say of another server's user's devices.
+pub enum Lookup {
+    /// Their device list, cached or just fetched.
+    Known(RemoteDeviceList),
+    /// Nobody here shares a room with them: ask their server.
+    NotFollowed,
+    /// Their server did not list their devices.
+    Unanswered,
+}
+
 /// The device list to answer a local client's `/keys/query` about another
-/// server's user with: the cached one, else fetched (and cached). `None`
-/// when this server does not follow the user or their server did not
-/// answer: ask it with `/user/keys/query` then.
-pub async fn for_query(services: &Services, user: &UserId) -> Result<Option<RemoteDeviceList>> {
+/// server's user with: the cached one, else fetched (and cached).
+pub async fn for_query(services: &Services, user: &UserId) -> Result<Lookup> {
     if !services.rooms.shares_room_with_local(user)? {
-        return Ok(None);
+        return Ok(Lookup::NotFollowed);
     }
     let _lock = services.users.remote_device_locks.lock(user).await;
-    match services.users.remote_device_list(user)? {
-        Some(list) => Ok(Some(list)),
-        // Told as a change, as Synapse does: what clients had (if
-        // anything) came from elsewhere.
-        None => resync(services, user, true).await,
+    if let Some(list) = services.users.remote_device_list(user)? {
+        return Ok(Lookup::Known(list));
     }
+    // Told as a change, as Synapse does: what clients had (if anything)
+    // came from elsewhere.
+    Ok(match resync(services, user, true).await? {
+        Some(list) => Lookup::Known(list),
+        None => Lookup::Unanswered,
+    })
 }
 
 #[cfg(test)]

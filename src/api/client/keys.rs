@@ -23,7 +23,7 @@ use super::account::password_uia;
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
-    federation,
+    federation::{self, devices::Lookup},
     services::Services,
     sync,
     users::{
@@ -115,42 +115,18 @@ async fn query(req: Ruma<get_keys::v3::Request>) -> Result<get_keys::v3::Respons
     let mut wanted = req.body.device_keys.clone();
     let remote = remote_by_server(users, &mut wanted);
     let timeout = remote_timeout(req.body.timeout);
-    for (server, mut asked) in remote {
-        // Users this server follows: from their cached (or just fetched) list.
-        for (user, devices) in std::mem::take(&mut asked) {
-            match federation::devices::for_query(&req.services, &user).await? {
-                Some(list) => {
-                    response.device_keys.insert(user.clone(), list.keys_for_query(&devices)?);
-                    if let Some(key) = &list.master_key {
-                        response.master_keys.insert(user.clone(), raw_object(key)?);
-                    }
-                    if let Some(key) = &list.self_signing_key {
-                        response.self_signing_keys.insert(user.clone(), raw_object(key)?);
-                    }
-                }
-                None => {
-                    asked.insert(user, devices);
-                }
-            }
-        }
-        if asked.is_empty() {
-            continue;
-        }
-        let request = ruma::api::federation::keys::get_keys::v1::Request::new(asked);
-        let answer = tokio::time::timeout(timeout, req.services.servers.client.send(&server, request)).await;
-        match answer {
-            Ok(Ok(answer)) => {
-                response.device_keys.extend(answer.device_keys);
-                response.master_keys.extend(answer.master_keys);
-                response.self_signing_keys.extend(answer.self_signing_keys);
-            }
-            Ok(Err(failure)) => {
-                response.failures.insert(server.to_string(), unreachable(failure));
-            }
-            Err(_) => {
-                response.failures.insert(server.to_string(), unreachable("timed out"));
-            }
-        }
+    // Each other server at once; its users one after another.
+    let mut asking = tokio::task::JoinSet::new();
+    for (server, asked) in remote {
+        let services = req.services.clone();
+        asking.spawn(async move { remote_keys(&services, server, asked, timeout).await });
+    }
+    while let Some(answer) = asking.join_next().await {
+        let answer = answer.map_err(Error::internal)??;
+        response.device_keys.extend(answer.device_keys);
+        response.master_keys.extend(answer.master_keys);
+        response.self_signing_keys.extend(answer.self_signing_keys);
+        response.failures.extend(answer.failures);
     }
     for (user, devices) in &wanted {
         response.device_keys.insert(user.clone(), users.device_keys_for_query(user, devices)?);
@@ -163,6 +139,59 @@ async fn query(req: Ruma<get_keys::v3::Request>) -> Result<get_keys::v3::Respons
             if let Some(key) = users.cross_signing_key_for_query(user, usage, viewer)? {
                 out.insert(user.clone(), raw_object(&key)?);
             }
+        }
+    }
+    Ok(response)
+}
+
+/// Keys of `server`'s users: of those this server follows, from their
+/// cached (or just fetched) device lists; of the others, and of all once
+/// the server failed to list one, asked with `/user/keys/query`.
+async fn remote_keys(
+    services: &Services,
+    server: ruma::OwnedServerName,
+    asked: BTreeMap<ruma::OwnedUserId, Vec<ruma::OwnedDeviceId>>,
+    timeout: std::time::Duration,
+) -> Result<get_keys::v3::Response> {
+    let mut response = get_keys::v3::Response::new();
+    let mut rest = BTreeMap::new();
+    let mut answering = true;
+    for (user, devices) in asked {
+        let lookup = match answering {
+            true => federation::devices::for_query(services, &user).await?,
+            false => Lookup::NotFollowed,
+        };
+        match lookup {
+            Lookup::Known(list) => {
+                response.device_keys.insert(user.clone(), list.keys_for_query(&devices)?);
+                if let Some(key) = &list.master_key {
+                    response.master_keys.insert(user.clone(), raw_object(key)?);
+                }
+                if let Some(key) = &list.self_signing_key {
+                    response.self_signing_keys.insert(user.clone(), raw_object(key)?);
+                }
+            }
+            Lookup::NotFollowed | Lookup::Unanswered => {
+                answering &= !matches!(lookup, Lookup::Unanswered);
+                rest.insert(user, devices);
+            }
+        }
+    }
+    if rest.is_empty() {
+        return Ok(response);
+    }
+    let request = ruma::api::federation::keys::get_keys::v1::Request::new(rest);
+    match tokio::time::timeout(timeout, services.servers.client.send(&server, request)).await {
+        Ok(Ok(answer)) => {
+            response.device_keys.extend(answer.device_keys);
+            response.master_keys.extend(answer.master_keys);
+            response.self_signing_keys.extend(answer.self_signing_keys);
+        }
+        Ok(Err(failure)) => {
+            response.failures.insert(server.to_string(), unreachable(failure));
+        }
+        Err(_) => {
+            response.failures.insert(server.to_string(), unreachable("timed out"));
         }
     }
     Ok(response)
