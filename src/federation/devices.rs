@@ -58,6 +58,9 @@ struct SentDeviceList {
     stream_id: u64,
     /// A hash of each device's update as sent.
     devices: BTreeMap<OwnedDeviceId, u64>,
+    /// A hash of the cross-signing keys as last sent.
+    #[serde(default)]
+    signing: Option<u64>,
 }
 
 fn sent_key(user: &UserId) -> Vec<u8> {
@@ -68,7 +71,7 @@ fn sent(services: &Services, user: &UserId) -> Result<SentDeviceList> {
     let Some(bytes) = services.db.get(&maps::GLOBAL, &sent_key(user))? else { return Ok(Default::default()) };
     // Before the per-device record: the last stream ID alone.
     if bytes.len() == 8 {
-        return Ok(SentDeviceList { stream_id: decode_u64(&bytes)?, devices: BTreeMap::new() });
+        return Ok(SentDeviceList { stream_id: decode_u64(&bytes)?, ..Default::default() });
     }
     serde_json::from_slice(&bytes).map_err(Error::internal)
 }
@@ -117,13 +120,17 @@ pub fn send_change(services: &Services, user: &UserId, destinations: &[OwnedServ
             content["prev_id"] = serde_json::json!(update.prev_id);
             super::audience::queue_edu(services, destinations, "m.device_list_update", content)?;
         }
-        let mut keys = SigningKeyUpdateContent::new(user.to_owned());
-        keys.master_key = cross_signing(services, user, MASTER)?;
-        keys.self_signing_key = cross_signing(services, user, SELF_SIGNING)?;
-        if keys.master_key.is_some() {
-            super::audience::queue_edu(services, destinations, "m.signing_key_update", to_value(&keys)?)?;
-        }
     }
+    // The cross-signing keys, when they changed (not with every device change).
+    let mut keys = SigningKeyUpdateContent::new(user.to_owned());
+    keys.master_key = cross_signing(services, user, MASTER)?;
+    keys.self_signing_key = cross_signing(services, user, SELF_SIGNING)?;
+    let keys_value = to_value(&keys)?;
+    let signing = keys.master_key.is_some().then(|| hash_of(&keys_value));
+    if !destinations.is_empty() && signing.is_some() && signing != sent.signing {
+        super::audience::queue_edu(services, destinations, "m.signing_key_update", keys_value)?;
+    }
+    sent.signing = signing;
     // With nobody to tell, the record still moves: a server that shares a
     // room later fetches the whole list.
     sent.devices = now;

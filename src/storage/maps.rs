@@ -25,7 +25,7 @@ maps! {
     /// Server-wide singletons.
     GLOBAL = "global" {
         key: "ASCII name: `schema_version`, `signing_key.version`, `signing_key.pkcs8`, `signing_key.old`, `stream_reserved`, `federation.fanned_out`, `federation.device_list_sent.<user ID>`",
-        value: "schema_version: u64 big-endian; signing_key.version: UTF-8 key version; signing_key.pkcs8: ed25519 PKCS#8 DER; signing_key.old: JSON {key ID: {key (unpadded base64 public key), expired_ts}} of rotated-out keys; stream_reserved: u64 big-endian, stream positions handed out up to here; federation.fanned_out: u64 big-endian, stream position up to which local events are queued for other servers; federation.device_list_sent.<user>: JSON SentDeviceList {stream_id (of the user's last m.device_list_update sent, the next one's prev_id), devices: {device ID: hash of what was sent}}"
+        value: "schema_version: u64 big-endian; signing_key.version: UTF-8 key version; signing_key.pkcs8: ed25519 PKCS#8 DER; signing_key.old: JSON {key ID: {key (unpadded base64 public key), expired_ts}} of rotated-out keys; stream_reserved: u64 big-endian, stream positions handed out up to here; federation.fanned_out: u64 big-endian, stream position up to which local events are queued for other servers; federation.device_list_sent.<user>: JSON SentDeviceList {stream_id (of the user's last m.device_list_update sent, the next one's prev_id), devices: {device ID: hash of what was sent}, signing: hash of the cross-signing keys sent}"
     }
     /// Local accounts, including deactivated ones (a user ID is never reused).
     USERS = "users" {
