@@ -210,28 +210,78 @@ pub async fn take_pdu(
     let (room_short, record) = known_room(services, room_id).map_err(|e| e.to_string())?;
     let rules = record.rules().map_err(|e| e.to_string())?;
     let event_id = event_id_of(&object, &rules).map_err(|e| e.to_string())?;
-    let mut fetched_missing = false;
-    let mut fetched_auth = false;
+    let guest_access = object.get("type") == Some(&CanonicalJsonValue::String("m.room.guest_access".into()));
+    let outcome =
+        take_event(services, origin, room_short, room_id, &event_id, object, &rules, Arrival::Pushed).await?;
+    if guest_access && matches!(outcome, Outcome::Accepted { .. }) {
+        // Guests leave a room closed to them (local changes do the same).
+        let (services, room_id) = (services.clone(), room_id.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = services.rooms.remove_guests(&room_id).await {
+                tracing::warn!("guests of {room_id}: {e}");
+            }
+        });
+    }
+    Ok(outcome)
+}
+
+/// How an event reached us.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Arrival {
+    /// Its server sent it: prev events we lack are asked for with
+    /// `/get_missing_events`, and if some stay missing the event is
+    /// refused (as Synapse: gaps are filled only for events we pulled).
+    Pushed,
+    /// We pulled it (`/get_missing_events`): at a gap, the state the
+    /// server says it had (`/state_ids`).
+    Pulled,
+    /// We pulled it into the room's past (`/backfill`): the same, as history.
+    History,
+}
+
+/// Appends another server's event, fetching from `origin`, once each,
+/// what the pipeline says is missing: its auth events (the auth chain
+/// with `/event_auth`, else the events one by one), and its prev events
+/// as `arrival` says.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn take_event(
+    services: &Arc<Services>,
+    origin: &ServerName,
+    room_short: u64,
+    room_id: &RoomId,
+    event_id: &OwnedEventId,
+    object: CanonicalJsonObject,
+    rules: &RoomVersionRules,
+    arrival: Arrival,
+) -> std::result::Result<Outcome, String> {
+    let history = arrival == Arrival::History;
+    let mut gap: Option<crate::rooms::state::StateMap> = None;
+    let (mut fetched_prevs, mut fetched_auth) = (false, false);
     loop {
-        match append_live(services, room_short, &event_id, object.clone(), StateBefore::FromPrevs, &rules)
+        let state_before = gap.clone().map_or(StateBefore::FromPrevs, StateBefore::Given);
+        match append_remote(services, room_short, event_id, object.clone(), state_before, rules, history)
             .await
         {
-            Err(AppendError::MissingPrevs(_)) if !fetched_missing => {
-                fetched_missing = true;
-                fetch_missing_prevs(services, origin, room_id, &event_id, &rules).await;
+            Err(AppendError::MissingPrevs(_)) if !fetched_prevs && arrival == Arrival::Pushed => {
+                fetched_prevs = true;
+                Box::pin(fetch_missing_prevs(services, origin, room_id, event_id, rules)).await;
             }
-            Err(AppendError::MissingPrevs(missing)) => {
-                // As Synapse: a live event whose prevs its server will not
-                // give (get_missing_events) is refused; gaps are filled with
-                // the server's state only for events we pulled ourselves.
+            Err(AppendError::MissingPrevs(missing)) if !fetched_prevs => {
+                fetched_prevs = true;
+                let state =
+                    gap_state(services, origin, room_short, room_id, event_id, &object, &missing, rules)
+                        .await
+                        .map_err(|e| format!("no state for the gap before it: {e}"))?;
+                gap = Some(state);
+            }
+            Err(AppendError::MissingPrevs(missing)) if arrival == Arrival::Pushed => {
                 return Err(format!("the sending server does not divulge the prev events {missing:?}"));
             }
             Err(AppendError::MissingAuth(missing)) if !fetched_auth => {
                 fetched_auth = true;
-                // The whole auth chain, else the missing events one by one.
-                if let Err(e) = fetch_auth_chain(services, origin, room_short, room_id, &event_id).await {
+                if let Err(e) = fetch_auth_chain(services, origin, room_short, room_id, event_id).await {
                     tracing::debug!("event_auth of {event_id} from {origin}: {e}");
-                    fetch_outliers(services, origin, room_short, &missing, &rules)
+                    fetch_outliers(services, origin, room_short, &missing, rules)
                         .await
                         .map_err(|e| format!("cannot get the auth events: {e}"))?;
                 }
@@ -253,21 +303,9 @@ fn known_room(services: &Services, room_id: &RoomId) -> Result<(u64, RoomRecord)
     services.rooms.room(room_id)?.ok_or_else(|| Error::not_found(format!("Unknown room {room_id}")))
 }
 
-/// Prepares an append without the room's lock, then writes it under the lock.
-async fn append_live(
-    services: &Arc<Services>,
-    room_short: u64,
-    event_id: &OwnedEventId,
-    object: CanonicalJsonObject,
-    state_before: StateBefore,
-    rules: &RoomVersionRules,
-) -> std::result::Result<Outcome, AppendError> {
-    append_remote(services, room_short, event_id, object, state_before, rules, false).await
-}
-
 /// Another server's event into the room: live, or (`history`) into the
 /// room's past (backfill). Prepared without the room's lock, written under it.
-pub(super) async fn append_remote(
+async fn append_remote(
     services: &Arc<Services>,
     room_short: u64,
     event_id: &OwnedEventId,
@@ -313,64 +351,66 @@ async fn fetch_missing_prevs(
             return;
         }
     };
-    let mut events: Vec<(u64, OwnedEventId, CanonicalJsonObject)> = Vec::new();
-    for raw in response.events.iter().take(MISSING_LIMIT as usize) {
-        let Ok(object) = parse_pdu(raw) else { continue };
-        if !belongs_to(&object, room_id, rules) {
-            continue;
+    let events =
+        oldest_first(&response.events[..response.events.len().min(MISSING_LIMIT as usize)], room_id, rules);
+    for (id, object) in events {
+        match take_event(services, origin, room_short, room_id, &id, object, rules, Arrival::Pulled).await {
+            Ok(outcome) => tracing::debug!("missing event {id} from {origin}: {outcome:?}"),
+            Err(e) => tracing::info!("missing event {id} from {origin} not taken: {e}"),
         }
-        let Ok(id) = event_id_of(&object, rules) else { continue };
+    }
+}
+
+/// A batch of pulled PDUs (`/get_missing_events`, `/backfill`) in the
+/// order to take them: oldest (least deep) first. What does not parse or
+/// is of another room is left out.
+pub(super) fn oldest_first(
+    raws: &[Box<serde_json::value::RawValue>],
+    room_id: &RoomId,
+    rules: &RoomVersionRules,
+) -> Vec<(OwnedEventId, CanonicalJsonObject)> {
+    let mut events: Vec<(i64, OwnedEventId, CanonicalJsonObject)> = Vec::new();
+    for raw in raws {
+        let parsed = parse_pdu(raw).and_then(|object| {
+            if !belongs_to(&object, room_id, rules) {
+                return Err("of another room".to_owned());
+            }
+            Ok((event_id_of(&object, rules).map_err(|e| e.to_string())?, object))
+        });
+        let (id, object) = match parsed {
+            Ok(parsed) => parsed,
+            Err(why) => {
+                tracing::debug!("a pulled PDU of {room_id} left out: {why}");
+                continue;
+            }
+        };
         let depth = match object.get("depth") {
-            Some(CanonicalJsonValue::Integer(d)) => u64::try_from(i64::from(*d)).unwrap_or(0),
+            Some(CanonicalJsonValue::Integer(d)) => i64::from(*d),
             _ => 0,
         };
         events.push((depth, id, object));
     }
     events.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-    for (_, id, object) in events {
-        let outcome =
-            match append_live(services, room_short, &id, object.clone(), StateBefore::FromPrevs, rules).await
-            {
-                Err(AppendError::MissingPrevs(missing)) => {
-                    match gap_state(services, origin, room_short, room_id, &object, &missing, rules).await {
-                        Ok(state) => {
-                            append_live(services, room_short, &id, object, StateBefore::Given(state), rules)
-                                .await
-                        }
-                        Err(e) => Err(AppendError::Refused(e)),
-                    }
-                }
-                other => other,
-            };
-        if let Err(e) = outcome {
-            tracing::info!("missing event {id} from {origin} not taken: {}", describe(e));
-        }
-    }
+    events.into_iter().map(|(_, id, object)| (id, object)).collect()
 }
 
 /// The state before an event some of whose prevs we lack: the states
 /// after its known prevs and, for each missing one, the state `origin`
 /// says it had (`/state_ids`, the events fetched and stored as outliers),
 /// resolved together.
+#[allow(clippy::too_many_arguments)]
 async fn gap_state(
     services: &Arc<Services>,
     origin: &ServerName,
     room_short: u64,
     room_id: &RoomId,
+    event_id: &OwnedEventId,
     object: &CanonicalJsonObject,
     missing: &[OwnedEventId],
     rules: &RoomVersionRules,
 ) -> Result<crate::rooms::state::StateMap> {
-    let prevs: Vec<OwnedEventId> = match object.get("prev_events") {
-        Some(CanonicalJsonValue::Array(ids)) => ids
-            .iter()
-            .filter_map(|v| match v {
-                CanonicalJsonValue::String(s) => OwnedEventId::try_from(s.as_str()).ok(),
-                _ => None,
-            })
-            .collect(),
-        _ => vec![],
-    };
+    // (Parsed as the room version writes them: ID and hashes before v3.)
+    let prevs = crate::rooms::pdu::Pdu::from_canonical(event_id.clone(), object)?.prev_events;
     let mut states = Vec::new();
     for prev in &prevs {
         if !missing.contains(prev)

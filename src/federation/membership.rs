@@ -1,5 +1,5 @@
 //! Joining rooms across servers. As the joiner: `make_join` for a
-//! template, our own signature on it, `send_join` (v2), and the room
+//! template, our own signature on it, `send_join` (v2, or v1 where the resident lacks v2), and the room
 //! installed from the answer (auth chain and state as outliers, then the
 //! join). As the resident: the template for another server's user, and its
 //! signed join taken in, countersigned for a restricted join, and passed
@@ -11,16 +11,19 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedServerName, RoomId, RoomVersionId,
     ServerName, UserId,
     api::federation::membership::{
-        create_invite::v2 as create_invite, create_join_event::v2 as send_join,
-        create_knock_event::v1 as send_knock, create_leave_event::v2 as send_leave,
-        prepare_join_event::v1 as make_join, prepare_knock_event::v1 as make_knock,
+        create_invite::v2 as create_invite,
+        create_join_event::v2::{self as send_join, RoomState},
+        create_knock_event::v1 as send_knock,
+        create_leave_event::v2 as send_leave,
+        prepare_join_event::v1 as make_join,
+        prepare_knock_event::v1 as make_knock,
         prepare_leave_event::v1 as make_leave,
     },
     signatures::PublicKeyMap,
 };
 use serde_json::{Map, Value, json};
 
-use super::ingest;
+use super::{ingest, v1};
 use crate::{
     Error, Result,
     rooms::{
@@ -98,12 +101,21 @@ async fn join_through(
         sign_template(services, &version, &template.event, room_id, user, "join", content)?;
 
     let raw = serde_json::value::to_raw_value(&join).map_err(Error::internal)?;
-    let request = send_join::Request::new(room_id.to_owned(), event_id.clone(), raw);
-    let answer = client
-        .send_with(server, request, SEND_JOIN_TIMEOUT, SEND_JOIN_MAX)
-        .await
-        .map_err(|f| f.to_client_error(server))?
-        .room_state;
+    let request = send_join::Request::new(room_id.to_owned(), event_id.clone(), raw.clone());
+    let answer = match client.send_with(server, request, SEND_JOIN_TIMEOUT, SEND_JOIN_MAX).await {
+        Ok(answer) => answer.room_state,
+        // A server without v2 (as Synapse, falling back).
+        Err(failure) if failure.is_unknown_endpoint() => {
+            let request =
+                v1::send_join::Request { room_id: room_id.to_owned(), event_id: event_id.clone(), pdu: raw };
+            let answer = client
+                .send_with(server, request, SEND_JOIN_TIMEOUT, SEND_JOIN_MAX)
+                .await
+                .map_err(|f| f.to_client_error(server))?;
+            v1::unwrap::<RoomState>(&answer).map_err(Error::bad_json)?
+        }
+        Err(failure) => return Err(failure.to_client_error(server)),
+    };
     // The resident's copy carries its signature on a restricted join.
     let join = match &answer.event {
         Some(raw) => {
@@ -378,18 +390,9 @@ pub async fn invite_remote(
         (event_id, object, stripped)
     };
     let server = target.server_name();
-    let raw = serde_json::value::to_raw_value(&object).map_err(Error::internal)?;
-    let request = create_invite::Request::new(
-        room_id.to_owned(),
-        event_id.clone(),
-        record.version.clone(),
-        raw,
-        stripped,
-    );
-    let answer =
-        services.servers.client.send(server, request).await.map_err(|f| f.to_client_error(server))?;
-    let signed = ingest::parse_pdu(&answer.event).map_err(Error::bad_json)?;
     let rules = record.rules()?;
+    let signed =
+        send_invite(services, server, room_id, &event_id, &record.version, &rules, &object, stripped).await?;
     // Theirs must be ours with their signature added, nothing else changed.
     let strip = |o: &CanonicalJsonObject| {
         let mut o = o.clone();
@@ -417,6 +420,57 @@ pub async fn invite_remote(
         other => Error::internal(format!("{other:?}")),
     })?;
     Ok(event_id)
+}
+
+/// Has `server` sign an invite: `/invite` v2, or v1 when it has no v2 and
+/// the room's events are of the v1 format (whose invite carries no room
+/// version), as Synapse does. Its signed copy, parsed.
+#[allow(clippy::too_many_arguments)]
+async fn send_invite(
+    services: &Services,
+    server: &ServerName,
+    room_id: &RoomId,
+    event_id: &OwnedEventId,
+    version: &RoomVersionId,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    invite: &CanonicalJsonObject,
+    stripped: Vec<ruma::api::federation::membership::RawStrippedState>,
+) -> Result<CanonicalJsonObject> {
+    let client = &services.servers.client;
+    let raw = serde_json::value::to_raw_value(invite).map_err(Error::internal)?;
+    let request = create_invite::Request::new(
+        room_id.to_owned(),
+        event_id.clone(),
+        version.clone(),
+        raw,
+        stripped.clone(),
+    );
+    let signed = match client.send(server, request).await {
+        Ok(answer) => answer.event,
+        Err(failure) if failure.is_unknown_endpoint() => {
+            if rules.event_id_format != ruma::room_version_rules::EventIdFormatVersion::V1 {
+                return Err(Error::new(
+                    http::StatusCode::BAD_REQUEST,
+                    ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+                    format!("{server} does not support this room version"),
+                ));
+            }
+            // The v1 body is the event, its room's stripped state under `unsigned`.
+            let mut event = serde_json::to_value(invite).map_err(Error::internal)?;
+            event["unsigned"] = json!({ "invite_room_state": stripped });
+            let pdu = serde_json::value::to_raw_value(&event).map_err(Error::internal)?;
+            let request =
+                v1::invite::Request { room_id: room_id.to_owned(), event_id: event_id.clone(), pdu };
+            let answer = client.send(server, request).await.map_err(|f| f.to_client_error(server))?;
+            #[derive(serde::Deserialize)]
+            struct Signed {
+                event: Box<serde_json::value::RawValue>,
+            }
+            v1::unwrap::<Signed>(&answer).map_err(Error::bad_json)?.event
+        }
+        Err(failure) => return Err(failure.to_client_error(server)),
+    };
+    ingest::parse_pdu(&signed).map_err(Error::bad_json)
 }
 
 /// `/invite` as the invitee's server: checks the invite (of a local user,
@@ -458,8 +512,14 @@ pub async fn take_invite(
     {
         return Err(Error::forbidden(format!("{origin} is denied by the room's server ACL")));
     }
-    if !services.users.is_local(&target) || !services.users.is_active(&target)? {
+    // An invite for a name nobody holds yet is taken, as Synapse takes it
+    // (it waits for whoever registers the name); a deactivated account's
+    // is not.
+    if !services.users.is_local(&target) {
         return Err(Error::not_found("No such user here"));
+    }
+    if services.users.get(&target)?.is_some_and(|user| user.deactivated) {
+        return Err(Error::forbidden("This account is deactivated"));
     }
     let keys = ingest::event_keys(services, &object, &rules).await?;
     match ruma::signatures::verify_event(&keys, &object, &rules) {
@@ -555,10 +615,18 @@ async fn leave_through(
     let (event_id, leave, _) =
         sign_template(services, &version, &template.event, room_id, user, "leave", Map::new())?;
     let raw = serde_json::value::to_raw_value(&leave).map_err(Error::internal)?;
-    client
-        .send(server, send_leave::Request::new(room_id.to_owned(), event_id.clone(), raw))
+    match client
+        .send(server, send_leave::Request::new(room_id.to_owned(), event_id.clone(), raw.clone()))
         .await
-        .map_err(|f| f.to_client_error(server))?;
+    {
+        Ok(_) => {}
+        Err(failure) if failure.is_unknown_endpoint() => {
+            let request =
+                v1::send_leave::Request { room_id: room_id.to_owned(), event_id: event_id.clone(), pdu: raw };
+            client.send(server, request).await.map_err(|f| f.to_client_error(server))?;
+        }
+        Err(failure) => return Err(failure.to_client_error(server)),
+    }
     let mut client_event = serde_json::to_value(&leave).map_err(Error::internal)?;
     if let Some(object) = client_event.as_object_mut() {
         for field in ["signatures", "hashes", "auth_events", "prev_events", "depth"] {

@@ -11,3 +11,4 @@ pub mod ingest;
 pub mod membership;
 pub mod query;
 pub mod sender;
+pub mod v1;

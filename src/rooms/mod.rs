@@ -115,6 +115,15 @@ pub struct EventMeta {
     pub current: Option<u64>,
 }
 
+impl EventMeta {
+    /// Whether the event has a place in the room's DAG, with a state
+    /// after it: not an outlier, nor an outlier rejected against its own
+    /// auth events (stored with no state at all).
+    pub fn in_dag(&self) -> bool {
+        self.status != Status::Outlier && self.state_after.is_some()
+    }
+}
+
 /// What a stored event is to its room.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -418,16 +418,18 @@ impl Rooms {
         }
         // (A room being joined, or rejoined, has no forward extremities and
         // no current state to soft-fail against; history is not judged by
-        // today's state.)
+        // today's state.) A redaction of another room's event, or of the
+        // room's creation, is kept out of the timeline the same way.
         let soft_failed = rejection.is_none()
             && !historical
-            && !record.forward_extremities.is_empty()
-            && record.current_snapshot.is_some()
-            && before.0 != record.current_snapshot
-            && {
-                let current = self.current_state(record)?;
-                self.check_against_state(pdu, rules, &current)?.is_err()
-            };
+            && ((!record.forward_extremities.is_empty()
+                && record.current_snapshot.is_some()
+                && before.0 != record.current_snapshot
+                && {
+                    let current = self.current_state(record)?;
+                    self.check_against_state(pdu, rules, &current)?.is_err()
+                })
+                || self.withheld_redaction(pdu, room_short, rules)?);
         // The state after it (a rejected event changes nothing).
         let mut computed = Computed {
             after: before.clone(),
@@ -934,7 +936,7 @@ impl Rooms {
         let mut missing = Vec::new();
         for prev in &pdu.prev_events {
             let meta = match self.event_short(prev)? {
-                Some(short) => self.event_meta(short)?.filter(|m| m.status != Status::Outlier),
+                Some(short) => self.event_meta(short)?.filter(EventMeta::in_dag),
                 None => None,
             };
             match meta {

@@ -145,6 +145,25 @@ impl Rooms {
         Ok(None)
     }
 
+    /// Whether a redaction is withheld from the room's timeline, as Synapse
+    /// withholds it: its target is known, and is in another room or is the
+    /// room's creation.
+    pub(super) fn withheld_redaction(
+        &self,
+        redaction: &Pdu,
+        room_short: u64,
+        rules: &RoomVersionRules,
+    ) -> Result<bool> {
+        if redaction.kind != TimelineEventType::RoomRedaction {
+            return Ok(false);
+        }
+        let Some(target_id) = redaction.redacted_event(rules) else { return Ok(false) };
+        let Some(target_short) = self.event_short(&target_id)? else { return Ok(false) };
+        let Some(meta) = self.event_meta(target_short)? else { return Ok(false) };
+        Ok(meta.room != room_short
+            || self.pdu_by_short(target_short)?.is_some_and(|t| t.kind == TimelineEventType::RoomCreate))
+    }
+
     /// Applies a redaction event to its target, in the same batch, when the
     /// target is in this room and the sender may redact it.
     pub(super) fn apply_redaction(

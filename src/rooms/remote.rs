@@ -134,11 +134,11 @@ impl Rooms {
     }
 
     /// The state after an event in the room's DAG (`None` for one we do
-    /// not have there, or an outlier).
+    /// not have there: unknown, or an outlier, rejected or not).
     pub fn state_after(&self, event_id: &ruma::EventId) -> Result<Option<Arc<StateMap>>> {
         let Some(short) = self.event_short(event_id)? else { return Ok(None) };
         let Some(meta) = self.event_meta(short)? else { return Ok(None) };
-        if meta.status == Status::Outlier {
+        if !meta.in_dag() {
             return Ok(None);
         }
         Ok(Some(self.load_state(meta.state_after)?))

@@ -58,6 +58,22 @@ impl std::fmt::Display for Failure {
 }
 
 impl Failure {
+    /// Whether the other server does not serve the endpoint asked (Synapse's
+    /// test before falling back to an older version of it): 404 or 405
+    /// without a Matrix error or with `M_UNRECOGNIZED`, or 400 with it.
+    pub fn is_unknown_endpoint(&self) -> bool {
+        let Failure::Remote { status, body } = self else { return false };
+        let errcode = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["errcode"].as_str().map(str::to_owned));
+        let unrecognized = errcode.as_deref() == Some("M_UNRECOGNIZED");
+        match status {
+            404 | 405 => errcode.is_none() || unrecognized,
+            400 => unrecognized,
+            _ => false,
+        }
+    }
+
     /// The error a client sees when its request needed another server.
     pub fn to_client_error(&self, server: &ServerName) -> Error {
         match self {

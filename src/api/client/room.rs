@@ -12,7 +12,7 @@ use ruma::{
         message::get_message_events,
         room::{
             create_room::{self, v3::RoomPreset},
-            get_event_by_timestamp, get_room_event, upgrade_room,
+            get_event_by_timestamp, get_room_event,
         },
     },
     serde::Raw,
@@ -282,7 +282,7 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
         && to.is_none()
         && page.next.is_none()
         && page.events.len() < limit
-        && crate::federation::backfill::backfill(services, room_short, limit).await? > 0
+        && crate::federation::backfill::backfill(services, room_short).await? > 0
     {
         page = page_at()?;
     }
@@ -422,7 +422,7 @@ async fn timestamp_to_event(
 mod upgrade_request {
     use ruma::{
         OwnedRoomId, OwnedUserId,
-        api::{auth_scheme::AccessToken, request},
+        api::{auth_scheme::AccessToken, request, response},
         metadata,
     };
 
@@ -446,10 +446,13 @@ mod upgrade_request {
         pub additional_creators: Vec<OwnedUserId>,
     }
 
-    pub type Response = ruma::api::client::room::upgrade_room::v3::Response;
+    #[response]
+    pub struct Response {
+        pub replacement_room: OwnedRoomId,
+    }
 }
 
-async fn upgrade(req: Ruma<upgrade_request::Request>) -> Result<upgrade_room::v3::Response> {
+async fn upgrade(req: Ruma<upgrade_request::Request>) -> Result<upgrade_request::Response> {
     let body = &req.body;
     req.services.limiters.room_creation.check_user(req.user())?;
     let version = ruma::RoomVersionId::try_from(body.new_version.as_str())
@@ -468,5 +471,5 @@ async fn upgrade(req: Ruma<upgrade_request::Request>) -> Result<upgrade_room::v3
         .upgrade_room(req.user(), &body.room_id, version.clone(), body.additional_creators.clone())
         .await?;
     tracing::info!("{} upgraded {} to {new_room} (version {version})", req.user(), body.room_id);
-    Ok(upgrade_room::v3::Response::new(new_room))
+    Ok(upgrade_request::Response { replacement_room: new_room })
 }

@@ -13,8 +13,7 @@ use ruma::{
         backfill::get_backfill::v1 as backfill,
         event::{
             get_event::v1 as get_event, get_event_by_timestamp::v1 as by_timestamp,
-            get_missing_events::v1 as missing_events, get_room_state::v1 as state,
-            get_room_state_ids::v1 as state_ids,
+            get_room_state::v1 as state, get_room_state_ids::v1 as state_ids,
         },
     },
 };
@@ -25,6 +24,44 @@ use crate::{
     api::ruma::{Ruma, RumaRouter},
     services::Services,
 };
+
+/// `/get_missing_events` with `earliest_events` and `latest_events`
+/// optional (the spec requires them, ruma too; Synapse takes their absence
+/// as empty, and servers rely on it).
+mod missing_events {
+    use ruma::{
+        OwnedEventId, OwnedRoomId, UInt,
+        api::{federation::authentication::ServerSignatures, request},
+        metadata,
+    };
+
+    pub use ruma::api::federation::event::get_missing_events::v1::Response;
+
+    metadata! {
+        method: POST,
+        rate_limited: false,
+        authentication: ServerSignatures,
+        path: "/_matrix/federation/v1/get_missing_events/{room_id}",
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub room_id: OwnedRoomId,
+        #[serde(default = "ten")]
+        pub limit: UInt,
+        #[serde(default)]
+        pub min_depth: UInt,
+        #[serde(default)]
+        pub earliest_events: Vec<OwnedEventId>,
+        #[serde(default)]
+        pub latest_events: Vec<OwnedEventId>,
+    }
+
+    fn ten() -> UInt {
+        UInt::from(10u32)
+    }
+}
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router

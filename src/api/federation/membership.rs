@@ -21,93 +21,9 @@ use serde_json::value::RawValue;
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
-    federation::{ingest, membership},
+    federation::{ingest, membership, v1},
     services::Services,
 };
-
-/// The v1 `send_join`, `send_leave` and `invite`, with the event as the body
-/// (ruma describes v1 `invite` only field by field, and not the others).
-mod v1 {
-    use ruma::{
-        OwnedEventId, OwnedRoomId,
-        api::{federation::authentication::ServerSignatures, request, response},
-        metadata,
-    };
-    use serde_json::value::RawValue;
-
-    /// A JSON body as the handler built it.
-    #[response]
-    pub struct Response {
-        #[ruma_api(body)]
-        pub body: Box<RawValue>,
-    }
-
-    pub mod send_join {
-        pub use super::Response;
-        use super::*;
-
-        metadata! {
-            method: PUT,
-            authentication: ServerSignatures,
-            rate_limited: false,
-            path: "/_matrix/federation/v1/send_join/{room_id}/{event_id}",
-        }
-
-        #[request]
-        pub struct Request {
-            #[ruma_api(path)]
-            pub room_id: OwnedRoomId,
-            #[ruma_api(path)]
-            pub event_id: OwnedEventId,
-            #[ruma_api(body)]
-            pub pdu: Box<RawValue>,
-        }
-    }
-
-    pub mod invite {
-        pub use super::Response;
-        use super::*;
-
-        metadata! {
-            method: PUT,
-            authentication: ServerSignatures,
-            rate_limited: false,
-            path: "/_matrix/federation/v1/invite/{room_id}/{event_id}",
-        }
-
-        #[request]
-        pub struct Request {
-            #[ruma_api(path)]
-            pub room_id: OwnedRoomId,
-            #[ruma_api(path)]
-            pub event_id: OwnedEventId,
-            #[ruma_api(body)]
-            pub pdu: Box<RawValue>,
-        }
-    }
-
-    pub mod send_leave {
-        pub use super::Response;
-        use super::*;
-
-        metadata! {
-            method: PUT,
-            authentication: ServerSignatures,
-            rate_limited: false,
-            path: "/_matrix/federation/v1/send_leave/{room_id}/{event_id}",
-        }
-
-        #[request]
-        pub struct Request {
-            #[ruma_api(path)]
-            pub room_id: OwnedRoomId,
-            #[ruma_api(path)]
-            pub event_id: OwnedEventId,
-            #[ruma_api(body)]
-            pub pdu: Box<RawValue>,
-        }
-    }
-}
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
@@ -180,13 +96,7 @@ async fn accept_join_v1(req: Ruma<v1::send_join::Request>) -> Result<v1::Respons
         join_answer(&req.services, req.origin(), &body.room_id, &body.event_id, &body.pdu).await?;
     let mut answer = serde_json::to_value(&room_state).map_err(Error::internal)?;
     answer["origin"] = serde_json::json!(req.services.config.server_name);
-    v1_answer(answer)
-}
-
-/// The v1 shape: `[200, body]`.
-fn v1_answer(body: serde_json::Value) -> Result<v1::Response> {
-    let raw = serde_json::value::to_raw_value(&serde_json::json!([200, body])).map_err(Error::internal)?;
-    Ok(v1::Response { body: raw })
+    v1::wrap(answer)
 }
 
 async fn accept_leave_v1(req: Ruma<v1::send_leave::Request>) -> Result<v1::Response> {
@@ -201,7 +111,7 @@ async fn accept_leave_v1(req: Ruma<v1::send_leave::Request>) -> Result<v1::Respo
         "leave",
     )
     .await?;
-    v1_answer(serde_json::json!({}))
+    v1::wrap(serde_json::json!({}))
 }
 
 async fn prepare_leave(req: Ruma<make_leave::Request>) -> Result<make_leave::Response> {
@@ -293,5 +203,5 @@ async fn accept_invite_v1(req: Ruma<v1::invite::Request>) -> Result<v1::Response
         &stripped,
     )
     .await?;
-    v1_answer(serde_json::json!({"event": signed}))
+    v1::wrap(serde_json::json!({"event": signed}))
 }
