@@ -551,9 +551,10 @@ impl Rooms {
 
 impl Rooms {
     /// The room state a user may read: the current state for members (and
-    /// anyone, in a world-readable room); for those who left or were banned,
-    /// the state as it was when that happened; nothing for everyone else, or
-    /// once the user has forgotten the room.
+    /// anyone, in a world-readable room); for those who left, the state as
+    /// it was when they left; nothing for everyone else (a banned user
+    /// included, as Synapse and SyTest have it), or once the user has
+    /// forgotten the room.
     pub fn readable_state(
         &self,
         user: &UserId,
@@ -568,7 +569,7 @@ impl Rooms {
         match self.membership(user, room_short)?.as_deref() {
             Some("join") => Ok(Some(current)),
             _ if world_readable => Ok(Some(current)),
-            Some("leave" | "ban") => {
+            Some("leave") => {
                 let Some(member) = self.state_event(&current, "m.room.member", user.as_str())? else {
                     return Ok(None);
                 };

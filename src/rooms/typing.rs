@@ -99,14 +99,16 @@ impl Typing {
         }
     }
 
-    /// Who is typing in a room, if that changed after `since` (always, when
-    /// there is no `since` and someone is typing), as of `upto`.
+    /// Who is typing in a room, if that changed after `since`, as of
+    /// `upto`. Without `since`, for every room whose typing ever changed
+    /// (an empty list included, as Synapse: a client that syncs afresh
+    /// after someone stopped typing sees that they stopped).
     pub fn changed(&self, room_short: u64, since: Option<u64>, upto: u64) -> Option<Vec<OwnedUserId>> {
         let state = self.state.lock().expect("typing");
         let room = state.rooms.get(&room_short)?;
         let changed = match since {
             Some(since) => room.changed_at > since && room.changed_at <= upto,
-            None => !room.users.is_empty(),
+            None => room.changed_at > 0 && room.changed_at <= upto,
         };
         changed.then(|| room.users.keys().cloned().collect())
     }

@@ -119,6 +119,11 @@ async fn join<T>(req: &Ruma<T>, room_id: &RoomId, via: Vec<ruma::OwnedServerName
         services.rooms.change_membership(room_id, req.user(), req.user(), join_content(req)).await?;
         return Ok(());
     }
+    // A guest joins only where `m.room.guest_access` lets it, which this
+    // server cannot know of a room it is not in (Synapse refuses the same).
+    if services.users.is_guest(req.user())? {
+        return Err(Error::forbidden("Guest access not allowed"));
+    }
     let mut content = join_content(req);
     services.rooms.add_profile(req.user(), &mut content)?;
     crate::federation::membership::join_remote(services, room_id, req.user(), &via, content).await?;
