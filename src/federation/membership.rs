@@ -149,9 +149,28 @@ async fn join_through(
             other => Error::bad_json(format!("The join answer is incomplete: {other:?}")),
         })?;
     match outcome {
-        Outcome::Accepted { .. } | Outcome::Duplicate => Ok(event_id),
+        Outcome::Accepted { .. } | Outcome::Duplicate => {
+            carry_over_predecessor(services, room_id)?;
+            Ok(event_id)
+        }
         other => Err(Error::forbidden(format!("The join was not accepted: {other:?}"))),
     }
+}
+
+/// A room joined from elsewhere that continues another (its creation names
+/// a predecessor) takes over what this server kept about the old one:
+/// aliases, directory listing, local members' tags and push rules.
+fn carry_over_predecessor(services: &Services, room_id: &RoomId) -> Result<()> {
+    let rooms = &services.rooms;
+    let Some((_, record)) = rooms.room(room_id)? else { return Ok(()) };
+    let state = rooms.current_state(&record)?;
+    let Some(create) = rooms.state_event(&state, "m.room.create", "")? else { return Ok(()) };
+    let content = create.content_value();
+    let Some(old_room) = content["predecessor"]["room_id"].as_str().and_then(|id| RoomId::parse(id).ok())
+    else {
+        return Ok(());
+    };
+    rooms.carry_over(&old_room, room_id, None)
 }
 
 /// Signs a membership template another server made (`make_join`,
@@ -361,6 +380,8 @@ const INVITE_STATE_TYPES: &[&str] = &[
     "m.room.avatar",
     "m.room.encryption",
     "m.room.topic",
+    // (Not in the spec's list: lets the invitee's server admit a guest.)
+    "m.room.guest_access",
 ];
 
 /// Invites a user of another server: the invite is built here, checked,
@@ -386,7 +407,7 @@ pub async fn invite_remote(
         let builder = PduBuilder::state("m.room.member", target.as_str(), Value::Object(content));
         let (event_id, object) = rooms.build(&record, &state, sender, &builder)?;
         rooms.check_built(room_short, &record, &event_id, &object)?;
-        let stripped = stripped_room_state(services, room_short)?;
+        let stripped = stripped_room_state(services, room_short, sender)?;
         (event_id, object, stripped)
     };
     let server = target.server_name();
@@ -637,16 +658,19 @@ async fn leave_through(
     Ok(client_event)
 }
 
-/// The room state a knocker or invitee is shown, as full PDUs (spec 1.16).
+/// The room state a knocker or invitee is shown, as full PDUs (spec 1.16),
+/// with the membership of `member` (the inviter; as Synapse).
 pub fn stripped_room_state(
     services: &Services,
     room_short: u64,
+    member: &UserId,
 ) -> Result<Vec<ruma::api::federation::membership::RawStrippedState>> {
     let record = services.rooms.room_by_short(room_short)?;
     let state = services.rooms.current_state(&record)?;
     let mut stripped = Vec::new();
-    for kind in INVITE_STATE_TYPES {
-        if let Some(pdu) = services.rooms.state_event(&state, kind, "")?
+    let keys = INVITE_STATE_TYPES.iter().map(|kind| (*kind, "")).chain([("m.room.member", member.as_str())]);
+    for (kind, state_key) in keys {
+        if let Some(pdu) = services.rooms.state_event(&state, kind, state_key)?
             && let Some(short) = services.rooms.event_short(&pdu.event_id)?
             && let Some(json) = services.rooms.pdu_json(short)?
         {

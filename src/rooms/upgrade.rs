@@ -103,7 +103,6 @@ impl Rooms {
                 json!({"guest_access": "forbidden"}),
             ));
         }
-        let aliases = self.room_aliases(old_short)?;
         if let Some(canonical) = self.state_event(&state, "m.room.canonical_alias", "")? {
             initial_state.push(("m.room.canonical_alias".into(), String::new(), canonical.content_value()));
         }
@@ -131,25 +130,7 @@ impl Rooms {
                 }
             }
         }
-        // Each local member's tags, direct-chat listing and room push rules
-        // follow the room.
-        for (member, membership) in self.members(old_short)? {
-            if membership == "join" && member.server_name() == self.server_name() {
-                self.users.copy_room_account_data(&member, old_room, &new_room)?;
-                self.users.copy_room_push_rules(&member, old_room, &new_room)?;
-            }
-        }
-
-        // Move the old room's aliases and quiet it down.
-        for alias in &aliases {
-            if let Some(alias_record) = self.alias(alias)? {
-                self.remove_alias(alias, &alias_record)?;
-            }
-            self.put_alias(alias, &new_room, user)?;
-        }
-        if self.is_published(old_room)? {
-            self.set_published(old_room, false)?;
-        }
+        self.carry_over(old_room, &new_room, Some(user))?;
         // The aliases now name the new room: the old one stops claiming
         // them (as Synapse).
         if let Some(canonical) = self.state_event(&state, "m.room.canonical_alias", "")?
@@ -174,6 +155,32 @@ impl Rooms {
             }
         }
         Ok(new_room)
+    }
+
+    /// What this server keeps about a room that another now continues (an
+    /// upgrade made here, or the first join of one made elsewhere, as
+    /// Synapse does): each local member's tags, direct-chat listing and
+    /// room push rules, the old room's local aliases (owned by `new_owner`
+    /// when given), and its place in the public directory.
+    pub fn carry_over(&self, old_room: &RoomId, new_room: &RoomId, new_owner: Option<&UserId>) -> Result<()> {
+        let Some(old_short) = self.room_short(old_room)? else { return Ok(()) };
+        for (member, membership) in self.members(old_short)? {
+            if membership == "join" && member.server_name() == self.server_name() {
+                self.users.copy_room_account_data(&member, old_room, new_room)?;
+                self.users.copy_room_push_rules(&member, old_room, new_room)?;
+            }
+        }
+        for alias in self.room_aliases(old_short)? {
+            if let Some(record) = self.alias(&alias)? {
+                self.remove_alias(&alias, &record)?;
+                self.put_alias(&alias, new_room, new_owner.unwrap_or(&record.creator))?;
+            }
+        }
+        if self.is_published(old_room)? {
+            self.set_published(new_room, true)?;
+            self.set_published(old_room, false)?;
+        }
+        Ok(())
     }
 
     async fn tombstone(

@@ -279,7 +279,8 @@ async fn events(req: Ruma<endpoints::events::Request>) -> Result<endpoints::Resp
             }
         }
     };
-    let from = match &body.from {
+    // An empty `from` is no token (as Synapse, and as "END"): from now.
+    let from = match body.from.as_deref().filter(|t| !t.is_empty() && *t != "END") {
         Some(token) => sync::parse_token(token)?,
         None => req.services.stream.visible(),
     };

@@ -3,9 +3,11 @@
 //! invitee binds the address (the identity server calls `3pid/onbind`) or
 //! joins with `third_party_signed`.
 
+use std::sync::Arc;
+
 use ruma::{
     CanonicalJsonObject, RoomId, UserId,
-    api::client::membership::Invite3pid,
+    api::{client::membership::Invite3pid, federation::thirdparty::exchange_invite},
     serde::{Base64, base64::Standard},
     signatures::{SigningKeyAlgorithm, to_canonical_json_string_for_signing, verify_canonical_json_bytes},
 };
@@ -71,12 +73,17 @@ pub async fn invite(
 /// identity server's signature must verify with a key of the invite, and
 /// the identity server must still vouch for that key.
 pub async fn accept(
-    services: &Services,
+    services: &Arc<Services>,
     room_id: &RoomId,
     sender: &UserId,
     target: &UserId,
     signed: &Value,
 ) -> Result<()> {
+    if !services.users.is_local(sender) {
+        // The inviter's server makes the invite (it holds the room and the
+        // inviter's identity): `exchange_third_party_invite`, as Synapse.
+        return exchange(services, room_id, sender, target, signed).await;
+    }
     let rooms = &services.rooms;
     let room_short = rooms.room_short(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
     if signed["mxid"] != target.as_str() {
@@ -101,8 +108,39 @@ pub async fn accept(
         "third_party_invite".to_owned(),
         json!({"display_name": content["display_name"], "signed": signed}),
     );
-    services.rooms.change_membership(room_id, sender, target, member).await?;
+    // (Through the client path: an invitee of another server is invited
+    // there, with `/invite`.)
+    super::membership::change_membership(services, room_id, sender, target, member).await?;
     Ok(())
+}
+
+/// Asks the inviter's server, then the room's, to turn the third-party
+/// invite into an invite of `target`.
+async fn exchange(
+    services: &Services,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    signed: &Value,
+) -> Result<()> {
+    let content = json!({"membership": "invite", "third_party_invite": {"signed": signed}});
+    let content = serde_json::value::to_raw_value(&content).map_err(Error::internal)?;
+    let mut last = Error::not_found("No server could make the invite");
+    let mut servers = vec![sender.server_name()];
+    servers.extend(room_id.server_name().filter(|s| *s != sender.server_name()));
+    for server in servers {
+        let request = exchange_invite::v1::Request::new(
+            room_id.to_owned(),
+            sender.to_owned(),
+            target.to_owned(),
+            ruma::serde::Raw::from_json(content.clone()),
+        );
+        match services.servers.client.send(server, request).await {
+            Ok(_) => return Ok(()),
+            Err(failure) => last = failure.to_client_error(server),
+        }
+    }
+    Err(last)
 }
 
 /// The key object of the invite (`public_key` with `key_validity_url`)

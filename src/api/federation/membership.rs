@@ -155,7 +155,8 @@ async fn accept_knock(req: Ruma<send_knock::Request>) -> Result<send_knock::Resp
         membership::take_member_event(services, req.origin(), room_id, event_id, object, "knock").await?;
     let room_short =
         services.rooms.event_meta(short)?.ok_or_else(|| Error::internal("knock without meta"))?.room;
-    Ok(send_knock::Response::new(membership::stripped_room_state(services, room_short)?))
+    let knock = services.rooms.pdu_by_short(short)?.ok_or_else(|| Error::internal("knock not stored"))?;
+    Ok(send_knock::Response::new(membership::stripped_room_state(services, room_short, &knock.sender)?))
 }
 
 async fn accept_invite(req: Ruma<invite::Request>) -> Result<invite::Response> {
