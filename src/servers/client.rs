@@ -328,6 +328,21 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_endpoint_is_told_from_an_error() {
+        let answer =
+            |status, body: &'static [u8]| Failure::Remote { status, body: bytes::Bytes::from_static(body) };
+        assert!(answer(404, b"").is_unknown_endpoint());
+        assert!(answer(405, b"").is_unknown_endpoint());
+        assert!(answer(404, br#"{"errcode": "M_UNRECOGNIZED"}"#).is_unknown_endpoint());
+        assert!(answer(400, br#"{"errcode": "M_UNRECOGNIZED"}"#).is_unknown_endpoint());
+        // A served endpoint's own errors are not a reason to fall back.
+        assert!(!answer(404, br#"{"errcode": "M_NOT_FOUND"}"#).is_unknown_endpoint());
+        assert!(!answer(403, br#"{"errcode": "M_FORBIDDEN"}"#).is_unknown_endpoint());
+        assert!(!answer(400, br#"{"errcode": "M_BAD_JSON"}"#).is_unknown_endpoint());
+        assert!(!Failure::Unreachable("down".into()).is_unknown_endpoint());
+    }
+
+    #[test]
     fn blacklist_covers_mapped_addresses() {
         let list = vec!["127.0.0.0/8".parse().unwrap(), "fc00::/7".parse().unwrap()];
         assert!(blacklisted(&list, "127.0.0.1".parse().unwrap()));

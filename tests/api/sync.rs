@@ -456,6 +456,10 @@ async fn typing_starts_stops_and_expires() {
     assert_eq!(typing(json!({"typing": false})).await.0, StatusCode::OK);
     let stopped = sync_since(&s, &bob, &started["next_batch"]).await;
     assert_eq!(ephemeral(&stopped, &room, "m.typing").unwrap()["content"]["user_ids"], json!([]));
+    // A fresh sync shows that nobody types now (as Synapse): a client that
+    // last saw someone typing learns they stopped.
+    let fresh = sync(&s, &bob, "").await;
+    assert_eq!(ephemeral(&fresh, &room, "m.typing").unwrap()["content"]["user_ids"], json!([]));
 
     // A short timeout expires on its own: bob's long poll sees the list empty.
     typing(json!({"typing": true, "timeout": 200})).await;

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{TestFederation, join_via, now_token, wait_sync};
+use super::{TestFederation, join_via, now_token, read, wait_sync};
 use crate::common::{Session, TestServer, create_room, send, urlencode};
 
 /// Syncs `who` until an event in `room`'s timeline matches `wanted`, or
@@ -416,4 +416,164 @@ async fn knocks_and_restricted_joins_cross_servers() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}
+
+/// A guest of hs2 in a room of hs1's leaves when hs1's user closes the room
+/// to guests; a guest joins a room hs2 is not in only when the invite's
+/// state says the room admits guests.
+#[tokio::test]
+async fn guests_follow_guest_access_across_servers() {
+    let fed = TestFederation::start_with(2, |_, config| config.registration.guest_access = true).await;
+    let (hs1, hs2) = (&fed.servers[0], &fed.servers[1]);
+    let alice = hs1.register("alice").await;
+    let bob = hs2.register("bob").await;
+    let (status, body) = hs2.post("/_matrix/client/v3/register?kind=guest", None, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let guest = crate::common::session(&body);
+
+    let open = create_room(hs1, &alice, json!({"preset": "public_chat"})).await;
+    crate::common::put_state(hs1, &alice, &open, "m.room.guest_access", json!({"guest_access": "can_join"}))
+        .await;
+    join_via(hs2, &bob, &open, "hs1.test").await;
+    // hs2 is in the room: the guest joins there, as the room admits guests.
+    join_via(hs2, &guest, &open, "hs1.test").await;
+    wait_for_event(hs1, &alice, &open, |e| e["state_key"] == guest.user_id.as_str()).await;
+    crate::common::put_state(hs1, &alice, &open, "m.room.guest_access", json!({"guest_access": "forbidden"}))
+        .await;
+    // hs2 takes the change in and its guest leaves, by its own leave.
+    let left = wait_for_event(hs1, &alice, &open, |e| {
+        e["state_key"] == guest.user_id.as_str() && e["content"]["membership"] == "leave"
+    })
+    .await;
+    assert_eq!(left["sender"], guest.user_id.as_str());
+
+    // Rooms hs2 is not in: the invite's state decides.
+    for (access, admitted) in [("forbidden", false), ("can_join", true)] {
+        let room = create_room(hs1, &alice, json!({"preset": "private_chat"})).await;
+        crate::common::put_state(hs1, &alice, &room, "m.room.guest_access", json!({"guest_access": access}))
+            .await;
+        let (status, body) = hs1
+            .post(
+                &format!("/_matrix/client/v3/rooms/{room}/invite"),
+                Some(&alice.token),
+                json!({"user_id": guest.user_id}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        wait_for_section(hs2, &guest, "invite", &room, None).await;
+        let (status, body) = hs2
+            .post(
+                &format!("/_matrix/client/v3/join/{room}?server_name=hs1.test"),
+                Some(&guest.token),
+                json!({}),
+            )
+            .await;
+        if admitted {
+            assert_eq!(status, StatusCode::OK, "{access}: {body}");
+            assert_eq!(membership(hs1, &guest, &alice, &room).await.as_deref(), Some("join"));
+        } else {
+            assert_eq!(status, StatusCode::FORBIDDEN, "{access}: {body}");
+            assert_eq!(membership(hs1, &guest, &alice, &room).await.as_deref(), Some("invite"));
+        }
+    }
+}
+
+/// When hs2 first joins the room that replaces one it was in, the aliases
+/// hs2 held for the old room name the new one (as Synapse moves them).
+#[tokio::test]
+async fn joining_an_upgraded_room_moves_this_servers_aliases() {
+    let fed = TestFederation::start(2).await;
+    let (hs1, hs2) = (&fed.servers[0], &fed.servers[1]);
+    let alice = hs1.register("alice").await;
+    let bob = hs2.register("bob").await;
+    let old = create_room(hs1, &alice, json!({"preset": "public_chat"})).await;
+    join_via(hs2, &bob, &old, "hs1.test").await;
+    let alias = urlencode("#ours:hs2.test");
+    let (status, body) = hs2
+        .put(&format!("/_matrix/client/v3/directory/room/{alias}"), Some(&bob.token), json!({"room_id": old}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, body) = hs1
+        .post(
+            &format!("/_matrix/client/v3/rooms/{old}/upgrade"),
+            Some(&alice.token),
+            json!({"new_version": "11"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let new = body["replacement_room"].as_str().unwrap().to_owned();
+    // Before hs2 is in the new room, the alias still names the old one.
+    let resolve = || async {
+        let (status, body) =
+            hs2.get(&format!("/_matrix/client/v3/directory/room/{alias}"), Some(&bob.token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["room_id"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(resolve().await, old);
+    join_via(hs2, &bob, &new, "hs1.test").await;
+    assert_eq!(resolve().await, new);
+}
+
+/// An identity server tells hs2 that bob holds the address alice invited
+/// on hs1: hs2 asks hs1 to make the invite (`exchange_third_party_invite`),
+/// which hs1 checks against the identity server's key and sends to hs2.
+#[tokio::test]
+async fn a_third_party_invite_is_made_by_the_inviters_server() {
+    use ruma::{CanonicalJsonObject, serde::Base64, signatures::Ed25519KeyPair};
+
+    let fed = TestFederation::start(2).await;
+    let (hs1, hs2) = (&fed.servers[0], &fed.servers[1]);
+    let alice = hs1.register("alice").await;
+    let bob = hs2.register("bob").await;
+    let room = create_room(hs1, &alice, json!({"preset": "private_chat"})).await;
+    // The identity server's key, as an invite through it would announce it.
+    let id_key = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "0".into()).unwrap();
+    let public_key = Base64::<ruma::serde::base64::Standard>::new(id_key.public_key().to_vec()).encode();
+    let token = "sometoken";
+    let (status, body) = hs1
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.third_party_invite/{token}"),
+            Some(&alice.token),
+            json!({"display_name": "b...@example.org", "public_key": public_key, "public_keys": [{"public_key": public_key}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (https, url) = (fed.https(), format!("{}/_matrix/federation/v1/3pid/onbind", fed.federation_url(1)));
+    let onbind = |signed: Value| {
+        let invite = json!({
+            "address": "bob@example.org", "medium": "email", "mxid": bob.user_id,
+            "room_id": room, "sender": alice.user_id, "token": token, "signed": signed,
+        });
+        let body = json!({"address": "bob@example.org", "medium": "email", "mxid": bob.user_id, "invites": [invite]});
+        let request = https.put(&url).json(&body);
+        async move { read(request.send().await.unwrap()).await }
+    };
+    // Signed by another key: refused by hs1, so no invite.
+    let stranger = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "0".into()).unwrap();
+    let mut forged: CanonicalJsonObject =
+        serde_json::from_value(json!({"mxid": bob.user_id, "token": token})).unwrap();
+    ruma::signatures::sign_json("id.test", &stranger, &mut forged).unwrap();
+    let (status, body) = onbind(serde_json::to_value(&forged).unwrap()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(membership(hs1, &bob, &alice, &room).await, None);
+
+    let mut signed: CanonicalJsonObject =
+        serde_json::from_value(json!({"mxid": bob.user_id, "token": token})).unwrap();
+    ruma::signatures::sign_json("id.test", &id_key, &mut signed).unwrap();
+    let (status, body) = onbind(serde_json::to_value(&signed).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // hs1 made the invite, from alice, with the display name it announced.
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{}", urlencode(&bob.user_id));
+    let (status, member) = hs1.get(&path, Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{member}");
+    assert_eq!(member["membership"], "invite");
+    assert_eq!(member["third_party_invite"]["display_name"], "b...@example.org");
+    // bob has it on hs2, and takes it.
+    let invite = wait_for_section(hs2, &bob, "invite", &room, None).await;
+    let events = invite["invite_state"]["events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["type"] == "m.room.member" && e["state_key"] == alice.user_id.as_str()));
+    join_via(hs2, &bob, &room, "hs1.test").await;
+    assert_eq!(membership(hs1, &bob, &alice, &room).await.as_deref(), Some("join"));
 }
