@@ -49,6 +49,8 @@ struct Syncing {
 pub struct SyncGuard<'a> {
     presence: &'a Presence,
     user: Option<OwnedUserId>,
+    /// The sync changed the user's presence (for other servers to hear).
+    pub changed: bool,
 }
 
 impl Drop for SyncGuard<'_> {
@@ -101,7 +103,7 @@ impl Presence {
     /// marks the sync in flight until it is dropped.
     pub fn synced(&self, user: &UserId, set_presence: &str) -> Result<SyncGuard<'_>> {
         if !self.enabled || set_presence == "offline" {
-            return Ok(SyncGuard { presence: self, user: None });
+            return Ok(SyncGuard { presence: self, user: None, changed: false });
         }
         {
             let mut syncing = self.syncing.lock().expect("presence");
@@ -110,8 +112,9 @@ impl Presence {
                 .or_insert(Syncing { in_flight: 0, last: tokio::time::Instant::now() });
             entry.in_flight += 1;
         }
-        let guard = SyncGuard { presence: self, user: Some(user.to_owned()) };
+        let mut guard = SyncGuard { presence: self, user: Some(user.to_owned()), changed: false };
         let now = util::now_ms();
+        guard.changed = self.record(user)?.is_none_or(|r| r.presence != set_presence);
         match self.record(user)? {
             // Same state: refresh last-active quietly, at most once a minute
             // (nobody is woken for it; `last_active_ago` is computed on read).

@@ -60,6 +60,50 @@ pub fn send_presence(
     queue_edu(services, &servers_sharing(services, user)?, "m.presence", json!({"push": [update]}))
 }
 
+/// A local user's presence as it stands, as an `m.presence` update.
+fn presence_update(services: &Services, user: &UserId) -> Result<Option<Value>> {
+    let Some(record) = services.presence.record(user)? else { return Ok(None) };
+    let mut update = json!({
+        "user_id": user, "presence": record.presence,
+        "last_active_ago": crate::util::now_ms().saturating_sub(record.last_active_ts),
+        "currently_active": record.presence == "online",
+    });
+    if let Some(status) = &record.status_msg {
+        update["status_msg"] = json!(status);
+    }
+    Ok(Some(update))
+}
+
+/// A local user's presence changed other than by `send_presence` (a sync
+/// set it): the servers sharing a room with them hear it as it stands.
+pub fn announce_presence(services: &Services, user: &UserId) -> Result<()> {
+    let Some(update) = presence_update(services, user)? else { return Ok(()) };
+    queue_edu(services, &servers_sharing(services, user)?, "m.presence", json!({"push": [update]}))
+}
+
+/// Someone joined a room: as Synapse, a server new to our members hears
+/// their presence (a remote joiner's server, of the room's local members),
+/// and the room's other servers hear a local joiner's.
+pub fn presence_for_joiner(services: &Services, room_short: u64, joiner: &UserId) -> Result<()> {
+    if services.users.is_local(joiner) {
+        let Some(update) = presence_update(services, joiner)? else { return Ok(()) };
+        return queue_edu(
+            services,
+            &other_servers(services, room_short)?,
+            "m.presence",
+            json!({"push": [update]}),
+        );
+    }
+    let mut updates = Vec::new();
+    for member in services.rooms.local_joined(room_short)? {
+        updates.extend(presence_update(services, &member)?);
+    }
+    if updates.is_empty() {
+        return Ok(());
+    }
+    queue_edu(services, &[joiner.server_name().to_owned()], "m.presence", json!({"push": updates}))
+}
+
 /// Send-to-device messages for other servers' users: one EDU per server.
 pub fn send_to_device(
     services: &Services,

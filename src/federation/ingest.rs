@@ -210,19 +210,35 @@ pub async fn take_pdu(
     let (room_short, record) = known_room(services, room_id).map_err(|e| e.to_string())?;
     let rules = record.rules().map_err(|e| e.to_string())?;
     let event_id = event_id_of(&object, &rules).map_err(|e| e.to_string())?;
-    let guest_access = object.get("type") == Some(&CanonicalJsonValue::String("m.room.guest_access".into()));
+    let pdu = crate::rooms::pdu::Pdu::from_canonical(event_id.clone(), &object).map_err(|e| e.to_string())?;
     let outcome =
         take_event(services, origin, room_short, room_id, &event_id, object, &rules, Arrival::Pushed).await?;
-    if guest_access && matches!(outcome, Outcome::Accepted { .. }) {
-        // Guests leave a room closed to them (local changes do the same).
-        let (services, room_id) = (services.clone(), room_id.to_owned());
-        tokio::spawn(async move {
-            if let Err(e) = services.rooms.remove_guests(&room_id).await {
-                tracing::warn!("guests of {room_id}: {e}");
-            }
-        });
+    if matches!(outcome, Outcome::Accepted { .. }) {
+        after_accepted(services, room_short, room_id, &pdu);
     }
     Ok(outcome)
+}
+
+/// What follows another server's event in this server's rooms.
+fn after_accepted(services: &Arc<Services>, room_short: u64, room_id: &RoomId, pdu: &crate::rooms::pdu::Pdu) {
+    match pdu.kind.to_string().as_str() {
+        // Guests leave a room closed to them (local changes do the same).
+        "m.room.guest_access" => {
+            let (services, room_id) = (services.clone(), room_id.to_owned());
+            tokio::spawn(async move {
+                if let Err(e) = services.rooms.remove_guests(&room_id).await {
+                    tracing::warn!("guests of {room_id}: {e}");
+                }
+            });
+        }
+        // A user of another server joined: it learns our members' presence.
+        "m.room.member" if pdu.content_value()["membership"] == "join" => {
+            if let Err(e) = super::edus::presence_for_joiner(services, room_short, &pdu.sender) {
+                tracing::warn!("presence for {} in {room_id}: {e}", pdu.sender);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// How an event reached us.

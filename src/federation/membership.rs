@@ -151,6 +151,9 @@ async fn join_through(
     match outcome {
         Outcome::Accepted { .. } | Outcome::Duplicate => {
             carry_over_predecessor(services, room_id)?;
+            if let Some(room_short) = services.rooms.room_short(room_id)? {
+                super::edus::presence_for_joiner(services, room_short, user)?;
+            }
             Ok(event_id)
         }
         other => Err(Error::forbidden(format!("The join was not accepted: {other:?}"))),

@@ -279,6 +279,12 @@ async fn events(req: Ruma<endpoints::events::Request>) -> Result<endpoints::Resp
             }
         }
     };
+    // Polling events counts as syncing: the user is online (as Synapse;
+    // not guests).
+    let _syncing = match req.sender_is_guest {
+        true => None,
+        false => Some(super::sync::syncing(&req.services, req.user(), "online")?),
+    };
     // An empty `from` is no token (as Synapse, and as "END"): from now.
     let from = match body.from.as_deref().filter(|t| !t.is_empty() && *t != "END") {
         Some(token) => sync::parse_token(token)?,

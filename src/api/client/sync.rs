@@ -96,6 +96,20 @@ async fn get(req: Ruma<sync_events::v3::Request>) -> Result<sync_events::v3::Res
         ruma::presence::PresenceState::Unavailable => "unavailable",
         _ => "online",
     };
-    let _syncing = req.services.presence.synced(req.user(), set_presence)?;
+    let _syncing = syncing(&req.services, req.user(), set_presence)?;
     sync::sync(&req.services, &params).await
+}
+
+/// Marks `user` syncing (presence `set_presence` while the guard lives);
+/// a change of presence reaches the servers sharing a room with them.
+pub fn syncing<'a>(
+    services: &'a Services,
+    user: &ruma::UserId,
+    set_presence: &str,
+) -> Result<crate::presence::SyncGuard<'a>> {
+    let guard = services.presence.synced(user, set_presence)?;
+    if guard.changed {
+        crate::federation::edus::announce_presence(services, user)?;
+    }
+    Ok(guard)
 }

@@ -138,3 +138,39 @@ async fn ephemeral_events_and_keys_cross_servers() {
     })
     .await;
 }
+
+/// Presence set by syncing reaches the other server, and a new federated
+/// chat shows each side the other's presence from the join on (as
+/// Synapse), with no explicit presence change after it.
+#[tokio::test]
+async fn a_new_federated_chat_shows_both_sides_presence() {
+    let fed = TestFederation::start(2).await;
+    let (hs1, hs2) = (&fed.servers[0], &fed.servers[1]);
+    let alice = hs1.register("alice").await;
+    let bob = hs2.register("bob").await;
+    // Each is online by syncing, before they share a room.
+    for (s, who) in [(hs1, &alice), (hs2, &bob)] {
+        let (status, body) = s.get("/_matrix/client/v3/sync?timeout=0", Some(&who.token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let room = create_room(hs1, &alice, json!({"preset": "private_chat"})).await;
+    let (status, body) = hs1
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&alice.token),
+            json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    join_via(hs2, &bob, &room, "hs1.test").await;
+    let online = |b: &Value, user: &str| {
+        b["presence"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["sender"] == user && e["content"]["presence"] == "online")
+    };
+    for (s, who, other) in [(hs1, &alice, &bob), (hs2, &bob, &alice)] {
+        wait_sync(s, who, None, "the other's presence", |b| online(b, &other.user_id).then_some(())).await;
+    }
+}
