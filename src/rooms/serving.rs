@@ -62,7 +62,7 @@ impl Rooms {
     }
 
     /// An event as another server gets it: `None` when unknown or rejected;
-    /// redacted when `server` may not see it.
+    /// redacted when `server` may not see it, or its sender was erased.
     pub fn event_for_server(&self, server: &ServerName, short: u64) -> Result<Option<CanonicalJsonObject>> {
         let (Some(meta), Some(object)) = (self.event_meta(short)?, self.pdu_json(short)?) else {
             return Ok(None);
@@ -70,7 +70,14 @@ impl Rooms {
         if meta.status == Status::Rejected {
             return Ok(None);
         }
-        if self.server_can_see(server, &meta)? {
+        // An erased user's events go out redacted, as Synapse sends them.
+        let erased = match object.get("sender") {
+            Some(ruma::CanonicalJsonValue::String(sender)) => {
+                ruma::UserId::parse(sender.as_str()).is_ok_and(|user| self.users.is_erased(&user))
+            }
+            _ => false,
+        };
+        if !erased && self.server_can_see(server, &meta)? {
             return Ok(Some(object));
         }
         let rules = self.room_by_short(meta.room)?.rules()?;

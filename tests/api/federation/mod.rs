@@ -175,6 +175,16 @@ impl TestFederation {
     }
 }
 
+impl TestFederation {
+    /// `GET uri` of server `to`, signed as server `from`.
+    pub async fn get_as(&self, from: usize, to: usize, uri: &str) -> (StatusCode, Value) {
+        let key = &self.servers[from].server().services.keys.keypair;
+        let authorization = x_matrix("GET", uri, None, &server_name(from), &server_name(to), key);
+        let request = self.https().get(format!("{}{uri}", self.federation_url(to)));
+        read(request.header("authorization", authorization).send().await.expect("request sent")).await
+    }
+}
+
 /// Syncs `who` from `since` (an initial sync without) until `wanted`
 /// finds what it waits for in a response, or fails after 30 s. Each sync
 /// is a long poll: this waits on the server, not on a timer.

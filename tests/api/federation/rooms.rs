@@ -577,3 +577,40 @@ async fn a_third_party_invite_is_made_by_the_inviters_server() {
     join_via(hs2, &bob, &room, "hs1.test").await;
     assert_eq!(membership(hs1, &bob, &alice, &room).await.as_deref(), Some("join"));
 }
+
+/// Once its sender is erased (deactivated with `erase`), an event goes to
+/// other servers redacted.
+#[tokio::test]
+async fn an_erased_users_events_reach_other_servers_redacted() {
+    let fed = TestFederation::start(2).await;
+    let (hs1, hs2) = (&fed.servers[0], &fed.servers[1]);
+    let alice = hs1.register("alice").await;
+    let carol = hs1.register("carol").await;
+    let bob = hs2.register("bob").await;
+    let room = create_room(hs1, &alice, json!({"preset": "public_chat"})).await;
+    crate::common::join(hs1, &carol, &room).await;
+    join_via(hs2, &bob, &room, "hs1.test").await;
+    let (status, sent) = send(hs1, &alice, &room, "m1", "soon forgotten").await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    let uri = format!("/_matrix/federation/v1/event/{}", urlencode(sent["event_id"].as_str().unwrap()));
+    let (status, before) = fed.get_as(1, 0, &uri).await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    assert_eq!(before["pdus"][0]["content"]["body"], "soon forgotten");
+
+    let auth = crate::common::password_auth(&alice.user_id, crate::common::PASSWORD, None);
+    let (status, body) = hs1
+        .post(
+            "/_matrix/client/v3/account/deactivate",
+            Some(&alice.token),
+            json!({"auth": auth, "erase": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, after) = fed.get_as(1, 0, &uri).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after["pdus"][0]["content"], json!({}), "{after}");
+    assert_eq!(
+        after["pdus"][0]["event_id"].as_str().or(Some("")),
+        before["pdus"][0]["event_id"].as_str().or(Some(""))
+    );
+}
