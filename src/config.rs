@@ -31,6 +31,19 @@ pub struct Config {
     pub outbound: Outbound,
     pub federation: Federation,
     pub turn: Turn,
+    #[serde(default)]
+    pub experimental: Experimental,
+}
+
+/// Features of proposals not yet in the spec, off by default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experimental {
+    /// MSC2228: messages whose content names a time in
+    /// `org.matrix.self_destruct_after` are pruned then (Synapse's
+    /// `enable_ephemeral_messages`).
+    #[serde(default)]
+    pub ephemeral_messages: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -76,12 +76,16 @@ pub async fn start_on(mut config: Config, sockets: Vec<TcpListener>) -> Result<R
     for (socket, tls, listener) in bound {
         tasks.push(serve(socket, tls, &listener, services.clone(), watcher.clone())?);
     }
-    let workers = vec![
+    let mut workers = vec![
         tokio::spawn(services.presence.clone().sweep()),
         tokio::spawn(crate::pushers::run(services.clone())),
         tokio::spawn(crate::federation::sender::run(services.clone())),
         tokio::spawn(crate::federation::ingest::forget_old_answers(services.clone())),
     ];
+    if services.config.experimental.ephemeral_messages {
+        let services = services.clone();
+        workers.push(tokio::spawn(async move { services.rooms.expire_messages().await }));
+    }
     Ok(RunningServer { addrs, services, shutdown, tasks, workers })
 }
 

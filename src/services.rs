@@ -38,6 +38,9 @@ impl Services {
         let users = Arc::new(Users::new(db.clone(), config.server_name.clone(), stream.clone())?);
         let rooms =
             Rooms::open(db.clone(), config.server_name.clone(), keys.clone(), stream.clone(), users.clone())?;
+        if config.experimental.ephemeral_messages {
+            rooms.enable_ephemeral_messages();
+        }
         let limiters = Limiters::new(&config.rate_limits);
         let presence = Arc::new(Presence::new(db.clone(), stream.clone(), config.presence.enabled));
         let outbound = crate::outbound::Outbound::new(&config.outbound)?;

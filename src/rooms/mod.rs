@@ -9,6 +9,7 @@
 pub mod builder;
 pub mod create;
 pub mod directory;
+pub mod expiry;
 pub mod hierarchy;
 pub mod invites;
 pub mod membership;
@@ -184,6 +185,7 @@ pub struct Rooms {
     /// Joined members per room, with the current-state snapshot they were
     /// counted at (push rules' `room_member_count`; messages do not change it).
     joined_counts: Mutex<crate::util::Lru<(Option<u64>, usize)>>,
+    expiry: expiry::Expiry,
 }
 
 /// Rooms whose joined-member count is kept in memory.
@@ -216,6 +218,7 @@ impl Rooms {
             directory: directory::DirectoryCache::default(),
             auth_edge_cache: Mutex::new(crate::util::Lru::new(AUTH_EDGES_CACHED)),
             joined_counts: Mutex::new(crate::util::Lru::new(JOINED_COUNTS_CACHED)),
+            expiry: expiry::Expiry::default(),
         })
     }
 

@@ -621,9 +621,14 @@ impl Rooms {
             self.index_current_state(&mut batch, room_short, key, event, (event_short, &pdu, stream))?;
         }
 
+        let expires = self.note_expiry(&mut batch, &pdu, event_short);
+
         self.db.write(batch)?;
         if listed {
             self.directory_changed();
+        }
+        if expires {
+            self.expiry_noted();
         }
         position.publish([Topic::Room(room_short)]);
         Ok(Outcome::Accepted { stream })

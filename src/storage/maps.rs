@@ -128,6 +128,12 @@ maps! {
         key: "target event ID ‖ SEP ‖ kind (`r` redaction, `l` relation) ‖ waiting event short ID",
         value: "empty"
     }
+    /// Self-destructing messages (MSC2228, when enabled): pruned at the
+    /// time they name, then their row goes.
+    EVENT_EXPIRY = "event_expiry" {
+        key: "expiry time in ms ‖ event short ID (u64 big-endian each)",
+        value: "empty"
+    }
     /// Backfilled history, by depth: before all of the live timeline.
     ROOM_HISTORY = "room_history" {
         key: "room short ID ‖ depth ‖ event short ID (u64 big-endian each)",

@@ -1272,3 +1272,43 @@ async fn former_members_page_up_to_their_leave() {
         s.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=f&limit=100"), Some(&bob.token)).await;
     assert_eq!(bodies(&forward), ["while bob was here"]);
 }
+
+/// MSC2228, when enabled: a message naming a time in
+/// `org.matrix.self_destruct_after` is pruned once that time has come;
+/// off (the default), nothing expires.
+#[tokio::test]
+async fn self_destructing_messages_are_pruned_when_enabled() {
+    for enabled in [true, false] {
+        let s = TestServer::start_with(|config| config.experimental.ephemeral_messages = enabled).await;
+        let alice = s.register("alice").await;
+        let room = create_room(&s, &alice, json!({})).await;
+        let at = hearth::util::now_ms() + 60_000;
+        let (status, sent) = s
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1"),
+                Some(&alice.token),
+                json!({"msgtype": "m.text", "body": "gone in a minute", "org.matrix.self_destruct_after": at}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{sent}");
+        let path = format!(
+            "/_matrix/client/v3/rooms/{room}/event/{}",
+            urlencode(sent["event_id"].as_str().unwrap())
+        );
+        let content = || async {
+            let (status, event) = s.get(&path, Some(&alice.token)).await;
+            assert_eq!(status, StatusCode::OK, "{event}");
+            event["content"].clone()
+        };
+        let rooms = &s.server().services.rooms;
+        // Not yet due: kept, and the next expiry is this one's (when enabled).
+        assert_eq!(rooms.expire_due(at - 1).unwrap(), enabled.then_some(at));
+        assert_eq!(content().await["body"], "gone in a minute");
+        rooms.expire_due(at).unwrap();
+        if enabled {
+            assert_eq!(content().await, json!({}));
+        } else {
+            assert_eq!(content().await["body"], "gone in a minute");
+        }
+    }
+}

@@ -217,6 +217,9 @@ sub _hearth_config
       },
 
       presence => { enabled => _true() },   # tests/40presence.pl and presence in /sync
+
+      # MSC2228 (SyTest's Synapse config enables it: enable_ephemeral_messages).
+      experimental => { ephemeral_messages => _true() },
    );
 
    # ---- TO ADD WHEN HEARTH GAINS THEM -------------------------------------------------
