@@ -1,6 +1,8 @@
 //! `POST /user_directory/search`: local users who share a room with the
-//! searcher or are in a public or world-readable room, matched without
-//! regard to case on their user ID and display name.
+//! searcher or are in a public or world-readable room, and other servers'
+//! users joined to a room the searcher is in (named as their membership
+//! names them), matched without regard to case on their user ID and
+//! display name.
 
 use std::sync::Arc;
 
@@ -41,13 +43,44 @@ fn in_public_room(services: &Services, user: &UserId) -> Result<bool> {
     Ok(false)
 }
 
+/// Other servers' users joined to the rooms `searcher` is joined to, each
+/// once, with the name and avatar of their membership.
+fn remote_room_mates(
+    services: &Services,
+    searcher: &UserId,
+) -> Result<Vec<(OwnedUserId, serde_json::Value)>> {
+    let rooms = &services.rooms;
+    let mut seen = std::collections::BTreeMap::new();
+    for (room, membership) in rooms.memberships(searcher)? {
+        if membership != "join" {
+            continue;
+        }
+        for (member, membership) in rooms.members(room)? {
+            if membership != "join" || services.users.is_local(&member) || seen.contains_key(&member) {
+                continue;
+            }
+            let content = rooms
+                .current_state_event(room, "m.room.member", member.as_str())?
+                .map(|event| event.content_value())
+                .unwrap_or_default();
+            seen.insert(member, content);
+        }
+    }
+    Ok(seen.into_iter().collect())
+}
+
 async fn search(req: Ruma<search_users::v3::Request>) -> Result<search_users::v3::Response> {
     let services = &req.services;
     let term = req.body.search_term.to_lowercase();
     let limit = u64::from(req.body.limit).min(MAX_LIMIT) as usize;
     let mut found: Vec<(u8, OwnedUserId, Option<String>, Option<String>)> = Vec::new();
+    let mut candidates: Vec<(OwnedUserId, serde_json::Value)> = Vec::new();
     for user in services.users.active_users()? {
         let profile = services.users.profile(&user)?.unwrap_or_default();
+        candidates.push((user, serde_json::Value::Object(profile)));
+    }
+    candidates.extend(remote_room_mates(services, req.user())?);
+    for (user, profile) in candidates {
         let name = profile.get("displayname").and_then(|v| v.as_str()).map(str::to_owned);
         let id = user.as_str().to_lowercase();
         let lower_name = name.as_deref().map(str::to_lowercase);
@@ -65,6 +98,7 @@ async fn search(req: Ruma<search_users::v3::Request>) -> Result<search_users::v3
         // with oneself is no reason to be found).
         let visible = match user == *req.user() {
             true => in_public_room(services, &user)?,
+            false if !services.users.is_local(&user) => true,
             false => share_a_room(&services.rooms, req.user(), &user)? || in_public_room(services, &user)?,
         };
         if !visible {

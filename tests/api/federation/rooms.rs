@@ -614,3 +614,40 @@ async fn an_erased_users_events_reach_other_servers_redacted() {
         before["pdus"][0]["event_id"].as_str().or(Some(""))
     );
 }
+
+/// Another server's user is found in the user directory by the name their
+/// membership gives while they share a room with the searcher, and no
+/// longer once the searcher has left it.
+#[tokio::test]
+async fn the_user_directory_finds_other_servers_room_mates() {
+    let fed = TestFederation::start(2).await;
+    let (hs1, hs2) = (&fed.servers[0], &fed.servers[1]);
+    let alice = hs1.register("alice").await;
+    let bob = hs2.register("bob").await;
+    let path = format!("/_matrix/client/v3/profile/{}/displayname", urlencode(&alice.user_id));
+    let (status, body) = hs1.put(&path, Some(&alice.token), json!({"displayname": "Zebulon Quux"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let room = create_room(hs1, &alice, json!({"preset": "public_chat"})).await;
+    join_via(hs2, &bob, &room, "hs1.test").await;
+    let search = || async {
+        let (status, body) = hs2
+            .post(
+                "/_matrix/client/v3/user_directory/search",
+                Some(&bob.token),
+                json!({"search_term": "zebul"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| (u["user_id"].clone(), u["display_name"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(search().await, [(json!(alice.user_id), json!("Zebulon Quux"))]);
+    let (status, body) =
+        hs2.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(search().await, []);
+}
