@@ -9,7 +9,8 @@
 //! In: other servers' users' lists are cached (`users::remote_devices`)
 //! while they share a room with a local user. An update whose `prev_id`
 //! is the cached stream ID is applied; otherwise, or with nothing cached,
-//! the whole list is fetched again (`/user/devices`). `/keys/query`
+//! the whole list is fetched again (`/user/devices`, in the background:
+//! the transaction is answered first). `/keys/query`
 //! answers from the cache, fetching the list first when there is none.
 //! Which lists are let go as rooms stop being shared is the rooms'
 //! pipeline's (`let_go_of_device_lists`), in the write of the membership.
@@ -17,6 +18,7 @@
 use std::{
     collections::BTreeMap,
     hash::{Hash, Hasher},
+    sync::Arc,
     time::Duration,
 };
 
@@ -162,7 +164,7 @@ fn object<T>(raw: &Raw<T>) -> Option<JsonObject> {
 }
 
 /// An `m.device_list_update` from `origin`.
-pub async fn take_list_update(services: &Services, origin: &ServerName, content: &Value) -> Result<()> {
+pub async fn take_list_update(services: &Arc<Services>, origin: &ServerName, content: &Value) -> Result<()> {
     let Ok(update) = serde_json::from_value::<DeviceListUpdateContent>(content.clone()) else {
         return Ok(());
     };
@@ -179,7 +181,8 @@ pub async fn take_list_update(services: &Services, origin: &ServerName, content:
     let stream_id = u64::from(update.stream_id);
     tracing::debug!("device-list update {stream_id} of {user} (prev {:?})", update.prev_id);
     let Some(mut list) = services.users.remote_device_list(user)? else {
-        return resync(services, user, true).await.map(drop);
+        resync_later(services, user);
+        return Ok(());
     };
     if stream_id <= list.stream_id {
         return Ok(());
@@ -187,7 +190,8 @@ pub async fn take_list_update(services: &Services, origin: &ServerName, content:
     let follows =
         !update.prev_id.is_empty() && update.prev_id.iter().all(|p| u64::from(*p) == list.stream_id);
     if !follows {
-        return resync(services, user, true).await.map(drop);
+        resync_later(services, user);
+        return Ok(());
     }
     if update.deleted == Some(true) {
         list.devices.remove(&update.device_id);
@@ -231,6 +235,19 @@ pub async fn take_signing_key_update(
         list.self_signing_key = Some(self_signing);
     }
     services.users.put_remote_device_list(user, &list, true)
+}
+
+/// A resync in the background, as Synapse does it: the transaction that
+/// told us is answered without waiting on the user's server (which may be
+/// waiting for that answer before it serves `/user/devices`).
+fn resync_later(services: &Arc<Services>, user: &UserId) {
+    let (services, user) = (services.clone(), user.to_owned());
+    tokio::spawn(async move {
+        let _lock = services.users.remote_device_locks.lock(&user).await;
+        if let Err(e) = resync(&services, &user, true).await {
+            tracing::info!("device list of {user}: {e}");
+        }
+    });
 }
 
 /// Fetches a remote user's whole device list from their server and caches
