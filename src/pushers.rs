@@ -17,8 +17,12 @@ use serde_json::{Map, Value, json};
 use tokio::task::JoinSet;
 
 use crate::{
-    Result, rooms::notifications::Notification, services::Services, stream::Topic,
-    users::pushers::PusherRecord, util,
+    Result,
+    rooms::notifications::{InviteNotification, Notification},
+    services::Services,
+    stream::Topic,
+    users::pushers::PusherRecord,
+    util,
 };
 
 /// Notifications one pusher sends per round (others get their turn).
@@ -45,6 +49,14 @@ struct Turn {
 
 /// Runs until the server stops. Each pusher is served by a task of its own,
 /// one at a time, so a slow gateway holds up no one else's notifications.
+/// What a pusher has to push.
+enum Pending {
+    /// An event in a room of this server.
+    Room(u64, Notification),
+    /// An invite to a room this server is not in.
+    Invite(InviteNotification),
+}
+
 pub async fn run(services: Arc<Services>) {
     let Some(mut badge_requests) = services.users.take_badge_requests() else { return };
     // Dropped (so aborted) with this future when the server stops.
@@ -95,7 +107,7 @@ pub async fn run(services: Arc<Services>) {
             .map_or(IDLE, |at| Duration::from_millis(at.saturating_sub(now).max(10)))
             .min(IDLE);
         tokio::select! {
-            position = services.stream.wait(checked, sleep, |topic| matches!(topic, Topic::Room(_))) => {
+            position = services.stream.wait(checked, sleep, |topic| matches!(topic, Topic::Room(_) | Topic::Pushes)) => {
                 // New events, or time for a retry.
                 checked = position;
                 pass = true;
@@ -137,19 +149,38 @@ async fn serve(
     let Some(url) = pusher.data["url"].as_str().and_then(|u| url::Url::parse(u).ok()) else {
         return Ok(Turn::default());
     };
-    let pending = services.rooms.notifications_after(user, pusher.pushed_upto, upto, BATCH)?;
+    // Notifications in this server's rooms, and invites to rooms it is
+    // not in, in stream order.
+    let mut pending: Vec<(u64, Pending)> = services
+        .rooms
+        .notifications_after(user, pusher.pushed_upto, upto, BATCH)?
+        .into_iter()
+        .map(|(room, position, notification)| (position, Pending::Room(room, notification)))
+        .collect();
+    let invites = services.rooms.invite_notifications_after(user, pusher.pushed_upto, upto, BATCH)?;
+    pending.extend(invites.into_iter().map(|(position, invite)| (position, Pending::Invite(invite))));
+    pending.sort_by_key(|(position, _)| *position);
+    pending.truncate(BATCH);
     let mut sent_any = false;
-    for (room, position, notification) in &pending {
+    for (position, item) in &pending {
         // Read meanwhile (elsewhere, or while the gateway was failing):
         // no point ringing the phone (Synapse pushes unread ones only).
-        if services.rooms.is_read(user, *room, *position, notification)? {
+        if let Pending::Room(room, notification) = item
+            && services.rooms.is_read(user, *room, *position, notification)?
+        {
             pusher.pushed_upto = *position;
             sent_any = true;
             continue;
         }
         let counts = services.rooms.badge(user)?;
-        let Some(body) = notification_body(services, user, &pusher, *room, notification, counts)? else {
-            // The event is gone (purged): nothing to say about it.
+        let body = match item {
+            Pending::Room(room, notification) => {
+                notification_body(services, user, &pusher, *room, notification, counts)?
+            }
+            Pending::Invite(invite) => invite_body(services, user, &pusher, invite, counts)?,
+        };
+        let Some(body) = body else {
+            // The event is gone (purged, the invite settled): nothing to say.
             pusher.pushed_upto = *position;
             sent_any = true;
             continue;
@@ -308,6 +339,61 @@ fn notification_body(
     if pdu.kind.to_string() == "m.room.member" {
         body["membership"] = content["membership"].clone();
         body["user_is_target"] = json!(pdu.state_key.as_deref() == Some(user.as_str()));
+    }
+    Ok(Some(json!({ "notification": body })))
+}
+
+/// The Push Gateway API's body for an invite to a room this server is not
+/// in, from the invite kept for it and the state its server sent. `None`
+/// once the invite is settled (accepted, rejected) or gone.
+fn invite_body(
+    services: &Services,
+    user: &UserId,
+    pusher: &PusherRecord,
+    invite: &InviteNotification,
+    unread: u64,
+) -> Result<Option<Value>> {
+    let Some(kept) = services.rooms.remote_invite(user, &invite.room_id)? else { return Ok(None) };
+    if kept.rejected.is_some() || kept.knock {
+        return Ok(None);
+    }
+    let Some(rules) = kept.room_version.rules() else { return Ok(None) };
+    let event_id = crate::rooms::pdu::event_id_of(&kept.event, &rules)?;
+    let event = serde_json::to_value(&kept.event).map_err(crate::Error::internal)?;
+    let tweaks = tweaks(&invite.actions);
+    let high = tweaks.contains_key("highlight") || tweaks.contains_key("sound");
+    let mut body = json!({
+        "id": event_id,
+        "event_id": event_id,
+        "room_id": invite.room_id,
+        "counts": {"unread": unread},
+        "prio": if high { "high" } else { "low" },
+        "devices": [device(pusher, tweaks)],
+    });
+    if pusher.data["format"] == "event_id_only" {
+        return Ok(Some(json!({ "notification": body })));
+    }
+    let state = |kind: &str, state_key: &str, field: &str| {
+        kept.stripped
+            .iter()
+            .find(|e| e["type"] == kind && e["state_key"].as_str().unwrap_or_default() == state_key)
+            .and_then(|e| e["content"][field].as_str().filter(|v| !v.is_empty()).map(str::to_owned))
+    };
+    let sender = event["sender"].as_str().unwrap_or_default();
+    body["type"] = json!("m.room.member");
+    body["sender"] = json!(sender);
+    body["content"] = event["content"].clone();
+    body["membership"] = json!("invite");
+    body["user_is_target"] = json!(true);
+    if let Some(name) = state("m.room.member", sender, "displayname") {
+        body["sender_display_name"] = json!(name);
+    }
+    let alias = state("m.room.canonical_alias", "", "alias");
+    if let Some(name) = state("m.room.name", "", "name").or_else(|| alias.clone()) {
+        body["room_name"] = json!(name);
+    }
+    if let Some(alias) = alias {
+        body["room_alias"] = json!(alias);
     }
     Ok(Some(json!({ "notification": body })))
 }

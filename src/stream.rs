@@ -37,6 +37,9 @@ pub enum Topic {
     /// A change about a user (presence, device keys), of interest to them
     /// and to whoever shares a room with them.
     AboutUser(OwnedUserId),
+    /// A notification outside this server's rooms (an invite to a room it
+    /// is not in): for the pushers only.
+    Pushes,
 }
 
 struct Inner {

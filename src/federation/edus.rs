@@ -94,15 +94,20 @@ pub fn presence_for_joiner(services: &Services, room_short: u64, joiner: &UserId
             json!({"push": [update]}),
         );
     }
+    // (Offline is what the other server assumes of anyone it has not heard of.)
     let mut updates = Vec::new();
     for member in services.rooms.local_joined(room_short)? {
-        updates.extend(presence_update(services, &member)?);
+        updates.extend(presence_update(services, &member)?.filter(|u| u["presence"] != "offline"));
     }
-    if updates.is_empty() {
-        return Ok(());
+    let destination = [joiner.server_name().to_owned()];
+    for chunk in updates.chunks(PRESENCE_PER_EDU) {
+        queue_edu(services, &destination, "m.presence", json!({"push": chunk}))?;
     }
-    queue_edu(services, &[joiner.server_name().to_owned()], "m.presence", json!({"push": updates}))
+    Ok(())
 }
+
+/// Presence updates per EDU when a server learns a room's members at once.
+const PRESENCE_PER_EDU: usize = 100;
 
 /// Send-to-device messages for other servers' users: one EDU per server.
 pub fn send_to_device(

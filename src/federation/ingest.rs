@@ -210,16 +210,25 @@ pub async fn take_pdu(
     let (room_short, record) = known_room(services, room_id).map_err(|e| e.to_string())?;
     let rules = record.rules().map_err(|e| e.to_string())?;
     let event_id = event_id_of(&object, &rules).map_err(|e| e.to_string())?;
-    let pdu = crate::rooms::pdu::Pdu::from_canonical(event_id.clone(), &object).map_err(|e| e.to_string())?;
+    let followed = matches!(
+        object.get("type"),
+        Some(CanonicalJsonValue::String(kind)) if kind == "m.room.guest_access" || kind == "m.room.member"
+    );
     let outcome =
         take_event(services, origin, room_short, room_id, &event_id, object, &rules, Arrival::Pushed).await?;
-    if matches!(outcome, Outcome::Accepted { .. }) {
-        after_accepted(services, room_short, room_id, &pdu);
+    if followed && matches!(outcome, Outcome::Accepted { .. }) {
+        let stored = services.rooms.event_short(&event_id).and_then(|short| match short {
+            Some(short) => services.rooms.pdu_by_short(short),
+            None => Ok(None),
+        });
+        if let Ok(Some(pdu)) = stored {
+            after_accepted(services, room_short, room_id, &pdu);
+        }
     }
     Ok(outcome)
 }
 
-/// What follows another server's event in this server's rooms.
+/// What follows some of another server's events in this server's rooms.
 fn after_accepted(services: &Arc<Services>, room_short: u64, room_id: &RoomId, pdu: &crate::rooms::pdu::Pdu) {
     match pdu.kind.to_string().as_str() {
         // Guests leave a room closed to them (local changes do the same).

@@ -59,13 +59,27 @@ impl Rooms {
         stripped: Vec<Value>,
         knock: bool,
     ) -> Result<()> {
+        let notification = match knock {
+            false => self.invite_notification(user, room_id, &event, &stripped)?,
+            true => None,
+        };
         let position = self.stream.allocate()?;
         let invite =
             RemoteInvite { room_version, event, stripped, position: position.get(), rejected: None, knock };
         let mut batch = Batch::new();
         batch.put_json(&maps::REMOTE_INVITES, invite_key(user, room_id), &invite);
+        if let Some(notification) = &notification {
+            batch.put_json(
+                &maps::INVITE_NOTIFICATIONS,
+                crate::storage::key(&[user.as_bytes(), &position.get().to_be_bytes()]),
+                notification,
+            );
+        }
         self.db.write(batch)?;
-        position.publish([Topic::User(user.to_owned())]);
+        match notification {
+            Some(_) => position.publish([Topic::User(user.to_owned()), Topic::Pushes]),
+            None => position.publish([Topic::User(user.to_owned())]),
+        }
         Ok(())
     }
 

@@ -39,6 +39,15 @@ pub struct Notification {
     pub ts: u64,
 }
 
+/// An invite to a room this server is not in that notifies its invitee
+/// (`invite_notifications`): the invite itself is the remote invite kept
+/// for the room.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InviteNotification {
+    pub room_id: OwnedRoomId,
+    pub actions: Vec<Action>,
+}
+
 /// One entry of `/notifications`.
 pub struct Listed {
     pub room_short: u64,
@@ -219,6 +228,73 @@ impl Rooms {
                 ts: util::now_ms(),
             };
             out.push((user, notification));
+        }
+        Ok(out)
+    }
+
+    /// Push rules for an invite of a local user to a room this server is
+    /// not in (as Synapse evaluates it: the invitee's rules, the room's
+    /// stripped state for context). The notification to write, if any.
+    pub(super) fn invite_notification(
+        &self,
+        user: &UserId,
+        room_id: &ruma::RoomId,
+        event: &ruma::CanonicalJsonObject,
+        stripped: &[Value],
+    ) -> Result<Option<InviteNotification>> {
+        let sender = match event.get("sender") {
+            Some(ruma::CanonicalJsonValue::String(s)) => OwnedUserId::try_from(s.as_str()).ok(),
+            _ => None,
+        };
+        if sender.is_some_and(|s| self.users.ignored_users(user).is_ok_and(|ignored| ignored.contains(&s))) {
+            return Ok(None);
+        }
+        let rules = self.users.push_rules(user)?;
+        let joined = stripped
+            .iter()
+            .filter(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "join")
+            .count();
+        let display_name = self
+            .users
+            .profile(user)?
+            .and_then(|p| p.get("displayname").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| user.localpart().to_owned());
+        let ctx = PushConditionRoomCtx::new(
+            room_id.to_owned(),
+            UInt::try_from(joined).unwrap_or_default(),
+            user.to_owned(),
+            display_name,
+        );
+        let raw: Raw<Value> =
+            Raw::from_json(serde_json::value::to_raw_value(event).map_err(Error::internal)?);
+        let actions =
+            ready(rules.ruleset.get_actions(&raw, &ctx)).map(<[Action]>::to_vec).unwrap_or_default();
+        Ok(actions
+            .iter()
+            .any(Action::should_notify)
+            .then(|| InviteNotification { room_id: room_id.to_owned(), actions }))
+    }
+
+    /// A user's invite notifications at stream positions in `(after, upto]`,
+    /// oldest first, at most `limit`.
+    pub fn invite_notifications_after(
+        &self,
+        user: &UserId,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, InviteNotification)>> {
+        let user_prefix = prefix(&[user.as_bytes()]);
+        let start = key(&[user.as_bytes(), &after.saturating_add(1).to_be_bytes()]);
+        let mut out = Vec::new();
+        for (k, v) in
+            self.db.scan_range(&maps::INVITE_NOTIFICATIONS, &user_prefix, Some(&start), false, limit)?
+        {
+            let position = decode_u64(&k[user_prefix.len()..])?;
+            if position > upto {
+                break;
+            }
+            out.push((position, serde_json::from_slice(&v).map_err(Error::internal)?));
         }
         Ok(out)
     }

@@ -229,6 +229,12 @@ maps! {
         key: "user ID ‖ SEP ‖ room short ID ‖ stream position",
         value: "JSON Notification {event, actions, highlight, thread, ts}"
     }
+    /// Invites that notify a user (push rules said `notify`) to rooms this
+    /// server is not in, for the user's pushers, at the invite's position.
+    INVITE_NOTIFICATIONS = "invite_notifications" {
+        key: "user ID ‖ SEP ‖ stream position",
+        value: "JSON InviteNotification {room_id, actions}"
+    }
     /// A user's notifications across rooms in stream order, for `/notifications`.
     NOTIFICATION_LOG = "notification_log" {
         key: "user ID ‖ SEP ‖ stream position",

@@ -187,6 +187,7 @@ fn interested(services: &Services, params: &Params, topic: &Topic) -> bool {
                 || share_a_room(&services.rooms, &params.user, user).unwrap_or(false)
                 || in_peeked(services, params, user)
         }
+        Topic::Pushes => false,
     }
 }
 

@@ -24,14 +24,14 @@ const HANG: u8 = 3;
 
 /// A push gateway on 127.0.0.1 that reports every request it gets and
 /// answers as `mode` says.
-struct Gateway {
-    url: String,
+pub struct Gateway {
+    pub url: String,
     mode: Arc<AtomicU8>,
     received: mpsc::UnboundedReceiver<Value>,
 }
 
 impl Gateway {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let (sender, received) = mpsc::unbounded_channel();
         let mode = Arc::new(AtomicU8::new(ACCEPT));
         let state = (sender, mode.clone());
@@ -67,7 +67,7 @@ impl Gateway {
     }
 
     /// The next request about an event of this type.
-    async fn next_of_type(&mut self, kind: &str) -> Value {
+    pub async fn next_of_type(&mut self, kind: &str) -> Value {
         loop {
             let body = self.next().await;
             if body["notification"]["type"] == kind {
@@ -77,11 +77,11 @@ impl Gateway {
     }
 }
 
-async fn set_pusher(s: &TestServer, who: &Session, body: Value) -> (StatusCode, Value) {
+pub async fn set_pusher(s: &TestServer, who: &Session, body: Value) -> (StatusCode, Value) {
     s.post("/_matrix/client/v3/pushers/set", Some(&who.token), body).await
 }
 
-fn http_pusher(url: &str, pushkey: &str) -> Value {
+pub fn http_pusher(url: &str, pushkey: &str) -> Value {
     json!({
         "kind": "http", "app_id": "org.example.app", "pushkey": pushkey,
         "app_display_name": "Example", "device_display_name": "Phone", "profile_tag": "tag", "lang": "en",

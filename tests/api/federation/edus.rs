@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{TestFederation, join_via, now_token, rooms::wait_for_event, wait_sync};
+use super::{TestFederation, invite, join_via, now_token, rooms::wait_for_event, wait_sync};
 use crate::common::{Session, TestServer, create_room, send, urlencode};
 
 /// Syncs `who` from `since` until `wanted` holds of a response.
@@ -154,14 +154,7 @@ async fn a_new_federated_chat_shows_both_sides_presence() {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let room = create_room(hs1, &alice, json!({"preset": "private_chat"})).await;
-    let (status, body) = hs1
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/invite"),
-            Some(&alice.token),
-            json!({"user_id": bob.user_id}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    invite(hs1, &alice, &room, &bob.user_id).await;
     join_via(hs2, &bob, &room, "hs1.test").await;
     let online = |b: &Value, user: &str| {
         b["presence"]["events"]

@@ -209,6 +209,13 @@ pub async fn wait_sync<T>(
     }
 }
 
+/// `who` on `s` invites `user` to `room`; the invite must succeed.
+pub async fn invite(s: &crate::common::TestServer, who: &crate::common::Session, room: &str, user: &str) {
+    let path = format!("/_matrix/client/v3/rooms/{room}/invite");
+    let (status, body) = s.post(&path, Some(&who.token), serde_json::json!({"user_id": user})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 /// A sync token for `who` as of now.
 /// `who` on `s` joins `room` through `via`; the join must succeed.
 pub async fn join_via(s: &crate::common::TestServer, who: &crate::common::Session, room: &str, via: &str) {

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{TestFederation, join_via, now_token, read, wait_sync};
+use super::{TestFederation, invite, join_via, now_token, read, wait_sync};
 use crate::common::{Session, TestServer, create_room, send, urlencode};
 
 /// Syncs `who` until an event in `room`'s timeline matches `wanted`, or
@@ -376,14 +376,7 @@ async fn knocks_and_restricted_joins_cross_servers() {
     let knock = wait_for_event(hs1, &alice, &room, |e| e["state_key"] == bob.user_id.as_str()).await;
     assert_eq!(knock["content"]["membership"], "knock");
     assert_eq!(knock["content"]["reason"], "let me in");
-    let (status, body) = hs1
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/invite"),
-            Some(&alice.token),
-            json!({"user_id": bob.user_id}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    invite(hs1, &alice, &room, &bob.user_id).await;
     wait_for_section(hs2, &bob, "invite", &room, None).await;
     let (status, body) =
         hs2.post(&format!("/_matrix/client/v3/join/{}", urlencode(&room)), Some(&bob.token), json!({})).await;
@@ -452,14 +445,7 @@ async fn guests_follow_guest_access_across_servers() {
         let room = create_room(hs1, &alice, json!({"preset": "private_chat"})).await;
         crate::common::put_state(hs1, &alice, &room, "m.room.guest_access", json!({"guest_access": access}))
             .await;
-        let (status, body) = hs1
-            .post(
-                &format!("/_matrix/client/v3/rooms/{room}/invite"),
-                Some(&alice.token),
-                json!({"user_id": guest.user_id}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        invite(hs1, &alice, &room, &guest.user_id).await;
         wait_for_section(hs2, &guest, "invite", &room, None).await;
         let (status, body) = hs2
             .post(
@@ -650,4 +636,34 @@ async fn the_user_directory_finds_other_servers_room_mates() {
         hs2.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), Some(&bob.token), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(search().await, []);
+}
+
+/// An invite from another server's user to a room this server is not in
+/// reaches the invitee's phone, as Synapse pushes it.
+#[tokio::test]
+async fn an_invite_from_another_server_is_pushed() {
+    use crate::pushers::{Gateway, http_pusher, set_pusher};
+
+    let fed = TestFederation::start_with(2, |_, config| config.outbound.allow_private_addresses = true).await;
+    let (hs1, hs2) = (&fed.servers[0], &fed.servers[1]);
+    let mut gateway = Gateway::start().await;
+    let alice = hs1.register("alice").await;
+    let bob = hs2.register("bob").await;
+    let (status, body) = set_pusher(hs2, &bob, http_pusher(&gateway.url, "key1")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let room = create_room(hs1, &alice, json!({"preset": "private_chat", "name": "Secret plans"})).await;
+    invite(hs1, &alice, &room, &bob.user_id).await;
+
+    let body = gateway.next_of_type("m.room.member").await;
+    let n = &body["notification"];
+    assert_eq!(
+        (n["room_id"].as_str(), n["sender"].as_str()),
+        (Some(room.as_str()), Some(alice.user_id.as_str()))
+    );
+    assert_eq!((n["membership"].as_str(), n["user_is_target"].as_bool()), (Some("invite"), Some(true)));
+    assert_eq!(n["content"]["membership"], "invite");
+    assert_eq!(n["room_name"], "Secret plans");
+    assert_eq!(n["sender_display_name"], "alice");
+    assert_eq!(n["prio"], "high");
+    assert!(n["event_id"].as_str().is_some_and(|id| id.starts_with('$')), "{n}");
 }
