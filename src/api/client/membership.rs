@@ -63,43 +63,8 @@ async fn set_membership(
         content.insert("reason".to_owned(), json!(reason));
     }
     services.limiters.membership.check_user(sender)?;
-    change_membership(services, room_id, sender, target, content).await?;
+    crate::federation::membership::change_membership(services, room_id, sender, target, content).await?;
     Ok(())
-}
-
-/// A membership change a client asks for: an invite of another server's
-/// user is signed by that server first; leaving a room this server only
-/// has an invite to rejects the invite through the inviting server; the
-/// rest is `Rooms::change_membership`.
-pub async fn change_membership(
-    services: &Arc<Services>,
-    room_id: &RoomId,
-    sender: &UserId,
-    target: &UserId,
-    mut content: Map<String, Value>,
-) -> Result<ruma::OwnedEventId> {
-    let membership = content.get("membership").and_then(Value::as_str).unwrap_or_default().to_owned();
-    if membership == "invite" && !services.users.is_local(target) {
-        if services.users.is_guest(sender)? {
-            return Err(Error::guest_forbidden());
-        }
-        if !services.config.federation.allows(target.server_name()) {
-            return Err(Error::forbidden(format!("Federation with {} is not allowed", target.server_name())));
-        }
-        content.remove("join_authorised_via_users_server");
-        return crate::federation::membership::invite_remote(services, room_id, sender, target, content)
-            .await;
-    }
-    if membership == "leave" && sender == target {
-        let known = match services.rooms.room_short(room_id)? {
-            Some(short) => services.rooms.membership(sender, short)?.is_some(),
-            None => false,
-        };
-        if !known && services.rooms.remote_invite(sender, room_id)?.is_some() {
-            return crate::federation::membership::reject_remote_invite(services, room_id, sender).await;
-        }
-    }
-    services.rooms.change_membership(room_id, sender, target, content).await
 }
 
 async fn join_by_id(req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room_by_id::v3::Response> {

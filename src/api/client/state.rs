@@ -129,9 +129,14 @@ async fn put_state(req: Ruma<send_state_event::v3::Request>) -> Result<send_stat
         let target = UserId::parse(body.state_key.as_str())
             .map_err(|_| Error::bad_json("The state key of m.room.member must be a user ID"))?;
         req.services.limiters.membership.check_user(req.user())?;
-        let event_id =
-            super::membership::change_membership(&req.services, &body.room_id, req.user(), &target, content)
-                .await?;
+        let event_id = crate::federation::membership::change_membership(
+            &req.services,
+            &body.room_id,
+            req.user(),
+            &target,
+            content,
+        )
+        .await?;
         return Ok(send_state_event::v3::Response::new(event_id));
     }
     let content = Value::Object(content);

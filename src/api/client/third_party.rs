@@ -110,7 +110,7 @@ pub async fn accept(
     );
     // (Through the client path: an invitee of another server is invited
     // there, with `/invite`.)
-    super::membership::change_membership(services, room_id, sender, target, member).await?;
+    crate::federation::membership::change_membership(services, room_id, sender, target, member).await?;
     Ok(())
 }
 
