@@ -35,6 +35,23 @@ enum Command {
         #[command(subcommand)]
         command: SigningKeyCommand,
     },
+    /// Inspect a room (the server must be stopped; while it runs, ask
+    /// `GET /_hearth/admin/v1/rooms/{roomId}/fingerprint` as an admin).
+    Room {
+        #[command(subcommand)]
+        command: RoomCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoomCommand {
+    /// Print the room's forward extremities (with their depths) and a hash
+    /// of its current state: servers that agree on the room print the same
+    /// hash.
+    Fingerprint {
+        /// The room ID (!…).
+        room_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -90,6 +107,7 @@ pub fn main() -> ExitCode {
         Command::Serve => serve(config, cli.config),
         Command::User { command } => user(config, command),
         Command::SigningKey { command: SigningKeyCommand::Rotate } => rotate_signing_key(config),
+        Command::Room { command: RoomCommand::Fingerprint { room_id } } => room_fingerprint(config, &room_id),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -167,6 +185,23 @@ fn rotate_signing_key(config: Config) -> crate::Result<()> {
     let key_id = crate::keys::ServerKeys::rotate(&db)?;
     db.flush()?;
     println!("the signing key is now {key_id}; the old one is kept as an old verify key");
+    Ok(())
+}
+
+fn room_fingerprint(config: Config, room_id: &str) -> crate::Result<()> {
+    let room_id =
+        ruma::RoomId::parse(room_id).map_err(|e| crate::Error::invalid_param(format!("{room_id}: {e}")))?;
+    let services = Services::open(config)?;
+    let found = services
+        .rooms
+        .fingerprint(&room_id)?
+        .ok_or_else(|| crate::Error::not_found(format!("this server has no room {room_id}")))?;
+    println!("room {room_id}");
+    println!("state hash {} ({} state events)", found.state_hash, found.state_events);
+    println!("forward extremities ({}):", found.extremities.len());
+    for (event_id, depth) in &found.extremities {
+        println!("  {event_id} (depth {depth})");
+    }
     Ok(())
 }
 

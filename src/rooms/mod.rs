@@ -11,6 +11,7 @@ pub mod create;
 pub mod directory;
 pub mod expiry;
 pub mod hierarchy;
+pub mod inspect;
 pub mod invites;
 pub mod membership;
 pub mod moderation;

@@ -684,6 +684,7 @@ impl Rooms {
                 .map(|(k, e)| (*k, Some(*e)))
                 .collect();
             changes.extend(old.keys().filter(|k| !current.1.contains_key(k)).map(|k| (*k, None)));
+            self.log_resolved_changes(&record.room_id, &old, &changes, changed_key)?;
             changes
         };
         let content = pdu.content_value();
@@ -698,6 +699,37 @@ impl Rooms {
             old_current,
         )?;
         Ok(Plan { has_children, extremities, current, changes, notifications })
+    }
+
+    /// Tells the operator when merging the room's branches (a resolution)
+    /// replaced or removed a membership or power levels the previous
+    /// current state had, other than by the appended event itself: what a
+    /// state reset would look like, and what healing a partition with
+    /// conflicting moderation looks like.
+    fn log_resolved_changes(
+        &self,
+        room_id: &ruma::RoomId,
+        old: &StateMap,
+        changes: &[(u64, Option<u64>)],
+        own_key: Option<u64>,
+    ) -> Result<()> {
+        for (key, new) in changes {
+            let Some(previous) = old.get(key).filter(|_| Some(*key) != own_key) else { continue };
+            let name = self.short.name(*key)?;
+            let Some((kind, state_key)) = super::short_ids::split_state_key_name(&name) else { continue };
+            if kind != "m.room.member" && kind != "m.room.power_levels" {
+                continue;
+            }
+            let new = match new {
+                Some(event) => self.short.name(*event)?,
+                None => "nothing".to_owned(),
+            };
+            tracing::info!(
+                "state resolution in {room_id} replaced {kind} {state_key:?}: {} -> {new}",
+                self.short.name(*previous)?
+            );
+        }
+        Ok(())
     }
 
     /// Places an event in the DAG (in `batch`): an edge from each prev, the

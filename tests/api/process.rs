@@ -10,7 +10,7 @@ use std::{
 };
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hearth");
 
@@ -183,6 +183,29 @@ async fn admin_cli_then_serve_then_sigterm() {
     assert_eq!(login(&base, "root", "pw1").await, StatusCode::FORBIDDEN);
     assert_eq!(login(&base, "root", "pw2").await, StatusCode::OK);
     assert_eq!(login(&base, "temp", "anything").await, StatusCode::FORBIDDEN);
+    // A room to inspect once the server is stopped.
+    let client = reqwest::Client::new();
+    let body: Value = client
+        .post(format!("{base}/_matrix/client/v3/login"))
+        .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "root"}, "password": "pw2"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let created: Value = client
+        .post(format!("{base}/_matrix/client/v3/createRoom"))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let room_id = created["room_id"].as_str().unwrap().to_owned();
     // One log line per request, without the query string.
     served.wait_for_line("POST /_matrix/client/v3/login 200");
     // While it runs, the admin CLI refuses to touch the database.
@@ -198,6 +221,15 @@ async fn admin_cli_then_serve_then_sigterm() {
     let status = served.wait_exit();
     assert!(status.success(), "{status:?}");
     served.wait_for_line("database flushed");
+
+    // The room's extremities and state hash, from the stopped server's database.
+    let out = hearth(dir.path(), &["--config", cfg, "room", "fingerprint", &room_id]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("state hash ") && printed.contains("forward extremities (1):"), "{printed}");
+    let out = hearth(dir.path(), &["--config", cfg, "room", "fingerprint", "!nowhere:localhost"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no room"));
 }
 
 #[tokio::test]

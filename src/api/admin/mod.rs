@@ -1,6 +1,8 @@
-//! Synapse-compatible admin endpoints that tools and test suites rely on.
+//! Admin endpoints: Synapse-compatible ones that tools and test suites rely
+//! on, and Hearth's own (`/_hearth/admin/*`).
 
 mod register;
+mod rooms;
 
 use std::sync::Arc;
 
@@ -9,5 +11,5 @@ use axum::Router;
 use crate::services::Services;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    register::routes(router)
+    rooms::routes(register::routes(router))
 }

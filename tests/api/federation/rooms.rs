@@ -667,3 +667,64 @@ async fn an_invite_from_another_server_is_pushed() {
     assert_eq!(n["prio"], "high");
     assert!(n["event_id"].as_str().is_some_and(|id| id.starts_with('$')), "{n}");
 }
+
+/// A server admin's view of a room: its forward extremities and a hash of
+/// its current state, the same on both servers once they agree, different
+/// while one has a state event the other has not seen.
+#[tokio::test]
+async fn admins_compare_a_rooms_fingerprint_across_servers() {
+    let fed = TestFederation::start(2).await;
+    let (hs1, hs2) = (&fed.servers[0], &fed.servers[1]);
+    let mut admins = Vec::new();
+    for s in [hs1, hs2] {
+        let user_id =
+            ruma::UserId::parse(format!("@root:{}", s.server().services.config.server_name)).unwrap();
+        let hash = hearth::users::hash_password(crate::common::PASSWORD).unwrap();
+        s.server().services.users.create(&user_id, Some(hash), true, None).unwrap();
+        let (status, body) = s.login("root", crate::common::PASSWORD).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        admins.push(body["access_token"].as_str().unwrap().to_owned());
+    }
+    let alice = hs1.register("alice").await;
+    let bob = hs2.register("bob").await;
+    let room = create_room(hs1, &alice, json!({"preset": "public_chat"})).await;
+    join_via(hs2, &bob, &room, "hs1.test").await;
+    let (_, sent) = send(hs2, &bob, &room, "m1", "hello").await;
+    let last = sent["event_id"].as_str().unwrap().to_owned();
+    wait_for_event(hs1, &alice, &room, |e| e["event_id"] == last.as_str()).await;
+
+    let fingerprint = |i: usize| {
+        let (s, token) = (&fed.servers[i], admins[i].clone());
+        let room = room.clone();
+        async move {
+            let (status, body) =
+                s.get(&format!("/_hearth/admin/v1/rooms/{room}/fingerprint"), Some(&token)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body
+        }
+    };
+    let (one, two) = (fingerprint(0).await, fingerprint(1).await);
+    assert_eq!(one["forward_extremities"], json!([last]));
+    assert_eq!(one["forward_extremities"], two["forward_extremities"]);
+    assert_eq!(one["state_hash"], two["state_hash"]);
+    // The create event, power levels, join rules, history visibility, alice and bob.
+    assert_eq!(one["state_events"], 6, "{one}");
+    // Synapse's shape of the extremities, for tools.
+    let (status, body) =
+        hs2.get(&format!("/_synapse/admin/v1/rooms/{room}/forward_extremities"), Some(&admins[1])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["count"].as_u64(), body["results"][0]["event_id"].as_str()),
+        (Some(1), Some(last.as_str()))
+    );
+    // Not for other users.
+    let (status, _) = hs2.get(&format!("/_hearth/admin/v1/rooms/{room}/fingerprint"), Some(&bob.token)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A state change on hs1 alone changes hs1's hash, then hs2's to match.
+    crate::common::put_state(hs1, &alice, &room, "m.room.topic", json!({"topic": "news"})).await;
+    let changed = fingerprint(0).await;
+    assert_ne!(changed["state_hash"], one["state_hash"]);
+    wait_for_event(hs2, &bob, &room, |e| e["type"] == "m.room.topic").await;
+    assert_eq!(fingerprint(1).await["state_hash"], changed["state_hash"]);
+}
