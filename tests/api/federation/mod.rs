@@ -7,6 +7,8 @@ mod devices;
 mod edus;
 mod forged;
 mod keys;
+mod links;
+mod partitions;
 mod rooms;
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};

@@ -97,7 +97,7 @@ async fn users_of_two_servers_share_rooms_both_ways() {
 }
 
 /// Every event ID of `room`'s timeline as `who` pages it back, oldest first.
-async fn timeline_ids(s: &TestServer, who: &Session, room: &str) -> Vec<String> {
+pub(super) async fn timeline_ids(s: &TestServer, who: &Session, room: &str) -> Vec<String> {
     let mut ids = Vec::new();
     let mut from: Option<String> = None;
     loop {
