@@ -114,8 +114,9 @@ impl Presence {
         }
         let mut guard = SyncGuard { presence: self, user: Some(user.to_owned()), changed: false };
         let now = util::now_ms();
-        guard.changed = self.record(user)?.is_none_or(|r| r.presence != set_presence);
-        match self.record(user)? {
+        let record = self.record(user)?;
+        guard.changed = record.as_ref().is_none_or(|r| r.presence != set_presence);
+        match record {
             // Same state: refresh last-active quietly, at most once a minute
             // (nobody is woken for it; `last_active_ago` is computed on read).
             Some(r) if r.presence == set_presence => {

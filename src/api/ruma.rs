@@ -476,3 +476,23 @@ fn add_route<T: Endpoint>(
     let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
     router.route(path, on(filter, move |req: Ruma<T>| async move { handler(req).await.map(RumaResponse) }))
 }
+
+/// An answer whose JSON body the handler built: for the endpoints declared
+/// beside their handlers (ruma lacks them, or their answers are free-form).
+mod json_body {
+    use ruma::api::response;
+    use serde_json::value::RawValue;
+
+    #[response]
+    pub struct Response {
+        #[ruma_api(body)]
+        pub body: Box<RawValue>,
+    }
+}
+
+pub use json_body::Response as JsonResponse;
+
+/// `body` as a [`JsonResponse`].
+pub fn json_reply(body: &serde_json::Value) -> Result<JsonResponse> {
+    Ok(JsonResponse { body: serde_json::value::to_raw_value(body).map_err(Error::internal)? })
+}

@@ -18,16 +18,11 @@ use crate::{
 mod endpoints {
     use ruma::{
         OwnedRoomId,
-        api::{auth_scheme::AccessToken, request, response},
+        api::{auth_scheme::AccessToken, request},
         metadata,
     };
-    use serde_json::value::RawValue;
 
-    #[response]
-    pub struct Response {
-        #[ruma_api(body)]
-        pub body: Box<RawValue>,
-    }
+    pub use crate::api::ruma::JsonResponse as Response;
 
     pub mod extremities {
         pub use super::Response;
@@ -78,10 +73,6 @@ fn fingerprint_for<T>(req: &Ruma<T>, room_id: &ruma::RoomId) -> Result<Fingerpri
     req.services.rooms.fingerprint(room_id)?.ok_or_else(|| Error::not_found("Room not found"))
 }
 
-fn answer(body: serde_json::Value) -> Result<endpoints::Response> {
-    Ok(endpoints::Response { body: serde_json::value::to_raw_value(&body).map_err(Error::internal)? })
-}
-
 async fn extremities(req: Ruma<endpoints::extremities::Request>) -> Result<endpoints::Response> {
     let found = fingerprint_for(&req, &req.body.room_id)?;
     let results: Vec<_> = found
@@ -89,13 +80,13 @@ async fn extremities(req: Ruma<endpoints::extremities::Request>) -> Result<endpo
         .iter()
         .map(|(event_id, depth)| json!({"event_id": event_id, "depth": depth}))
         .collect();
-    answer(json!({"count": results.len(), "results": results}))
+    crate::api::ruma::json_reply(&json!({"count": results.len(), "results": results}))
 }
 
 async fn fingerprint(req: Ruma<endpoints::fingerprint::Request>) -> Result<endpoints::Response> {
     let found = fingerprint_for(&req, &req.body.room_id)?;
     let extremities: Vec<_> = found.extremities.iter().map(|(event_id, _)| event_id).collect();
-    answer(json!({
+    crate::api::ruma::json_reply(&json!({
         "room_id": req.body.room_id,
         "forward_extremities": extremities,
         "state_hash": found.state_hash,

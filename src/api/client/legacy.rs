@@ -10,6 +10,7 @@ use axum::Router;
 use ruma::{OwnedRoomId, RoomId, UInt, api::client::filter::FilterDefinition};
 use serde_json::{Value, json};
 
+use crate::api::ruma::json_reply;
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter, response_json},
@@ -20,17 +21,11 @@ use crate::{
 pub(super) mod endpoints {
     use ruma::{
         OwnedRoomId,
-        api::{auth_scheme::AccessToken, request, response},
+        api::{auth_scheme::AccessToken, request},
         metadata,
     };
-    use serde_json::value::RawValue;
 
-    /// A JSON body as the handler built it.
-    #[response]
-    pub struct Response {
-        #[ruma_api(body)]
-        pub body: Box<RawValue>,
-    }
+    pub use crate::api::ruma::JsonResponse as Response;
 
     pub mod events {
         pub use super::Response;
@@ -120,10 +115,6 @@ const DEFAULT_INITIAL_LIMIT: u32 = 10;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router.ruma(events).ruma(initial_sync).ruma(room_initial_sync)
-}
-
-fn reply(body: &Value) -> Result<endpoints::Response> {
-    Ok(endpoints::Response { body: serde_json::value::to_raw_value(body).map_err(Error::internal)? })
 }
 
 /// A `/sync` for the legacy endpoints, as JSON.
@@ -322,7 +313,7 @@ async fn events(req: Ruma<endpoints::events::Request>) -> Result<endpoints::Resp
             }
         }
     }
-    reply(&json!({"chunk": chunk, "start": sync::token(from), "end": synced["next_batch"]}))
+    json_reply(&json!({"chunk": chunk, "start": sync::token(from), "end": synced["next_batch"]}))
 }
 
 /// One room of an initial sync in the old shape.
@@ -395,7 +386,7 @@ async fn initial_sync(req: Ruma<endpoints::initial_sync::Request>) -> Result<end
         let inviter = invite.as_ref().map(|e| e["sender"].clone());
         rooms.push(json!({"room_id": room_id, "membership": "invite", "invite": invite, "inviter": inviter}));
     }
-    reply(&json!({
+    json_reply(&json!({
         "end": end,
         "rooms": rooms,
         "presence": presence_events(&synced),
@@ -461,5 +452,5 @@ async fn room_initial_sync(req: Ruma<endpoints::room_initial_sync::Request>) -> 
     let ephemeral = with_room_id(&room["ephemeral"], room_id);
     snapshot["receipts"] =
         json!(ephemeral.into_iter().filter(|e| e["type"] == "m.receipt").collect::<Vec<_>>());
-    reply(&snapshot)
+    json_reply(&snapshot)
 }
