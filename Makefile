@@ -40,11 +40,14 @@ test: deps $(VENV)/.ok
 
 # Hearth federating with a real Synapse (both on 127.0.0.1, TLS with a test
 # CA): joins, messages, edits, reactions, redactions, invites, bans, history
-# and end-to-end encryption between users of both. Not part of `make test`
+# and end-to-end encryption between users of both; then two Hearth servers
+# and a Synapse partitioned and healed with conflicting moderation, ending
+# with the same state. Not part of `make test`
 # (it installs Synapse); how to read it and the last results: docs/INTEROP.md.
 interop: deps $(INTEROP_VENV)/.ok
 	$(CARGO) build --bin hearth
 	$(INTEROP_VENV)/bin/python tests/interop/synapse_interop.py $(CARGO_TARGET_DIR)/debug/hearth
+	$(INTEROP_VENV)/bin/python tests/interop/synapse_partitions.py $(CARGO_TARGET_DIR)/debug/hearth
 
 # Release-mode benchmarks; figures go to docs/PERFORMANCE.md.
 bench: deps

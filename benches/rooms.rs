@@ -4,7 +4,9 @@
 //!   the pipeline and over HTTP (one client per room, in-process server);
 //! - disk bytes per stored message event;
 //! - "state at event" in a room with 10,000 members (cold and warm cache);
-//! - state resolution of two conflicting branches in that room.
+//! - state resolution of two conflicting branches in that room;
+//! - state resolution alone, of forks with 10 to 10,000 conflicted state
+//!   events (renames, and bans against kicks), rooms v11 and v12.
 //!
 //! `cargo bench --bench rooms -- --http URL SHARED_SECRET` runs only the
 //! HTTP sending benchmark against any homeserver that offers Synapse's
@@ -25,6 +27,7 @@ use hearth::{
         builder::PduBuilder,
         create::{CreateRoom, Preset},
         pipeline::{Origin, Outcome, StateBefore},
+        short_ids::{Kind, state_key_name},
     },
     services::Services,
 };
@@ -60,6 +63,9 @@ fn main() {
         }
         if wanted("state") {
             state_bench().await;
+        }
+        if wanted("conflicts") {
+            conflicts_bench().await;
         }
         if wanted("http") {
             let dir = tempfile::tempdir().unwrap();
@@ -299,6 +305,89 @@ async fn fork_bench(rooms: &Rooms, room: &ruma::RoomId, alice: &ruma::UserId, al
         ms(&under_lock),
         ms(&merge)
     );
+}
+
+/// State resolution alone, as a server resolves a fork when a partition
+/// heals: from one event, two branches each change the same `n / 2` state
+/// keys (`n` conflicted state events). Either each member renames itself
+/// on both branches (ordinary state: mainline ordering), or the admin
+/// bans each member on one branch and kicks them on the other (power
+/// events: the reverse topological power ordering and an auth check
+/// each). The branches are stored as outliers with their states built
+/// alongside, so setting them up costs no resolution; then
+/// `Rooms::resolve_gap` resolves the two states, caches cold, then again.
+async fn conflicts_bench() {
+    for version in [RoomVersionId::V11, RoomVersionId::V12] {
+        for kind in ["renames", "bans v kicks"] {
+            for n in [10, 100, 1_000, 10_000] {
+                let dir = tempfile::tempdir().unwrap();
+                let services = Services::open(config(dir.path(), false)).unwrap();
+                let rooms = &services.rooms;
+                let alice: OwnedUserId = "@alice:localhost".try_into().unwrap();
+                let room =
+                    rooms.create_room(&alice, CreateRoom::new(version.clone(), Preset::PublicChat)).await;
+                let room = room.unwrap();
+                let members: Vec<OwnedUserId> =
+                    (0..n / 2).map(|i| format!("@member{i}:localhost").try_into().unwrap()).collect();
+                for user in &members {
+                    let join =
+                        PduBuilder::state("m.room.member", user.as_str(), json!({"membership": "join"}));
+                    rooms.send(&room, user, join, None).await.unwrap();
+                }
+                let (short, record) = rooms.room(&room).unwrap().unwrap();
+                let base = rooms.current_state(&record).unwrap();
+                let fork = record.forward_extremities.clone();
+                let mut states = Vec::new();
+                let t = Instant::now();
+                for branch in 0..2 {
+                    let mut state = (*base).clone();
+                    let mut record = record.clone();
+                    record.forward_extremities = fork.clone();
+                    for user in &members {
+                        let (sender, content) = match (kind, branch) {
+                            ("renames", _) => (
+                                user,
+                                json!({"membership": "join", "displayname": format!("{user} {branch}")}),
+                            ),
+                            (_, 0) => (&alice, json!({"membership": "ban"})),
+                            _ => (&alice, json!({"membership": "leave"})),
+                        };
+                        let change = PduBuilder::state("m.room.member", user.as_str(), content);
+                        let (event_id, object) = rooms.build(&record, &state, sender, &change).unwrap();
+                        let outcome = rooms.append_outlier(
+                            short,
+                            &record,
+                            event_id.clone(),
+                            object,
+                            Default::default(),
+                        );
+                        assert!(matches!(outcome, Ok(Outcome::Accepted { .. })), "{outcome:?}");
+                        let key = state_key_name("m.room.member", user.as_str());
+                        let key = rooms.short.get(Kind::StateKey, &key).unwrap().expect("the member's key");
+                        state.insert(key, rooms.event_short(&event_id).unwrap().unwrap());
+                        record.forward_extremities = vec![event_id];
+                    }
+                    states.push(std::sync::Arc::new(state));
+                }
+                let built = t.elapsed();
+                rooms.clear_caches();
+                let t = Instant::now();
+                let resolved = rooms.resolve_gap(&record, states.clone()).unwrap();
+                let cold = t.elapsed();
+                let t = Instant::now();
+                let again = rooms.resolve_gap(&record, states).unwrap();
+                let warm = t.elapsed();
+                assert_eq!(resolved, again);
+                println!(
+                    "state resolution, room v{version}, {kind}, {n} conflicted state events: {:.1} ms cold, \
+                     {:.1} ms warm (building the branches: {:.1} s)",
+                    cold.as_secs_f64() * 1e3,
+                    warm.as_secs_f64() * 1e3,
+                    built.as_secs_f64()
+                );
+            }
+        }
+    }
 }
 
 async fn http_bench(url: &str, secret: &str, label: &str) {

@@ -119,7 +119,12 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(config: Config, file: Option<PathBuf>) -> crate::Result<()> {
-    let filter = EnvFilter::try_new(&config.log).map_err(crate::Error::internal)?;
+    let mut filter = EnvFilter::try_new(&config.log).map_err(crate::Error::internal)?;
+    // ruma's auth checks log every event they pass at `info`: only when
+    // asked for by name.
+    if !config.log.contains("ruma_state_res") {
+        filter = filter.add_directive("ruma_state_res=warn".parse().map_err(crate::Error::internal)?);
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
     let source = match file {

@@ -14,7 +14,11 @@
 //! (`append_outlier`); `prepare`/`commit_prepared` split an append around
 //! the room's lock.
 
-use std::{cell::Cell, collections::BTreeMap, sync::Arc};
+use std::{
+    cell::Cell,
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+};
 
 use ruma::{
     CanonicalJsonObject, OwnedDeviceId, OwnedEventId,
@@ -658,7 +662,15 @@ impl Rooms {
         // the current state is the state after the extremities, resolved if
         // they differ.
         let mut extremities = record.forward_extremities.clone();
-        extremities.retain(|e| !pdu.prev_events.contains(e));
+        let superseded = self.superseded(&pdu.prev_events, &extremities)?;
+        extremities.retain(|e| !superseded.contains(e));
+        let mut built_upon = HashSet::new();
+        for extremity in &extremities {
+            if self.has_accepted_descendant(extremity)? {
+                built_upon.insert(extremity.clone());
+            }
+        }
+        extremities.retain(|e| !built_upon.contains(e));
         let mut branches = Vec::new();
         if !has_children {
             branches.push(after.clone());
@@ -699,6 +711,58 @@ impl Rooms {
             old_current,
         )?;
         Ok(Plan { has_children, extremities, current, changes, notifications })
+    }
+
+    /// The extremities an event with `prev_events` replaces: its prev
+    /// events and, through those this server held back (soft-failed or
+    /// rejected, so never extremities themselves), their prev events in
+    /// turn. Otherwise an event that reaches an extremity only through
+    /// held-back events would leave it standing, and this server would
+    /// resolve one branch more than its peers (Synapse steps back the same
+    /// way). Prev events that are extremities need no look-up.
+    fn superseded(
+        &self,
+        prev_events: &[OwnedEventId],
+        extremities: &[OwnedEventId],
+    ) -> Result<HashSet<OwnedEventId>> {
+        /// Events looked at, at most.
+        const STEPS: usize = 1000;
+        let mut found: HashSet<OwnedEventId> = prev_events.iter().cloned().collect();
+        let mut next: Vec<OwnedEventId> =
+            prev_events.iter().filter(|p| !extremities.contains(p)).cloned().collect();
+        for _ in 0..STEPS {
+            let Some(id) = next.pop() else { break };
+            let Some(short) = self.event_short(&id)? else { continue };
+            let held_back = self
+                .event_meta(short)?
+                .is_some_and(|m| matches!(m.status, Status::SoftFailed | Status::Rejected));
+            if let (true, Some(held)) = (held_back, self.pdu_by_short(short)?) {
+                next.extend(held.prev_events.into_iter().filter(|prev| found.insert(prev.clone())));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether an accepted event already stored descends from `event_id`,
+    /// directly or through held-back (soft-failed or rejected) events:
+    /// then it is no forward extremity. That happens when a gap is filled
+    /// oldest first after a later event arrived: the event was appended
+    /// before the held-back child that links it to what came later.
+    fn has_accepted_descendant(&self, event_id: &OwnedEventId) -> Result<bool> {
+        /// Events looked at, at most.
+        const STEPS: usize = 1000;
+        let mut next = self.children_in_dag(event_id)?;
+        for _ in 0..STEPS {
+            let Some(short) = next.pop() else { break };
+            let Some(meta) = self.event_meta(short)? else { continue };
+            if matches!(meta.status, Status::SoftFailed | Status::Rejected) {
+                let Some(held) = self.pdu_by_short(short)? else { continue };
+                next.extend(self.children_in_dag(&held.event_id)?);
+            } else if meta.status != Status::Outlier {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Tells the operator when merging the room's branches (a resolution)
@@ -1417,6 +1481,63 @@ mod tests {
         }
     }
 
+    /// An accepted event that reaches an extremity only through a
+    /// soft-failed one replaces it, as its direct prev event would: the
+    /// room keeps no branch its peers have merged (as Synapse does).
+    #[tokio::test]
+    async fn an_event_after_a_soft_failed_one_replaces_what_that_one_built_on() {
+        for version in [RoomVersionId::V10, RoomVersionId::V12] {
+            let f = fixture_with(version, Preset::PublicChat).await;
+            let (alice, bob) = (user_id!("@alice:localhost"), user_id!("@bob:localhost"));
+            f.send(bob, PduBuilder::state("m.room.member", bob.as_str(), json!({"membership": "join"})))
+                .await;
+            let mut levels = f.current("m.room.power_levels", "").unwrap().content_value();
+            levels["users"][bob.as_str()] = json!(50);
+            levels["state_default"] = json!(50);
+            f.send(alice, PduBuilder::state("m.room.power_levels", "", levels)).await;
+            let fork = f.extremities()[0].clone();
+            let ban = f.build_on(
+                &[&fork],
+                alice,
+                PduBuilder::state("m.room.member", bob.as_str(), json!({"membership": "ban"})),
+                1_000,
+            );
+            let ban_id = ban.0.clone();
+            f.append_remote(ban);
+            // The other branch: a message, then bob's topic on it (held back).
+            let message = f.build_on(
+                &[&fork],
+                alice,
+                PduBuilder::message("m.room.message", json!({"body": "hi"})),
+                900,
+            );
+            let message_id = message.0.clone();
+            assert!(matches!(f.append_remote(message), Outcome::Accepted { .. }));
+            let topic = f.build_on(&[&message_id], bob, topic("bob was here"), 1_100);
+            let topic_id = topic.0.clone();
+            assert_eq!(f.append_remote(topic), Outcome::SoftFailed);
+            let mut expected = vec![ban_id.clone(), message_id.clone()];
+            expected.sort();
+            let mut now = f.extremities();
+            now.sort();
+            assert_eq!(now, expected);
+            // Another server, which took bob's topic, builds on it alone.
+            let after = f.build_on(
+                &[&topic_id],
+                alice,
+                PduBuilder::message("m.room.message", json!({"body": "on"})),
+                1_200,
+            );
+            let after_id = after.0.clone();
+            assert!(matches!(f.append_remote(after), Outcome::Accepted { .. }));
+            let mut expected = vec![ban_id, after_id];
+            expected.sort();
+            let mut now = f.extremities();
+            now.sort();
+            assert_eq!(now, expected, "the message under the soft-failed topic is no extremity any more");
+        }
+    }
+
     #[tokio::test]
     async fn a_ban_beats_the_banned_users_concurrent_state_change() {
         for version in [RoomVersionId::V1, RoomVersionId::V2, RoomVersionId::V11, RoomVersionId::V12] {
@@ -1551,10 +1672,8 @@ mod tests {
         let next_id = next.0.clone();
         assert!(matches!(f.append_remote(next), Outcome::Accepted { .. }));
         assert!(f.current("m.room.topic", "").is_none());
-        assert_eq!(
-            f.extremities(),
-            [fork, next_id].iter().filter(|e| **e != mallory_id).cloned().collect::<Vec<_>>()
-        );
+        // It replaces what the rejected event built on, as Synapse has it.
+        assert_eq!(f.extremities(), [next_id]);
         // An event naming the rejected one as an auth event is rejected too.
         let mut event = f.event(alice);
         event["auth_events"].as_array_mut().unwrap().push(json!(mallory_id));

@@ -10,6 +10,11 @@ pub struct TestServer {
     pub config: Config,
     pub http: reqwest::Client,
     server: Option<RunningServer>,
+    /// Whether the server runs as its own `hearth serve` process
+    /// ([`TestServer::spawn_on`]), which a test can `kill -9`, and that
+    /// process while it runs.
+    own_process: bool,
+    process: Option<std::process::Child>,
     _dir: tempfile::TempDir,
 }
 
@@ -19,6 +24,24 @@ pub struct Session {
     pub user_id: String,
     pub token: String,
     pub device_id: String,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // A failing test shows the end of a server process's log.
+        if self.own_process && std::thread::panicking() {
+            let log = std::fs::read_to_string(self._dir.path().join("hearth.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("hearth::request")).collect();
+            eprintln!("--- the last lines of {}'s log (requests left out):", self.config.server_name);
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
 }
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -39,6 +62,8 @@ impl TestServer {
             config,
             http: reqwest::Client::new(),
             server: Some(server),
+            own_process: false,
+            process: None,
             _dir: dir,
         }
     }
@@ -60,8 +85,71 @@ impl TestServer {
             config,
             http: reqwest::Client::new(),
             server: Some(server),
+            own_process: false,
+            process: None,
             _dir: dir,
         }
+    }
+
+    /// Like [`TestServer::start_on`], as a `hearth serve` process of its
+    /// own (configuration written to `dir`, output to `dir/hearth.log`).
+    /// The sockets are released for the process to bind the same ports.
+    /// Only HTTP reaches it: [`TestServer::server`] panics.
+    pub async fn spawn_on(
+        mut config: Config,
+        sockets: Vec<tokio::net::TcpListener>,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        for (listener, socket) in config.listeners.iter_mut().zip(&sockets) {
+            listener.port = socket.local_addr().expect("bound").port();
+        }
+        drop(sockets);
+        let toml = toml::to_string(&config).expect("configuration as TOML");
+        std::fs::write(dir.path().join("hearth.toml"), toml).expect("write configuration");
+        let base = format!("http://127.0.0.1:{}", config.listeners[0].port);
+        let mut s = Self {
+            base,
+            config,
+            http: reqwest::Client::new(),
+            server: None,
+            own_process: true,
+            process: None,
+            _dir: dir,
+        };
+        s.spawn().await;
+        s
+    }
+
+    /// Starts the process of a [`TestServer::spawn_on`] server and waits
+    /// until its client API answers (30 s at most).
+    async fn spawn(&mut self) {
+        let dir = self._dir.path();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(dir.join("hearth.log")).expect("log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(["--config", dir.join("hearth.toml").to_str().unwrap(), "serve"])
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("hearth starts");
+        self.process = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let versions = format!("{}/_matrix/client/versions", self.base);
+        while !self.http.get(&versions).send().await.is_ok_and(|r| r.status().is_success()) {
+            let exited = self.process.as_mut().unwrap().try_wait().expect("process state");
+            assert!(exited.is_none(), "hearth exited: {exited:?}; see {}", dir.join("hearth.log").display());
+            assert!(std::time::Instant::now() < deadline, "hearth did not answer within 30 s");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await; // the next poll
+        }
+    }
+
+    /// `kill -9`: the process of a [`TestServer::spawn_on`] server ends
+    /// at once, nothing flushed; [`TestServer::start_again`] restarts it.
+    pub fn kill_9(&mut self) {
+        let mut child = self.process.take().expect("a server process");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
     }
 
     /// The configuration every test server starts from: a database in
@@ -80,13 +168,14 @@ impl TestServer {
     }
 
     pub fn server(&self) -> &RunningServer {
-        self.server.as_ref().expect("server running")
+        self.server.as_ref().expect("server running in this process")
     }
 
     /// Stops the server (flushing and closing the database) and starts it
     /// again on the same database.
     pub async fn restart(&mut self) {
         self.server.take().expect("server running").stop().await.expect("clean stop");
+        self.http = reqwest::Client::new(); // no connection to the old server kept for reuse
         let server = hearth::server::start(self.config.clone()).await.expect("server restarts");
         self.base = format!("http://{}", server.addrs[0]);
         self.server = Some(server);
@@ -97,8 +186,13 @@ impl TestServer {
         self.server.take().expect("server running").stop().await.expect("clean stop");
     }
 
-    /// Starts a server stopped with [`TestServer::stop_for_now`] on its database and ports.
+    /// Starts a server stopped with [`TestServer::stop_for_now`] or
+    /// [`TestServer::kill_9`] on its database and ports.
     pub async fn start_again(&mut self) {
+        self.http = reqwest::Client::new(); // no connection to the old server kept for reuse
+        if self.own_process {
+            return self.spawn().await;
+        }
         let server = hearth::server::start(self.config.clone()).await.expect("server restarts");
         self.base = format!("http://{}", server.addrs[0]);
         self.server = Some(server);
@@ -241,9 +335,10 @@ pub async fn sync(s: &TestServer, who: &Session, query: &str) -> Value {
     body
 }
 
-/// Sets a room state event (empty state key); it must succeed.
-pub async fn put_state(s: &TestServer, who: &Session, room: &str, kind: &str, content: Value) {
+/// Sets a room state event (empty state key); it must succeed. Its event ID.
+pub async fn put_state(s: &TestServer, who: &Session, room: &str, kind: &str, content: Value) -> String {
     let (status, body) =
         s.put(&format!("/_matrix/client/v3/rooms/{room}/state/{kind}/"), Some(&who.token), content).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    body["event_id"].as_str().expect("event_id").to_owned()
 }

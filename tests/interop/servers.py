@@ -6,7 +6,11 @@ the processes, and waiting for them to answer.
 Shared by tests/interop/synapse_interop.py (`make interop`) and
 benches/federation.py (`make bench-federation`). Server names carry their
 port (`localhost:<port>`), so each server reaches the others directly: no
-well-known, no SRV, no `resolve_overrides`.
+well-known, no SRV, no `resolve_overrides`. A test that puts something
+between the servers (tests/interop/synapse_partitions.py: a TCP proxy in
+front of each federation listener) passes `server_name`, and for Hearth
+`resolve_overrides`, to name a server by another port than the one its
+federation listener has.
 """
 
 import datetime
@@ -93,15 +97,22 @@ def make_certificates(directory):
 
 def hearth_config(workdir, client_port, federation_port, tls, log="info,hearth=debug,ruma_state_res=warn",
                   min_retry_ms=200, max_retry_ms=2000, rate_limit=1000, cache_mb=8, guest_access=False,
-                  notaries=(), extra=""):
+                  notaries=(), extra="", server_name=None, resolve_overrides=None, shared_secret=None):
     """hearth.toml: every rate limit at `rate_limit`/s; `notaries`: server
     names trusted as key servers; `extra` (TOML) is appended after the last
-    table ([rate_limits.receipts]), so it opens tables of its own."""
+    table ([rate_limits.receipts]), so it opens tables of its own.
+    `server_name`: the server's name, by default `localhost:<federation_port>`;
+    `resolve_overrides`: {server name: "IP:port"}, federation.resolve_overrides;
+    `shared_secret`: registration.shared_secret (admin accounts through
+    /_synapse/admin/v1/register)."""
     ca, cert, key = tls
     q = json.dumps  # a TOML basic string
     limits = "".join(f"[rate_limits.{name}]\nper_second = {float(rate_limit)}\nburst_count = {rate_limit}\n"
                      for name in RATE_LIMITS)
-    return f"""server_name = "localhost:{federation_port}"
+    overrides = ("resolve_overrides = {" + ", ".join(f"{q(n)} = {q(a)}" for n, a in resolve_overrides.items())
+                 + "}\n" if resolve_overrides else "")
+    secret = f"shared_secret = {q(shared_secret)}\n" if shared_secret else ""
+    return f"""server_name = {q(server_name or f"localhost:{federation_port}")}
 log = "{log}"
 
 [[listeners]]
@@ -121,21 +132,24 @@ cache_mb = {cache_mb}
 
 [registration]
 enabled = true
-{"guest_access = true" + chr(10) if guest_access else ""}
+{"guest_access = true" + chr(10) if guest_access else ""}{secret}
 [federation]
 ca_file = {q(ca)}
 ip_range_blacklist = []
 destination_min_retry_interval_ms = {min_retry_ms}
 destination_max_retry_interval_ms = {max_retry_ms}
-{"trusted_key_servers = [" + ", ".join("{ server_name = " + q(n) + " }" for n in notaries) + "]" + chr(10)
+{overrides}{"trusted_key_servers = [" + ", ".join("{ server_name = " + q(n) + " }" for n in notaries) + "]" + chr(10)
  if notaries else ""}
 {limits}{extra}"""
 
 
-def synapse_config(directory, client_port, federation_port, tls, database=None, notaries=()):
+def synapse_config(directory, client_port, federation_port, tls, database=None, notaries=(), server_name=None,
+                   extra=None):
     """homeserver.yaml (written as JSON, which YAML reads) and its logging
     configuration. `database`: Synapse's `database` section; None is SQLite
-    in `directory`. `notaries`: server names trusted as key servers."""
+    in `directory`. `notaries`: server names trusted as key servers.
+    `server_name`: by default `localhost:<federation_port>`; `extra`: more
+    top-level settings, replacing those of the same name."""
     ca, cert, key = tls
     unlimited = {"per_second": 1000, "burst_count": 1000}
     log_config = os.path.join(directory, "log.yaml")
@@ -150,8 +164,8 @@ def synapse_config(directory, client_port, federation_port, tls, database=None, 
             "root": {"level": "INFO", "handlers": ["file"]},
             "disable_existing_loggers": False,
         }, f, indent=2)
-    return {
-        "server_name": f"localhost:{federation_port}",
+    config = {
+        "server_name": server_name or f"localhost:{federation_port}",
         "pid_file": os.path.join(directory, "homeserver.pid"),
         "listeners": [
             {"port": client_port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
@@ -195,6 +209,8 @@ def synapse_config(directory, client_port, federation_port, tls, database=None, 
         "rc_federation": {"window_size": 1000, "sleep_limit": 1000, "sleep_delay": 0, "reject_limit": 1000,
                           "concurrent": 100},
     }
+    config.update(extra or {})
+    return config
 
 
 def wait_for_server(name, proc, url, log, timeout=SERVER_START_TIMEOUT, interval=0.2):
@@ -223,12 +239,13 @@ def start_hearth(binary, workdir, tls, client_port, federation_port, **options):
     """Writes WORKDIR/hearth.toml (`options` go to hearth_config) and starts
     Hearth with it: (process, client URL, server name, log path)."""
     config = os.path.join(workdir, "hearth.toml")
+    server_name = options.get("server_name") or f"localhost:{federation_port}"
     with open(config, "w") as f:
         f.write(hearth_config(workdir, client_port, federation_port, tls, **options))
     log = os.path.join(workdir, "hearth.log")
     proc = spawn_hearth(binary, config, log)
     url = f"http://127.0.0.1:{client_port}"
-    return proc, url, f"localhost:{federation_port}", log
+    return proc, url, server_name, log
 
 
 def synapse_command(directory):
@@ -243,16 +260,20 @@ def spawn_synapse(directory, append=False):
                                 env={**os.environ, "NO_PROXY": "127.0.0.1,localhost"})
 
 
-def start_synapse(workdir, tls, client_port, federation_port, database=None, name="synapse", notaries=()):
+def start_synapse(workdir, tls, client_port, federation_port, database=None, name="synapse", notaries=(),
+                  server_name=None, extra=None):
     """Configures Synapse in WORKDIR/NAME, makes its signing key, starts it:
-    (process, client URL, server name, log path, stdout path)."""
+    (process, client URL, server name, log path, stdout path). `server_name`
+    and `extra`: as synapse_config takes them."""
+    server_name = server_name or f"localhost:{federation_port}"
     directory = os.path.join(workdir, name)
     os.makedirs(directory)
     with open(os.path.join(directory, "homeserver.yaml"), "w") as f:
-        json.dump(synapse_config(directory, client_port, federation_port, tls, database, notaries), f, indent=2)
+        json.dump(synapse_config(directory, client_port, federation_port, tls, database, notaries, server_name,
+                                 extra), f, indent=2)
     subprocess.run(synapse_command(directory) + ["--generate-keys"], cwd=directory, check=True, timeout=120,
                    stdout=subprocess.DEVNULL)
     proc = spawn_synapse(directory)
     url = f"http://127.0.0.1:{client_port}"
-    return (proc, url, f"localhost:{federation_port}", os.path.join(directory, "homeserver.log"),
+    return (proc, url, server_name, os.path.join(directory, "homeserver.log"),
             os.path.join(directory, "stdout.log"))

@@ -11,7 +11,7 @@ use crate::common::{TestServer, create_room, put_state, send, urlencode};
 
 /// An event built and signed by `server` on its copy of `room` (not
 /// appended there).
-fn build(
+pub(super) fn build(
     server: &TestServer,
     room: &str,
     sender: &str,
@@ -40,7 +40,7 @@ fn resign(
     (format!("${id}"), object)
 }
 
-fn message(text: &str) -> PduBuilder {
+pub(super) fn message(text: &str) -> PduBuilder {
     PduBuilder::message("m.room.message", json!({"msgtype": "m.text", "body": text}))
 }
 

@@ -1,15 +1,21 @@
 //! Fault injection between federating test servers: server i reaches
 //! server j through its own TCP proxy on 127.0.0.1 (named by server i's
 //! resolve overrides), which passes TLS through untouched. A test cuts a
-//! link (open connections dropped, new ones refused) and restores it.
+//! link (open connections dropped, new ones refused), slows it (every
+//! chunk of bytes held back for a while, each way) and restores it.
 
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
+    task::JoinSet,
+};
 
 use super::{TestFederation, server_name};
 
@@ -18,6 +24,8 @@ struct Link {
     /// The server the link leads to (known once the servers run).
     target: Option<SocketAddr>,
     cut: bool,
+    /// How long each chunk of bytes is held back, each way.
+    delay: Duration,
     /// The connections passing through, aborted when the link is cut.
     open: JoinSet<()>,
 }
@@ -34,14 +42,12 @@ pub struct Links {
 impl Links {
     /// `n` servers federating through proxies.
     pub async fn start(n: usize) -> (TestFederation, Links) {
-        Self::start_with(n, |_, _| {}).await
+        Self::launch(n, &[]).await
     }
 
-    /// [`Links::start`] with `adjust(i, config)` applied too.
-    pub async fn start_with(
-        n: usize,
-        adjust: impl Fn(usize, &mut hearth::config::Config),
-    ) -> (TestFederation, Links) {
+    /// [`Links::start`], the servers numbered in `processes` running as
+    /// processes of their own ([`TestFederation::launch`]).
+    pub async fn launch(n: usize, processes: &[usize]) -> (TestFederation, Links) {
         let mut links = BTreeMap::new();
         let mut proxies = JoinSet::new();
         for from in 0..n {
@@ -55,7 +61,7 @@ impl Links {
         }
         let through: BTreeMap<(usize, usize), SocketAddr> =
             links.iter().map(|(pair, (addr, _))| (*pair, *addr)).collect();
-        let fed = TestFederation::start_with(n, |i, config| {
+        let fed = TestFederation::launch(n, processes, |i, config| {
             for to in (0..n).filter(|to| *to != i) {
                 config
                     .federation
@@ -65,7 +71,6 @@ impl Links {
             // A link back up is tried again soon.
             config.federation.destination_min_retry_interval_ms = 50;
             config.federation.destination_max_retry_interval_ms = 200;
-            adjust(i, config);
         })
         .await;
         for ((_, to), (_, link)) in &links {
@@ -79,21 +84,35 @@ impl Links {
         self.set(a, b, true);
     }
 
-    /// Restores every link.
+    /// Holds back every chunk of bytes between each server of `a` and
+    /// each of `b` for `delay`, each way (connections opened from now on).
+    pub fn slow(&self, a: &[usize], b: &[usize], delay: Duration) {
+        self.each(a, b, |link| link.delay = delay);
+    }
+
+    /// Restores every link: none cut, none slowed.
     pub fn heal(&self) {
         for (_, link) in self.links.values() {
-            link.lock().expect("link").cut = false;
+            let mut link = link.lock().expect("link");
+            link.cut = false;
+            link.delay = Duration::ZERO;
         }
     }
 
     fn set(&self, a: &[usize], b: &[usize], cut: bool) {
+        self.each(a, b, |link| {
+            link.cut = cut;
+            if cut {
+                link.open.abort_all();
+            }
+        });
+    }
+
+    /// `change` applied to each link between a server of `a` and one of `b`, both ways.
+    fn each(&self, a: &[usize], b: &[usize], change: impl Fn(&mut Link)) {
         for (&(from, to), (_, link)) in &self.links {
             if (a.contains(&from) && b.contains(&to)) || (b.contains(&from) && a.contains(&to)) {
-                let mut link = link.lock().expect("link");
-                link.cut = cut;
-                if cut {
-                    link.open.abort_all();
-                }
+                change(&mut link.lock().expect("link"));
             }
         }
     }
@@ -105,12 +124,30 @@ async fn proxy(listener: TcpListener, link: Arc<Mutex<Link>>) {
         let Some(target) = state.target.filter(|_| !state.cut) else {
             continue; // dropped: the connection is refused
         };
+        let delay = state.delay;
         state.open.spawn(async move {
-            if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+            let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+            if delay.is_zero() {
                 let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            } else {
+                let (from_in, to_in) = inbound.split();
+                let (from_out, to_out) = outbound.split();
+                tokio::join!(slowly(from_in, to_out, delay), slowly(from_out, to_in, delay));
             }
         });
         // Finished connections are collected as new ones come.
         while state.open.try_join_next().is_some() {}
     }
+}
+
+/// Copies `from` to `to`, each chunk `delay` after it was read.
+async fn slowly(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin, delay: Duration) {
+    let mut buffer = vec![0; 16 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buffer).await {
+        tokio::time::sleep(delay).await; // the link's latency, not a wait for anything
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+    let _ = to.shutdown().await;
 }

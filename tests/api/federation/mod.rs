@@ -8,7 +8,9 @@ mod edus;
 mod forged;
 mod keys;
 mod links;
+mod oracle;
 mod partitions;
+mod property;
 mod rooms;
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
@@ -59,6 +61,17 @@ impl TestFederation {
 
     /// Like [`TestFederation::start`], with `adjust(i, config)` applied to server i's configuration.
     pub async fn start_with(n: usize, adjust: impl Fn(usize, &mut hearth::config::Config)) -> Self {
+        Self::launch(n, &[], adjust).await
+    }
+
+    /// Like [`TestFederation::start_with`], the servers numbered in
+    /// `processes` each run as a `hearth serve` process of its own
+    /// ([`TestServer::spawn_on`]: reached over HTTP only, can be killed).
+    pub async fn launch(
+        n: usize,
+        processes: &[usize],
+        adjust: impl Fn(usize, &mut hearth::config::Config),
+    ) -> Self {
         let certs_dir = tempfile::tempdir().expect("temp dir");
         let certificates = Certificates::new();
         let ca_file = certs_dir.path().join("ca.pem");
@@ -104,7 +117,12 @@ impl TestFederation {
             config.federation.ip_range_blacklist = vec![];
             config.federation.resolve_overrides = overrides.clone();
             adjust(i, &mut config);
-            servers.push(TestServer::start_on(config, vec![client, federation], dir).await);
+            let sockets = vec![client, federation];
+            servers.push(if processes.contains(&i) {
+                TestServer::spawn_on(config, sockets, dir).await
+            } else {
+                TestServer::start_on(config, sockets, dir).await
+            });
         }
         Self { servers, federation_addrs, ca_file, _certs: certs_dir }
     }
@@ -211,6 +229,23 @@ pub async fn wait_sync<T>(
     }
 }
 
+/// Waits until `who` on `s` can fetch event `id` of `room` (polled; the
+/// event may be anywhere in the timeline), or fails after `seconds`.
+pub async fn wait_for_id(
+    s: &crate::common::TestServer,
+    who: &crate::common::Session,
+    room: &str,
+    id: &str,
+    seconds: u64,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let path = format!("/_matrix/client/v3/rooms/{room}/event/{id}");
+    while s.get(&path, Some(&who.token)).await.0 != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "{} has not got {id} in {seconds} s", who.user_id);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await; // the next poll
+    }
+}
+
 /// `who` on `s` invites `user` to `room`; the invite must succeed.
 pub async fn invite(s: &crate::common::TestServer, who: &crate::common::Session, room: &str, user: &str) {
     let path = format!("/_matrix/client/v3/rooms/{room}/invite");
@@ -218,7 +253,6 @@ pub async fn invite(s: &crate::common::TestServer, who: &crate::common::Session,
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-/// A sync token for `who` as of now.
 /// `who` on `s` joins `room` through `via`; the join must succeed.
 pub async fn join_via(s: &crate::common::TestServer, who: &crate::common::Session, room: &str, via: &str) {
     let path = format!("/_matrix/client/v3/join/{}?via={via}", crate::common::urlencode(room));
@@ -226,6 +260,7 @@ pub async fn join_via(s: &crate::common::TestServer, who: &crate::common::Sessio
     assert_eq!(status, StatusCode::OK, "{} joining {room} via {via}: {body}", who.user_id);
 }
 
+/// A sync token for `who` as of now.
 pub async fn now_token(s: &crate::common::TestServer, who: &crate::common::Session) -> Option<String> {
     let (status, body) = s.get("/_matrix/client/v3/sync?timeout=0", Some(&who.token)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
