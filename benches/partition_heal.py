@@ -38,11 +38,14 @@ and, after convergence (not part of it), the time until the three have the
 same forward extremities, and until each serves every one of the other
 side's N events (GET /event as above: events a server never fetched, after
 a catch-up that sent only the newest, are missing) — at most 60 s after
-convergence and 15 s without progress, else how many it serves then. A run
-that does not converge within --deadline seconds is reported as such, with
-what was missing, and the others go on. Servers retry an unreachable server
-after 200 ms, doubling up to 2 s (servers.py), which bounds the first retry
-after the heal.
+convergence and 15 s without progress, else how many it serves then; and
+for Synapse, how many events it pruned from the room's inbound federation
+queue (its log: past 100 staged events it keeps only their forward
+extremities, and fetches or skips the rest). A run that does not converge
+within --deadline seconds is reported as such, with what was missing, and
+the others go on. Servers retry an unreachable server after 200 ms,
+doubling up to 2 s (servers.py), which bounds the first retry after the
+heal.
 
 Prints a table (and writes it as Markdown with --out) and the command line.
 The work directory /tmp/hearth-partheal-* is deleted when every run
@@ -57,10 +60,10 @@ import http.client
 import json
 import os
 import platform
+import re
 import secrets
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -174,18 +177,21 @@ class Network:
             os.makedirs(directory)
             overrides = {"A": {names["B"]: f"127.0.0.1:{b_real}"}, "B": {names["A"]: f"127.0.0.1:{a_real}"}}.get(tag)
             proc, self.urls[tag], _, self.logs[f"hearth {tag}"] = start_hearth(
-                bench.binary, directory, tls, clients[tag], reals[tag], log=bench.args.hearth_log, rate_limit=1000000,
-                cache_mb=64,
-                server_name=names[tag], resolve_overrides=overrides, shared_secret=secret)
+                bench.binary, directory, tls, clients[tag], reals[tag], log=bench.args.hearth_log,
+                rate_limit=1000000, cache_mb=64, server_name=names[tag], resolve_overrides=overrides,
+                shared_secret=secret)
             procs[tag] = (proc, self.logs[f"hearth {tag}"])
             self.procs.append(proc)
+            bench.procs.append(proc)  # stopped at the end even if this set-up fails half-way
+            bench.logs[f"{kind}: hearth {tag}"] = self.logs[f"hearth {tag}"]
         if kind == "synapse":
             proc, self.urls["C"], _, self.logs["synapse C"], stdout = start_synapse(
                 workdir, tls, c_client, c_real, server_name=names["C"],
                 extra={"registration_shared_secret": secret})
             procs["C"] = (proc, stdout)
             self.procs.append(proc)
-        bench.procs.extend(self.procs)
+            bench.procs.append(proc)
+            bench.logs[f"{kind}: synapse C"] = self.logs["synapse C"]
         for tag, (proc, log) in procs.items():
             wait_for_server(f"{self.server_kind(tag)} {tag}", proc, self.urls[tag], log)
         self.names = names
@@ -392,7 +398,8 @@ def partition(net, polls, run, room_id, n, clients):
 
 
 def heal_and_measure(net, polls, run, room_id, lasts, deadline):
-    """Heals, then polls until converged or `deadline` seconds: the figures, or notes of what was missing."""
+    """Heals, then polls until converged or `deadline` seconds: the figures,
+    or notes of what was missing. The converged states, or None."""
     net.heal()
     healed = run.healed = time.monotonic()
     refused, closed = sum(p.refused for p in net.proxies), sum(p.closed for p in net.proxies)
@@ -423,31 +430,12 @@ def heal_and_measure(net, polls, run, room_id, lasts, deadline):
         missing = [f"{tag} does not serve {LAST_WORDS[OTHER[tag]]}" for tag in "ABC" if tag not in seen]
         run.note(f"NOT CONVERGED within {deadline} s of the heal: "
                  + "; ".join(missing + [state_differences(run, states)]))
-        return
+        return None
     say(f"converged {run.converged:.2f} s after the heal ({len(next(iter(states.values())))} state events "
         f"identical on A, B and C)")
-    # Not part of convergence: the forward extremities, the state once they agree, what each server has.
-    tips = {}
-
-    def tips_agree():
-        tips.update(polls.extremities(room_id))
-        return same(tips.values())
-
-    if wait_until(tips_agree, EXTRAS_TIMEOUT, interval=TICK):
-        run.figures["extremities_s"] = time.monotonic() - healed
-        expected = frozenset(lasts.values())
-        if tips["A"] != expected:
-            run.note("the forward extremities agree, but are ["
-                     + ", ".join(run.describe(e) for e in sorted(tips["A"])) + "], not the two last words")
-    else:
-        run.figures["extremities_s"] = None
-        run.note(f"forward extremities not the same on A, B and C {EXTRAS_TIMEOUT} s after convergence: "
-                 + ", ".join(f"{tag} {len(ids) if ids is not None else '?'}" for tag, ids in tips.items()))
-    final = polls.states(room_id)
-    if final != states:
-        run.note("the state changed after convergence: " + state_differences(run, final, states))
     topic = next((e for t, k, e in states["A"] if t == "m.room.topic"), None)
     run.figures["topic"] = run.describe(topic) if topic else "none"
+    return states
 
 
 def state_differences(run, states, before=None):
@@ -469,50 +457,91 @@ def state_differences(run, states, before=None):
     return f"{len(lines)} state keys differ: " + "; ".join(lines[:8]) + ("; ..." if len(lines) > 8 else "")
 
 
-def wait_all_served(net, run, room_id, sides_events):
-    """After convergence (not part of it): until each server serves every
-    one of the other side's N events, until EXTRAS_TIMEOUT s after
-    convergence or STALLED s without one more served; each pass (at most one
-    a second) asks only for the events still missing."""
-    missing = {tag: set(sides_events[OTHER[tag]]) for tag in "ABC"}
+def after_convergence(net, polls, run, room_id, lasts, sides_events, converged_states):
+    """Not part of convergence, polled together from it: until the three
+    servers have the same forward extremities, and until each serves every
+    one of the other side's N events (each pass asks for the events still
+    missing, three servers in parallel); at most EXTRAS_TIMEOUT s after
+    convergence, and the counts are taken as final after STALLED s without
+    one more served. Then the state once more."""
+    missing = {tag: list(sides_events[OTHER[tag]]) for tag in "ABC"}
     conns = {tag: net.conn(tag) for tag in "ABC"}
     end = run.healed + run.converged + EXTRAS_TIMEOUT
+    progress = time.monotonic()
+    tips, tips_at, counted = {}, None, False
 
     def still_missing(tag):
-        return tag, {e for e in missing[tag] if get_event(conns[tag], room_id, e) is None}
+        left = [e for e in missing[tag] if get_event(conns[tag], room_id, e) is None]
+        return tag, left, time.monotonic()
 
-    progress = time.monotonic()
     try:
         while True:
             started = time.monotonic()
-            pending = [tag for tag in "ABC" if missing[tag]]
-            for tag, left in pooled([lambda tag=tag: still_missing(tag) for tag in pending], 3):
-                if len(left) < len(missing[tag]):
-                    progress = time.monotonic()
-                missing[tag] = left
-                if not left:
-                    run.figures[f"{tag}_all_s"] = time.monotonic() - run.healed
-            now = time.monotonic()
-            if not any(missing.values()) or now > end or now > progress + STALLED:
+            if tips_at is None:
+                tips = polls.extremities(room_id)
+                if same(tips.values()):
+                    tips_at = time.monotonic() - run.healed
+            if not counted:
+                pending = [tag for tag in "ABC" if missing[tag]]
+                for tag, left, at in pooled([lambda tag=tag: still_missing(tag) for tag in pending], 3):
+                    if len(left) < len(missing[tag]):
+                        progress = at
+                    missing[tag] = left
+                    if not left:
+                        run.figures[f"{tag}_all_s"] = at - run.healed
+                now = time.monotonic()
+                counted = not any(missing.values()) or now > progress + STALLED
+            if (tips_at is not None and counted) or time.monotonic() > end:
                 break
-            time.sleep(max(0.0, started + 1.0 - time.monotonic()))
+            time.sleep(max(0.0, started + 0.5 - time.monotonic()))
     finally:
         for conn in conns.values():
             conn.close()
+    run.figures["extremities_s"] = tips_at
+    if tips_at is not None and tips["A"] != frozenset(lasts.values()):
+        run.note("the forward extremities agree, but are ["
+                 + ", ".join(run.describe(e) for e in sorted(tips["A"])) + "], not the two last words")
+    elif tips_at is None:
+        def listed(ids):
+            if ids is None:
+                return "?"
+            if ids == frozenset(lasts.values()):
+                return "the two last words"
+            names = sorted(run.labels.get(e, e) for e in ids)
+            return f"{len(ids)}: " + ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+
+        run.note(f"forward extremities not the same on A, B and C {EXTRAS_TIMEOUT} s after convergence: "
+                 + "; ".join(f"{tag} {listed(ids)}" for tag, ids in tips.items()))
     for tag in "ABC":
         total = len(sides_events[OTHER[tag]])
         run.figures.setdefault(f"{tag}_all_s", None)
         run.figures[f"{tag}_served"] = f"{total - len(missing[tag])}/{total}"
         if missing[tag]:
-            labels = sorted(run.labels[e] for e in missing[tag])
-            run.note(f"{tag} does not serve {len(labels)} of the other side's {total} events (waited up to "
-                     f"{EXTRAS_TIMEOUT} s after convergence, or {STALLED} s without progress): "
-                     + ", ".join(labels[:10]) + (", ..." if len(labels) > 10 else ""))
+            kinds = {}
+            for e in missing[tag]:
+                kind = run.labels[e].split(":", 1)[1].split()[0]
+                kinds[kind] = kinds.get(kind, 0) + 1
+            run.note(f"{tag} does not serve {len(missing[tag])} of the other side's {total} events "
+                     f"({', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items()))}; waited up to "
+                     f"{EXTRAS_TIMEOUT} s after convergence, {STALLED} s without progress); by connection and "
+                     f"index: " + ", ".join(run.labels[e] for e in missing[tag][:6])
+                     + (", ..." if len(missing[tag]) > 6 else ""))
     say("the other side's events served: " + ", ".join(
         f"{tag} {run.figures[f'{tag}_served']}" + (f" at {run.figures[f'{tag}_all_s']:.2f} s"
-                                                    if run.figures[f"{tag}_all_s"] is not None else
-                                                    f" in the end")
-        for tag in "ABC"))
+                                                    if run.figures[f"{tag}_all_s"] is not None else " in the end")
+        for tag in "ABC") + "; forward extremities the same on the three: " + seconds(tips_at))
+    final = polls.states(room_id)
+    if final != converged_states:
+        run.note("the state changed after convergence: " + state_differences(run, final, converged_states))
+
+
+def synapse_pruned(net, room_id):
+    """The events Synapse dropped from the room's inbound federation queue
+    (past 100 staged it keeps only their forward extremities, logging
+    "Pruning N events in room R from federation queue"), from its log."""
+    pattern = re.compile(rf"Pruning (\d+) events in room {re.escape(room_id)} from federation queue")
+    with open(net.logs["synapse C"], errors="replace") as f:
+        return sum(int(m.group(1)) for m in pattern.finditer(f.read()))
 
 
 def run_room(net, args, run):
@@ -530,9 +559,11 @@ def run_room(net, args, run):
             raise
         by_side = {side: [e for e, label in run.labels.items() if e not in before and label.startswith(f"side {side}:")]
                    for side in SIDES}
-        heal_and_measure(net, polls, run, room_id, lasts, args.deadline)
+        states = heal_and_measure(net, polls, run, room_id, lasts, args.deadline)
         if run.converged is not None:
-            wait_all_served(net, run, room_id, by_side)
+            after_convergence(net, polls, run, room_id, lasts, by_side, states)
+        if net.kind == "synapse":
+            run.figures["synapse_pruned"] = synapse_pruned(net, room_id)
     finally:
         polls.close()
 
@@ -558,15 +589,14 @@ class Bench:
             try:
                 started = time.monotonic()
                 net = Network(self, kind)
-                self.logs.update({f"{kind}: {name}": log for name, log in net.logs.items()})
                 say(f"three servers, three users and three admins ready in {time.monotonic() - started:.1f} s")
                 for run in runs:
                     try:
                         run_room(net, self.args, run)
-                    except (Failure, OSError, subprocess.SubprocessError) as e:
+                    except Exception as e:  # noqa: BLE001 - the run is reported failed, the others go on
                         run.failed = f"{type(e).__name__}: {e}"
                         say(f"FAILED: {run.label}: {run.failed}")
-            except (Failure, OSError, subprocess.SubprocessError) as e:
+            except Exception as e:  # noqa: BLE001 - this set-up's runs are reported failed
                 for run in runs:
                     run.failed = run.failed or f"set-up: {type(e).__name__}: {e}"
                 say(f"FAILED: set-up {kind}: {type(e).__name__}: {e}")
@@ -612,7 +642,9 @@ class Bench:
                  row(f"same forward extremities (≤ {EXTRAS_TIMEOUT} s after convergence)",
                      lambda r: seconds(r.figures["extremities_s"])),
                  row(f"A, B, C serve all {a.events} of the other side's events (≤ {EXTRAS_TIMEOUT} s after "
-                     "convergence; else how many)", served)]
+                     "convergence; else how many)", served),
+                 row("Synapse C: events pruned from its inbound federation queue",
+                     lambda r: str(r.figures["synapse_pruned"]))]
         details = ["", "Details per run:", ""]
         for run in runs:
             text = "failed: " + run.failed if run.failed else ", ".join(

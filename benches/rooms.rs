@@ -361,7 +361,7 @@ async fn conflicts_bench() {
                             object,
                             Default::default(),
                         );
-                        assert!(matches!(outcome, Ok(Outcome::Accepted { .. })), "{outcome:?}");
+                        assert!(matches!(outcome, Ok(Outcome::Outlier)), "{outcome:?}");
                         let key = state_key_name("m.room.member", user.as_str());
                         let key = rooms.short.get(Kind::StateKey, &key).unwrap().expect("the member's key");
                         state.insert(key, rooms.event_short(&event_id).unwrap().unwrap());

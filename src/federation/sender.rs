@@ -276,6 +276,21 @@ fn compact_queue(services: &Services, destination: &ServerName, max: usize) -> R
     Ok(dropped.len())
 }
 
+/// The ID of a transaction of the queue items `sent`: the same for the
+/// same items (a retry after a lost answer is taken once), another one
+/// as soon as they differ. A receiver answers a transaction ID it has
+/// seen from its records without reading the body, so a retry that had
+/// gathered more items under the same ID would have lost them.
+fn transaction_id(boot: u64, sent: &[u64]) -> OwnedTransactionId {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for seq in sent {
+        hasher.update(seq.to_be_bytes());
+    }
+    let digest = hasher.finalize();
+    OwnedTransactionId::from(format!("{boot}_{}_{}", sent[0], hex::encode(&digest[..8])))
+}
+
 /// Sends everything queued for `destination`, a transaction at a time.
 async fn drain(services: &Services, destination: &ServerName, boot: u64) -> Result<(), String> {
     let outbox = &services.servers.outbox;
@@ -301,9 +316,8 @@ async fn drain(services: &Services, destination: &ServerName, boot: u64) -> Resu
             }
             sent.push(seq);
         }
-        let first = sent[0];
         let mut request = send::Request::new(
-            OwnedTransactionId::from(format!("{boot}_{first}")),
+            transaction_id(boot, &sent),
             services.config.server_name.clone(),
             MilliSecondsSinceUnixEpoch::now(),
         );
@@ -338,6 +352,17 @@ mod tests {
         builder::PduBuilder,
         create::{CreateRoom, Preset},
     };
+
+    /// A retry of the same items keeps its ID; one that gathered more
+    /// items since (its first unchanged) gets a new one.
+    #[test]
+    fn a_transaction_id_names_its_items() {
+        assert_eq!(transaction_id(7, &[3, 4, 5]), transaction_id(7, &[3, 4, 5]));
+        assert_ne!(transaction_id(7, &[3, 4, 5]), transaction_id(7, &[3, 4, 5, 6]));
+        assert_ne!(transaction_id(7, &[3, 4, 5]), transaction_id(7, &[3, 5]));
+        assert_ne!(transaction_id(7, &[3]), transaction_id(8, &[3]));
+        assert!(transaction_id(7, &[3, 4]).as_str().starts_with("7_3_"));
+    }
 
     #[tokio::test]
     async fn a_long_queue_keeps_each_rooms_newest_pdu_and_every_edu() {

@@ -1481,27 +1481,37 @@ mod tests {
         }
     }
 
+    /// A public room where bob joined and may set state (power 50, the
+    /// state default), the extremity there, and alice's ban of bob built
+    /// on it (not appended).
+    async fn bob_at_50_and_his_ban(
+        version: RoomVersionId,
+    ) -> (Fixture, OwnedEventId, (OwnedEventId, CanonicalJsonObject)) {
+        let f = fixture_with(version, Preset::PublicChat).await;
+        let (alice, bob) = (user_id!("@alice:localhost"), user_id!("@bob:localhost"));
+        f.send(bob, PduBuilder::state("m.room.member", bob.as_str(), json!({"membership": "join"}))).await;
+        let mut levels = f.current("m.room.power_levels", "").unwrap().content_value();
+        levels["users"][bob.as_str()] = json!(50);
+        levels["state_default"] = json!(50);
+        f.send(alice, PduBuilder::state("m.room.power_levels", "", levels)).await;
+        let fork = f.extremities()[0].clone();
+        let ban = f.build_on(
+            &[&fork],
+            alice,
+            PduBuilder::state("m.room.member", bob.as_str(), json!({"membership": "ban"})),
+            1_000,
+        );
+        (f, fork, ban)
+    }
+
     /// An accepted event that reaches an extremity only through a
     /// soft-failed one replaces it, as its direct prev event would: the
     /// room keeps no branch its peers have merged (as Synapse does).
     #[tokio::test]
     async fn an_event_after_a_soft_failed_one_replaces_what_that_one_built_on() {
         for version in [RoomVersionId::V10, RoomVersionId::V12] {
-            let f = fixture_with(version, Preset::PublicChat).await;
+            let (f, fork, ban) = bob_at_50_and_his_ban(version).await;
             let (alice, bob) = (user_id!("@alice:localhost"), user_id!("@bob:localhost"));
-            f.send(bob, PduBuilder::state("m.room.member", bob.as_str(), json!({"membership": "join"})))
-                .await;
-            let mut levels = f.current("m.room.power_levels", "").unwrap().content_value();
-            levels["users"][bob.as_str()] = json!(50);
-            levels["state_default"] = json!(50);
-            f.send(alice, PduBuilder::state("m.room.power_levels", "", levels)).await;
-            let fork = f.extremities()[0].clone();
-            let ban = f.build_on(
-                &[&fork],
-                alice,
-                PduBuilder::state("m.room.member", bob.as_str(), json!({"membership": "ban"})),
-                1_000,
-            );
             let ban_id = ban.0.clone();
             f.append_remote(ban);
             // The other branch: a message, then bob's topic on it (held back).
@@ -1541,22 +1551,8 @@ mod tests {
     #[tokio::test]
     async fn a_ban_beats_the_banned_users_concurrent_state_change() {
         for version in [RoomVersionId::V1, RoomVersionId::V2, RoomVersionId::V11, RoomVersionId::V12] {
-            let f = fixture_with(version.clone(), Preset::PublicChat).await;
+            let (f, fork, ban) = bob_at_50_and_his_ban(version.clone()).await;
             let (alice, bob) = (user_id!("@alice:localhost"), user_id!("@bob:localhost"));
-            f.send(bob, PduBuilder::state("m.room.member", bob.as_str(), json!({"membership": "join"})))
-                .await;
-            let mut levels = f.current("m.room.power_levels", "").unwrap().content_value();
-            levels["users"][bob.as_str()] = json!(50);
-            levels["state_default"] = json!(50);
-            f.send(alice, PduBuilder::state("m.room.power_levels", "", levels)).await;
-            let fork = f.extremities()[0].clone();
-
-            let ban = f.build_on(
-                &[&fork],
-                alice,
-                PduBuilder::state("m.room.member", bob.as_str(), json!({"membership": "ban"})),
-                1_000,
-            );
             let bobs_topic = f.build_on(&[&fork], bob, topic("bob was here"), 2_000);
             let (ban_id, topic_id) = (ban.0.clone(), bobs_topic.0.clone());
             assert!(matches!(f.append_remote(ban), Outcome::Accepted { .. }));

@@ -26,6 +26,13 @@ pub struct Session {
     pub device_id: String,
 }
 
+/// Points each of `config`'s listeners at the port of its socket.
+fn use_ports(config: &mut Config, sockets: &[tokio::net::TcpListener]) {
+    for (listener, socket) in config.listeners.iter_mut().zip(sockets) {
+        listener.port = socket.local_addr().expect("bound").port();
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(child) = &mut self.process {
@@ -76,9 +83,7 @@ impl TestServer {
         sockets: Vec<tokio::net::TcpListener>,
         dir: tempfile::TempDir,
     ) -> Self {
-        for (listener, socket) in config.listeners.iter_mut().zip(&sockets) {
-            listener.port = socket.local_addr().expect("bound").port();
-        }
+        use_ports(&mut config, &sockets);
         let server = hearth::server::start_on(config.clone(), sockets).await.expect("server starts");
         Self {
             base: format!("http://{}", server.addrs[0]),
@@ -100,9 +105,7 @@ impl TestServer {
         sockets: Vec<tokio::net::TcpListener>,
         dir: tempfile::TempDir,
     ) -> Self {
-        for (listener, socket) in config.listeners.iter_mut().zip(&sockets) {
-            listener.port = socket.local_addr().expect("bound").port();
-        }
+        use_ports(&mut config, &sockets);
         drop(sockets);
         let toml = toml::to_string(&config).expect("configuration as TOML");
         std::fs::write(dir.path().join("hearth.toml"), toml).expect("write configuration");
