@@ -450,6 +450,19 @@ async fn gap_state(
         let mut wanted: Vec<OwnedEventId> = ids.auth_chain_ids.iter().chain(&ids.pdu_ids).cloned().collect();
         wanted.push(prev.clone());
         fetch_outliers(services, origin, room_short, &wanted, rules).await?;
+        // A state missing some of its events would drop their keys (a
+        // state reset): no state rather than part of one.
+        let mut absent = 0;
+        for id in ids.pdu_ids.iter().chain([prev]) {
+            if services.rooms.event_short(id)?.is_none() {
+                absent += 1;
+            }
+        }
+        if absent > 0 {
+            return Err(Error::internal(format!(
+                "{origin} named {absent} events of the state at {prev} it would not give"
+            )));
+        }
         states.push(Arc::new(services.rooms.state_after_missing(room_short, &ids.pdu_ids, prev)?));
     }
     let record = services.rooms.room_by_short(room_short)?;

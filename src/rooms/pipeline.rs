@@ -290,8 +290,7 @@ impl Rooms {
         let timeline = computed.rejection.is_none() && !computed.soft_failed && !historical;
         let plan = match timeline {
             true => {
-                let has_children =
-                    self.db.contains_prefix(&maps::EVENT_EDGES, &edge_prefix(&checked.event_id))?;
+                let has_children = self.has_accepted_descendant(&checked.event_id)?;
                 let states = [&computed.before, &computed.after];
                 Some(self.plan(
                     &mut batch,
@@ -671,6 +670,10 @@ impl Rooms {
             }
         }
         extremities.retain(|e| !built_upon.contains(e));
+        // A room always keeps an extremity: with none, its current state
+        // would be empty (a state reset).
+        let given = has_children;
+        let has_children = has_children && !extremities.is_empty();
         let mut branches = Vec::new();
         if !has_children {
             branches.push(after.clone());
@@ -710,7 +713,7 @@ impl Rooms {
             event_short,
             old_current,
         )?;
-        Ok(Plan { has_children, extremities, current, changes, notifications })
+        Ok(Plan { has_children: given, extremities, current, changes, notifications })
     }
 
     /// The extremities an event with `prev_events` replaces: its prev
@@ -743,23 +746,26 @@ impl Rooms {
         Ok(found)
     }
 
-    /// Whether an accepted event already stored descends from `event_id`,
-    /// directly or through held-back (soft-failed or rejected) events:
-    /// then it is no forward extremity. That happens when a gap is filled
-    /// oldest first after a later event arrived: the event was appended
-    /// before the held-back child that links it to what came later.
-    fn has_accepted_descendant(&self, event_id: &OwnedEventId) -> Result<bool> {
+    /// Whether an event of the live timeline already stored descends from
+    /// `event_id`, directly or through held-back (soft-failed or rejected)
+    /// events: then it is no forward extremity (the descendant is, or leads
+    /// to one). A held-back child alone does not count: an event whose only
+    /// children were held back stays an extremity, or a room whose last
+    /// events were held back would be left with none and an empty state.
+    fn has_accepted_descendant(&self, event_id: &ruma::EventId) -> Result<bool> {
         /// Events looked at, at most.
         const STEPS: usize = 1000;
         let mut next = self.children_in_dag(event_id)?;
         for _ in 0..STEPS {
             let Some(short) = next.pop() else { break };
             let Some(meta) = self.event_meta(short)? else { continue };
-            if matches!(meta.status, Status::SoftFailed | Status::Rejected) {
-                let Some(held) = self.pdu_by_short(short)? else { continue };
-                next.extend(self.children_in_dag(&held.event_id)?);
-            } else if meta.status != Status::Outlier {
-                return Ok(true);
+            match meta.status {
+                Status::SoftFailed | Status::Rejected => {
+                    let Some(held) = self.pdu_by_short(short)? else { continue };
+                    next.extend(self.children_in_dag(&held.event_id)?);
+                }
+                Status::Timeline => return Ok(true),
+                Status::Outlier | Status::History => {}
             }
         }
         Ok(false)
@@ -798,7 +804,7 @@ impl Rooms {
 
     /// Places an event in the DAG (in `batch`): an edge from each prev, the
     /// event no longer a backward extremity, its missing prevs now ones.
-    /// Whether a child of it is already stored.
+    /// Whether an accepted event already stored descends from it.
     fn link(
         &self,
         batch: &mut Batch,
@@ -826,7 +832,7 @@ impl Rooms {
                 Vec::new(),
             );
         }
-        Ok(self.db.contains_prefix(&maps::EVENT_EDGES, &edge_prefix(event_id))?)
+        self.has_accepted_descendant(event_id)
     }
 
     /// The events a room's DAG names but we do not have: where backfill

@@ -41,7 +41,7 @@ impl Drop for TestServer {
         }
         // A failing test shows the end of a server process's log.
         if self.own_process && std::thread::panicking() {
-            let log = std::fs::read_to_string(self._dir.path().join("hearth.log")).unwrap_or_default();
+            let log = self.process_log();
             let lines: Vec<&str> = log.lines().filter(|l| !l.contains("hearth::request")).collect();
             eprintln!("--- the last lines of {}'s log (requests left out):", self.config.server_name);
             for line in &lines[lines.len().saturating_sub(60)..] {
@@ -145,6 +145,11 @@ impl TestServer {
             assert!(std::time::Instant::now() < deadline, "hearth did not answer within 30 s");
             tokio::time::sleep(std::time::Duration::from_millis(20)).await; // the next poll
         }
+    }
+
+    /// What the process of a [`TestServer::spawn_on`] server has logged.
+    pub fn process_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("hearth.log")).unwrap_or_default()
     }
 
     /// `kill -9`: the process of a [`TestServer::spawn_on`] server ends
