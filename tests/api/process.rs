@@ -147,6 +147,17 @@ impl Drop for Served {
     }
 }
 
+/// A POST that must answer 200; its JSON body.
+async fn post_ok(url: &str, token: Option<&str>, body: Value) -> Value {
+    let mut request = reqwest::Client::new().post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "POST {url}");
+    response.json().await.unwrap()
+}
+
 async fn login(base: &str, user: &str, password: &str) -> StatusCode {
     reqwest::Client::new()
         .post(format!("{base}/_matrix/client/v3/login"))
@@ -184,27 +195,9 @@ async fn admin_cli_then_serve_then_sigterm() {
     assert_eq!(login(&base, "root", "pw2").await, StatusCode::OK);
     assert_eq!(login(&base, "temp", "anything").await, StatusCode::FORBIDDEN);
     // A room to inspect once the server is stopped.
-    let client = reqwest::Client::new();
-    let body: Value = client
-        .post(format!("{base}/_matrix/client/v3/login"))
-        .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "root"}, "password": "pw2"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = post_ok(&format!("{base}/_matrix/client/v3/login"), None, json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "root"}, "password": "pw2"})).await;
     let token = body["access_token"].as_str().unwrap().to_owned();
-    let created: Value = client
-        .post(format!("{base}/_matrix/client/v3/createRoom"))
-        .bearer_auth(&token)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = post_ok(&format!("{base}/_matrix/client/v3/createRoom"), Some(&token), json!({})).await;
     let room_id = created["room_id"].as_str().unwrap().to_owned();
     // One log line per request, without the query string.
     served.wait_for_line("POST /_matrix/client/v3/login 200");
