@@ -26,7 +26,7 @@ pub struct TestFederation {
     /// Each server's federation (HTTPS) address.
     pub federation_addrs: Vec<SocketAddr>,
     pub ca_file: PathBuf,
-    _certs: tempfile::TempDir,
+    certs: tempfile::TempDir,
 }
 
 /// A test CA and a certificate for each name.
@@ -72,6 +72,10 @@ impl TestFederation {
         processes: &[usize],
         adjust: impl Fn(usize, &mut hearth::config::Config),
     ) -> Self {
+        // HEARTH_TEST_LOG=hearth=debug shows the in-process servers' logs.
+        if let Ok(filter) = std::env::var("HEARTH_TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let certs_dir = tempfile::tempdir().expect("temp dir");
         let certificates = Certificates::new();
         let ca_file = certs_dir.path().join("ca.pem");
@@ -90,8 +94,7 @@ impl TestFederation {
         for (i, (client, federation)) in sockets.into_iter().enumerate() {
             let name = server_name(i);
             let (cert, key) = certificates.issue(&name);
-            let cert_path = certs_dir.path().join(format!("{name}.crt"));
-            let key_path = certs_dir.path().join(format!("{name}.key"));
+            let (cert_path, key_path) = certificate_files(certs_dir.path(), &name);
             std::fs::write(&cert_path, cert).expect("write certificate");
             std::fs::write(&key_path, key).expect("write key");
             let dir = tempfile::tempdir().expect("temp dir");
@@ -124,7 +127,7 @@ impl TestFederation {
                 TestServer::start_on(config, sockets, dir).await
             });
         }
-        Self { servers, federation_addrs, ca_file, _certs: certs_dir }
+        Self { servers, federation_addrs, ca_file, certs: certs_dir }
     }
 
     /// An HTTPS client that trusts the test CA and finds every server by name.
@@ -139,10 +142,20 @@ impl TestFederation {
         builder.build().expect("client")
     }
 
+    /// Server `i`'s certificate and key files (from the test CA).
+    pub fn certificate(&self, i: usize) -> (PathBuf, PathBuf) {
+        certificate_files(self.certs.path(), &server_name(i))
+    }
+
     /// The base URL of server `i`'s federation listener.
     pub fn federation_url(&self, i: usize) -> String {
         format!("https://{}:{}", server_name(i), self.federation_addrs[i].port())
     }
+}
+
+/// Where the certificate and key for `name` are written.
+fn certificate_files(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+    (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")))
 }
 
 pub fn server_name(i: usize) -> String {

@@ -87,9 +87,15 @@ async fn partitioned_rooms_converge_once_healed() {
     }
 }
 
-/// What one server sent while another was cut off reaches that server out
-/// of order and twice (here straight from the test, signed as the sender):
-/// it ends with the same events, once each, and the same state as the rest.
+/// Scenario 5: what A sends C arrives newest first and twice: the link
+/// from A to C holds A's transactions (answering them for C) and, once
+/// released, delivers each twice at once, newest first. First C can
+/// fetch what precedes the newest (`/get_missing_events`) and has every
+/// event once the link is released. Then C can fetch nothing (its own
+/// links cut): it refuses what it cannot place, and the same events come
+/// again, oldest first, in transactions of three straight from the test
+/// (signed as A). C ends with the same events, once each, and the same
+/// state as the rest.
 #[tokio::test]
 async fn events_out_of_order_and_twice_give_the_same_room() {
     let (fed, links) = Links::start(3).await;
@@ -102,38 +108,44 @@ async fn events_out_of_order_and_twice_give_the_same_room() {
         join_via(b, &bob, &room, "hs1.test").await;
         join_via(c, &carol, &room, "hs1.test").await;
         wait_for_event(a, &alice, &room, |e| e["state_key"] == carol.user_id.as_str()).await;
-        let before = timeline_ids(a, &alice, &room).await.len();
-
-        links.partition(&[0, 1], &[2]);
-        for i in 0..10 {
-            let (status, body) =
-                send(a, &alice, &room, &format!("m{version}-{i}"), &format!("message {i}")).await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            if i == 4 {
-                put_state(a, &alice, &room, "m.room.topic", json!({"topic": "while C was away"})).await;
+        let mut missed = Vec::new();
+        for c_fetches in [true, false] {
+            let before = timeline_ids(a, &alice, &room).await.len();
+            if !c_fetches {
+                links.cut(&[2], &[0, 1]);
             }
-        }
-        put_state(a, &alice, &room, "m.room.name", json!({"name": "Renamed"})).await;
-        let missed: Vec<String> = timeline_ids(a, &alice, &room).await.split_off(before);
-        let rooms = &a.server().services.rooms;
-        let pdu = |id: &String| {
-            let short = rooms.event_short(&ruma::EventId::parse(id).unwrap()).unwrap().unwrap();
-            serde_json::to_value(rooms.pdu_json(short).unwrap().unwrap()).unwrap()
-        };
-        // Newest first (C cannot fetch what precedes: its links are cut),
-        // then oldest first, in transactions of three.
-        let mut order: Vec<&String> = missed.iter().rev().collect();
-        order.extend(missed.iter());
-        for (t, batch) in order.chunks(3).enumerate() {
-            let (status, body) = fed
-                .send_transaction(
-                    0,
-                    2,
-                    &format!("ooo{version}-{t}"),
-                    batch.iter().map(|id| pdu(id)).collect(),
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
+            links.reorder(&[0], &[2], usize::MAX);
+            links.duplicate(&[0], &[2]);
+            for i in 0..6 {
+                let txn = format!("m{version}-{c_fetches}-{i}");
+                let (status, body) = send(a, &alice, &room, &txn, &format!("message {i}")).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                if i == 2 {
+                    let topic = format!("while C was away ({c_fetches})");
+                    put_state(a, &alice, &room, "m.room.topic", json!({"topic": topic})).await;
+                }
+            }
+            let sent: Vec<String> = timeline_ids(a, &alice, &room).await.split_off(before);
+            links.wait_held(0, 2, sent.len()).await;
+            links.release().await;
+            if c_fetches {
+                for id in &sent {
+                    wait_for_id(c, &carol, &room, id, 30).await;
+                }
+            } else {
+                let rooms = &a.server().services.rooms;
+                let pdu = |id: &String| {
+                    let short = rooms.event_short(&ruma::EventId::parse(id).unwrap()).unwrap().unwrap();
+                    serde_json::to_value(rooms.pdu_json(short).unwrap().unwrap()).unwrap()
+                };
+                for (t, batch) in sent.chunks(3).enumerate() {
+                    let txn = format!("again{version}-{t}");
+                    let (status, body) =
+                        fed.send_transaction(0, 2, &txn, batch.iter().map(pdu).collect()).await;
+                    assert_eq!(status, StatusCode::OK, "{body}");
+                }
+            }
+            missed.extend(sent);
         }
         links.heal();
 
@@ -269,14 +281,19 @@ impl Cast {
     }
 
     /// Cuts C off, has each run's sides act in its order (`side(run, A or
-    /// C)`), heals, and waits until every server holds a message sent
-    /// from each side afterwards and one more that joins the branches.
+    /// C)`) and a user on each side speak last, heals, and once every
+    /// server holds both sides' last messages has B send one more that
+    /// joins the branches. That one is the only event to resolve the two
+    /// sides' states: an event made on A or C after the heal could join
+    /// its side with part of the other (a DAG of its own, which may
+    /// resolve otherwise).
     async fn partitioned(
         &self,
         runs: &mut [Run],
         side: impl AsyncFn(&Cast, &str, First) -> Vec<(&'static str, String)>,
     ) {
         self.links.partition(&[0, 1], &[2]);
+        let mut tips = Vec::new();
         for run in runs.iter_mut() {
             let order = match run.first {
                 First::A => [First::A, First::C],
@@ -287,13 +304,14 @@ impl Cast {
                 run.ids.extend(done);
                 next_millisecond().await;
             }
+            let from_a = send_id(self.a(), &self.walt, &run.room, "A's last").await;
+            let from_c = send_id(self.c(), &self.chris, &run.room, "C's last").await;
+            tips.push([from_a, from_c]);
         }
         self.links.heal();
-        for run in runs.iter() {
+        for (run, tips) in runs.iter().zip(&tips) {
             let room = &run.room;
-            let from_a = send_id(self.a(), &self.walt, room, "from A after").await;
-            let from_c = send_id(self.c(), &self.chris, room, "from C after").await;
-            for id in [&from_a, &from_c] {
+            for id in tips {
                 for (s, who) in self.watchers() {
                     wait_for_event(s, who, room, |e| e["event_id"] == id.as_str()).await;
                 }
@@ -365,11 +383,16 @@ async fn conflicting_bans_across_a_partition_resolve_as_the_spec_says() {
     let cast = Cast::start().await;
     let mut runs = cast.rooms().await;
     cast.partitioned(&mut runs, async |cast, room, side| match side {
-        First::A => vec![
-            ("ownerPL", raise(cast.b(), &cast.owner, room, &cast.alice).await),
-            ("alice bans carol", moderate(cast.a(), &cast.alice, room, &cast.carol, "ban").await),
-            ("alice bans xavier", moderate(cast.a(), &cast.alice, room, &cast.xavier, "ban").await),
-        ],
+        First::A => {
+            let raised = raise(cast.b(), &cast.owner, room, &cast.alice).await;
+            // alice bans with the power the owner gave her, once A has it.
+            wait_for_id(cast.a(), &cast.alice, room, &raised, 30).await;
+            vec![
+                ("ownerPL", raised),
+                ("alice bans carol", moderate(cast.a(), &cast.alice, room, &cast.carol, "ban").await),
+                ("alice bans xavier", moderate(cast.a(), &cast.alice, room, &cast.xavier, "ban").await),
+            ]
+        }
         First::C => vec![
             ("chrisPL", raise(cast.c(), &cast.chris, room, &cast.carol).await),
             ("carol bans alice", moderate(cast.c(), &cast.carol, room, &cast.alice, "ban").await),
