@@ -665,12 +665,14 @@ async fn a_server_down_through_a_thousand_events_catches_up_without_a_state_rese
         let resets: Vec<&str> =
             log.lines().filter(|l| l.contains("state resolution") && l.contains("-> nothing")).collect();
         assert!(resets.is_empty(), "state resets on C: {resets:#?}");
-        // Paging back on C shows every message made while it was down once,
-        // and no event twice. (A state event that reaches C after a later
-        // one of the same user may fail the auth rules against C's current
-        // state, a second leave say: soft-failed, and not shown, as the
-        // spec has it.)
-        let seen = paged_back(c, &carol, room, &made[r].0[0]).await;
+        // Paging back on C to the room's start shows every message made
+        // while it was down once, and no event twice. (A state event that
+        // reaches C after a later one of the same user may fail the auth
+        // rules against C's current state, a second leave say: soft-failed,
+        // and not shown, as the spec has it.) Not in their place, though:
+        // the part of the gap C backfills is shown before the whole live
+        // timeline (docs/FEDERATION.md, "Known limits").
+        let seen = paged_back(c, &carol, room).await;
         for (i, id) in made[r].0.iter().enumerate() {
             let times = seen.iter().filter(|s| *s == id).count();
             let message = i % 10 != 0 && i != WHILE_DOWN / 2;
@@ -692,9 +694,9 @@ async fn membership(s: &TestServer, who: &Session, room: &str, join: bool, reade
     state_ids(s, reader, room).await[&member_key(who)].clone()
 }
 
-/// The IDs of `room`'s events as `who` pages back from the newest with
-/// `/messages`, until `oldest` or the room's start.
-async fn paged_back(s: &TestServer, who: &Session, room: &str, oldest: &str) -> Vec<String> {
+/// The IDs of `room`'s events as `who` pages back with `/messages` from
+/// the newest to the room's start.
+async fn paged_back(s: &TestServer, who: &Session, room: &str) -> Vec<String> {
     let mut ids = Vec::new();
     let mut from = String::new();
     for _ in 0..1000 {
@@ -704,8 +706,8 @@ async fn paged_back(s: &TestServer, who: &Session, room: &str, oldest: &str) -> 
         let chunk = body["chunk"].as_array().unwrap();
         ids.extend(chunk.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()));
         match body["end"].as_str() {
-            Some(end) if !ids.iter().any(|id| id == oldest) => from = format!("&from={end}"),
-            _ => return ids,
+            Some(end) => from = format!("&from={end}"),
+            None => return ids,
         }
     }
     panic!("{room}: no end in 1,000 pages");

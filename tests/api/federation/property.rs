@@ -24,6 +24,9 @@ use crate::common::{Session, TestServer, create_room, put_state, send};
 const CASES: u64 = 4;
 /// Steps in a case unless told otherwise.
 const STEPS: usize = 40;
+/// Seconds for the servers to converge after the final heal: generous,
+/// for a debug build beside the other tests (a deadline, not a wait).
+const DEADLINE: u64 = 180;
 /// Power levels a random change sets.
 const LEVELS: [i64; 4] = [0, 50, 75, 100];
 /// Users 0, 2 and 4 (one per server, power 100 or the room's creator)
@@ -42,22 +45,26 @@ async fn random_schedules_converge_and_keep_the_auth_rules() {
     let steps = setting("HEARTH_PARTITION_STEPS", STEPS);
     let first = setting("HEARTH_PARTITION_SEED", 1u64);
     for seed in first..first + cases {
-        if let Err(e) = tokio::spawn(one_case(seed, steps)).await {
+        // The case's schedule, once drawn: printed with the failure only,
+        // so that a failing run's output stays short.
+        let drawn = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        if let Err(e) = tokio::spawn(one_case(seed, steps, drawn.clone())).await {
             let reason = e.try_into_panic().ok().and_then(|p| {
                 p.downcast_ref::<String>()
                     .cloned()
                     .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
             });
             panic!(
-                "seed {seed} failed: {}\nrerun it alone: HEARTH_PARTITION_SEED={seed} HEARTH_PARTITION_CASES=1 \
+                "seed {seed} failed: {}\n{}\nrerun it alone: HEARTH_PARTITION_SEED={seed} HEARTH_PARTITION_CASES=1 \
                  cargo test --test api random_schedules",
-                reason.unwrap_or_else(|| "(no message)".into())
+                reason.unwrap_or_else(|| "(no message)".into()),
+                drawn.lock().unwrap()
             );
         }
     }
 }
 
-async fn one_case(seed: u64, steps: usize) {
+async fn one_case(seed: u64, steps: usize, drawn: std::sync::Arc<std::sync::Mutex<String>>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let version = *["10", "11", "12"].choose(&mut rng).unwrap();
     let (mut fed, links) = Links::start(3).await;
@@ -139,10 +146,12 @@ async fn one_case(seed: u64, steps: usize) {
             act(&fed.servers, &users, &room, actor, target, kind, step, &mut rng).await
         };
         schedule.push(format!("{step}: {done}"));
+        *drawn.lock().unwrap() =
+            format!("seed {seed}, room v{version}, schedule so far:\n{}", schedule.join("\n"));
     }
     links.heal();
     let context = format!("seed {seed}, room v{version}, schedule:\n{}", schedule.join("\n"));
-    eprintln!("{context}"); // shown when a wait below fails
+    *drawn.lock().unwrap() = context.clone(); // shown when a wait below fails
 
     // Each server's anchor speaks; everyone hears all three; one more
     // message joins the branches.
@@ -152,12 +161,12 @@ async fn one_case(seed: u64, steps: usize) {
     }
     for (i, k) in ANCHORS.iter().enumerate() {
         for id in &finals {
-            wait_for_id(&fed.servers[i], &users[*k], &room, id, 60).await;
+            wait_for_id(&fed.servers[i], &users[*k], &room, id, DEADLINE).await;
         }
     }
     let merge = send_ok(&fed.servers[0], &users[0], &room, "merged", &context).await;
     for (i, k) in ANCHORS.iter().enumerate() {
-        wait_for_id(&fed.servers[i], &users[*k], &room, &merge, 60).await;
+        wait_for_id(&fed.servers[i], &users[*k], &room, &merge, DEADLINE).await;
     }
 
     let room_id = RoomId::parse(&room).unwrap();
