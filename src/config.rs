@@ -31,6 +31,7 @@ pub struct Config {
     pub outbound: Outbound,
     pub federation: Federation,
     pub turn: Turn,
+    pub media: MediaConfig,
     #[serde(default)]
     pub experimental: Experimental,
 }
@@ -190,6 +191,19 @@ impl Federation {
             && (self.allowed_servers.is_empty()
                 || self.allowed_servers.iter().any(|allowed| allowed == server))
     }
+}
+
+/// The content repository (`[media]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Where files are kept; `media` inside the database directory when unset.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    pub max_upload_size: u64,
+    pub max_pending_uploads: usize,
+    pub unused_expiration_secs: u64,
+    pub enable_authenticated_media: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -10,6 +10,7 @@ pub mod error;
 pub mod federation;
 pub mod identity;
 pub mod keys;
+pub mod media;
 pub mod outbound;
 pub mod presence;
 pub mod pushers;

@@ -27,6 +27,7 @@ pub struct Services {
     pub shared_secret_nonces: Nonces,
     pub outbound: crate::outbound::Outbound,
     pub servers: Arc<crate::servers::Servers>,
+    pub media: crate::media::Media,
 }
 
 impl Services {
@@ -50,6 +51,12 @@ impl Services {
             &config.federation,
             keys.clone(),
         )?);
+        let media = crate::media::Media::open(
+            db.clone(),
+            config.server_name.clone(),
+            &config.media,
+            config.database.path.join("media"),
+        )?;
         Ok(Arc::new(Self {
             config,
             db,
@@ -63,6 +70,7 @@ impl Services {
             shared_secret_nonces: Nonces::default(),
             outbound,
             servers,
+            media,
         }))
     }
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod client;
 mod error;
 pub mod federation;
+mod media;
 pub mod ruma;
 
 use std::{
@@ -28,7 +29,10 @@ use crate::{Error, config::Resource, services::Services};
 pub fn router(services: Arc<Services>, resources: &[Resource]) -> Router {
     let mut router = Router::new();
     if resources.contains(&Resource::Client) {
-        router = admin::routes(client::routes(router));
+        router = media::client_routes(admin::routes(client::routes(router)));
+    }
+    if resources.contains(&Resource::Media) {
+        router = media::media_routes(router);
     }
     if resources.contains(&Resource::Client) || resources.contains(&Resource::Federation) {
         router = federation::public_routes(router);

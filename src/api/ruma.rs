@@ -278,6 +278,24 @@ impl axum::extract::FromRequestParts<Arc<Services>> for Authed {
     }
 }
 
+/// The authenticated user of a handler that is not a ruma endpoint,
+/// guests included (downloads, as in Synapse).
+pub struct Viewer {
+    pub user: OwnedUserId,
+}
+
+impl axum::extract::FromRequestParts<Arc<Services>> for Viewer {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, services: &Arc<Services>) -> Result<Self> {
+        let client_ip = super::client_ip(parts);
+        let Authenticated { user, .. } =
+            authenticate(parts, services, TokenRequirement::Required, client_ip)?
+                .expect("a required token is there or refused");
+        Ok(Self { user })
+    }
+}
+
 /// Maps ruma's parse failures to the spec's error codes.
 fn request_error(e: FromHttpRequestError) -> Error {
     match e {

@@ -395,6 +395,17 @@ maps! {
         key: "origin server name ‖ SEP ‖ transaction ID",
         value: "JSON {ts (ms, when answered), results: {event ID: result} as answered}; dropped after a day"
     }
+    /// Media of the content repository (media/): local uploads and
+    /// reserved IDs.
+    MEDIA = "media" {
+        key: "server name ‖ SEP ‖ media ID",
+        value: "JSON MediaRecord {user_id, created_ts, content (once uploaded: {content_type, upload_name, size, sha256 (hex, names the file under media.path)}), authenticated}"
+    }
+    /// Media IDs reserved with /create and not yet uploaded to, per user.
+    MEDIA_PENDING = "media_pending" {
+        key: "user ID ‖ SEP ‖ media ID",
+        value: "created_ts (JSON number, ms)"
+    }
     /// Invites of local users to rooms this server is not in, and their
     /// knocks on such rooms (rooms/invites.rs).
     REMOTE_INVITES = "remote_invites" {

@@ -14,6 +14,7 @@ mod errors;
 mod federation;
 mod guests;
 mod login;
+mod media;
 mod persistence;
 mod privacy;
 mod process;

@@ -1,0 +1,272 @@
+//! The content repository: what users upload, stored once per content
+//! (SHA-256) by [`store::LocalStore`], described in `media` (RocksDB).
+//! An upload is acknowledged only once its file and its record are on
+//! disk; a media ID reserved with `/create` waits for its upload.
+
+pub mod store;
+
+use std::{collections::HashSet, path::PathBuf, sync::Mutex, time::Duration};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http::StatusCode;
+use ruma::{OwnedServerName, OwnedUserId, ServerName, UserId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::{
+    Error, Result,
+    config::MediaConfig,
+    storage::{Batch, Db, key, maps, prefix},
+};
+use store::{LocalStore, WriteError};
+
+/// What is known of one media item.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MediaRecord {
+    /// Who uploaded it (or reserved its ID).
+    pub user_id: OwnedUserId,
+    pub created_ts: u64,
+    /// The content, once uploaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+    /// Served only by the authenticated endpoints (uploaded while
+    /// `media.enable_authenticated_media` was on).
+    #[serde(default)]
+    pub authenticated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Content {
+    /// As the uploader sent it (`application/octet-stream` when it sent none).
+    pub content_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_name: Option<String>,
+    pub size: u64,
+    /// Lower-case hex; names the file.
+    pub sha256: String,
+}
+
+/// What an uploader says of the bytes it sends.
+pub struct Upload {
+    pub content_type: Option<String>,
+    pub upload_name: Option<String>,
+    /// `Content-Length`, when sent: refused at once when over the limit.
+    pub declared_size: Option<u64>,
+}
+
+pub struct Media {
+    db: Db,
+    server_name: OwnedServerName,
+    store: LocalStore,
+    pub config: MediaConfig,
+    /// Reserved IDs being uploaded to right now.
+    uploading: Mutex<HashSet<String>>,
+    /// Woken whenever an upload completes (downloads waiting on a reserved ID).
+    uploaded: Notify,
+}
+
+/// A media ID is 24 letters and digits here; from elsewhere, `[A-Za-z0-9_-]+`.
+pub fn valid_media_id(media_id: &str) -> bool {
+    !media_id.is_empty()
+        && media_id.len() <= 255
+        && media_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Media {
+    /// The repository under `media.path`, or `default_root` when unset.
+    pub fn open(
+        db: Db,
+        server_name: OwnedServerName,
+        config: &MediaConfig,
+        default_root: PathBuf,
+    ) -> Result<Self> {
+        let root = config.path.clone().unwrap_or(default_root);
+        Ok(Self {
+            db,
+            server_name,
+            store: LocalStore::open(&root)?,
+            config: config.clone(),
+            uploading: Mutex::default(),
+            uploaded: Notify::new(),
+        })
+    }
+
+    fn record_key(server: &ServerName, media_id: &str) -> Vec<u8> {
+        key(&[server.as_bytes(), media_id.as_bytes()])
+    }
+
+    pub fn record(&self, server: &ServerName, media_id: &str) -> Result<Option<MediaRecord>> {
+        Ok(self.db.get_json(&maps::MEDIA, &Self::record_key(server, media_id))?)
+    }
+
+    /// Where the content of `record` lies on disk.
+    pub fn file(&self, content: &Content) -> PathBuf {
+        self.store.path(&content.sha256)
+    }
+
+    fn unused_expiry(&self) -> Duration {
+        Duration::from_secs(self.config.unused_expiration_secs)
+    }
+
+    /// Reserves a media ID for `user` to upload to later (`/create`): the
+    /// ID and when it expires unused (ms). Refused with 429 while the user
+    /// holds `media.max_pending_uploads` unused ones.
+    pub fn create(&self, user: &UserId) -> Result<(String, u64)> {
+        let now = crate::util::now_ms();
+        let expiry = self.unused_expiry().as_millis() as u64;
+        let mut batch = Batch::new();
+        let mut pending = Vec::new();
+        for (k, created_ts) in self.db.scan_json::<u64>(&maps::MEDIA_PENDING, &prefix(&[user.as_bytes()]))? {
+            if created_ts + expiry <= now {
+                batch.delete(&maps::MEDIA_PENDING, k);
+            } else {
+                pending.push(created_ts);
+            }
+        }
+        if pending.len() >= self.config.max_pending_uploads {
+            self.db.write(batch)?;
+            let earliest = pending.into_iter().min().unwrap_or(now);
+            return Err(Error::limit_exceeded(Duration::from_millis(earliest + expiry - now)));
+        }
+        let media_id = crate::util::random_string(24);
+        let record = MediaRecord {
+            user_id: user.to_owned(),
+            created_ts: now,
+            content: None,
+            authenticated: self.config.enable_authenticated_media,
+        };
+        batch.put_json(&maps::MEDIA, Self::record_key(&self.server_name, &media_id), &record);
+        batch.put_json(&maps::MEDIA_PENDING, key(&[user.as_bytes(), media_id.as_bytes()]), &now);
+        self.db.write(batch)?;
+        Ok((media_id, now + expiry))
+    }
+
+    /// Stores `body` as new media of `user`; its media ID.
+    pub async fn upload<E: std::fmt::Display>(
+        &self,
+        user: &UserId,
+        upload: Upload,
+        body: impl Stream<Item = Result<Bytes, E>>,
+    ) -> Result<String> {
+        let content = self.store_content(&upload, body).await?;
+        let media_id = crate::util::random_string(24);
+        let record = MediaRecord {
+            user_id: user.to_owned(),
+            created_ts: crate::util::now_ms(),
+            content: Some(content),
+            authenticated: self.config.enable_authenticated_media,
+        };
+        self.db.put_json(&maps::MEDIA, &Self::record_key(&self.server_name, &media_id), &record)?;
+        Ok(media_id)
+    }
+
+    /// Stores `body` under the media ID `user` reserved (`PUT /upload`).
+    pub async fn upload_to<E: std::fmt::Display>(
+        &self,
+        user: &UserId,
+        media_id: &str,
+        upload: Upload,
+        body: impl Stream<Item = Result<Bytes, E>>,
+    ) -> Result<()> {
+        let cannot_overwrite =
+            |why: &str| Error::custom(StatusCode::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA", why);
+        if !self.uploading.lock().expect("uploading").insert(media_id.to_owned()) {
+            return Err(cannot_overwrite("Media ID is being uploaded to"));
+        }
+        let result = async {
+            let record_key = Self::record_key(&self.server_name, media_id);
+            let mut record = self
+                .db
+                .get_json::<MediaRecord>(&maps::MEDIA, &record_key)?
+                .ok_or_else(|| Error::not_found("Unknown media ID"))?;
+            if record.user_id != user {
+                return Err(Error::forbidden("Only the creator of the media ID can upload to it"));
+            }
+            if record.content.is_some() {
+                return Err(cannot_overwrite("Media ID already has content"));
+            }
+            if self.expired(&record) {
+                return Err(Error::not_found("Media ID has expired"));
+            }
+            record.content = Some(self.store_content(&upload, body).await?);
+            let mut batch = Batch::new();
+            batch.put_json(&maps::MEDIA, record_key, &record);
+            batch.delete(&maps::MEDIA_PENDING, key(&[user.as_bytes(), media_id.as_bytes()]));
+            self.db.write(batch)?;
+            self.uploaded.notify_waiters();
+            Ok(())
+        }
+        .await;
+        self.uploading.lock().expect("uploading").remove(media_id);
+        result
+    }
+
+    /// A reserved ID never uploaded to within its time.
+    fn expired(&self, record: &MediaRecord) -> bool {
+        record.content.is_none()
+            && record.created_ts + self.unused_expiry().as_millis() as u64 <= crate::util::now_ms()
+    }
+
+    async fn store_content<E: std::fmt::Display>(
+        &self,
+        upload: &Upload,
+        body: impl Stream<Item = Result<Bytes, E>>,
+    ) -> Result<Content> {
+        let max = self.config.max_upload_size;
+        if upload.declared_size.is_some_and(|size| size > max) {
+            return Err(too_large(max));
+        }
+        let stored = self.store.write(body, max).await.map_err(|e| match e {
+            WriteError::TooLarge => too_large(max),
+            WriteError::Body(why) => {
+                Error::custom(StatusCode::BAD_REQUEST, "M_UNKNOWN", format!("Upload broke off: {why}"))
+            }
+            WriteError::Io(e) => Error::internal(format!("media: cannot store an upload: {e}")),
+        })?;
+        let content_type =
+            upload.content_type.as_deref().filter(|t| !t.is_empty()).unwrap_or("application/octet-stream");
+        Ok(Content {
+            content_type: content_type.to_owned(),
+            upload_name: upload.upload_name.clone().filter(|n| !n.is_empty()),
+            size: stored.size,
+            sha256: stored.sha256,
+        })
+    }
+
+    /// The content of local media `media_id`, waiting up to `timeout` for
+    /// a reserved ID's upload: 404 when there is none (or it expired
+    /// unused), 504 `M_NOT_YET_UPLOADED` when the wait ends first.
+    pub async fn local_content(&self, media_id: &str, timeout: Duration) -> Result<(MediaRecord, Content)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let uploaded = self.uploaded.notified();
+            let record = self
+                .record(&self.server_name, media_id)?
+                .filter(|record| !self.expired(record))
+                .ok_or_else(|| Error::not_found("Not found"))?;
+            if let Some(content) = record.content.clone() {
+                return Ok((record, content));
+            }
+            if tokio::time::timeout_at(deadline, uploaded).await.is_err() {
+                return Err(Error::custom(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "M_NOT_YET_UPLOADED",
+                    "Media has not been uploaded yet",
+                ));
+            }
+        }
+    }
+
+    pub fn is_local(&self, server: &ServerName) -> bool {
+        server == self.server_name
+    }
+}
+
+fn too_large(max: u64) -> Error {
+    Error::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ruma::api::error::ErrorKind::TooLarge,
+        format!("Upload is larger than the limit of {max} bytes"),
+    )
+}
