@@ -204,6 +204,36 @@ pub struct MediaConfig {
     pub max_pending_uploads: usize,
     pub unused_expiration_secs: u64,
     pub enable_authenticated_media: bool,
+    /// The thumbnails offered; a request gets the best fit.
+    pub thumbnail_sizes: Vec<ThumbnailSize>,
+    /// Images with more pixels are not thumbnailed (decompression bombs).
+    pub max_image_pixels: u64,
+}
+
+/// How a thumbnail fits its size: the whole image within it, or the
+/// size's aspect cut from the image's middle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThumbnailMethod {
+    Scale,
+    Crop,
+}
+
+impl ThumbnailMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThumbnailMethod::Scale => "scale",
+            ThumbnailMethod::Crop => "crop",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThumbnailSize {
+    pub width: u32,
+    pub height: u32,
+    pub method: ThumbnailMethod,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

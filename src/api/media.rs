@@ -19,6 +19,7 @@ use tower::ServiceExt;
 use crate::{
     Error, Result,
     api::ruma::{Authed, Viewer},
+    config::{ThumbnailMethod, ThumbnailSize},
     media::{Content, Upload, valid_media_id},
     services::Services,
 };
@@ -29,6 +30,7 @@ pub fn client_routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_matrix/client/v1/media/config", get(config))
         .route("/_matrix/client/v1/media/download/{server}/{media_id}", get(download))
         .route("/_matrix/client/v1/media/download/{server}/{media_id}/{file_name}", get(download_named))
+        .route("/_matrix/client/v1/media/thumbnail/{server}/{media_id}", get(thumbnail))
 }
 
 /// `/_matrix/media/*` (the media resource): uploads, and the legacy
@@ -41,6 +43,10 @@ pub fn media_routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         router = router
             .route(&format!("/_matrix/media/{version}/upload"), post(upload))
             .route(&format!("/_matrix/media/{version}/config"), get(config))
+            .route(
+                &format!("/_matrix/media/{version}/thumbnail/{{server}}/{{media_id}}"),
+                get(legacy_thumbnail),
+            )
             .route(
                 &format!("/_matrix/media/{version}/download/{{server}}/{{media_id}}"),
                 get(legacy_download),
@@ -90,6 +96,7 @@ async fn upload(
 ) -> Result<Json<Value>> {
     let upload = upload_of(&headers, query.as_deref())?;
     let media_id = services.media.upload(&auth.user, upload, body.into_data_stream()).await?;
+    pregenerate(&services, &media_id);
     Ok(Json(json!({ "content_uri": content_uri(&services, &media_id) })))
 }
 
@@ -116,7 +123,21 @@ async fn upload_to(
     }
     let upload = upload_of(&headers, query.as_deref())?;
     services.media.upload_to(&auth.user, &media_id, upload, body.into_data_stream()).await?;
+    pregenerate(&services, &media_id);
     Ok(Json(json!({})))
+}
+
+/// Makes the thumbnails of new local media in the background.
+fn pregenerate(services: &Arc<Services>, media_id: &str) {
+    let (services, media_id) = (services.clone(), media_id.to_owned());
+    tokio::spawn(async move {
+        let media = &services.media;
+        if let Ok(Some(record)) = media.record(media.server_name(), &media_id)
+            && let Some(content) = record.content
+        {
+            media.pregenerate(media.server_name(), &media_id, &content).await;
+        }
+    });
 }
 
 /// `GET /_matrix/client/v1/media/config` (and the legacy paths).
@@ -187,6 +208,23 @@ async fn fetch(
     authenticated: bool,
     request: Request,
 ) -> Result<Response> {
+    let content = find(services, server, media_id, authenticated, request.uri().query()).await?;
+    let name = file_name.or(content.upload_name.as_deref());
+    let path = services.media.file(&content);
+    let disposition = disposition(&content.content_type, name);
+    serve(&path, content_type(&content.content_type), disposition, request).await
+}
+
+/// The content of media `media_id` of `server`, waiting (`timeout_ms`)
+/// for a reserved ID's upload; on a legacy endpoint (`authenticated`
+/// false) not what is served only with a token.
+async fn find(
+    services: &Services,
+    server: &str,
+    media_id: &str,
+    authenticated: bool,
+    query: Option<&str>,
+) -> Result<Content> {
     let server = media_of(server, media_id)?;
     let frozen = !authenticated && services.media.config.enable_authenticated_media;
     if !services.media.is_local(server) {
@@ -200,25 +238,86 @@ async fn fetch(
             "Media of other servers cannot be fetched yet",
         ));
     }
-    let wait = wait_of(request.uri().query())?;
-    let (record, content) = services.media.local_content(media_id, wait).await?;
+    let (record, content) = services.media.local_content(media_id, wait_of(query)?).await?;
     if frozen && record.authenticated {
         return Err(Error::not_found("Not found"));
     }
-    let name = file_name.or(content.upload_name.as_deref());
-    serve(services, &content, name, request).await
+    Ok(content)
 }
 
-/// The file of `content`, with range requests and conditional requests
-/// (tower-http's `ServeFile`), under the headers the spec asks for.
-async fn serve(
-    services: &Services,
-    content: &Content,
-    name: Option<&str>,
+/// `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}`
+async fn thumbnail(
+    State(services): State<Arc<Services>>,
+    _viewer: Viewer,
+    Path((server, media_id)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response> {
-    let path = services.media.file(content);
-    let response = tower_http::services::ServeFile::new(&path)
+    thumbnail_of(&services, &server, &media_id, true, request).await
+}
+
+/// `GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}`: no token.
+async fn legacy_thumbnail(
+    State(services): State<Arc<Services>>,
+    Path((server, media_id)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response> {
+    thumbnail_of(&services, &server, &media_id, false, request).await
+}
+
+async fn thumbnail_of(
+    services: &Services,
+    server: &str,
+    media_id: &str,
+    authenticated: bool,
+    request: Request,
+) -> Result<Response> {
+    let query = request.uri().query();
+    let (wanted, animated) = thumbnail_query(query)?;
+    let content = find(services, server, media_id, authenticated, query).await?;
+    let server = media_of(server, media_id)?;
+    let (made, path) = services.media.thumbnail(server, media_id, &content, wanted, animated).await?;
+    let extension = made.content_type.strip_prefix("image/").unwrap_or("png").replace("jpeg", "jpg");
+    let disposition = HeaderValue::from_str(&format!("inline; filename=thumbnail.{extension}"))
+        .unwrap_or(HeaderValue::from_static("inline"));
+    serve(&path, content_type(&made.content_type), disposition, request).await
+}
+
+/// `width`, `height` (required), `method` (`scale` by default) and
+/// `animated` (false by default) of a thumbnail request.
+fn thumbnail_query(query: Option<&str>) -> Result<(ThumbnailSize, bool)> {
+    let dimension = |name: &str| -> Result<u32> {
+        let value = query_param(query, name).ok_or_else(|| {
+            Error::new(
+                StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::MissingParam,
+                format!("Missing required integer query parameter {name}"),
+            )
+        })?;
+        value.parse().map_err(|_| Error::invalid_param(format!("{name} must be a positive integer")))
+    };
+    let (width, height) = (dimension("width")?, dimension("height")?);
+    let method = match query_param(query, "method").as_deref() {
+        None | Some("scale") => ThumbnailMethod::Scale,
+        Some("crop") => ThumbnailMethod::Crop,
+        Some(_) => return Err(Error::invalid_param("method must be scale or crop")),
+    };
+    let animated = match query_param(query, "animated").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(Error::invalid_param("animated must be true or false")),
+    };
+    Ok((ThumbnailSize { width, height, method }, animated))
+}
+
+/// The file at `path`, with range requests and conditional requests
+/// (tower-http's `ServeFile`), under the headers the spec asks for.
+async fn serve(
+    path: &std::path::Path,
+    kind: HeaderValue,
+    disposition: HeaderValue,
+    request: Request,
+) -> Result<Response> {
+    let response = tower_http::services::ServeFile::new(path)
         .oneshot(request)
         .await
         .map_err(|e| Error::internal(format!("media: reading {}: {e}", path.display())))?;
@@ -228,8 +327,8 @@ async fn serve(
     }
     let (mut parts, body) = response.into_parts();
     let headers = &mut parts.headers;
-    headers.insert(header::CONTENT_TYPE, content_type(&content.content_type));
-    headers.insert(header::CONTENT_DISPOSITION, disposition(&content.content_type, name));
+    headers.insert(header::CONTENT_TYPE, kind);
+    headers.insert(header::CONTENT_DISPOSITION, disposition);
     for (name, value) in SECURITY_HEADERS {
         headers.insert(*name, HeaderValue::from_static(value));
     }

@@ -4,6 +4,7 @@
 //! disk; a media ID reserved with `/create` waits for its upload.
 
 pub mod store;
+pub mod thumbnail;
 
 use std::{collections::HashSet, path::PathBuf, sync::Mutex, time::Duration};
 
@@ -45,6 +46,16 @@ pub struct Content {
     pub size: u64,
     /// Lower-case hex; names the file.
     pub sha256: String,
+}
+
+/// A thumbnail made and kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Thumbnail {
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// What an uploader says of the bytes it sends.
@@ -258,8 +269,101 @@ impl Media {
         }
     }
 
+    /// The thumbnail of `content` (media `media_id` of `server`) that
+    /// best fits `wanted` among the configured sizes, made the first time
+    /// (off the async runtime) and kept: 400 `M_UNKNOWN` when the content
+    /// is not an image thumbnails are made of, 413 `M_TOO_LARGE` past
+    /// `media.max_image_pixels`, 404 when no size has the method.
+    pub async fn thumbnail(
+        &self,
+        server: &ServerName,
+        media_id: &str,
+        content: &Content,
+        wanted: thumbnail::Size,
+        animated: bool,
+    ) -> Result<(Thumbnail, PathBuf)> {
+        if !thumbnail::thumbnailable(&content.content_type) {
+            return Err(refusal(thumbnail::Refusal::Unsupported(content.content_type.clone())));
+        }
+        let max = self.config.max_image_pixels;
+        let path = self.file(content);
+        let source = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || thumbnail::dimensions(&path, max))
+                .await
+                .map_err(Error::internal)?
+                .map_err(refusal)?
+        };
+        let chosen = thumbnail::choose(&self.config.thumbnail_sizes, source, wanted)
+            .ok_or_else(|| Error::not_found("No thumbnail of that method"))?;
+        let size_key = format!("{}x{}-{}-{}", chosen.width, chosen.height, chosen.method.as_str(), animated);
+        let record_key = key(&[server.as_bytes(), media_id.as_bytes(), size_key.as_bytes()]);
+        if let Some(kept) = self.db.get_json::<Thumbnail>(&maps::MEDIA_THUMBNAILS, &record_key)? {
+            let file = self.store.path(&kept.sha256);
+            if file.exists() {
+                return Ok((kept, file));
+            }
+        }
+        let made = tokio::task::spawn_blocking(move || thumbnail::make(&path, chosen, animated, max))
+            .await
+            .map_err(Error::internal)?
+            .map_err(refusal)?;
+        let bytes = Bytes::from(made.bytes);
+        let stored = self
+            .store
+            .write(futures_util::stream::once(async { Ok::<_, std::convert::Infallible>(bytes) }), u64::MAX)
+            .await
+            .map_err(|e| Error::internal(format!("media: cannot store a thumbnail: {e:?}")))?;
+        let kept = Thumbnail {
+            content_type: made.content_type.to_owned(),
+            size: stored.size,
+            sha256: stored.sha256,
+            width: made.width,
+            height: made.height,
+        };
+        self.db.put_json(&maps::MEDIA_THUMBNAILS, &record_key, &kept)?;
+        let file = self.store.path(&kept.sha256);
+        Ok((kept, file))
+    }
+
+    /// Makes the configured thumbnails of new media ahead of the first
+    /// request for them (failures are the requests' to report).
+    pub async fn pregenerate(&self, server: &ServerName, media_id: &str, content: &Content) {
+        if !thumbnail::thumbnailable(&content.content_type) {
+            return;
+        }
+        for size in self.config.thumbnail_sizes.clone() {
+            if let Err(e) = self.thumbnail(server, media_id, content, size, false).await {
+                tracing::debug!("media: no {size:?} thumbnail of {media_id}: {e}");
+                return;
+            }
+        }
+    }
+
+    pub fn server_name(&self) -> &ServerName {
+        &self.server_name
+    }
+
     pub fn is_local(&self, server: &ServerName) -> bool {
         server == self.server_name
+    }
+}
+
+fn refusal(why: thumbnail::Refusal) -> Error {
+    match why {
+        thumbnail::Refusal::Unsupported(why) => {
+            tracing::debug!("media: no thumbnail: {why}");
+            Error::custom(
+                StatusCode::BAD_REQUEST,
+                "M_UNKNOWN",
+                "Cannot generate thumbnails for the requested content",
+            )
+        }
+        thumbnail::Refusal::TooLarge => Error::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ruma::api::error::ErrorKind::TooLarge,
+            "The image has too many pixels to thumbnail",
+        ),
     }
 }
 

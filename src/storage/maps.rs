@@ -401,6 +401,11 @@ maps! {
         key: "server name ‖ SEP ‖ media ID",
         value: "JSON MediaRecord {user_id, created_ts, content (once uploaded: {content_type, upload_name, size, sha256 (hex, names the file under media.path)}), authenticated}"
     }
+    /// Thumbnails made of media, kept (media/thumbnail.rs).
+    MEDIA_THUMBNAILS = "media_thumbnails" {
+        key: "server name ‖ SEP ‖ media ID ‖ SEP ‖ `<width>x<height>-<method>-<animated>` of the configured size",
+        value: "JSON Thumbnail {content_type, size, sha256 (hex, names the file under media.path), width, height}"
+    }
     /// Media IDs reserved with /create and not yet uploaded to, per user.
     MEDIA_PENDING = "media_pending" {
         key: "user ID ‖ SEP ‖ media ID",

@@ -278,3 +278,153 @@ async fn a_reserved_media_id_waits_for_its_upload() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
 }
+
+/// `image` encoded as `format`.
+fn encoded(image: &image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut bytes), format).expect("encoded");
+    bytes
+}
+
+/// A picture with something in it (a gradient), `width` × `height`.
+fn picture(width: u32, height: u32) -> image::DynamicImage {
+    image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    }))
+}
+
+/// Uploads `bytes` as `kind`; the media ID.
+async fn uploaded(s: &TestServer, who: &Session, kind: &str, bytes: Vec<u8>) -> String {
+    let (status, body) = upload(s, who, "/_matrix/media/v3/upload", kind, bytes).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    media_id(s, &body["content_uri"])
+}
+
+/// A thumbnail's type and dimensions (its status must be 200).
+async fn thumbnail_of(s: &TestServer, who: &Session, id: &str, query: &str) -> (String, (u32, u32), Vec<u8>) {
+    let path = format!("/_matrix/client/v1/media/thumbnail/{}/{id}?{query}", s.config.server_name);
+    let response = download(s, Some(&who.token), &path).await;
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    assert!(response.headers()[header::CONTENT_DISPOSITION].to_str().unwrap().starts_with("inline"));
+    let kind = response.headers()[header::CONTENT_TYPE].to_str().unwrap().to_owned();
+    let bytes = response.bytes().await.unwrap().to_vec();
+    let image = image::load_from_memory(&bytes).expect("a thumbnail is an image");
+    (kind, (image.width(), image.height()), bytes)
+}
+
+/// The status and errcode of a thumbnail request that must fail.
+async fn thumbnail_error(s: &TestServer, token: Option<&str>, path: &str) -> (StatusCode, Value) {
+    let response = download(s, token, path).await;
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn thumbnails_of_jpeg_png_gif_and_webp_have_the_sizes_their_method_gives() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let server = s.config.server_name.to_string();
+
+    // Synapse's worked examples, on a 1920×1080 photo.
+    let jpeg =
+        uploaded(&s, &alice, "image/jpeg", encoded(&picture(1920, 1080), image::ImageFormat::Jpeg)).await;
+    for (query, dims) in [
+        ("width=100&height=100&method=scale", (320, 180)),
+        ("width=64&height=64&method=crop", (96, 96)),
+        ("width=800&height=800&method=crop", (96, 96)),
+        ("width=1000&height=1000", (800, 450)),
+    ] {
+        let (kind, got, _) = thumbnail_of(&s, &alice, &jpeg, query).await;
+        assert_eq!((kind.as_str(), got), ("image/jpeg", dims), "{query}");
+    }
+    // A small PNG is never scaled up; its transparency stays PNG.
+    let small =
+        image::DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(100, 50, image::Rgba([9, 9, 9, 100])));
+    let png = uploaded(&s, &alice, "image/png", encoded(&small, image::ImageFormat::Png)).await;
+    for (query, dims) in [
+        ("width=320&height=240&method=scale", (100, 50)),
+        ("width=96&height=96&method=crop", (50, 50)),
+        ("width=32&height=32&method=crop", (32, 32)),
+    ] {
+        let (kind, got, _) = thumbnail_of(&s, &alice, &png, query).await;
+        assert_eq!((kind.as_str(), got), ("image/png", dims), "{query}");
+    }
+    let webp =
+        uploaded(&s, &alice, "image/webp", encoded(&picture(300, 200), image::ImageFormat::WebP)).await;
+    let (kind, got, _) = thumbnail_of(&s, &alice, &webp, "width=32&height=32&method=crop").await;
+    assert_eq!((kind.as_str(), got), ("image/jpeg", (32, 32)));
+
+    // An animated GIF: animated where asked, still otherwise.
+    let mut gif = Vec::new();
+    {
+        let mut encoder = image::codecs::gif::GifEncoder::new(&mut gif);
+        let frames = [picture(400, 200), picture(400, 200).fliph()].map(|p| image::Frame::new(p.to_rgba8()));
+        encoder.encode_frames(frames).unwrap();
+    }
+    let gif = uploaded(&s, &alice, "image/gif", gif).await;
+    let (kind, got, bytes) = thumbnail_of(&s, &alice, &gif, "width=96&height=96&animated=true").await;
+    assert_eq!((kind.as_str(), got), ("image/gif", (320, 160)));
+    let decoder = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(bytes)).unwrap();
+    assert_eq!(image::AnimationDecoder::into_frames(decoder).count(), 2, "both frames");
+    let (kind, got, _) = thumbnail_of(&s, &alice, &gif, "width=96&height=96").await;
+    assert_eq!((kind.as_str(), got), ("image/png", (320, 160)));
+
+    // A phone's photo stored sideways with EXIF orientation 6 (turn 90°).
+    let mut sideways = encoded(&picture(200, 100), image::ImageFormat::Jpeg);
+    let exif: &[u8] = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0";
+    let mut segment = vec![0xFF, 0xE1, 0, (exif.len() + 2) as u8];
+    segment.extend_from_slice(exif);
+    sideways.splice(2..2, segment);
+    let sideways = uploaded(&s, &alice, "image/jpeg", sideways).await;
+    let (_, got, _) = thumbnail_of(&s, &alice, &sideways, "width=320&height=240").await;
+    assert_eq!(got, (100, 200), "upright");
+
+    // Not an image, or a broken one: no thumbnail, the file itself still there.
+    let broken = uploaded(&s, &alice, "image/png", b"\x89PNG\r\n\x1a\nnot really".to_vec()).await;
+    let text = uploaded(&s, &alice, "text/plain", b"hello".to_vec()).await;
+    for id in [&broken, &text] {
+        let path = format!("/_matrix/client/v1/media/thumbnail/{server}/{id}?width=32&height=32");
+        let (status, body) = thumbnail_error(&s, Some(&alice.token), &path).await;
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("M_UNKNOWN")),
+            "{body}"
+        );
+    }
+    let response =
+        download(&s, Some(&alice.token), &format!("/_matrix/client/v1/media/download/{server}/{broken}"))
+            .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Asked badly, or without a token; the legacy path serves only older media.
+    let base = format!("/_matrix/client/v1/media/thumbnail/{server}/{jpeg}");
+    let (status, body) = thumbnail_error(&s, Some(&alice.token), &format!("{base}?width=32")).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some("M_MISSING_PARAM")));
+    let (status, body) =
+        thumbnail_error(&s, Some(&alice.token), &format!("{base}?width=32&height=32&method=stretch")).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some("M_INVALID_PARAM")));
+    let (status, _) = thumbnail_error(&s, None, &format!("{base}?width=32&height=32")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let legacy = format!("/_matrix/media/v3/thumbnail/{server}/{jpeg}?width=32&height=32");
+    let (status, _) = thumbnail_error(&s, None, &legacy).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_image_of_too_many_pixels_gets_no_thumbnail() {
+    let s = TestServer::start_with(|c| c.media.max_image_pixels = 10_000).await;
+    let alice = s.register("alice").await;
+    // A small file that decodes to more pixels than allowed.
+    let big = uploaded(&s, &alice, "image/png", encoded(&picture(200, 100), image::ImageFormat::Png)).await;
+    let path =
+        format!("/_matrix/client/v1/media/thumbnail/{}/{big}?width=32&height=32", s.config.server_name);
+    let (status, body) = thumbnail_error(&s, Some(&alice.token), &path).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("M_TOO_LARGE")),
+        "{body}"
+    );
+    let small = uploaded(&s, &alice, "image/png", encoded(&picture(50, 50), image::ImageFormat::Png)).await;
+    let (kind, dims, _) = thumbnail_of(&s, &alice, &small, "width=32&height=32&method=crop").await;
+    assert_eq!((kind.as_str(), dims), ("image/png", (32, 32)));
+}
