@@ -59,6 +59,15 @@ pub fn media_routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
 }
 
+/// `/_matrix/federation/v1/media/*` (the federation resource): this
+/// server's media for other servers, whatever `enable_authenticated_media`
+/// says (their users' downloads are authenticated by their servers).
+pub fn federation_routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .route("/_matrix/federation/v1/media/download/{media_id}", get(federation_download))
+        .route("/_matrix/federation/v1/media/thumbnail/{media_id}", get(federation_thumbnail))
+}
+
 fn content_uri(services: &Services, media_id: &str) -> String {
     format!("mxc://{}/{media_id}", services.config.server_name)
 }
@@ -276,10 +285,75 @@ async fn thumbnail_of(
     let content = find(services, server, media_id, authenticated, query).await?;
     let server = media_of(server, media_id)?;
     let (made, path) = services.media.thumbnail(server, media_id, &content, wanted, animated).await?;
-    let extension = made.content_type.strip_prefix("image/").unwrap_or("png").replace("jpeg", "jpg");
-    let disposition = HeaderValue::from_str(&format!("inline; filename=thumbnail.{extension}"))
-        .unwrap_or(HeaderValue::from_static("inline"));
-    serve(&path, content_type(&made.content_type), disposition, request).await
+    serve(&path, content_type(&made.content_type), thumbnail_disposition(&made.content_type), request).await
+}
+
+/// `GET /_matrix/federation/v1/media/download/{mediaId}`, signed by the
+/// asking server: a `multipart/mixed` answer of the metadata (`{}`) and the file.
+async fn federation_download(
+    State(services): State<Arc<Services>>,
+    Path(media_id): Path<String>,
+    request: Request,
+) -> Result<Response> {
+    let (parts, _) = request.into_parts();
+    crate::servers::auth::verify_request(&services.servers, &parts, b"").await?;
+    if !valid_media_id(&media_id) {
+        return Err(Error::not_found("Not found"));
+    }
+    let (_, content) = services.media.local_content(&media_id, wait_of(parts.uri.query())?).await?;
+    let name = content.upload_name.as_deref();
+    let path = services.media.file(&content);
+    multipart(&path, content_type(&content.content_type), disposition(&content.content_type, name)).await
+}
+
+/// `GET /_matrix/federation/v1/media/thumbnail/{mediaId}`, signed: the
+/// thumbnail as `download` gives the file.
+async fn federation_thumbnail(
+    State(services): State<Arc<Services>>,
+    Path(media_id): Path<String>,
+    request: Request,
+) -> Result<Response> {
+    let (parts, _) = request.into_parts();
+    crate::servers::auth::verify_request(&services.servers, &parts, b"").await?;
+    if !valid_media_id(&media_id) {
+        return Err(Error::not_found("Not found"));
+    }
+    let query = parts.uri.query();
+    let (wanted, animated) = thumbnail_query(query)?;
+    let (_, content) = services.media.local_content(&media_id, wait_of(query)?).await?;
+    let server = services.media.server_name();
+    let (made, path) = services.media.thumbnail(server, &media_id, &content, wanted, animated).await?;
+    multipart(&path, content_type(&made.content_type), thumbnail_disposition(&made.content_type)).await
+}
+
+/// The spec's federation media answer: `multipart/mixed` of a JSON part
+/// (the metadata, `{}`) and the file's part, which streams.
+async fn multipart(path: &std::path::Path, kind: HeaderValue, disposition: HeaderValue) -> Result<Response> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::internal(format!("media: reading {}: {e}", path.display())))?;
+    let boundary = crate::util::random_string(32);
+    let head = format!(
+        "--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n\
+         Content-Type: {}\r\nContent-Disposition: {}\r\n\r\n",
+        kind.to_str().unwrap_or("application/octet-stream"),
+        disposition.to_str().unwrap_or("attachment"),
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    use futures_util::StreamExt;
+    let body = futures_util::stream::once(async move { Ok(bytes::Bytes::from(head)) })
+        .chain(tokio_util::io::ReaderStream::new(file))
+        .chain(futures_util::stream::once(async move { Ok(bytes::Bytes::from(tail)) }));
+    Response::builder()
+        .header(header::CONTENT_TYPE, format!("multipart/mixed; boundary={boundary}"))
+        .body(Body::from_stream(body))
+        .map_err(Error::internal)
+}
+
+/// `inline`, named for the thumbnail's type (the spec asks for a name).
+fn thumbnail_disposition(kind: &str) -> HeaderValue {
+    let extension = kind.strip_prefix("image/").unwrap_or("png").replace("jpeg", "jpg");
+    HeaderValue::from_str(&format!("inline; filename=thumbnail.{extension}")).unwrap_or(HeaderValue::from_static("inline"))
 }
 
 /// `width`, `height` (required), `method` (`scale` by default) and

@@ -38,7 +38,7 @@ pub fn router(services: Arc<Services>, resources: &[Resource]) -> Router {
         router = federation::public_routes(router);
     }
     if resources.contains(&Resource::Federation) {
-        router = federation::routes(router);
+        router = media::federation_routes(federation::routes(router));
     }
     if resources.contains(&Resource::Keys) {
         router = federation::key_routes(router);

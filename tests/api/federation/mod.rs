@@ -8,6 +8,7 @@ mod edus;
 mod forged;
 mod keys;
 mod links;
+mod media;
 mod oracle;
 mod partitions;
 mod property;
@@ -105,7 +106,7 @@ impl TestFederation {
                     address: "127.0.0.1".parse().unwrap(),
                     port: 0,
                     x_forwarded: false,
-                    resources: vec![Resource::Client],
+                    resources: vec![Resource::Client, Resource::Media],
                     tls: None,
                 },
                 Listener {

@@ -1,0 +1,98 @@
+//! This server's media for other servers (issue 17): the federation
+//! media endpoints, signed requests, multipart answers.
+
+use reqwest::{StatusCode, header};
+
+use super::{TestFederation, server_name, x_matrix};
+
+/// `GET uri` of server `to`, signed as server `from` (or unsigned): the
+/// status, the Content-Type and the body.
+async fn get(fed: &TestFederation, from: Option<usize>, to: usize, uri: &str) -> (StatusCode, String, Vec<u8>) {
+    let mut request = fed.https().get(format!("{}{uri}", fed.federation_url(to)));
+    if let Some(from) = from {
+        let key = &fed.servers[from].server().services.keys.keypair;
+        request = request.header("authorization", x_matrix("GET", uri, None, &server_name(from), &server_name(to), key));
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status();
+    let kind = response.headers().get(header::CONTENT_TYPE).map_or("", |v| v.to_str().unwrap()).to_owned();
+    (status, kind, response.bytes().await.unwrap().to_vec())
+}
+
+/// The two parts of a `multipart/mixed` answer: each part's headers
+/// (lower-cased names) and body.
+fn parts(kind: &str, body: &[u8]) -> Vec<(Vec<(String, String)>, Vec<u8>)> {
+    let boundary = kind.strip_prefix("multipart/mixed; boundary=").unwrap_or_else(|| panic!("{kind}"));
+    let delimiter = format!("\r\n--{boundary}");
+    // The body begins with the first delimiter (without the CRLF before it).
+    let body = [b"\r\n".as_slice(), body].concat();
+    let mut found = Vec::new();
+    let mut rest = &body[..];
+    loop {
+        let at = rest.windows(delimiter.len()).position(|w| w == delimiter.as_bytes()).expect("delimiter");
+        rest = &rest[at + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            return found;
+        }
+        rest = rest.strip_prefix(b"\r\n").expect("CRLF after a delimiter");
+        let end = rest.windows(4).position(|w| w == b"\r\n\r\n").expect("end of the part's headers");
+        let headers = std::str::from_utf8(&rest[..end])
+            .unwrap()
+            .split("\r\n")
+            .map(|h| {
+                let (name, value) = h.split_once(':').expect("a header");
+                (name.trim().to_ascii_lowercase(), value.trim().to_owned())
+            })
+            .collect();
+        rest = &rest[end + 4..];
+        let next = rest.windows(delimiter.len()).position(|w| w == delimiter.as_bytes()).expect("next delimiter");
+        found.push((headers, rest[..next].to_vec()));
+    }
+}
+
+#[tokio::test]
+async fn another_server_downloads_and_thumbnails_our_media_with_a_signed_request() {
+    let fed = TestFederation::start(2).await;
+    let hs1 = &fed.servers[0];
+    let alice = hs1.register("alice").await;
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(400, 300, image::Rgb([200, 10, 10])))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let response = hs1
+        .http
+        .post(format!("{}/_matrix/media/v3/upload?filename=red.png", hs1.base))
+        .bearer_auth(&alice.token)
+        .header(header::CONTENT_TYPE, "image/png")
+        .body(png.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let uri: serde_json::Value = response.json().await.unwrap();
+    let id = uri["content_uri"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+
+    let download = format!("/_matrix/federation/v1/media/download/{id}");
+    let (status, kind, body) = get(&fed, Some(1), 0, &download).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let found = parts(&kind, &body);
+    assert_eq!(found.len(), 2);
+    assert_eq!(found[0].0, [("content-type".to_owned(), "application/json".to_owned())]);
+    assert_eq!(found[0].1, b"{}");
+    assert!(found[1].0.contains(&("content-type".to_owned(), "image/png".to_owned())), "{:?}", found[1].0);
+    assert!(found[1].0.contains(&("content-disposition".to_owned(), "inline; filename=red.png".to_owned())));
+    assert_eq!(found[1].1, png);
+
+    let thumbnail = format!("/_matrix/federation/v1/media/thumbnail/{id}?width=96&height=96&method=crop");
+    let (status, kind, body) = get(&fed, Some(1), 0, &thumbnail).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let found = parts(&kind, &body);
+    let image = image::load_from_memory(&found[1].1).expect("an image");
+    assert_eq!((image.width(), image.height()), (96, 96));
+
+    // Unsigned: refused; unknown: not found.
+    let (status, _, _) = get(&fed, None, 0, &download).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = get(&fed, Some(1), 0, "/_matrix/federation/v1/media/download/nothing").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{}", String::from_utf8_lossy(&body));
+}
