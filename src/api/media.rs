@@ -20,7 +20,7 @@ use crate::{
     Error, Result,
     api::ruma::{Authed, Viewer},
     config::{ThumbnailMethod, ThumbnailSize},
-    media::{Content, Upload, valid_media_id},
+    media::{Content, MediaRecord, Upload, valid_media_id},
     services::Services,
 };
 
@@ -236,18 +236,19 @@ async fn find(
 ) -> Result<Content> {
     let server = media_of(server, media_id)?;
     let frozen = !authenticated && services.media.config.enable_authenticated_media;
+    let wait = wait_of(query)?;
     if !services.media.is_local(server) {
         if frozen {
-            // As Synapse: the legacy endpoints fetch nothing new from other servers.
-            return Err(Error::not_found("Not found"));
+            // As Synapse: the legacy endpoints fetch nothing new from other
+            // servers, and serve only what was kept before the switch.
+            return match services.media.kept_remote(server, media_id)? {
+                Some(MediaRecord { content: Some(content), authenticated: false, .. }) => Ok(content),
+                _ => Err(Error::not_found("Not found")),
+            };
         }
-        return Err(Error::custom(
-            StatusCode::BAD_GATEWAY,
-            "M_UNKNOWN",
-            "Media of other servers cannot be fetched yet",
-        ));
+        return services.media.remote_content(&services.servers, server, media_id, wait).await;
     }
-    let (record, content) = services.media.local_content(media_id, wait_of(query)?).await?;
+    let (record, content) = services.media.local_content(media_id, wait).await?;
     if frozen && record.authenticated {
         return Err(Error::not_found("Not found"));
     }
@@ -353,7 +354,8 @@ async fn multipart(path: &std::path::Path, kind: HeaderValue, disposition: Heade
 /// `inline`, named for the thumbnail's type (the spec asks for a name).
 fn thumbnail_disposition(kind: &str) -> HeaderValue {
     let extension = kind.strip_prefix("image/").unwrap_or("png").replace("jpeg", "jpg");
-    HeaderValue::from_str(&format!("inline; filename=thumbnail.{extension}")).unwrap_or(HeaderValue::from_static("inline"))
+    HeaderValue::from_str(&format!("inline; filename=thumbnail.{extension}"))
+        .unwrap_or(HeaderValue::from_static("inline"))
 }
 
 /// `width`, `height` (required), `method` (`scale` by default) and

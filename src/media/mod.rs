@@ -3,10 +3,16 @@
 //! An upload is acknowledged only once its file and its record are on
 //! disk; a media ID reserved with `/create` waits for its upload.
 
+mod fetch;
 pub mod store;
 pub mod thumbnail;
 
-use std::{collections::HashSet, path::PathBuf, sync::Mutex, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -25,8 +31,10 @@ use store::{LocalStore, WriteError};
 /// What is known of one media item.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MediaRecord {
-    /// Who uploaded it (or reserved its ID).
-    pub user_id: OwnedUserId,
+    /// Who uploaded it (or reserved its ID); none for another server's
+    /// media kept here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<OwnedUserId>,
     pub created_ts: u64,
     /// The content, once uploaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,6 +83,8 @@ pub struct Media {
     uploading: Mutex<HashSet<String>>,
     /// Woken whenever an upload completes (downloads waiting on a reserved ID).
     uploaded: Notify,
+    /// Other servers' media being fetched, one fetch per item at a time.
+    fetching: Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A media ID is 24 letters and digits here; from elsewhere, `[A-Za-z0-9_-]+`.
@@ -100,6 +110,7 @@ impl Media {
             config: config.clone(),
             uploading: Mutex::default(),
             uploaded: Notify::new(),
+            fetching: Mutex::default(),
         })
     }
 
@@ -142,7 +153,7 @@ impl Media {
         }
         let media_id = crate::util::random_string(24);
         let record = MediaRecord {
-            user_id: user.to_owned(),
+            user_id: Some(user.to_owned()),
             created_ts: now,
             content: None,
             authenticated: self.config.enable_authenticated_media,
@@ -163,7 +174,7 @@ impl Media {
         let content = self.store_content(&upload, body).await?;
         let media_id = crate::util::random_string(24);
         let record = MediaRecord {
-            user_id: user.to_owned(),
+            user_id: Some(user.to_owned()),
             created_ts: crate::util::now_ms(),
             content: Some(content),
             authenticated: self.config.enable_authenticated_media,
@@ -191,7 +202,7 @@ impl Media {
                 .db
                 .get_json::<MediaRecord>(&maps::MEDIA, &record_key)?
                 .ok_or_else(|| Error::not_found("Unknown media ID"))?;
-            if record.user_id != user {
+            if record.user_id.as_deref() != Some(user) {
                 return Err(Error::forbidden("Only the creator of the media ID can upload to it"));
             }
             if record.content.is_some() {
@@ -267,6 +278,53 @@ impl Media {
                 ));
             }
         }
+    }
+
+    /// Another server's media: kept here once fetched, else fetched (one
+    /// fetch per item at a time; later askers wait for it) with
+    /// `/_matrix/federation/v1/media/download` (the older
+    /// `/_matrix/media/v3/download` for servers without it), streamed to
+    /// the store, at most `media.max_upload_size`.
+    pub async fn remote_content(
+        &self,
+        servers: &crate::servers::Servers,
+        server: &ServerName,
+        media_id: &str,
+        wait: Duration,
+    ) -> Result<Content> {
+        let record_key = Self::record_key(server, media_id);
+        let kept = || -> Result<Option<Content>> {
+            Ok(self.db.get_json::<MediaRecord>(&maps::MEDIA, &record_key)?.and_then(|r| r.content))
+        };
+        if let Some(content) = kept()? {
+            return Ok(content);
+        }
+        let lock = self.fetching.lock().expect("fetching").entry(record_key.clone()).or_default().clone();
+        let fetched = async {
+            let _one_at_a_time = lock.lock().await;
+            if let Some(content) = kept()? {
+                return Ok(content);
+            }
+            let content =
+                fetch::fetch(servers, &self.store, server, media_id, wait, self.config.max_upload_size)
+                    .await?;
+            let record = MediaRecord {
+                user_id: None,
+                created_ts: crate::util::now_ms(),
+                content: Some(content.clone()),
+                authenticated: self.config.enable_authenticated_media,
+            };
+            self.db.put_json(&maps::MEDIA, &record_key, &record)?;
+            Ok(content)
+        }
+        .await;
+        self.fetching.lock().expect("fetching").remove(&record_key);
+        fetched
+    }
+
+    /// Another server's media as kept here, if it is.
+    pub fn kept_remote(&self, server: &ServerName, media_id: &str) -> Result<Option<MediaRecord>> {
+        Ok(self.record(server, media_id)?.filter(|record| record.content.is_some()))
     }
 
     /// The thumbnail of `content` (media `media_id` of `server`) that

@@ -203,6 +203,48 @@ impl Client {
         self.exchange::<R>(&target, http_request, TIMEOUT, MAX_RESPONSE).await
     }
 
+    /// A signed `GET` of `path_and_query` on `destination` whose answer is
+    /// read as a stream (media files): a non-2xx answer is a [`Failure`].
+    pub async fn get_streamed(
+        &self,
+        destination: &ServerName,
+        path_and_query: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, Failure> {
+        use ruma::api::federation::authentication::XMatrix;
+        let target = self.destination(destination).await?;
+        let uri = format!("{}{path_and_query}", target.base_url());
+        let unsigned = http::Request::get(&uri)
+            .body(Vec::<u8>::new())
+            .map_err(|e| Failure::BadResponse(format!("cannot build the request: {e}")))?;
+        let input =
+            XMatrixSigningInput::new(self.server_name.clone(), destination.to_owned(), &self.signing.keypair);
+        let signature = XMatrix::sign_http_request(&unsigned, input)
+            .map_err(|e| Failure::BadResponse(format!("cannot sign the request: {e}")))?;
+        let response = self
+            .api
+            .get(uri)
+            .header(http::header::AUTHORIZATION, signature.to_string())
+            .header(http::header::HOST, &target.host_header)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| Failure::Unreachable(describe(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| Failure::Unreachable(describe(&e)))? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_RESPONSE {
+                break;
+            }
+        }
+        Err(Failure::Remote { status: status.as_u16(), body: bytes.into() })
+    }
+
     async fn destination(&self, server: &ServerName) -> Result<Destination, Failure> {
         if !self.config.allows(server) || server == self.server_name {
             return Err(Failure::Denied);

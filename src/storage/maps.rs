@@ -395,11 +395,11 @@ maps! {
         key: "origin server name ‖ SEP ‖ transaction ID",
         value: "JSON {ts (ms, when answered), results: {event ID: result} as answered}; dropped after a day"
     }
-    /// Media of the content repository (media/): local uploads and
-    /// reserved IDs.
+    /// Media of the content repository (media/): local uploads, reserved
+    /// IDs, and other servers' media kept once fetched.
     MEDIA = "media" {
         key: "server name ‖ SEP ‖ media ID",
-        value: "JSON MediaRecord {user_id, created_ts, content (once uploaded: {content_type, upload_name, size, sha256 (hex, names the file under media.path)}), authenticated}"
+        value: "JSON MediaRecord {user_id (none for another server's), created_ts, content (once uploaded or fetched: {content_type, upload_name, size, sha256 (hex, names the file under media.path)}), authenticated}"
     }
     /// Thumbnails made of media, kept (media/thumbnail.rs).
     MEDIA_THUMBNAILS = "media_thumbnails" {

@@ -7,11 +7,17 @@ use super::{TestFederation, server_name, x_matrix};
 
 /// `GET uri` of server `to`, signed as server `from` (or unsigned): the
 /// status, the Content-Type and the body.
-async fn get(fed: &TestFederation, from: Option<usize>, to: usize, uri: &str) -> (StatusCode, String, Vec<u8>) {
+async fn get(
+    fed: &TestFederation,
+    from: Option<usize>,
+    to: usize,
+    uri: &str,
+) -> (StatusCode, String, Vec<u8>) {
     let mut request = fed.https().get(format!("{}{uri}", fed.federation_url(to)));
     if let Some(from) = from {
         let key = &fed.servers[from].server().services.keys.keypair;
-        request = request.header("authorization", x_matrix("GET", uri, None, &server_name(from), &server_name(to), key));
+        request = request
+            .header("authorization", x_matrix("GET", uri, None, &server_name(from), &server_name(to), key));
     }
     let response = request.send().await.expect("request sent");
     let status = response.status();
@@ -19,9 +25,11 @@ async fn get(fed: &TestFederation, from: Option<usize>, to: usize, uri: &str) ->
     (status, kind, response.bytes().await.unwrap().to_vec())
 }
 
-/// The two parts of a `multipart/mixed` answer: each part's headers
-/// (lower-cased names) and body.
-fn parts(kind: &str, body: &[u8]) -> Vec<(Vec<(String, String)>, Vec<u8>)> {
+/// A part of a `multipart/mixed` answer: its headers (lower-cased names) and body.
+type Part = (Vec<(String, String)>, Vec<u8>);
+
+/// The parts of a `multipart/mixed` answer.
+fn parts(kind: &str, body: &[u8]) -> Vec<Part> {
     let boundary = kind.strip_prefix("multipart/mixed; boundary=").unwrap_or_else(|| panic!("{kind}"));
     let delimiter = format!("\r\n--{boundary}");
     // The body begins with the first delimiter (without the CRLF before it).
@@ -45,7 +53,8 @@ fn parts(kind: &str, body: &[u8]) -> Vec<(Vec<(String, String)>, Vec<u8>)> {
             })
             .collect();
         rest = &rest[end + 4..];
-        let next = rest.windows(delimiter.len()).position(|w| w == delimiter.as_bytes()).expect("next delimiter");
+        let next =
+            rest.windows(delimiter.len()).position(|w| w == delimiter.as_bytes()).expect("next delimiter");
         found.push((headers, rest[..next].to_vec()));
     }
 }
@@ -95,4 +104,65 @@ async fn another_server_downloads_and_thumbnails_our_media_with_a_signed_request
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _, body) = get(&fed, Some(1), 0, "/_matrix/federation/v1/media/download/nothing").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{}", String::from_utf8_lossy(&body));
+}
+
+#[tokio::test]
+async fn a_user_of_another_server_downloads_and_thumbnails_our_media_kept_there_once_fetched() {
+    let mut fed = TestFederation::start(2).await;
+    let (hs1, hs2) = (&fed.servers[0], &fed.servers[1]);
+    let alice = hs1.register("alice").await;
+    let bob = hs2.register("bob").await;
+    let mut jpeg = Vec::new();
+    image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(640, 480, |x, y| {
+        image::Rgb([x as u8, y as u8, 7])
+    }))
+    .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+    .unwrap();
+    let response = hs1
+        .http
+        .post(format!("{}/_matrix/media/v3/upload?filename=%C3%A9t%C3%A9.jpg", hs1.base))
+        .bearer_auth(&alice.token)
+        .header(header::CONTENT_TYPE, "image/jpeg")
+        .body(jpeg.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let uri: serde_json::Value = response.json().await.unwrap();
+    let id = uri["content_uri"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+
+    let get = async |s: &crate::common::TestServer, token: Option<&str>, path: &str| {
+        let mut request = s.http.get(format!("{}{path}", s.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    };
+    let download = format!("/_matrix/client/v1/media/download/hs1.test/{id}");
+    let thumbnail = format!("/_matrix/client/v1/media/thumbnail/hs1.test/{id}?width=320&height=240");
+    let legacy = format!("/_matrix/media/v3/download/hs1.test/{id}");
+    // The legacy path fetches nothing from another server.
+    assert_eq!(get(hs2, None, &legacy).await.status(), StatusCode::NOT_FOUND);
+    // bob's server fetches it (the name and type come along), and thumbnails it itself.
+    let response = get(hs2, Some(&bob.token), &download).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "image/jpeg");
+    assert_eq!(response.headers()[header::CONTENT_DISPOSITION], "inline; filename*=utf-8''%C3%A9t%C3%A9.jpg");
+    assert_eq!(response.bytes().await.unwrap(), jpeg);
+    let response = get(hs2, Some(&bob.token), &thumbnail).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let image = image::load_from_memory(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!((image.width(), image.height()), (320, 240));
+    // Unknown there: not found here either.
+    let response = get(hs2, Some(&bob.token), "/_matrix/client/v1/media/download/hs1.test/nothingHere").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // Kept: served with hs1 gone.
+    fed.servers[0].stop_for_now().await;
+    let hs2 = &fed.servers[1];
+    let response = get(hs2, Some(&bob.token), &download).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap(), jpeg);
+    let response = get(hs2, Some(&bob.token), "/_matrix/client/v1/media/download/hs1.test/notKeptHere").await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
 }

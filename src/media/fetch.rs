@@ -1,0 +1,168 @@
+//! Fetching another server's media: streamed from the answer to the
+//! store, never whole in memory.
+
+use std::time::Duration;
+
+use futures_util::Stream;
+use http::{HeaderMap, StatusCode, header};
+use ruma::ServerName;
+
+use super::{
+    Content,
+    store::{LocalStore, WriteError},
+};
+use crate::{Error, Result, servers::Servers, servers::client::Failure};
+
+/// How long one fetch may take, the transfer included.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub(super) async fn fetch(
+    servers: &Servers,
+    store: &LocalStore,
+    server: &ServerName,
+    media_id: &str,
+    wait: Duration,
+    max: u64,
+) -> Result<Content> {
+    let timeout_ms = wait.as_millis();
+    let path = format!("/_matrix/federation/v1/media/download/{media_id}?timeout_ms={timeout_ms}");
+    let response = match servers.client.get_streamed(server, &path, FETCH_TIMEOUT).await {
+        Ok(response) => response,
+        // A server without the federation media endpoints (before Matrix 1.11).
+        Err(failure) if failure.is_unknown_endpoint() => {
+            let legacy = format!(
+                "/_matrix/media/v3/download/{server}/{media_id}?allow_remote=false&timeout_ms={timeout_ms}"
+            );
+            let response = servers
+                .client
+                .get_streamed(server, &legacy, FETCH_TIMEOUT)
+                .await
+                .map_err(|f| failed(server, f))?;
+            let (content_type, upload_name) = described(response.headers());
+            return stored(store, response.bytes_stream(), content_type, upload_name, max).await;
+        }
+        Err(failure) => return Err(failed(server, failure)),
+    };
+    let boundary = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(boundary)
+        .ok_or_else(|| bad_gateway(server, "the answer is not multipart"))?;
+    let mut parts = multer::Multipart::new(response.bytes_stream(), boundary);
+    let part = |e: multer::Error| bad_gateway(server, &format!("a bad multipart answer: {e}"));
+    // The metadata (`{}` so far): nothing in it is used yet.
+    let metadata = parts.next_field().await.map_err(part)?.ok_or_else(|| bad_gateway(server, "no parts"))?;
+    metadata.bytes().await.map_err(part)?;
+    let file = parts.next_field().await.map_err(part)?.ok_or_else(|| bad_gateway(server, "no file part"))?;
+    if file.headers().contains_key(header::LOCATION) {
+        return Err(bad_gateway(server, "the file is elsewhere (Location), which is not followed yet"));
+    }
+    let (content_type, upload_name) = described(file.headers());
+    stored(store, file, content_type, upload_name, max).await
+}
+
+/// The boundary of a `multipart/mixed` answer (multer's own parser
+/// knows only `multipart/form-data`).
+fn boundary(content_type: &str) -> Option<String> {
+    let (essence, params) = content_type.split_once(';')?;
+    if !essence.trim().eq_ignore_ascii_case("multipart/mixed") {
+        return None;
+    }
+    params.split(';').find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim().eq_ignore_ascii_case("boundary").then(|| value.trim().trim_matches('"').to_owned())
+    })
+}
+
+/// The type and file name the headers give.
+fn described(headers: &HeaderMap) -> (Option<String>, Option<String>) {
+    let value = |name| headers.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok());
+    (value(header::CONTENT_TYPE).map(str::to_owned), value(header::CONTENT_DISPOSITION).and_then(file_name))
+}
+
+/// The file name of a `Content-Disposition`: `filename*=utf-8''…`
+/// (percent-encoded) before `filename=…` (a token or a quoted string).
+fn file_name(disposition: &str) -> Option<String> {
+    let params: Vec<(String, &str)> = disposition
+        .split(';')
+        .skip(1)
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim()))
+        .collect();
+    let extended = params.iter().find(|(k, _)| k == "filename*").and_then(|(_, v)| {
+        let (charset, encoded) = v.split_once("''")?;
+        charset.eq_ignore_ascii_case("utf-8").then(|| {
+            percent_encoding::percent_decode_str(encoded).decode_utf8().ok().map(|s| s.into_owned())
+        })?
+    });
+    extended.or_else(|| {
+        let (_, v) = params.iter().find(|(k, _)| k == "filename")?;
+        Some(v.trim_matches('"').to_owned())
+    })
+}
+
+async fn stored<E: std::fmt::Display>(
+    store: &LocalStore,
+    body: impl Stream<Item = std::result::Result<bytes::Bytes, E>>,
+    content_type: Option<String>,
+    upload_name: Option<String>,
+    max: u64,
+) -> Result<Content> {
+    let stored = store.write(body, max).await.map_err(|e| match e {
+        WriteError::TooLarge => Error::new(
+            StatusCode::BAD_GATEWAY,
+            ruma::api::error::ErrorKind::TooLarge,
+            format!("The remote file is larger than the limit of {max} bytes"),
+        ),
+        WriteError::Body(why) => {
+            Error::custom(StatusCode::BAD_GATEWAY, "M_UNKNOWN", format!("The remote file broke off: {why}"))
+        }
+        WriteError::Io(e) => Error::internal(format!("media: cannot store a remote file: {e}")),
+    })?;
+    Ok(Content {
+        content_type: content_type
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "application/octet-stream".into()),
+        upload_name: upload_name.filter(|n| !n.is_empty()),
+        size: stored.size,
+        sha256: stored.sha256,
+    })
+}
+
+/// The other server's "not found" passes through; anything else is 502.
+fn failed(server: &ServerName, failure: Failure) -> Error {
+    match failure {
+        Failure::Remote { status: 404, .. } => failure.to_client_error(server),
+        failure => bad_gateway(server, &failure.to_string()),
+    }
+}
+
+fn bad_gateway(server: &ServerName, why: &str) -> Error {
+    tracing::info!("media: fetching from {server}: {why}");
+    Error::custom(StatusCode::BAD_GATEWAY, "M_UNKNOWN", "Failed to fetch remote media")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{boundary, file_name};
+
+    #[test]
+    fn only_multipart_mixed_has_a_boundary_here() {
+        assert_eq!(boundary("multipart/mixed; boundary=abc").as_deref(), Some("abc"));
+        assert_eq!(boundary("Multipart/Mixed; charset=x; boundary=\"a b\"").as_deref(), Some("a b"));
+        assert_eq!(boundary("multipart/form-data; boundary=abc"), None);
+        assert_eq!(boundary("image/png"), None);
+    }
+
+    #[test]
+    fn file_names_come_from_either_form() {
+        assert_eq!(file_name("inline; filename=cat.png").as_deref(), Some("cat.png"));
+        assert_eq!(file_name("attachment; filename=\"my file.pdf\"").as_deref(), Some("my file.pdf"));
+        assert_eq!(
+            file_name("attachment; filename=x.pdf; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf").as_deref(),
+            Some("résumé.pdf")
+        );
+        assert_eq!(file_name("inline"), None);
+    }
+}
