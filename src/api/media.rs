@@ -296,12 +296,7 @@ async fn federation_download(
     Path(media_id): Path<String>,
     request: Request,
 ) -> Result<Response> {
-    let (parts, _) = request.into_parts();
-    crate::servers::auth::verify_request(&services.servers, &parts, b"").await?;
-    if !valid_media_id(&media_id) {
-        return Err(Error::not_found("Not found"));
-    }
-    let (_, content) = services.media.local_content(&media_id, wait_of(parts.uri.query())?).await?;
+    let (content, _) = federation_media(&services, &media_id, request).await?;
     let name = content.upload_name.as_deref();
     let path = services.media.file(&content);
     multipart(&path, content_type(&content.content_type), disposition(&content.content_type, name)).await
@@ -314,17 +309,27 @@ async fn federation_thumbnail(
     Path(media_id): Path<String>,
     request: Request,
 ) -> Result<Response> {
-    let (parts, _) = request.into_parts();
-    crate::servers::auth::verify_request(&services.servers, &parts, b"").await?;
-    if !valid_media_id(&media_id) {
-        return Err(Error::not_found("Not found"));
-    }
-    let query = parts.uri.query();
-    let (wanted, animated) = thumbnail_query(query)?;
-    let (_, content) = services.media.local_content(&media_id, wait_of(query)?).await?;
+    let (content, query) = federation_media(&services, &media_id, request).await?;
+    let (wanted, animated) = thumbnail_query(query.as_deref())?;
     let server = services.media.server_name();
     let (made, path) = services.media.thumbnail(server, &media_id, &content, wanted, animated).await?;
     multipart(&path, content_type(&made.content_type), thumbnail_disposition(&made.content_type)).await
+}
+
+/// The local media a signed federation request asks for, and the query.
+async fn federation_media(
+    services: &Services,
+    media_id: &str,
+    request: Request,
+) -> Result<(Content, Option<String>)> {
+    let (parts, _) = request.into_parts();
+    crate::servers::auth::verify_request(&services.servers, &parts, b"").await?;
+    if !valid_media_id(media_id) {
+        return Err(Error::not_found("Not found"));
+    }
+    let query = parts.uri.query();
+    let (_, content) = services.media.local_content(media_id, wait_of(query)?).await?;
+    Ok((content, query.map(str::to_owned)))
 }
 
 /// The spec's federation media answer: `multipart/mixed` of a JSON part

@@ -59,6 +59,28 @@ fn parts(kind: &str, body: &[u8]) -> Vec<Part> {
     }
 }
 
+/// `bytes` uploaded to `s` by `who` as `kind` named `name` (URL-encoded); the media ID.
+async fn uploaded(
+    s: &crate::common::TestServer,
+    who: &crate::common::Session,
+    name: &str,
+    kind: &str,
+    bytes: Vec<u8>,
+) -> String {
+    let response = s
+        .http
+        .post(format!("{}/_matrix/media/v3/upload?filename={name}", s.base))
+        .bearer_auth(&who.token)
+        .header(header::CONTENT_TYPE, kind)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let uri: serde_json::Value = response.json().await.unwrap();
+    uri["content_uri"].as_str().unwrap().rsplit('/').next().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn another_server_downloads_and_thumbnails_our_media_with_a_signed_request() {
     let fed = TestFederation::start(2).await;
@@ -68,18 +90,7 @@ async fn another_server_downloads_and_thumbnails_our_media_with_a_signed_request
     image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(400, 300, image::Rgb([200, 10, 10])))
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .unwrap();
-    let response = hs1
-        .http
-        .post(format!("{}/_matrix/media/v3/upload?filename=red.png", hs1.base))
-        .bearer_auth(&alice.token)
-        .header(header::CONTENT_TYPE, "image/png")
-        .body(png.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let uri: serde_json::Value = response.json().await.unwrap();
-    let id = uri["content_uri"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let id = uploaded(hs1, &alice, "red.png", "image/png", png.clone()).await;
 
     let download = format!("/_matrix/federation/v1/media/download/{id}");
     let (status, kind, body) = get(&fed, Some(1), 0, &download).await;
@@ -118,18 +129,7 @@ async fn a_user_of_another_server_downloads_and_thumbnails_our_media_kept_there_
     }))
     .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
     .unwrap();
-    let response = hs1
-        .http
-        .post(format!("{}/_matrix/media/v3/upload?filename=%C3%A9t%C3%A9.jpg", hs1.base))
-        .bearer_auth(&alice.token)
-        .header(header::CONTENT_TYPE, "image/jpeg")
-        .body(jpeg.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let uri: serde_json::Value = response.json().await.unwrap();
-    let id = uri["content_uri"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let id = uploaded(hs1, &alice, "%C3%A9t%C3%A9.jpg", "image/jpeg", jpeg.clone()).await;
 
     let get = async |s: &crate::common::TestServer, token: Option<&str>, path: &str| {
         let mut request = s.http.get(format!("{}{path}", s.base));
