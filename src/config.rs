@@ -208,6 +208,11 @@ pub struct MediaConfig {
     pub thumbnail_sizes: Vec<ThumbnailSize>,
     /// Images with more pixels are not thumbnailed (decompression bombs).
     pub max_image_pixels: u64,
+    /// The content types uploads may have (`type/subtype` or `type/*`); empty: any.
+    pub allowed_content_types: Vec<String>,
+    /// Most bytes one user's uploads may take in all; unset: no limit.
+    #[serde(default)]
+    pub user_quota_bytes: Option<u64>,
 }
 
 /// How a thumbnail fits its size: the whole image within it, or the

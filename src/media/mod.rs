@@ -171,15 +171,18 @@ impl Media {
         upload: Upload,
         body: impl Stream<Item = Result<Bytes, E>>,
     ) -> Result<String> {
-        let content = self.store_content(&upload, body).await?;
+        let content = self.store_content(user, &upload, body).await?;
         let media_id = crate::util::random_string(24);
+        let mut batch = Batch::new();
+        self.count_usage(&mut batch, user, content.size)?;
         let record = MediaRecord {
             user_id: Some(user.to_owned()),
             created_ts: crate::util::now_ms(),
             content: Some(content),
             authenticated: self.config.enable_authenticated_media,
         };
-        self.db.put_json(&maps::MEDIA, &Self::record_key(&self.server_name, &media_id), &record)?;
+        batch.put_json(&maps::MEDIA, Self::record_key(&self.server_name, &media_id), &record);
+        self.db.write(batch)?;
         Ok(media_id)
     }
 
@@ -211,8 +214,10 @@ impl Media {
             if self.expired(&record) {
                 return Err(Error::not_found("Media ID has expired"));
             }
-            record.content = Some(self.store_content(&upload, body).await?);
+            let content = self.store_content(user, &upload, body).await?;
             let mut batch = Batch::new();
+            self.count_usage(&mut batch, user, content.size)?;
+            record.content = Some(content);
             batch.put_json(&maps::MEDIA, record_key, &record);
             batch.delete(&maps::MEDIA_PENDING, key(&[user.as_bytes(), media_id.as_bytes()]));
             self.db.write(batch)?;
@@ -230,30 +235,69 @@ impl Media {
             && record.created_ts + self.unused_expiry().as_millis() as u64 <= crate::util::now_ms()
     }
 
+    /// Streams an upload of `user` to the store within the limits: the
+    /// allowed types (403 before reading), `max_upload_size` (413) and the
+    /// user's quota (403), by `Content-Length` when sent, else as it streams.
     async fn store_content<E: std::fmt::Display>(
         &self,
+        user: &UserId,
         upload: &Upload,
         body: impl Stream<Item = Result<Bytes, E>>,
     ) -> Result<Content> {
-        let max = self.config.max_upload_size;
-        if upload.declared_size.is_some_and(|size| size > max) {
-            return Err(too_large(max));
+        let content_type =
+            upload.content_type.as_deref().filter(|t| !t.is_empty()).unwrap_or("application/octet-stream");
+        if !self.allows_type(content_type) {
+            return Err(Error::forbidden(format!("Files of type {content_type} may not be uploaded here")));
         }
-        let stored = self.store.write(body, max).await.map_err(|e| match e {
+        let max = self.config.max_upload_size;
+        let room = match self.config.user_quota_bytes {
+            Some(quota) => quota.saturating_sub(self.usage(user)?),
+            None => u64::MAX,
+        };
+        let over_quota = || Error::forbidden("This upload would go over your storage quota");
+        match upload.declared_size {
+            Some(size) if size > max => return Err(too_large(max)),
+            Some(size) if size > room => return Err(over_quota()),
+            _ => {}
+        }
+        let stored = self.store.write(body, max.min(room)).await.map_err(|e| match e {
+            WriteError::TooLarge if room < max => over_quota(),
             WriteError::TooLarge => too_large(max),
             WriteError::Body(why) => {
                 Error::custom(StatusCode::BAD_REQUEST, "M_UNKNOWN", format!("Upload broke off: {why}"))
             }
             WriteError::Io(e) => Error::internal(format!("media: cannot store an upload: {e}")),
         })?;
-        let content_type =
-            upload.content_type.as_deref().filter(|t| !t.is_empty()).unwrap_or("application/octet-stream");
         Ok(Content {
             content_type: content_type.to_owned(),
             upload_name: upload.upload_name.clone().filter(|n| !n.is_empty()),
             size: stored.size,
             sha256: stored.sha256,
         })
+    }
+
+    /// Whether `media.allowed_content_types` (empty: any) lets this type
+    /// in: `type/subtype` exactly or `type/*`, parameters and case aside.
+    fn allows_type(&self, content_type: &str) -> bool {
+        let allowed = &self.config.allowed_content_types;
+        let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let main = essence.split('/').next().unwrap_or_default();
+        allowed.is_empty()
+            || allowed.iter().any(|pattern| {
+                let pattern = pattern.trim().to_ascii_lowercase();
+                pattern == essence || pattern.strip_suffix("/*").is_some_and(|p| p == main)
+            })
+    }
+
+    /// The bytes `user`'s uploads take, for the quota.
+    pub fn usage(&self, user: &UserId) -> Result<u64> {
+        Ok(self.db.get_json::<u64>(&maps::MEDIA_USAGE, user.as_bytes())?.unwrap_or(0))
+    }
+
+    /// `batch` also counts `size` more bytes against `user`'s quota.
+    fn count_usage(&self, batch: &mut Batch, user: &UserId, size: u64) -> Result<()> {
+        batch.put_json(&maps::MEDIA_USAGE, user.as_bytes().to_vec(), &(self.usage(user)? + size));
+        Ok(())
     }
 
     /// The content of local media `media_id`, waiting up to `timeout` for

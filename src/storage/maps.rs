@@ -406,6 +406,11 @@ maps! {
         key: "server name ‖ SEP ‖ media ID ‖ SEP ‖ `<width>x<height>-<method>-<animated>` of the configured size",
         value: "JSON Thumbnail {content_type, size, sha256 (hex, names the file under media.path), width, height}"
     }
+    /// The bytes each local user's uploads take (media.user_quota_bytes).
+    MEDIA_USAGE = "media_usage" {
+        key: "user ID",
+        value: "bytes (JSON number)"
+    }
     /// Media IDs reserved with /create and not yet uploaded to, per user.
     MEDIA_PENDING = "media_pending" {
         key: "user ID ‖ SEP ‖ media ID",

@@ -428,3 +428,58 @@ async fn an_image_of_too_many_pixels_gets_no_thumbnail() {
     let (kind, dims, _) = thumbnail_of(&s, &alice, &small, "width=32&height=32&method=crop").await;
     assert_eq!((kind.as_str(), dims), ("image/png", (32, 32)));
 }
+
+#[tokio::test]
+async fn only_allowed_types_are_taken_and_a_users_quota_holds() {
+    let s = TestServer::start_with(|c| {
+        c.media.allowed_content_types = vec!["image/*".into(), "application/pdf".into()];
+        c.media.user_quota_bytes = Some(10_000);
+    })
+    .await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    for kind in ["application/x-msdownload", "text/html", "application/pdf-but-not"] {
+        let (status, body) = upload(&s, &alice, "/_matrix/media/v3/upload", kind, vec![1; 10]).await;
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")),
+            "{kind}"
+        );
+    }
+    // Without a type it is application/octet-stream: not allowed here either.
+    let response = s
+        .http
+        .post(format!("{}/_matrix/media/v3/upload", s.base))
+        .bearer_auth(&alice.token)
+        .body("x")
+        .send()
+        .await;
+    assert_eq!(response.unwrap().status(), StatusCode::FORBIDDEN);
+    for kind in ["image/png", "IMAGE/JPEG", "application/pdf; version=1.7"] {
+        let (status, body) = upload(&s, &alice, "/_matrix/media/v3/upload", kind, vec![2; 3000]).await;
+        assert_eq!(status, StatusCode::OK, "{kind}: {body}");
+    }
+    assert_eq!(stored_files(&s), 1, "the same bytes three times");
+
+    // alice has used 9,000 of her 10,000 bytes: 1,001 more is refused, by
+    // its Content-Length or, sent chunked, as it streams.
+    let (status, body) = upload(&s, &alice, "/_matrix/media/v3/upload", "image/png", vec![3; 1001]).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")), "{body}");
+    let chunks = futures_util::stream::iter((0..2).map(|_| Ok::<_, std::io::Error>(vec![3u8; 600])));
+    let response = s
+        .http
+        .post(format!("{}/_matrix/media/v3/upload", s.base))
+        .bearer_auth(&alice.token)
+        .header(header::CONTENT_TYPE, "image/png")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(stored_files(&s), 1, "nothing of the refused uploads");
+    let (status, body) = upload(&s, &alice, "/_matrix/media/v3/upload", "image/png", vec![4; 1000]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // bob's quota is his own.
+    let (status, body) = upload(&s, &bob, "/_matrix/media/v3/upload", "image/png", vec![5; 9000]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
