@@ -80,8 +80,8 @@ fmt:
 clean:
 	$(CARGO) clean
 
-# librocksdb-sys needs clang and libclang; the TURN test needs coturn; install
-# them when missing.
+# librocksdb-sys needs clang and libclang; the TURN test needs coturn, the
+# media test clamav-daemon; install them when missing.
 deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo is missing: install Rust (rustup) first"; exit 1; }
 	@if ! command -v clang >/dev/null || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then \
@@ -93,6 +93,11 @@ deps:
 		echo "make: installing coturn (the TURN server the call-credentials test starts)"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq coturn; \
+	fi
+	@if [ ! -x /usr/sbin/clamd ]; then \
+		echo "make: installing clamav-daemon (the malware scanner the media test starts)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq clamav-daemon; \
 	fi
 
 # A Python virtualenv with matrix-nio, the client library the smoke test drives.

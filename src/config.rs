@@ -213,6 +213,11 @@ pub struct MediaConfig {
     /// Most bytes one user's uploads may take in all; unset: no limit.
     #[serde(default)]
     pub user_quota_bytes: Option<u64>,
+    /// clamd: `unix:/run/clamav/clamd.ctl` or `tcp:host:port`; unset: no scanning.
+    #[serde(default)]
+    pub scanner: Option<String>,
+    /// Whether files are taken unscanned when clamd does not answer.
+    pub scanner_fail_open: bool,
 }
 
 /// How a thumbnail fits its size: the whole image within it, or the

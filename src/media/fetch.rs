@@ -7,22 +7,18 @@ use futures_util::Stream;
 use http::{HeaderMap, StatusCode, header};
 use ruma::ServerName;
 
-use super::{
-    Content,
-    store::{LocalStore, WriteError},
-};
+use super::{Content, store::WriteError};
 use crate::{Error, Result, servers::Servers, servers::client::Failure};
 
 /// How long one fetch may take, the transfer included.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub(super) async fn fetch(
+    media: &super::Media,
     servers: &Servers,
-    store: &LocalStore,
     server: &ServerName,
     media_id: &str,
     wait: Duration,
-    max: u64,
 ) -> Result<Content> {
     let timeout_ms = wait.as_millis();
     let path = format!("/_matrix/federation/v1/media/download/{media_id}?timeout_ms={timeout_ms}");
@@ -39,7 +35,7 @@ pub(super) async fn fetch(
                 .await
                 .map_err(|f| failed(server, f))?;
             let (content_type, upload_name) = described(response.headers());
-            return stored(store, response.bytes_stream(), content_type, upload_name, max).await;
+            return stored(media, server, response.bytes_stream(), content_type, upload_name).await;
         }
         Err(failure) => return Err(failed(server, failure)),
     };
@@ -59,7 +55,7 @@ pub(super) async fn fetch(
         return Err(bad_gateway(server, "the file is elsewhere (Location), which is not followed yet"));
     }
     let (content_type, upload_name) = described(file.headers());
-    stored(store, file, content_type, upload_name, max).await
+    stored(media, server, file, content_type, upload_name).await
 }
 
 /// The boundary of a `multipart/mixed` answer (multer's own parser
@@ -102,14 +98,16 @@ fn file_name(disposition: &str) -> Option<String> {
     })
 }
 
+/// The file streamed into the store, scanned.
 async fn stored<E: std::fmt::Display>(
-    store: &LocalStore,
+    media: &super::Media,
+    server: &ServerName,
     body: impl Stream<Item = std::result::Result<bytes::Bytes, E>>,
     content_type: Option<String>,
     upload_name: Option<String>,
-    max: u64,
 ) -> Result<Content> {
-    let stored = store.write(body, max).await.map_err(|e| match e {
+    let max = media.config.max_upload_size;
+    let staged = media.store.stage(body, max).await.map_err(|e| match e {
         WriteError::TooLarge => Error::new(
             StatusCode::BAD_GATEWAY,
             ruma::api::error::ErrorKind::TooLarge,
@@ -120,6 +118,7 @@ async fn stored<E: std::fmt::Display>(
         }
         WriteError::Io(e) => Error::internal(format!("media: cannot store a remote file: {e}")),
     })?;
+    let stored = media.scanned(staged, &format!("a file from {server}")).await?;
     Ok(Content {
         content_type: content_type
             .filter(|t| !t.is_empty())

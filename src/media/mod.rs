@@ -4,6 +4,7 @@
 //! disk; a media ID reserved with `/create` waits for its upload.
 
 mod fetch;
+pub mod scan;
 pub mod store;
 pub mod thumbnail;
 
@@ -83,6 +84,8 @@ pub struct Media {
     uploading: Mutex<HashSet<String>>,
     /// Woken whenever an upload completes (downloads waiting on a reserved ID).
     uploaded: Notify,
+    /// clamd, when `media.scanner` names it.
+    scanner: Option<scan::Scanner>,
     /// Other servers' media being fetched, one fetch per item at a time.
     fetching: Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -111,6 +114,7 @@ impl Media {
             uploading: Mutex::default(),
             uploaded: Notify::new(),
             fetching: Mutex::default(),
+            scanner: config.scanner.as_deref().map(scan::Scanner::new),
         })
     }
 
@@ -260,7 +264,7 @@ impl Media {
             Some(size) if size > room => return Err(over_quota()),
             _ => {}
         }
-        let stored = self.store.write(body, max.min(room)).await.map_err(|e| match e {
+        let staged = self.store.stage(body, max.min(room)).await.map_err(|e| match e {
             WriteError::TooLarge if room < max => over_quota(),
             WriteError::TooLarge => too_large(max),
             WriteError::Body(why) => {
@@ -268,12 +272,47 @@ impl Media {
             }
             WriteError::Io(e) => Error::internal(format!("media: cannot store an upload: {e}")),
         })?;
+        let stored = self.scanned(staged, &format!("an upload of {user}")).await?;
         Ok(Content {
             content_type: content_type.to_owned(),
             upload_name: upload.upload_name.clone().filter(|n| !n.is_empty()),
             size: stored.size,
             sha256: stored.sha256,
         })
+    }
+
+    /// A staged file, once clamd (if configured) finds it clean, under its
+    /// content name; refused (403) and removed when infected, refused
+    /// (503) when clamd cannot tell unless `media.scanner_fail_open`.
+    pub(crate) async fn scanned(&self, staged: store::Staged, what: &str) -> Result<store::Stored> {
+        if let Some(scanner) = &self.scanner {
+            match scanner.scan(staged.path()).await {
+                Ok(scan::Verdict::Clean) => {}
+                Ok(scan::Verdict::Infected(name)) => {
+                    self.store.discard(staged).await;
+                    tracing::warn!("media: {what} was refused: clamd found {name}");
+                    return Err(Error::forbidden(format!(
+                        "This file contains malware ({name}) and was not stored"
+                    )));
+                }
+                Err(e) if self.config.scanner_fail_open => {
+                    tracing::warn!("media: {what} was not scanned (scanner_fail_open): {e}");
+                }
+                Err(e) => {
+                    self.store.discard(staged).await;
+                    tracing::error!("media: {what} was refused: the malware scanner did not answer: {e}");
+                    return Err(Error::custom(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "M_UNKNOWN",
+                        "The malware scanner is unavailable; try again later",
+                    ));
+                }
+            }
+        }
+        self.store
+            .commit(staged)
+            .await
+            .map_err(|e| Error::internal(format!("media: cannot store {what}: {e:?}")))
     }
 
     /// Whether `media.allowed_content_types` (empty: any) lets this type
@@ -349,9 +388,7 @@ impl Media {
             if let Some(content) = kept()? {
                 return Ok(content);
             }
-            let content =
-                fetch::fetch(servers, &self.store, server, media_id, wait, self.config.max_upload_size)
-                    .await?;
+            let content = fetch::fetch(self, servers, server, media_id, wait).await?;
             let record = MediaRecord {
                 user_id: None,
                 created_ts: crate::util::now_ms(),

@@ -24,6 +24,18 @@ pub struct Stored {
     pub size: u64,
 }
 
+/// A file written under `tmp/`, not yet under its content name.
+pub struct Staged {
+    tmp: PathBuf,
+    pub stored: Stored,
+}
+
+impl Staged {
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+}
+
 /// Why a write stored nothing.
 #[derive(Debug)]
 pub enum WriteError {
@@ -67,15 +79,31 @@ impl LocalStore {
         body: impl Stream<Item = Result<Bytes, E>>,
         max: u64,
     ) -> Result<Stored, WriteError> {
+        let staged = self.stage(body, max).await?;
+        self.commit(staged).await
+    }
+
+    /// Streams `body` to a file of its own under `tmp/`, to be looked at
+    /// (scanned) before it is [`LocalStore::commit`]ted or
+    /// [`LocalStore::discard`]ed.
+    pub async fn stage<E: std::fmt::Display>(
+        &self,
+        body: impl Stream<Item = Result<Bytes, E>>,
+        max: u64,
+    ) -> Result<Staged, WriteError> {
         let tmp = self.root.join("tmp").join(crate::util::random_string(24));
-        let written = Self::write_tmp(&tmp, body, max).await;
-        let stored = match written {
-            Ok(stored) => stored,
+        match Self::write_tmp(&tmp, body, max).await {
+            Ok(stored) => Ok(Staged { tmp, stored }),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e);
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// A staged file under its content name.
+    pub async fn commit(&self, staged: Staged) -> Result<Stored, WriteError> {
+        let Staged { tmp, stored } = staged;
         let path = self.path(&stored.sha256);
         if tokio::fs::try_exists(&path).await? {
             // The same bytes are there already.
@@ -88,6 +116,11 @@ impl LocalStore {
         // The rename itself reaches the disk before the upload is acknowledged.
         tokio::fs::File::open(dir).await?.sync_all().await?;
         Ok(stored)
+    }
+
+    /// A staged file dropped.
+    pub async fn discard(&self, staged: Staged) {
+        let _ = tokio::fs::remove_file(&staged.tmp).await;
     }
 
     async fn write_tmp<E: std::fmt::Display>(

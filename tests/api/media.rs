@@ -483,3 +483,126 @@ async fn only_allowed_types_are_taken_and_a_users_quota_holds() {
     let (status, body) = upload(&s, &bob, "/_matrix/media/v3/upload", "image/png", vec![5; 9000]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// The EICAR test file: harmless, and found by every virus scanner.
+const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+
+/// A real ClamAV daemon (Debian's `clamav-daemon`, installed by `make
+/// deps`) on a socket of its own, with a signature database the test
+/// writes (EICAR's MD5: there is no network for freshclam); stopped on drop.
+struct Clamd {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Clamd {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        std::fs::create_dir(path.join("db")).unwrap();
+        std::fs::write(
+            path.join("db/test.hdb"),
+            "44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n",
+        )
+        .unwrap();
+        let conf = format!(
+            "LocalSocket {0}/clamd.sock\nDatabaseDirectory {0}/db\nForeground yes\nLogFile {0}/clamd.log\n\
+             StreamMaxLength 100M\nTemporaryDirectory {0}\n",
+            path.display()
+        );
+        std::fs::write(path.join("clamd.conf"), conf).unwrap();
+        let child = std::process::Command::new("/usr/sbin/clamd")
+            .args(["-c", path.join("clamd.conf").to_str().unwrap()])
+            .stdout(std::fs::File::create(path.join("out.log")).unwrap())
+            .stderr(std::fs::File::create(path.join("err.log")).unwrap())
+            .spawn()
+            .expect("clamd (Debian's clamav-daemon; `make deps` installs it)");
+        let mut clamd = Self { child, dir };
+        // Ready once it answers PING on its socket.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while clamd.ping().await.is_err() {
+            assert!(
+                clamd.child.try_wait().unwrap().is_none(),
+                "clamd exited; see {}",
+                clamd.dir.path().display()
+            );
+            assert!(std::time::Instant::now() < deadline, "clamd did not answer within 60 s");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await; // the next poll
+        }
+        clamd
+    }
+
+    async fn ping(&self) -> std::io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = tokio::net::UnixStream::connect(self.dir.path().join("clamd.sock")).await?;
+        socket.write_all(b"zPING\0").await?;
+        let mut answer = Vec::new();
+        socket.read_to_end(&mut answer).await?;
+        if answer.starts_with(b"PONG") { Ok(()) } else { Err(std::io::Error::other("not PONG")) }
+    }
+
+    fn address(&self) -> String {
+        format!("unix:{}", self.dir.path().join("clamd.sock").display())
+    }
+}
+
+impl Drop for Clamd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_real_clamd_keeps_malware_out_and_a_silent_one_stops_uploads() {
+    let mut clamd = Clamd::start().await;
+    let s = TestServer::start_with(|c| c.media.scanner = Some(clamd.address())).await;
+    let alice = s.register("alice").await;
+    let (status, body) = upload(&s, &alice, "/_matrix/media/v3/upload", "text/plain", EICAR.into()).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("Eicar-Test-Signature"), "{body}");
+    assert_eq!(stored_files(&s), 0, "never stored");
+    // Uploaded to a reserved ID: refused the same, and the ID stays empty.
+    let (status, body) = s.post("/_matrix/media/v1/create", Some(&alice.token), Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = media_id(&s, &body["content_uri"]);
+    let response = s
+        .http
+        .put(format!("{}/_matrix/media/v3/upload/{}/{id}", s.base, s.config.server_name))
+        .bearer_auth(&alice.token)
+        .body(EICAR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let path = format!("/_matrix/client/v1/media/download/{}/{id}?timeout_ms=10", s.config.server_name);
+    assert_eq!(download(&s, Some(&alice.token), &path).await.status(), StatusCode::GATEWAY_TIMEOUT);
+
+    let (status, body) =
+        upload(&s, &alice, "/_matrix/media/v3/upload", "text/plain", b"clean".to_vec()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let clean = media_id(&s, &body["content_uri"]);
+    let path = format!("/_matrix/client/v1/media/download/{}/{clean}", s.config.server_name);
+    let response = download(&s, Some(&alice.token), &path).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap(), "clean".as_bytes());
+
+    // clamd gone: nothing unscanned gets in (fails closed).
+    clamd.child.kill().unwrap();
+    clamd.child.wait().unwrap();
+    let (status, body) =
+        upload(&s, &alice, "/_matrix/media/v3/upload", "text/plain", b"unscanned".to_vec()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(stored_files(&s), 1, "only the clean file");
+
+    // Unless the operator chose to let files through.
+    let open = TestServer::start_with(|c| {
+        c.media.scanner = Some(clamd.address());
+        c.media.scanner_fail_open = true;
+    })
+    .await;
+    let bob = open.register("bob").await;
+    let (status, body) =
+        upload(&open, &bob, "/_matrix/media/v3/upload", "text/plain", b"unscanned".to_vec()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
