@@ -217,23 +217,23 @@ async fn fetch(
     authenticated: bool,
     request: Request,
 ) -> Result<Response> {
-    let content = find(services, server, media_id, authenticated, request.uri().query()).await?;
+    let (_, content) = find(services, server, media_id, authenticated, request.uri().query()).await?;
     let name = file_name.or(content.upload_name.as_deref());
     let path = services.media.file(&content);
     let disposition = disposition(&content.content_type, name);
     serve(&path, content_type(&content.content_type), disposition, request).await
 }
 
-/// The content of media `media_id` of `server`, waiting (`timeout_ms`)
-/// for a reserved ID's upload; on a legacy endpoint (`authenticated`
-/// false) not what is served only with a token.
-async fn find(
+/// The content of media `media_id` of `server` (and the server name,
+/// checked), waiting (`timeout_ms`) for a reserved ID's upload; on a
+/// legacy endpoint (`authenticated` false) not what is served only with a token.
+async fn find<'a>(
     services: &Services,
-    server: &str,
+    server: &'a str,
     media_id: &str,
     authenticated: bool,
     query: Option<&str>,
-) -> Result<Content> {
+) -> Result<(&'a ServerName, Content)> {
     let server = media_of(server, media_id)?;
     let frozen = !authenticated && services.media.config.enable_authenticated_media;
     let wait = wait_of(query)?;
@@ -242,17 +242,20 @@ async fn find(
             // As Synapse: the legacy endpoints fetch nothing new from other
             // servers, and serve only what was kept before the switch.
             return match services.media.kept_remote(server, media_id)? {
-                Some(MediaRecord { content: Some(content), authenticated: false, .. }) => Ok(content),
+                Some(MediaRecord { content: Some(content), authenticated: false, .. }) => {
+                    Ok((server, content))
+                }
                 _ => Err(Error::not_found("Not found")),
             };
         }
-        return services.media.remote_content(&services.servers, server, media_id, wait).await;
+        let content = services.media.remote_content(&services.servers, server, media_id, wait).await?;
+        return Ok((server, content));
     }
     let (record, content) = services.media.local_content(media_id, wait).await?;
     if frozen && record.authenticated {
         return Err(Error::not_found("Not found"));
     }
-    Ok(content)
+    Ok((server, content))
 }
 
 /// `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}`
@@ -283,8 +286,7 @@ async fn thumbnail_of(
 ) -> Result<Response> {
     let query = request.uri().query();
     let (wanted, animated) = thumbnail_query(query)?;
-    let content = find(services, server, media_id, authenticated, query).await?;
-    let server = media_of(server, media_id)?;
+    let (server, content) = find(services, server, media_id, authenticated, query).await?;
     let (made, path) = services.media.thumbnail(server, media_id, &content, wanted, animated).await?;
     serve(&path, content_type(&made.content_type), thumbnail_disposition(&made.content_type), request).await
 }
