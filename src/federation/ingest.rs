@@ -441,6 +441,7 @@ async fn gap_state(
         if !missing.contains(prev)
             && let Some(state) = services.rooms.state_after(prev)?
         {
+            tracing::debug!("gap before {event_id}: state after known prev {prev}: {} keys", state.len());
             states.push(state);
             continue;
         }
@@ -463,7 +464,13 @@ async fn gap_state(
                 "{origin} named {absent} events of the state at {prev} it would not give"
             )));
         }
-        states.push(Arc::new(services.rooms.state_after_missing(room_short, &ids.pdu_ids, prev)?));
+        let state = services.rooms.state_after_missing(room_short, &ids.pdu_ids, prev)?;
+        tracing::debug!(
+            "gap before {event_id}: state after missing prev {prev} from {origin}: {} of {} ids",
+            state.len(),
+            ids.pdu_ids.len()
+        );
+        states.push(Arc::new(state));
     }
     let record = services.rooms.room_by_short(room_short)?;
     services.rooms.resolve_gap(&record, states)

@@ -683,6 +683,7 @@ impl Rooms {
             let meta = self.event_meta(short)?.ok_or_else(|| Error::internal("extremity without meta"))?;
             branches.push((meta.state_after, self.load_state(meta.state_after)?));
         }
+        let sizes: Vec<usize> = branches.iter().map(|b| b.1.len()).collect();
         if !has_children {
             extremities.push(event_id.clone());
         }
@@ -699,7 +700,17 @@ impl Rooms {
                 .map(|(k, e)| (*k, Some(*e)))
                 .collect();
             changes.extend(old.keys().filter(|k| !current.1.contains_key(k)).map(|k| (*k, None)));
-            self.log_resolved_changes(&record.room_id, &old, &changes, changed_key)?;
+            if self.log_resolved_changes(&record.room_id, &old, &changes, changed_key)? {
+                tracing::info!(
+                    "(in {}: appending {event_id} (state before {}, after {}), extremities {:?} -> {:?}, \
+                     branch sizes {sizes:?}, children {given})",
+                    record.room_id,
+                    before.1.len(),
+                    after.1.len(),
+                    record.forward_extremities,
+                    extremities
+                );
+            }
             changes
         };
         let content = pdu.content_value();
@@ -782,7 +793,8 @@ impl Rooms {
         old: &StateMap,
         changes: &[(u64, Option<u64>)],
         own_key: Option<u64>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let mut logged = false;
         for (key, new) in changes {
             let Some(previous) = old.get(key).filter(|_| Some(*key) != own_key) else { continue };
             let name = self.short.name(*key)?;
@@ -798,8 +810,9 @@ impl Rooms {
                 "state resolution in {room_id} replaced {kind} {state_key:?}: {} -> {new}",
                 self.short.name(*previous)?
             );
+            logged = true;
         }
-        Ok(())
+        Ok(logged)
     }
 
     /// Places an event in the DAG (in `batch`): an edge from each prev, the
