@@ -218,7 +218,37 @@ pub struct MediaConfig {
     pub scanner: Option<String>,
     /// Whether files are taken unscanned when clamd does not answer.
     pub scanner_fail_open: bool,
+    pub url_preview: UrlPreviewConfig,
 }
+
+/// URL previews (`[media.url_preview]`): pages fetched for clients.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlPreviewConfig {
+    pub enabled: bool,
+    /// Addresses never connected to, checked on every address a name
+    /// resolves to and on every redirect.
+    pub ip_range_blacklist: Vec<ipnet::IpNet>,
+    /// Exceptions to the blacklist.
+    pub ip_range_whitelist: Vec<ipnet::IpNet>,
+    /// URLs never fetched: each entry maps URL parts (`scheme`, `netloc`,
+    /// `hostname`, `port`, `path`, `query`, `fragment`, `username`,
+    /// `password`) to a glob, or a regular expression when it starts with
+    /// `^`; a URL matching every part of an entry is refused.
+    pub url_blacklist: Vec<std::collections::BTreeMap<String, String>>,
+    /// Largest page or image downloaded, in bytes.
+    pub max_spider_size: u64,
+    /// Sent as `Accept-Language`.
+    pub accept_language: Vec<String>,
+    /// Host name → the address it resolves to, skipping DNS (the address
+    /// is still checked against the blacklist).
+    #[serde(default)]
+    pub resolve_overrides: std::collections::BTreeMap<String, std::net::IpAddr>,
+}
+
+/// The parts of a URL `media.url_preview.url_blacklist` entries may name.
+pub const URL_PARTS: [&str; 9] =
+    ["scheme", "netloc", "hostname", "port", "path", "query", "fragment", "username", "password"];
 
 /// How a thumbnail fits its size: the whole image within it, or the
 /// size's aspect cut from the image's middle.
@@ -425,6 +455,26 @@ impl Config {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return bad("well_known.client", "must be an http:// or https:// URL");
+        }
+        for entry in &self.media.url_preview.url_blacklist {
+            for (part, pattern) in entry {
+                if !URL_PARTS.contains(&part.as_str()) {
+                    return bad(
+                        "media.url_preview.url_blacklist",
+                        &format!("{part:?} is not one of {}", URL_PARTS.join(", ")),
+                    );
+                }
+                let valid = match pattern.starts_with('^') {
+                    true => regex::Regex::new(pattern).is_ok(),
+                    false => glob::Pattern::new(pattern).is_ok(),
+                };
+                if !valid {
+                    return bad(
+                        "media.url_preview.url_blacklist",
+                        &format!("{pattern:?} is not a valid pattern"),
+                    );
+                }
+            }
         }
         Ok(())
     }

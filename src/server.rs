@@ -82,6 +82,9 @@ pub async fn start_on(mut config: Config, sockets: Vec<TcpListener>) -> Result<R
         tokio::spawn(crate::federation::sender::run(services.clone())),
         tokio::spawn(crate::federation::ingest::forget_old_answers(services.clone())),
     ];
+    if services.media.previewer.is_some() {
+        workers.push(tokio::spawn(crate::media::preview::forget_expired(services.clone())));
+    }
     if services.config.experimental.ephemeral_messages {
         let services = services.clone();
         workers.push(tokio::spawn(async move { services.rooms.expire_messages().await }));

@@ -55,6 +55,7 @@ impl Services {
             db.clone(),
             config.server_name.clone(),
             &config.media,
+            &config.outbound,
             config.database.path.join("media"),
         )?;
         Ok(Arc::new(Self {

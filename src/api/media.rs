@@ -31,6 +31,7 @@ pub fn client_routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_matrix/client/v1/media/download/{server}/{media_id}", get(download))
         .route("/_matrix/client/v1/media/download/{server}/{media_id}/{file_name}", get(download_named))
         .route("/_matrix/client/v1/media/thumbnail/{server}/{media_id}", get(thumbnail))
+        .route("/_matrix/client/v1/media/preview_url", get(preview_url))
 }
 
 /// `/_matrix/media/*` (the media resource): uploads, and the legacy
@@ -43,6 +44,7 @@ pub fn media_routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         router = router
             .route(&format!("/_matrix/media/{version}/upload"), post(upload))
             .route(&format!("/_matrix/media/{version}/config"), get(config))
+            .route(&format!("/_matrix/media/{version}/preview_url"), get(preview_url))
             .route(
                 &format!("/_matrix/media/{version}/thumbnail/{{server}}/{{media_id}}"),
                 get(legacy_thumbnail),
@@ -134,6 +136,33 @@ async fn upload_to(
     services.media.upload_to(&auth.user, &media_id, upload, body.into_data_stream()).await?;
     pregenerate(&services, &media_id);
     Ok(Json(json!({})))
+}
+
+/// `GET /_matrix/client/v1/media/preview_url` (and the legacy paths, which
+/// need a token too): 404 `M_UNRECOGNIZED` unless previews are enabled.
+async fn preview_url(
+    State(services): State<Arc<Services>>,
+    auth: Authed,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>> {
+    let Some(previewer) = &services.media.previewer else {
+        return Err(Error::unrecognized(StatusCode::NOT_FOUND));
+    };
+    let url = query_param(query.as_deref(), "url").ok_or_else(|| {
+        Error::custom(StatusCode::BAD_REQUEST, "M_MISSING_PARAM", "Missing string query parameter 'url'")
+    })?;
+    let ts = match query_param(query.as_deref(), "ts") {
+        Some(ts) => {
+            ts.parse::<u64>().map_err(|_| Error::invalid_param("ts must be a non-negative integer"))?
+        }
+        None => crate::util::now_ms(),
+    };
+    let og = previewer.preview(&services.media, &auth.user, &url, ts).await?;
+    let ours = format!("mxc://{}/", services.config.server_name);
+    if let Some(media_id) = og.get("og:image").and_then(Value::as_str).and_then(|i| i.strip_prefix(&ours)) {
+        pregenerate(&services, media_id);
+    }
+    Ok(Json(Value::Object(og)))
 }
 
 /// Makes the thumbnails of new local media in the background.

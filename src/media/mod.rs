@@ -4,6 +4,7 @@
 //! disk; a media ID reserved with `/create` waits for its upload.
 
 mod fetch;
+pub mod preview;
 pub mod scan;
 pub mod store;
 pub mod thumbnail;
@@ -44,6 +45,9 @@ pub struct MediaRecord {
     /// `media.enable_authenticated_media` was on).
     #[serde(default)]
     pub authenticated: bool,
+    /// The URL it was fetched from, for a preview (`/preview_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_cache: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +92,8 @@ pub struct Media {
     scanner: Option<scan::Scanner>,
     /// Other servers' media being fetched, one fetch per item at a time.
     fetching: Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
+    /// URL previews, when `media.url_preview.enabled`.
+    pub previewer: Option<preview::Previewer>,
 }
 
 /// A media ID is 24 letters and digits here; from elsewhere, `[A-Za-z0-9_-]+`.
@@ -103,10 +109,12 @@ impl Media {
         db: Db,
         server_name: OwnedServerName,
         config: &MediaConfig,
+        outbound: &crate::config::Outbound,
         default_root: PathBuf,
     ) -> Result<Self> {
         let root = config.path.clone().unwrap_or(default_root);
         Ok(Self {
+            previewer: preview::Previewer::new(db.clone(), &config.url_preview, outbound)?,
             db,
             server_name,
             store: LocalStore::open(&root)?,
@@ -161,6 +169,7 @@ impl Media {
             created_ts: now,
             content: None,
             authenticated: self.config.enable_authenticated_media,
+            url_cache: None,
         };
         batch.put_json(&maps::MEDIA, Self::record_key(&self.server_name, &media_id), &record);
         batch.put_json(&maps::MEDIA_PENDING, key(&[user.as_bytes(), media_id.as_bytes()]), &now);
@@ -184,6 +193,7 @@ impl Media {
             created_ts: crate::util::now_ms(),
             content: Some(content),
             authenticated: self.config.enable_authenticated_media,
+            url_cache: None,
         };
         batch.put_json(&maps::MEDIA, Self::record_key(&self.server_name, &media_id), &record);
         self.db.write(batch)?;
@@ -315,17 +325,59 @@ impl Media {
             .map_err(|e| Error::internal(format!("media: cannot store {what}: {e:?}")))
     }
 
-    /// Whether `media.allowed_content_types` (empty: any) lets this type
-    /// in: `type/subtype` exactly or `type/*`, parameters and case aside.
+    /// Whether `media.allowed_content_types` (empty: any) lets this type in.
     fn allows_type(&self, content_type: &str) -> bool {
         let allowed = &self.config.allowed_content_types;
-        let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-        let main = essence.split('/').next().unwrap_or_default();
-        allowed.is_empty()
-            || allowed.iter().any(|pattern| {
-                let pattern = pattern.trim().to_ascii_lowercase();
-                pattern == essence || pattern.strip_suffix("/*").is_some_and(|p| p == main)
-            })
+        allowed.is_empty() || type_matches(content_type, allowed.iter().map(String::as_str))
+    }
+
+    /// Keeps a file this server fetched from `url` for `user` (a URL
+    /// preview's): scanned like an upload, within `max_upload_size`, not
+    /// counted against the user's quota.
+    pub async fn keep_fetched(
+        &self,
+        user: &UserId,
+        url: &str,
+        content_type: &str,
+        upload_name: Option<String>,
+        body: Bytes,
+    ) -> Result<(String, Content)> {
+        let max = self.config.max_upload_size;
+        let staged = self
+            .store
+            .stage(futures_util::stream::once(async { Ok::<_, std::convert::Infallible>(body) }), max)
+            .await
+            .map_err(|e| match e {
+                WriteError::TooLarge => too_large(max),
+                other => Error::internal(format!("media: cannot store a fetched file: {other:?}")),
+            })?;
+        let stored = self.scanned(staged, &format!("{url}, fetched for {user}")).await?;
+        let content = Content {
+            content_type: content_type.to_owned(),
+            upload_name: upload_name.filter(|n| !n.is_empty()),
+            size: stored.size,
+            sha256: stored.sha256,
+        };
+        let media_id = crate::util::random_string(24);
+        let record = MediaRecord {
+            user_id: Some(user.to_owned()),
+            created_ts: crate::util::now_ms(),
+            content: Some(content.clone()),
+            authenticated: self.config.enable_authenticated_media,
+            url_cache: Some(url.to_owned()),
+        };
+        self.db.put_json(&maps::MEDIA, &Self::record_key(&self.server_name, &media_id), &record)?;
+        Ok((media_id, content))
+    }
+
+    /// The width and height of an image (turned as its EXIF says), when it
+    /// is one thumbnails are made of and within `max_image_pixels`.
+    pub async fn dimensions(&self, content: &Content) -> Option<(u32, u32)> {
+        if !thumbnail::thumbnailable(&content.content_type) {
+            return None;
+        }
+        let (path, max) = (self.file(content), self.config.max_image_pixels);
+        tokio::task::spawn_blocking(move || thumbnail::dimensions(&path, max).ok()).await.ok().flatten()
     }
 
     /// The bytes `user`'s uploads take, for the quota.
@@ -394,6 +446,7 @@ impl Media {
                 created_ts: crate::util::now_ms(),
                 content: Some(content.clone()),
                 authenticated: self.config.enable_authenticated_media,
+                url_cache: None,
             };
             self.db.put_json(&maps::MEDIA, &record_key, &record)?;
             Ok(content)
@@ -486,6 +539,22 @@ impl Media {
     pub fn is_local(&self, server: &ServerName) -> bool {
         server == self.server_name
     }
+}
+
+/// `type/subtype` of a `Content-Type`, lower case.
+pub fn essence(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+/// Whether a `Content-Type` is one of `patterns` (`type/subtype` exactly or
+/// `type/*`), parameters and case aside.
+pub fn type_matches<'a>(content_type: &str, patterns: impl IntoIterator<Item = &'a str>) -> bool {
+    let essence = essence(content_type);
+    let main = essence.split('/').next().unwrap_or_default();
+    patterns.into_iter().any(|pattern| {
+        let pattern = pattern.trim().to_ascii_lowercase();
+        pattern == essence || pattern.strip_suffix("/*").is_some_and(|p| p == main)
+    })
 }
 
 fn refusal(why: thumbnail::Refusal) -> Error {

@@ -399,7 +399,7 @@ maps! {
     /// IDs, and other servers' media kept once fetched.
     MEDIA = "media" {
         key: "server name ‖ SEP ‖ media ID",
-        value: "JSON MediaRecord {user_id (none for another server's), created_ts, content (once uploaded or fetched: {content_type, upload_name, size, sha256 (hex, names the file under media.path)}), authenticated}"
+        value: "JSON MediaRecord {user_id (none for another server's), created_ts, content (once uploaded or fetched: {content_type, upload_name, size, sha256 (hex, names the file under media.path)}), authenticated, url_cache (the URL a URL preview fetched it from)}"
     }
     /// Thumbnails made of media, kept (media/thumbnail.rs).
     MEDIA_THUMBNAILS = "media_thumbnails" {
@@ -410,6 +410,11 @@ maps! {
     MEDIA_USAGE = "media_usage" {
         key: "user ID",
         value: "bytes (JSON number)"
+    }
+    /// URL previews made (media/preview/), served until they expire.
+    MEDIA_URL_PREVIEWS = "media_url_previews" {
+        key: "URL ‖ SEP ‖ when it was made (ms, u64 big-endian)",
+        value: "JSON {og: the preview, expires_ts (ms)}"
     }
     /// Media IDs reserved with /create and not yet uploaded to, per user.
     MEDIA_PENDING = "media_pending" {

@@ -25,3 +25,4 @@ mod register;
 mod relations;
 mod rooms;
 mod sync;
+mod url_preview;

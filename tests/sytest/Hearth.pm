@@ -218,6 +218,10 @@ sub _hearth_config
 
       presence => { enabled => _true() },   # tests/40presence.pl and presence in /sync
 
+      # URL previews of SyTest's own pages, on loopback behind its CA (Synapse:
+      # url_preview_enabled, url_preview_ip_range_blacklist: []).
+      media => { url_preview => { enabled => _true(), ip_range_blacklist => [] } },
+
       # MSC2228 (SyTest's Synapse config enables it: enable_ephemeral_messages).
       experimental => { ephemeral_messages => _true() },
    );
@@ -227,9 +231,7 @@ sub _hearth_config
    # Values SyTest provides are named in each item.
    #
    # (1-4, the federation listener, outbound trust and loopback, guests: done above.)
-   # 5. Media: a store under $hs_dir/media (start() creates and wipes it for each run)
-   #    and URL previews on with loopback allowed (Synapse: media_store_path,
-   #    url_preview_enabled).
+   # (5, media and URL previews: done above; the store is under $hs_dir/data.)
    # 6. Application services, server 0 only: $self->{app_service_config_files} is an
    #    array of paths to Synapse-format registration YAML files SyTest writes
    #    (tests/05homeserver.pl: id, url, as_token, hs_token, sender_localpart,
