@@ -41,6 +41,24 @@ enum Command {
         #[command(subcommand)]
         command: RoomCommand,
     },
+    /// Manage the media store (these may run beside the server).
+    Media {
+        #[command(subcommand)]
+        command: MediaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MediaCommand {
+    /// Move the local files not changed for a while to the `[media.s3]`
+    /// bucket (each put there unless it already is, then removed here; the
+    /// server fetches it back when it is asked for). Run it from cron to
+    /// keep the local store small.
+    Offload {
+        /// Only files last modified this many days ago or earlier.
+        #[arg(long, default_value_t = 30)]
+        older_than_days: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,6 +126,9 @@ pub fn main() -> ExitCode {
         Command::User { command } => user(config, command),
         Command::SigningKey { command: SigningKeyCommand::Rotate } => rotate_signing_key(config),
         Command::Room { command: RoomCommand::Fingerprint { room_id } } => room_fingerprint(config, &room_id),
+        Command::Media { command: MediaCommand::Offload { older_than_days } } => {
+            offload_media(config, older_than_days)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -137,6 +158,31 @@ fn serve(config: Config, file: Option<PathBuf>) -> crate::Result<()> {
         .build()
         .map_err(crate::Error::internal)?
         .block_on(crate::server::run(config, source.as_deref()))
+}
+
+fn offload_media(config: Config, older_than_days: u64) -> crate::Result<()> {
+    let s3 = config.media.s3.as_ref().ok_or_else(|| {
+        crate::Error::invalid_param("media offload needs a bucket: set [media.s3] in the configuration")
+    })?;
+    let s3 = crate::media::s3::S3::new(s3)?;
+    let root = config.media.path.clone().unwrap_or_else(|| config.database.path.join("media"));
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(older_than_days * 86_400);
+    let done = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(crate::Error::internal)?
+        .block_on(async {
+            s3.check().await?;
+            crate::media::s3::offload(&s3, &root, before).await
+        })?;
+    println!(
+        "offloaded {} files ({} bytes) from {} to the bucket ({} uploaded, the rest were there)",
+        done.removed,
+        done.bytes,
+        root.display(),
+        done.uploaded
+    );
+    Ok(())
 }
 
 fn user(config: Config, command: UserCommand) -> crate::Result<()> {

@@ -219,6 +219,38 @@ pub struct MediaConfig {
     /// Whether files are taken unscanned when clamd does not answer.
     pub scanner_fail_open: bool,
     pub url_preview: UrlPreviewConfig,
+    /// An S3-compatible object store the files are also kept in; unset:
+    /// the local store only.
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+}
+
+/// `[media.s3]`: where every stored file also goes, so the local copies
+/// may be removed (`hearth media offload`) and are fetched back when asked for.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    /// The service's URL; unset: AWS (`https://s3.<region>.amazonaws.com`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Buckets in the path (`endpoint/bucket/key`) rather than the host
+    /// name; unset: in the path when `endpoint` is set.
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Put before every object's key (`prefix` + `ab/cd/<sha256>`).
+    #[serde(default)]
+    pub prefix: String,
+    /// Whether other servers' media kept here goes to the bucket too.
+    #[serde(default = "yes")]
+    pub store_remote: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// URL previews (`[media.url_preview]`): pages fetched for clients.
@@ -455,6 +487,17 @@ impl Config {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return bad("well_known.client", "must be an http:// or https:// URL");
+        }
+        if let Some(s3) = &self.media.s3 {
+            if s3.bucket.is_empty() || s3.region.is_empty() {
+                return bad("media.s3", "bucket and region must not be empty");
+            }
+            if let Some(endpoint) = &s3.endpoint
+                && !url::Url::parse(endpoint)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            {
+                return bad("media.s3.endpoint", "must be an http:// or https:// URL");
+            }
         }
         for entry in &self.media.url_preview.url_blacklist {
             for (part, pattern) in entry {

@@ -71,6 +71,10 @@ pub async fn start_on(mut config: Config, sockets: Vec<TcpListener>) -> Result<R
         config.well_known.client = Some(format!("{scheme}://{addr}"));
     }
     let services = Services::open(config)?;
+    if let Some(s3) = &services.media.s3 {
+        // A bucket that cannot be used stops the server now, not each upload later.
+        s3.check().await?;
+    }
     let (shutdown, watcher) = watch::channel(false);
     let mut tasks = Vec::new();
     for (socket, tls, listener) in bound {

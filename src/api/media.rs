@@ -248,7 +248,7 @@ async fn fetch(
 ) -> Result<Response> {
     let (_, content) = find(services, server, media_id, authenticated, request.uri().query()).await?;
     let name = file_name.or(content.upload_name.as_deref());
-    let path = services.media.file(&content);
+    let path = services.media.file(&content.sha256).await?;
     let disposition = disposition(&content.content_type, name);
     serve(&path, content_type(&content.content_type), disposition, request).await
 }
@@ -329,7 +329,7 @@ async fn federation_download(
 ) -> Result<Response> {
     let (content, _) = federation_media(&services, &media_id, request).await?;
     let name = content.upload_name.as_deref();
-    let path = services.media.file(&content);
+    let path = services.media.file(&content.sha256).await?;
     multipart(&path, content_type(&content.content_type), disposition(&content.content_type, name)).await
 }
 

@@ -118,7 +118,7 @@ async fn stored<E: std::fmt::Display>(
         }
         WriteError::Io(e) => Error::internal(format!("media: cannot store a remote file: {e}")),
     })?;
-    let stored = media.scanned(staged, &format!("a file from {server}")).await?;
+    let stored = media.scanned(staged, &format!("a file from {server}"), true).await?;
     Ok(Content {
         content_type: content_type
             .filter(|t| !t.is_empty())

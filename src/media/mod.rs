@@ -5,6 +5,7 @@
 
 mod fetch;
 pub mod preview;
+pub mod s3;
 pub mod scan;
 pub mod store;
 pub mod thumbnail;
@@ -94,6 +95,8 @@ pub struct Media {
     fetching: Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
     /// URL previews, when `media.url_preview.enabled`.
     pub previewer: Option<preview::Previewer>,
+    /// The bucket behind the local store, when `media.s3` names one.
+    pub s3: Option<s3::S3>,
 }
 
 /// A media ID is 24 letters and digits here; from elsewhere, `[A-Za-z0-9_-]+`.
@@ -115,6 +118,7 @@ impl Media {
         let root = config.path.clone().unwrap_or(default_root);
         Ok(Self {
             previewer: preview::Previewer::new(db.clone(), &config.url_preview, outbound)?,
+            s3: config.s3.as_ref().map(s3::S3::new).transpose()?,
             db,
             server_name,
             store: LocalStore::open(&root)?,
@@ -134,9 +138,59 @@ impl Media {
         Ok(self.db.get_json(&maps::MEDIA, &Self::record_key(server, media_id))?)
     }
 
-    /// Where the content of `record` lies on disk.
-    pub fn file(&self, content: &Content) -> PathBuf {
-        self.store.path(&content.sha256)
+    /// Where the content with this hash lies on disk: in the local store,
+    /// else fetched back from the bucket (one fetch per file at a time, its
+    /// hash checked); 404 when neither has it.
+    pub async fn file(&self, sha256: &str) -> Result<PathBuf> {
+        let path = self.store.path(sha256);
+        async fn here(path: &std::path::Path) -> bool {
+            tokio::fs::try_exists(path).await.unwrap_or(false)
+        }
+        if here(&path).await {
+            return Ok(path);
+        }
+        let Some(s3) = &self.s3 else {
+            tracing::error!("media: the file {} is missing", path.display());
+            return Err(Error::not_found("Not found"));
+        };
+        let lock_key = [b"sha256:", sha256.as_bytes()].concat();
+        let lock = self.fetching.lock().expect("fetching").entry(lock_key.clone()).or_default().clone();
+        let fetched = async {
+            let _one_at_a_time = lock.lock().await;
+            if here(&path).await {
+                return Ok(path.clone());
+            }
+            let body = s3.get(sha256).await?.ok_or_else(|| {
+                tracing::error!("media: the file {sha256} is neither here nor in the bucket");
+                Error::not_found("Not found")
+            })?;
+            let staged = self.store.stage(body, u64::MAX).await.map_err(|e| {
+                Error::internal(format!("media: cannot fetch {sha256} from the bucket: {e:?}"))
+            })?;
+            if staged.stored.sha256 != sha256 {
+                self.store.discard(staged).await;
+                return Err(Error::internal(format!("media: the bucket's {sha256} has other bytes")));
+            }
+            self.store
+                .commit(staged)
+                .await
+                .map_err(|e| Error::internal(format!("media: cannot keep {sha256}: {e:?}")))?;
+            Ok(path.clone())
+        }
+        .await;
+        self.fetching.lock().expect("fetching").remove(&lock_key);
+        fetched
+    }
+
+    /// Puts a stored file in the bucket, when there is one (and, for other
+    /// servers' media, `store_remote` says so).
+    async fn to_bucket(&self, stored: &store::Stored, remote: bool) -> Result<()> {
+        match &self.s3 {
+            Some(s3) if !remote || s3.store_remote => {
+                s3.put(&stored.sha256, &self.store.path(&stored.sha256), stored.size).await
+            }
+            _ => Ok(()),
+        }
     }
 
     fn unused_expiry(&self) -> Duration {
@@ -282,7 +336,7 @@ impl Media {
             }
             WriteError::Io(e) => Error::internal(format!("media: cannot store an upload: {e}")),
         })?;
-        let stored = self.scanned(staged, &format!("an upload of {user}")).await?;
+        let stored = self.scanned(staged, &format!("an upload of {user}"), false).await?;
         Ok(Content {
             content_type: content_type.to_owned(),
             upload_name: upload.upload_name.clone().filter(|n| !n.is_empty()),
@@ -294,7 +348,15 @@ impl Media {
     /// A staged file, once clamd (if configured) finds it clean, under its
     /// content name; refused (403) and removed when infected, refused
     /// (503) when clamd cannot tell unless `media.scanner_fail_open`.
-    pub(crate) async fn scanned(&self, staged: store::Staged, what: &str) -> Result<store::Stored> {
+    /// Then it goes to the bucket, if there is one: an upload is not
+    /// acknowledged before it is there (503 when the bucket fails); a file
+    /// fetched from another server (`remote`) is kept all the same.
+    pub(crate) async fn scanned(
+        &self,
+        staged: store::Staged,
+        what: &str,
+        remote: bool,
+    ) -> Result<store::Stored> {
         if let Some(scanner) = &self.scanner {
             match scanner.scan(staged.path()).await {
                 Ok(scan::Verdict::Clean) => {}
@@ -319,10 +381,24 @@ impl Media {
                 }
             }
         }
-        self.store
+        let stored = self
+            .store
             .commit(staged)
             .await
-            .map_err(|e| Error::internal(format!("media: cannot store {what}: {e:?}")))
+            .map_err(|e| Error::internal(format!("media: cannot store {what}: {e:?}")))?;
+        match self.to_bucket(&stored, remote).await {
+            Err(e) if remote => tracing::warn!("media: {what} is kept here only: {e}"),
+            Err(e) => {
+                tracing::error!("media: {what} was refused: {e}");
+                return Err(Error::custom(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "M_UNKNOWN",
+                    "The media store is unavailable; try again later",
+                ));
+            }
+            Ok(()) => {}
+        }
+        Ok(stored)
     }
 
     /// Whether `media.allowed_content_types` (empty: any) lets this type in.
@@ -351,7 +427,7 @@ impl Media {
                 WriteError::TooLarge => too_large(max),
                 other => Error::internal(format!("media: cannot store a fetched file: {other:?}")),
             })?;
-        let stored = self.scanned(staged, &format!("{url}, fetched for {user}")).await?;
+        let stored = self.scanned(staged, &format!("{url}, fetched for {user}"), false).await?;
         let content = Content {
             content_type: content_type.to_owned(),
             upload_name: upload_name.filter(|n| !n.is_empty()),
@@ -376,7 +452,7 @@ impl Media {
         if !thumbnail::thumbnailable(&content.content_type) {
             return None;
         }
-        let (path, max) = (self.file(content), self.config.max_image_pixels);
+        let (path, max) = (self.file(&content.sha256).await.ok()?, self.config.max_image_pixels);
         tokio::task::spawn_blocking(move || thumbnail::dimensions(&path, max).ok()).await.ok().flatten()
     }
 
@@ -478,7 +554,7 @@ impl Media {
             return Err(refusal(thumbnail::Refusal::Unsupported(content.content_type.clone())));
         }
         let max = self.config.max_image_pixels;
-        let path = self.file(content);
+        let path = self.file(&content.sha256).await?;
         let source = {
             let path = path.clone();
             tokio::task::spawn_blocking(move || thumbnail::dimensions(&path, max))
@@ -491,8 +567,8 @@ impl Media {
         let size_key = format!("{}x{}-{}-{}", chosen.width, chosen.height, chosen.method.as_str(), animated);
         let record_key = key(&[server.as_bytes(), media_id.as_bytes(), size_key.as_bytes()]);
         if let Some(kept) = self.db.get_json::<Thumbnail>(&maps::MEDIA_THUMBNAILS, &record_key)? {
-            let file = self.store.path(&kept.sha256);
-            if file.exists() {
+            // (Made again if the file is gone from here and the bucket.)
+            if let Ok(file) = self.file(&kept.sha256).await {
                 return Ok((kept, file));
             }
         }
@@ -506,6 +582,9 @@ impl Media {
             .write(futures_util::stream::once(async { Ok::<_, std::convert::Infallible>(bytes) }), u64::MAX)
             .await
             .map_err(|e| Error::internal(format!("media: cannot store a thumbnail: {e:?}")))?;
+        if let Err(e) = self.to_bucket(&stored, !self.is_local(server)).await {
+            tracing::warn!("media: a thumbnail of {media_id} is kept here only: {e}");
+        }
         let kept = Thumbnail {
             content_type: made.content_type.to_owned(),
             size: stored.size,

@@ -684,6 +684,7 @@ impl Rooms {
             branches.push((meta.state_after, self.load_state(meta.state_after)?));
         }
         let sizes: Vec<usize> = branches.iter().map(|b| b.1.len()).collect();
+        let branches_seen: Vec<Arc<StateMap>> = branches.iter().map(|b| b.1.clone()).collect();
         if !has_children {
             extremities.push(event_id.clone());
         }
@@ -701,6 +702,7 @@ impl Rooms {
                 .collect();
             changes.extend(old.keys().filter(|k| !current.1.contains_key(k)).map(|k| (*k, None)));
             if self.log_resolved_changes(&record.room_id, &old, &changes, changed_key)? {
+                self.log_dropped(&old, &changes, &branches_seen)?;
                 tracing::info!(
                     "(in {}: appending {event_id} (state before {}, after {}), extremities {:?} -> {:?}, \
                      branch sizes {sizes:?}, children {given})",
@@ -813,6 +815,46 @@ impl Rooms {
             logged = true;
         }
         Ok(logged)
+    }
+
+    /// For the hunt of a passing state reset (docs/FEDERATION.md): each
+    /// key a resolution left out that the current state had, with the
+    /// event it had, that event's auth events and their status here, and
+    /// what each branch held for the key.
+    fn log_dropped(
+        &self,
+        old: &StateMap,
+        changes: &[(u64, Option<u64>)],
+        branches: &[Arc<StateMap>],
+    ) -> Result<()> {
+        let describe = |short: u64| -> Result<String> {
+            let Some(pdu) = self.pdu_by_short(short)? else { return Ok(format!("#{short} (no PDU)")) };
+            let status = self.event_meta(short)?.map(|m| format!("{:?}", m.status)).unwrap_or_default();
+            let membership = pdu.content_value()["membership"].as_str().unwrap_or_default().to_owned();
+            Ok(format!("{} {} {membership} by {} ({status})", pdu.event_id, pdu.kind, pdu.sender))
+        };
+        for (key, new) in changes {
+            let (None, Some(previous)) = (new, old.get(key)) else { continue };
+            let mut auth = Vec::new();
+            if let Some(pdu) = self.pdu_by_short(*previous)? {
+                for id in &pdu.auth_events {
+                    auth.push(match self.event_short(id)? {
+                        Some(short) => describe(short)?,
+                        None => format!("{id} (not here)"),
+                    });
+                }
+            }
+            let held: Vec<String> = branches
+                .iter()
+                .map(|b| b.get(key).map_or(Ok("-".to_owned()), |e| describe(*e)))
+                .collect::<Result<_>>()?;
+            tracing::info!(
+                "(dropped {} {}; its auth events {auth:?}; the branches held {held:?})",
+                self.short.name(*key)?,
+                describe(*previous)?
+            );
+        }
+        Ok(())
     }
 
     /// Places an event in the DAG (in `batch`): an edge from each prev, the

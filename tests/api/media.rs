@@ -606,3 +606,183 @@ async fn a_real_clamd_keeps_malware_out_and_a_silent_one_stops_uploads() {
         upload(&open, &bob, "/_matrix/media/v3/upload", "text/plain", b"unscanned".to_vec()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// moto's S3 server (installed in the test venv by `make test`, from
+/// tests/clients/requirements.txt) on a port of its own, with a bucket;
+/// stopped on drop.
+struct Moto {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Moto {
+    const BUCKET: &str = "hearth-media";
+
+    async fn start() -> Self {
+        let target = std::path::Path::new(env!("CARGO_BIN_EXE_hearth")).parent().unwrap().parent().unwrap();
+        let bin = target.join("venv/bin/moto_server");
+        assert!(
+            bin.exists(),
+            "{} is missing: `make test` installs it (tests/clients/requirements.txt)",
+            bin.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::fs::File::create(dir.path().join("moto.log")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("moto.err")).unwrap())
+            .spawn()
+            .expect("moto_server starts");
+        let mut moto = Self { child, url: format!("http://127.0.0.1:{port}"), _dir: dir };
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !http.get(format!("{}/moto-api/", moto.url)).send().await.is_ok_and(|r| r.status().is_success())
+        {
+            assert!(moto.child.try_wait().unwrap().is_none(), "moto_server exited");
+            assert!(std::time::Instant::now() < deadline, "moto_server did not answer within 60 s");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await; // the next poll
+        }
+        let created = http.put(format!("{}/{}", moto.url, Self::BUCKET)).send().await.unwrap();
+        assert!(created.status().is_success(), "bucket: {}", created.status());
+        moto
+    }
+
+    /// A URL for `key` signed for the test's own access (not through Hearth).
+    fn signed(&self, key: &str, put: bool) -> url::Url {
+        use rusty_s3::S3Action;
+        let endpoint = self.url.parse().unwrap();
+        let bucket =
+            rusty_s3::Bucket::new(endpoint, rusty_s3::UrlStyle::Path, Self::BUCKET, "us-east-1").unwrap();
+        let credentials = rusty_s3::Credentials::new("testing", "testing");
+        let valid = std::time::Duration::from_secs(60);
+        match put {
+            true => bucket.put_object(Some(&credentials), key).sign(valid),
+            false => bucket.get_object(Some(&credentials), key).sign(valid),
+        }
+    }
+
+    /// The object under `key`, read straight from moto; `None` if absent.
+    async fn object(&self, key: &str) -> Option<Vec<u8>> {
+        let response = reqwest::get(self.signed(key, false)).await.unwrap();
+        match response.status() {
+            StatusCode::NOT_FOUND => None,
+            StatusCode::OK => Some(response.bytes().await.unwrap().to_vec()),
+            other => panic!("moto answers {other} for {key}"),
+        }
+    }
+
+    /// Replaces the object under `key` behind Hearth's back.
+    async fn replace(&self, key: &str, bytes: Vec<u8>) {
+        let response = reqwest::Client::new()
+            .put(self.signed(key, true))
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// `hearth media offload --older-than-days 0` on `s`'s configuration: its
+/// output.
+fn offload(s: &TestServer) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hearth.toml");
+    std::fs::write(&file, toml::to_string(&s.config).unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["--config", file.to_str().unwrap(), "media", "offload", "--older-than-days", "0"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "offload: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Whether the local store holds the content with this hash.
+fn stored_here(s: &TestServer, sha: &str) -> bool {
+    s.config.database.path.join("media").join(&sha[..2]).join(&sha[2..4]).join(sha).exists()
+}
+
+#[tokio::test]
+async fn media_goes_to_a_real_s3_server_and_comes_back_from_it() {
+    let mut moto = Moto::start().await;
+    let s = TestServer::start_with(|c| {
+        c.media.s3 = Some(hearth::config::S3Config {
+            bucket: Moto::BUCKET.into(),
+            region: "us-east-1".into(),
+            endpoint: Some(moto.url.clone()),
+            path_style: None,
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+            prefix: "hearth/".into(),
+            store_remote: true,
+        })
+    })
+    .await;
+    let alice = s.register("alice").await;
+    let key = |sha: &str| format!("hearth/{}/{}/{sha}", &sha[..2], &sha[2..4]);
+    let download_path = |id: &str| format!("/_matrix/client/v1/media/download/{}/{id}", s.config.server_name);
+
+    // An upload is in the bucket once acknowledged, under its hash.
+    let text = b"kept in the bucket".to_vec();
+    let (status, body) = upload(&s, &alice, "/_matrix/media/v3/upload", "text/plain", text.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let text_id = media_id(&s, &body["content_uri"]);
+    assert_eq!(moto.object(&key(&sha256_hex(&text))).await.as_deref(), Some(&text[..]));
+
+    // Offloaded (it is there already: not sent again), it is gone from
+    // here; a download fetches it back and keeps it.
+    let out = offload(&s);
+    assert!(out.starts_with("offloaded 1 files (18 bytes)") && out.contains("(0 uploaded"), "{out}");
+    assert!(!stored_here(&s, &sha256_hex(&text)));
+    let response = download(&s, Some(&alice.token), &download_path(&text_id)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap(), text);
+    assert!(stored_here(&s, &sha256_hex(&text)), "kept here again");
+
+    // Thumbnails go to the bucket too.
+    let png = encoded(&picture(64, 48), image::ImageFormat::Png);
+    let image_id = uploaded(&s, &alice, "image/png", png.clone()).await;
+    assert_eq!(moto.object(&key(&sha256_hex(&png))).await.as_deref(), Some(&png[..]));
+    let (_, dims, thumbnail) = thumbnail_of(&s, &alice, &image_id, "width=32&height=32&method=crop").await;
+    assert_eq!(dims, (32, 32));
+    assert_eq!(moto.object(&key(&sha256_hex(&thumbnail))).await.as_deref(), Some(&thumbnail[..]));
+
+    // Bytes changed in the bucket are neither served nor kept.
+    let other = b"a file of its own".to_vec();
+    let (status, body) = upload(&s, &alice, "/_matrix/media/v3/upload", "text/plain", other.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let other_id = media_id(&s, &body["content_uri"]);
+    offload(&s);
+    moto.replace(&key(&sha256_hex(&other)), b"forged".to_vec()).await;
+    let response = download(&s, Some(&alice.token), &download_path(&other_id)).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!stored_here(&s, &sha256_hex(&other)));
+    assert!(!stored_here(&s, &sha256_hex(b"forged")));
+
+    // With the bucket gone an upload is refused, not acknowledged.
+    let _ = moto.child.kill();
+    let _ = moto.child.wait();
+    let (status, body) =
+        upload(&s, &alice, "/_matrix/media/v3/upload", "text/plain", b"later".to_vec()).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("M_UNKNOWN")),
+        "{body}"
+    );
+}
