@@ -41,7 +41,8 @@ enum Command {
         #[command(subcommand)]
         command: RoomCommand,
     },
-    /// Manage the media store (these may run beside the server).
+    /// Manage media: quarantine, delete, purge other servers' media kept
+    /// here (the server must be stopped), offload to the bucket (beside it).
     Media {
         #[command(subcommand)]
         command: MediaCommand,
@@ -50,6 +51,24 @@ enum Command {
 
 #[derive(Subcommand)]
 enum MediaCommand {
+    /// Quarantine media (mxc://server/id) and every item of the same
+    /// bytes: served to nobody (the server must be stopped; while it runs,
+    /// use POST /_synapse/admin/v1/media/quarantine/{server}/{id}).
+    Quarantine { mxc: String },
+    /// Delete local media (mxc://server/id): its record, thumbnails and
+    /// files (the server must be stopped; while it runs, DELETE
+    /// /_synapse/admin/v1/media/{server}/{id}).
+    Delete { mxc: String },
+    /// Delete all media a local user uploaded (the server must be stopped;
+    /// while it runs, DELETE /_synapse/admin/v1/users/{userId}/media).
+    DeleteUserMedia { user_id: String },
+    /// Delete other servers' media kept here longer than this (it is
+    /// fetched again when asked for; the server must be stopped; while it
+    /// runs, POST /_synapse/admin/v1/purge_media_cache).
+    PurgeRemote {
+        #[arg(long, default_value_t = 30)]
+        older_than_days: u64,
+    },
     /// Move the local files not changed for a while to the `[media.s3]`
     /// bucket (each put there unless it already is, then removed here; the
     /// server fetches it back when it is asked for). Run it from cron to
@@ -129,6 +148,7 @@ pub fn main() -> ExitCode {
         Command::Media { command: MediaCommand::Offload { older_than_days } } => {
             offload_media(config, older_than_days)
         }
+        Command::Media { command } => manage_media(config, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,6 +178,49 @@ fn serve(config: Config, file: Option<PathBuf>) -> crate::Result<()> {
         .build()
         .map_err(crate::Error::internal)?
         .block_on(crate::server::run(config, source.as_deref()))
+}
+
+fn manage_media(config: Config, command: MediaCommand) -> crate::Result<()> {
+    let services = Services::open(config)?;
+    let media = &services.media;
+    let parse = |mxc: &str| -> crate::Result<(ruma::OwnedServerName, String)> {
+        let uri = <&ruma::MxcUri>::from(mxc);
+        let (server, id) =
+            uri.parts().map_err(|_| crate::Error::invalid_param(format!("{mxc} is not an mxc:// URI")))?;
+        Ok((server.to_owned(), id.to_owned()))
+    };
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(crate::Error::internal)?;
+    match command {
+        MediaCommand::Quarantine { mxc } => {
+            let (server, id) = parse(&mxc)?;
+            let changed = media.set_quarantine(&server, &id, Some("cli"))?;
+            println!("quarantined {changed} items (those of the same bytes included)");
+        }
+        MediaCommand::Delete { mxc } => {
+            let (server, id) = parse(&mxc)?;
+            if !media.is_local(&server) {
+                return Err(crate::Error::invalid_param("Can only delete local media"));
+            }
+            let deleted = runtime.block_on(media.delete_local(&[id]))?;
+            println!("deleted {} items", deleted.len());
+        }
+        MediaCommand::DeleteUserMedia { user_id } => {
+            let user = ruma::OwnedUserId::try_from(user_id)
+                .map_err(|_| crate::Error::invalid_param("not a user ID"))?;
+            let ids: Vec<String> = media.user_media(&user)?.into_iter().map(|i| i.media_id).collect();
+            let deleted = runtime.block_on(media.delete_local(&ids))?;
+            println!("deleted {} items of {user}", deleted.len());
+        }
+        MediaCommand::PurgeRemote { older_than_days } => {
+            let before = crate::util::now_ms().saturating_sub(older_than_days * 86_400_000);
+            let deleted = runtime.block_on(media.purge_remote(before))?;
+            println!("purged {deleted} items of other servers");
+        }
+        MediaCommand::Offload { .. } => unreachable!("offload needs no database"),
+    }
+    services.db.flush()?;
+    Ok(())
 }
 
 fn offload_media(config: Config, older_than_days: u64) -> crate::Result<()> {

@@ -7,19 +7,19 @@ use futures_util::Stream;
 use http::{HeaderMap, StatusCode, header};
 use ruma::ServerName;
 
-use super::{Content, store::WriteError};
+use super::{Committing, Content, store::WriteError};
 use crate::{Error, Result, servers::Servers, servers::client::Failure};
 
 /// How long one fetch may take, the transfer included.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 
-pub(super) async fn fetch(
-    media: &super::Media,
+pub(super) async fn fetch<'m>(
+    media: &'m super::Media,
     servers: &Servers,
     server: &ServerName,
     media_id: &str,
     wait: Duration,
-) -> Result<Content> {
+) -> Result<(Content, Committing<'m>)> {
     let timeout_ms = wait.as_millis();
     let path = format!("/_matrix/federation/v1/media/download/{media_id}?timeout_ms={timeout_ms}");
     let response = match servers.client.get_streamed(server, &path, FETCH_TIMEOUT).await {
@@ -79,7 +79,7 @@ fn described(headers: &HeaderMap) -> (Option<String>, Option<String>) {
 
 /// The file name of a `Content-Disposition`: `filename*=utf-8''…`
 /// (percent-encoded) before `filename=…` (a token or a quoted string).
-fn file_name(disposition: &str) -> Option<String> {
+pub(super) fn file_name(disposition: &str) -> Option<String> {
     let params: Vec<(String, &str)> = disposition
         .split(';')
         .skip(1)
@@ -99,13 +99,13 @@ fn file_name(disposition: &str) -> Option<String> {
 }
 
 /// The file streamed into the store, scanned.
-async fn stored<E: std::fmt::Display>(
-    media: &super::Media,
+async fn stored<'m, E: std::fmt::Display>(
+    media: &'m super::Media,
     server: &ServerName,
     body: impl Stream<Item = std::result::Result<bytes::Bytes, E>>,
     content_type: Option<String>,
     upload_name: Option<String>,
-) -> Result<Content> {
+) -> Result<(Content, Committing<'m>)> {
     let max = media.config.max_upload_size;
     let staged = media.store.stage(body, max).await.map_err(|e| match e {
         WriteError::TooLarge => Error::new(
@@ -118,15 +118,16 @@ async fn stored<E: std::fmt::Display>(
         }
         WriteError::Io(e) => Error::internal(format!("media: cannot store a remote file: {e}")),
     })?;
-    let stored = media.scanned(staged, &format!("a file from {server}"), true).await?;
-    Ok(Content {
+    let (stored, committing) = media.scanned(staged, &format!("a file from {server}"), true).await?;
+    let content = Content {
         content_type: content_type
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| "application/octet-stream".into()),
         upload_name: upload_name.filter(|n| !n.is_empty()),
         size: stored.size,
         sha256: stored.sha256,
-    })
+    };
+    Ok((content, committing))
 }
 
 /// The other server's "not found" passes through; anything else is 502.

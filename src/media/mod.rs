@@ -4,6 +4,7 @@
 //! disk; a media ID reserved with `/create` waits for its upload.
 
 mod fetch;
+pub mod manage;
 pub mod preview;
 pub mod s3;
 pub mod scan;
@@ -49,6 +50,13 @@ pub struct MediaRecord {
     /// The URL it was fetched from, for a preview (`/preview_url`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_cache: Option<String>,
+    /// Who quarantined it (an admin's user ID, or `cli` for `hearth media
+    /// quarantine`): served to nobody while set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined_by: Option<String>,
+    /// Kept out of quarantines of all of a user's or a room's media.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,7 +105,14 @@ pub struct Media {
     pub previewer: Option<preview::Previewer>,
     /// The bucket behind the local store, when `media.s3` names one.
     pub s3: Option<s3::S3>,
+    /// Held (read) from a file's commit to the write of the record naming
+    /// it, and (write) while deleted media's files are removed: a file
+    /// another record is about to name is never removed.
+    files: tokio::sync::RwLock<()>,
 }
+
+/// A file committed and not yet named by a record (see `Media::files`).
+type Committing<'a> = tokio::sync::RwLockReadGuard<'a, ()>;
 
 /// A media ID is 24 letters and digits here; from elsewhere, `[A-Za-z0-9_-]+`.
 pub fn valid_media_id(media_id: &str) -> bool {
@@ -119,6 +134,7 @@ impl Media {
         Ok(Self {
             previewer: preview::Previewer::new(db.clone(), &config.url_preview, outbound)?,
             s3: config.s3.as_ref().map(s3::S3::new).transpose()?,
+            files: tokio::sync::RwLock::new(()),
             db,
             server_name,
             store: LocalStore::open(&root)?,
@@ -224,6 +240,8 @@ impl Media {
             content: None,
             authenticated: self.config.enable_authenticated_media,
             url_cache: None,
+            quarantined_by: None,
+            protected: false,
         };
         batch.put_json(&maps::MEDIA, Self::record_key(&self.server_name, &media_id), &record);
         batch.put_json(&maps::MEDIA_PENDING, key(&[user.as_bytes(), media_id.as_bytes()]), &now);
@@ -238,7 +256,7 @@ impl Media {
         upload: Upload,
         body: impl Stream<Item = Result<Bytes, E>>,
     ) -> Result<String> {
-        let content = self.store_content(user, &upload, body).await?;
+        let (content, _committing) = self.store_content(user, &upload, body).await?;
         let media_id = crate::util::random_string(24);
         let mut batch = Batch::new();
         self.count_usage(&mut batch, user, content.size)?;
@@ -248,6 +266,8 @@ impl Media {
             content: Some(content),
             authenticated: self.config.enable_authenticated_media,
             url_cache: None,
+            quarantined_by: None,
+            protected: false,
         };
         batch.put_json(&maps::MEDIA, Self::record_key(&self.server_name, &media_id), &record);
         self.db.write(batch)?;
@@ -282,7 +302,7 @@ impl Media {
             if self.expired(&record) {
                 return Err(Error::not_found("Media ID has expired"));
             }
-            let content = self.store_content(user, &upload, body).await?;
+            let (content, _committing) = self.store_content(user, &upload, body).await?;
             let mut batch = Batch::new();
             self.count_usage(&mut batch, user, content.size)?;
             record.content = Some(content);
@@ -311,7 +331,7 @@ impl Media {
         user: &UserId,
         upload: &Upload,
         body: impl Stream<Item = Result<Bytes, E>>,
-    ) -> Result<Content> {
+    ) -> Result<(Content, Committing<'_>)> {
         let content_type =
             upload.content_type.as_deref().filter(|t| !t.is_empty()).unwrap_or("application/octet-stream");
         if !self.allows_type(content_type) {
@@ -336,13 +356,14 @@ impl Media {
             }
             WriteError::Io(e) => Error::internal(format!("media: cannot store an upload: {e}")),
         })?;
-        let stored = self.scanned(staged, &format!("an upload of {user}"), false).await?;
-        Ok(Content {
+        let (stored, committing) = self.scanned(staged, &format!("an upload of {user}"), false).await?;
+        let content = Content {
             content_type: content_type.to_owned(),
             upload_name: upload.upload_name.clone().filter(|n| !n.is_empty()),
             size: stored.size,
             sha256: stored.sha256,
-        })
+        };
+        Ok((content, committing))
     }
 
     /// A staged file, once clamd (if configured) finds it clean, under its
@@ -356,7 +377,7 @@ impl Media {
         staged: store::Staged,
         what: &str,
         remote: bool,
-    ) -> Result<store::Stored> {
+    ) -> Result<(store::Stored, Committing<'_>)> {
         if let Some(scanner) = &self.scanner {
             match scanner.scan(staged.path()).await {
                 Ok(scan::Verdict::Clean) => {}
@@ -381,6 +402,7 @@ impl Media {
                 }
             }
         }
+        let committing = self.files.read().await;
         let stored = self
             .store
             .commit(staged)
@@ -398,7 +420,7 @@ impl Media {
             }
             Ok(()) => {}
         }
-        Ok(stored)
+        Ok((stored, committing))
     }
 
     /// Whether `media.allowed_content_types` (empty: any) lets this type in.
@@ -427,7 +449,8 @@ impl Media {
                 WriteError::TooLarge => too_large(max),
                 other => Error::internal(format!("media: cannot store a fetched file: {other:?}")),
             })?;
-        let stored = self.scanned(staged, &format!("{url}, fetched for {user}"), false).await?;
+        let (stored, _committing) =
+            self.scanned(staged, &format!("{url}, fetched for {user}"), false).await?;
         let content = Content {
             content_type: content_type.to_owned(),
             upload_name: upload_name.filter(|n| !n.is_empty()),
@@ -441,6 +464,8 @@ impl Media {
             content: Some(content.clone()),
             authenticated: self.config.enable_authenticated_media,
             url_cache: Some(url.to_owned()),
+            quarantined_by: None,
+            protected: false,
         };
         self.db.put_json(&maps::MEDIA, &Self::record_key(&self.server_name, &media_id), &record)?;
         Ok((media_id, content))
@@ -476,7 +501,7 @@ impl Media {
             let uploaded = self.uploaded.notified();
             let record = self
                 .record(&self.server_name, media_id)?
-                .filter(|record| !self.expired(record))
+                .filter(|record| !self.expired(record) && record.quarantined_by.is_none())
                 .ok_or_else(|| Error::not_found("Not found"))?;
             if let Some(content) = record.content.clone() {
                 return Ok((record, content));
@@ -505,7 +530,11 @@ impl Media {
     ) -> Result<Content> {
         let record_key = Self::record_key(server, media_id);
         let kept = || -> Result<Option<Content>> {
-            Ok(self.db.get_json::<MediaRecord>(&maps::MEDIA, &record_key)?.and_then(|r| r.content))
+            match self.db.get_json::<MediaRecord>(&maps::MEDIA, &record_key)? {
+                // Quarantined: served to nobody, and not fetched again.
+                Some(record) if record.quarantined_by.is_some() => Err(Error::not_found("Not found")),
+                record => Ok(record.and_then(|r| r.content)),
+            }
         };
         if let Some(content) = kept()? {
             return Ok(content);
@@ -516,13 +545,15 @@ impl Media {
             if let Some(content) = kept()? {
                 return Ok(content);
             }
-            let content = fetch::fetch(self, servers, server, media_id, wait).await?;
+            let (content, _committing) = fetch::fetch(self, servers, server, media_id, wait).await?;
             let record = MediaRecord {
                 user_id: None,
                 created_ts: crate::util::now_ms(),
                 content: Some(content.clone()),
                 authenticated: self.config.enable_authenticated_media,
                 url_cache: None,
+                quarantined_by: None,
+                protected: false,
             };
             self.db.put_json(&maps::MEDIA, &record_key, &record)?;
             Ok(content)
@@ -534,7 +565,7 @@ impl Media {
 
     /// Another server's media as kept here, if it is.
     pub fn kept_remote(&self, server: &ServerName, media_id: &str) -> Result<Option<MediaRecord>> {
-        Ok(self.record(server, media_id)?.filter(|record| record.content.is_some()))
+        Ok(self.record(server, media_id)?.filter(|r| r.content.is_some() && r.quarantined_by.is_none()))
     }
 
     /// The thumbnail of `content` (media `media_id` of `server`) that
@@ -577,6 +608,7 @@ impl Media {
             .map_err(Error::internal)?
             .map_err(refusal)?;
         let bytes = Bytes::from(made.bytes);
+        let _committing = self.files.read().await;
         let stored = self
             .store
             .write(futures_util::stream::once(async { Ok::<_, std::convert::Infallible>(bytes) }), u64::MAX)

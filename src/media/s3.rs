@@ -116,6 +116,16 @@ impl S3 {
         }
     }
 
+    /// Removes the content with this hash from the bucket (there or not).
+    pub async fn delete(&self, sha256: &str) -> Result<()> {
+        let url = self.bucket.delete_object(Some(&self.credentials), &self.key(sha256)).sign(SIGNED_FOR);
+        let response = self.client.delete(url).send().await.map_err(|e| failed("DELETE", sha256, e))?;
+        if !response.status().is_success() && response.status() != reqwest::StatusCode::NOT_FOUND {
+            return Err(Error::internal(format!("media.s3: DELETE of {sha256}: {}", response.status())));
+        }
+        Ok(())
+    }
+
     /// Whether the bucket is there and may be used (at start).
     pub async fn check(&self) -> Result<()> {
         let url = self.bucket.head_bucket(Some(&self.credentials)).sign(SIGNED_FOR);

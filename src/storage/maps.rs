@@ -399,7 +399,7 @@ maps! {
     /// IDs, and other servers' media kept once fetched.
     MEDIA = "media" {
         key: "server name ‖ SEP ‖ media ID",
-        value: "JSON MediaRecord {user_id (none for another server's), created_ts, content (once uploaded or fetched: {content_type, upload_name, size, sha256 (hex, names the file under media.path)}), authenticated, url_cache (the URL a URL preview fetched it from)}"
+        value: "JSON MediaRecord {user_id (none for another server's), created_ts, content (once uploaded or fetched: {content_type, upload_name, size, sha256 (hex, names the file under media.path)}), authenticated, url_cache (the URL a URL preview fetched it from), quarantined_by (who quarantined it), protected (from quarantine)}"
     }
     /// Thumbnails made of media, kept (media/thumbnail.rs).
     MEDIA_THUMBNAILS = "media_thumbnails" {

@@ -16,6 +16,16 @@ const MAX_KEY_BYTES: usize = 255;
 pub type Profile = Map<String, Value>;
 
 impl Users {
+    /// The `avatar_url` of every local user's profile (media an operator
+    /// keeps when deleting old media).
+    pub fn avatar_urls(&self) -> Result<std::collections::HashSet<String>> {
+        let mut urls = std::collections::HashSet::new();
+        for (_, profile) in self.db.scan_json::<serde_json::Map<String, Value>>(&maps::PROFILES, b"")? {
+            urls.extend(profile.get("avatar_url").and_then(Value::as_str).map(str::to_owned));
+        }
+        Ok(urls)
+    }
+
     /// The profile of a local user, or `None` when no such account exists.
     /// Deactivated accounts have none.
     pub fn profile(&self, user_id: &UserId) -> Result<Option<Profile>> {

@@ -786,3 +786,155 @@ async fn media_goes_to_a_real_s3_server_and_comes_back_from_it() {
         "{body}"
     );
 }
+
+/// A server admin, registered with the shared secret (`s3cret`).
+pub(crate) async fn admin_of(s: &TestServer) -> Session {
+    use hearth::users::shared_secret::{Signed, compute_mac};
+    const PATH: &str = "/_synapse/admin/v1/register";
+    let (_, body) = s.get(PATH, None).await;
+    let nonce = body["nonce"].as_str().expect("a nonce").to_owned();
+    let signed = Signed { nonce: &nonce, username: "root", password: "pw", admin: true, user_type: None };
+    let mac = compute_mac("s3cret", &signed);
+    let (status, body) = s
+        .post(PATH, None, serde_json::json!({"nonce": nonce, "username": "root", "password": "pw", "admin": true, "mac": mac}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    Session {
+        user_id: body["user_id"].as_str().unwrap().into(),
+        token: body["access_token"].as_str().unwrap().into(),
+        device_id: body["device_id"].as_str().unwrap_or_default().into(),
+    }
+}
+
+#[tokio::test]
+async fn operators_quarantine_protect_and_delete_media() {
+    let s = TestServer::start_with(|c| c.registration.shared_secret = Some("s3cret".into())).await;
+    let (alice, bob, root) = (s.register("alice").await, s.register("bob").await, admin_of(&s).await);
+    let server = s.config.server_name.to_string();
+    let png = encoded(&picture(64, 48), image::ImageFormat::Png);
+    let a = uploaded(&s, &alice, "image/png", png.clone()).await;
+    let b = uploaded(&s, &alice, "text/plain", b"notes".to_vec()).await;
+    let c = uploaded(&s, &bob, "image/png", png.clone()).await; // the same bytes as a
+    let get = |id: &str| {
+        let path = format!("/_matrix/client/v1/media/download/{server}/{id}");
+        let s = &s;
+        let token = alice.token.clone();
+        async move { download(s, Some(&token), &path).await }
+    };
+    let admin = |method: reqwest::Method, path: String, token: &str| {
+        s.http
+            .request(method, format!("{}/_synapse/admin/v1{path}", s.base))
+            .bearer_auth(token.to_owned())
+            .send()
+    };
+    let json = |r: reqwest::Response| async move {
+        let status = r.status();
+        (status, r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let post = reqwest::Method::POST;
+
+    // Admins only.
+    let (status, body) =
+        json(admin(post.clone(), format!("/media/quarantine/{server}/{a}"), &alice.token).await.unwrap())
+            .await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")));
+
+    // Quarantined: served to nobody, nor the same bytes uploaded by bob,
+    // nor a thumbnail; what else alice has is.
+    let (status, body) =
+        json(admin(post.clone(), format!("/media/quarantine/{server}/{a}"), &root.token).await.unwrap())
+            .await;
+    assert_eq!((status, &body), (StatusCode::OK, &serde_json::json!({})));
+    for id in [&a, &c] {
+        let response = get(id).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{id}");
+    }
+    let (status, _) = thumbnail_error(
+        &s,
+        Some(&alice.token),
+        &format!("/_matrix/client/v1/media/thumbnail/{server}/{a}?width=32&height=32"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(get(&b).await.status(), StatusCode::OK);
+    let (status, info) =
+        json(admin(reqwest::Method::GET, format!("/media/{server}/{a}"), &root.token).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(info["media_info"]["quarantined_by"], root.user_id.as_str());
+    assert_eq!(info["media_info"]["media_length"], png.len());
+    let (status, _) =
+        json(admin(post.clone(), format!("/media/unquarantine/{server}/{a}"), &root.token).await.unwrap())
+            .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(get(&a).await.status(), StatusCode::OK);
+    assert_eq!(get(&c).await.status(), StatusCode::OK);
+
+    // All of alice's media, but what is protected.
+    let (status, _) =
+        json(admin(post.clone(), format!("/media/protect/{b}"), &root.token).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) =
+        json(admin(post.clone(), "/media/protect/nosuchmedia".to_owned(), &root.token).await.unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let path = format!("/user/{}/media/quarantine", alice.user_id);
+    let (status, body) = json(admin(post.clone(), path, &root.token).await.unwrap()).await;
+    assert_eq!(
+        (status, body["num_quarantined"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "a, and c of the same bytes"
+    );
+    assert_eq!(get(&b).await.status(), StatusCode::OK);
+    assert_eq!(get(&a).await.status(), StatusCode::NOT_FOUND);
+
+    // Listed, newest first, a page at a time.
+    let path = format!("/users/{}/media?limit=1", alice.user_id);
+    let (status, list) = json(admin(reqwest::Method::GET, path, &root.token).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!((list["total"].as_u64(), list["next_token"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(list["media"][0]["media_id"], b.as_str());
+    assert_eq!(list["media"][0]["safe_from_quarantine"], true);
+
+    // Deleted: the record, its thumbnails, and the file once nothing names it.
+    let stored_before = stored_files(&s);
+    let (status, body) =
+        json(admin(reqwest::Method::DELETE, format!("/media/{server}/{a}"), &root.token).await.unwrap())
+            .await;
+    assert_eq!((status, &body["deleted_media"]), (StatusCode::OK, &serde_json::json!([a])), "{body}");
+    assert_eq!(get(&a).await.status(), StatusCode::NOT_FOUND);
+    assert!(stored_here(&s, &sha256_hex(&png)), "c still names the bytes");
+    let (status, body) = json(
+        admin(reqwest::Method::DELETE, format!("/users/{}/media", bob.user_id), &root.token).await.unwrap(),
+    )
+    .await;
+    assert_eq!((status, &body["deleted_media"]), (StatusCode::OK, &serde_json::json!([c])), "{body}");
+    assert!(!stored_here(&s, &sha256_hex(&png)));
+    assert!(stored_files(&s) < stored_before);
+    let (status, body) =
+        json(admin(reqwest::Method::DELETE, format!("/media/other.example/{b}"), &root.token).await.unwrap())
+            .await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some("M_UNKNOWN")));
+
+    // By age: not what is protected, nor an avatar unless asked.
+    let avatar = uploaded(&s, &alice, "image/png", encoded(&picture(20, 20), image::ImageFormat::Png)).await;
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/avatar_url", alice.user_id),
+            Some(&alice.token),
+            serde_json::json!({"avatar_url": format!("mxc://{server}/{avatar}")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let later =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 60_000;
+    let (status, body) =
+        json(admin(post.clone(), "/media/delete?before_ts=1000".into(), &root.token).await.unwrap()).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some("M_INVALID_PARAM")));
+    let (status, body) =
+        json(admin(post.clone(), format!("/media/delete?before_ts={later}"), &root.token).await.unwrap())
+            .await;
+    assert_eq!((status, body["total"].as_u64()), (StatusCode::OK, Some(0)), "{body}");
+    let path = format!("/media/delete?before_ts={later}&keep_profiles=false");
+    let (status, body) = json(admin(post.clone(), path, &root.token).await.unwrap()).await;
+    assert_eq!((status, &body["deleted_media"]), (StatusCode::OK, &serde_json::json!([avatar])), "{body}");
+    assert_eq!(get(&b).await.status(), StatusCode::OK, "protected");
+}

@@ -1,6 +1,7 @@
 //! Admin endpoints: Synapse-compatible ones that tools and test suites rely
 //! on, and Hearth's own (`/_hearth/admin/*`).
 
+mod media;
 mod register;
 mod rooms;
 
@@ -11,5 +12,5 @@ use axum::Router;
 use crate::services::Services;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    rooms::routes(register::routes(router))
+    media::routes(rooms::routes(register::routes(router)))
 }

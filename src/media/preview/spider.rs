@@ -222,7 +222,8 @@ impl Spider {
         }
         let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let content_type = header(http::header::CONTENT_TYPE);
-        let file_name = header(http::header::CONTENT_DISPOSITION).as_deref().and_then(file_name_of);
+        let file_name =
+            header(http::header::CONTENT_DISPOSITION).as_deref().and_then(super::super::fetch::file_name);
         if let Some(content_type) = &content_type
             && !super::super::type_matches(content_type, allowed.iter().copied())
         {
@@ -255,27 +256,6 @@ impl Spider {
         })??;
         Ok(Fetched { url: final_url, content_type, file_name, body })
     }
-}
-
-/// The file name of a `Content-Disposition` (`filename*=UTF-8''…` first).
-fn file_name_of(disposition: &str) -> Option<String> {
-    let params: Vec<(&str, &str)> = disposition
-        .split(';')
-        .skip(1)
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .collect();
-    if let Some((_, value)) = params.iter().find(|(k, _)| k.eq_ignore_ascii_case("filename*"))
-        && let Some(encoded) = value.strip_prefix("UTF-8''").or_else(|| value.strip_prefix("utf-8''"))
-        && let Ok(name) = percent_encoding::percent_decode_str(encoded).decode_utf8()
-    {
-        return Some(name.into_owned());
-    }
-    params
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("filename"))
-        .map(|(_, v)| v.trim_matches('"').to_owned())
-        .filter(|n| !n.is_empty())
 }
 
 /// A failed request, as Synapse answers it.
@@ -363,15 +343,5 @@ mod tests {
         {
             assert!(!rules.blocked(ip.parse().unwrap()), "{ip}");
         }
-    }
-
-    #[test]
-    fn file_names_come_from_content_disposition() {
-        assert_eq!(file_name_of("inline; filename=\"a b.png\"").as_deref(), Some("a b.png"));
-        assert_eq!(
-            file_name_of("attachment; filename*=UTF-8''caf%C3%A9.png; filename=x").as_deref(),
-            Some("café.png")
-        );
-        assert_eq!(file_name_of("inline").as_deref(), None);
     }
 }

@@ -119,7 +119,8 @@ async fn another_server_downloads_and_thumbnails_our_media_with_a_signed_request
 
 #[tokio::test]
 async fn a_user_of_another_server_downloads_and_thumbnails_our_media_kept_there_once_fetched() {
-    let mut fed = TestFederation::start(2).await;
+    let mut fed =
+        TestFederation::start_with(2, |_, c| c.registration.shared_secret = Some("s3cret".into())).await;
     let (hs1, hs2) = (&fed.servers[0], &fed.servers[1]);
     let alice = hs1.register("alice").await;
     let bob = hs2.register("bob").await;
@@ -156,6 +157,31 @@ async fn a_user_of_another_server_downloads_and_thumbnails_our_media_kept_there_
     // Unknown there: not found here either.
     let response = get(hs2, Some(&bob.token), "/_matrix/client/v1/media/download/hs1.test/nothingHere").await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // Purged by hs2's admin (the copy and its thumbnail, files included):
+    // fetched again when asked for.
+    let root = crate::media::admin_of(hs2).await;
+    let later =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 60_000;
+    let response = hs2
+        .http
+        .post(format!("{}/_synapse/admin/v1/purge_media_cache?before_ts={later}", hs2.base))
+        .bearer_auth(&root.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["deleted"], 1);
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&jpeg))
+    };
+    let file = hs2.config.database.path.join("media").join(&sha[..2]).join(&sha[2..4]).join(&sha);
+    assert!(!file.exists(), "the purged copy's file");
+    let response = get(hs2, Some(&bob.token), &download).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap(), jpeg);
+    assert!(file.exists(), "fetched again");
 
     // Kept: served with hs1 gone.
     fed.servers[0].stop_for_now().await;

@@ -1,0 +1,336 @@
+//! Synapse's admin API for media (`/_synapse/admin/v1/...`), the shapes
+//! its tools (synadm, Synapse-admin) speak: quarantine and protection,
+//! media info, a user's media listed and deleted, local media deleted by
+//! ID or by age, other servers' media purged. Server admins only.
+
+use std::{collections::HashSet, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::{Path, RawQuery, State},
+    routing::{get, post},
+};
+use http::StatusCode;
+use ruma::{OwnedUserId, ServerName};
+use serde_json::{Value, json};
+
+use crate::{
+    Error, Result,
+    api::ruma::Authed,
+    media::{MediaRecord, manage::Item},
+    services::Services,
+};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    const V1: &str = "/_synapse/admin/v1";
+    router
+        .route(&format!("{V1}/media/quarantine/{{server}}/{{media_id}}"), post(quarantine))
+        .route(&format!("{V1}/media/unquarantine/{{server}}/{{media_id}}"), post(unquarantine))
+        .route(&format!("{V1}/user/{{user_id}}/media/quarantine"), post(quarantine_user))
+        .route(&format!("{V1}/media/protect/{{media_id}}"), post(protect))
+        .route(&format!("{V1}/media/unprotect/{{media_id}}"), post(unprotect))
+        .route(&format!("{V1}/media/{{server}}/{{media_id}}"), get(info).delete(delete_one))
+        .route(&format!("{V1}/users/{{user_id}}/media"), get(list_user).delete(delete_user))
+        .route(&format!("{V1}/media/delete"), post(delete_old))
+        .route(&format!("{V1}/purge_media_cache"), post(purge_cache))
+}
+
+fn admin(services: &Services, auth: &Authed) -> Result<()> {
+    match services.users.is_admin(&auth.user)? {
+        true => Ok(()),
+        false => Err(Error::forbidden("You are not a server admin")),
+    }
+}
+
+fn server(name: &str) -> Result<&ServerName> {
+    <&ServerName>::try_from(name).map_err(|_| Error::invalid_param("Not a server name"))
+}
+
+fn local_only(services: &Services, name: &str) -> Result<()> {
+    match server(name).is_ok_and(|s| services.media.is_local(s)) {
+        true => Ok(()),
+        false => Err(Error::custom(StatusCode::BAD_REQUEST, "M_UNKNOWN", "Can only delete local media")),
+    }
+}
+
+/// A local user who exists (Synapse's checks and errors).
+fn local_user(services: &Services, user_id: &str) -> Result<OwnedUserId> {
+    let user = OwnedUserId::try_from(user_id).map_err(|_| Error::invalid_param("Not a user ID"))?;
+    if user.server_name() != services.config.server_name {
+        return Err(Error::custom(StatusCode::BAD_REQUEST, "M_UNKNOWN", "Can only look up local users"));
+    }
+    if !services.users.exists(&user)? {
+        return Err(Error::not_found("Unknown user"));
+    }
+    Ok(user)
+}
+
+/// An integer query parameter (`None` when absent).
+fn int_param(query: Option<&str>, name: &str) -> Result<Option<u64>> {
+    let Some(value) = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+    else {
+        return Ok(None);
+    };
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| Error::invalid_param(format!("Query parameter {name} must be an integer")))
+}
+
+fn str_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A timestamp in ms that is not from 1970 (a `before_ts` in seconds).
+fn before_ts(query: Option<&str>) -> Result<u64> {
+    let before = int_param(query, "before_ts")?.ok_or_else(|| {
+        Error::custom(
+            StatusCode::BAD_REQUEST,
+            "M_MISSING_PARAM",
+            "Missing required integer query parameter before_ts",
+        )
+    })?;
+    if before < 30_000_000_000 {
+        return Err(Error::invalid_param(
+            "Query parameter before_ts you provided is from the year 1970. Double check that you are providing a timestamp in milliseconds.",
+        ));
+    }
+    Ok(before)
+}
+
+/// `POST /_synapse/admin/v1/media/quarantine/{serverName}/{mediaId}`
+async fn quarantine(
+    State(services): State<Arc<Services>>,
+    auth: Authed,
+    Path((name, media_id)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    admin(&services, &auth)?;
+    let changed = services.media.set_quarantine(server(&name)?, &media_id, Some(auth.user.as_str()))?;
+    tracing::info!("media: {} quarantined mxc://{name}/{media_id} ({changed} items)", auth.user);
+    Ok(Json(json!({})))
+}
+
+/// `POST /_synapse/admin/v1/media/unquarantine/{serverName}/{mediaId}`
+async fn unquarantine(
+    State(services): State<Arc<Services>>,
+    auth: Authed,
+    Path((name, media_id)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    admin(&services, &auth)?;
+    services.media.set_quarantine(server(&name)?, &media_id, None)?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /_synapse/admin/v1/user/{userId}/media/quarantine`
+async fn quarantine_user(
+    State(services): State<Arc<Services>>,
+    auth: Authed,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>> {
+    admin(&services, &auth)?;
+    let user = OwnedUserId::try_from(user_id).map_err(|_| Error::invalid_param("Not a user ID"))?;
+    let changed = services.media.quarantine_user_media(&user, auth.user.as_str())?;
+    tracing::info!("media: {} quarantined the media of {user} ({changed} items)", auth.user);
+    Ok(Json(json!({ "num_quarantined": changed })))
+}
+
+async fn set_protected(
+    services: &Services,
+    auth: &Authed,
+    media_id: &str,
+    protected: bool,
+) -> Result<Json<Value>> {
+    admin(services, auth)?;
+    if !services.media.set_protected(media_id, protected)? {
+        return Err(Error::custom(
+            StatusCode::NOT_FOUND,
+            "M_UNKNOWN",
+            "No row found (local_media_repository)",
+        ));
+    }
+    Ok(Json(json!({})))
+}
+
+/// `POST /_synapse/admin/v1/media/protect/{mediaId}`
+async fn protect(
+    State(services): State<Arc<Services>>,
+    auth: Authed,
+    Path(media_id): Path<String>,
+) -> Result<Json<Value>> {
+    set_protected(&services, &auth, &media_id, true).await
+}
+
+/// `POST /_synapse/admin/v1/media/unprotect/{mediaId}`
+async fn unprotect(
+    State(services): State<Arc<Services>>,
+    auth: Authed,
+    Path(media_id): Path<String>,
+) -> Result<Json<Value>> {
+    set_protected(&services, &auth, &media_id, false).await
+}
+
+/// An item as Synapse's admin API describes local media.
+fn described(media_id: &str, record: &MediaRecord) -> Value {
+    let content = record.content.as_ref();
+    json!({
+        "media_id": media_id,
+        "media_type": content.map(|c| c.content_type.as_str()),
+        "media_length": content.map(|c| c.size),
+        "upload_name": content.and_then(|c| c.upload_name.as_deref()),
+        "created_ts": record.created_ts,
+        "url_cache": record.url_cache,
+        "last_access_ts": Value::Null,
+        "quarantined_by": record.quarantined_by,
+        "safe_from_quarantine": record.protected,
+        "user_id": record.user_id,
+        "authenticated": record.authenticated,
+        "sha256": content.map(|c| c.sha256.as_str()),
+    })
+}
+
+/// `GET /_synapse/admin/v1/media/{serverName}/{mediaId}`
+async fn info(
+    State(services): State<Arc<Services>>,
+    auth: Authed,
+    Path((name, media_id)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    admin(&services, &auth)?;
+    let server = server(&name)?;
+    let record =
+        services.media.record(server, &media_id)?.ok_or_else(|| Error::not_found("Unknown media"))?;
+    let mut info = described(&media_id, &record);
+    let local = services.media.is_local(server);
+    info["media_origin"] = if local { Value::Null } else { json!(server) };
+    Ok(Json(json!({ "media_info": info })))
+}
+
+/// `DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}`
+async fn delete_one(
+    State(services): State<Arc<Services>>,
+    auth: Authed,
+    Path((name, media_id)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    admin(&services, &auth)?;
+    local_only(&services, &name)?;
+    if services.media.record(services.media.server_name(), &media_id)?.is_none() {
+        return Err(Error::not_found("Unknown media"));
+    }
+    let deleted = services.media.delete_local(&[media_id]).await?;
+    tracing::info!("media: {} deleted {deleted:?}", auth.user);
+    Ok(Json(json!({ "deleted_media": deleted, "total": deleted.len() })))
+}
+
+/// One page of a user's media, in the order asked for (newest first by
+/// default), and how many there are in all.
+fn page(services: &Services, user_id: &str, query: Option<&str>) -> Result<(Vec<Item>, usize, usize)> {
+    let user = local_user(services, user_id)?;
+    let from = int_param(query, "from")?.unwrap_or(0) as usize;
+    let limit = int_param(query, "limit")?.unwrap_or(100) as usize;
+    let (order_by, dir) = (str_param(query, "order_by"), str_param(query, "dir"));
+    let mut items = services.media.user_media(&user)?;
+    if order_by.is_some() || dir.is_some() {
+        let order_by = order_by.unwrap_or_else(|| "created_ts".into());
+        let sort_key = |i: &Item| -> (String, u64) {
+            let content = i.record.content.as_ref();
+            match order_by.as_str() {
+                "media_id" => (i.media_id.clone(), 0),
+                "upload_name" => (content.and_then(|c| c.upload_name.clone()).unwrap_or_default(), 0),
+                "media_type" => (content.map(|c| c.content_type.clone()).unwrap_or_default(), 0),
+                "media_length" => (String::new(), content.map_or(0, |c| c.size)),
+                "quarantined_by" => {
+                    (i.record.quarantined_by.as_ref().map(|u| u.to_string()).unwrap_or_default(), 0)
+                }
+                "safe_from_quarantine" => (String::new(), u64::from(i.record.protected)),
+                _ => (String::new(), i.record.created_ts),
+            }
+        };
+        let known = ["media_id", "upload_name", "created_ts", "last_access_ts", "media_length", "media_type"]
+            .into_iter()
+            .chain(["quarantined_by", "safe_from_quarantine"]);
+        if !known.into_iter().any(|k| k == order_by) {
+            return Err(Error::invalid_param("Query parameter 'order_by' must be one of the columns"));
+        }
+        items.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)).then(a.media_id.cmp(&b.media_id)));
+        match dir.as_deref() {
+            None | Some("f") => {}
+            Some("b") => items.reverse(),
+            Some(_) => return Err(Error::invalid_param("Query parameter 'dir' must be one of ['b', 'f']")),
+        }
+    }
+    let total = items.len();
+    let page: Vec<Item> = items.into_iter().skip(from).take(limit).collect();
+    Ok((page, total, from))
+}
+
+/// `GET /_synapse/admin/v1/users/{userId}/media`
+async fn list_user(
+    State(services): State<Arc<Services>>,
+    auth: Authed,
+    Path(user_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>> {
+    admin(&services, &auth)?;
+    let (page, total, from) = page(&services, &user_id, query.as_deref())?;
+    let media: Vec<Value> = page.iter().map(|i| described(&i.media_id, &i.record)).collect();
+    let mut body = json!({ "media": media, "total": total });
+    if from + media.len() < total {
+        body["next_token"] = json!(from + media.len());
+    }
+    Ok(Json(body))
+}
+
+/// `DELETE /_synapse/admin/v1/users/{userId}/media`: one page of it.
+async fn delete_user(
+    State(services): State<Arc<Services>>,
+    auth: Authed,
+    Path(user_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>> {
+    admin(&services, &auth)?;
+    let (page, _, _) = page(&services, &user_id, query.as_deref())?;
+    let ids: Vec<String> = page.into_iter().map(|i| i.media_id).collect();
+    let deleted = services.media.delete_local(&ids).await?;
+    tracing::info!("media: {} deleted {} items of {user_id}", auth.user, deleted.len());
+    Ok(Json(json!({ "deleted_media": deleted, "total": deleted.len() })))
+}
+
+/// `POST /_synapse/admin/v1/media/delete?before_ts=…&size_gt=…&keep_profiles=…`
+async fn delete_old(
+    State(services): State<Arc<Services>>,
+    auth: Authed,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>> {
+    admin(&services, &auth)?;
+    let query = query.as_deref();
+    let before = before_ts(query)?;
+    let size_gt = int_param(query, "size_gt")?.unwrap_or(0);
+    let keep_profiles = match str_param(query, "keep_profiles").as_deref() {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(_) => return Err(Error::invalid_param("Query parameter keep_profiles must be true or false")),
+    };
+    let keep: HashSet<String> = match keep_profiles {
+        true => services.users.avatar_urls()?,
+        false => HashSet::new(),
+    };
+    let ids = services.media.old_local_media(before, size_gt, &keep)?;
+    let deleted = services.media.delete_local(&ids).await?;
+    tracing::info!("media: {} deleted {} items older than {before}", auth.user, deleted.len());
+    Ok(Json(json!({ "deleted_media": deleted, "total": deleted.len() })))
+}
+
+/// `POST /_synapse/admin/v1/purge_media_cache?before_ts=…`
+async fn purge_cache(
+    State(services): State<Arc<Services>>,
+    auth: Authed,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>> {
+    admin(&services, &auth)?;
+    let deleted = services.media.purge_remote(before_ts(query.as_deref())?).await?;
+    tracing::info!("media: {} purged {deleted} items of other servers", auth.user);
+    Ok(Json(json!({ "deleted": deleted })))
+}
