@@ -4,17 +4,23 @@ Usage: nio_smoke.py PATH/TO/hearth
 Starts hearth on an ephemeral port with a temporary database, then through
 nio: registers, logs in, lists devices, sets a display name and logs out;
 then two clients chat: a room, messages arriving by sync, typing, receipts,
-unread counts, a reaction, an edit and a thread reply, as a bot would see them.
+unread counts, a reaction, an edit and a thread reply, as a bot would see them;
+then media: an image uploaded, downloaded and thumbnailed, set as the avatar,
+and an encrypted attachment that comes back decryptable.
 The last line is the summary: "nio: N passed, N failed".
 """
 
 import asyncio
+import io
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 import nio
+from nio.crypto.attachments import decrypt_attachment
 
 from harness import start_hearth
 
@@ -158,6 +164,59 @@ async def chat(base):
     await bob.close()
 
 
+def png(width, height):
+    """A small RGB PNG, made without an imaging library."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    raw = b"".join(b"\x00" + b"".join(bytes((x % 256, y % 256, 90)) for x in range(width)) for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+async def media(base):
+    # (alice of the first scenario: registrations are rate-limited.)
+    client = nio.AsyncClient(base, "@alice:localhost")
+    resp = await client.login("s3cret-pass", device_name="nio media")
+    check("log in for media", isinstance(resp, nio.LoginResponse), resp)
+    image = png(64, 48)
+    resp, _ = await client.upload(io.BytesIO(image), content_type="image/png", filename="cat.png", filesize=len(image))
+    ok = isinstance(resp, nio.UploadResponse)
+    check("upload an image", ok and resp.content_uri.startswith("mxc://localhost/"), resp)
+    if not ok:
+        await client.close()
+        return
+    mxc = resp.content_uri
+    resp = await client.download(mxc)
+    ok = isinstance(resp, nio.MemoryDownloadResponse)
+    check("download it", ok and resp.body == image, resp)
+    check("its type and name", ok and resp.content_type == "image/png" and resp.filename == "cat.png",
+          ok and (resp.content_type, resp.filename))
+    server, media_id = mxc[len("mxc://"):].split("/", 1)
+    resp = await client.thumbnail(server, media_id, 32, 32, method=nio.ResizingMethod.crop)
+    ok = isinstance(resp, nio.ThumbnailResponse)
+    size = struct.unpack(">II", resp.body[16:24]) if ok and resp.body[:8] == b"\x89PNG\r\n\x1a\n" else None
+    check("thumbnail it", ok and size == (32, 32), resp if not ok else size)
+    resp = await client.set_avatar(mxc)
+    check("set it as the avatar", isinstance(resp, nio.ProfileSetAvatarResponse), resp)
+    resp = await client.get_avatar("@alice:localhost")
+    check("the avatar is it", isinstance(resp, nio.ProfileGetAvatarResponse) and resp.avatar_url == mxc, resp)
+
+    # An encrypted attachment: the server stores ciphertext, the key travels
+    # in the event; what comes back decrypts to what was sent.
+    secret = b"the launch codes " * 100
+    resp, keys = await client.upload(io.BytesIO(secret), content_type="application/octet-stream",
+                                     filename="codes.txt", encrypt=True, filesize=len(secret))
+    ok = isinstance(resp, nio.UploadResponse) and keys is not None
+    check("upload an encrypted attachment", ok, resp)
+    if ok:
+        got = await client.download(resp.content_uri)
+        fetched = isinstance(got, nio.MemoryDownloadResponse)
+        check("the server holds ciphertext", fetched and got.body != secret and len(got.body) == len(secret), got)
+        plain = decrypt_attachment(got.body, keys["key"]["k"], keys["hashes"]["sha256"], keys["iv"]) if fetched else None
+        check("it decrypts to what was sent", plain == secret)
+    await client.close()
+
+
 def main():
     binary = sys.argv[1]
     with tempfile.TemporaryDirectory() as workdir:
@@ -165,6 +224,7 @@ def main():
         try:
             asyncio.run(asyncio.wait_for(scenario(base), 120))
             asyncio.run(asyncio.wait_for(chat(base), 180))
+            asyncio.run(asyncio.wait_for(media(base), 120))
         finally:
             proc.terminate()
             try:

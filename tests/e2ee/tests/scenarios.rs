@@ -226,3 +226,69 @@ async fn offline_device_gets_keys_when_back() -> Result<()> {
     ensure!(texts(&room).await?.len() == 3, "alice sees her three messages");
     Ok(())
 }
+
+/// 6. An encrypted attachment: Alice's SDK encrypts a file, uploads the
+/// ciphertext and sends its key in the (encrypted) event; Bob's SDK
+/// downloads it from Hearth and decrypts it to the same bytes. The server
+/// holds only ciphertext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_attachment_is_decrypted_by_the_other_side() -> Result<()> {
+    use matrix_sdk::{
+        attachment::AttachmentConfig,
+        media::{MediaFormat, MediaRequestParameters},
+        ruma::events::room::MediaSource,
+    };
+    let hearth = Hearth::start().await?;
+    let alice = register(&hearth, "alice").await?;
+    let bob = register(&hearth, "bob").await?;
+    let room = encrypted_room(&alice, &[&bob]).await?;
+    let bob_room = room_of(&bob, &room)?;
+    let file: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    room.send_attachment(
+        "report.bin",
+        &mime::APPLICATION_OCTET_STREAM,
+        file.clone(),
+        AttachmentConfig::new(),
+    )
+    .await?;
+
+    // Bob finds the event, decrypted, naming an encrypted file.
+    let found = std::sync::Mutex::new(None);
+    sync_until(&bob, "the attachment", || async {
+        let mut options = MessagesOptions::backward();
+        options.limit = 20u32.into();
+        for event in bob_room.messages(options).await?.chunk {
+            let json: serde_json::Value = serde_json::from_str(event.raw().json().get())?;
+            if json["type"] == "m.room.message" && json["content"]["msgtype"] == "m.file" {
+                *found.lock().unwrap() = Some(json["content"].clone());
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
+    .await?;
+    let content = found.into_inner().unwrap().context("the attachment event")?;
+    ensure!(content["url"].is_null() && content["file"]["url"].is_string(), "an encrypted file: {content}");
+    let encrypted: matrix_sdk::ruma::events::room::EncryptedFile =
+        serde_json::from_value(content["file"].clone())?;
+    let uri = encrypted.url.clone();
+
+    // As the server stores it: not the file.
+    let (server, media_id) = uri.parts()?;
+    let plain = MediaRequestParameters { source: MediaSource::Plain(uri.clone()), format: MediaFormat::File };
+    let stored = bob.media().get_media_content(&plain, false).await?;
+    ensure!(stored.len() == file.len() && stored != file, "ciphertext of {server}/{media_id} on the server");
+    // Decrypted by Bob's SDK: the file.
+    let decrypted = bob
+        .media()
+        .get_media_content(
+            &MediaRequestParameters {
+                source: MediaSource::Encrypted(Box::new(encrypted)),
+                format: MediaFormat::File,
+            },
+            false,
+        )
+        .await?;
+    ensure!(decrypted == file, "Bob decrypts the attachment to what Alice sent");
+    Ok(())
+}
