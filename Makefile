@@ -10,7 +10,7 @@ VENV := $(CARGO_TARGET_DIR)/venv
 # Synapse and matrix-nio with encryption, for `make interop` only.
 INTEROP_VENV := $(CARGO_TARGET_DIR)/interop-venv
 
-.PHONY: run test interop bench bench-federation deps build release check fmt clean
+.PHONY: run test interop bench bench-federation bench-media deps build release check fmt clean
 
 run: deps
 	$(CARGO) run --release --bin hearth -- --config example.toml
@@ -70,6 +70,14 @@ bench-federation: deps $(INTEROP_VENV)/.ok
 	$(INTEROP_VENV)/bin/pip install -q psycopg2-binary
 	$(CARGO) build --release --bin hearth
 	$(INTEROP_VENV)/bin/python benches/federation.py $(CARGO_TARGET_DIR)/release/hearth
+
+# Media against Synapse (1.163.2, SQLite, from the interop venv): upload and
+# download throughput of 1 MiB and 50 MiB files, a 4000×3000 JPEG's first
+# thumbnail, and each server's memory while 100 clients download one 50 MiB
+# file at once. About 10 min; figures: docs/PERFORMANCE.md, "Media".
+bench-media: deps $(INTEROP_VENV)/.ok
+	$(CARGO) build --release --bin hearth
+	$(INTEROP_VENV)/bin/python benches/media.py $(CARGO_TARGET_DIR)/release/hearth --synapse-python $(INTEROP_VENV)/bin/python
 
 check: deps
 	$(CARGO) check --all-targets

@@ -98,24 +98,13 @@ impl Outbound {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| Failure::Transport(describe(&e)))?;
+        let response = request.send().await.map_err(|e| Failure::Transport(crate::util::error_chain(&e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(Failure::Status(status.as_u16()));
         }
-        response.json().await.map_err(|e| Failure::Transport(describe(&e)))
+        response.json().await.map_err(|e| Failure::Transport(crate::util::error_chain(&e)))
     }
-}
-
-/// A reqwest error with its causes (reqwest's own text is terse).
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 /// Whether an address is on the public internet (not loopback, private,

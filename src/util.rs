@@ -244,3 +244,14 @@ mod lru_tests {
         assert!(lru.get(99).is_none(), "what exceeds the whole budget is not kept");
     }
 }
+
+/// An error with its causes, `: `-separated (reqwest's own text is terse).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}

@@ -51,8 +51,18 @@ pub(super) async fn fetch<'m>(
     let metadata = parts.next_field().await.map_err(part)?.ok_or_else(|| bad_gateway(server, "no parts"))?;
     metadata.bytes().await.map_err(part)?;
     let file = parts.next_field().await.map_err(part)?.ok_or_else(|| bad_gateway(server, "no file part"))?;
-    if file.headers().contains_key(header::LOCATION) {
-        return Err(bad_gateway(server, "the file is elsewhere (Location), which is not followed yet"));
+    // The file elsewhere (a CDN): fetched from there, its headers telling
+    // its type and name.
+    if let Some(location) = file.headers().get(header::LOCATION) {
+        let url = location
+            .to_str()
+            .ok()
+            .and_then(|l| url::Url::parse(l).ok())
+            .ok_or_else(|| bad_gateway(server, "a Location that is not a URL"))?;
+        let response =
+            servers.client.get_url_streamed(&url, FETCH_TIMEOUT).await.map_err(|f| failed(server, f))?;
+        let (content_type, upload_name) = described(response.headers());
+        return stored(media, server, response.bytes_stream(), content_type, upload_name).await;
     }
     let (content_type, upload_name) = described(file.headers());
     stored(media, server, file, content_type, upload_name).await

@@ -130,7 +130,11 @@ impl S3 {
     pub async fn check(&self) -> Result<()> {
         let url = self.bucket.head_bucket(Some(&self.credentials)).sign(SIGNED_FOR);
         let response = self.client.head(url).send().await.map_err(|e| {
-            Error::internal(format!("media.s3: cannot reach bucket {}: {}", self.bucket.name(), describe(&e)))
+            Error::internal(format!(
+                "media.s3: cannot reach bucket {}: {}",
+                self.bucket.name(),
+                crate::util::error_chain(&e)
+            ))
         })?;
         if !response.status().is_success() {
             return Err(Error::internal(format!(
@@ -191,18 +195,7 @@ pub async fn offload(s3: &S3, root: &Path, before: std::time::SystemTime) -> Res
 }
 
 fn failed(method: &str, sha256: &str, error: reqwest::Error) -> Error {
-    Error::internal(format!("media.s3: {method} of {sha256}: {}", describe(&error)))
-}
-
-/// A reqwest error with its causes.
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
+    Error::internal(format!("media.s3: {method} of {sha256}: {}", crate::util::error_chain(&error)))
 }
 
 #[cfg(test)]

@@ -203,6 +203,39 @@ impl Client {
         self.exchange::<R>(&target, http_request, TIMEOUT, MAX_RESPONSE).await
     }
 
+    /// An unsigned `GET` of a URL another server gave (the `Location` of
+    /// its media answer, a CDN's say), read as a stream: http or https,
+    /// never to a blacklisted address (written in the URL or resolved), no
+    /// redirects; a non-2xx answer is a [`Failure`].
+    pub async fn get_url_streamed(
+        &self,
+        url: &url::Url,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, Failure> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Failure::BadResponse(format!("{url} is not an http(s) URL")));
+        }
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+            _ => None,
+        };
+        if let Some(ip) = literal.filter(|ip| blacklisted(&self.blacklist, *ip)) {
+            return Err(Failure::Unreachable(format!("{ip} is a blacklisted address")));
+        }
+        let response = self
+            .api
+            .get(url.clone())
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| Failure::Unreachable(crate::util::error_chain(&e)))?;
+        match response.status() {
+            status if status.is_success() => Ok(response),
+            status => Err(Failure::Remote { status: status.as_u16(), body: Vec::new().into() }),
+        }
+    }
+
     /// A signed `GET` of `path_and_query` on `destination` whose answer is
     /// read as a stream (media files): a non-2xx answer is a [`Failure`].
     pub async fn get_streamed(
@@ -229,14 +262,16 @@ impl Client {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| Failure::Unreachable(describe(&e)))?;
+            .map_err(|e| Failure::Unreachable(crate::util::error_chain(&e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let mut response = response;
         let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| Failure::Unreachable(describe(&e)))? {
+        while let Some(chunk) =
+            response.chunk().await.map_err(|e| Failure::Unreachable(crate::util::error_chain(&e)))?
+        {
             bytes.extend_from_slice(&chunk);
             if bytes.len() > MAX_RESPONSE {
                 break;
@@ -280,11 +315,14 @@ impl Client {
         if !body.is_empty() {
             builder = builder.body(body);
         }
-        let mut response = builder.send().await.map_err(|e| Failure::Unreachable(describe(&e)))?;
+        let mut response =
+            builder.send().await.map_err(|e| Failure::Unreachable(crate::util::error_chain(&e)))?;
         let status = response.status();
         let headers = response.headers().clone();
         let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| Failure::Unreachable(describe(&e)))? {
+        while let Some(chunk) =
+            response.chunk().await.map_err(|e| Failure::Unreachable(crate::util::error_chain(&e)))?
+        {
             bytes.extend_from_slice(&chunk);
             if bytes.len() > max_response {
                 return Err(Failure::BadResponse(format!("the answer is larger than {max_response} bytes")));
@@ -307,17 +345,6 @@ fn blacklisted(blacklist: &[IpNet], ip: IpAddr) -> bool {
         v4 => v4,
     };
     blacklist.iter().any(|net| net.contains(&ip))
-}
-
-/// A reqwest error with its causes (reqwest's own text is terse).
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 /// Resolves names to the addresses discovery pinned for them, else by DNS;

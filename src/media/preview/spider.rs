@@ -242,7 +242,10 @@ impl Spider {
             let mut stream = response.bytes_stream();
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| {
-                    bad_gateway("M_UNKNOWN", format!("Failed to download remote body: {}", describe(&e)))
+                    bad_gateway(
+                        "M_UNKNOWN",
+                        format!("Failed to download remote body: {}", crate::util::error_chain(&e)),
+                    )
                 })?;
                 if (body.len() + chunk.len()) as u64 > max {
                     return Err(too_large(max));
@@ -280,19 +283,8 @@ fn failure(error: &reqwest::Error) -> Error {
     Error::custom(
         StatusCode::INTERNAL_SERVER_ERROR,
         "M_UNKNOWN",
-        format!("Failed to download content: {}", describe(error)),
+        format!("Failed to download content: {}", crate::util::error_chain(error)),
     )
-}
-
-/// A reqwest error with its causes.
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 fn ip_blocked() -> Error {

@@ -192,3 +192,83 @@ async fn a_user_of_another_server_downloads_and_thumbnails_our_media_kept_there_
     let response = get(hs2, Some(&bob.token), "/_matrix/client/v1/media/download/hs1.test/notKeptHere").await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
 }
+
+/// A server that answers the federation media download with a `Location`
+/// (its files on a CDN): the file is fetched from there, with the type and
+/// name the CDN gives, and kept.
+#[tokio::test]
+async fn media_another_server_keeps_elsewhere_is_fetched_from_its_location() {
+    use axum::{Router, response::IntoResponse, routing::get as route_get};
+    let file: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+
+    // The CDN, plain HTTP on loopback.
+    let cdn = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cdn_addr = cdn.local_addr().unwrap();
+    let served = file.clone();
+    let cdn_app = Router::new().route(
+        "/files/abc",
+        route_get(move || {
+            let served = served.clone();
+            async move {
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/pdf"),
+                        (header::CONTENT_DISPOSITION, "attachment; filename=\"r.pdf\""),
+                    ],
+                    served,
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(cdn, cdn_app).await });
+
+    // fake.test: TLS with a certificate of a CA of its own, which the
+    // Hearth server is given to trust beside the federation's.
+    let certificates = super::Certificates::new();
+    let (cert, key) = certificates.issue("fake.test");
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    fake.set_nonblocking(true).unwrap();
+    let fake_addr = fake.local_addr().unwrap();
+    let bundle_dir = tempfile::tempdir().unwrap();
+    let bundle = bundle_dir.path().join("bundle.pem");
+    let ours = certificates.ca.pem();
+    let fed = TestFederation::start_with(1, |_, c| {
+        let theirs = std::fs::read_to_string(c.federation.ca_file.as_ref().unwrap()).unwrap();
+        std::fs::write(&bundle, format!("{theirs}\n{ours}")).unwrap();
+        c.federation.ca_file = Some(bundle.clone());
+        c.federation.resolve_overrides.insert("fake.test".try_into().unwrap(), fake_addr);
+    })
+    .await;
+    let location = format!("http://{cdn_addr}/files/abc");
+    let fake_app = Router::new().route(
+        "/_matrix/federation/v1/media/download/{id}",
+        route_get(move || {
+            let location = location.clone();
+            async move {
+                let body = format!(
+                    "--b\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--b\r\nLocation: {location}\r\n\r\n\r\n--b--\r\n"
+                );
+                ([(header::CONTENT_TYPE, "multipart/mixed; boundary=b")], body).into_response()
+            }
+        }),
+    );
+    let tls =
+        axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), key.into_bytes()).await.unwrap();
+    tokio::spawn(async move {
+        axum_server::from_tcp_rustls(fake, tls).unwrap().serve(fake_app.into_make_service()).await
+    });
+
+    let hs1 = &fed.servers[0];
+    let alice = hs1.register("alice").await;
+    let response = hs1
+        .http
+        .get(format!("{}/_matrix/client/v1/media/download/fake.test/abc", hs1.base))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/pdf");
+    assert!(response.headers()[header::CONTENT_DISPOSITION].to_str().unwrap().contains("r.pdf"));
+    assert_eq!(response.bytes().await.unwrap(), file);
+}
