@@ -71,13 +71,21 @@ bench-federation: deps $(INTEROP_VENV)/.ok
 	$(CARGO) build --release --bin hearth
 	$(INTEROP_VENV)/bin/python benches/federation.py $(CARGO_TARGET_DIR)/release/hearth
 
-# Media against Synapse (1.163.2, SQLite, from the interop venv): upload and
+# Media against Synapse (1.163.2 from the interop venv, on SQLite and on
+# PostgreSQL, Debian's, installed when missing): upload and
 # download throughput of 1 MiB and 50 MiB files, a 4000×3000 JPEG's first
 # thumbnail, and each server's memory while 100 clients download one 50 MiB
 # file at once. About 10 min; figures: docs/PERFORMANCE.md, "Media".
 bench-media: deps $(INTEROP_VENV)/.ok
+	@if ! command -v pg_ctlcluster >/dev/null; then \
+		echo "make: installing postgresql (Synapse's database in the media benchmark)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql; \
+	fi
+	$(INTEROP_VENV)/bin/pip install -q psycopg2-binary
 	$(CARGO) build --release --bin hearth
-	$(INTEROP_VENV)/bin/python benches/media.py $(CARGO_TARGET_DIR)/release/hearth --synapse-python $(INTEROP_VENV)/bin/python
+	$(INTEROP_VENV)/bin/python benches/media.py $(CARGO_TARGET_DIR)/release/hearth \
+		--synapse-python $(INTEROP_VENV)/bin/python --postgres
 
 check: deps
 	$(CARGO) check --all-targets

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Media benchmarks: Hearth against Synapse, the same client code for both.
 
-Usage: benches/media.py PATH/TO/hearth [--synapse-python /tmp/synapse/bin/python] [--quick]
+Usage: benches/media.py PATH/TO/hearth [--synapse-python /tmp/synapse/bin/python [--postgres]] [--quick]
                         [--image-python PYTHON] [--out FILE.md] [--keep]
 
 (python3 -m venv /tmp/synapse && /tmp/synapse/bin/pip install matrix-synapse)
@@ -384,9 +384,11 @@ enable_authenticated_media = true
 class Synapse(Server):
     label = "Synapse"
 
-    def __init__(self, directory, python):
+    def __init__(self, directory, python, database=None, label="Synapse"):
         super().__init__(directory)
         self.python = python
+        self.database = database  # Synapse's `database` configuration; None: SQLite
+        self.label = label
         self.log = os.path.join(directory, "homeserver.log")
         self.output = os.path.join(directory, "stdout.log")
 
@@ -408,7 +410,8 @@ class Synapse(Server):
             "pid_file": os.path.join(self.directory, "homeserver.pid"),
             "listeners": [{"port": self.port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
                            "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}]}],
-            "database": {"name": "sqlite3", "args": {"database": os.path.join(self.directory, "homeserver.db")}},
+            "database": self.database or {"name": "sqlite3",
+                                          "args": {"database": os.path.join(self.directory, "homeserver.db")}},
             "log_config": log_config,
             "media_store_path": os.path.join(self.directory, "media_store"),
             "signing_key_path": os.path.join(self.directory, "signing.key"),
@@ -700,10 +703,30 @@ class Bench:
     def run(self):
         self.prepare_jpegs()
         kinds = [("Hearth", lambda d: Hearth(d, self.args.hearth))]
-        if self.args.synapse_python:
-            kinds.append(("Synapse", lambda d: Synapse(d, self.args.synapse_python)))
+        python = self.args.synapse_python
+        if python:
+            kinds.append(("Synapse", lambda d: Synapse(d, python)))
+        postgres = None
+        if python and self.args.postgres:
+            # Debian's cluster, as benches/federation.py runs it.
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            from federation import Postgres
+            postgres = Postgres()
+            missing = postgres.available()
+            if missing:
+                raise Failure(f"--postgres: {missing}")
+            self.notes.append(f"Synapse (PostgreSQL): {postgres.start()}")
+            label = "Synapse (PostgreSQL)"
+            kinds.append((label, lambda d: Synapse(d, python, postgres.database("hearth_mediabench"), label)))
+        try:
+            self.run_servers(kinds)
+        finally:
+            if postgres:
+                postgres.close()
+
+    def run_servers(self, kinds):
         for label, make in kinds:
-            directory = os.path.join(self.workdir, label.lower())
+            directory = os.path.join(self.workdir, label.lower().replace(" ", "-").strip("()"))
             os.makedirs(directory)
             server = make(directory)
             try:
@@ -751,6 +774,8 @@ def main():
     parser.add_argument("hearth", help="the hearth binary (a release build, for figures worth recording)")
     parser.add_argument("--synapse-python", help="the Python of a virtualenv with matrix-synapse; "
                                                  "without it only Hearth runs")
+    parser.add_argument("--postgres", action="store_true",
+                        help="also Synapse on PostgreSQL (Debian's cluster; psycopg2 in --synapse-python)")
     parser.add_argument("--quick", action="store_true", help="small counts, for a fast check")
     parser.add_argument("--image-python", help="a Python with Pillow, to draw the test JPEGs")
     parser.add_argument("--out", help="also write the Markdown table to this file")
