@@ -87,13 +87,26 @@ pub async fn start_on(mut config: Config, sockets: Vec<TcpListener>) -> Result<R
         tokio::spawn(crate::federation::ingest::forget_old_answers(services.clone())),
     ];
     if services.media.previewer.is_some() {
-        workers.push(tokio::spawn(crate::media::preview::forget_expired(services.clone())));
+        workers.push(tokio::spawn(forget_expired_previews(services.clone())));
     }
     if services.config.experimental.ephemeral_messages {
         let services = services.clone();
         workers.push(tokio::spawn(async move { services.rooms.expire_messages().await }));
     }
     Ok(RunningServer { addrs, services, shutdown, tasks, workers })
+}
+
+/// Drops expired URL previews every ten minutes, until the server stops.
+async fn forget_expired_previews(services: Arc<Services>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        if let Some(previewer) = &services.media.previewer
+            && let Err(e) = previewer.forget_expired(crate::util::now_ms())
+        {
+            tracing::warn!("media: cannot drop expired URL previews: {e}");
+        }
+    }
 }
 
 /// Serves one listener's resources until `stop` turns true, then lets

@@ -230,19 +230,6 @@ impl Previewer {
     }
 }
 
-/// Drops expired previews every ten minutes, until the server stops.
-pub async fn forget_expired(services: Arc<crate::services::Services>) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
-    loop {
-        every.tick().await;
-        if let Some(previewer) = &services.media.previewer
-            && let Err(e) = previewer.forget_expired(crate::util::now_ms())
-        {
-            tracing::warn!("media: cannot drop expired URL previews: {e}");
-        }
-    }
-}
-
 fn row_key(url: &str, made: u64) -> Vec<u8> {
     [prefix(&[url.as_bytes()]), made.to_be_bytes().to_vec()].concat()
 }
