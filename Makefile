@@ -10,7 +10,7 @@ VENV := $(CARGO_TARGET_DIR)/venv
 # Synapse and matrix-nio with encryption, for `make interop` only.
 INTEROP_VENV := $(CARGO_TARGET_DIR)/interop-venv
 
-.PHONY: run test interop bench bench-federation bench-media deps build release check fmt clean
+.PHONY: run test interop bench bench-federation bench-media postgres deps build release check fmt clean
 
 run: deps
 	$(CARGO) run --release --bin hearth -- --config example.toml
@@ -61,13 +61,7 @@ bench: deps
 # Synapse on SQLite and one on PostgreSQL (Debian's postgresql, installed when
 # missing; the script starts its cluster and stops it again). About 30 min;
 # figures and how to read them: docs/PERFORMANCE.md, "Federation".
-bench-federation: deps $(INTEROP_VENV)/.ok
-	@if ! command -v pg_ctlcluster >/dev/null; then \
-		echo "make: installing postgresql (Synapse's database in the federation benchmark)"; \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql; \
-	fi
-	$(INTEROP_VENV)/bin/pip install -q psycopg2-binary
+bench-federation: deps postgres
 	$(CARGO) build --release --bin hearth
 	$(INTEROP_VENV)/bin/python benches/federation.py $(CARGO_TARGET_DIR)/release/hearth
 
@@ -76,16 +70,20 @@ bench-federation: deps $(INTEROP_VENV)/.ok
 # download throughput of 1 MiB and 50 MiB files, a 4000×3000 JPEG's first
 # thumbnail, and each server's memory while 100 clients download one 50 MiB
 # file at once. About 10 min; figures: docs/PERFORMANCE.md, "Media".
-bench-media: deps $(INTEROP_VENV)/.ok
+bench-media: deps postgres
+	$(CARGO) build --release --bin hearth
+	$(INTEROP_VENV)/bin/python benches/media.py $(CARGO_TARGET_DIR)/release/hearth \
+		--synapse-python $(INTEROP_VENV)/bin/python --postgres
+
+# Debian's PostgreSQL (Synapse's production database) and psycopg2 in the
+# interop venv, for the benchmarks against Synapse on PostgreSQL.
+postgres: $(INTEROP_VENV)/.ok
 	@if ! command -v pg_ctlcluster >/dev/null; then \
-		echo "make: installing postgresql (Synapse's database in the media benchmark)"; \
+		echo "make: installing postgresql (Synapse's database in the benchmarks)"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql; \
 	fi
 	$(INTEROP_VENV)/bin/pip install -q psycopg2-binary
-	$(CARGO) build --release --bin hearth
-	$(INTEROP_VENV)/bin/python benches/media.py $(CARGO_TARGET_DIR)/release/hearth \
-		--synapse-python $(INTEROP_VENV)/bin/python --postgres
 
 check: deps
 	$(CARGO) check --all-targets

@@ -68,6 +68,9 @@ import threading
 import time
 import urllib.parse
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from federation import Postgres, proc_status  # noqa: E402  (the same /proc reading and cluster)
+
 SECRET = "bench-secret"
 PASSWORD = "bench-pass-1"
 MIB = 1024 * 1024
@@ -230,15 +233,6 @@ def register(port, username):
 
 
 # ---------------------------------------------------------------- memory
-
-
-def proc_status(pid, field):
-    """A field of /proc/PID/status in KiB (VmRSS, VmHWM)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise Failure(f"no {field} for process {pid}")
 
 
 def reset_hwm(pid):
@@ -709,8 +703,6 @@ class Bench:
         postgres = None
         if python and self.args.postgres:
             # Debian's cluster, as benches/federation.py runs it.
-            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-            from federation import Postgres
             postgres = Postgres()
             missing = postgres.available()
             if missing:

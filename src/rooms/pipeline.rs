@@ -683,7 +683,6 @@ impl Rooms {
             let meta = self.event_meta(short)?.ok_or_else(|| Error::internal("extremity without meta"))?;
             branches.push((meta.state_after, self.load_state(meta.state_after)?));
         }
-        let sizes: Vec<usize> = branches.iter().map(|b| b.1.len()).collect();
         let branches_seen: Vec<Arc<StateMap>> = branches.iter().map(|b| b.1.clone()).collect();
         if !has_children {
             extremities.push(event_id.clone());
@@ -703,6 +702,7 @@ impl Rooms {
             changes.extend(old.keys().filter(|k| !current.1.contains_key(k)).map(|k| (*k, None)));
             if self.log_resolved_changes(&record.room_id, &old, &changes, changed_key)? {
                 self.log_dropped(&old, &changes, &branches_seen)?;
+                let sizes: Vec<usize> = branches_seen.iter().map(|b| b.len()).collect();
                 tracing::info!(
                     "(in {}: appending {event_id} (state before {}, after {}), extremities {:?} -> {:?}, \
                      branch sizes {sizes:?}, children {given})",

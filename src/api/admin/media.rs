@@ -102,6 +102,12 @@ fn before_ts(query: Option<&str>) -> Result<u64> {
     Ok(before)
 }
 
+/// What every deletion answers (Synapse's shape).
+fn deleted_reply(deleted: Vec<String>) -> Json<Value> {
+    let total = deleted.len();
+    Json(json!({ "deleted_media": deleted, "total": total }))
+}
+
 /// `POST /_synapse/admin/v1/media/quarantine/{serverName}/{mediaId}`
 async fn quarantine(
     State(services): State<Arc<Services>>,
@@ -221,7 +227,7 @@ async fn delete_one(
     }
     let deleted = services.media.delete_local(&[media_id]).await?;
     tracing::info!("media: {} deleted {deleted:?}", auth.user);
-    Ok(Json(json!({ "deleted_media": deleted, "total": deleted.len() })))
+    Ok(deleted_reply(deleted))
 }
 
 /// One page of a user's media, in the order asked for (newest first by
@@ -295,7 +301,7 @@ async fn delete_user(
     let ids: Vec<String> = page.into_iter().map(|i| i.media_id).collect();
     let deleted = services.media.delete_local(&ids).await?;
     tracing::info!("media: {} deleted {} items of {user_id}", auth.user, deleted.len());
-    Ok(Json(json!({ "deleted_media": deleted, "total": deleted.len() })))
+    Ok(deleted_reply(deleted))
 }
 
 /// `POST /_synapse/admin/v1/media/delete?before_ts=…&size_gt=…&keep_profiles=…`
@@ -320,7 +326,7 @@ async fn delete_old(
     let ids = services.media.old_local_media(before, size_gt, &keep)?;
     let deleted = services.media.delete_local(&ids).await?;
     tracing::info!("media: {} deleted {} items older than {before}", auth.user, deleted.len());
-    Ok(Json(json!({ "deleted_media": deleted, "total": deleted.len() })))
+    Ok(deleted_reply(deleted))
 }
 
 /// `POST /_synapse/admin/v1/purge_media_cache?before_ts=…`

@@ -70,28 +70,14 @@ fn within(nets: &[IpNet], ip: IpAddr) -> bool {
 
 /// A name refused by the resolver (an address of it is blocked, or it has
 /// none).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 struct NameRefused(String);
 
-impl std::fmt::Display for NameRefused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl std::error::Error for NameRefused {}
-
 /// An address in a URL (a redirect's) that is blocked.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is blocked")]
 struct AddressRefused(IpAddr);
-
-impl std::fmt::Display for AddressRefused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} is blocked", self.0)
-    }
-}
-
-impl std::error::Error for AddressRefused {}
 
 /// Resolution that refuses a name any of whose addresses is blocked.
 struct Screened(Arc<Rules>);
