@@ -47,6 +47,19 @@ enum Command {
         #[command(subcommand)]
         command: MediaCommand,
     },
+    /// Manage the search index (the server must be stopped; while it runs,
+    /// POST /_hearth/admin/v1/search/reindex as an admin).
+    Search {
+        #[command(subcommand)]
+        command: SearchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SearchCommand {
+    /// Empty the search index and build it again from the database (after
+    /// a change of words or a damaged index), with a progress bar.
+    Reindex,
 }
 
 #[derive(Subcommand)]
@@ -149,6 +162,7 @@ pub fn main() -> ExitCode {
             offload_media(config, older_than_days)
         }
         Command::Media { command } => manage_media(config, command),
+        Command::Search { command: SearchCommand::Reindex } => reindex_search(config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -316,6 +330,26 @@ fn room_fingerprint(config: Config, room_id: &str) -> crate::Result<()> {
     for (event_id, depth) in &found.extremities {
         println!("  {event_id} (depth {depth})");
     }
+    Ok(())
+}
+
+fn reindex_search(config: Config) -> crate::Result<()> {
+    if !config.search.enabled {
+        return Err(crate::Error::invalid_param("search is off in the configuration (search.enabled)"));
+    }
+    let services = Services::open(config)?;
+    let search = services.search.as_ref().expect("search is on");
+    let end = services.stream.visible();
+    let bar = indicatif::ProgressBar::new(end);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{wide_bar} {percent}% of the stream, {elapsed} (ETA {eta})")
+            .expect("a valid template"),
+    );
+    search.request_rebuild();
+    crate::search::indexer::catch_up(search, &services.rooms, |position| bar.set_position(position))?;
+    bar.finish();
+    let (documents, bytes) = search.size()?;
+    println!("the search index holds {documents} documents ({} MiB)", bytes >> 20);
     Ok(())
 }
 

@@ -32,8 +32,44 @@ pub struct Config {
     pub federation: Federation,
     pub turn: Turn,
     pub media: MediaConfig,
+    pub search: SearchConfig,
     #[serde(default)]
     pub experimental: Experimental,
+}
+
+/// The stemmers `search.language` may name (tantivy's), and `none`.
+pub const SEARCH_LANGUAGES: &[&str] = &[
+    "arabic",
+    "danish",
+    "dutch",
+    "english",
+    "finnish",
+    "french",
+    "german",
+    "greek",
+    "hungarian",
+    "italian",
+    "norwegian",
+    "portuguese",
+    "romanian",
+    "russian",
+    "spanish",
+    "swedish",
+    "tamil",
+    "turkish",
+    "none",
+];
+
+/// Server-side search (`[search]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchConfig {
+    pub enabled: bool,
+    /// Where the index is kept; `search` inside the database directory when unset.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// The stemmer's language (`english`, `french`, …), or `none`.
+    pub language: String,
 }
 
 /// Features of proposals not yet in the spec, off by default.
@@ -462,6 +498,9 @@ impl Config {
                 "well_known.server",
                 "must be a host name with an optional port, as in matrix.example.org:443",
             );
+        }
+        if !SEARCH_LANGUAGES.contains(&self.search.language.as_str()) {
+            return bad("search.language", &format!("one of {}", SEARCH_LANGUAGES.join(", ")));
         }
         for (i, listener) in self.listeners.iter().enumerate() {
             if listener.resources.is_empty() {

@@ -16,6 +16,7 @@ pub mod presence;
 pub mod pushers;
 pub mod ratelimit;
 pub mod rooms;
+pub mod search;
 pub mod server;
 pub mod servers;
 pub mod services;

@@ -89,6 +89,11 @@ pub async fn start_on(mut config: Config, sockets: Vec<TcpListener>) -> Result<R
     if services.media.previewer.is_some() {
         workers.push(tokio::spawn(forget_expired_previews(services.clone())));
     }
+    if let Some(search) = services.search.clone() {
+        let services = services.clone();
+        workers
+            .push(tokio::spawn(async move { crate::search::indexer::follow(search, &services.rooms).await }));
+    }
     if services.config.experimental.ephemeral_messages {
         let services = services.clone();
         workers.push(tokio::spawn(async move { services.rooms.expire_messages().await }));

@@ -28,6 +28,8 @@ pub struct Services {
     pub outbound: crate::outbound::Outbound,
     pub servers: Arc<crate::servers::Servers>,
     pub media: crate::media::Media,
+    /// The search index, unless `search.enabled` is off.
+    pub search: Option<Arc<crate::search::Search>>,
 }
 
 impl Services {
@@ -58,6 +60,13 @@ impl Services {
             &config.outbound,
             config.database.path.join("media"),
         )?;
+        let search = match config.search.enabled {
+            true => {
+                let path = config.search.path.clone().unwrap_or_else(|| config.database.path.join("search"));
+                Some(Arc::new(crate::search::Search::open(&path, &config.search.language)?))
+            }
+            false => None,
+        };
         Ok(Arc::new(Self {
             config,
             db,
@@ -72,6 +81,7 @@ impl Services {
             outbound,
             servers,
             media,
+            search,
         }))
     }
 }

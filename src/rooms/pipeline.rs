@@ -701,7 +701,7 @@ impl Rooms {
                 .collect();
             changes.extend(old.keys().filter(|k| !current.1.contains_key(k)).map(|k| (*k, None)));
             if self.log_resolved_changes(&record.room_id, &old, &changes, changed_key)? {
-                self.log_dropped(&old, &changes, &branches_seen)?;
+                self.log_dropped(&old, &changes, &branches_seen, &pdu.prev_events)?;
                 let sizes: Vec<usize> = branches_seen.iter().map(|b| b.len()).collect();
                 tracing::info!(
                     "(in {}: appending {event_id} (state before {}, after {}), extremities {:?} -> {:?}, \
@@ -826,6 +826,7 @@ impl Rooms {
         old: &StateMap,
         changes: &[(u64, Option<u64>)],
         branches: &[Arc<StateMap>],
+        prevs: &[OwnedEventId],
     ) -> Result<()> {
         let describe = |short: u64| -> Result<String> {
             let Some(pdu) = self.pdu_by_short(short)? else { return Ok(format!("#{short} (no PDU)")) };
@@ -848,8 +849,19 @@ impl Rooms {
                 .iter()
                 .map(|b| b.get(key).map_or(Ok("-".to_owned()), |e| describe(*e)))
                 .collect::<Result<_>>()?;
+            // What the appended event's prevs held (the state it sits on).
+            let mut at_prevs = Vec::new();
+            for prev in prevs {
+                let Some(short) = self.event_short(prev)? else {
+                    at_prevs.push(format!("{prev} (not here)"));
+                    continue;
+                };
+                let state = self.load_state(self.event_meta(short)?.and_then(|m| m.state_after))?;
+                let held = state.get(key).map_or(Ok("-".to_owned()), |e| describe(*e))?;
+                at_prevs.push(format!("{}: {} keys, held {held}", describe(short)?, state.len()));
+            }
             tracing::info!(
-                "(dropped {} {}; its auth events {auth:?}; the branches held {held:?})",
+                "(dropped {} {}; its auth events {auth:?}; the branches held {held:?}; the prevs {at_prevs:?})",
                 self.short.name(*key)?,
                 describe(*previous)?
             );

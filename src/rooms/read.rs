@@ -48,7 +48,7 @@ pub struct Page {
 impl Rooms {
     /// The event at one state key of a snapshot (`None`: the empty state),
     /// read without building the snapshot's full state.
-    fn state_event_at(
+    pub fn state_event_at(
         &self,
         snapshot: Option<u64>,
         event_type: &str,
@@ -112,13 +112,13 @@ impl Rooms {
         })
     }
 
-    /// Whether the user joined the event's room at some point after it.
     /// Whether the user was ever joined to the room.
     pub fn ever_joined(&self, user: &UserId, room_short: u64) -> Result<bool> {
         let key = crate::storage::key(&[user.as_bytes(), &room_short.to_be_bytes()]);
         Ok(self.db.contains(&maps::LAST_JOINS, &key)?)
     }
 
+    /// Whether the user joined the event's room at some point after it.
     fn joined_since(&self, user: &UserId, meta: &EventMeta) -> Result<bool> {
         let key = crate::storage::key(&[user.as_bytes(), &meta.room.to_be_bytes()]);
         match self.db.get(&maps::LAST_JOINS, &key)? {
@@ -201,6 +201,20 @@ impl Rooms {
     }
 
     /// The newest stream position in a room (the end of its timeline).
+    /// Timeline events at stream positions after `after`, in order, at most
+    /// `limit`: (position, event short ID, room short ID).
+    pub fn stream_events(&self, after: u64, limit: usize) -> Result<Vec<(u64, u64, u64)>> {
+        let start = (after + 1).to_be_bytes();
+        let rows = self.db.scan_range(&maps::STREAM, b"", Some(&start), false, limit)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (key, value) in rows {
+            if value.len() >= 16 {
+                out.push((decode_u64(&key)?, decode_u64(&value[..8])?, decode_u64(&value[8..16])?));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn latest_position(&self, room_short: u64) -> Result<u64> {
         let last = self.db.scan_range(&maps::TIMELINE, &room_short.to_be_bytes(), None, true, 1)?;
         match last.first() {

@@ -590,8 +590,8 @@ impl Rooms {
         Ok(())
     }
 
-    /// The most recent valid edit of an event (same sender and type, no
-    /// state keys, `m.new_content` present), by timestamp then event ID.
+    /// The most recent valid edit of an event that `viewer` is shown, in
+    /// the client format.
     fn latest_edit(
         &self,
         short: u64,
@@ -604,27 +604,48 @@ impl Rooms {
         {
             return Ok(None);
         }
-        let mut best: Option<(i64, String, u64)> = None;
+        let sender = original["sender"].as_str().unwrap_or_default();
+        let kind = original["type"].as_str().unwrap_or_default();
         // Edits are few; an event edited thousands of times costs the newest
         // [`EDIT_WINDOW`] of them.
-        for child in self.newest_children(short, "m.replace", viewer, EDIT_WINDOW)? {
+        let children = self.newest_children(short, "m.replace", viewer, EDIT_WINDOW)?;
+        self.newest_valid_edit(children, sender, kind)?
+            .map(|(child, _)| self.client_event(child, viewer_device, viewer))
+            .transpose()
+    }
+
+    /// The edit that gives an (unredacted) event its current content, as
+    /// everyone sees it: the newest valid one, with the edit event.
+    pub fn current_edit(&self, short: u64, original: &Pdu) -> Result<Option<(u64, Pdu)>> {
+        let prefix = typed_prefix(short, "m.replace");
+        let rows = self.db.scan_range(&maps::RELATION_TYPES, &prefix, None, true, EDIT_WINDOW)?;
+        let children = rows.iter().map(|(_, v)| decode_u64(v)).collect::<Result<Vec<_>, _>>()?;
+        self.newest_valid_edit(children, original.sender.as_str(), &original.kind.to_string())
+    }
+
+    /// Of `children`, the most recent valid edit of an event by `sender` of
+    /// type `kind` (same sender and type, no state key, `m.new_content`
+    /// present), by timestamp then event ID.
+    fn newest_valid_edit(&self, children: Vec<u64>, sender: &str, kind: &str) -> Result<Option<(u64, Pdu)>> {
+        let mut best: Option<(i64, String, u64, Pdu)> = None;
+        for child in children {
             let Some(edit) = self.pdu_by_short(child)? else { continue };
-            let content = edit.content_value();
-            if edit.sender.as_str() != original["sender"].as_str().unwrap_or_default()
-                || edit.kind.to_string() != original["type"].as_str().unwrap_or_default()
+            let edit_kind = edit.kind.to_string();
+            if edit.sender.as_str() != sender
+                || edit_kind != kind
                 || edit.state_key.is_some()
                 // (An encrypted edit carries it inside the ciphertext.)
-                || (edit.kind.to_string() != "m.room.encrypted"
-                    && !content.get("m.new_content").is_some_and(Value::is_object))
+                || (edit_kind != "m.room.encrypted"
+                    && !edit.content_value().get("m.new_content").is_some_and(Value::is_object))
             {
                 continue;
             }
-            let candidate = (i64::from(edit.origin_server_ts.get()), edit.event_id.to_string(), child);
+            let candidate = (i64::from(edit.origin_server_ts.get()), edit.event_id.to_string());
             if best.as_ref().is_none_or(|b| (candidate.0, &candidate.1) > (b.0, &b.1)) {
-                best = Some(candidate);
+                best = Some((candidate.0, candidate.1, child, edit));
             }
         }
-        best.map(|(_, _, child)| self.client_event(child, viewer_device, viewer)).transpose()
+        Ok(best.map(|(_, _, child, edit)| (child, edit)))
     }
 
     /// Thread roots of a room by latest activity, newest first, before the

@@ -24,5 +24,6 @@ mod pushers;
 mod register;
 mod relations;
 mod rooms;
+mod search;
 mod sync;
 mod url_preview;

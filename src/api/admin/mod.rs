@@ -4,6 +4,7 @@
 mod media;
 mod register;
 mod rooms;
+mod search;
 
 use std::sync::Arc;
 
@@ -12,5 +13,5 @@ use axum::Router;
 use crate::services::Services;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    media::routes(rooms::routes(register::routes(router)))
+    search::routes(media::routes(rooms::routes(register::routes(router))))
 }

@@ -21,6 +21,7 @@ mod redact;
 mod relations;
 mod report;
 mod room;
+mod search;
 mod session;
 mod space;
 mod state;
@@ -70,6 +71,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = to_device::routes(router);
     let router = backup::routes(router);
     let router = openid::routes(router);
+    let router = search::routes(router);
     membership::routes(router).layer(Extension(GuestPolicy(guest_may_call)))
 }
 

@@ -308,7 +308,7 @@ async fn messages(req: Ruma<get_message_events::v3::Request>) -> Result<get_mess
 /// The member events of the senders of `events` (lazy loading), as of the
 /// newest of those events: not later profile changes a former member may
 /// not see (review §2.2).
-fn sender_members(services: &Services, viewer: &UserId, events: &[Value]) -> Result<Vec<Value>> {
+pub(super) fn sender_members(services: &Services, viewer: &UserId, events: &[Value]) -> Result<Vec<Value>> {
     let rooms = &services.rooms;
     let mut newest: Option<crate::rooms::EventMeta> = None;
     for event in events {
