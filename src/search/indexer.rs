@@ -18,8 +18,8 @@ use crate::{Result, rooms::Rooms, stream::Topic};
 
 /// Stream events read per commit while catching up.
 const CHUNK: usize = 20_000;
-/// The least time between commits (each makes a segment), which bounds how
-/// long a message takes to become searchable under load.
+/// The least time between commits (each makes a segment) unless a search
+/// waits, which bounds how long a message takes to become searchable.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// How long the task waits for the stream before looking again anyway.
 const IDLE: Duration = Duration::from_secs(30);
@@ -31,7 +31,11 @@ pub async fn follow(search: Arc<Search>, rooms: &Rooms) {
         let visible = rooms.stream.visible();
         match crate::util::heavy(|| indexer.step(visible)) {
             Ok(true) => {
-                tokio::time::sleep(COMMIT_INTERVAL).await;
+                // A search waiting for what was just sent cuts the pause short.
+                tokio::select! {
+                    _ = tokio::time::sleep(COMMIT_INTERVAL) => {}
+                    _ = search.wake.notified() => {}
+                }
                 continue;
             }
             Ok(false) => {}

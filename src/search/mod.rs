@@ -18,7 +18,7 @@ use std::{
     ops::Bound,
     path::{Path, PathBuf},
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -27,7 +27,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
-    collector::{Count, TopDocs},
+    collector::{Collector, Count, FilterCollector, TopDocs},
     directory::MmapDirectory,
     query::{
         AllQuery, BooleanQuery, ConstScoreQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery,
@@ -205,6 +205,15 @@ pub struct Search {
     pinned: Mutex<Vec<(Instant, Searcher)>>,
 }
 
+/// `collector`, given only documents of `rooms`.
+fn within<C: Collector + Send + Sync>(
+    rooms: &Arc<HashSet<u64>>,
+    collector: C,
+) -> FilterCollector<C, impl Fn(u64) -> bool + Send + Sync + Clone + 'static, u64> {
+    let rooms = rooms.clone();
+    FilterCollector::new("room".to_owned(), move |room: u64| rooms.contains(&room), collector)
+}
+
 fn index_error(e: impl std::fmt::Display) -> Error {
     Error::internal(format!("search index: {e}"))
 }
@@ -271,8 +280,12 @@ impl Search {
         *self.indexed.borrow()
     }
 
-    /// Waits until the index holds every event up to `position`, or `timeout`.
+    /// Waits until the index holds every event up to `position`, or
+    /// `timeout`, asking the indexer to commit without its usual pause.
     pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
+        if self.indexed() < position {
+            self.wake.notify_one();
+        }
         let mut rx = self.indexed.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|p| *p >= position)).await.is_ok_and(|r| r.is_ok())
     }
@@ -461,11 +474,6 @@ impl Search {
         let text_set = |field: Field, values: &mut dyn Iterator<Item = &str>| -> Box<dyn Query> {
             Box::new(TermSetQuery::new(values.map(|v| Term::from_field_text(field, v)).collect::<Vec<_>>()))
         };
-        let u64_set = |field: Field, values: &[u64]| -> Box<dyn Query> {
-            Box::new(TermSetQuery::new(
-                values.iter().map(|v| Term::from_field_u64(field, *v)).collect::<Vec<_>>(),
-            ))
-        };
         let range = |field: Field, from: Option<u64>, to: Option<u64>| -> Box<dyn Query> {
             let bound = |v: Option<u64>, incl: bool| match v {
                 Some(v) if incl => Bound::Included(Term::from_field_u64(field, v)),
@@ -474,7 +482,6 @@ impl Search {
             };
             Box::new(RangeQuery::new(bound(from, true), bound(to, false)))
         };
-        clauses.push((Occur::Must, filter(u64_set(f.room, &c.rooms))));
         if let Some(senders) = &c.senders {
             clauses.push((Occur::Must, filter(text_set(f.sender, &mut senders.iter().map(String::as_str)))));
         }
@@ -530,7 +537,11 @@ impl Search {
         };
         let searcher = self.searcher(generation.filter(|_| c.order == Order::Rank));
         let generation = searcher.generation().generation_id();
-        let count = searcher.search(&*self.build_query(c, None), &Count).map_err(index_error)?;
+        // Rooms are checked on each match (a fast field read), so the cost
+        // follows the matches, not how much the user's rooms hold.
+        let rooms: Arc<HashSet<u64>> = Arc::new(c.rooms.iter().copied().collect());
+        let count =
+            searcher.search(&*self.build_query(c, None), &within(&rooms, Count)).map_err(index_error)?;
         let mut found = Found { hits: Vec::new(), count, next: None };
         if c.rooms.is_empty() || count == 0 {
             return Ok(found);
@@ -550,19 +561,22 @@ impl Search {
         };
         let mut examined = 0;
         let mut window = (limit * 2).max(20);
-        loop {
+        'windows: loop {
             let raw: Vec<(f32, DocAddress)> = match c.order {
                 Order::Rank => searcher
                     .search(
                         &*self.build_query(c, None),
-                        &TopDocs::with_limit(window).and_offset(offset).order_by_score(),
+                        &within(&rooms, TopDocs::with_limit(window).and_offset(offset).order_by_score()),
                     )
                     .map_err(index_error)?,
                 Order::Recent => searcher
                     .search(
                         &*self.build_query(c, before),
-                        &TopDocs::with_limit(window)
-                            .order_by_fast_field::<u64>("stream", tantivy::Order::Desc),
+                        &within(
+                            &rooms,
+                            TopDocs::with_limit(window)
+                                .order_by_fast_field::<u64>("stream", tantivy::Order::Desc),
+                        ),
                     )
                     .map_err(index_error)?
                     .into_iter()
@@ -578,22 +592,52 @@ impl Search {
                 if accept(&hit)? {
                     found.hits.push(hit);
                 }
+                // A full page always names the next (possibly empty), as
+                // Synapse; one cut short by the budget only if more remain.
                 let more = i + 1 < raw.len() || !exhausted;
-                if found.hits.len() == limit || examined >= SCAN_BUDGET {
-                    if more {
-                        found.next = Some(match c.order {
-                            Order::Rank => Cursor::Rank { generation, offset },
-                            Order::Recent => Cursor::Recent { before: hit.stream },
-                        });
-                    }
-                    return Ok(found);
+                let full = found.hits.len() == limit;
+                if full || (examined >= SCAN_BUDGET && more) {
+                    found.next = Some(match c.order {
+                        Order::Rank => Cursor::Rank { generation, offset },
+                        Order::Recent => Cursor::Recent { before: hit.stream },
+                    });
+                }
+                if full || examined >= SCAN_BUDGET {
+                    break 'windows;
                 }
             }
             if exhausted {
-                return Ok(found);
+                break;
             }
             window = (window * 2).min(SCAN_BUDGET);
         }
+        if c.order == Order::Recent && !c.parsed.groups.is_empty() && !found.hits.is_empty() {
+            self.score(&searcher, c, &mut found.hits)?;
+        }
+        Ok(found)
+    }
+
+    /// Fills in the rank of hits found by recency.
+    fn score(&self, searcher: &Searcher, c: &Criteria, hits: &mut [Hit]) -> Result<()> {
+        let events: Vec<Term> = hits.iter().map(|h| self.event_term(h.event)).collect();
+        let query = BooleanQuery::new(vec![
+            (Occur::Must, self.build_query(c, None)),
+            (Occur::Must, Box::new(ConstScoreQuery::new(Box::new(TermSetQuery::new(events)), 0.0))),
+        ]);
+        let scored = searcher
+            .search(&query, &TopDocs::with_limit(hits.len()).order_by_score())
+            .map_err(index_error)?;
+        let mut scores = HashMap::new();
+        for (score, address) in scored {
+            let column = searcher.segment_reader(address.segment_ord).fast_fields().u64("event");
+            if let Some(event) = column.map_err(index_error)?.first(address.doc_id) {
+                scores.insert(event, score);
+            }
+        }
+        for hit in hits {
+            hit.score = scores.get(&hit.event).copied().unwrap_or_default();
+        }
+        Ok(())
     }
 
     /// The highlights of one hit's texts: the written forms of the words the

@@ -310,3 +310,62 @@ async fn a_burst_of_registrations_hashes_a_core_at_a_time_and_gives_memory_back(
     let after = memory_kib(pid, "VmRSS");
     assert!(after < baseline + 48 * 1024, "{after} KiB after the burst, {baseline} KiB before");
 }
+
+/// `hearth search reindex` builds the index again from a stopped server's
+/// database (here after the index directory was lost).
+#[tokio::test]
+async fn search_reindex_rebuilds_the_index_from_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let cfg = config.to_str().unwrap();
+    let out = hearth(dir.path(), &["--config", cfg, "user", "create", "root", "--password", "pw", "--admin"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut served = Served::start(dir.path(), &config);
+    let base = served.base.clone();
+    let login = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "root"}, "password": "pw"});
+    let token =
+        post_ok(&format!("{base}/_matrix/client/v3/login"), None, login.clone()).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let room =
+        post_ok(&format!("{base}/_matrix/client/v3/createRoom"), Some(&token), json!({})).await["room_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let sent = reqwest::Client::new()
+        .put(format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/t1"))
+        .bearer_auth(&token)
+        .json(&json!({"msgtype": "m.text", "body": "quince marmalade"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), StatusCode::OK);
+    let event_id = sent.json::<Value>().await.unwrap()["event_id"].as_str().unwrap().to_owned();
+    served.signal("-TERM");
+    assert!(served.wait_exit().success());
+    drop(served);
+
+    std::fs::remove_dir_all(dir.path().join("db").join("search")).unwrap();
+    let out = hearth(dir.path(), &["--config", cfg, "search", "reindex"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("the search index holds 1 documents"), "{printed}");
+
+    let served = Served::start(dir.path(), &config);
+    let token =
+        post_ok(&format!("{}/_matrix/client/v3/login", served.base), None, login).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let found = post_ok(
+        &format!("{}/_matrix/client/v3/search", served.base),
+        Some(&token),
+        json!({"search_categories": {"room_events": {"search_term": "marmalade"}}}),
+    )
+    .await;
+    assert_eq!(
+        found["search_categories"]["room_events"]["results"][0]["result"]["event_id"],
+        event_id.as_str()
+    );
+}

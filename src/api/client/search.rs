@@ -104,6 +104,8 @@ struct Grouping {
 /// Results per page when the filter does not say (Synapse's), and the most.
 const DEFAULT_LIMIT: usize = 10;
 const MAX_LIMIT: usize = 100;
+/// How long a search waits for the index to take in what came before it.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most events of context on either side of a hit.
 const MAX_CONTEXT: u64 = 100;
 
@@ -147,6 +149,9 @@ async fn search(req: Ruma<endpoint::Request>) -> Result<endpoint::Response> {
         None => None,
     };
     let user = req.user();
+    // What was written before the search is searched (a client searching
+    // for what it just sent finds it), if the index gets there in time.
+    index.wait_for(services.stream.visible(), CATCH_UP).await;
     let parsed = query::parse(&mut index.analyzer(), &criteria.search_term);
     let rooms = searched_rooms(services, user, criteria, &parsed, batch.and_then(|b| b.0)).await?;
     let reply = crate::util::heavy(|| answer(services, index, &req, criteria, &parsed, rooms, order, batch))?;
@@ -285,12 +290,16 @@ fn answer(
         rooms.bundle(hit.event, user, device, &mut event)?;
         let content = &event["content"];
         let edited = &event["unsigned"]["m.relations"]["m.replace"]["content"]["m.new_content"];
-        let texts = [&content["body"], &content["name"], &content["topic"], &edited["body"]];
-        index.highlights(parsed, texts.iter().filter_map(|t| t.as_str()), &mut highlights);
-        let mut result = json!({"result": event});
-        if c.order == Order::Rank {
-            result["rank"] = json!(f64::from(hit.score));
-        }
+        // An edited message was found by its latest text.
+        let texts = match edited["body"].as_str() {
+            Some(body) => vec![body],
+            None => [&content["body"], &content["name"], &content["topic"]]
+                .iter()
+                .filter_map(|t| t.as_str())
+                .collect(),
+        };
+        index.highlights(parsed, texts, &mut highlights);
+        let mut result = json!({"result": event, "rank": f64::from(hit.score)});
         if let Some(context) = &criteria.event_context {
             result["context"] = self::context(services, user, device, hit.event, meta, context)?;
         } else {
