@@ -519,3 +519,21 @@ async fn an_index_killed_mid_batch_catches_up_once() {
     assert_eq!(seen.len(), 300);
     assert_eq!(set(&seen), set(&sent));
 }
+
+#[tokio::test]
+async fn a_room_named_brings_its_predecessors() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let old = create_room(&s, &alice, json!({"room_version": "11"})).await;
+    let before = say(&s, &alice, &old, "vintage before the upgrade").await;
+    let (status, body) =
+        s.post(&format!("/_matrix/client/v3/rooms/{old}/upgrade"), Some(&alice.token), json!({"new_version": "12"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let new = body["replacement_room"].as_str().unwrap().to_owned();
+    let after = say(&s, &alice, &new, "vintage after the upgrade").await;
+    let other = create_room(&s, &alice, json!({})).await;
+    say(&s, &alice, &other, "vintage elsewhere").await;
+    indexed(&s).await;
+    let found = search(&s, &alice, json!({"search_term": "vintage", "filter": {"rooms": [new]}})).await;
+    assert_eq!(set(&ids(&found)), set(&[before, after]), "{found}");
+}

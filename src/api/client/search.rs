@@ -186,7 +186,19 @@ async fn searched_rooms(
             .collect())
     };
     if let Some(wanted) = &criteria.filter.rooms {
-        let wanted = shorts(wanted)?;
+        // A room named takes its predecessors along (upgrades), as in Synapse.
+        let mut wanted = shorts(wanted)?;
+        let mut next: Vec<u64> = wanted.iter().copied().collect();
+        while let Some(room) = next.pop() {
+            let create = rooms.current_state_event(room, "m.room.create", "")?;
+            let older = create.and_then(|c| c.content_value()["predecessor"]["room_id"].as_str().map(str::to_owned));
+            if let Some(older) = older.and_then(|o| ruma::OwnedRoomId::try_from(o).ok())
+                && let Some(short) = rooms.room_short(&older)?
+                && wanted.insert(short)
+            {
+                next.push(short);
+            }
+        }
         out.retain(|r| wanted.contains(r));
     }
     let unwanted = shorts(&criteria.filter.not_rooms)?;
