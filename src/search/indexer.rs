@@ -14,7 +14,11 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use serde_json::Value;
 
 use super::{Doc, Search, query::Has};
-use crate::{Result, rooms::Rooms, stream::Topic};
+use crate::{
+    Result,
+    rooms::{Rooms, pdu::Pdu},
+    stream::Topic,
+};
 
 /// Stream events read per commit while catching up.
 const CHUNK: usize = 20_000;
@@ -134,14 +138,28 @@ impl<'a> Indexer<'a> {
                         self.refresh(original)?;
                     }
                 }
-                None => self.refresh(short)?,
+                None => {
+                    let doc = self.document_of(short, &pdu, content)?;
+                    self.store(short, doc)?;
+                }
             },
         }
         Ok(())
     }
 
     fn refresh(&mut self, short: u64) -> Result<()> {
-        match self.document(short)? {
+        let doc = match self.rooms.pdu_by_short(short)? {
+            Some(pdu) => {
+                let content = pdu.content_value();
+                self.document_of(short, &pdu, content)?
+            }
+            None => None,
+        };
+        self.store(short, doc)
+    }
+
+    fn store(&self, short: u64, doc: Option<Doc>) -> Result<()> {
+        match doc {
             Some(doc) => self.search.put(&doc),
             None => {
                 self.search.remove(short);
@@ -153,14 +171,12 @@ impl<'a> Indexer<'a> {
     /// The document an event should have now, if any: an unredacted
     /// message, room name or topic in the timeline of a room without
     /// encryption at the time, with its newest edit's text.
-    fn document(&mut self, short: u64) -> Result<Option<Doc>> {
+    fn document_of(&mut self, short: u64, pdu: &Pdu, content: Value) -> Result<Option<Doc>> {
         let rooms = self.rooms;
-        let (Some(pdu), Some(meta)) = (rooms.pdu_by_short(short)?, rooms.event_meta(short)?) else {
-            return Ok(None);
-        };
         let kind = pdu.kind.to_string();
         let Some(&(kind, _)) = super::TYPES.iter().find(|(t, _)| *t == kind) else { return Ok(None) };
         let is_state = kind != "m.room.message";
+        let Some(meta) = rooms.event_meta(short)? else { return Ok(None) };
         if !meta.accepted()
             || meta.stream == 0
             || meta.redacted_by.is_some()
@@ -168,14 +184,13 @@ impl<'a> Indexer<'a> {
         {
             return Ok(None);
         }
-        let content = pdu.content_value();
         if pdu.state_key.as_deref().is_some_and(|k| !k.is_empty()) || edited(&content).is_some() {
             return Ok(None);
         }
         if self.encrypted_at(meta.room, meta.state_after)? {
             return Ok(None);
         }
-        let (edit, content) = match rooms.current_edit(short, &pdu)? {
+        let (edit, content) = match rooms.current_edit(short, pdu)? {
             Some((edit, edit_pdu)) => (edit, edit_pdu.content_value()["m.new_content"].clone()),
             None => (0, content),
         };

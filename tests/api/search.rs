@@ -89,6 +89,8 @@ async fn words_phrases_and_rank() {
     let foxes = say(&s, &alice, &room, "Foxes running").await;
     let cafe = say(&s, &alice, &room, "Meet at the CAFÉ at noon").await;
     let tokyo = say(&s, &alice, &room, "東京タワーに行きました").await;
+    // A long message (~60 KB) is found by its last word.
+    let long = say(&s, &alice, &room, &format!("{} omega", "filler ".repeat(8_500))).await;
     let name = put_state(&s, &alice, &room, "m.room.name", json!({"name": "Fox den"})).await;
     let topic = put_state(&s, &alice, &room, "m.room.topic", json!({"topic": "Weekly planning"})).await;
     indexed(&s).await;
@@ -111,6 +113,7 @@ async fn words_phrases_and_rank() {
     assert_eq!(search(&s, &alice, json!({"search_term": "Café"})).await["highlights"], json!(["CAFÉ"]));
     assert_eq!(found(&s, &alice, "東京").await, [tokyo.as_str()]);
     assert_eq!(found(&s, &alice, "planning").await, [topic.as_str()]);
+    assert_eq!(found(&s, &alice, "omega").await, [long.as_str()]);
     // All words must match; a phrase in order; `or`; `-excluded`.
     assert_eq!(found(&s, &alice, "lazy river").await, [long_fox.as_str()]);
     assert_eq!(set(&found(&s, &alice, "lazy").await), set(&[long_fox.clone(), afternoon.clone()]));
@@ -526,8 +529,13 @@ async fn a_room_named_brings_its_predecessors() {
     let alice = s.register("alice").await;
     let old = create_room(&s, &alice, json!({"room_version": "11"})).await;
     let before = say(&s, &alice, &old, "vintage before the upgrade").await;
-    let (status, body) =
-        s.post(&format!("/_matrix/client/v3/rooms/{old}/upgrade"), Some(&alice.token), json!({"new_version": "12"})).await;
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{old}/upgrade"),
+            Some(&alice.token),
+            json!({"new_version": "12"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let new = body["replacement_room"].as_str().unwrap().to_owned();
     let after = say(&s, &alice, &new, "vintage after the upgrade").await;

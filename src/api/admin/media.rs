@@ -36,10 +36,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 fn admin(services: &Services, auth: &Authed) -> Result<()> {
-    match services.users.is_admin(&auth.user)? {
-        true => Ok(()),
-        false => Err(Error::forbidden("You are not a server admin")),
-    }
+    super::require_admin(services, &auth.user)
 }
 
 fn server(name: &str) -> Result<&ServerName> {

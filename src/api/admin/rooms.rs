@@ -67,9 +67,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 
 /// The room's fingerprint, for a server admin only.
 fn fingerprint_for<T>(req: &Ruma<T>, room_id: &ruma::RoomId) -> Result<Fingerprint> {
-    if !req.services.users.is_admin(req.user())? {
-        return Err(Error::forbidden("You are not a server admin"));
-    }
+    super::require_admin(&req.services, req.user())?;
     req.services.rooms.fingerprint(room_id)?.ok_or_else(|| Error::not_found("Room not found"))
 }
 

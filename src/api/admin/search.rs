@@ -57,15 +57,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router.ruma(status).ruma(reindex)
 }
 
-fn admin_only<T>(req: &Ruma<T>) -> Result<()> {
-    match req.services.users.is_admin(req.user())? {
-        true => Ok(()),
-        false => Err(Error::forbidden("You are not a server admin")),
-    }
-}
-
 async fn status(req: Ruma<endpoints::status::Request>) -> Result<endpoints::Response> {
-    admin_only(&req)?;
+    super::require_admin(&req.services, req.user())?;
     let services = &req.services;
     let stream = services.stream.visible();
     let Some(search) = &services.search else {
@@ -83,7 +76,7 @@ async fn status(req: Ruma<endpoints::status::Request>) -> Result<endpoints::Resp
 }
 
 async fn reindex(req: Ruma<endpoints::reindex::Request>) -> Result<endpoints::Response> {
-    admin_only(&req)?;
+    super::require_admin(&req.services, req.user())?;
     let search = req.services.search.as_ref().ok_or_else(|| Error::not_found("Search is off"))?;
     search.request_rebuild();
     json_reply(&json!({}))

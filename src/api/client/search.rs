@@ -191,7 +191,8 @@ async fn searched_rooms(
         let mut next: Vec<u64> = wanted.iter().copied().collect();
         while let Some(room) = next.pop() {
             let create = rooms.current_state_event(room, "m.room.create", "")?;
-            let older = create.and_then(|c| c.content_value()["predecessor"]["room_id"].as_str().map(str::to_owned));
+            let older =
+                create.and_then(|c| c.content_value()["predecessor"]["room_id"].as_str().map(str::to_owned));
             if let Some(older) = older.and_then(|o| ruma::OwnedRoomId::try_from(o).ok())
                 && let Some(short) = rooms.room_short(&older)?
                 && wanted.insert(short)
