@@ -55,6 +55,13 @@ impl Rooms {
         Ok(self.db.contains(&maps::FORGOTTEN_ROOMS, &key(&[user.as_bytes(), &room_short.to_be_bytes()]))?)
     }
 
+    /// The rooms a user has forgotten (one scan, for callers asking of many).
+    pub fn forgotten_rooms(&self, user: &UserId) -> Result<std::collections::HashSet<u64>> {
+        let prefix = crate::storage::prefix(&[user.as_bytes()]);
+        let rows = self.db.scan_prefix(&maps::FORGOTTEN_ROOMS, &prefix)?;
+        Ok(rows.iter().map(|(k, _)| decode_u64(&k[prefix.len()..])).collect::<Result<_, _>>()?)
+    }
+
     /// Stores a report for the server's admins.
     pub fn report(&self, report: Report) -> Result<()> {
         let _guard = self.report_lock.lock().expect("report lock");

@@ -670,6 +670,18 @@ impl Rooms {
             }
         }
         extremities.retain(|e| !built_upon.contains(e));
+        // What is built upon leads to the live timeline's tips above it:
+        // those are the extremities (were one of them missing from the
+        // record, the current state would lose what it holds).
+        let mut tips = Vec::new();
+        for below in built_upon.iter().chain(has_children.then_some(event_id)) {
+            tips.extend(self.timeline_tips(below)?);
+        }
+        for tip in tips {
+            if tip != *event_id && !extremities.contains(&tip) {
+                extremities.push(tip);
+            }
+        }
         // A room always keeps an extremity: with none, its current state
         // would be empty (a state reset).
         let given = has_children;
@@ -782,6 +794,34 @@ impl Rooms {
             }
         }
         Ok(false)
+    }
+
+    /// The events of the live timeline above `event_id` (through held-back
+    /// events too) that none is above: the DAG's tips over it.
+    fn timeline_tips(&self, event_id: &ruma::EventId) -> Result<Vec<OwnedEventId>> {
+        /// Events looked at, at most.
+        const STEPS: usize = 1000;
+        let mut tips = Vec::new();
+        let mut seen = HashSet::new();
+        let mut next = self.children_in_dag(event_id)?;
+        for _ in 0..STEPS {
+            let Some(short) = next.pop() else { break };
+            if !seen.insert(short) {
+                continue;
+            }
+            let (Some(meta), Some(pdu)) = (self.event_meta(short)?, self.pdu_by_short(short)?) else {
+                continue;
+            };
+            match meta.status {
+                Status::SoftFailed | Status::Rejected => next.extend(self.children_in_dag(&pdu.event_id)?),
+                Status::Timeline if self.has_accepted_descendant(&pdu.event_id)? => {
+                    next.extend(self.children_in_dag(&pdu.event_id)?)
+                }
+                Status::Timeline => tips.push(pdu.event_id),
+                Status::Outlier | Status::History => {}
+            }
+        }
+        Ok(tips)
     }
 
     /// Tells the operator when merging the room's branches (a resolution)

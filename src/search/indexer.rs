@@ -74,11 +74,13 @@ struct Indexer<'a> {
     rooms: &'a Rooms,
     /// Whether each room has (had) end-to-end encryption, once looked up.
     encrypted: HashMap<u64, bool>,
+    /// The stream position of the event being applied.
+    position: u64,
 }
 
 impl<'a> Indexer<'a> {
     fn new(search: &'a Search, rooms: &'a Rooms) -> Self {
-        Self { search, rooms, encrypted: HashMap::new() }
+        Self { search, rooms, encrypted: HashMap::new(), position: 0 }
     }
 
     /// Indexes the next chunk of events up to `upto` and commits; false when
@@ -100,6 +102,7 @@ impl<'a> Indexer<'a> {
                 break;
             }
             last = position;
+            self.position = position;
             self.apply(event, room)?;
         }
         if rows.len() < CHUNK {
@@ -138,15 +141,24 @@ impl<'a> Indexer<'a> {
                         self.refresh(original)?;
                     }
                 }
+                // The event's own row: no document of it exists yet (see
+                // `refresh`), so none is deleted first (deletes cost tantivy
+                // a look-up in every segment at the commit).
                 None => {
-                    let doc = self.document_of(short, &pdu, content)?;
-                    self.store(short, doc)?;
+                    if let Some(doc) = self.document_of(short, &pdu, content)? {
+                        self.search.add(&doc)?;
+                    }
                 }
             },
         }
         Ok(())
     }
 
+    /// Derives an event's document again (an edit or redaction changed it).
+    /// An event whose own row is still ahead is left alone: its row adds
+    /// it, so a document only ever exists for events at or behind the
+    /// indexer's position (after a crash too: the replay starts after the
+    /// last commit, and nothing ahead of it was committed).
     fn refresh(&mut self, short: u64) -> Result<()> {
         let doc = match self.rooms.pdu_by_short(short)? {
             Some(pdu) => {
@@ -155,11 +167,8 @@ impl<'a> Indexer<'a> {
             }
             None => None,
         };
-        self.store(short, doc)
-    }
-
-    fn store(&self, short: u64, doc: Option<Doc>) -> Result<()> {
         match doc {
+            Some(doc) if doc.stream > self.position => Ok(()),
             Some(doc) => self.search.put(&doc),
             None => {
                 self.search.remove(short);

@@ -339,6 +339,12 @@ impl Search {
 
     /// Replaces an event's document (or adds it).
     pub fn put(&self, doc: &Doc) -> Result<()> {
+        self.writer.lock().expect("search writer").delete_term(self.event_term(doc.event));
+        self.add(doc)
+    }
+
+    /// Adds the document of an event that has none.
+    pub fn add(&self, doc: &Doc) -> Result<()> {
         let f = &self.fields;
         let mut d = TantivyDocument::default();
         d.add_u64(f.event, doc.event);
@@ -356,9 +362,7 @@ impl Search {
                 d.add_text(field, text);
             }
         }
-        let writer = self.writer.lock().expect("search writer");
-        writer.delete_term(self.event_term(doc.event));
-        writer.add_document(d).map_err(index_error)?;
+        self.writer.lock().expect("search writer").add_document(d).map_err(index_error)?;
         self.dirty.store(true, Ordering::SeqCst);
         if doc.edit != 0 {
             self.uncommitted_edits.lock().expect("search edits").insert(doc.edit, doc.event);

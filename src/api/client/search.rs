@@ -168,11 +168,10 @@ async fn searched_rooms(
     group: Option<u64>,
 ) -> Result<Vec<u64>> {
     let rooms = &services.rooms;
+    let forgotten = rooms.forgotten_rooms(user)?;
     let mut out = Vec::new();
     for (room, membership) in rooms.memberships(user)? {
-        if matches!(membership.as_str(), "join" | "leave" | "ban" | "invite")
-            && !rooms.is_forgotten(user, room)?
-        {
+        if matches!(membership.as_str(), "join" | "leave" | "ban" | "invite") && !forgotten.contains(&room) {
             out.push(room);
         }
     }

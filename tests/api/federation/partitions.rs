@@ -660,23 +660,16 @@ async fn a_server_down_through_a_thousand_events_catches_up_without_a_state_rese
         assert_eq!(status, StatusCode::OK, "{levels}");
         assert_eq!(levels["users"][&carol.user_id], 50, "room {r}: carol's level");
         // No resolution on C ever dropped a membership or the power levels
-        // (a state reset, even a passing one, logs "-> nothing"). Open bug
-        // (docs/FEDERATION.md): while C fills gaps it cannot get the state
-        // of, such a passing reset does happen, in some runs; the state C
-        // ends with is checked above either way. Until it is fixed this is
-        // reported, and fails only with TEST_STRICT_STATE_RESETS=1.
+        // (a state reset, even a passing one, logs "-> nothing";
+        // docs/FEDERATION.md tells the one this caught).
         let log = c.process_log();
         let resets: Vec<&str> =
             log.lines().filter(|l| l.contains("state resolution") && l.contains("-> nothing")).collect();
         if !resets.is_empty() {
-            // C's whole log, kept for the hunt (the tail printed below is short).
+            // C's whole log, kept (the tail printed below is short).
             let kept = std::env::temp_dir().join(format!("hearth-scenario4-c-room{r}.log"));
             std::fs::write(&kept, &log).unwrap();
-            eprintln!(
-                "OPEN BUG (docs/FEDERATION.md): passing state resets on C (its log: {}): {resets:#?}",
-                kept.display()
-            );
-            assert!(std::env::var_os("TEST_STRICT_STATE_RESETS").is_none(), "state resets on C: {resets:#?}");
+            panic!("state resets on C (its log: {}): {resets:#?}", kept.display());
         }
         // Paging back on C to the room's start shows every message made
         // while it was down once, and no event twice. (A state event that
