@@ -214,6 +214,23 @@ fn within<C: Collector + Send + Sync>(
     FilterCollector::new("room".to_owned(), move |room: u64| rooms.contains(&room), collector)
 }
 
+/// The fruit of `top` over `query` within `rooms`, and with `count` the
+/// number of matches too, in the same pass.
+fn top_and_count<C: Collector + Send + Sync>(
+    searcher: &Searcher,
+    query: &dyn Query,
+    rooms: &Arc<HashSet<u64>>,
+    count: bool,
+    top: C,
+) -> Result<(Option<usize>, C::Fruit)> {
+    if count {
+        let (n, fruit) = searcher.search(query, &within(rooms, (Count, top))).map_err(index_error)?;
+        Ok((Some(n), fruit))
+    } else {
+        Ok((None, searcher.search(query, &within(rooms, top)).map_err(index_error)?))
+    }
+}
+
 fn index_error(e: impl std::fmt::Display) -> Error {
     Error::internal(format!("search index: {e}"))
 }
@@ -544,10 +561,17 @@ impl Search {
         // Rooms are checked on each match (a fast field read), so the cost
         // follows the matches, not how much the user's rooms hold.
         let rooms: Arc<HashSet<u64>> = Arc::new(c.rooms.iter().copied().collect());
-        let count =
-            searcher.search(&*self.build_query(c, None), &within(&rooms, Count)).map_err(index_error)?;
-        let mut found = Found { hits: Vec::new(), count, next: None };
-        if c.rooms.is_empty() || count == 0 {
+        // The count comes with the first window when that window's query is
+        // the whole search (one pass over the matches, not two).
+        let count = match (c.order, before) {
+            (Order::Recent, Some(_)) => Some(
+                searcher.search(&*self.build_query(c, None), &within(&rooms, Count)).map_err(index_error)?,
+            ),
+            _ => None,
+        };
+        let mut found = Found { hits: Vec::new(), count: count.unwrap_or_default(), next: None };
+        let mut count_wanted = count.is_none();
+        if c.rooms.is_empty() {
             return Ok(found);
         }
         let mut columns = HashMap::new();
@@ -567,26 +591,23 @@ impl Search {
         let mut window = (limit * 2).max(20);
         'windows: loop {
             let raw: Vec<(f32, DocAddress)> = match c.order {
-                Order::Rank => searcher
-                    .search(
-                        &*self.build_query(c, None),
-                        &within(&rooms, TopDocs::with_limit(window).and_offset(offset).order_by_score()),
-                    )
-                    .map_err(index_error)?,
-                Order::Recent => searcher
-                    .search(
-                        &*self.build_query(c, before),
-                        &within(
-                            &rooms,
-                            TopDocs::with_limit(window)
-                                .order_by_fast_field::<u64>("stream", tantivy::Order::Desc),
-                        ),
-                    )
-                    .map_err(index_error)?
-                    .into_iter()
-                    .map(|(_, address)| (0.0, address))
-                    .collect(),
+                Order::Rank => {
+                    let top = TopDocs::with_limit(window).and_offset(offset).order_by_score();
+                    let (n, raw) =
+                        top_and_count(&searcher, &*self.build_query(c, None), &rooms, count_wanted, top)?;
+                    found.count = n.unwrap_or(found.count);
+                    raw
+                }
+                Order::Recent => {
+                    let top = TopDocs::with_limit(window)
+                        .order_by_fast_field::<u64>("stream", tantivy::Order::Desc);
+                    let query = self.build_query(c, before);
+                    let (n, raw) = top_and_count(&searcher, &*query, &rooms, count_wanted, top)?;
+                    found.count = n.unwrap_or(found.count);
+                    raw.into_iter().map(|(_, address)| (0.0, address)).collect()
+                }
             };
+            count_wanted = false;
             let exhausted = raw.len() < window;
             for (i, (score, address)) in raw.iter().enumerate() {
                 let hit = read(*address, *score)?;

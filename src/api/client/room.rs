@@ -338,6 +338,31 @@ pub(super) fn sender_members(services: &Services, viewer: &UserId, events: &[Val
     Ok(members)
 }
 
+/// The events `viewer` may see before and after an event (newest first
+/// before it, oldest first after it), aggregations bundled: `/context` and
+/// search results' context.
+pub(super) fn events_around(
+    services: &Services,
+    (viewer, device): (&UserId, Option<&ruma::DeviceId>),
+    (short, meta): (u64, &crate::rooms::EventMeta),
+    (before_limit, after_limit): (usize, usize),
+    keep: impl Fn(&crate::rooms::pdu::Pdu) -> bool + Copy,
+) -> Result<(read::GapPage, read::GapPage)> {
+    let rooms = &services.rooms;
+    // The gaps before and after the event, in history or the timeline.
+    let (at, past) = match meta.status {
+        Status::History => {
+            (Gap::History { depth: meta.depth, short }, Gap::History { depth: meta.depth, short: short + 1 })
+        }
+        _ => (Gap::Live(meta.stream), Gap::Live(meta.stream + 1)),
+    };
+    let mut before = rooms.page_all(meta.room, viewer, device, at, None, true, before_limit, keep)?;
+    let mut after = rooms.page_all(meta.room, viewer, device, past, None, false, after_limit, keep)?;
+    rooms.bundle_all(&mut before.events, &before.shorts, viewer, device)?;
+    rooms.bundle_all(&mut after.events, &after.shorts, viewer, device)?;
+    Ok((before, after))
+}
+
 async fn context(req: Ruma<get_context::v3::Request>) -> Result<get_context::v3::Response> {
     let services = &req.services;
     let rooms = &services.rooms;
@@ -357,22 +382,11 @@ async fn context(req: Ruma<get_context::v3::Request>) -> Result<get_context::v3:
     let after_limit = limit - before_limit;
     let filter = &body.filter;
     let device = req.sender_device.as_deref();
-    // The gaps before and after the event, in history or the timeline.
-    let (at, past) = match meta.status {
-        Status::History => {
-            (Gap::History { depth: meta.depth, short }, Gap::History { depth: meta.depth, short: short + 1 })
-        }
-        _ => (Gap::Live(meta.stream), Gap::Live(meta.stream + 1)),
-    };
     let user = req.user();
-    let mut before = rooms.page_all(room_short, user, device, at, None, true, before_limit, |p| {
-        read::filter_allows(filter, p)
-    })?;
-    let mut after = rooms.page_all(room_short, user, device, past, None, false, after_limit, |p| {
-        read::filter_allows(filter, p)
-    })?;
-    rooms.bundle_all(&mut before.events, &before.shorts, req.user(), device)?;
-    rooms.bundle_all(&mut after.events, &after.shorts, req.user(), device)?;
+    let (before, after) =
+        events_around(services, (user, device), (short, &meta), (before_limit, after_limit), |p| {
+            read::filter_allows(filter, p)
+        })?;
     let mut event = rooms.client_event(short, device, req.user())?;
     rooms.bundle(short, req.user(), device, &mut event)?;
 

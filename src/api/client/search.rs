@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter, json_reply},
-    rooms::{EventMeta, read::Gap},
+    rooms::EventMeta,
     search::{self, Criteria, Cursor, Order, query},
     services::Services,
 };
@@ -383,14 +383,14 @@ fn context(
     wanted: &EventContext,
 ) -> Result<Value> {
     let rooms = &services.rooms;
-    let (at, past) = (Gap::Live(meta.stream), Gap::Live(meta.stream + 1));
     let limit = |l: u64| l.min(MAX_CONTEXT) as usize;
-    let mut before =
-        rooms.page_all(meta.room, user, device, at, None, true, limit(wanted.before_limit), |_| true)?;
-    let mut after =
-        rooms.page_all(meta.room, user, device, past, None, false, limit(wanted.after_limit), |_| true)?;
-    rooms.bundle_all(&mut before.events, &before.shorts, user, device)?;
-    rooms.bundle_all(&mut after.events, &after.shorts, user, device)?;
+    let (before, after) = super::room::events_around(
+        services,
+        (user, device),
+        (short, meta),
+        (limit(wanted.before_limit), limit(wanted.after_limit)),
+        |_| true,
+    )?;
     let mut context = json!({
         "start": super::room::gap_token(before.cursor),
         "end": super::room::gap_token(after.cursor),
