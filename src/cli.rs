@@ -53,6 +53,19 @@ enum Command {
         #[command(subcommand)]
         command: SearchCommand,
     },
+    /// Maintain the database (the server must be stopped).
+    Database {
+        #[command(subcommand)]
+        command: DatabaseCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DatabaseCommand {
+    /// Rewrite the database's files: reclaims the space of deleted data
+    /// (after purging history or media) and brings files an older Hearth
+    /// wrote to the current format.
+    Compact,
 }
 
 #[derive(Subcommand)]
@@ -163,6 +176,7 @@ pub fn main() -> ExitCode {
         }
         Command::Media { command } => manage_media(config, command),
         Command::Search { command: SearchCommand::Reindex } => reindex_search(config),
+        Command::Database { command: DatabaseCommand::Compact } => compact_database(config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -313,6 +327,24 @@ fn rotate_signing_key(config: Config) -> crate::Result<()> {
     let key_id = crate::keys::ServerKeys::rotate(&db)?;
     db.flush()?;
     println!("the signing key is now {key_id}; the old one is kept as an old verify key");
+    Ok(())
+}
+
+fn compact_database(config: Config) -> crate::Result<()> {
+    let db = crate::storage::Db::open(&config.database.path, config.database.cache_mb, false)?;
+    let size = || crate::util::directory_size(&config.database.path).unwrap_or(0);
+    let before = size();
+    let started = std::time::Instant::now();
+    db.compact()?;
+    db.flush()?;
+    let after = size();
+    println!(
+        "compacted {} in {:.1} s: {} MiB before, {} MiB after",
+        config.database.path.display(),
+        started.elapsed().as_secs_f64(),
+        before >> 20,
+        after >> 20
+    );
     Ok(())
 }
 

@@ -246,6 +246,16 @@ mod lru_tests {
 }
 
 /// An error with its causes, `: `-separated (reqwest's own text is terse).
+/// The bytes of the files directly under `dir` (files that vanish while it
+/// looks are skipped).
+pub fn directory_size(dir: &std::path::Path) -> std::io::Result<u64> {
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok()?.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum())
+}
+
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

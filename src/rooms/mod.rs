@@ -287,9 +287,9 @@ impl Rooms {
     }
 
     pub fn pdu_by_short(&self, short: u64) -> Result<Option<Pdu>> {
-        let Some(json) = self.pdu_json(short)? else { return Ok(None) };
+        let Some(json) = self.db.get(&maps::PDUS, &short.to_be_bytes())? else { return Ok(None) };
         let event_id = ruma::OwnedEventId::try_from(self.short.name(short)?).map_err(Error::internal)?;
-        Ok(Some(Pdu::from_canonical(event_id, &json)?))
+        Ok(Some(Pdu::from_json(event_id, &json)?))
     }
 
     pub fn pdu(&self, event_id: &ruma::EventId) -> Result<Option<Pdu>> {

@@ -86,9 +86,18 @@ impl Pdu {
     /// the reference hash in v3+).
     pub fn from_canonical(event_id: OwnedEventId, json: &CanonicalJsonObject) -> Result<Self> {
         let value = serde_json::to_value(json).map_err(Error::internal)?;
-        let f: Fields =
-            serde_json::from_value(value).map_err(|e| Error::bad_json(format!("Invalid PDU: {e}")))?;
-        Ok(Self {
+        let f = serde_json::from_value(value).map_err(|e| Error::bad_json(format!("Invalid PDU: {e}")))?;
+        Ok(Self::from_fields(event_id, f))
+    }
+
+    /// Parses a PDU's JSON text (as stored) straight into its fields.
+    pub fn from_json(event_id: OwnedEventId, json: &[u8]) -> Result<Self> {
+        let f = serde_json::from_slice(json).map_err(|e| Error::bad_json(format!("Invalid PDU: {e}")))?;
+        Ok(Self::from_fields(event_id, f))
+    }
+
+    fn from_fields(event_id: OwnedEventId, f: Fields) -> Self {
+        Self {
             event_id,
             room_id: f.room_id,
             sender: f.sender,
@@ -101,7 +110,7 @@ impl Pdu {
             depth: f.depth,
             redacts: f.redacts,
             rejected: false,
-        })
+        }
     }
 
     /// The event a redaction redacts, where the room version says to look:

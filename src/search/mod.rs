@@ -315,12 +315,7 @@ impl Search {
     /// Documents held and bytes on disk.
     pub fn size(&self) -> Result<(u64, u64)> {
         let docs = self.reader.searcher().num_docs();
-        // (Files merged away meanwhile are skipped.)
-        let bytes = std::fs::read_dir(&self.path)
-            .map_err(index_error)?
-            .filter_map(|entry| entry.ok()?.metadata().ok())
-            .map(|m| m.len())
-            .sum();
+        let bytes = crate::util::directory_size(&self.path).map_err(index_error)?;
         Ok((docs, bytes))
     }
 

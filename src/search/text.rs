@@ -5,10 +5,15 @@
 //! Words are lower-cased, reduced to their stem in the configured language,
 //! and folded to ASCII (`Café` and `cafe` are one word).
 
-use std::collections::{BTreeSet, HashSet};
+use std::{
+    collections::{BTreeSet, HashSet},
+    sync::Arc,
+};
 
+use regex::Regex;
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, Language, LowerCaser, RegexTokenizer, RemoveLongFilter, Stemmer, TextAnalyzer,
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, Stemmer, TextAnalyzer, Token, TokenStream,
+    Tokenizer,
 };
 
 /// The name the analyzer is registered under in the index.
@@ -50,12 +55,59 @@ fn stemmer(language: &str) -> Option<Language> {
 /// The analyzer for `language` (a name `config::SEARCH_LANGUAGES` allows;
 /// `none` or any other: no stemming).
 pub fn analyzer(language: &str) -> TextAnalyzer {
-    let words = RegexTokenizer::new(WORD).expect("the word pattern is valid");
+    let words = Words {
+        pattern: Arc::new(Regex::new(WORD).expect("the word pattern is valid")),
+        token: Token::default(),
+    };
     let base = TextAnalyzer::builder(words).filter(RemoveLongFilter::limit(LONGEST_WORD)).filter(LowerCaser);
     match stemmer(language) {
         // Stemmed before folding: the stemmers know their accents.
         Some(language) => base.filter(Stemmer::new(language)).filter(AsciiFoldingFilter).build(),
         None => base.filter(AsciiFoldingFilter).build(),
+    }
+}
+
+/// Splits text into [`WORD`]s. (tantivy's `RegexTokenizer` clones its
+/// pattern for every text, and a clone starts without the automaton states
+/// the pattern has built so far: building them again dominated indexing.
+/// The clones of this one share one pattern and so its states.)
+#[derive(Clone)]
+struct Words {
+    pattern: Arc<Regex>,
+    token: Token,
+}
+
+struct WordStream<'a> {
+    matches: regex::Matches<'a, 'a>,
+    token: &'a mut Token,
+}
+
+impl Tokenizer for Words {
+    type TokenStream<'a> = WordStream<'a>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> WordStream<'a> {
+        self.token.reset();
+        WordStream { matches: self.pattern.find_iter(text), token: &mut self.token }
+    }
+}
+
+impl TokenStream for WordStream<'_> {
+    fn advance(&mut self) -> bool {
+        let Some(word) = self.matches.next() else { return false };
+        self.token.text.clear();
+        self.token.text.push_str(word.as_str());
+        self.token.offset_from = word.start();
+        self.token.offset_to = word.end();
+        self.token.position = self.token.position.wrapping_add(1);
+        true
+    }
+
+    fn token(&self) -> &Token {
+        self.token
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        self.token
     }
 }
 

@@ -71,4 +71,8 @@ pub trait KvEngine: Send + Sync + 'static {
 
     /// Persists memory tables to disk (used at shutdown).
     fn flush(&self) -> Result<()>;
+
+    /// Rewrites every map's files in the current format, dropping what
+    /// deletes left behind (`hearth database compact`).
+    fn compact(&self) -> Result<()>;
 }

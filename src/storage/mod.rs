@@ -197,6 +197,10 @@ impl Db {
     pub fn flush(&self) -> Result<()> {
         self.engine.flush()
     }
+
+    pub fn compact(&self) -> Result<()> {
+        self.engine.compact()
+    }
 }
 
 fn decode<T: DeserializeOwned>(map: &MapDef, bytes: &[u8]) -> Result<T> {

@@ -312,9 +312,10 @@ async fn a_burst_of_registrations_hashes_a_core_at_a_time_and_gives_memory_back(
 }
 
 /// `hearth search reindex` builds the index again from a stopped server's
-/// database (here after the index directory was lost).
+/// database (here after the index directory was lost); `hearth database
+/// compact` rewrites the database's files and loses nothing.
 #[tokio::test]
-async fn search_reindex_rebuilds_the_index_from_the_database() {
+async fn search_reindex_and_database_compact_on_a_stopped_server() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
     let cfg = config.to_str().unwrap();
@@ -351,6 +352,9 @@ async fn search_reindex_rebuilds_the_index_from_the_database() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("the search index holds 1 documents"), "{printed}");
+    let out = hearth(dir.path(), &["--config", cfg, "database", "compact"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("compacted "));
 
     let served = Served::start(dir.path(), &config);
     let token =
@@ -368,4 +372,12 @@ async fn search_reindex_rebuilds_the_index_from_the_database() {
         found["search_categories"]["room_events"]["results"][0]["result"]["event_id"],
         event_id.as_str()
     );
+    let event = reqwest::Client::new()
+        .get(format!("{}/_matrix/client/v3/rooms/{room}/event/{event_id}", served.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(event.status(), StatusCode::OK);
+    assert_eq!(event.json::<Value>().await.unwrap()["content"]["body"], "quince marmalade");
 }
