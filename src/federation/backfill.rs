@@ -85,6 +85,8 @@ pub async fn backfill(services: &Arc<Services>, room_short: u64) -> Result<usize
     }
     if added == 0 {
         exhausted.lock().expect("backfill").insert(room_short, (extremities, Instant::now()));
+    } else if let Some(search) = &services.search {
+        search.history_added();
     }
     Ok(added)
 }

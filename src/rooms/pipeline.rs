@@ -543,6 +543,7 @@ impl Rooms {
                     .concat(),
                 event_short.to_be_bytes(),
             );
+            batch.put(&maps::SEARCH_HISTORY, event_short.to_be_bytes(), []);
             if pdu.kind == TimelineEventType::RoomRedaction {
                 self.apply_redaction(&mut batch, &pdu, event_short, room_short, &before.1, rules)?;
             }

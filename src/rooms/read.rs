@@ -215,6 +215,40 @@ impl Rooms {
         Ok(out)
     }
 
+    /// Backfilled events the search index has yet to take, at most `limit`.
+    pub fn history_to_index(&self, limit: usize) -> Result<Vec<u64>> {
+        let rows = self.db.scan_range(&maps::SEARCH_HISTORY, b"", None, false, limit)?;
+        rows.iter().map(|(key, _)| Ok(decode_u64(key)?)).collect()
+    }
+
+    /// Marks backfilled events as taken by the search index.
+    pub fn history_indexed(&self, events: &[u64]) -> Result<()> {
+        let mut batch = crate::storage::Batch::new();
+        for event in events {
+            batch.delete(&maps::SEARCH_HISTORY, event.to_be_bytes());
+        }
+        Ok(self.db.write_unsynced(batch)?)
+    }
+
+    /// Queues every backfilled event for the search index again (it is
+    /// being rebuilt).
+    pub fn queue_history_for_index(&self) -> Result<()> {
+        const CHUNK: usize = 10_000;
+        let mut from: Option<Vec<u8>> = None;
+        loop {
+            let rows = self.db.scan_range(&maps::ROOM_HISTORY, b"", from.as_deref(), false, CHUNK + 1)?;
+            let mut batch = crate::storage::Batch::new();
+            for (_, event) in rows.iter().take(CHUNK) {
+                batch.put(&maps::SEARCH_HISTORY, event.clone(), []);
+            }
+            self.db.write(batch)?;
+            match rows.get(CHUNK) {
+                Some((key, _)) => from = Some(key.clone()),
+                None => return Ok(()),
+            }
+        }
+    }
+
     pub fn latest_position(&self, room_short: u64) -> Result<u64> {
         let last = self.db.scan_range(&maps::TIMELINE, &room_short.to_be_bytes(), None, true, 1)?;
         match last.first() {

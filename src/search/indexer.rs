@@ -83,19 +83,18 @@ impl<'a> Indexer<'a> {
         Self { search, rooms, encrypted: HashMap::new(), position: 0 }
     }
 
-    /// Indexes the next chunk of events up to `upto` and commits; false when
-    /// there was nothing to do.
+    /// Indexes the next chunk of events up to `upto`, then (once that is
+    /// done) of backfilled history, and commits; false when there was
+    /// nothing to do.
     fn step(&mut self, upto: u64) -> Result<bool> {
         let rebuilding = self.search.take_rebuild()?;
         if rebuilding {
             tracing::info!("search: rebuilding the index");
             self.encrypted.clear();
+            self.rooms.queue_history_for_index()?;
         }
         let from = self.search.indexed();
-        if from >= upto && !rebuilding {
-            return Ok(false);
-        }
-        let rows = self.rooms.stream_events(from, CHUNK)?;
+        let rows = if from < upto { self.rooms.stream_events(from, CHUNK)? } else { Vec::new() };
         let mut last = upto;
         for &(position, event, room) in &rows {
             if position > upto {
@@ -108,7 +107,20 @@ impl<'a> Indexer<'a> {
         if rows.len() < CHUNK {
             last = upto;
         }
+        // Backfilled events have no stream position: a queue of their own,
+        // emptied only after the commit (taking one twice changes nothing).
+        let history = if rows.len() < CHUNK { self.rooms.history_to_index(CHUNK)? } else { Vec::new() };
+        if from >= upto && history.is_empty() && !rebuilding {
+            return Ok(false);
+        }
+        self.position = last;
+        for &event in &history {
+            if let Some(meta) = self.rooms.event_meta(event)? {
+                self.apply(event, meta.room)?;
+            }
+        }
         self.search.commit(last)?;
+        self.rooms.history_indexed(&history)?;
         Ok(true)
     }
 
@@ -178,19 +190,16 @@ impl<'a> Indexer<'a> {
     }
 
     /// The document an event should have now, if any: an unredacted
-    /// message, room name or topic in the timeline of a room without
-    /// encryption at the time, with its newest edit's text.
+    /// message, room name or topic in the timeline (or the backfilled
+    /// history) of a room without encryption at the time, with its newest
+    /// edit's text.
     fn document_of(&mut self, short: u64, pdu: &Pdu, content: Value) -> Result<Option<Doc>> {
         let rooms = self.rooms;
         let kind = pdu.kind.to_string();
         let Some(&(kind, _)) = super::TYPES.iter().find(|(t, _)| *t == kind) else { return Ok(None) };
         let is_state = kind != "m.room.message";
         let Some(meta) = rooms.event_meta(short)? else { return Ok(None) };
-        if !meta.accepted()
-            || meta.stream == 0
-            || meta.redacted_by.is_some()
-            || pdu.state_key.is_some() != is_state
-        {
+        if !meta.accepted() || meta.redacted_by.is_some() || pdu.state_key.is_some() != is_state {
             return Ok(None);
         }
         if pdu.state_key.as_deref().is_some_and(|k| !k.is_empty()) || edited(&content).is_some() {
@@ -255,7 +264,7 @@ fn edited(content: &Value) -> Option<ruma::OwnedEventId> {
 
 /// A topic's text: `topic`, and the `text/plain` representations of
 /// `m.topic` that differ from it.
-fn topic(content: &Value) -> Option<String> {
+pub fn topic(content: &Value) -> Option<String> {
     let mut parts: Vec<&str> = content["topic"].as_str().into_iter().collect();
     for repr in content["m.topic"]["m.text"].as_array().into_iter().flatten() {
         let plain = repr["mimetype"].as_str().is_none_or(|m| m == "text/plain");

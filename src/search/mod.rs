@@ -42,7 +42,7 @@ use crate::{Error, Result};
 use query::{Has, Parsed, Words};
 
 /// The index's layout; a change rebuilds the index.
-const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_VERSION: u32 = 2;
 /// Memory the writer buffers before it writes a segment.
 const WRITER_MEMORY: usize = 64 << 20;
 /// Most candidate hits one request examines for visibility; a page that
@@ -56,7 +56,7 @@ const PINNED_FOR: Duration = Duration::from_secs(600);
 struct Fields {
     event: Field,
     room: Field,
-    stream: Field,
+    recency: Field,
     ts: Field,
     sender: Field,
     kind: Field,
@@ -77,7 +77,7 @@ fn schema() -> (Schema, Fields) {
     let fields = Fields {
         event: b.add_u64_field("event", INDEXED | FAST),
         room: b.add_u64_field("room", INDEXED | FAST),
-        stream: b.add_u64_field("stream", INDEXED | FAST),
+        recency: b.add_u64_field("recency", INDEXED | FAST),
         ts: b.add_u64_field("ts", INDEXED | FAST),
         sender: b.add_text_field("sender", STRING),
         kind: b.add_text_field("type", STRING),
@@ -103,6 +103,7 @@ struct Payload {
 pub struct Doc {
     pub event: u64,
     pub room: u64,
+    /// The stream position; 0 for backfilled history.
     pub stream: u64,
     pub ts: u64,
     pub sender: String,
@@ -113,6 +114,20 @@ pub struct Doc {
     pub body: Option<String>,
     pub name: Option<String>,
     pub topic: Option<String>,
+}
+
+impl Doc {
+    /// The order of recency: the stream position, above every event of
+    /// backfilled history (which has none and is older than the live
+    /// timeline), those by sending time (the low bits, from the event's
+    /// short ID, keep two sent in the same millisecond apart).
+    fn recency(&self) -> u64 {
+        const LIVE: u64 = 1 << 63;
+        match self.stream {
+            0 => (self.ts.min(LIVE >> 21) << 20) | (self.event & 0xF_FFFF),
+            stream => LIVE | stream,
+        }
+    }
 }
 
 /// The event types the index holds, with the key each one's text is under.
@@ -131,7 +146,7 @@ pub enum Cursor {
     /// By rank: the index state the first page was read from, and how many
     /// hits of it were examined.
     Rank { generation: u64, offset: usize },
-    /// By recency: hits before this stream position.
+    /// By recency: hits less recent than this ([`Doc::recency`]).
     Recent { before: u64 },
 }
 
@@ -175,7 +190,7 @@ pub struct Criteria<'a> {
 pub struct Hit {
     pub event: u64,
     pub room: u64,
-    pub stream: u64,
+    pub recency: u64,
     pub score: f32,
 }
 
@@ -269,7 +284,6 @@ impl Search {
             Some(p) if p.language == language && p.schema == SCHEMA_VERSION => p.position,
             Some(_) => {
                 tracing::info!("search: the index was built differently; rebuilding it");
-                writer.delete_all_documents().map_err(index_error)?;
                 0
             }
             None => 0,
@@ -286,7 +300,9 @@ impl Search {
             indexed: watch::channel(position).0,
             uncommitted_edits: Mutex::default(),
             dirty: AtomicBool::new(false),
-            rebuild: AtomicBool::new(false),
+            // An index of nothing yet is built as a rebuild: emptied, and
+            // with the backfilled history queued.
+            rebuild: AtomicBool::new(position == 0),
             wake: Notify::new(),
             pinned: Mutex::default(),
         })
@@ -326,6 +342,12 @@ impl Search {
         self.wake.notify_one();
     }
 
+    /// Tells the indexer that backfilled events wait for it (they are not
+    /// on the stream it follows).
+    pub fn history_added(&self) {
+        self.wake.notify_one();
+    }
+
     /// Whether a rebuild was asked for and has not begun.
     pub fn rebuild_pending(&self) -> bool {
         self.rebuild.load(Ordering::SeqCst)
@@ -361,7 +383,7 @@ impl Search {
         let mut d = TantivyDocument::default();
         d.add_u64(f.event, doc.event);
         d.add_u64(f.room, doc.room);
-        d.add_u64(f.stream, doc.stream);
+        d.add_u64(f.recency, doc.recency());
         d.add_u64(f.ts, doc.ts);
         d.add_text(f.sender, &doc.sender);
         d.add_text(f.kind, doc.kind);
@@ -525,7 +547,7 @@ impl Search {
             clauses.push((Occur::Must, filter(range(f.ts, c.parsed.after, c.parsed.before))));
         }
         if let Some(before) = before {
-            clauses.push((Occur::Must, filter(range(f.stream, None, Some(before)))));
+            clauses.push((Occur::Must, filter(range(f.recency, None, Some(before)))));
         }
         for words in &c.parsed.excluded {
             clauses.push((Occur::MustNot, self.words_query(&fields, words)));
@@ -571,16 +593,16 @@ impl Search {
         }
         let mut columns = HashMap::new();
         let mut read = |address: DocAddress, score: f32| -> Result<Hit> {
-            let (event, room, stream) = match columns.entry(address.segment_ord) {
+            let (event, room, recency) = match columns.entry(address.segment_ord) {
                 std::collections::hash_map::Entry::Occupied(held) => held.into_mut(),
                 std::collections::hash_map::Entry::Vacant(slot) => {
                     let fast = searcher.segment_reader(address.segment_ord).fast_fields();
                     let column = |name| fast.u64(name).map_err(index_error);
-                    slot.insert((column("event")?, column("room")?, column("stream")?))
+                    slot.insert((column("event")?, column("room")?, column("recency")?))
                 }
             };
             let get = |c: &tantivy::columnar::Column<u64>| c.first(address.doc_id).unwrap_or_default();
-            Ok(Hit { event: get(event), room: get(room), stream: get(stream), score })
+            Ok(Hit { event: get(event), room: get(room), recency: get(recency), score })
         };
         let mut examined = 0;
         let mut window = (limit * 2).max(20);
@@ -595,7 +617,7 @@ impl Search {
                 }
                 Order::Recent => {
                     let top = TopDocs::with_limit(window)
-                        .order_by_fast_field::<u64>("stream", tantivy::Order::Desc);
+                        .order_by_fast_field::<u64>("recency", tantivy::Order::Desc);
                     let query = self.build_query(c, before);
                     let (n, raw) = top_and_count(&searcher, &*query, &rooms, count_wanted, top)?;
                     found.count = n.unwrap_or(found.count);
@@ -608,7 +630,7 @@ impl Search {
                 let hit = read(*address, *score)?;
                 examined += 1;
                 offset += 1;
-                before = Some(hit.stream);
+                before = Some(hit.recency);
                 if accept(&hit)? {
                     found.hits.push(hit);
                 }
@@ -619,7 +641,7 @@ impl Search {
                 if full || (examined >= SCAN_BUDGET && more) {
                     found.next = Some(match c.order {
                         Order::Rank => Cursor::Rank { generation, offset },
-                        Order::Recent => Cursor::Recent { before: hit.stream },
+                        Order::Recent => Cursor::Recent { before: hit.recency },
                     });
                 }
                 if full || examined >= SCAN_BUDGET {

@@ -139,6 +139,14 @@ maps! {
         key: "room short ID ‖ depth ‖ event short ID (u64 big-endian each)",
         value: "event short ID"
     }
+    /// Backfilled events the search index has yet to take (they have no
+    /// stream position for it to follow): written with the event, removed
+    /// once the index has committed them; a rebuild of the index queues all
+    /// of `room_history` again.
+    SEARCH_HISTORY = "search_history" {
+        key: "event short ID (u64 big-endian)",
+        value: "empty"
+    }
     /// The timeline by sending time, for `timestamp_to_event`.
     ROOM_TIMESTAMPS = "room_timestamps" {
         key: "room short ID ‖ origin_server_ts ‖ stream position (each u64 big-endian; backfilled history: 0 ‖ event short ID)",

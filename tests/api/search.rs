@@ -92,7 +92,18 @@ async fn words_phrases_and_rank() {
     // A long message (~60 KB) is found by its last word.
     let long = say(&s, &alice, &room, &format!("{} omega", "filler ".repeat(8_500))).await;
     let name = put_state(&s, &alice, &room, "m.room.name", json!({"name": "Fox den"})).await;
-    let topic = put_state(&s, &alice, &room, "m.room.topic", json!({"topic": "Weekly planning"})).await;
+    // (`m.topic`'s plain text is searched too, HTML not.)
+    let topic = put_state(
+        &s,
+        &alice,
+        &room,
+        "m.room.topic",
+        json!({"topic": "Weekly planning", "m.topic": {"m.text": [
+            {"body": "Weekly <b>planning</b> and review", "mimetype": "text/html"},
+            {"body": "Weekly planning and Retrospectives"}
+        ]}}),
+    )
+    .await;
     indexed(&s).await;
 
     // Stems, case and accents; every key by default; the longest text last.
@@ -113,6 +124,10 @@ async fn words_phrases_and_rank() {
     assert_eq!(search(&s, &alice, json!({"search_term": "Café"})).await["highlights"], json!(["CAFÉ"]));
     assert_eq!(found(&s, &alice, "東京").await, [tokyo.as_str()]);
     assert_eq!(found(&s, &alice, "planning").await, [topic.as_str()]);
+    let retro = search(&s, &alice, json!({"search_term": "retrospective"})).await;
+    assert_eq!(ids(&retro), [topic.as_str()], "{retro}");
+    assert_eq!(retro["highlights"], json!(["Retrospectives"]));
+    assert!(found(&s, &alice, "review").await.is_empty());
     assert_eq!(found(&s, &alice, "omega").await, [long.as_str()]);
     // All words must match; a phrase in order; `or`; `-excluded`.
     assert_eq!(found(&s, &alice, "lazy river").await, [long_fox.as_str()]);

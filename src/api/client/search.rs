@@ -302,12 +302,14 @@ fn answer(
         rooms.bundle(hit.event, user, device, &mut event)?;
         let content = &event["content"];
         let edited = &event["unsigned"]["m.relations"]["m.replace"]["content"]["m.new_content"];
-        // An edited message was found by its latest text.
+        // An edited message was found by its latest text; a topic by the
+        // texts of `topic` and `m.topic`.
+        let topic = crate::search::indexer::topic(content);
         let texts = match edited["body"].as_str() {
             Some(body) => vec![body],
-            None => [&content["body"], &content["name"], &content["topic"]]
-                .iter()
-                .filter_map(|t| t.as_str())
+            None => [content["body"].as_str(), content["name"].as_str(), topic.as_deref()]
+                .into_iter()
+                .flatten()
                 .collect(),
         };
         index.highlights(parsed, texts, &mut highlights);

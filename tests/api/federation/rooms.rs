@@ -337,6 +337,36 @@ async fn history_before_a_join_is_backfilled_as_visibility_allows() {
             false => assert_eq!(before, 0, "{visibility}: {seen:?}"),
         }
         assert_eq!(seen.first().map(String::as_str), Some("after"));
+
+        // Search takes backfilled history too: a message sent after the
+        // backfill is indexed in the same commit as the history queued
+        // before it, so once it is found, all of that history is indexed.
+        assert_eq!(
+            send(hs1, &alice, &room, &format!("{visibility}-marker"), "marker").await.0,
+            StatusCode::OK
+        );
+        wait_for_event(hs2, &bob, &room, message("marker")).await;
+        let search = |term: &str| {
+            json!({"search_categories": {"room_events": {
+                "search_term": term, "order_by": "recent", "filter": {"rooms": [room], "limit": 30}
+            }}})
+        };
+        let (status, found) = hs2.post("/_matrix/client/v3/search", Some(&bob.token), search("marker")).await;
+        assert_eq!(status, StatusCode::OK, "{found}");
+        assert_eq!(found["search_categories"]["room_events"]["count"], 1, "{found}");
+        let (status, found) = hs2.post("/_matrix/client/v3/search", Some(&bob.token), search("before")).await;
+        assert_eq!(status, StatusCode::OK, "{found}");
+        let results = found["search_categories"]["room_events"]["results"].as_array().unwrap();
+        let mut bodies: Vec<&str> =
+            results.iter().map(|r| r["result"]["content"]["body"].as_str().unwrap()).collect();
+        let sent: Vec<u64> =
+            results.iter().map(|r| r["result"]["origin_server_ts"].as_u64().unwrap()).collect();
+        assert!(sent.is_sorted_by(|a, b| a >= b), "newest first: {bodies:?} {sent:?}");
+        bodies.sort_by_key(|b| b[7..].parse::<u32>().unwrap());
+        match visible {
+            true => assert_eq!(bodies, (0..25).map(|i| format!("before {i}")).collect::<Vec<_>>(), "{found}"),
+            false => assert!(bodies.is_empty(), "{visibility}: {bodies:?}"),
+        }
     }
 }
 
