@@ -611,6 +611,9 @@ impl Rooms {
         );
         Self::write_notifications(&mut batch, room_short, stream, notifications);
         let kind = pdu.kind.to_string();
+        if super::bumps(&kind) {
+            batch.put(&maps::ROOM_BUMP, room_short.to_be_bytes(), stream.to_be_bytes());
+        }
         self.index_relation(&mut batch, &kind, &pdu.sender, &content, event_short, room_short, stream)?;
         // A local user has read what they send, in the event's thread.
         if pdu.sender.server_name() == self.server_name {
@@ -1415,6 +1418,23 @@ mod tests {
         let (event_id, object) = f.resign(f.event(user_id!("@alice:localhost")));
         f.append(event_id.clone(), object).unwrap();
         assert_eq!(f.extremities(), [event_id]);
+    }
+
+    #[tokio::test]
+    async fn messages_move_a_room_up_the_list_and_state_or_reactions_do_not() {
+        let f = fixture().await;
+        let alice = user_id!("@alice:localhost");
+        let short = f.rooms.room_short(&f.room_id).unwrap().unwrap();
+        let created = f.current("m.room.create", "").unwrap();
+        let created = f.rooms.event_short(&created.event_id).unwrap().unwrap();
+        let created = f.rooms.event_meta(created).unwrap().unwrap().stream;
+        assert_eq!(f.rooms.bump_position(short).unwrap(), Some(created));
+        let message = f.send(alice, PduBuilder::message("m.room.message", json!({"body": "hi"}))).await;
+        let message = f.rooms.event_meta(f.rooms.event_short(&message).unwrap().unwrap()).unwrap().unwrap();
+        assert_eq!(f.rooms.bump_position(short).unwrap(), Some(message.stream));
+        f.send(alice, PduBuilder::state("m.room.topic", "", json!({"topic": "t"}))).await;
+        f.send(alice, PduBuilder::message("m.reaction", json!({}))).await;
+        assert_eq!(f.rooms.bump_position(short).unwrap(), Some(message.stream));
     }
 
     #[tokio::test]

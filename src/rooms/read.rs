@@ -249,6 +249,12 @@ impl Rooms {
         }
     }
 
+    /// The stream position of the room's last event that moves it up a
+    /// room list ([`super::bumps`]), if it has one in its live timeline.
+    pub fn bump_position(&self, room_short: u64) -> Result<Option<u64>> {
+        Ok(self.db.get(&maps::ROOM_BUMP, &room_short.to_be_bytes())?.map(|v| decode_u64(&v)).transpose()?)
+    }
+
     pub fn latest_position(&self, room_short: u64) -> Result<u64> {
         let last = self.db.scan_range(&maps::TIMELINE, &room_short.to_be_bytes(), None, true, 1)?;
         match last.first() {

@@ -103,6 +103,12 @@ maps! {
         key: "room short ID ‖ stream position (u64 big-endian)",
         value: "event short ID"
     }
+    /// Each room's last event of a type that moves it up a room list
+    /// ([`crate::rooms::bumps`]): sliding sync's `bump_stamp`.
+    ROOM_BUMP = "room_bump" {
+        key: "room short ID (u64 big-endian)",
+        value: "stream position (u64 big-endian)"
+    }
     /// Each stored event's auth events as short IDs, for walking auth
     /// chains in state resolution without parsing events.
     AUTH_EDGES = "auth_edges" {

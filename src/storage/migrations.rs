@@ -25,6 +25,10 @@ pub(super) fn run(db: &Db, from: u64) -> Result<bool> {
         tracing::info!("migrating the database to schema 3: the servers in each room");
         index_room_servers(db)?;
     }
+    if from < 4 {
+        tracing::info!("migrating the database to schema 4: each room's last activity for room lists");
+        index_room_bumps(db)?;
+    }
     Ok(true)
 }
 
@@ -151,6 +155,36 @@ fn event_status(db: &Db) -> Result<()> {
 }
 
 /// Schema 3: `room_servers`, from the joined members in `room_members`.
+/// Schema 4: `room_bump`, each room's newest timeline event of a type that
+/// bumps it, found by reading its timeline back from the end.
+fn index_room_bumps(db: &Db) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    const CHUNK: usize = 100;
+    in_chunks(db, &maps::ROOMS, |room, _, batch| {
+        let mut from: Option<Vec<u8>> = None;
+        loop {
+            let rows = db.scan_range(&maps::TIMELINE, room, from.as_deref(), true, CHUNK)?;
+            for (key, event) in &rows {
+                let Some(typed) = db.get_json::<Typed>(&maps::PDUS, event)? else { continue };
+                if crate::rooms::bumps(&typed.kind) {
+                    batch.put(&maps::ROOM_BUMP, room.to_vec(), key[8..].to_vec());
+                    return Ok(());
+                }
+            }
+            match rows.last() {
+                Some((key, _)) if rows.len() == CHUNK && decode_u64(&key[8..])? > 0 => {
+                    from = Some([&key[..8], &(decode_u64(&key[8..])? - 1).to_be_bytes()].concat());
+                }
+                _ => return Ok(()),
+            }
+        }
+    })
+}
+
 fn index_room_servers(db: &Db) -> Result<()> {
     in_chunks(db, &maps::ROOM_MEMBERS, |k, v, batch| {
         if v != b"join" || k.len() < 8 {

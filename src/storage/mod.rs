@@ -18,7 +18,7 @@ use maps::MapDef;
 
 /// The schema this build reads and writes. Bump it with a migration when a
 /// map's key or value layout changes.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Separates the parts of a composite key. 0xFF never occurs in UTF-8.
 pub const SEP: u8 = 0xFF;
@@ -246,6 +246,41 @@ mod tests {
         }
         let err = Db::open(dir.path(), 8, false).err().expect("newer schema must be refused");
         assert!(matches!(err, Error::Schema { .. }), "{err}");
+    }
+
+    #[test]
+    fn schema_3_gains_each_rooms_last_activity() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = |room: u64, position: u64| [room.to_be_bytes(), position.to_be_bytes()].concat();
+        {
+            let db = Db::open(dir.path(), 8, false).unwrap();
+            let mut batch = Batch::new();
+            batch.put(&maps::GLOBAL, b"schema_version".to_vec(), 3u64.to_be_bytes());
+            // Room 1: a message at 2, then 150 reactions (past one chunk);
+            // room 2: only state after its creation at 3; room 3: nothing.
+            let mut event = 100u64;
+            let mut put = |batch: &mut Batch, room: u64, position: u64, kind: &str| {
+                event += 1;
+                batch.put(&maps::TIMELINE, row(room, position), event.to_be_bytes());
+                batch.put_json(&maps::PDUS, event.to_be_bytes(), &serde_json::json!({"type": kind}));
+            };
+            put(&mut batch, 1, 1, "m.room.create");
+            put(&mut batch, 1, 2, "m.room.message");
+            for position in 10..160 {
+                put(&mut batch, 1, position, "m.reaction");
+            }
+            put(&mut batch, 2, 3, "m.room.create");
+            put(&mut batch, 2, 4, "m.room.topic");
+            for room in [1u64, 2, 3] {
+                batch.put_json(&maps::ROOMS, room.to_be_bytes(), &serde_json::json!({}));
+            }
+            db.write(batch).unwrap();
+        }
+        let db = Db::open(dir.path(), 8, false).unwrap();
+        let bump = |room: u64| {
+            db.get(&maps::ROOM_BUMP, &room.to_be_bytes()).unwrap().map(|v| decode_u64(&v).unwrap())
+        };
+        assert_eq!((bump(1), bump(2), bump(3)), (Some(2), Some(3), None));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Rooms shared across servers: joins by alias and by ID, messages both ways.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -366,6 +368,20 @@ async fn history_before_a_join_is_backfilled_as_visibility_allows() {
         match visible {
             true => assert_eq!(bodies, (0..25).map(|i| format!("before {i}")).collect::<Vec<_>>(), "{found}"),
             false => assert!(bodies.is_empty(), "{visibility}: {bodies:?}"),
+        }
+        if visible {
+            // A rebuilt index takes the backfilled history again.
+            let index = hs2.server().services.search.as_ref().unwrap();
+            index.request_rebuild();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while index.rebuild_pending() {
+                assert!(std::time::Instant::now() < deadline, "the rebuild began");
+                tokio::task::yield_now().await;
+            }
+            let (status, found) =
+                hs2.post("/_matrix/client/v3/search", Some(&bob.token), search("before")).await;
+            assert_eq!(status, StatusCode::OK, "{found}");
+            assert_eq!(found["search_categories"]["room_events"]["count"], 25, "{found}");
         }
     }
 }
