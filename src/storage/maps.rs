@@ -103,6 +103,12 @@ maps! {
         key: "room short ID ‖ stream position (u64 big-endian)",
         value: "event short ID"
     }
+    /// Sliding sync connections: what each was sent, per `pos` still in
+    /// use (`sync::sliding::connections`).
+    SLIDING_CONNECTIONS = "sliding_connections" {
+        key: "user ID ‖ device ID ‖ conn_id",
+        value: "JSON {last_used (ms), next (snapshot number), snapshots: {number: {upto (stream position), configs: [{timeline_limit, required_state: [[type, state key]]}], rooms: {room short ID: {config (index), behind (stream position, when the room has news the client has not had)}}}}}"
+    }
     /// Each room's last event of a type that moves it up a room list
     /// ([`crate::rooms::bumps`]): sliding sync's `bump_stamp`.
     ROOM_BUMP = "room_bump" {

@@ -14,6 +14,7 @@
 
 mod e2ee;
 mod rooms;
+pub mod sliding;
 
 pub use e2ee::device_lists;
 

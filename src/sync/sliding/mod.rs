@@ -1,0 +1,10 @@
+//! Simplified sliding sync (MSC4186), the sync Element X and every app on
+//! matrix-rust-sdk's room list speak: lists of the user's rooms in windows,
+//! room subscriptions and extensions over long-lived connections.
+//!
+//! Being built (issue 19): so far the store of what each connection was
+//! sent ([`connections`]) and the room lists ([`lists`]); the endpoint is
+//! not served yet, and `/versions` does not advertise it.
+
+pub mod connections;
+pub mod lists;
