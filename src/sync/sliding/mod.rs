@@ -3,8 +3,10 @@
 //! room subscriptions and extensions over long-lived connections.
 //!
 //! Being built (issue 19): so far the store of what each connection was
-//! sent ([`connections`]) and the room lists ([`lists`]); the endpoint is
-//! not served yet, and `/versions` does not advertise it.
+//! sent ([`connections`]), the room lists ([`lists`]) and what a room's
+//! `required_state` asks for ([`required`]); the endpoint is not served
+//! yet, and `/versions` does not advertise it.
 
 pub mod connections;
 pub mod lists;
+pub mod required;
