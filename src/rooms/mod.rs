@@ -70,23 +70,10 @@ pub const SUPPORTED_ROOM_VERSIONS: &[RoomVersionId] = &[
     RoomVersionId::V12,
 ];
 
-/// The event types that move a room up a room list (sliding sync's
-/// `bump_stamp`), as Synapse has them: what people see as activity.
-const BUMP_TYPES: &[&str] = &[
-    "m.room.create",
-    "m.room.message",
-    "m.room.encrypted",
-    "m.sticker",
-    "m.call.invite",
-    "m.poll.start",
-    "org.matrix.msc3381.poll.start",
-    "m.beacon_info",
-    "org.matrix.msc3672.beacon_info",
-];
-
-/// Whether an event of this type moves its room up a room list.
+/// Whether an event of this type moves its room up a room list
+/// ([`maps::BUMP_TYPES`]).
 pub fn bumps(kind: &str) -> bool {
-    BUMP_TYPES.contains(&kind)
+    maps::BUMP_TYPES.contains(&kind)
 }
 
 /// What `rooms` stores per room.

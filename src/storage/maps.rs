@@ -21,6 +21,20 @@ macro_rules! maps {
     };
 }
 
+/// The event types that move a room up a room list (`room_bump`), as
+/// Synapse has them: what people see as activity.
+pub const BUMP_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.message",
+    "m.room.encrypted",
+    "m.sticker",
+    "m.call.invite",
+    "m.poll.start",
+    "org.matrix.msc3381.poll.start",
+    "m.beacon_info",
+    "org.matrix.msc3672.beacon_info",
+];
+
 maps! {
     /// Server-wide singletons.
     GLOBAL = "global" {
@@ -109,8 +123,8 @@ maps! {
         key: "user ID ‖ device ID ‖ conn_id",
         value: "JSON {last_used (ms), next (snapshot number), snapshots: {number: {upto (stream position), configs: [{timeline_limit, required_state: [[type, state key]]}], rooms: {room short ID: {config (index), behind (stream position, when the room has news the client has not had)}}}}}"
     }
-    /// Each room's last event of a type that moves it up a room list
-    /// ([`crate::rooms::bumps`]): sliding sync's `bump_stamp`.
+    /// Each room's last event of one of the [`BUMP_TYPES`]: sliding sync's
+    /// `bump_stamp`.
     ROOM_BUMP = "room_bump" {
         key: "room short ID (u64 big-endian)",
         value: "stream position (u64 big-endian)"

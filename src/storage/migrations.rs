@@ -170,7 +170,7 @@ fn index_room_bumps(db: &Db) -> Result<()> {
             let rows = db.scan_range(&maps::TIMELINE, room, from.as_deref(), true, CHUNK)?;
             for (key, event) in &rows {
                 let Some(typed) = db.get_json::<Typed>(&maps::PDUS, event)? else { continue };
-                if crate::rooms::bumps(&typed.kind) {
+                if maps::BUMP_TYPES.contains(&typed.kind.as_str()) {
                     batch.put(&maps::ROOM_BUMP, room.to_vec(), key[8..].to_vec());
                     return Ok(());
                 }
