@@ -84,4 +84,14 @@ impl Services {
             search,
         }))
     }
+
+    /// Services over a fresh database under `dir`, with the default
+    /// configuration and a small cache (unit tests).
+    #[cfg(test)]
+    pub fn for_tests(dir: &std::path::Path) -> Arc<Self> {
+        let mut config = Config::defaults();
+        config.database.path = dir.join("db");
+        config.database.cache_mb = 8;
+        Self::open(config).expect("services over a fresh database")
+    }
 }

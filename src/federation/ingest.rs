@@ -550,10 +550,7 @@ mod tests {
     #[test]
     fn kept_answers_are_reused_then_dropped_after_a_day() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = crate::config::Config::defaults();
-        config.database.path = dir.path().join("db");
-        config.database.cache_mb = 8;
-        let services = Services::open(config).unwrap();
+        let services = Services::for_tests(dir.path());
         let origin = ruma::server_name!("other.test");
         let results = BTreeMap::from([(OwnedEventId::try_from("$e:other.test").unwrap(), Ok(()))]);
         assert!(answered(&services, origin, "t1").unwrap().is_none());

@@ -367,10 +367,7 @@ mod tests {
     #[tokio::test]
     async fn a_long_queue_keeps_each_rooms_newest_pdu_and_every_edu() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = crate::config::Config::defaults();
-        config.database.path = dir.path().join("db");
-        config.database.cache_mb = 8;
-        let services = Services::open(config).unwrap();
+        let services = Services::for_tests(dir.path());
         let alice = user_id!("@alice:localhost");
         let mut queued = Vec::new();
         let mut newest = Vec::new();

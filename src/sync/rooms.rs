@@ -681,7 +681,7 @@ fn unread(counts: Counts) -> ruma::api::client::sync::sync_events::UnreadNotific
 
 #[cfg(test)]
 mod tests {
-    use std::{sync::Arc, time::Duration};
+    use std::time::Duration;
 
     use ruma::{
         CanonicalJsonObject, OwnedEventId, RoomId, RoomVersionId, UserId,
@@ -690,7 +690,6 @@ mod tests {
     use serde_json::{Value, json};
 
     use crate::{
-        config::Config,
         rooms::{
             RoomRecord,
             builder::PduBuilder,
@@ -770,10 +769,7 @@ mod tests {
     #[tokio::test]
     async fn a_soft_failed_ban_that_wins_resolution_reaches_sync_as_a_leave() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::defaults();
-        config.database.path = dir.path().join("db");
-        config.database.cache_mb = 8;
-        let services: Arc<Services> = Services::open(config).unwrap();
+        let services = Services::for_tests(dir.path());
         let rooms = &services.rooms;
         let remote = Remote::new("remote.test");
         let (alice, bob) = (user_id!("@alice:localhost"), user_id!("@bob:localhost"));

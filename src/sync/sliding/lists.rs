@@ -98,7 +98,7 @@ pub fn gather(
             room,
             standing,
             stamp,
-            is_dm: direct.contains(&rooms.short.name(room)?),
+            is_dm: direct.contains(&room),
             encrypted: rooms.current_state_event(room, "m.room.encryption", "")?.is_some(),
             room_type: create.and_then(|c| c.content_value()["type"].as_str().map(str::to_owned)),
         });
@@ -106,18 +106,21 @@ pub fn gather(
     Ok(out)
 }
 
-/// The rooms the user's `m.direct` names (as room IDs).
-fn direct_rooms(services: &Services, user: &UserId) -> Result<HashSet<String>> {
+/// The rooms the user's `m.direct` names that this server knows (short IDs).
+fn direct_rooms(services: &Services, user: &UserId) -> Result<HashSet<u64>> {
     let Some(raw) = services.users.account_data(user, None, "m.direct")? else { return Ok(HashSet::new()) };
     let content: serde_json::Value = serde_json::from_str(raw.get()).unwrap_or_default();
-    Ok(content
-        .as_object()
-        .into_iter()
-        .flat_map(|people| people.values())
-        .filter_map(|rooms| rooms.as_array())
-        .flatten()
-        .filter_map(|room| room.as_str().map(str::to_owned))
-        .collect())
+    let mut out = HashSet::new();
+    let named =
+        content.as_object().into_iter().flat_map(|people| people.values()).filter_map(|r| r.as_array());
+    for room in named.flatten().filter_map(|room| room.as_str()) {
+        if let Ok(room) = ruma::RoomId::parse(room)
+            && let Some(short) = services.rooms.room_short(&room)?
+        {
+            out.insert(short);
+        }
+    }
+    Ok(out)
 }
 
 /// Orders rooms for lists: most recent first, then by short ID (stable).
@@ -142,27 +145,19 @@ pub fn window(sorted: &[Entry], filters: &Filters, ranges: &[(u64, u64)]) -> (us
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use ruma::{RoomVersionId, user_id};
     use serde_json::json;
 
     use super::*;
-    use crate::{
-        config::Config,
-        rooms::{
-            builder::PduBuilder,
-            create::{CreateRoom, Preset},
-        },
+    use crate::rooms::{
+        builder::PduBuilder,
+        create::{CreateRoom, Preset},
     };
 
     #[tokio::test]
     async fn the_users_rooms_as_lists_see_them() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::defaults();
-        config.database.path = dir.path().join("db");
-        config.database.cache_mb = 8;
-        let services: Arc<Services> = Services::open(config).unwrap();
+        let services = Services::for_tests(dir.path());
         let rooms = &services.rooms;
         let (alice, bob) = (user_id!("@alice:localhost"), user_id!("@bob:localhost"));
         let create = |kind: Option<&str>| {
