@@ -229,3 +229,42 @@ impl Media {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Thumbnail, Upload, thumbnail};
+    use crate::{error::Error, services::Services, storage::maps};
+
+    #[tokio::test]
+    async fn a_thumbnail_made_after_its_media_is_deleted_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = Services::for_tests(dir.path());
+        let media = &services.media;
+        let mut png = Vec::new();
+        image::DynamicImage::new_rgb8(64, 48)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let user = ruma::user_id!("@alice:localhost");
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let upload =
+                Upload { content_type: Some("image/png".into()), upload_name: None, declared_size: None };
+            let bytes = bytes::Bytes::from(png.clone());
+            let body = futures_util::stream::once(async { Ok::<_, std::convert::Infallible>(bytes) });
+            ids.push(media.upload(user, upload, body).await.unwrap());
+        }
+        let server = media.server_name().to_owned();
+        let content = media.record(&server, &ids[0]).unwrap().unwrap().content.unwrap();
+
+        assert_eq!(media.delete_local(&ids[..1]).await.unwrap(), ids[..1]);
+        assert!(media.store.path(&content.sha256).exists(), "the other upload names the bytes");
+        // A thumbnail request that read the record before the deletion.
+        let size = thumbnail::Size { width: 800, height: 600, method: thumbnail::Method::Scale };
+        let made = media.thumbnail(&server, &ids[0], &content, size, false).await;
+        assert!(matches!(made, Err(Error::Matrix { status: http::StatusCode::NOT_FOUND, .. })));
+        assert!(media.db.scan_json::<Thumbnail>(&maps::MEDIA_THUMBNAILS, b"").unwrap().is_empty());
+
+        assert_eq!(media.delete_local(&ids[1..]).await.unwrap(), ids[1..]);
+        assert!(!media.store.path(&content.sha256).exists());
+    }
+}

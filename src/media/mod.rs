@@ -609,6 +609,11 @@ impl Media {
             .map_err(refusal)?;
         let bytes = Bytes::from(made.bytes);
         let _committing = self.files.read().await;
+        // Deleted while this was made (deleting holds the lock the other
+        // way): kept, the thumbnail would name its file forever.
+        if self.record(server, media_id)?.is_none() {
+            return Err(Error::not_found("Media not found"));
+        }
         let stored = self
             .store
             .write(futures_util::stream::once(async { Ok::<_, std::convert::Infallible>(bytes) }), u64::MAX)
