@@ -30,6 +30,8 @@ pub struct Services {
     pub media: crate::media::Media,
     /// The search index, unless `search.enabled` is off.
     pub search: Option<Arc<crate::search::Search>>,
+    /// What each sliding sync connection was sent.
+    pub sliding: crate::sync::sliding::connections::Connections,
 }
 
 impl Services {
@@ -68,6 +70,7 @@ impl Services {
             false => None,
         };
         Ok(Arc::new(Self {
+            sliding: crate::sync::sliding::connections::Connections::new(db.clone()),
             config,
             db,
             keys,

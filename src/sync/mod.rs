@@ -178,15 +178,20 @@ pub fn presence_event(services: &Services, user: &ruma::UserId) -> Result<serde_
 /// Whether a change may concern the syncing user.
 fn interested(services: &Services, params: &Params, topic: &Topic) -> bool {
     match topic {
-        Topic::Room(room) => {
-            params.peek == Some(*room)
-                || services.rooms.membership(&params.user, *room).ok().flatten().is_some()
-        }
-        Topic::User(user) => *user == params.user,
-        Topic::AboutUser(user) => {
-            *user == params.user
-                || share_a_room(&services.rooms, &params.user, user).unwrap_or(false)
-                || in_peeked(services, params, user)
+        Topic::Room(room) if params.peek == Some(*room) => true,
+        Topic::AboutUser(user) if in_peeked(services, params, user) => true,
+        _ => concerns(services, &params.user, topic),
+    }
+}
+
+/// Whether a change may concern `user`: news of a room they have a
+/// membership in, their own data, or a user they share a room with.
+fn concerns(services: &Services, user: &ruma::UserId, topic: &Topic) -> bool {
+    match topic {
+        Topic::Room(room) => services.rooms.membership(user, *room).ok().flatten().is_some(),
+        Topic::User(other) => other == user,
+        Topic::AboutUser(other) => {
+            other == user || share_a_room(&services.rooms, user, other).unwrap_or(false)
         }
         Topic::Pushes => false,
     }

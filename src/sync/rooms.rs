@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{
-    OwnedRoomId, OwnedUserId, UInt,
+    OwnedRoomId, OwnedUserId, UInt, UserId,
     api::client::{
         filter::{LazyLoadOptions, RoomEventFilter},
         sync::sync_events::v3 as sync,
@@ -55,17 +55,73 @@ pub(super) struct RoomSync<'a> {
 }
 
 /// A timeline slice, oldest first.
-struct Timeline {
-    events: Vec<Value>,
+pub(super) struct Timeline {
+    pub events: Vec<Value>,
     /// The events' short IDs, in the same order.
-    shorts: Vec<u64>,
-    limited: bool,
+    pub shorts: Vec<u64>,
+    /// The events' stream positions, in the same order.
+    pub positions: Vec<u64>,
+    pub limited: bool,
     /// The gap before the first event.
-    start: u64,
-    /// Where `/messages` goes back from (`prev_batch`): `start`, except
-    /// for the whole history of a room new to the client, where Synapse
-    /// names the end of the timeline, so paging back returns it again.
-    prev_batch: u64,
+    pub start: u64,
+    /// Where `/messages` goes back from (`prev_batch`).
+    pub prev_batch: u64,
+}
+
+impl Timeline {
+    fn empty(end: u64) -> Self {
+        Self {
+            events: Vec::new(),
+            shorts: Vec::new(),
+            positions: Vec::new(),
+            limited: false,
+            start: end,
+            prev_batch: end,
+        }
+    }
+}
+
+/// The newest `limit` events `user` may see before the gap `end`, back to
+/// `since` (exclusive), that `keep` keeps, oldest first; `limited` if
+/// there were more. Aggregations are bundled only where the client cannot
+/// have seen the children arrive: a gap, or a room new to it (as Synapse).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn latest(
+    services: &Services,
+    room_short: u64,
+    user: &UserId,
+    device: Option<&ruma::DeviceId>,
+    since: Option<u64>,
+    end: u64,
+    limit: usize,
+    current_state_always: bool,
+    keep: impl FnMut(&Pdu) -> bool,
+) -> Result<Timeline> {
+    let rooms = &services.rooms;
+    let page = rooms.page(
+        room_short,
+        user,
+        device,
+        end,
+        since.map(|s| s + 1),
+        true,
+        limit + 1,
+        current_state_always,
+        keep,
+    )?;
+    let (mut events, mut positions, mut shorts) = (page.events, page.positions, page.shorts);
+    let limited = events.len() > limit;
+    events.truncate(limit);
+    positions.truncate(limit);
+    shorts.truncate(limit);
+    events.reverse();
+    positions.reverse();
+    shorts.reverse();
+    if limited || since.is_none() {
+        rooms.bundle_all(&mut events, &shorts, user, device)?;
+    }
+    let start = positions.first().copied().unwrap_or(end);
+    Ok(Timeline { events, shorts, positions, limited, start, prev_batch: start })
 }
 
 /// An event type against a filter's `types` / `not_types` (with `*`).
@@ -79,7 +135,7 @@ fn room_allowed(filter: &RoomEventFilter, room: &OwnedRoomId) -> bool {
 }
 
 /// Events in sync leave out `room_id` (the room is the key).
-fn without_room_id(mut event: Value) -> Value {
+pub(super) fn without_room_id(mut event: Value) -> Value {
     if let Some(object) = event.as_object_mut() {
         object.remove("room_id");
     }
@@ -150,14 +206,14 @@ impl RoomSync<'_> {
                 self.joined(room_short, room_id, newly_joined)
             }
             "invite" if changed && !self.services.users.ignored_users(user)?.contains(&member.sender) => {
-                let state = self.stripped_state(room_short, &member)?;
+                let state = stripped_state(self.services, room_short, &member)?;
                 let mut invited = sync::InvitedRoom::new();
                 invited.invite_state.events = state;
                 self.response.rooms.invite.insert(room_id, invited);
                 Ok(())
             }
             "knock" if changed => {
-                let state = self.stripped_state(room_short, &member)?;
+                let state = stripped_state(self.services, room_short, &member)?;
                 let mut knocked = sync::KnockedRoom::new();
                 knocked.knock_state.events = state;
                 self.response.rooms.knock.insert(room_id, knocked);
@@ -192,7 +248,7 @@ impl RoomSync<'_> {
         let mut joined = sync::JoinedRoom::new();
         let mut state = state;
         if full || members_changed || timeline_has_members(&timeline) {
-            joined.summary = self.summary(room_short)?;
+            joined.summary = summary(self.services, &self.params.user, room_short)?;
             // A lazy-loading client needs the heroes' names.
             if !self.params.filter.room.state.lazy_load_options.is_disabled() {
                 let rooms = &self.services.rooms;
@@ -324,56 +380,43 @@ impl RoomSync<'_> {
             .map_or(DEFAULT_TIMELINE_LIMIT, |l| usize::try_from(u64::from(l)).unwrap_or(MAX_TIMELINE_LIMIT))
             .clamp(1, MAX_TIMELINE_LIMIT);
         if !room_allowed(filter, room_id) {
+            return Ok(Timeline::empty(end));
+        }
+        if filter.limit.is_some_and(|l| l == UInt::MIN) {
+            // A limit of 0: no events, only whether there were any; the
+            // state then covers everything up to `end`.
+            let peeking = self.params.peek == Some(room_short);
+            let any =
+                latest(self.services, room_short, &self.params.user, None, since, end, 1, !peeking, |pdu| {
+                    filter_allows(filter, pdu) && contains_url_allows(filter, pdu)
+                })?;
+            let start = end + 1;
             return Ok(Timeline {
-                events: Vec::new(),
-                shorts: Vec::new(),
-                limited: false,
-                start: end,
-                prev_batch: end,
+                limited: !any.events.is_empty(),
+                start,
+                prev_batch: start,
+                ..Timeline::empty(end)
             });
         }
-        let page = self.services.rooms.page(
+        let mut timeline = latest(
+            self.services,
             room_short,
             &self.params.user,
             Some(&self.params.device),
+            since,
             end,
-            since.map(|s| s + 1),
-            true,
-            limit + 1,
+            limit,
             // Members learn the room's current state; one peeking in sees
             // only what the history visibility shows.
             self.params.peek != Some(room_short),
             |pdu| filter_allows(filter, pdu) && contains_url_allows(filter, pdu),
         )?;
-        let (mut events, mut positions, mut shorts) = (page.events, page.positions, page.shorts);
-        if filter.limit.is_some_and(|l| l == UInt::MIN) {
-            // A limit of 0: no events, only whether there were any; the
-            // state then covers everything up to `end`.
-            let start = end + 1;
-            return Ok(Timeline {
-                limited: !events.is_empty(),
-                events: Vec::new(),
-                shorts: Vec::new(),
-                start,
-                prev_batch: start,
-            });
+        // The whole history of a room new to the client: Synapse names the
+        // end of the timeline, so paging back returns it again.
+        if since.is_none() && !timeline.limited {
+            timeline.prev_batch = end;
         }
-        let limited = events.len() > limit;
-        events.truncate(limit);
-        positions.truncate(limit);
-        shorts.truncate(limit);
-        events.reverse();
-        positions.reverse();
-        shorts.reverse();
-        // Aggregations only where the client cannot have seen the children
-        // arrive: a gap, or a room new to it (as Synapse).
-        if limited || since.is_none() {
-            let rooms = &self.services.rooms;
-            rooms.bundle_all(&mut events, &shorts, &self.params.user, Some(&self.params.device))?;
-        }
-        let start = positions.first().copied().unwrap_or(end);
-        let prev_batch = if since.is_none() && !limited { end } else { start };
-        Ok(Timeline { events, shorts, limited, start, prev_batch })
+        Ok(timeline)
     }
 
     fn sync_timeline(&self, timeline: Timeline) -> Result<sync::Timeline> {
@@ -584,78 +627,73 @@ impl RoomSync<'_> {
             .map(|(_, event)| raw(event))
             .collect()
     }
+}
 
-    /// Member counts and, for rooms without a name or alias, heroes: the
-    /// first five other joined or invited members by when they became so
-    /// (left and banned ones if there are none).
-    fn summary(&self, room_short: u64) -> Result<sync::RoomSummary> {
-        let rooms = &self.services.rooms;
-        let members = rooms.members(room_short)?;
-        let count =
-            |m: &str| UInt::try_from(members.iter().filter(|(_, x)| x == m).count()).unwrap_or_default();
-        let mut summary = sync::RoomSummary::new();
-        summary.joined_member_count = Some(count("join"));
-        summary.invited_member_count = Some(count("invite"));
-        let named = ["m.room.name", "m.room.canonical_alias"].iter().any(|kind| {
-            rooms.current_state_event(room_short, kind, "").ok().flatten().is_some_and(|p| {
-                let content = p.content_value();
-                content["name"].as_str().is_some_and(|n| !n.is_empty())
-                    || content["alias"].as_str().is_some_and(|a| !a.is_empty())
-            })
-        });
-        if named {
-            return Ok(summary);
-        }
-        let others = |wanted: &[&str]| -> Vec<&OwnedUserId> {
-            members
-                .iter()
-                .filter(|(u, m)| *u != self.params.user && wanted.contains(&m.as_str()))
-                .map(|(u, _)| u)
-                .collect()
-        };
-        let mut candidates = others(&["join", "invite"]);
-        if candidates.is_empty() {
-            candidates = others(&["leave", "ban"]);
-        }
-        // Stream order of their member events (only worth it for small rooms).
-        let mut ordered: Vec<(u64, OwnedUserId)> = Vec::new();
-        for user in candidates.iter().take(100) {
-            let position = rooms
-                .current_state_event(room_short, "m.room.member", user.as_str())?
-                .and_then(|p| rooms.event_short(&p.event_id).ok().flatten())
-                .and_then(|s| rooms.event_meta(s).ok().flatten())
-                .map_or(u64::MAX, |m| m.stream);
-            ordered.push((position, (*user).clone()));
-        }
-        ordered.sort();
-        summary.heroes = ordered.into_iter().take(5).map(|(_, u)| u).collect();
-        Ok(summary)
+/// Member counts and, for rooms without a name or alias, heroes: the
+/// first five other joined or invited members by when they became so
+/// (left and banned ones if there are none).
+pub(super) fn summary(services: &Services, user: &UserId, room_short: u64) -> Result<sync::RoomSummary> {
+    let rooms = &services.rooms;
+    let members = rooms.members(room_short)?;
+    let count = |m: &str| UInt::try_from(members.iter().filter(|(_, x)| x == m).count()).unwrap_or_default();
+    let mut summary = sync::RoomSummary::new();
+    summary.joined_member_count = Some(count("join"));
+    summary.invited_member_count = Some(count("invite"));
+    let named = ["m.room.name", "m.room.canonical_alias"].iter().any(|kind| {
+        rooms.current_state_event(room_short, kind, "").ok().flatten().is_some_and(|p| {
+            let content = p.content_value();
+            content["name"].as_str().is_some_and(|n| !n.is_empty())
+                || content["alias"].as_str().is_some_and(|a| !a.is_empty())
+        })
+    });
+    if named {
+        return Ok(summary);
     }
+    let others = |wanted: &[&str]| -> Vec<&OwnedUserId> {
+        members.iter().filter(|(u, m)| *u != user && wanted.contains(&m.as_str())).map(|(u, _)| u).collect()
+    };
+    let mut candidates = others(&["join", "invite"]);
+    if candidates.is_empty() {
+        candidates = others(&["leave", "ban"]);
+    }
+    // Stream order of their member events (only worth it for small rooms).
+    let mut ordered: Vec<(u64, OwnedUserId)> = Vec::new();
+    for user in candidates.iter().take(100) {
+        let position = rooms
+            .current_state_event(room_short, "m.room.member", user.as_str())?
+            .and_then(|p| rooms.event_short(&p.event_id).ok().flatten())
+            .and_then(|s| rooms.event_meta(s).ok().flatten())
+            .map_or(u64::MAX, |m| m.stream);
+        ordered.push((position, (*user).clone()));
+    }
+    ordered.sort();
+    summary.heroes = ordered.into_iter().take(5).map(|(_, u)| u).collect();
+    Ok(summary)
+}
 
-    /// What an invitee or knocker sees of a room: a few stripped state
-    /// events and their own membership event.
-    fn stripped_state(
-        &self,
-        room_short: u64,
-        member: &Pdu,
-    ) -> Result<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
-        let rooms = &self.services.rooms;
-        let mut events = Vec::new();
-        for kind in STRIPPED_STATE_TYPES {
-            if let Some(pdu) = rooms.current_state_event(room_short, kind, "")? {
-                events.push(raw(stripped(&pdu))?);
-            }
+/// What an invitee or knocker sees of a room: a few stripped state
+/// events and their own membership event.
+pub(super) fn stripped_state(
+    services: &Services,
+    room_short: u64,
+    member: &Pdu,
+) -> Result<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
+    let rooms = &services.rooms;
+    let mut events = Vec::new();
+    for kind in STRIPPED_STATE_TYPES {
+        if let Some(pdu) = rooms.current_state_event(room_short, kind, "")? {
+            events.push(raw(stripped(&pdu))?);
         }
-        // Who invited: clients show the inviter's name (Synapse sends it).
-        if member.state_key.as_deref() != Some(member.sender.as_str())
-            && let Some(inviter) =
-                rooms.current_state_event(room_short, "m.room.member", member.sender.as_str())?
-        {
-            events.push(raw(stripped(&inviter))?);
-        }
-        events.push(raw(stripped(member))?);
-        Ok(events)
     }
+    // Who invited: clients show the inviter's name (Synapse sends it).
+    if member.state_key.as_deref() != Some(member.sender.as_str())
+        && let Some(inviter) =
+            rooms.current_state_event(room_short, "m.room.member", member.sender.as_str())?
+    {
+        events.push(raw(stripped(&inviter))?);
+    }
+    events.push(raw(stripped(member))?);
+    Ok(events)
 }
 
 fn timeline_has_members(timeline: &Timeline) -> bool {

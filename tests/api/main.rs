@@ -25,5 +25,6 @@ mod register;
 mod relations;
 mod rooms;
 mod search;
+mod sliding_sync;
 mod sync;
 mod url_preview;

@@ -274,7 +274,9 @@ async fn events(req: Ruma<endpoints::events::Request>) -> Result<endpoints::Resp
     // not guests).
     let _syncing = match req.sender_is_guest {
         true => None,
-        false => Some(super::sync::syncing(&req.services, req.user(), "online")?),
+        false => {
+            Some(super::sync::syncing(&req.services, req.user(), &ruma::presence::PresenceState::Online)?)
+        }
     };
     // An empty `from` is no token (as Synapse, and as "END"): from now.
     let from = match body.from.as_deref().filter(|t| !t.is_empty() && *t != "END") {

@@ -18,7 +18,7 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma_shaped(get, shape)
+    router.ruma_shaped(get, shape).ruma(sliding)
 }
 
 /// Every key Synapse always sends, empty or not: clients (matrix-nio among
@@ -91,13 +91,15 @@ async fn get(req: Ruma<sync_events::v3::Request>) -> Result<sync_events::v3::Res
         peek: None,
         upto: None,
     };
-    let set_presence = match &body.set_presence {
-        ruma::presence::PresenceState::Offline => "offline",
-        ruma::presence::PresenceState::Unavailable => "unavailable",
-        _ => "online",
-    };
-    let _syncing = syncing(&req.services, req.user(), set_presence)?;
+    let _syncing = syncing(&req.services, req.user(), &body.set_presence)?;
     sync::sync(&req.services, &params).await
+}
+
+/// `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync`.
+async fn sliding(req: Ruma<sync_events::v5::Request>) -> Result<sync_events::v5::Response> {
+    let device = req.sender_device.clone().ok_or_else(|| Error::forbidden("Sync needs a device"))?;
+    let _syncing = syncing(&req.services, req.user(), &req.body.set_presence)?;
+    sync::sliding::sync(&req.services, req.user(), &device, &req.body).await
 }
 
 /// Marks `user` syncing (presence `set_presence` while the guard lives);
@@ -105,8 +107,13 @@ async fn get(req: Ruma<sync_events::v3::Request>) -> Result<sync_events::v3::Res
 pub fn syncing<'a>(
     services: &'a Services,
     user: &ruma::UserId,
-    set_presence: &str,
+    set_presence: &ruma::presence::PresenceState,
 ) -> Result<crate::presence::SyncGuard<'a>> {
+    let set_presence = match set_presence {
+        ruma::presence::PresenceState::Offline => "offline",
+        ruma::presence::PresenceState::Unavailable => "unavailable",
+        _ => "online",
+    };
     let guard = services.presence.synced(user, set_presence)?;
     if guard.changed {
         crate::federation::edus::announce_presence(services, user)?;

@@ -62,6 +62,10 @@ pub struct Snapshot {
     pub configs: Vec<RoomConfig>,
     /// Rooms ever sent on the connection, by short ID.
     pub rooms: BTreeMap<u64, Sent>,
+    /// Invites and knocks to rooms this server is not in, as sent: the
+    /// stream position of each.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub remote: BTreeMap<ruma::OwnedRoomId, u64>,
 }
 
 impl Snapshot {

@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use ruma::UserId;
+use ruma::{OwnedRoomId, UserId};
+use serde_json::Value;
 
 use crate::{Result, services::Services};
 
@@ -18,10 +19,18 @@ pub enum Standing {
     Left,
 }
 
+/// A room of the user's: one this server is in (its short ID), or one
+/// only an invite or knock over federation names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RoomKey {
+    Local(u64),
+    Remote(OwnedRoomId),
+}
+
 /// One room as lists see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    pub room: u64,
+    pub room: RoomKey,
     pub standing: Standing,
     /// Its `bump_stamp`: the position of its last activity the user may
     /// see (for joined rooms the last event that bumps it, else the
@@ -59,7 +68,7 @@ impl Filters {
 /// The user's rooms as lists see them, not forgotten ones: joined,
 /// invited (not by someone they ignore), knocked, and the rooms they left
 /// or were removed from that `keep_left(room, position of the leave)`
-/// keeps.
+/// keeps; and the pending invites and knocks to rooms this server is not in.
 pub fn gather(
     services: &Services,
     user: &UserId,
@@ -95,42 +104,87 @@ pub fn gather(
         };
         let create = rooms.current_state_event(room, "m.room.create", "")?;
         out.push(Entry {
-            room,
+            room: RoomKey::Local(room),
             standing,
             stamp,
-            is_dm: direct.contains(&room),
+            is_dm: direct.shorts.contains(&room),
             encrypted: rooms.current_state_event(room, "m.room.encryption", "")?.is_some(),
             room_type: create.and_then(|c| c.content_value()["type"].as_str().map(str::to_owned)),
+        });
+    }
+    for (room_id, invite) in pending_remote_invites(services, user)? {
+        let stripped = |kind: &str| invite.stripped.iter().find(|e| e["type"] == kind);
+        out.push(Entry {
+            standing: if invite.knock { Standing::Knocked } else { Standing::Invited },
+            stamp: invite.position,
+            is_dm: direct.ids.contains(&room_id),
+            encrypted: stripped("m.room.encryption").is_some(),
+            room_type: stripped("m.room.create")
+                .and_then(|c| c["content"]["type"].as_str().map(str::to_owned)),
+            room: RoomKey::Remote(room_id),
         });
     }
     Ok(out)
 }
 
-/// The rooms the user's `m.direct` names that this server knows (short IDs).
-fn direct_rooms(services: &Services, user: &UserId) -> Result<HashSet<u64>> {
-    let Some(raw) = services.users.account_data(user, None, "m.direct")? else { return Ok(HashSet::new()) };
-    let content: serde_json::Value = serde_json::from_str(raw.get()).unwrap_or_default();
-    let mut out = HashSet::new();
+/// Invites and knocks over federation to rooms this server is not in,
+/// still pending, not from someone the user ignores.
+pub fn pending_remote_invites(
+    services: &Services,
+    user: &UserId,
+) -> Result<Vec<(OwnedRoomId, crate::rooms::invites::RemoteInvite)>> {
+    let ignored = services.users.ignored_users(user)?;
+    let mut out = Vec::new();
+    for (room_id, invite) in services.rooms.remote_invites(user)? {
+        if invite.rejected.is_some() || invite.sender().is_some_and(|s| ignored.contains(&s)) {
+            continue;
+        }
+        // Known here with a membership: the room's own entry says it all.
+        if let Some(short) = services.rooms.room_short(&room_id)?
+            && services.rooms.membership(user, short)?.is_some()
+        {
+            continue;
+        }
+        out.push((room_id, invite));
+    }
+    Ok(out)
+}
+
+/// The rooms the user's `m.direct` names: their IDs, and the short IDs of
+/// those this server knows.
+#[derive(Default)]
+struct Direct {
+    ids: HashSet<OwnedRoomId>,
+    shorts: HashSet<u64>,
+}
+
+fn direct_rooms(services: &Services, user: &UserId) -> Result<Direct> {
+    let Some(raw) = services.users.account_data(user, None, "m.direct")? else {
+        return Ok(Direct::default());
+    };
+    let content: Value = serde_json::from_str(raw.get()).unwrap_or_default();
+    let mut out = Direct::default();
     let named =
         content.as_object().into_iter().flat_map(|people| people.values()).filter_map(|r| r.as_array());
     for room in named.flatten().filter_map(|room| room.as_str()) {
-        if let Ok(room) = ruma::RoomId::parse(room)
-            && let Some(short) = services.rooms.room_short(&room)?
-        {
-            out.insert(short);
+        if let Ok(room) = OwnedRoomId::try_from(room) {
+            if let Some(short) = services.rooms.room_short(&room)? {
+                out.shorts.insert(short);
+            }
+            out.ids.insert(room);
         }
     }
     Ok(out)
 }
 
-/// Orders rooms for lists: most recent first, then by short ID (stable).
+/// Orders rooms for lists: most recent first, then by key (stable).
 pub fn sort(entries: &mut [Entry]) {
     entries.sort_by(|a, b| b.stamp.cmp(&a.stamp).then(a.room.cmp(&b.room)));
 }
 
 /// A list over `sorted` rooms: how many pass its filters, and the rooms
 /// in its windows (inclusive index ranges, in list order, each once).
-pub fn window(sorted: &[Entry], filters: &Filters, ranges: &[(u64, u64)]) -> (usize, Vec<u64>) {
+pub fn window(sorted: &[Entry], filters: &Filters, ranges: &[(u64, u64)]) -> (usize, Vec<RoomKey>) {
     let passing: Vec<&Entry> = sorted.iter().filter(|e| filters.allows(e)).collect();
     let mut picked = BTreeSet::new();
     for &(start, end) in ranges {
@@ -140,7 +194,7 @@ pub fn window(sorted: &[Entry], filters: &Filters, ranges: &[(u64, u64)]) -> (us
         }
         picked.extend(start..=end.min(passing.len() - 1));
     }
-    (passing.len(), picked.into_iter().map(|i| passing[i].room).collect())
+    (passing.len(), picked.into_iter().map(|i| passing[i].room.clone()).collect())
 }
 
 #[cfg(test)]
@@ -187,10 +241,10 @@ mod tests {
         let hello = PduBuilder::message("m.room.message", json!({"body": "hi", "msgtype": "m.text"}));
         rooms.send(&plain, alice, hello, None).await.unwrap();
 
-        let short = |room: &ruma::RoomId| rooms.room_short(room).unwrap().unwrap();
+        let short = |room: &ruma::RoomId| RoomKey::Local(rooms.room_short(room).unwrap().unwrap());
         let mut entries = gather(&services, alice, |_, _| Ok(false)).unwrap();
         sort(&mut entries);
-        let order: Vec<u64> = entries.iter().map(|e| e.room).collect();
+        let order: Vec<RoomKey> = entries.iter().map(|e| e.room.clone()).collect();
         assert_eq!(order, [short(&plain), short(&dm), short(&secret), short(&space)], "{entries:?}");
         let of = |room: &ruma::RoomId| entries.iter().find(|e| e.room == short(room)).unwrap().clone();
         assert_eq!(of(&dm).standing, Standing::Invited);
@@ -199,14 +253,21 @@ mod tests {
         assert_eq!(of(&space).room_type.as_deref(), Some("m.space"));
         assert_eq!(of(&plain).room_type, None);
         // The left room only when the caller keeps it, at its leave.
-        let with_left = gather(&services, alice, |room, _| Ok(room == short(&left))).unwrap();
+        let with_left = gather(&services, alice, |room, _| Ok(RoomKey::Local(room) == short(&left))).unwrap();
         let gone = with_left.iter().find(|e| e.room == short(&left)).unwrap();
         assert_eq!(gone.standing, Standing::Left);
-        assert_eq!(Some(gone.stamp), rooms.membership_since(alice, short(&left)).unwrap());
+        assert_eq!(
+            Some(gone.stamp),
+            rooms.membership_since(alice, rooms.room_short(&left).unwrap().unwrap()).unwrap()
+        );
     }
 
     fn entry(room: u64, stamp: u64, standing: Standing) -> Entry {
-        Entry { room, standing, stamp, is_dm: false, encrypted: false, room_type: None }
+        Entry { room: RoomKey::Local(room), standing, stamp, is_dm: false, encrypted: false, room_type: None }
+    }
+
+    fn locals(shorts: &[u64]) -> Vec<RoomKey> {
+        shorts.iter().map(|s| RoomKey::Local(*s)).collect()
     }
 
     #[test]
@@ -216,14 +277,14 @@ mod tests {
         sort(&mut rooms);
         let all = Filters::default();
         let (count, first) = window(&rooms, &all, &[(0, 4)]);
-        assert_eq!((count, first), (31, vec![30, 29, 28, 27, 26]));
+        assert_eq!((count, first), (31, locals(&[30, 29, 28, 27, 26])));
         // Several windows, overlapping and past the end.
         let (_, picked) = window(&rooms, &all, &[(0, 1), (1, 2), (29, 99)]);
-        assert_eq!(picked, [30, 29, 28, 2, 1]);
-        assert_eq!(window(&rooms, &all, &[(40, 50), (3, 2)]).1, Vec::<u64>::new());
+        assert_eq!(picked, locals(&[30, 29, 28, 2, 1]));
+        assert_eq!(window(&rooms, &all, &[(40, 50), (3, 2)]).1, Vec::<RoomKey>::new());
         // Equal stamps: by short ID.
-        let at = rooms.iter().position(|e| e.room == 5).unwrap();
-        assert_eq!(rooms[at + 1].room, 31);
+        let at = rooms.iter().position(|e| e.room == RoomKey::Local(5)).unwrap();
+        assert_eq!(rooms[at + 1].room, RoomKey::Local(31));
     }
 
     #[test]
@@ -236,7 +297,17 @@ mod tests {
             entry(5, 1, Standing::Knocked),
         ];
         sort(&mut rooms);
-        let ids = |filters: Filters| window(&rooms, &filters, &[(0, 99)]);
+        let ids = |filters: Filters| {
+            let (count, picked) = window(&rooms, &filters, &[(0, 99)]);
+            let shorts: Vec<u64> = picked
+                .iter()
+                .map(|k| match k {
+                    RoomKey::Local(s) => *s,
+                    RoomKey::Remote(_) => 0,
+                })
+                .collect();
+            (count, shorts)
+        };
         assert_eq!(ids(Filters { is_dm: Some(true), ..Default::default() }), (1, vec![1]));
         assert_eq!(ids(Filters { is_dm: Some(false), ..Default::default() }).0, 4);
         assert_eq!(ids(Filters { is_encrypted: Some(true), ..Default::default() }).1, [2]);

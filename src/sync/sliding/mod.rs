@@ -1,12 +1,334 @@
-//! Simplified sliding sync (MSC4186), the sync Element X and every app on
-//! matrix-rust-sdk's room list speak: lists of the user's rooms in windows,
-//! room subscriptions and extensions over long-lived connections.
+//! Simplified sliding sync (MSC4186, the unstable dialect Synapse serves at
+//! `/_matrix/client/unstable/org.matrix.simplified_msc3575/sync`): the sync
+//! Element X and every app on matrix-rust-sdk's room list speak. Lists of
+//! the user's rooms in windows ([`lists`]), room subscriptions, and
+//! extensions ([`extensions`]) over long-lived connections whose every
+//! `pos` names what the client was sent ([`connections`]).
 //!
-//! Being built (issue 19): so far the store of what each connection was
-//! sent ([`connections`]), the room lists ([`lists`]) and what a room's
-//! `required_state` asks for ([`required`]); the endpoint is not served
-//! yet, and `/versions` does not advertise it.
+//! A request is answered at once when there is something to say (or no
+//! `pos`, or no `timeout`); else when something arrives for the user, or
+//! the timeout passes, with the lists' counts and a new `pos`.
 
 pub mod connections;
+mod extensions;
 pub mod lists;
 pub mod required;
+mod room;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    time::Duration,
+};
+
+use ruma::{
+    DeviceId, OwnedRoomId, RoomId, UInt, UserId,
+    api::client::sync::sync_events::v5::{self, response},
+    directory::RoomTypeFilter,
+};
+
+use self::{
+    connections::{Pos, RoomConfig, Snapshot, unknown_pos},
+    extensions::InScope,
+    lists::{Entry, Filters, RoomKey, Standing},
+};
+use crate::{Error, Result, services::Services};
+
+/// The longest a long poll is held.
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// Lists and room subscriptions per request at most (the MSC's bound).
+const MAX_LISTS: usize = 100;
+
+/// One request as the builders see it.
+pub struct Context<'a> {
+    pub services: &'a Services,
+    pub user: &'a UserId,
+    pub device: &'a DeviceId,
+    /// The stream position of the request's `pos` (`None`: a new connection).
+    pub since: Option<u64>,
+    pub request: &'a v5::Request,
+}
+
+/// The local rooms a response covers: in a list's windows, or subscribed.
+#[derive(Default)]
+pub struct Relevant {
+    pub by_list: BTreeMap<String, Vec<u64>>,
+    pub all: BTreeSet<u64>,
+    pub ids: BTreeMap<OwnedRoomId, u64>,
+}
+
+/// Answers a sliding sync request of `user`'s `device`.
+pub async fn sync(
+    services: &Services,
+    user: &UserId,
+    device: &DeviceId,
+    request: &v5::Request,
+) -> Result<v5::Response> {
+    if request.lists.len() > MAX_LISTS || request.room_subscriptions.len() > MAX_LISTS {
+        return Err(Error::invalid_param("At most 100 lists and 100 room subscriptions"));
+    }
+    let conn_id = request.conn_id.as_deref().unwrap_or_default();
+    let now = crate::util::now_ms();
+    let pos = request.pos.as_deref().map(Pos::parse).transpose()?;
+    let visible = services.stream.visible();
+    if pos.is_some_and(|pos| pos.upto > visible) {
+        return Err(unknown_pos());
+    }
+    let snapshot = match pos {
+        Some(pos) => services.sliding.resume(user, device, conn_id, pos, now)?,
+        None => Snapshot::default(),
+    };
+    let cx = Context { services, user, device, since: pos.map(|p| p.upto), request };
+    // What the device acknowledged by coming back with this `since` is done.
+    if let Some(since) = extensions::to_device_since(&request.extensions.to_device)? {
+        services.users.acknowledge_to_device(user, device, since.min(visible))?;
+    }
+    let (mut response, mut next) = build(&cx, &snapshot, visible)?;
+    let timeout = request.timeout.unwrap_or_default().min(MAX_TIMEOUT);
+    if pos.is_some() && !timeout.is_zero() && is_empty(&response) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut checked = visible;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let position = services
+                .stream
+                .wait(checked, remaining, |topic| super::concerns(services, user, topic))
+                .await;
+            if position == checked {
+                break;
+            }
+            (response, next) = build(&cx, &snapshot, position)?;
+            if !is_empty(&response) {
+                break;
+            }
+            checked = position;
+        }
+    }
+    // A connection without lists nor subscriptions (the encryption one)
+    // has nothing to remember.
+    let new_pos = match request.lists.is_empty() && request.room_subscriptions.is_empty() {
+        true => Pos { snapshot: 0, upto: next.upto },
+        false => services.sliding.record(user, device, conn_id, pos.map(|p| p.snapshot), next, now)?,
+    };
+    response.pos = new_pos.to_string();
+    response.txn_id = request.txn_id.clone();
+    Ok(response)
+}
+
+fn is_empty(response: &v5::Response) -> bool {
+    let extensions = &response.extensions;
+    response.rooms.is_empty()
+        && extensions.to_device.as_ref().is_none_or(|t| t.events.is_empty())
+        && extensions.e2ee.device_lists.is_empty()
+        && extensions.account_data.is_empty()
+        && extensions.receipts.is_empty()
+        && extensions.typing.is_empty()
+}
+
+/// The response as of `upto` to a connection that had `snapshot`, and what
+/// it has after it.
+fn build(cx: &Context, snapshot: &Snapshot, upto: u64) -> Result<(v5::Response, Snapshot)> {
+    let rooms = &cx.services.rooms;
+    let mut entries =
+        lists::gather(cx.services, cx.user, |room, left_at| keep_left(cx, snapshot, room, left_at, upto))?;
+    lists::sort(&mut entries);
+    let mut response = v5::Response::new(String::new());
+    let mut configs: BTreeMap<RoomKey, Vec<RoomConfig>> = BTreeMap::new();
+    let mut relevant = Relevant::default();
+    for (name, list) in &cx.request.lists {
+        let ranges: Vec<(u64, u64)> =
+            list.ranges.iter().map(|(a, b)| (u64::from(*a), u64::from(*b))).collect();
+        let (count, keys) = lists::window(&entries, &filters(list.filters.as_ref()), &ranges);
+        let mut counted = response::List::default();
+        counted.count = UInt::try_from(count).unwrap_or_default();
+        response.lists.insert(name.clone(), counted);
+        let config = config(list.room_details.timeline_limit, &list.room_details.required_state);
+        let in_list = relevant.by_list.entry(name.clone()).or_default();
+        for key in keys {
+            if let RoomKey::Local(short) = key {
+                in_list.push(short);
+            }
+            configs.entry(key).or_default().push(config.clone());
+        }
+    }
+    for (room_id, subscription) in &cx.request.room_subscriptions {
+        if let Some(key) = subscribed(cx, &entries, room_id)? {
+            configs
+                .entry(key)
+                .or_default()
+                .push(config(subscription.timeline_limit, &subscription.required_state));
+        }
+    }
+
+    let by_key: HashMap<&RoomKey, &Entry> = entries.iter().map(|e| (&e.room, e)).collect();
+    let mut next = Snapshot { upto, ..Snapshot::default() };
+    let mut in_scope = Vec::new();
+    let pending: BTreeMap<OwnedRoomId, _> =
+        lists::pending_remote_invites(cx.services, cx.user)?.into_iter().collect();
+    for (key, configs) in &configs {
+        let config = required::merge(configs);
+        match key {
+            RoomKey::Local(short) => {
+                let short = *short;
+                let room_id = OwnedRoomId::try_from(rooms.short.name(short)?).map_err(Error::internal)?;
+                let entry = by_key.get(key);
+                let before = snapshot
+                    .room(short)
+                    .map(|(config, behind)| room::Before { config, at: behind.unwrap_or(snapshot.upto) });
+                let built = match before {
+                    Some(before) if !news(cx, short, &config, before)? => None,
+                    _ => {
+                        let stamp = match entry {
+                            Some(entry) => entry.stamp,
+                            None => rooms.membership_since(cx.user, short)?.unwrap_or_default(),
+                        };
+                        let is_dm = entry.is_some_and(|e| e.is_dm);
+                        room::local(cx, short, &config, before, stamp, is_dm, upto)?
+                    }
+                };
+                let mut scoped = InScope {
+                    short,
+                    room_id: room_id.clone(),
+                    since: before.map(|b| b.at),
+                    timeline: BTreeSet::new(),
+                    joined: entry.is_some_and(|e| e.standing == Standing::Joined),
+                };
+                if let Some(built) = built {
+                    if built.initial {
+                        scoped.since = None;
+                    }
+                    scoped.timeline = built.timeline;
+                    response.rooms.insert(room_id.clone(), built.room);
+                }
+                in_scope.push(scoped);
+                relevant.all.insert(short);
+                relevant.ids.insert(room_id, short);
+                next.set_room(short, &config, None);
+            }
+            RoomKey::Remote(room_id) => {
+                let Some(invite) = pending.get(room_id) else { continue };
+                if snapshot.remote.get(room_id) != Some(&invite.position) {
+                    response.rooms.insert(room_id.clone(), room::remote(invite)?);
+                }
+                next.remote.insert(room_id.clone(), invite.position);
+            }
+        }
+    }
+    // Rooms the connection had that no list window nor subscription covers
+    // now: the client has them as they were.
+    for short in snapshot.rooms.keys() {
+        if !relevant.all.contains(short)
+            && let Some((config, behind)) = snapshot.room(*short)
+        {
+            next.set_room(*short, config, Some(behind.unwrap_or(snapshot.upto)));
+        }
+    }
+    rescinded_invites(cx, snapshot, &pending, upto, &mut response)?;
+    extensions::build(cx, &relevant, &in_scope, upto, &mut response.extensions)?;
+    Ok((response, next))
+}
+
+/// Whether a room the connection has as of `before` may have news for it:
+/// events since, or a configuration asking for more than it had.
+fn news(cx: &Context, short: u64, config: &RoomConfig, before: room::Before) -> Result<bool> {
+    let rooms = &cx.services.rooms;
+    if config.timeline_limit > before.config.timeline_limit
+        || required::Wanted::new(config, cx.user.as_str())
+            .grew_from(&required::Wanted::new(before.config, cx.user.as_str()))
+    {
+        return Ok(true);
+    }
+    Ok(rooms.latest_position(short)? > before.at
+        || rooms.membership_since(cx.user, short)?.is_some_and(|at| at > before.at))
+}
+
+/// Whether lists show a room the user no longer is in: one they were
+/// removed from (kicked, banned), or left themselves since the
+/// connection's `pos`, or left while the connection had it and was not
+/// told yet.
+fn keep_left(cx: &Context, snapshot: &Snapshot, room: u64, left_at: u64, upto: u64) -> Result<bool> {
+    if left_at > upto {
+        return Ok(false);
+    }
+    let removed = cx
+        .services
+        .rooms
+        .current_state_event(room, "m.room.member", cx.user.as_str())?
+        .is_some_and(|member| member.sender != cx.user);
+    let newly = cx.since.is_some_and(|since| left_at > since);
+    let untold = snapshot.room(room).is_some_and(|(_, behind)| behind.unwrap_or(snapshot.upto) < left_at);
+    Ok(removed || newly || untold)
+}
+
+/// The room a subscription names, if the user has (or had) a membership
+/// there, or a pending invite over federation.
+fn subscribed(cx: &Context, entries: &[Entry], room_id: &RoomId) -> Result<Option<RoomKey>> {
+    let rooms = &cx.services.rooms;
+    if let Some(short) = rooms.room_short(room_id)? {
+        let key = RoomKey::Local(short);
+        if entries.iter().any(|e| e.room == key)
+            || (rooms.membership(cx.user, short)?.is_some() && !rooms.is_forgotten(cx.user, short)?)
+        {
+            return Ok(Some(key));
+        }
+    }
+    let key = RoomKey::Remote(room_id.to_owned());
+    Ok(entries.iter().any(|e| e.room == key).then_some(key))
+}
+
+/// Invites over federation the connection was sent that were since
+/// rejected or withdrawn: the leave, as the room's own membership.
+fn rescinded_invites(
+    cx: &Context,
+    snapshot: &Snapshot,
+    pending: &BTreeMap<OwnedRoomId, crate::rooms::invites::RemoteInvite>,
+    upto: u64,
+    response: &mut v5::Response,
+) -> Result<()> {
+    if snapshot.remote.keys().all(|room| pending.contains_key(room)) {
+        return Ok(());
+    }
+    for (room_id, invite) in cx.services.rooms.remote_invites(cx.user)? {
+        let sent = snapshot.remote.get(&room_id);
+        if let Some(leave) = &invite.rejected
+            && sent.is_some_and(|sent| *sent < invite.position)
+            && invite.position <= upto
+        {
+            let mut room = response::Room::new();
+            room.required_state.push(crate::util::raw(leave.clone())?);
+            room.timeline.push(crate::util::raw(leave.clone())?);
+            response.rooms.insert(room_id, room);
+        }
+    }
+    Ok(())
+}
+
+/// A list's or subscription's configuration as stored.
+fn config(timeline_limit: UInt, required_state: &[(ruma::events::StateEventType, String)]) -> RoomConfig {
+    RoomConfig {
+        timeline_limit: timeline_limit.into(),
+        required_state: required_state.iter().map(|(kind, key)| (kind.to_string(), key.clone())).collect(),
+    }
+}
+
+fn filters(request: Option<&v5::request::ListFilters>) -> Filters {
+    let Some(request) = request else { return Filters::default() };
+    let kinds = |types: &[RoomTypeFilter]| -> Vec<Option<String>> {
+        types
+            .iter()
+            .map(|t| match t {
+                RoomTypeFilter::Default => None,
+                other => other.as_str().map(str::to_owned),
+            })
+            .collect()
+    };
+    Filters {
+        is_dm: request.is_dm,
+        is_encrypted: request.is_encrypted,
+        is_invite: request.is_invite,
+        room_types: kinds(&request.room_types),
+        not_room_types: kinds(&request.not_room_types),
+    }
+}
