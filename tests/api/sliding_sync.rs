@@ -134,14 +134,14 @@ async fn lists_are_windows_of_the_rooms_by_recent_activity_with_a_count() {
     // comes whole; b, out of the window, does not come.
     send(&s, &alice, &c, "3", "in c").await;
     let second = ok(&s, &alice, Some(&pos(&first)), body.clone()).await;
-    assert_eq!(rooms(&second), [c.clone()], "{second}");
+    assert_eq!(rooms(&second), std::slice::from_ref(&c), "{second}");
     assert_eq!(second["rooms"][&c]["initial"], true);
     assert!(state_pairs(&second["rooms"][&c]).contains(&("m.room.topic".into(), String::new())));
 
     // A message in a: only what is new, and no state.
     send(&s, &alice, &a, "4", "again in a").await;
     let third = ok(&s, &alice, Some(&pos(&second)), body.clone()).await;
-    assert_eq!(rooms(&third), [a.clone()]);
+    assert_eq!(rooms(&third), std::slice::from_ref(&a));
     let room_a = &third["rooms"][&a];
     assert_eq!(bodies(room_a), ["again in a"]);
     assert!(room_a.get("initial").is_none(), "{room_a}");
@@ -167,7 +167,7 @@ async fn lists_are_windows_of_the_rooms_by_recent_activity_with_a_count() {
     send(&s, &alice, &b, "5", "b while away").await;
     let wide = json!({"conn_id": "room-list", "lists": {"all_rooms": list(json!([[0, 9]]), 1)}});
     let sixth = ok(&s, &alice, Some(&pos(&fifth)), wide).await;
-    assert_eq!(rooms(&sixth), [b.clone()], "{sixth}");
+    assert_eq!(rooms(&sixth), std::slice::from_ref(&b), "{sixth}");
     assert_eq!(bodies(&sixth["rooms"][&b]), ["b while away"]);
     assert!(sixth["rooms"][&b].get("initial").is_none());
 }

@@ -54,7 +54,11 @@ async fn server_well_known(
 }
 
 async fn versions(_: Ruma<get_supported_versions::Request>) -> Result<get_supported_versions::Response> {
-    Ok(get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect()))
+    let mut response =
+        get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect());
+    // Simplified sliding sync (MSC4186): what Element X looks for.
+    response.unstable_features.insert("org.matrix.simplified_msc3575".to_owned(), true);
+    Ok(response)
 }
 
 async fn well_known(req: Ruma<discover_homeserver::Request>) -> Result<discover_homeserver::Response> {

@@ -229,6 +229,49 @@ pub async fn register(hearth: &Hearth, name: &str) -> Result<Client> {
     Ok(client)
 }
 
+/// Logs an existing user in on a new device that syncs with sliding sync
+/// (as Element X: the version found in `/versions`), without syncing yet.
+pub async fn login_sliding(hearth: &Hearth, name: &str, device_name: &str) -> Result<Client> {
+    let client = Client::builder()
+        .homeserver_url(&hearth.url)
+        .respect_login_well_known(false)
+        .sliding_sync_version_builder(matrix_sdk::sliding_sync::VersionBuilder::DiscoverNative)
+        .with_encryption_settings(EncryptionSettings {
+            auto_enable_cross_signing: false,
+            backup_download_strategy: BackupDownloadStrategy::Manual,
+            auto_enable_backups: false,
+        })
+        .build()
+        .await?;
+    client
+        .matrix_auth()
+        .login_username(name, PASSWORD)
+        .initial_device_display_name(device_name)
+        .send()
+        .await?;
+    Ok(client)
+}
+
+/// Waits until `done` says yes (it is asked again on each of the client's
+/// room updates, and at least every 100 ms), failing after [`DEADLINE`].
+pub async fn until<F, Fut>(what: &str, mut done: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        if done().await? {
+            return Ok(());
+        }
+        if start.elapsed() > DEADLINE {
+            bail!("timed out waiting for {what}");
+        }
+        tick.tick().await;
+    }
+}
+
 /// Logs an existing user in on a new device.
 pub async fn login(hearth: &Hearth, name: &str, device_name: &str) -> Result<Client> {
     let client = client(hearth).await?;
