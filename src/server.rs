@@ -98,7 +98,26 @@ pub async fn start_on(mut config: Config, sockets: Vec<TcpListener>) -> Result<R
         let services = services.clone();
         workers.push(tokio::spawn(async move { services.rooms.expire_messages().await }));
     }
+    workers.push(tokio::spawn(expire_sliding_connections(services.clone())));
     Ok(RunningServer { addrs, services, shutdown, tasks, workers })
+}
+
+/// Sliding sync connections unused for this long are forgotten (as
+/// Synapse): the client starts over on `M_UNKNOWN_POS`.
+const SLIDING_CONNECTION_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Forgets idle sliding sync connections at start-up and every hour.
+async fn expire_sliding_connections(services: Arc<Services>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let before = crate::util::now_ms().saturating_sub(SLIDING_CONNECTION_LIFETIME_MS);
+        match services.sliding.expire(before) {
+            Ok(0) => {}
+            Ok(gone) => tracing::info!("sliding sync: forgot {gone} idle connections"),
+            Err(e) => tracing::warn!("sliding sync: cannot forget idle connections: {e}"),
+        }
+    }
 }
 
 /// Drops expired URL previews every ten minutes, until the server stops.

@@ -121,7 +121,7 @@ maps! {
     /// use (`sync::sliding::connections`).
     SLIDING_CONNECTIONS = "sliding_connections" {
         key: "user ID ‖ device ID ‖ conn_id",
-        value: "JSON {last_used (ms), next (snapshot number), snapshots: {number: {upto (stream position), configs: [{timeline_limit, required_state: [[type, state key]]}], rooms: {room short ID: {config (index), behind (stream position, when the room has news the client has not had)}}}}}"
+        value: "JSON {last_used (ms), next (snapshot number), snapshots: {number: {upto (stream position), configs: [{timeline_limit, required_state: [[type, state key]]}], rooms: {room short ID: {config (index), behind (stream position the client has the room as of, when earlier than upto)}}, remote: {room ID: stream position of the invite sent}}}}"
     }
     /// Each room's last event of one of the [`BUMP_TYPES`]: sliding sync's
     /// `bump_stamp`.
