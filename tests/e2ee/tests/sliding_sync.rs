@@ -7,10 +7,10 @@
 #![recursion_limit = "256"]
 
 use anyhow::{Context, Result, ensure};
-use hearth_e2ee_tests::{Hearth, join, login_sliding, register, send, sync_until, until};
+use hearth_e2ee_tests::{Hearth, login_sliding, register, send, until};
 use matrix_sdk::{
     Client,
-    ruma::{OwnedRoomId, api::client::room::create_room},
+    ruma::{OwnedRoomId, api::client::room::create_room, events::room::message::RoomMessageEventContent},
 };
 use matrix_sdk_ui::{
     room_list_service::RoomListLoadingState,
@@ -43,7 +43,7 @@ async fn texts(timeline: &Timeline) -> Vec<String> {
 async fn element_x_sync_lists_rooms_pages_back_and_decrypts() -> Result<()> {
     let hearth = Hearth::start().await?;
     let alice_desktop = register(&hearth, "alice").await?;
-    let bob = register(&hearth, "bob").await?;
+    register(&hearth, "bob").await?;
     let first = named_room(&alice_desktop, "first").await?;
     let second = named_room(&alice_desktop, "second").await?;
     let third = named_room(&alice_desktop, "third").await?;
@@ -92,25 +92,42 @@ async fn element_x_sync_lists_rooms_pages_back_and_decrypts() -> Result<()> {
     let expected: Vec<String> = (0..30).map(|i| format!("old message {i}")).collect();
     ensure!(shown == expected, "the whole history in order: {shown:?}");
 
-    // An encrypted DM from Bob: the phone decrypts it with the room key
-    // that came as a to-device message on the encryption connection.
-    let dm = bob.create_dm(phone.user_id().context("alice")?).await?;
+    // An encrypted DM between Bob's phone and Alice's, both on sliding
+    // sync: each decrypts the other with room keys that came as to-device
+    // messages on its encryption connection.
+    let bob_phone = login_sliding(&hearth, "bob", "bob's phone").await?;
+    let bob_sync = SyncService::builder(bob_phone.clone()).build().await?;
+    bob_sync.start().await;
+    let dm = bob_phone.create_dm(phone.user_id().context("alice")?).await?;
     let dm_id = dm.room_id().to_owned();
-    until("the invite on the phone", || {
-        let invited = phone.get_room(&dm_id).is_some();
+    until("the invite on alice's phone", || {
+        let invited = phone.get_room(&dm_id).is_some_and(|r| r.state() == matrix_sdk::RoomState::Invited);
         async move { Ok(invited) }
     })
     .await?;
-    join(&alice_desktop, &dm_id).await?;
-    sync_until(&bob, "alice's join", || async { Ok(dm.joined_members_count() == 2) }).await?;
-    send(&dm, "for alice's eyes").await?;
-    let phone_dm = phone.get_room(&dm_id).context("the DM on the phone")?;
-    let dm_timeline = phone_dm.timeline().await?;
-    until("the phone to decrypt bob's message", || {
-        let timeline = &dm_timeline;
+    phone.join_room_by_id(&dm_id).await?;
+    until("alice's join on bob's phone", || {
+        let count = dm.joined_members_count();
+        async move { Ok(count == 2) }
+    })
+    .await?;
+    let bob_timeline = dm.timeline().await?;
+    bob_timeline.send(RoomMessageEventContent::text_plain("for alice's eyes").into()).await?;
+    let alice_timeline = phone.get_room(&dm_id).context("the DM on alice's phone")?.timeline().await?;
+    until("alice's phone to decrypt bob's message", || {
+        let timeline = &alice_timeline;
         async move { Ok(texts(timeline).await.contains(&"for alice's eyes".to_owned())) }
     })
     .await?;
+    alice_timeline.send(RoomMessageEventContent::text_plain("and for bob's").into()).await?;
+    until("bob's phone to decrypt alice's answer", || {
+        let timeline = &bob_timeline;
+        async move { Ok(texts(timeline).await.contains(&"and for bob's".to_owned())) }
+    })
+    .await?;
+    let encrypted = phone.get_room(&dm_id).context("dm")?.latest_encryption_state().await?.is_encrypted();
+    ensure!(encrypted, "the DM is encrypted");
+    bob_sync.stop().await;
     sync.stop().await;
     Ok(())
 }
