@@ -112,7 +112,7 @@ impl Rooms {
     /// A space's `m.space.child` events naming a server to join through
     /// (`via`), as stripped events, in the spec's order: by `order`, then
     /// by age, then by room ID.
-    fn space_children(&self, room_short: u64, suggested_only: bool) -> Result<Vec<Value>> {
+    pub fn space_children(&self, room_short: u64, suggested_only: bool) -> Result<Vec<Value>> {
         let prefix = room_short.to_be_bytes();
         let mut children = Vec::new();
         for (k, v) in self.db.scan_prefix(&maps::ROOM_STATE, &prefix)? {

@@ -415,3 +415,116 @@ async fn extensions_deliver_device_messages_keys_account_data_receipts_and_typin
     assert_eq!(second["extensions"]["typing"]["rooms"][&room]["content"]["user_ids"], json!([bob.user_id]));
     assert!(second["extensions"].get("receipts").is_none(), "nothing new: {second}");
 }
+
+/// The accepted MSC's own shape, at `/_matrix/client/v4/sync`.
+async fn stable(s: &TestServer, who: &Session, body: Value) -> Value {
+    let (status, response) = s.post("/_matrix/client/v4/sync", Some(&who.token), body).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert!(response["pos"].is_string(), "{response}");
+    response
+}
+
+#[tokio::test]
+async fn the_stable_shape_over_the_same_engine() {
+    let s = TestServer::start().await;
+    let (alice, bob) = (s.register("alice").await, s.register("bob").await);
+    let space =
+        create_room(&s, &alice, json!({"name": "space", "creation_content": {"type": "m.space"}})).await;
+    let child = named_room(&s, &alice, "child").await;
+    let loose = named_room(&s, &alice, "loose").await;
+    let server = alice.user_id.split(':').nth(1).unwrap().to_owned();
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{space}/state/m.space.child/{child}"),
+            Some(&alice.token),
+            json!({"via": [server]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/user/{}/rooms/{loose}/tags/m.favourite", alice.user_id),
+            Some(&alice.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let invited = named_room(&s, &bob, "invited").await;
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{invited}/invite"),
+            Some(&bob.token),
+            json!({"user_id": alice.user_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let all_but_create =
+        json!({"include": [{}], "exclude": [{"type": "m.room.create"}], "lazy_members": true});
+    let lists = json!({
+        "all": {"timeline_limit": 1, "required_state": all_but_create},
+        "in_space": {"timeline_limit": 1, "required_state": {}, "filters": {"spaces": [space]}},
+        "favourites": {"timeline_limit": 1, "required_state": {}, "filters": {"tags": ["m.favourite"]}},
+        "not_favourites": {"timeline_limit": 1, "required_state": {}, "filters": {"not_tags": ["m.favourite"], "is_invited": false}},
+        "invites": {"range": [0, 0], "timeline_limit": 1, "required_state": {}, "filters": {"is_invited": true}},
+    });
+    let first = stable(&s, &alice, json!({"lists": lists})).await;
+    let count = |list: &str| first["lists"][list]["count"].as_u64();
+    assert_eq!(count("all"), Some(4), "{first}");
+    assert_eq!(
+        (count("in_space"), count("favourites"), count("not_favourites"), count("invites")),
+        (Some(1), Some(1), Some(2), Some(1))
+    );
+    let room = &first["rooms"][&child];
+    assert_eq!(room["membership"], "join");
+    let mut in_lists: Vec<&str> =
+        room["lists"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    in_lists.sort();
+    assert_eq!(in_lists, ["all", "in_space", "not_favourites"]);
+    let pairs = state_pairs(room);
+    assert!(
+        pairs.iter().any(|(t, _)| t == "m.room.power_levels")
+            && !pairs.iter().any(|(t, _)| t == "m.room.create"),
+        "{pairs:?}"
+    );
+    assert!(room.get("notification_count").is_none());
+    let invite = &first["rooms"][&invited];
+    assert_eq!(invite["membership"], "invite");
+    assert!(
+        invite["stripped_state"].as_array().is_some_and(|s| !s.is_empty())
+            && invite.get("invite_state").is_none()
+    );
+
+    // The pos and timeout in the body; a removed name is null; a larger
+    // timeline is an expanded one.
+    for i in 0..3 {
+        send(&s, &alice, &loose, &format!("m{i}"), &format!("message {i}")).await;
+    }
+    put_state(&s, &alice, &loose, "m.room.name", json!({})).await;
+    let subscription = |limit: u64| json!({loose.clone(): {"timeline_limit": limit, "required_state": {"include": [{"type": "m.room.name", "state_key": ""}]}}});
+    let second = stable(
+        &s,
+        &alice,
+        json!({"pos": first["pos"], "timeout": 0, "lists": lists, "room_subscriptions": subscription(1)}),
+    )
+    .await;
+    assert_eq!(second["rooms"][&loose]["name"], Value::Null, "{second}");
+    let third = stable(
+        &s,
+        &alice,
+        json!({"pos": second["pos"], "timeout": 0, "lists": lists, "room_subscriptions": subscription(3)}),
+    )
+    .await;
+    let room = &third["rooms"][&loose];
+    assert_eq!(room["expanded_timeline"], true, "{third}");
+    assert_eq!(
+        bodies(room),
+        ["message 1", "message 2"],
+        "the latest three: two messages and the name change"
+    );
+
+    let bad = s.post("/_matrix/client/v4/sync", Some(&alice.token), json!({"set_presence": "busy"})).await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    let unknown = s.post("/_matrix/client/v4/sync", Some(&alice.token), json!({"pos": "5_1"})).await;
+    assert_error(&unknown, StatusCode::BAD_REQUEST, "M_UNKNOWN_POS");
+}

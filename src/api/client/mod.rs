@@ -88,6 +88,7 @@ fn guest_may_call(endpoint: TypeId) -> bool {
     [
         TypeId::of::<sync_events::v3::Request>(),
         TypeId::of::<sync_events::v5::Request>(),
+        TypeId::of::<self::sync::endpoints::v4_sync::Request>(),
         TypeId::of::<legacy::endpoints::events::Request>(),
         TypeId::of::<legacy::endpoints::room_initial_sync::Request>(),
         TypeId::of::<message::get_message_events::v3::Request>(),

@@ -12,13 +12,13 @@ use ruma::api::client::{
 
 use crate::{
     Error, Result,
-    api::ruma::{Ruma, RumaRouter, ensure, ensure_events},
+    api::ruma::{JsonResponse, Ruma, RumaRouter, ensure, ensure_events, json_reply, response_json},
     services::Services,
-    sync::{self, Params},
+    sync::{self, Params, sliding},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma_shaped(get, shape).ruma(sliding)
+    router.ruma_shaped(get, shape).ruma(sliding).ruma(sliding_stable)
 }
 
 /// Every key Synapse always sends, empty or not: clients (matrix-nio among
@@ -99,7 +99,45 @@ async fn get(req: Ruma<sync_events::v3::Request>) -> Result<sync_events::v3::Res
 async fn sliding(req: Ruma<sync_events::v5::Request>) -> Result<sync_events::v5::Response> {
     let device = req.sender_device.clone().ok_or_else(|| Error::forbidden("Sync needs a device"))?;
     let _syncing = syncing(&req.services, req.user(), &req.body.set_presence)?;
-    sync::sliding::sync(&req.services, req.user(), &device, &req.body).await
+    let request = sliding::Request::unstable(&req.body);
+    Ok(sliding::sync(&req.services, req.user(), &device, &request).await?.response)
+}
+
+/// `POST /_matrix/client/v4/sync`: the accepted MSC4186's shape.
+async fn sliding_stable(req: Ruma<endpoints::v4_sync::Request>) -> Result<JsonResponse> {
+    let device = req.sender_device.clone().ok_or_else(|| Error::forbidden("Sync needs a device"))?;
+    let body: sliding::stable::Body = serde_json::from_str(req.body.body.get())
+        .map_err(|e| Error::bad_json(format!("Invalid sliding sync request: {e}")))?;
+    let _syncing = syncing(&req.services, req.user(), &sliding::stable::presence(&body)?)?;
+    let request = sliding::Request::stable(body);
+    let answer = sliding::sync(&req.services, req.user(), &device, &request).await?;
+    let (_, body) = response_json(answer.response)?;
+    json_reply(&sliding::stable::response(body, &answer.extras))
+}
+
+pub(super) mod endpoints {
+    pub mod v4_sync {
+        use ruma::{
+            api::{auth_scheme::AccessToken, request},
+            metadata,
+        };
+        use serde_json::value::RawValue;
+
+        pub use crate::api::ruma::JsonResponse as Response;
+
+        metadata! {
+            method: POST,
+            authentication: AccessToken,
+            rate_limited: false,
+            path: "/_matrix/client/v4/sync",
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(body)]
+            pub body: Box<RawValue>,
+        }
+    }
 }
 
 /// Marks `user` syncing (presence `set_presence` while the guard lives);

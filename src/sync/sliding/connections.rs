@@ -34,11 +34,15 @@ const SNAPSHOTS: usize = 4;
 /// What a room was last sent with: the room's configuration (the largest
 /// timeline and the union of the state asked for it by every list and
 /// subscription it was in).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RoomConfig {
     pub timeline_limit: u64,
     /// `(event type, state key)` pairs, with `*`, `$LAZY` and `$ME` as sent.
     pub required_state: BTreeSet<(String, String)>,
+    /// Pairs left out of what `required_state` matches (the stable
+    /// dialect's `exclude`; never lazily loaded members).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub exclude: BTreeSet<(String, String)>,
 }
 
 /// One room of a snapshot.
@@ -274,6 +278,7 @@ mod tests {
         RoomConfig {
             timeline_limit: limit,
             required_state: BTreeSet::from([("m.room.name".into(), "".into())]),
+            exclude: BTreeSet::new(),
         }
     }
 

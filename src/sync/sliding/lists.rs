@@ -40,6 +40,8 @@ pub struct Entry {
     pub encrypted: bool,
     /// `m.room.create`'s `type` (`None`: a room without one).
     pub room_type: Option<String>,
+    /// The user's tags on it (only read when a list filters by tags).
+    pub tags: Vec<String>,
 }
 
 /// A list's filters (all of them must pass; an absent one passes all).
@@ -53,6 +55,12 @@ pub struct Filters {
     pub room_types: Vec<Option<String>>,
     /// Room types to leave out (wins over `room_types`).
     pub not_room_types: Vec<Option<String>>,
+    /// Only these rooms (the children of the spaces a list names).
+    pub in_spaces: Option<HashSet<RoomKey>>,
+    /// Rooms with one of these tags (empty: any).
+    pub tags: Vec<String>,
+    /// Rooms with none of these tags (wins over `tags`).
+    pub not_tags: Vec<String>,
 }
 
 impl Filters {
@@ -62,6 +70,9 @@ impl Filters {
             && self.is_invite.is_none_or(|i| i == (entry.standing == Standing::Invited))
             && (self.room_types.is_empty() || self.room_types.contains(&entry.room_type))
             && !self.not_room_types.contains(&entry.room_type)
+            && self.in_spaces.as_ref().is_none_or(|rooms| rooms.contains(&entry.room))
+            && (self.tags.is_empty() || entry.tags.iter().any(|t| self.tags.contains(t)))
+            && !entry.tags.iter().any(|t| self.not_tags.contains(t))
     }
 }
 
@@ -110,6 +121,7 @@ pub fn gather(
             is_dm: direct.shorts.contains(&room),
             encrypted: rooms.current_state_event(room, "m.room.encryption", "")?.is_some(),
             room_type: create.and_then(|c| c.content_value()["type"].as_str().map(str::to_owned)),
+            tags: Vec::new(),
         });
     }
     for (room_id, invite) in pending_remote_invites(services, user)? {
@@ -121,8 +133,48 @@ pub fn gather(
             encrypted: stripped("m.room.encryption").is_some(),
             room_type: stripped("m.room.create")
                 .and_then(|c| c["content"]["type"].as_str().map(str::to_owned)),
+            tags: Vec::new(),
             room: RoomKey::Remote(room_id),
         });
+    }
+    Ok(out)
+}
+
+/// Fills in the user's tags on each local room (`m.tag` room account data).
+pub fn add_tags(services: &Services, user: &UserId, entries: &mut [Entry]) -> Result<()> {
+    for entry in entries {
+        let RoomKey::Local(short) = entry.room else { continue };
+        let room_id =
+            OwnedRoomId::try_from(services.rooms.short.name(short)?).map_err(crate::Error::internal)?;
+        if let Some(raw) = services.users.account_data(user, Some(&room_id), "m.tag")? {
+            let content: Value = serde_json::from_str(raw.get()).unwrap_or_default();
+            entry.tags = content["tags"].as_object().map(|t| t.keys().cloned().collect()).unwrap_or_default();
+        }
+    }
+    Ok(())
+}
+
+/// The rooms the given spaces name as children (`m.space.child` with a
+/// `via`), only of the spaces the user is joined to; no subspaces' own.
+pub fn space_children(
+    services: &Services,
+    user: &UserId,
+    spaces: &[OwnedRoomId],
+) -> Result<HashSet<RoomKey>> {
+    let rooms = &services.rooms;
+    let mut out = HashSet::new();
+    for space in spaces {
+        let Some(short) = rooms.room_short(space)? else { continue };
+        if rooms.membership(user, short)?.as_deref() != Some("join") {
+            continue;
+        }
+        for child in rooms.space_children(short, false)? {
+            let Some(Ok(child)) = child["state_key"].as_str().map(OwnedRoomId::try_from) else { continue };
+            match rooms.room_short(&child)? {
+                Some(short) => out.insert(RoomKey::Local(short)),
+                None => out.insert(RoomKey::Remote(child)),
+            };
+        }
     }
     Ok(out)
 }
@@ -263,7 +315,15 @@ mod tests {
     }
 
     fn entry(room: u64, stamp: u64, standing: Standing) -> Entry {
-        Entry { room: RoomKey::Local(room), standing, stamp, is_dm: false, encrypted: false, room_type: None }
+        Entry {
+            room: RoomKey::Local(room),
+            standing,
+            stamp,
+            is_dm: false,
+            encrypted: false,
+            room_type: None,
+            tags: Vec::new(),
+        }
     }
 
     fn locals(shorts: &[u64]) -> Vec<RoomKey> {

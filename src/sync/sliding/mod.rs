@@ -14,6 +14,7 @@ mod extensions;
 pub mod lists;
 pub mod required;
 mod room;
+pub mod stable;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -45,7 +46,80 @@ pub struct Context<'a> {
     pub device: &'a DeviceId,
     /// The stream position of the request's `pos` (`None`: a new connection).
     pub since: Option<u64>,
-    pub request: &'a v5::Request,
+    pub request: &'a Request,
+}
+
+/// A request, in either dialect.
+#[derive(Debug, Default)]
+pub struct Request {
+    pub conn_id: String,
+    pub pos: Option<String>,
+    pub timeout: Duration,
+    pub txn_id: Option<String>,
+    pub lists: BTreeMap<String, List>,
+    pub subscriptions: BTreeMap<OwnedRoomId, RoomConfig>,
+    pub extensions: v5::request::Extensions,
+}
+
+/// One list of a request.
+#[derive(Debug, Default)]
+pub struct List {
+    /// Inclusive windows (`(0, u64::MAX)`: the whole list).
+    pub ranges: Vec<(u64, u64)>,
+    pub config: RoomConfig,
+    pub filters: Filters,
+    /// Only the rooms these spaces name as children (the stable dialect).
+    pub spaces: Option<Vec<OwnedRoomId>>,
+}
+
+impl Request {
+    /// The unstable dialect's request (what matrix-rust-sdk sends).
+    pub fn unstable(request: &v5::Request) -> Self {
+        let lists = request
+            .lists
+            .iter()
+            .map(|(name, list)| {
+                let list = List {
+                    ranges: list.ranges.iter().map(|(a, b)| (u64::from(*a), u64::from(*b))).collect(),
+                    config: config(list.room_details.timeline_limit, &list.room_details.required_state),
+                    filters: filters(list.filters.as_ref()),
+                    spaces: None,
+                };
+                (name.clone(), list)
+            })
+            .collect();
+        Self {
+            conn_id: request.conn_id.clone().unwrap_or_default(),
+            pos: request.pos.clone(),
+            timeout: request.timeout.unwrap_or_default(),
+            txn_id: request.txn_id.clone(),
+            lists,
+            subscriptions: request
+                .room_subscriptions
+                .iter()
+                .map(|(room, s)| (room.clone(), config(s.timeline_limit, &s.required_state)))
+                .collect(),
+            extensions: request.extensions.clone(),
+        }
+    }
+}
+
+/// What the stable dialect says of a room beyond the unstable one.
+#[derive(Debug, Default)]
+pub struct RoomExtra {
+    pub membership: Option<String>,
+    /// The lists whose windows hold the room.
+    pub lists: Vec<String>,
+    /// The latest events again, for a larger `timeline_limit`.
+    pub expanded_timeline: bool,
+    /// The name was removed.
+    pub name_removed: bool,
+}
+
+/// A response, with what the stable dialect adds per room.
+pub struct Answer {
+    pub response: v5::Response,
+    pub extras: BTreeMap<OwnedRoomId, RoomExtra>,
 }
 
 /// The local rooms a response covers: in a list's windows, or subscribed.
@@ -61,12 +135,12 @@ pub async fn sync(
     services: &Services,
     user: &UserId,
     device: &DeviceId,
-    request: &v5::Request,
-) -> Result<v5::Response> {
-    if request.lists.len() > MAX_LISTS || request.room_subscriptions.len() > MAX_LISTS {
+    request: &Request,
+) -> Result<Answer> {
+    if request.lists.len() > MAX_LISTS || request.subscriptions.len() > MAX_LISTS {
         return Err(Error::invalid_param("At most 100 lists and 100 room subscriptions"));
     }
-    let conn_id = request.conn_id.as_deref().unwrap_or_default();
+    let conn_id = request.conn_id.as_str();
     let now = crate::util::now_ms();
     let pos = request.pos.as_deref().map(Pos::parse).transpose()?;
     let visible = services.stream.visible();
@@ -82,9 +156,9 @@ pub async fn sync(
     if let Some(since) = extensions::to_device_since(&request.extensions.to_device)? {
         services.users.acknowledge_to_device(user, device, since.min(visible))?;
     }
-    let (mut response, mut next) = build(&cx, &snapshot, visible)?;
-    let timeout = request.timeout.unwrap_or_default().min(MAX_TIMEOUT);
-    if pos.is_some() && !timeout.is_zero() && is_empty(&response) {
+    let (mut answer, mut next) = build(&cx, &snapshot, visible)?;
+    let timeout = request.timeout.min(MAX_TIMEOUT);
+    if pos.is_some() && !timeout.is_zero() && is_empty(&answer.response) {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut checked = visible;
         loop {
@@ -99,8 +173,8 @@ pub async fn sync(
             if position == checked {
                 break;
             }
-            (response, next) = build(&cx, &snapshot, position)?;
-            if !is_empty(&response) {
+            (answer, next) = build(&cx, &snapshot, position)?;
+            if !is_empty(&answer.response) {
                 break;
             }
             checked = position;
@@ -108,13 +182,13 @@ pub async fn sync(
     }
     // A connection without lists nor subscriptions (the encryption one)
     // has nothing to remember.
-    let new_pos = match request.lists.is_empty() && request.room_subscriptions.is_empty() {
+    let new_pos = match request.lists.is_empty() && request.subscriptions.is_empty() {
         true => Pos { snapshot: 0, upto: next.upto },
         false => services.sliding.record(user, device, conn_id, pos.map(|p| p.snapshot), next, now)?,
     };
-    response.pos = new_pos.to_string();
-    response.txn_id = request.txn_id.clone();
-    Ok(response)
+    answer.response.pos = new_pos.to_string();
+    answer.response.txn_id = request.txn_id.clone();
+    Ok(answer)
 }
 
 fn is_empty(response: &v5::Response) -> bool {
@@ -129,42 +203,46 @@ fn is_empty(response: &v5::Response) -> bool {
 
 /// The response as of `upto` to a connection that had `snapshot`, and what
 /// it has after it.
-fn build(cx: &Context, snapshot: &Snapshot, upto: u64) -> Result<(v5::Response, Snapshot)> {
+fn build(cx: &Context, snapshot: &Snapshot, upto: u64) -> Result<(Answer, Snapshot)> {
     let rooms = &cx.services.rooms;
     let mut entries =
         lists::gather(cx.services, cx.user, |room, left_at| keep_left(cx, snapshot, room, left_at, upto))?;
+    if cx.request.lists.values().any(|l| !l.filters.tags.is_empty() || !l.filters.not_tags.is_empty()) {
+        lists::add_tags(cx.services, cx.user, &mut entries)?;
+    }
     lists::sort(&mut entries);
     let mut response = v5::Response::new(String::new());
     let mut configs: BTreeMap<RoomKey, Vec<RoomConfig>> = BTreeMap::new();
+    let mut in_lists: BTreeMap<RoomKey, Vec<String>> = BTreeMap::new();
     let mut relevant = Relevant::default();
     for (name, list) in &cx.request.lists {
-        let ranges: Vec<(u64, u64)> =
-            list.ranges.iter().map(|(a, b)| (u64::from(*a), u64::from(*b))).collect();
-        let (count, keys) = lists::window(&entries, &filters(list.filters.as_ref()), &ranges);
+        let mut filters = list.filters.clone();
+        if let Some(spaces) = &list.spaces {
+            filters.in_spaces = Some(lists::space_children(cx.services, cx.user, spaces)?);
+        }
+        let (count, keys) = lists::window(&entries, &filters, &list.ranges);
         let mut counted = response::List::default();
         counted.count = UInt::try_from(count).unwrap_or_default();
         response.lists.insert(name.clone(), counted);
-        let config = config(list.room_details.timeline_limit, &list.room_details.required_state);
         let in_list = relevant.by_list.entry(name.clone()).or_default();
         for key in keys {
             if let RoomKey::Local(short) = key {
                 in_list.push(short);
             }
-            configs.entry(key).or_default().push(config.clone());
+            in_lists.entry(key.clone()).or_default().push(name.clone());
+            configs.entry(key).or_default().push(list.config.clone());
         }
     }
-    for (room_id, subscription) in &cx.request.room_subscriptions {
+    for (room_id, config) in &cx.request.subscriptions {
         if let Some(key) = subscribed(cx, &entries, room_id)? {
-            configs
-                .entry(key)
-                .or_default()
-                .push(config(subscription.timeline_limit, &subscription.required_state));
+            configs.entry(key).or_default().push(config.clone());
         }
     }
 
     let by_key: HashMap<&RoomKey, &Entry> = entries.iter().map(|e| (&e.room, e)).collect();
     let mut next = Snapshot { upto, ..Snapshot::default() };
     let mut in_scope = Vec::new();
+    let mut extras = BTreeMap::new();
     let pending: BTreeMap<OwnedRoomId, _> =
         lists::pending_remote_invites(cx.services, cx.user)?.into_iter().collect();
     for (key, configs) in &configs {
@@ -201,6 +279,8 @@ fn build(cx: &Context, snapshot: &Snapshot, upto: u64) -> Result<(v5::Response, 
                     }
                     scoped.timeline = built.timeline;
                     response.rooms.insert(room_id.clone(), built.room);
+                    let lists = in_lists.remove(key).unwrap_or_default();
+                    extras.insert(room_id.clone(), RoomExtra { lists, ..built.extra });
                 }
                 in_scope.push(scoped);
                 relevant.all.insert(short);
@@ -211,6 +291,9 @@ fn build(cx: &Context, snapshot: &Snapshot, upto: u64) -> Result<(v5::Response, 
                 let Some(invite) = pending.get(room_id) else { continue };
                 if snapshot.remote.get(room_id) != Some(&invite.position) {
                     response.rooms.insert(room_id.clone(), room::remote(invite)?);
+                    let membership = Some(if invite.knock { "knock" } else { "invite" }.to_owned());
+                    let lists = in_lists.remove(key).unwrap_or_default();
+                    extras.insert(room_id.clone(), RoomExtra { membership, lists, ..RoomExtra::default() });
                 }
                 next.remote.insert(room_id.clone(), invite.position);
             }
@@ -227,7 +310,7 @@ fn build(cx: &Context, snapshot: &Snapshot, upto: u64) -> Result<(v5::Response, 
     }
     rescinded_invites(cx, snapshot, &pending, upto, &mut response)?;
     extensions::build(cx, &relevant, &in_scope, upto, &mut response.extensions)?;
-    Ok((response, next))
+    Ok((Answer { response, extras }, next))
 }
 
 /// Whether a room the connection has as of `before` may have news for it:
@@ -310,6 +393,7 @@ fn config(timeline_limit: UInt, required_state: &[(ruma::events::StateEventType,
     RoomConfig {
         timeline_limit: timeline_limit.into(),
         required_state: required_state.iter().map(|(kind, key)| (kind.to_string(), key.clone())).collect(),
+        exclude: Default::default(),
     }
 }
 
@@ -330,5 +414,6 @@ fn filters(request: Option<&v5::request::ListFilters>) -> Filters {
         is_invite: request.is_invite,
         room_types: kinds(&request.room_types),
         not_room_types: kinds(&request.not_room_types),
+        ..Filters::default()
     }
 }

@@ -24,6 +24,8 @@ pub struct Wanted {
     keys: BTreeMap<String, BTreeSet<String>>,
     /// The members the timeline shows (senders and targets).
     pub lazy_members: bool,
+    /// Left out of the above (lazy members aside): `(type, key)` with `*`.
+    exclude: BTreeSet<(String, String)>,
 }
 
 impl Wanted {
@@ -42,18 +44,31 @@ impl Wanted {
                 }
             }
         }
+        wanted.exclude = config
+            .exclude
+            .iter()
+            .map(|(kind, key)| (kind.clone(), if key == ME { user.to_owned() } else { key.clone() }))
+            .collect();
         wanted
     }
 
     /// Whether the event at `(kind, key)` is wanted (lazy members aside).
     pub fn wants(&self, kind: &str, key: &str) -> bool {
-        self.all || self.types.contains(kind) || self.keys.get(kind).is_some_and(|keys| keys.contains(key))
+        let included = self.all
+            || self.types.contains(kind)
+            || self.keys.get(kind).is_some_and(|keys| keys.contains(key));
+        included && !self.excludes(kind, key)
+    }
+
+    fn excludes(&self, kind: &str, key: &str) -> bool {
+        self.exclude.iter().any(|(k, s)| (k == ANY || k == kind) && (s == ANY || s == key))
     }
 
     /// Whether anything is wanted beyond what `before` wanted: the room's
     /// state must be sent again for the difference.
     pub fn grew_from(&self, before: &Wanted) -> bool {
         (self.all && !before.all)
+            || before.exclude.iter().any(|pair| !self.exclude.contains(pair))
             || (self.lazy_members && !before.lazy_members)
             || self.types.iter().any(|t| !before.all && !before.types.contains(t))
             || self.keys.iter().any(|(kind, keys)| keys.iter().any(|key| !before.wants(kind, key)))
@@ -62,12 +77,23 @@ impl Wanted {
 
 /// A room's configuration over every list and subscription it is in: the
 /// largest timeline and every state pair any asked for.
-pub fn merge<'a>(configs: impl IntoIterator<Item = &'a RoomConfig>) -> RoomConfig {
-    let mut merged = RoomConfig { timeline_limit: 0, required_state: BTreeSet::new() };
-    for config in configs {
+/// What one leaves out stays out unless another asks for some of it.
+pub fn merge<'a>(configs: impl IntoIterator<Item = &'a RoomConfig> + Clone) -> RoomConfig {
+    let mut merged = RoomConfig::default();
+    for config in configs.clone() {
         merged.timeline_limit = merged.timeline_limit.max(config.timeline_limit);
         merged.required_state.extend(config.required_state.iter().cloned());
+        merged.exclude.extend(config.exclude.iter().cloned());
     }
+    let overlap = |(k1, s1): &(String, String), (k2, s2): &(String, String)| {
+        (k1 == ANY || k2 == ANY || k1 == k2) && (s1 == ANY || s2 == ANY || s1 == s2)
+    };
+    merged.exclude.retain(|out| {
+        configs
+            .clone()
+            .into_iter()
+            .all(|c| c.exclude.contains(out) || !c.required_state.iter().any(|pair| overlap(pair, out)))
+    });
     merged
 }
 
@@ -79,6 +105,7 @@ mod tests {
         RoomConfig {
             timeline_limit: limit,
             required_state: pairs.iter().map(|(k, s)| ((*k).to_owned(), (*s).to_owned())).collect(),
+            exclude: BTreeSet::new(),
         }
     }
 
@@ -106,6 +133,20 @@ mod tests {
         let everything = Wanted::new(&config(1, &[("*", "*")]), ALICE);
         assert!(everything.wants("m.room.topic", "") && everything.wants("m.room.member", "@bob:x"));
         assert!(Wanted::new(&config(1, &[("*", "")]), ALICE).wants("x.y", "z"), "a superset, as Synapse");
+    }
+
+    #[test]
+    fn exclusions_leave_out_and_hold_only_where_every_configuration_has_them() {
+        let mut all_but_create = config(1, &[("*", "*")]);
+        all_but_create.exclude.insert(("m.room.create".into(), "*".into()));
+        let wanted = Wanted::new(&all_but_create, ALICE);
+        assert!(wanted.wants("m.room.name", "") && !wanted.wants("m.room.create", ""));
+        let merged = merge([&all_but_create, &config(1, &[("m.room.create", "")])]);
+        assert!(Wanted::new(&merged, ALICE).wants("m.room.create", ""));
+        assert!(Wanted::new(&merged, ALICE).grew_from(&wanted));
+        // Another that does not ask for it: still left out.
+        let merged = merge([&all_but_create, &config(1, &[("m.room.name", "")])]);
+        assert!(!Wanted::new(&merged, ALICE).wants("m.room.create", ""));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use ruma::JsOption;
 use ruma::{OwnedMxcUri, OwnedUserId, UInt, api::client::sync::sync_events::v5::response, serde::Raw};
 use serde_json::{Value, json};
 
-use super::{Context, connections::RoomConfig, required::Wanted};
+use super::{Context, RoomExtra, connections::RoomConfig, required::Wanted};
 use crate::{
     Error, Result,
     rooms::{
@@ -34,6 +34,8 @@ pub struct Before<'a> {
 /// A room built for the response, and what the extensions need of it.
 pub struct Built {
     pub room: response::Room,
+    /// What the stable dialect says beyond `room`.
+    pub extra: RoomExtra,
     /// Sent whole (`initial`): the extensions send the room's all too.
     pub initial: bool,
     /// The IDs of the timeline's events.
@@ -61,14 +63,19 @@ pub fn local(
     let mut out = response::Room::new();
     out.bump_stamp = Some(UInt::try_from(stamp).unwrap_or_default());
     out.is_dm = is_dm.then_some(true);
-    match membership.as_str() {
+    let built = match membership.as_str() {
         "invite" | "knock" => {
             if !membership_new {
                 return Ok(None);
             }
             out.invite_state = Some(stripped_state(cx.services, short, &member)?);
             out.initial = Some(true);
-            Ok(Some(Built { room: out, initial: true, timeline: BTreeSet::new() }))
+            Ok(Some(Built {
+                room: out,
+                extra: RoomExtra::default(),
+                initial: true,
+                timeline: BTreeSet::new(),
+            }))
         }
         "join" => {
             // Joined since the connection last had it (it had an invite, or
@@ -86,10 +93,19 @@ pub fn local(
             let event = rooms.client_event(event, Some(cx.device), cx.user)?;
             out.required_state.push(raw(without_room_id(event))?);
             out.initial = before.is_none().then_some(true);
-            Ok(Some(Built { room: out, initial: before.is_none(), timeline: BTreeSet::new() }))
+            Ok(Some(Built {
+                room: out,
+                extra: RoomExtra::default(),
+                initial: before.is_none(),
+                timeline: BTreeSet::new(),
+            }))
         }
         _ => shown(cx, short, config, before, changed_at, out),
-    }
+    }?;
+    Ok(built.map(|mut built| {
+        built.extra.membership = Some(membership);
+        built
+    }))
 }
 
 /// A joined room as of `end`, or a left one as of its leave.
@@ -157,9 +173,11 @@ fn shown(
     let content = |kind: &str| -> Result<Option<Value>> {
         Ok(rooms.state_event(&current, kind, "")?.map(|pdu| pdu.content_value()))
     };
+    let mut name_removed = false;
     if initial || state.kinds.contains("m.room.name") {
         out.name = content("m.room.name")?
             .and_then(|c| c["name"].as_str().filter(|n| !n.is_empty()).map(str::to_owned));
+        name_removed = !initial && out.name.is_none();
     }
     if initial || state.kinds.contains("m.room.avatar") {
         let url = content("m.room.avatar")?.and_then(|c| c["url"].as_str().map(OwnedMxcUri::from));
@@ -184,7 +202,8 @@ fn shown(
     if initial {
         out.initial = Some(true);
     }
-    Ok(Some(Built { room: out, initial, timeline: ids }))
+    let extra = RoomExtra { expanded_timeline: expanded, name_removed, ..RoomExtra::default() };
+    Ok(Some(Built { room: out, extra, initial, timeline: ids }))
 }
 
 /// The state events to send, and the types among them.
