@@ -10,7 +10,7 @@ VENV := $(CARGO_TARGET_DIR)/venv
 # Synapse and matrix-nio with encryption, for `make interop` only.
 INTEROP_VENV := $(CARGO_TARGET_DIR)/interop-venv
 
-.PHONY: run test interop bench bench-federation bench-media bench-search postgres deps build release check fmt clean
+.PHONY: run test interop bench bench-federation bench-media bench-search bench-sliding postgres deps build release check fmt clean
 
 run: deps
 	$(CARGO) run --release --bin hearth -- --config example.toml
@@ -78,6 +78,12 @@ bench-media: deps postgres
 bench-search: deps postgres
 	$(CARGO) build --release --bin hearth
 	$(INTEROP_VENV)/bin/python benches/search.py $(CARGO_TARGET_DIR)/release/hearth \
+		--synapse-python $(INTEROP_VENV)/bin/python --postgres
+
+bench-sliding: deps postgres
+	$(CARGO) build --release --bin hearth
+	$(CARGO) bench --no-run --bench sync
+	$(INTEROP_VENV)/bin/python benches/sliding_sync.py $(CARGO_TARGET_DIR)/release/hearth \
 		--synapse-python $(INTEROP_VENV)/bin/python --postgres
 
 # Debian's PostgreSQL (Synapse's production database) and psycopg2 in the

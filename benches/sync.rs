@@ -5,6 +5,9 @@
 //!   (p50, p99 over every client and message);
 //! - initial sync of a user in 100 rooms of E events each;
 //! - an incremental sync with nothing new for a user in 1,000 rooms;
+//! - (`--only sliding`) the same latency over simplified sliding sync
+//!   (MSC4186): each client long-polls its own connection, a list of its
+//!   first 20 rooms with `timeline_limit` 1, as Element X does;
 //! - (in-process only, `--only backfill`) the latency above for 100
 //!   clients while 10,000 historical events are appended to their room
 //!   (backfill), against the same without.
@@ -81,7 +84,12 @@ async fn run(url: &str, secret: &str, sizes: &Sizes) {
     let wanted = |part: &str| sizes.only.iter().any(|o| o == part);
     if wanted("latency") {
         for &n in &sizes.clients {
-            latency(&client, url, secret, &format!("{run}c{n}"), n, |_| None).await;
+            latency(&client, url, secret, &format!("{run}c{n}"), n, Protocol::V3, |_| None).await;
+        }
+    }
+    if wanted("sliding") {
+        for &n in &sizes.clients {
+            latency(&client, url, secret, &format!("{run}s{n}"), n, Protocol::Sliding, |_| None).await;
         }
     }
     if wanted("initial") {
@@ -142,6 +150,58 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1e3
 }
 
+/// How a client syncs.
+#[derive(Clone, Copy, PartialEq)]
+enum Protocol {
+    /// `/v3/sync` (timeline limit 1).
+    V3,
+    /// Simplified sliding sync: a list of the first 20 rooms, timeline 1.
+    Sliding,
+}
+
+const SLIDING_PATH: &str = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+const ONE_EVENT: &str = "filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A1%7D%7D%7D";
+
+impl Protocol {
+    /// One sync (a long poll for `timeout` ms from `since`, if given): its
+    /// next token and the timeline it brought of `room`.
+    async fn sync(
+        self,
+        client: &reqwest::Client,
+        url: &str,
+        token: &str,
+        since: Option<&str>,
+        timeout: u64,
+        room: &str,
+    ) -> (String, Value) {
+        match self {
+            Protocol::V3 => {
+                let since = since.map(|s| format!("since={s}&")).unwrap_or_default();
+                let response =
+                    sync(client, url, token, &format!("{since}timeout={timeout}&{ONE_EVENT}")).await;
+                let events = response["rooms"]["join"][room]["timeline"]["events"].clone();
+                (response["next_batch"].as_str().unwrap().to_owned(), events)
+            }
+            Protocol::Sliding => {
+                let pos = since.map(|s| format!("&pos={s}")).unwrap_or_default();
+                let body = json!({"conn_id": "bench", "lists": {"all": {"ranges": [[0, 19]], "timeline_limit": 1,
+                    "required_state": [["m.room.name", ""], ["m.room.member", "$LAZY"], ["m.room.member", "$ME"]]}}});
+                let resp = client
+                    .post(format!("{url}{SLIDING_PATH}?timeout={timeout}{pos}"))
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status();
+                let response: Value = resp.json().await.unwrap();
+                assert!(status.is_success(), "{status}: {response}");
+                (response["pos"].as_str().unwrap().to_owned(), response["rooms"][room]["timeline"].clone())
+            }
+        }
+    }
+}
+
 /// One sender, `n` receivers in one room, long-polling; each message's
 /// arrival is timed at every receiver. `background` may start work in the
 /// room (given its ID) that runs during the rounds and reports at the end.
@@ -151,6 +211,7 @@ async fn latency(
     secret: &str,
     prefix: &str,
     n: usize,
+    protocol: Protocol,
     background: impl FnOnce(&str) -> Option<tokio::task::JoinHandle<String>>,
 ) {
     let sender = register(client, url, secret, &format!("{prefix}sender")).await;
@@ -159,11 +220,10 @@ async fn latency(
     for chunk in receivers.chunks(20) {
         join_all(chunk.iter().map(|t| join(client, url, t, &room))).await;
     }
-    let filter = "filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A1%7D%7D%7D";
     let mut since: Vec<String> = Vec::with_capacity(n);
     for chunk in receivers.chunks(50) {
-        let batch = join_all(chunk.iter().map(|t| sync(client, url, t, filter))).await;
-        since.extend(batch.into_iter().map(|b| b["next_batch"].as_str().unwrap().to_owned()));
+        let batch = join_all(chunk.iter().map(|t| protocol.sync(client, url, t, None, 0, &room))).await;
+        since.extend(batch.into_iter().map(|(next, _)| next));
     }
     let rounds = if n >= 1000 { 10 } else { 30 };
     let mut samples = Vec::with_capacity(rounds * n);
@@ -185,11 +245,10 @@ async fn latency(
                 tokio::spawn(async move {
                     let mut since = since;
                     loop {
-                        let query = format!("since={since}&timeout=30000&{filter}");
-                        let response = sync(&client, &url, &token, &query).await;
+                        let (next, events) =
+                            protocol.sync(&client, &url, &token, Some(&since), 30_000, &room).await;
                         let arrived = Instant::now();
-                        since = response["next_batch"].as_str().unwrap().to_owned();
-                        let events = &response["rooms"]["join"][&room]["timeline"]["events"];
+                        since = next;
                         if events.as_array().is_some_and(|e| e.iter().any(|e| e["content"]["body"] == body)) {
                             return (arrived, since);
                         }
@@ -213,8 +272,12 @@ async fn latency(
         Some(work) => format!(", during {}", work.await.unwrap()),
         None => String::new(),
     };
+    let how = match protocol {
+        Protocol::V3 => "/sync",
+        Protocol::Sliding => "sliding sync",
+    };
     println!(
-        "send → long-poll /sync, {n} syncing client(s), {} samples: p50 {:.1} ms, p99 {:.1} ms{during}",
+        "send → long-poll {how}, {n} syncing client(s), {} samples: p50 {:.1} ms, p99 {:.1} ms{during}",
         samples.len(),
         percentile(&samples, 0.5),
         percentile(&samples, 0.99)
@@ -226,9 +289,9 @@ async fn latency(
 async fn backfill_latency(server: &hearth::server::RunningServer, url: &str, secret: &str) {
     let client = reqwest::Client::builder().pool_max_idle_per_host(2000).build().unwrap();
     let run = format!("b{}", std::process::id());
-    latency(&client, url, secret, &format!("{run}quiet"), 100, |_| None).await;
+    latency(&client, url, secret, &format!("{run}quiet"), 100, Protocol::V3, |_| None).await;
     let services = server.services.clone();
-    latency(&client, url, secret, &format!("{run}busy"), 100, |room| {
+    latency(&client, url, secret, &format!("{run}busy"), 100, Protocol::V3, |room| {
         let room = ruma::OwnedRoomId::try_from(room).unwrap();
         Some(tokio::spawn(append_history(services, room, 10_000)))
     })

@@ -31,7 +31,7 @@ pub struct Services {
     /// The search index, unless `search.enabled` is off.
     pub search: Option<Arc<crate::search::Search>>,
     /// What each sliding sync connection was sent.
-    pub sliding: crate::sync::sliding::connections::Connections,
+    pub sliding: crate::sync::sliding::Sliding,
 }
 
 impl Services {
@@ -70,7 +70,7 @@ impl Services {
             false => None,
         };
         Ok(Arc::new(Self {
-            sliding: crate::sync::sliding::connections::Connections::new(db.clone()),
+            sliding: crate::sync::sliding::Sliding::new(db.clone()),
             config,
             db,
             keys,

@@ -192,6 +192,9 @@ pub struct Rooms {
     /// Joined members per room, with the current-state snapshot they were
     /// counted at (push rules' `room_member_count`; messages do not change it).
     joined_counts: Mutex<crate::util::Lru<(Option<u64>, usize)>>,
+    /// Each room's `room_bump` position, as read or as the pipeline last
+    /// wrote it (room lists read it for every room of a user).
+    bump_cache: Mutex<crate::util::Lru<Option<u64>>>,
     expiry: expiry::Expiry,
 }
 
@@ -225,6 +228,7 @@ impl Rooms {
             directory: directory::DirectoryCache::default(),
             auth_edge_cache: Mutex::new(crate::util::Lru::new(AUTH_EDGES_CACHED)),
             joined_counts: Mutex::new(crate::util::Lru::new(JOINED_COUNTS_CACHED)),
+            bump_cache: Mutex::new(crate::util::Lru::new(JOINED_COUNTS_CACHED)),
             expiry: expiry::Expiry::default(),
         })
     }
@@ -245,6 +249,7 @@ impl Rooms {
         self.state.clear_cache();
         self.auth_edge_cache.lock().expect("auth edges").clear();
         self.joined_counts.lock().expect("joined counts").clear();
+        self.bump_cache.lock().expect("bump positions").clear();
         self.short.clear_cache();
     }
 
@@ -359,6 +364,12 @@ impl Rooms {
             Some(event) => self.pdu_by_short(decode_u64(&event)?),
             None => Ok(None),
         }
+    }
+
+    /// Whether the current state has an event at the state key `key` (its
+    /// short ID).
+    pub fn has_state_key(&self, room_short: u64, key: u64) -> Result<bool> {
+        Ok(self.db.contains(&maps::ROOM_STATE, &[room_short.to_be_bytes(), key.to_be_bytes()].concat())?)
     }
 
     /// A user's membership in a room, from the membership index.

@@ -611,7 +611,8 @@ impl Rooms {
         );
         Self::write_notifications(&mut batch, room_short, stream, notifications);
         let kind = pdu.kind.to_string();
-        if super::bumps(&kind) {
+        let bumps = super::bumps(&kind);
+        if bumps {
             batch.put(&maps::ROOM_BUMP, room_short.to_be_bytes(), stream.to_be_bytes());
         }
         self.index_relation(&mut batch, &kind, &pdu.sender, &content, event_short, room_short, stream)?;
@@ -631,6 +632,9 @@ impl Rooms {
         let expires = self.note_expiry(&mut batch, &pdu, event_short);
 
         self.db.write(batch)?;
+        if bumps {
+            self.bumped(room_short, stream);
+        }
         if listed {
             self.directory_changed();
         }

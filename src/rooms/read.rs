@@ -252,7 +252,22 @@ impl Rooms {
     /// The stream position of the room's last event that moves it up a
     /// room list ([`super::bumps`]), if it has one in its live timeline.
     pub fn bump_position(&self, room_short: u64) -> Result<Option<u64>> {
-        Ok(self.db.get(&maps::ROOM_BUMP, &room_short.to_be_bytes())?.map(|v| decode_u64(&v)).transpose()?)
+        if let Some(position) = self.bump_cache.lock().expect("bump positions").get(room_short) {
+            return Ok(position);
+        }
+        let position =
+            self.db.get(&maps::ROOM_BUMP, &room_short.to_be_bytes())?.map(|v| decode_u64(&v)).transpose()?;
+        // Only if the pipeline did not write a newer one meanwhile.
+        let mut cache = self.bump_cache.lock().expect("bump positions");
+        if cache.get(room_short).is_none() {
+            cache.insert(room_short, position, 1);
+        }
+        Ok(position)
+    }
+
+    /// Notes a room's new bump position, once written.
+    pub(super) fn bumped(&self, room_short: u64, position: u64) {
+        self.bump_cache.lock().expect("bump positions").insert(room_short, Some(position), 1);
     }
 
     pub fn latest_position(&self, room_short: u64) -> Result<u64> {

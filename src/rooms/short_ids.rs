@@ -28,6 +28,9 @@ pub struct ShortIds {
     /// Serialises get-or-create of shared strings (rooms, state keys).
     lock: Mutex<()>,
     names: Mutex<Lru<Arc<str>>>,
+    /// Rooms' and state keys' IDs by a hash of their name (with the name,
+    /// to tell collisions apart): an ID never changes once given.
+    ids: Mutex<Lru<(Arc<str>, u64)>>,
 }
 
 fn name_key(kind: Kind, name: &str) -> Vec<u8> {
@@ -50,11 +53,29 @@ impl ShortIds {
             next: AtomicU64::new(next),
             lock: Mutex::new(()),
             names: Mutex::new(Lru::new(NAMES_CACHED)),
+            ids: Mutex::new(Lru::new(NAMES_CACHED)),
         })
     }
 
     pub fn get(&self, kind: Kind, name: &str) -> Result<Option<u64>> {
-        Ok(self.db.get(&maps::SHORT_IDS, &name_key(kind, name))?.map(|v| decode_u64(&v)).transpose()?)
+        let key = name_key(kind, name);
+        // Event IDs are read once or twice each: not worth the memory.
+        let hash = (kind != Kind::Event).then(|| {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(&key)
+        });
+        if let Some(hash) = hash
+            && let Some((cached, id)) = self.ids.lock().expect("short IDs").get(hash)
+            && cached.as_bytes() == key.as_slice()
+        {
+            return Ok(Some(id));
+        }
+        let id = self.db.get(&maps::SHORT_IDS, &key)?.map(|v| decode_u64(&v)).transpose()?;
+        if let (Some(hash), Some(id)) = (hash, id) {
+            let name: Arc<str> = String::from_utf8(key).map_err(Error::internal)?.into();
+            self.ids.lock().expect("short IDs").insert(hash, (name, id), 1);
+        }
+        Ok(id)
     }
 
     /// The short ID of a room or state key, created (and written) if new.
@@ -86,6 +107,7 @@ impl ShortIds {
     /// Empties the in-memory names (benchmarks).
     pub fn clear_cache(&self) {
         self.names.lock().expect("short ID names").clear();
+        self.ids.lock().expect("short IDs").clear();
     }
 
     /// The string behind a short ID.

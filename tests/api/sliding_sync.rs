@@ -381,6 +381,18 @@ async fn extensions_deliver_device_messages_keys_account_data_receipts_and_typin
     assert!(second["extensions"]["to_device"]["next_batch"].is_string());
     // A pos without stored state never expires.
     assert!(pos(&second).starts_with("0_"));
+    // Bob (who shares a room) uploads his device keys: his device list
+    // changed, since the last pos.
+    let d = &bob.device_id;
+    let keys = json!({"device_keys": {
+        "user_id": bob.user_id, "device_id": d, "algorithms": ["m.megolm.v1.aes-sha2"],
+        "keys": {format!("curve25519:{d}"): "curve", format!("ed25519:{d}"): "ed"},
+        "signatures": {bob.user_id.as_str(): {format!("ed25519:{d}"): "c2ln"}},
+    }});
+    let (status, body) = s.post("/_matrix/client/v3/keys/upload", Some(&bob.token), keys).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let third = ok(&s, &alice, Some(&pos(&second)), encryption(Some(&next_batch))).await;
+    assert_eq!(third["extensions"]["e2ee"]["device_lists"]["changed"], json!([bob.user_id]), "{third}");
 
     // The room list connection: account data, receipts, typing.
     let body = json!({

@@ -27,6 +27,9 @@ use crate::{
     storage::{Batch, Db, key, maps},
 };
 
+/// How stale a connection's recorded last use may get (ms).
+const LAST_USED_GRANULARITY_MS: u64 = 5 * 60 * 1000;
+
 /// Snapshots kept per connection at most (the latest `pos` and the answer
 /// to it, plus answers to retries of that `pos`).
 const SNAPSHOTS: usize = 4;
@@ -193,9 +196,14 @@ impl Connections {
         let mut stored = self.load(&key)?.ok_or_else(unknown_pos)?;
         let snapshot =
             stored.snapshots.remove(&pos.snapshot).filter(|s| s.upto == pos.upto).ok_or_else(unknown_pos)?;
-        stored.snapshots = BTreeMap::from([(pos.snapshot, snapshot.clone())]);
-        stored.last_used = now;
-        self.store(&key, &stored)?;
+        // Written back only when it drops other snapshots or its last use
+        // is old news (as Synapse, every few minutes): a long poll's cost.
+        let others = !stored.snapshots.is_empty();
+        if others || now.saturating_sub(stored.last_used) > LAST_USED_GRANULARITY_MS {
+            stored.snapshots = BTreeMap::from([(pos.snapshot, snapshot.clone())]);
+            stored.last_used = now;
+            self.store(&key, &stored)?;
+        }
         Ok(snapshot)
     }
 

@@ -6,7 +6,11 @@ use std::collections::{BTreeSet, HashSet};
 use ruma::{OwnedRoomId, UserId};
 use serde_json::Value;
 
-use crate::{Result, services::Services};
+use crate::{
+    Result,
+    rooms::short_ids::{Kind, state_key_name},
+    services::Services,
+};
 
 /// How the user stands in a room, for lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,12 +93,13 @@ pub fn gather(
     let forgotten = rooms.forgotten_rooms(user)?;
     let ignored = services.users.ignored_users(user)?;
     let direct = direct_rooms(services, user)?;
+    let encryption = rooms.short.get(Kind::StateKey, &state_key_name("m.room.encryption", ""))?;
     let mut out = Vec::new();
     for (room, membership) in rooms.memberships(user)? {
         if forgotten.contains(&room) {
             continue;
         }
-        let since = rooms.membership_since(user, room)?.unwrap_or(0);
+        let since = || Ok::<_, crate::Error>(rooms.membership_since(user, room)?.unwrap_or(0));
         let standing = match membership.as_str() {
             "join" => Standing::Joined,
             "invite" => {
@@ -106,21 +111,23 @@ pub fn gather(
                 Standing::Invited
             }
             "knock" => Standing::Knocked,
-            _ if keep_left(room, since)? => Standing::Left,
+            _ if keep_left(room, since()?)? => Standing::Left,
             _ => continue,
         };
         let stamp = match standing {
-            Standing::Joined => rooms.bump_position(room)?.unwrap_or(since),
-            _ => since,
+            Standing::Joined => match rooms.bump_position(room)? {
+                Some(stamp) => stamp,
+                None => since()?,
+            },
+            _ => since()?,
         };
-        let create = rooms.current_state_event(room, "m.room.create", "")?;
         out.push(Entry {
             room: RoomKey::Local(room),
             standing,
             stamp,
             is_dm: direct.shorts.contains(&room),
-            encrypted: rooms.current_state_event(room, "m.room.encryption", "")?.is_some(),
-            room_type: create.and_then(|c| c.content_value()["type"].as_str().map(str::to_owned)),
+            encrypted: services.sliding.encrypted(rooms, room, encryption)?,
+            room_type: services.sliding.room_type(rooms, room)?,
             tags: Vec::new(),
         });
     }

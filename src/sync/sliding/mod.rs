@@ -17,7 +17,8 @@ mod room;
 pub mod stable;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::Mutex,
     time::Duration,
 };
 
@@ -38,6 +39,51 @@ use crate::{Error, Result, services::Services};
 const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 /// Lists and room subscriptions per request at most (the MSC's bound).
 const MAX_LISTS: usize = 100;
+
+/// Sliding sync's service: the connections, and what lists read of each
+/// room that does not change once set.
+pub struct Sliding {
+    pub connections: connections::Connections,
+    /// Rooms' `m.room.create` types, by short ID (a room's type is fixed).
+    room_types: Mutex<HashMap<u64, Option<String>>>,
+    /// Rooms known to be encrypted (encryption is never turned off).
+    encrypted: Mutex<HashSet<u64>>,
+}
+
+impl Sliding {
+    pub fn new(db: crate::storage::Db) -> Self {
+        Self {
+            connections: connections::Connections::new(db),
+            room_types: Mutex::default(),
+            encrypted: Mutex::default(),
+        }
+    }
+
+    /// A room's type (`m.room.create`'s `type`), read once.
+    pub fn room_type(&self, rooms: &crate::rooms::Rooms, room: u64) -> Result<Option<String>> {
+        if let Some(kind) = self.room_types.lock().expect("room types").get(&room) {
+            return Ok(kind.clone());
+        }
+        let Some(create) = rooms.current_state_event(room, "m.room.create", "")? else { return Ok(None) };
+        let kind = create.content_value()["type"].as_str().map(str::to_owned);
+        self.room_types.lock().expect("room types").insert(room, kind.clone());
+        Ok(kind)
+    }
+
+    /// Whether a room is encrypted (has `m.room.encryption`, whose state
+    /// key's short ID is `key`, if the server has one).
+    pub fn encrypted(&self, rooms: &crate::rooms::Rooms, room: u64, key: Option<u64>) -> Result<bool> {
+        let Some(key) = key else { return Ok(false) };
+        if self.encrypted.lock().expect("encrypted rooms").contains(&room) {
+            return Ok(true);
+        }
+        let encrypted = rooms.has_state_key(room, key)?;
+        if encrypted {
+            self.encrypted.lock().expect("encrypted rooms").insert(room);
+        }
+        Ok(encrypted)
+    }
+}
 
 /// One request as the builders see it.
 pub struct Context<'a> {
@@ -148,7 +194,7 @@ pub async fn sync(
         return Err(unknown_pos());
     }
     let snapshot = match pos {
-        Some(pos) => services.sliding.resume(user, device, conn_id, pos, now)?,
+        Some(pos) => services.sliding.connections.resume(user, device, conn_id, pos, now)?,
         None => Snapshot::default(),
     };
     let cx = Context { services, user, device, since: pos.map(|p| p.upto), request };
@@ -184,7 +230,9 @@ pub async fn sync(
     // has nothing to remember.
     let new_pos = match request.lists.is_empty() && request.subscriptions.is_empty() {
         true => Pos { snapshot: 0, upto: next.upto },
-        false => services.sliding.record(user, device, conn_id, pos.map(|p| p.snapshot), next, now)?,
+        false => {
+            services.sliding.connections.record(user, device, conn_id, pos.map(|p| p.snapshot), next, now)?
+        }
     };
     answer.response.pos = new_pos.to_string();
     answer.response.txn_id = request.txn_id.clone();
@@ -245,47 +293,38 @@ fn build(cx: &Context, snapshot: &Snapshot, upto: u64) -> Result<(Answer, Snapsh
     let mut extras = BTreeMap::new();
     let pending: BTreeMap<OwnedRoomId, _> =
         lists::pending_remote_invites(cx.services, cx.user)?.into_iter().collect();
+    // The local rooms to look at, then built (in parallel when several),
+    // then put in the response in order.
+    let mut jobs = Vec::new();
     for (key, configs) in &configs {
         let config = required::merge(configs);
         match key {
             RoomKey::Local(short) => {
                 let short = *short;
-                let room_id = OwnedRoomId::try_from(rooms.short.name(short)?).map_err(Error::internal)?;
                 let entry = by_key.get(key);
                 let before = snapshot
                     .room(short)
                     .map(|(config, behind)| room::Before { config, at: behind.unwrap_or(snapshot.upto) });
-                let built = match before {
-                    Some(before) if !news(cx, short, &config, before)? => None,
-                    _ => {
-                        let stamp = match entry {
-                            Some(entry) => entry.stamp,
-                            None => rooms.membership_since(cx.user, short)?.unwrap_or_default(),
-                        };
-                        let is_dm = entry.is_some_and(|e| e.is_dm);
-                        room::local(cx, short, &config, before, stamp, is_dm, upto)?
-                    }
+                let build = match before {
+                    Some(before) => news(cx, short, &config, before)?,
+                    None => true,
                 };
-                let mut scoped = InScope {
+                let stamp = match entry {
+                    Some(entry) => entry.stamp,
+                    None if build => rooms.membership_since(cx.user, short)?.unwrap_or_default(),
+                    None => 0,
+                };
+                let job = Job {
+                    key,
                     short,
-                    room_id: room_id.clone(),
-                    since: before.map(|b| b.at),
-                    timeline: BTreeSet::new(),
+                    config,
+                    before,
+                    build,
+                    stamp,
+                    is_dm: entry.is_some_and(|e| e.is_dm),
                     joined: entry.is_some_and(|e| e.standing == Standing::Joined),
                 };
-                if let Some(built) = built {
-                    if built.initial {
-                        scoped.since = None;
-                    }
-                    scoped.timeline = built.timeline;
-                    response.rooms.insert(room_id.clone(), built.room);
-                    let lists = in_lists.remove(key).unwrap_or_default();
-                    extras.insert(room_id.clone(), RoomExtra { lists, ..built.extra });
-                }
-                in_scope.push(scoped);
-                relevant.all.insert(short);
-                relevant.ids.insert(room_id, short);
-                next.set_room(short, &config, None);
+                jobs.push(job);
             }
             RoomKey::Remote(room_id) => {
                 let Some(invite) = pending.get(room_id) else { continue };
@@ -299,6 +338,30 @@ fn build(cx: &Context, snapshot: &Snapshot, upto: u64) -> Result<(Answer, Snapsh
             }
         }
     }
+    let built = build_rooms(cx, &jobs, upto)?;
+    for (job, built) in jobs.iter().zip(built) {
+        let room_id = OwnedRoomId::try_from(rooms.short.name(job.short)?).map_err(Error::internal)?;
+        let mut scoped = InScope {
+            short: job.short,
+            room_id: room_id.clone(),
+            since: job.before.map(|b| b.at),
+            timeline: BTreeSet::new(),
+            joined: job.joined,
+        };
+        if let Some(built) = built {
+            if built.initial {
+                scoped.since = None;
+            }
+            scoped.timeline = built.timeline;
+            response.rooms.insert(room_id.clone(), built.room);
+            let lists = in_lists.remove(job.key).unwrap_or_default();
+            extras.insert(room_id.clone(), RoomExtra { lists, ..built.extra });
+        }
+        in_scope.push(scoped);
+        relevant.all.insert(job.short);
+        relevant.ids.insert(room_id, job.short);
+        next.set_room(job.short, &job.config, None);
+    }
     // Rooms the connection had that no list window nor subscription covers
     // now: the client has them as they were.
     for short in snapshot.rooms.keys() {
@@ -311,6 +374,52 @@ fn build(cx: &Context, snapshot: &Snapshot, upto: u64) -> Result<(Answer, Snapsh
     rescinded_invites(cx, snapshot, &pending, upto, &mut response)?;
     extensions::build(cx, &relevant, &in_scope, upto, &mut response.extensions)?;
     Ok((Answer { response, extras }, next))
+}
+
+/// A local room of the response.
+struct Job<'a> {
+    key: &'a RoomKey,
+    short: u64,
+    config: RoomConfig,
+    before: Option<room::Before<'a>>,
+    /// Whether it may have news (else it is not built).
+    build: bool,
+    stamp: u64,
+    is_dm: bool,
+    joined: bool,
+}
+
+/// Rooms at least this many are built on every core.
+const PARALLEL_FROM: usize = 4;
+
+/// Builds the rooms that may have news (a connection's first response
+/// builds every room of its windows: on every core).
+fn build_rooms(cx: &Context, jobs: &[Job], upto: u64) -> Result<Vec<Option<room::Built>>> {
+    let one = |job: &Job| match job.build {
+        true => room::local(cx, job.short, &job.config, job.before, job.stamp, job.is_dm, upto),
+        false => Ok(None),
+    };
+    let building = jobs.iter().filter(|j| j.build).count();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(building);
+    if building < PARALLEL_FROM || threads < 2 {
+        return jobs.iter().map(one).collect();
+    }
+    // Job i goes to thread i mod n; the results come back in order.
+    let mut done: Vec<Vec<Result<Option<room::Built>>>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let one = &one;
+                scope.spawn(move || jobs.iter().skip(t).step_by(threads).map(one).collect::<Vec<_>>())
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("a room builder panicked")).collect()
+    });
+    let mut out = Vec::with_capacity(jobs.len());
+    let mut iters: Vec<_> = done.iter_mut().map(|d| d.drain(..)).collect();
+    for i in 0..jobs.len() {
+        out.push(iters[i % threads].next().expect("one result per job")?);
+    }
+    Ok(out)
 }
 
 /// Whether a room the connection has as of `before` may have news for it:
@@ -351,9 +460,10 @@ fn subscribed(cx: &Context, entries: &[Entry], room_id: &RoomId) -> Result<Optio
     let rooms = &cx.services.rooms;
     if let Some(short) = rooms.room_short(room_id)? {
         let key = RoomKey::Local(short);
-        if entries.iter().any(|e| e.room == key)
-            || (rooms.membership(cx.user, short)?.is_some() && !rooms.is_forgotten(cx.user, short)?)
-        {
+        // Beyond the lists' rooms: one the user left (not an invite the
+        // lists leave out, from someone ignored).
+        let left = matches!(rooms.membership(cx.user, short)?.as_deref(), Some("leave" | "ban"));
+        if entries.iter().any(|e| e.room == key) || (left && !rooms.is_forgotten(cx.user, short)?) {
             return Ok(Some(key));
         }
     }
