@@ -340,22 +340,27 @@ def main():
             postgres.close()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    report("benches/search.py", columns, ROWS, args.out)
+
+
+def report(script, columns, rows, out=None):
+    """Prints the columns ((name, version, results) each) as a Markdown
+    table of `rows` (and errors), and writes it to `out` if given."""
     lines = [
         f"Measured {datetime.date.today()} on {platform.node()} ({os.cpu_count()} cores), "
-        f"`{' '.join(shlex.quote(a) for a in ['benches/search.py'] + sys.argv[1:])}`",
+        f"`{' '.join(shlex.quote(a) for a in [script] + sys.argv[1:])}`",
         "",
         "| | " + " | ".join(f"{name} ({version})" for name, version, _ in columns) + " |",
         "|---|" + "---|" * len(columns),
     ]
-    for row in ROWS + ["error"]:
+    for row in rows + ["error"]:
         if any(row in results for _, _, results in columns):
             lines.append(f"| {row} | " + " | ".join(results.get(row, "") for _, _, results in columns) + " |")
     table = "\n".join(lines)
     print(table)
-    if args.out:
-        with open(args.out, "w") as f:
+    if out:
+        with open(out, "w") as f:
             f.write(table + "\n")
-
 
 if __name__ == "__main__":
     main()

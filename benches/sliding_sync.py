@@ -28,11 +28,8 @@ Prints a Markdown table and writes it to --out if given.
 
 import argparse
 import concurrent.futures
-import datetime
 import os
-import platform
 import random
-import shlex
 import shutil
 import subprocess
 import sys
@@ -43,7 +40,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from federation import Postgres  # noqa: E402
 from media import SECRET, Client, Failure, Hearth, Synapse, q, say  # noqa: E402
-from search import p50_p99, register  # noqa: E402
+from search import p50_p99, register, report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATH = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
@@ -191,22 +188,7 @@ def main():
             postgres.close()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    lines = [
-        f"Measured {datetime.date.today()} on {platform.node()} ({os.cpu_count()} cores), "
-        f"`{' '.join(shlex.quote(a) for a in ['benches/sliding_sync.py'] + sys.argv[1:])}`",
-        "",
-        "| | " + " | ".join(f"{name} ({version})" for name, version, _ in columns) + " |",
-        "|---|" + "---|" * len(columns),
-    ]
-    for row in ROWS + ["error"]:
-        if any(row in results for _, _, results in columns):
-            lines.append(f"| {row} | " + " | ".join(results.get(row, "") for _, _, results in columns) + " |")
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(table + "\n")
-
+    report("benches/sliding_sync.py", columns, ROWS, args.out)
 
 if __name__ == "__main__":
     main()

@@ -196,6 +196,11 @@ async fn spawn(dir: &std::path::Path, port: u16, extra: &Extra) -> Result<(Child
 }
 
 async fn client(hearth: &Hearth) -> Result<Client> {
+    client_with(hearth, matrix_sdk::sliding_sync::VersionBuilder::Native).await
+}
+
+/// A client of `hearth`; `sliding` says how it finds sliding sync.
+async fn client_with(hearth: &Hearth, sliding: matrix_sdk::sliding_sync::VersionBuilder) -> Result<Client> {
     // The SDK's own logs, when RUST_LOG asks for them.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -206,6 +211,7 @@ async fn client(hearth: &Hearth) -> Result<Client> {
         // The login response's well-known points at the configured public
         // address (127.0.0.1:8008 by default), not this test's port.
         .respect_login_well_known(false)
+        .sliding_sync_version_builder(sliding)
         .with_encryption_settings(EncryptionSettings {
             auto_enable_cross_signing: false,
             backup_download_strategy: BackupDownloadStrategy::Manual,
@@ -232,17 +238,7 @@ pub async fn register(hearth: &Hearth, name: &str) -> Result<Client> {
 /// Logs an existing user in on a new device that syncs with sliding sync
 /// (as Element X: the version found in `/versions`), without syncing yet.
 pub async fn login_sliding(hearth: &Hearth, name: &str, device_name: &str) -> Result<Client> {
-    let client = Client::builder()
-        .homeserver_url(&hearth.url)
-        .respect_login_well_known(false)
-        .sliding_sync_version_builder(matrix_sdk::sliding_sync::VersionBuilder::DiscoverNative)
-        .with_encryption_settings(EncryptionSettings {
-            auto_enable_cross_signing: false,
-            backup_download_strategy: BackupDownloadStrategy::Manual,
-            auto_enable_backups: false,
-        })
-        .build()
-        .await?;
+    let client = client_with(hearth, matrix_sdk::sliding_sync::VersionBuilder::DiscoverNative).await?;
     client
         .matrix_auth()
         .login_username(name, PASSWORD)
@@ -252,8 +248,8 @@ pub async fn login_sliding(hearth: &Hearth, name: &str, device_name: &str) -> Re
     Ok(client)
 }
 
-/// Waits until `done` says yes (it is asked again on each of the client's
-/// room updates, and at least every 100 ms), failing after [`DEADLINE`].
+/// Waits until `done` says yes (asked every 100 ms: the clients sync on
+/// their own meanwhile), failing after [`DEADLINE`].
 pub async fn until<F, Fut>(what: &str, mut done: F) -> Result<()>
 where
     F: FnMut() -> Fut,
