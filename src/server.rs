@@ -112,7 +112,7 @@ async fn expire_sliding_connections(services: Arc<Services>) {
     loop {
         every.tick().await;
         let before = crate::util::now_ms().saturating_sub(SLIDING_CONNECTION_LIFETIME_MS);
-        match services.sliding.connections.expire(before) {
+        match services.users.sliding.expire(before) {
             Ok(0) => {}
             Ok(gone) => tracing::info!("sliding sync: forgot {gone} idle connections"),
             Err(e) => tracing::warn!("sliding sync: cannot forget idle connections: {e}"),

@@ -30,8 +30,6 @@ pub struct Services {
     pub media: crate::media::Media,
     /// The search index, unless `search.enabled` is off.
     pub search: Option<Arc<crate::search::Search>>,
-    /// What each sliding sync connection was sent.
-    pub sliding: crate::sync::sliding::Sliding,
 }
 
 impl Services {
@@ -70,7 +68,6 @@ impl Services {
             false => None,
         };
         Ok(Arc::new(Self {
-            sliding: crate::sync::sliding::Sliding::new(db.clone()),
             config,
             db,
             keys,

@@ -195,6 +195,10 @@ pub struct Rooms {
     /// Each room's `room_bump` position, as read or as the pipeline last
     /// wrote it (room lists read it for every room of a user).
     bump_cache: Mutex<crate::util::Lru<Option<u64>>>,
+    /// Rooms' `m.room.create` types, by short ID (a room's type is fixed).
+    room_types: Mutex<crate::util::Lru<Option<String>>>,
+    /// Rooms known to be encrypted (encryption is never turned off).
+    encrypted_rooms: Mutex<std::collections::HashSet<u64>>,
     expiry: expiry::Expiry,
 }
 
@@ -229,6 +233,8 @@ impl Rooms {
             auth_edge_cache: Mutex::new(crate::util::Lru::new(AUTH_EDGES_CACHED)),
             joined_counts: Mutex::new(crate::util::Lru::new(JOINED_COUNTS_CACHED)),
             bump_cache: Mutex::new(crate::util::Lru::new(JOINED_COUNTS_CACHED)),
+            room_types: Mutex::new(crate::util::Lru::new(JOINED_COUNTS_CACHED)),
+            encrypted_rooms: Mutex::default(),
             expiry: expiry::Expiry::default(),
         })
     }
@@ -250,6 +256,7 @@ impl Rooms {
         self.auth_edge_cache.lock().expect("auth edges").clear();
         self.joined_counts.lock().expect("joined counts").clear();
         self.bump_cache.lock().expect("bump positions").clear();
+        self.room_types.lock().expect("room types").clear();
         self.short.clear_cache();
     }
 
@@ -366,10 +373,33 @@ impl Rooms {
         }
     }
 
-    /// Whether the current state has an event at the state key `key` (its
-    /// short ID).
-    pub fn has_state_key(&self, room_short: u64, key: u64) -> Result<bool> {
-        Ok(self.db.contains(&maps::ROOM_STATE, &[room_short.to_be_bytes(), key.to_be_bytes()].concat())?)
+    /// A room's type (`m.room.create`'s `type`), read once.
+    pub fn room_type(&self, room_short: u64) -> Result<Option<String>> {
+        if let Some(kind) = self.room_types.lock().expect("room types").get(room_short) {
+            return Ok(kind);
+        }
+        let Some(create) = self.current_state_event(room_short, "m.room.create", "")? else {
+            return Ok(None);
+        };
+        let kind = create.content_value()["type"].as_str().map(str::to_owned);
+        self.room_types.lock().expect("room types").insert(room_short, kind.clone(), 1);
+        Ok(kind)
+    }
+
+    /// Whether a room is encrypted (has `m.room.encryption`, whose state
+    /// key's short ID is `key`, if the server has one: the caller looks it
+    /// up once for many rooms).
+    pub fn encrypted(&self, room_short: u64, key: Option<u64>) -> Result<bool> {
+        let Some(key) = key else { return Ok(false) };
+        if self.encrypted_rooms.lock().expect("encrypted rooms").contains(&room_short) {
+            return Ok(true);
+        }
+        let state_key = [room_short.to_be_bytes(), key.to_be_bytes()].concat();
+        let encrypted = self.db.contains(&maps::ROOM_STATE, &state_key)?;
+        if encrypted {
+            self.encrypted_rooms.lock().expect("encrypted rooms").insert(room_short);
+        }
+        Ok(encrypted)
     }
 
     /// A user's membership in a room, from the membership index.

@@ -118,7 +118,7 @@ maps! {
         value: "event short ID"
     }
     /// Sliding sync connections: what each was sent, per `pos` still in
-    /// use (`sync::sliding::connections`).
+    /// use (`users::sliding`).
     SLIDING_CONNECTIONS = "sliding_connections" {
         key: "user ID ‖ device ID ‖ conn_id",
         value: "JSON {last_used (ms), next (snapshot number), snapshots: {number: {upto (stream position), configs: [{timeline_limit, required_state: [[type, state key]]}], rooms: {room short ID: {config (index), behind (stream position the client has the room as of, when earlier than upto)}}, remote: {room ID: stream position of the invite sent}}}}"

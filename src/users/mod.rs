@@ -18,6 +18,7 @@ pub mod pushers;
 pub mod remote_devices;
 pub mod sent_members;
 pub mod shared_secret;
+pub mod sliding;
 pub mod to_device;
 pub mod uiaa;
 
@@ -80,6 +81,8 @@ pub struct Users {
     pub remote_device_locks: crate::util::KeyedLocks<OwnedUserId>,
     /// Member events each lazy-loading device already has (sync).
     pub sent_members: sent_members::SentMembers,
+    /// What each sliding sync connection was sent (`sync::sliding`).
+    pub sliding: sliding::Connections,
     /// The to-device inbox cap (`to_device::MAX_INBOX`; lower in tests).
     inbox_cap: u64,
 }
@@ -94,6 +97,7 @@ impl Users {
             );
         }
         Ok(Self {
+            sliding: sliding::Connections::new(db.clone()),
             db,
             server_name,
             stream,

@@ -126,8 +126,8 @@ pub fn gather(
             standing,
             stamp,
             is_dm: direct.shorts.contains(&room),
-            encrypted: services.sliding.encrypted(rooms, room, encryption)?,
-            room_type: services.sliding.room_type(rooms, room)?,
+            encrypted: rooms.encrypted(room, encryption)?,
+            room_type: rooms.room_type(room)?,
             tags: Vec::new(),
         });
     }

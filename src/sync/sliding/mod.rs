@@ -3,13 +3,12 @@
 //! Element X and every app on matrix-rust-sdk's room list speak. Lists of
 //! the user's rooms in windows ([`lists`]), room subscriptions, and
 //! extensions ([`extensions`]) over long-lived connections whose every
-//! `pos` names what the client was sent ([`connections`]).
+//! `pos` names what the client was sent (`users::sliding`).
 //!
 //! A request is answered at once when there is something to say (or no
 //! `pos`, or no `timeout`); else when something arrives for the user, or
 //! the timeout passes, with the lists' counts and a new `pos`.
 
-pub mod connections;
 mod extensions;
 pub mod lists;
 pub mod required;
@@ -17,8 +16,7 @@ mod room;
 pub mod stable;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    sync::Mutex,
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::Duration,
 };
 
@@ -29,61 +27,19 @@ use ruma::{
 };
 
 use self::{
-    connections::{Pos, RoomConfig, Snapshot, unknown_pos},
     extensions::InScope,
     lists::{Entry, Filters, RoomKey, Standing},
 };
-use crate::{Error, Result, services::Services};
+use crate::{
+    Error, Result,
+    services::Services,
+    users::sliding::{Pos, RoomConfig, Snapshot, unknown_pos},
+};
 
 /// The longest a long poll is held.
 const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 /// Lists and room subscriptions per request at most (the MSC's bound).
 const MAX_LISTS: usize = 100;
-
-/// Sliding sync's service: the connections, and what lists read of each
-/// room that does not change once set.
-pub struct Sliding {
-    pub connections: connections::Connections,
-    /// Rooms' `m.room.create` types, by short ID (a room's type is fixed).
-    room_types: Mutex<HashMap<u64, Option<String>>>,
-    /// Rooms known to be encrypted (encryption is never turned off).
-    encrypted: Mutex<HashSet<u64>>,
-}
-
-impl Sliding {
-    pub fn new(db: crate::storage::Db) -> Self {
-        Self {
-            connections: connections::Connections::new(db),
-            room_types: Mutex::default(),
-            encrypted: Mutex::default(),
-        }
-    }
-
-    /// A room's type (`m.room.create`'s `type`), read once.
-    pub fn room_type(&self, rooms: &crate::rooms::Rooms, room: u64) -> Result<Option<String>> {
-        if let Some(kind) = self.room_types.lock().expect("room types").get(&room) {
-            return Ok(kind.clone());
-        }
-        let Some(create) = rooms.current_state_event(room, "m.room.create", "")? else { return Ok(None) };
-        let kind = create.content_value()["type"].as_str().map(str::to_owned);
-        self.room_types.lock().expect("room types").insert(room, kind.clone());
-        Ok(kind)
-    }
-
-    /// Whether a room is encrypted (has `m.room.encryption`, whose state
-    /// key's short ID is `key`, if the server has one).
-    pub fn encrypted(&self, rooms: &crate::rooms::Rooms, room: u64, key: Option<u64>) -> Result<bool> {
-        let Some(key) = key else { return Ok(false) };
-        if self.encrypted.lock().expect("encrypted rooms").contains(&room) {
-            return Ok(true);
-        }
-        let encrypted = rooms.has_state_key(room, key)?;
-        if encrypted {
-            self.encrypted.lock().expect("encrypted rooms").insert(room);
-        }
-        Ok(encrypted)
-    }
-}
 
 /// One request as the builders see it.
 pub struct Context<'a> {
@@ -194,7 +150,7 @@ pub async fn sync(
         return Err(unknown_pos());
     }
     let snapshot = match pos {
-        Some(pos) => services.sliding.connections.resume(user, device, conn_id, pos, now)?,
+        Some(pos) => services.users.sliding.resume(user, device, conn_id, pos, now)?,
         None => Snapshot::default(),
     };
     let cx = Context { services, user, device, since: pos.map(|p| p.upto), request };
@@ -230,9 +186,7 @@ pub async fn sync(
     // has nothing to remember.
     let new_pos = match request.lists.is_empty() && request.subscriptions.is_empty() {
         true => Pos { snapshot: 0, upto: next.upto },
-        false => {
-            services.sliding.connections.record(user, device, conn_id, pos.map(|p| p.snapshot), next, now)?
-        }
+        false => services.users.sliding.record(user, device, conn_id, pos.map(|p| p.snapshot), next, now)?,
     };
     answer.response.pos = new_pos.to_string();
     answer.response.txn_id = request.txn_id.clone();

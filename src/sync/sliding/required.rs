@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::connections::RoomConfig;
+use crate::users::sliding::RoomConfig;
 
 const ANY: &str = "*";
 const ME: &str = "$ME";

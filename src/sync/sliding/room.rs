@@ -8,7 +8,7 @@ use ruma::JsOption;
 use ruma::{OwnedMxcUri, OwnedUserId, UInt, api::client::sync::sync_events::v5::response, serde::Raw};
 use serde_json::{Value, json};
 
-use super::{Context, RoomExtra, connections::RoomConfig, required::Wanted};
+use super::{Context, RoomExtra, required::Wanted};
 use crate::{
     Error, Result,
     rooms::{
@@ -17,6 +17,7 @@ use crate::{
         state::StateMap,
     },
     sync::rooms::{Timeline, latest, stripped_state, summary, without_room_id},
+    users::sliding::RoomConfig,
     util::raw,
 };
 

@@ -12,7 +12,8 @@ use ruma::{OwnedRoomId, api::client::sync::sync_events::v5};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{List, Request, RoomExtra, connections::RoomConfig, lists::Filters};
+use super::{List, Request, RoomExtra, lists::Filters};
+use crate::users::sliding::RoomConfig;
 use crate::{Error, Result};
 
 #[derive(Debug, Deserialize)]

@@ -1,4 +1,4 @@
-//! Sliding sync connections (MSC4186): what a connection — one user's
+//! Sliding sync connections (MSC4186, served by `sync::sliding`): what a connection — one user's
 //! device under one `conn_id` — was sent, as of each `pos` it was given,
 //! kept in RocksDB so that a restart, or a request retried with the same
 //! `pos` after the client cancelled one in flight, is answered correctly.
