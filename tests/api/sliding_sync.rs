@@ -166,10 +166,28 @@ async fn lists_are_windows_of_the_rooms_by_recent_activity_with_a_count() {
     // connection had it.
     send(&s, &alice, &b, "5", "b while away").await;
     let wide = json!({"conn_id": "room-list", "lists": {"all_rooms": list(json!([[0, 9]]), 1)}});
-    let sixth = ok(&s, &alice, Some(&pos(&fifth)), wide).await;
+    let sixth = ok(&s, &alice, Some(&pos(&fifth)), wide.clone()).await;
     assert_eq!(rooms(&sixth), std::slice::from_ref(&b), "{sixth}");
     assert_eq!(bodies(&sixth["rooms"][&b]), ["b while away"]);
     assert!(sixth["rooms"][&b].get("initial").is_none());
+
+    // A new display name is a member event in each room, not a new
+    // membership: the change, not the rooms whole again.
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/displayname", alice.user_id),
+            Some(&alice.token),
+            json!({"displayname": "Alice A."}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let seventh = ok(&s, &alice, Some(&pos(&sixth)), wide).await;
+    assert_eq!(rooms(&seventh).len(), 3, "{seventh}");
+    for room in [&a, &b, &c] {
+        let sent = &seventh["rooms"][room];
+        assert!(sent.get("initial").is_none(), "{sent}");
+        assert_eq!(state_pairs(sent), [("m.room.member".to_owned(), alice.user_id.clone())]);
+    }
 }
 
 #[tokio::test]

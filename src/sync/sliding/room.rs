@@ -80,8 +80,10 @@ pub fn local(
         }
         "join" => {
             // Joined since the connection last had it (it had an invite, or
-            // the room as it was when the user left): sent whole again.
-            let before = before.filter(|_| !membership_new);
+            // the room as it was when the user left): sent whole again. (A
+            // new display name is no new membership.)
+            let joined_at = rooms.membership_since(cx.user, short)?.unwrap_or_default();
+            let before = before.filter(|b| joined_at <= b.at);
             shown(cx, short, config, before, upto, out)
         }
         // Left, kicked or banned: the room up to that, once.
@@ -170,7 +172,7 @@ fn shown(
         let event = rooms.client_event(*event, Some(cx.device), cx.user)?;
         out.required_state.push(raw(without_room_id(event))?);
     }
-    let current = rooms.state_at_position(short, end)?;
+    let current = &state.at_end;
     let content = |kind: &str| -> Result<Option<Value>> {
         Ok(rooms.state_event(&current, kind, "")?.map(|pdu| pdu.content_value()))
     };
@@ -193,7 +195,7 @@ fn shown(
         out.joined_count = summary.joined_member_count;
         out.invited_count = summary.invited_member_count;
         if !summary.heroes.is_empty() {
-            out.heroes = Some(heroes(cx, &current, summary.heroes)?);
+            out.heroes = Some(heroes(cx, current, summary.heroes)?);
         }
     }
     let (counts, _) = rooms.unread_counts(cx.user, short, false)?;
@@ -207,10 +209,12 @@ fn shown(
     Ok(Some(Built { room: out, extra, initial, timeline: ids }))
 }
 
-/// The state events to send, and the types among them.
+/// The state events to send, the types that changed among them, and the
+/// room's state at the end.
 struct State {
     events: Vec<u64>,
     kinds: BTreeSet<String>,
+    at_end: std::sync::Arc<StateMap>,
 }
 
 /// `required_state`: the state at `end` the configuration wants, for a room
@@ -231,7 +235,7 @@ fn required_state(
     let current = rooms.state_at_position(short, end)?;
     let previous = before.map(|(at, _)| rooms.state_at_position(short, at)).transpose()?;
     let grew = before.is_some_and(|(_, had)| wanted.grew_from(had));
-    let mut out = State { events: Vec::new(), kinds: BTreeSet::new() };
+    let mut out = State { events: Vec::new(), kinds: BTreeSet::new(), at_end: current.clone() };
     for (key, event) in current.iter() {
         let changed = previous.as_ref().is_none_or(|p| p.get(key) != Some(event));
         if !changed && !grew {
