@@ -174,7 +174,7 @@ fn shown(
     }
     let current = &state.at_end;
     let content = |kind: &str| -> Result<Option<Value>> {
-        Ok(rooms.state_event(&current, kind, "")?.map(|pdu| pdu.content_value()))
+        Ok(rooms.state_event(current, kind, "")?.map(|pdu| pdu.content_value()))
     };
     let mut name_removed = false;
     if initial || state.kinds.contains("m.room.name") {
