@@ -1,14 +1,17 @@
 //! Room lists: the user's rooms that pass a list's filters, most recent
 //! activity first, and the windows (`ranges`) of them the client asked for.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use ruma::{OwnedRoomId, UserId};
 use serde_json::Value;
 
 use crate::{
     Result,
-    rooms::short_ids::{Kind, state_key_name},
+    rooms::{
+        invites::RemoteInvite,
+        short_ids::{Kind, state_key_name},
+    },
     services::Services,
 };
 
@@ -83,10 +86,12 @@ impl Filters {
 /// The user's rooms as lists see them, not forgotten ones: joined,
 /// invited (not by someone they ignore), knocked, and the rooms they left
 /// or were removed from that `keep_left(room, position of the leave)`
-/// keeps; and the pending invites and knocks to rooms this server is not in.
+/// keeps; and `pending`, the invites and knocks to rooms this server is
+/// not in ([`pending_remote_invites`]).
 pub fn gather(
     services: &Services,
     user: &UserId,
+    pending: &BTreeMap<OwnedRoomId, RemoteInvite>,
     mut keep_left: impl FnMut(u64, u64) -> Result<bool>,
 ) -> Result<Vec<Entry>> {
     let rooms = &services.rooms;
@@ -131,17 +136,17 @@ pub fn gather(
             tags: Vec::new(),
         });
     }
-    for (room_id, invite) in pending_remote_invites(services, user)? {
+    for (room_id, invite) in pending {
         let stripped = |kind: &str| invite.stripped.iter().find(|e| e["type"] == kind);
         out.push(Entry {
             standing: if invite.knock { Standing::Knocked } else { Standing::Invited },
             stamp: invite.position,
-            is_dm: direct.ids.contains(&room_id),
+            is_dm: direct.ids.contains(room_id),
             encrypted: stripped("m.room.encryption").is_some(),
             room_type: stripped("m.room.create")
                 .and_then(|c| c["content"]["type"].as_str().map(str::to_owned)),
             tags: Vec::new(),
-            room: RoomKey::Remote(room_id),
+            room: RoomKey::Remote(room_id.clone()),
         });
     }
     Ok(out)
@@ -191,9 +196,9 @@ pub fn space_children(
 pub fn pending_remote_invites(
     services: &Services,
     user: &UserId,
-) -> Result<Vec<(OwnedRoomId, crate::rooms::invites::RemoteInvite)>> {
+) -> Result<BTreeMap<OwnedRoomId, RemoteInvite>> {
     let ignored = services.users.ignored_users(user)?;
-    let mut out = Vec::new();
+    let mut out = BTreeMap::new();
     for (room_id, invite) in services.rooms.remote_invites(user)? {
         if invite.rejected.is_some() || invite.sender().is_some_and(|s| ignored.contains(&s)) {
             continue;
@@ -204,7 +209,7 @@ pub fn pending_remote_invites(
         {
             continue;
         }
-        out.push((room_id, invite));
+        out.insert(room_id, invite);
     }
     Ok(out)
 }
@@ -301,7 +306,7 @@ mod tests {
         rooms.send(&plain, alice, hello, None).await.unwrap();
 
         let short = |room: &ruma::RoomId| RoomKey::Local(rooms.room_short(room).unwrap().unwrap());
-        let mut entries = gather(&services, alice, |_, _| Ok(false)).unwrap();
+        let mut entries = gather(&services, alice, &BTreeMap::new(), |_, _| Ok(false)).unwrap();
         sort(&mut entries);
         let order: Vec<RoomKey> = entries.iter().map(|e| e.room.clone()).collect();
         assert_eq!(order, [short(&plain), short(&dm), short(&secret), short(&space)], "{entries:?}");
@@ -312,7 +317,9 @@ mod tests {
         assert_eq!(of(&space).room_type.as_deref(), Some("m.space"));
         assert_eq!(of(&plain).room_type, None);
         // The left room only when the caller keeps it, at its leave.
-        let with_left = gather(&services, alice, |room, _| Ok(RoomKey::Local(room) == short(&left))).unwrap();
+        let with_left =
+            gather(&services, alice, &BTreeMap::new(), |room, _| Ok(RoomKey::Local(room) == short(&left)))
+                .unwrap();
         let gone = with_left.iter().find(|e| e.room == short(&left)).unwrap();
         assert_eq!(gone.standing, Standing::Left);
         assert_eq!(

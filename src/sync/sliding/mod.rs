@@ -207,8 +207,10 @@ fn is_empty(response: &v5::Response) -> bool {
 /// it has after it.
 fn build(cx: &Context, snapshot: &Snapshot, upto: u64) -> Result<(Answer, Snapshot)> {
     let rooms = &cx.services.rooms;
-    let mut entries =
-        lists::gather(cx.services, cx.user, |room, left_at| keep_left(cx, snapshot, room, left_at, upto))?;
+    let pending = lists::pending_remote_invites(cx.services, cx.user)?;
+    let mut entries = lists::gather(cx.services, cx.user, &pending, |room, left_at| {
+        keep_left(cx, snapshot, room, left_at, upto)
+    })?;
     if cx.request.lists.values().any(|l| !l.filters.tags.is_empty() || !l.filters.not_tags.is_empty()) {
         lists::add_tags(cx.services, cx.user, &mut entries)?;
     }
@@ -245,8 +247,6 @@ fn build(cx: &Context, snapshot: &Snapshot, upto: u64) -> Result<(Answer, Snapsh
     let mut next = Snapshot { upto, ..Snapshot::default() };
     let mut in_scope = Vec::new();
     let mut extras = BTreeMap::new();
-    let pending: BTreeMap<OwnedRoomId, _> =
-        lists::pending_remote_invites(cx.services, cx.user)?.into_iter().collect();
     // The local rooms to look at, then built (in parallel when several),
     // then put in the response in order.
     let mut jobs = Vec::new();
