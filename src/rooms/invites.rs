@@ -34,6 +34,18 @@ pub struct RemoteInvite {
 }
 
 impl RemoteInvite {
+    /// What the invitee sees of the room: the stripped state the inviting
+    /// server sent, then the invite (or knock) itself, stripped.
+    pub fn stripped_state(&self) -> Result<Vec<Value>> {
+        let event = serde_json::to_value(&self.event).map_err(Error::internal)?;
+        let mut events = self.stripped.clone();
+        events.push(serde_json::json!({
+            "type": event["type"], "state_key": event["state_key"],
+            "sender": event["sender"], "content": event["content"],
+        }));
+        Ok(events)
+    }
+
     /// The invite's sender.
     pub fn sender(&self) -> Option<ruma::OwnedUserId> {
         match self.event.get("sender") {

@@ -222,15 +222,13 @@ fn build(services: &Services, params: &Params, upto: u64) -> Result<sync::Respon
     let account_data = services.users.account_data_since(&params.user, params.since, upto)?;
     // Clients read their push rules from sync: the defaults too, initially.
     if params.since.is_none()
-        && services.users.account_data(&params.user, None, "m.push_rules")?.is_none()
         && rooms::allowed_by(
             params.filter.account_data.types.as_deref(),
             &params.filter.account_data.not_types,
             "m.push_rules",
         )
+        && let Some(event) = default_push_rules(services, &params.user)?
     {
-        let rules = services.users.push_rules(&params.user)?;
-        let event = serde_json::json!({"type": "m.push_rules", "content": {"global": rules.global()?}});
         response.account_data.events.push(raw(event)?);
     }
     let mut room_data = std::collections::BTreeMap::new();
@@ -313,13 +311,7 @@ fn remote_invites(
         }
         match &invite.rejected {
             None if invite.sender().is_none_or(|s| !ignored.contains(&s)) => {
-                let mut events = invite.stripped.clone();
-                let event = serde_json::to_value(&invite.event).map_err(Error::internal)?;
-                events.push(serde_json::json!({
-                    "type": event["type"], "state_key": event["state_key"],
-                    "sender": event["sender"], "content": event["content"],
-                }));
-                let events = events.into_iter().map(raw).collect::<Result<_>>()?;
+                let events = invite.stripped_state()?.into_iter().map(raw).collect::<Result<_>>()?;
                 if invite.knock {
                     let mut knocked = sync::KnockedRoom::new();
                     knocked.knock_state.events = events;
@@ -384,11 +376,9 @@ fn to_device_acknowledged(params: &Params, upto: u64) -> u64 {
 fn e2ee(services: &Services, params: &Params, upto: u64, response: &mut sync::Response) -> Result<()> {
     let users = &services.users;
     let (user, device) = (&params.user, &params.device);
-    for (algorithm, count) in users.one_time_key_counts(user, device)? {
-        response.device_one_time_keys_count.insert(algorithm.into(), count.try_into().unwrap_or_default());
-    }
-    response.device_unused_fallback_key_types =
-        Some(users.unused_fallback_key_types(user, device)?.into_iter().map(Into::into).collect());
+    let (counts, fallback) = key_counts(services, user, device)?;
+    response.device_one_time_keys_count = counts;
+    response.device_unused_fallback_key_types = Some(fallback);
     if let Some(since) = params.since {
         response.device_lists = device_lists(services, user, since, upto)?;
     }
@@ -405,6 +395,34 @@ fn e2ee(services: &Services, params: &Params, upto: u64, response: &mut sync::Re
     }
     response.to_device.events = messages.into_iter().map(|(_, m)| m).collect();
     Ok(())
+}
+
+/// The device's one-time key counts by algorithm, and its unused fallback
+/// key types (`/sync` and sliding sync's `e2ee` extension).
+pub fn key_counts(
+    services: &Services,
+    user: &ruma::UserId,
+    device: &ruma::DeviceId,
+) -> Result<(std::collections::BTreeMap<ruma::OneTimeKeyAlgorithm, ruma::UInt>, Vec<ruma::OneTimeKeyAlgorithm>)>
+{
+    let users = &services.users;
+    let counts = users
+        .one_time_key_counts(user, device)?
+        .into_iter()
+        .map(|(algorithm, count)| (algorithm.into(), count.try_into().unwrap_or_default()))
+        .collect();
+    let fallback = users.unused_fallback_key_types(user, device)?.into_iter().map(Into::into).collect();
+    Ok((counts, fallback))
+}
+
+/// The default push rules as the account data event clients read, unless
+/// the user has stored their own (then it is among their account data).
+pub fn default_push_rules(services: &Services, user: &ruma::UserId) -> Result<Option<serde_json::Value>> {
+    if services.users.account_data(user, None, "m.push_rules")?.is_some() {
+        return Ok(None);
+    }
+    let rules = services.users.push_rules(user)?;
+    Ok(Some(serde_json::json!({"type": "m.push_rules", "content": {"global": rules.global()?}})))
 }
 
 /// The rooms (short IDs) the user has a membership in whose timeline moved

@@ -5,13 +5,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ruma::{
-    OwnedRoomId, UInt,
+    OwnedRoomId,
     api::client::sync::sync_events::v5::{request, response},
 };
 use serde_json::json;
 
 use super::{Context, Relevant};
-use crate::{Error, Result, sync::device_lists, util::raw};
+use crate::{
+    Error, Result,
+    sync::{default_push_rules, device_lists, key_counts},
+    util::raw,
+};
 
 /// Send-to-device messages per response at most (and by default).
 const TO_DEVICE_LIMIT: usize = 100;
@@ -71,13 +75,9 @@ pub fn build(
     }
     if extensions.e2ee.enabled == Some(true) {
         let e2ee = &mut out.e2ee;
-        for (algorithm, count) in services.users.one_time_key_counts(user, device)? {
-            e2ee.device_one_time_keys_count
-                .insert(algorithm.into(), UInt::try_from(count).unwrap_or_default());
-        }
-        e2ee.device_unused_fallback_key_types = Some(
-            services.users.unused_fallback_key_types(user, device)?.into_iter().map(Into::into).collect(),
-        );
+        let (counts, fallback) = key_counts(services, user, device)?;
+        e2ee.device_one_time_keys_count = counts;
+        e2ee.device_unused_fallback_key_types = Some(fallback);
         if let Some(since) = cx.since {
             e2ee.device_lists = device_lists(services, user, since, upto)?;
         }
@@ -155,9 +155,10 @@ fn account_data(
             out.global.push(raw(json!({"type": kind, "content": content}))?);
         }
     }
-    if cx.since.is_none() && users.account_data(cx.user, None, "m.push_rules")?.is_none() {
-        let rules = users.push_rules(cx.user)?;
-        out.global.push(raw(json!({"type": "m.push_rules", "content": {"global": rules.global()?}}))?);
+    if cx.since.is_none()
+        && let Some(rules) = default_push_rules(cx.services, cx.user)?
+    {
+        out.global.push(raw(rules)?);
     }
     let in_scope: Vec<&InScope> = rooms.iter().filter(|r| scope.contains(&r.short)).collect();
     if in_scope.is_empty() {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use ruma::JsOption;
 use ruma::{OwnedMxcUri, OwnedUserId, UInt, api::client::sync::sync_events::v5::response, serde::Raw};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Context, RoomExtra, required::Wanted};
 use crate::{
@@ -299,14 +299,8 @@ fn heroes(cx: &Context, state: &StateMap, users: Vec<OwnedUserId>) -> Result<Vec
 /// An invite or knock to a room this server is not in: the stripped state
 /// the inviting server sent, and the invite or knock itself.
 pub fn remote(invite: &RemoteInvite) -> Result<response::Room> {
-    let mut events = invite.stripped.clone();
-    let event = serde_json::to_value(&invite.event).map_err(Error::internal)?;
-    events.push(json!({
-        "type": event["type"], "state_key": event["state_key"],
-        "sender": event["sender"], "content": event["content"],
-    }));
     let mut out = response::Room::new();
-    out.invite_state = Some(events.into_iter().map(raw).collect::<Result<Vec<Raw<_>>>>()?);
+    out.invite_state = Some(invite.stripped_state()?.into_iter().map(raw).collect::<Result<Vec<Raw<_>>>>()?);
     out.initial = Some(true);
     out.bump_stamp = Some(UInt::try_from(invite.position).unwrap_or_default());
     Ok(out)

@@ -239,13 +239,19 @@ pub async fn register(hearth: &Hearth, name: &str) -> Result<Client> {
 /// (as Element X: the version found in `/versions`), without syncing yet.
 pub async fn login_sliding(hearth: &Hearth, name: &str, device_name: &str) -> Result<Client> {
     let client = client_with(hearth, matrix_sdk::sliding_sync::VersionBuilder::DiscoverNative).await?;
+    log_in(&client, name, device_name).await?;
+    Ok(client)
+}
+
+/// Logs `client` in as `name` on a new device called `device_name`.
+async fn log_in(client: &Client, name: &str, device_name: &str) -> Result<()> {
     client
         .matrix_auth()
         .login_username(name, PASSWORD)
         .initial_device_display_name(device_name)
         .send()
         .await?;
-    Ok(client)
+    Ok(())
 }
 
 /// Waits until `done` says yes (asked every 100 ms: the clients sync on
@@ -271,12 +277,7 @@ where
 /// Logs an existing user in on a new device.
 pub async fn login(hearth: &Hearth, name: &str, device_name: &str) -> Result<Client> {
     let client = client(hearth).await?;
-    client
-        .matrix_auth()
-        .login_username(name, PASSWORD)
-        .initial_device_display_name(device_name)
-        .send()
-        .await?;
+    log_in(&client, name, device_name).await?;
     client.sync_once(SyncSettings::default()).await?;
     Ok(client)
 }
