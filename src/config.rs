@@ -142,11 +142,22 @@ pub struct Registration {
     pub enabled: bool,
     #[serde(default)]
     pub token: Option<String>,
+    /// Registering needs a registration token: `token`, or one a server
+    /// admin made (`/_synapse/admin/v1/registration_tokens`).
+    #[serde(default)]
+    pub requires_token: bool,
     #[serde(default)]
     pub shared_secret: Option<String>,
     /// `POST /register?kind=guest` makes guest accounts.
     #[serde(default)]
     pub guest_access: bool,
+}
+
+impl Registration {
+    /// Whether registering takes the `m.login.registration_token` stage.
+    pub fn requires_token(&self) -> bool {
+        self.requires_token || self.token.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

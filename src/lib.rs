@@ -3,6 +3,7 @@
 //! `docs/ARCHITECTURE.md` is the map: modules, the request path, and every
 //! RocksDB column family.
 
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;

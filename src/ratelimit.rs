@@ -24,13 +24,13 @@ impl Limiter {
 
     /// Takes one token for `key`; when none is left, how long until one is.
     pub fn check(&self, key: &str) -> Result<(), Duration> {
-        self.take(key, true)
+        self.take(key, self.rate, true)
     }
 
     /// Like [`Limiter::check`], but takes nothing: for actions counted only
     /// when they fail (failed logins).
     pub fn peek(&self, key: &str) -> Result<(), Duration> {
-        self.take(key, false)
+        self.take(key, self.rate, false)
     }
 
     /// [`Limiter::check`] for a user's action, as the API's 429.
@@ -38,16 +38,25 @@ impl Limiter {
         self.check(user.as_str()).map_err(crate::Error::limit_exceeded)
     }
 
-    fn take(&self, key: &str, consume: bool) -> Result<(), Duration> {
-        let burst = f64::from(self.rate.burst_count);
+    /// [`Limiter::check_user`] at a rate a server admin set for the user
+    /// (`None`: no limit).
+    pub fn check_user_at(&self, user: &ruma::UserId, rate: Option<Rate>) -> crate::Result<()> {
+        match rate {
+            Some(rate) => self.take(user.as_str(), rate, true).map_err(crate::Error::limit_exceeded),
+            None => Ok(()),
+        }
+    }
+
+    fn take(&self, key: &str, rate: Rate, consume: bool) -> Result<(), Duration> {
+        let burst = f64::from(rate.burst_count);
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("rate limiter lock");
         if buckets.len() >= SWEEP_AT {
-            let rate = self.rate.per_second;
+            let rate = rate.per_second;
             buckets.retain(|_, (tokens, at)| *tokens + at.elapsed().as_secs_f64() * rate < burst);
         }
         let (tokens, at) = buckets.entry(key.to_owned()).or_insert((burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate.per_second).min(burst);
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate.per_second).min(burst);
         *at = now;
         if *tokens >= 1.0 {
             if consume {
@@ -55,7 +64,7 @@ impl Limiter {
             }
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate.per_second))
+            Err(Duration::from_secs_f64((1.0 - *tokens) / rate.per_second))
         }
     }
 }

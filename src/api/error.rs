@@ -28,6 +28,11 @@ impl IntoResponse for Error {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown, "Internal server error".into())
             }
         };
+        if kind == ErrorKind::UserLocked {
+            // A locked account's clients keep their data (the spec's soft logout).
+            let body = serde_json::json!({"errcode": "M_USER_LOCKED", "error": message, "soft_logout": true});
+            return (status, axum::Json(body)).into_response();
+        }
         let error =
             ruma::api::error::Error::new(status, ErrorBody::Standard(StandardErrorBody::new(kind, message)));
         match error.try_into_http_response::<BytesMut>() {

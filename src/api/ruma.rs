@@ -243,6 +243,13 @@ fn authenticate(
         None => Ok(None),
         Some(token) => {
             let record = services.users.find_token(&token)?.ok_or_else(Error::unknown_token)?;
+            if services.users.is_locked(&record.user_id) {
+                return Err(Error::new(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorKind::UserLocked,
+                    "User account has been locked",
+                ));
+            }
             // Visible ASCII (`to_str`), so cutting at any byte is safe.
             let user_agent = parts
                 .headers

@@ -9,6 +9,36 @@ use super::{Rooms, builder::PduBuilder};
 use crate::{Error, Result};
 
 impl Rooms {
+    /// A new display name or avatar reaches the user's rooms as a new
+    /// `m.room.member` join in each, as Synapse sends them.
+    pub async fn update_member_events(&self, user: &UserId, field: &str) -> Result<()> {
+        if !matches!(field, "displayname" | "avatar_url") {
+            return Ok(());
+        }
+        let value = self.users.profile(user)?.and_then(|p| p.get(field).cloned());
+        let rooms = self;
+        for room_id in rooms.rooms_with_membership(user, "join")? {
+            let Some(room_short) = rooms.room_short(&room_id)? else { continue };
+            let Some(member) = rooms.current_state_event(room_short, "m.room.member", user.as_str())? else {
+                continue;
+            };
+            let serde_json::Value::Object(mut content) = member.content_value() else { continue };
+            if content.get(field) == value.as_ref() {
+                continue;
+            }
+            match &value {
+                Some(value) => content.insert(field.to_owned(), value.clone()),
+                None => content.remove(field),
+            };
+            // Through the membership path, which drops an old restricted-join
+            // authorisation: only the profile changes.
+            if let Err(e) = self.change_membership(&room_id, user, user, content).await {
+                tracing::warn!("profile change of {user} not sent to {room_id}: {e}");
+            }
+        }
+        Ok(())
+    }
+
     /// The one path of every membership change a local client asks for, from
     /// the membership endpoints and from `PUT /state/m.room.member/{userId}`
     /// alike: the server, never the client, names the authoriser of a

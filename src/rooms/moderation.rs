@@ -14,11 +14,28 @@ use crate::{
 /// What `reports` stores.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
-    pub room_id: OwnedRoomId,
+    /// The room reported, or where the event is (none for a user report).
+    pub room_id: Option<OwnedRoomId>,
     pub event_id: Option<OwnedEventId>,
+    /// The user reported (`POST /users/{userId}/report`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<OwnedUserId>,
     pub reporter: OwnedUserId,
     pub reason: Option<String>,
+    /// The event report's `score` (-100 worst to 0), when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<i64>,
     pub ts: u64,
+}
+
+impl Report {
+    pub fn is_event_report(&self) -> bool {
+        self.event_id.is_some()
+    }
+
+    pub fn is_user_report(&self) -> bool {
+        self.user_id.is_some()
+    }
 }
 
 impl Rooms {
@@ -62,8 +79,8 @@ impl Rooms {
         Ok(rows.iter().map(|(k, _)| decode_u64(&k[prefix.len()..])).collect::<Result<_, _>>()?)
     }
 
-    /// Stores a report for the server's admins.
-    pub fn report(&self, report: Report) -> Result<()> {
+    /// Stores a report for the server's admins; its number.
+    pub fn report(&self, report: Report) -> Result<u64> {
         let _guard = self.report_lock.lock().expect("report lock");
         let last = self.db.scan_range(&maps::REPORTS, b"", None, true, 1)?;
         let next = match last.first() {
@@ -71,11 +88,27 @@ impl Rooms {
             None => 0,
         };
         self.db.put_json(&maps::REPORTS, &next.to_be_bytes(), &Report { ts: util::now_ms(), ..report })?;
-        Ok(())
+        Ok(next)
     }
 
-    /// Every report, oldest first.
-    pub fn reports(&self) -> Result<Vec<Report>> {
-        Ok(self.db.scan_json(&maps::REPORTS, b"")?.into_iter().map(|(_, r)| r).collect())
+    /// Every report with its number, oldest first.
+    pub fn reports(&self) -> Result<Vec<(u64, Report)>> {
+        self.db.scan_json(&maps::REPORTS, b"")?.into_iter().map(|(k, r)| Ok((decode_u64(&k)?, r))).collect()
+    }
+
+    pub fn get_report(&self, id: u64) -> Result<Option<Report>> {
+        Ok(self.db.get_json(&maps::REPORTS, &id.to_be_bytes())?)
+    }
+
+    /// Deletes a report (dealt with); whether there was one.
+    pub fn delete_report(&self, id: u64) -> Result<bool> {
+        let _guard = self.report_lock.lock().expect("report lock");
+        if self.get_report(id)?.is_none() {
+            return Ok(false);
+        }
+        let mut batch = Batch::new();
+        batch.delete(&maps::REPORTS, id.to_be_bytes().to_vec());
+        self.db.write(batch)?;
+        Ok(true)
     }
 }

@@ -49,7 +49,13 @@ maps! {
     /// Access tokens of every logged-in device.
     TOKENS = "tokens" {
         key: "access token",
-        value: "JSON TokenRecord {user_id, device_id}"
+        value: "JSON TokenRecord {user_id, device_id, expires_ms (puppet tokens with an expiry)}"
+    }
+    /// Tokens server admins made to act as a user ("login as user"), by
+    /// the device ID they carry (no device exists).
+    PUPPET_TOKENS = "puppet_tokens" {
+        key: "user ID ‖ SEP ‖ device ID",
+        value: "the access token"
     }
     /// Devices of local users.
     DEVICES = "devices" {
@@ -403,15 +409,26 @@ maps! {
         key: "user ID",
         value: "empty"
     }
+    /// What server admins set on accounts (users/moderation.rs): only
+    /// accounts with something set.
+    USER_MODERATION = "user_moderation" {
+        key: "user ID",
+        value: "JSON Moderation {locked, suspended, shadow_banned (each only when true), ratelimit ([messages_per_second, burst_count], when overridden)}"
+    }
+    /// Registration tokens (users/registration_tokens.rs).
+    REGISTRATION_TOKENS = "registration_tokens" {
+        key: "the token",
+        value: "JSON RegistrationToken {uses_allowed (null: unlimited), pending (registrations under way that used it), completed, expiry_time (ms or null), created_ts}"
+    }
     /// Pushers: where each user's devices get push notifications.
     PUSHERS = "pushers" {
         key: "user ID ‖ SEP ‖ app ID ‖ SEP ‖ pushkey",
         value: "JSON PusherRecord {app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, pushkey_ts, device_id, pushed_upto, last_badge, failing_since, retry_at, backoff_ms}"
     }
-    /// Reports of events and rooms, for server admins.
+    /// Reports of events, rooms and users, for server admins.
     REPORTS = "reports" {
         key: "report number (u64 big-endian)",
-        value: "JSON Report {room_id, event_id, reporter, reason, ts}"
+        value: "JSON Report {room_id (none for a user report), event_id (an event report), user_id (a user report), reporter, reason, score, ts}"
     }
     /// Other servers' signing keys (servers/keys.rs).
     SERVER_KEYS = "server_keys" {

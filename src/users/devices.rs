@@ -17,6 +17,9 @@ use crate::{
 pub struct TokenRecord {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
+    /// When the token stops working (ms); tokens of devices never do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
 }
 
 /// What `devices` stores for each device.
@@ -94,7 +97,7 @@ impl Users {
         batch.put_json(
             &maps::TOKENS,
             token.as_bytes(),
-            &TokenRecord { user_id: user_id.to_owned(), device_id: device_id.clone() },
+            &TokenRecord { user_id: user_id.to_owned(), device_id: device_id.clone(), expires_ms: None },
         );
         self.db.write(batch)?;
         if let Some(change) = change {
@@ -103,9 +106,47 @@ impl Users {
         Ok((device_id, token))
     }
 
-    /// The user and device an access token belongs to.
+    /// The user and device an access token belongs to (none once it expired).
     pub fn find_token(&self, token: &str) -> Result<Option<TokenRecord>> {
-        Ok(self.db.get_json(&maps::TOKENS, token.as_bytes())?)
+        let record: Option<TokenRecord> = self.db.get_json(&maps::TOKENS, token.as_bytes())?;
+        Ok(record.filter(|record| record.expires_ms.is_none_or(|expiry| expiry > util::now_ms())))
+    }
+
+    /// A token for a server admin to act as the user (Synapse's "login as
+    /// user"), valid until `valid_until_ms` if given. No device is made:
+    /// the user's device list and other servers see nothing; the token's
+    /// device ID exists only to log it out again.
+    pub fn puppet_token(&self, user_id: &UserId, valid_until_ms: Option<u64>) -> Result<String> {
+        let device_id: OwnedDeviceId = format!("PUPPET_{}", util::random_string(12).to_uppercase()).into();
+        let token = new_access_token();
+        let mut batch = Batch::new();
+        let record = TokenRecord {
+            user_id: user_id.to_owned(),
+            device_id: device_id.clone(),
+            expires_ms: valid_until_ms,
+        };
+        batch.put_json(&maps::TOKENS, token.as_bytes(), &record);
+        batch.put(&maps::PUPPET_TOKENS, device_key(user_id, &device_id), token.clone().into_bytes());
+        self.db.write(batch)?;
+        Ok(token)
+    }
+
+    /// Revokes the user's puppet tokens (all, or the one of `device_id`).
+    fn remove_puppet_tokens_into(
+        &self,
+        batch: &mut Batch,
+        user_id: &UserId,
+        device_id: Option<&DeviceId>,
+    ) -> Result<()> {
+        let prefix = match device_id {
+            Some(device_id) => device_key(user_id, device_id),
+            None => prefix(&[user_id.as_bytes()]),
+        };
+        for (key, token) in self.db.scan_prefix(&maps::PUPPET_TOKENS, &prefix)? {
+            batch.delete(&maps::TOKENS, token);
+            batch.delete(&maps::PUPPET_TOKENS, key);
+        }
+        Ok(())
     }
 
     pub fn get_device(&self, user_id: &UserId, device_id: &DeviceId) -> Result<Option<DeviceRecord>> {
@@ -122,6 +163,24 @@ impl Users {
                 Ok((id.into(), record))
             })
             .collect()
+    }
+
+    /// When each user's devices were last seen (the latest), for server
+    /// admins' lists: one scan.
+    pub fn last_seen_all(&self) -> Result<std::collections::HashMap<Vec<u8>, u64>> {
+        let mut seen = std::collections::HashMap::<Vec<u8>, u64>::new();
+        for (key, record) in self.db.scan_json::<DeviceRecord>(&maps::DEVICES, b"")? {
+            let user = key.split(|&b| b == crate::storage::SEP).next().unwrap_or_default().to_vec();
+            let ts = record.last_seen_ts.unwrap_or(0);
+            let entry = seen.entry(user).or_default();
+            *entry = (*entry).max(ts);
+        }
+        Ok(seen)
+    }
+
+    /// When one user's devices were last seen (the latest).
+    pub fn last_seen(&self, user_id: &UserId) -> Result<Option<u64>> {
+        Ok(self.list_devices(user_id)?.iter().filter_map(|(_, d)| d.last_seen_ts).max())
     }
 
     pub fn set_device_display_name(
@@ -211,6 +270,7 @@ impl Users {
         keep: Option<&DeviceId>,
     ) -> Result<bool> {
         let mut removed = false;
+        self.remove_puppet_tokens_into(batch, user_id, None)?;
         for (device_id, record) in self.list_devices(user_id)? {
             if Some(&*device_id) != keep {
                 self.remove_device_into(batch, user_id, &device_id, &record)?;
@@ -236,6 +296,12 @@ impl Users {
     /// Logs a device out: its token is revoked, the device itself goes too
     /// (as in Synapse, logging out deletes the device).
     pub fn logout(&self, user_id: &UserId, device_id: &DeviceId) -> Result<()> {
+        if self.get_device(user_id, device_id)?.is_none() {
+            let mut batch = Batch::new();
+            self.remove_puppet_tokens_into(&mut batch, user_id, Some(device_id))?;
+            self.db.write(batch)?;
+            return Ok(());
+        }
         self.remove_devices(user_id, &[device_id.to_owned()])
     }
 }

@@ -11,10 +11,12 @@ pub mod backup;
 pub mod cross_signing;
 pub mod devices;
 pub mod keys;
+pub mod moderation;
 pub mod openid;
 pub mod profile;
 pub mod push_rules;
 pub mod pushers;
+pub mod registration_tokens;
 pub mod remote_devices;
 pub mod sent_members;
 pub mod shared_secret;
@@ -51,6 +53,9 @@ pub struct UserRecord {
     /// few endpoints guests may call, until it registers as a full user.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub guest: bool,
+    /// Synapse's user type (`bot`, `support`), set by a server admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_type: Option<String>,
 }
 
 pub struct Users {
@@ -76,6 +81,11 @@ pub struct Users {
     badge_requests: pushers::BadgeRequests,
     /// Users deactivated with `erase` (few; every event served asks).
     erased: std::sync::RwLock<std::collections::HashSet<OwnedUserId>>,
+    /// Accounts a server admin locked, suspended, shadow-banned or gave a
+    /// rate of their own ([`moderation`]).
+    moderated: std::sync::RwLock<std::collections::HashMap<OwnedUserId, moderation::Moderation>>,
+    /// Registration tokens ([`registration_tokens`]).
+    pub registration_tokens: registration_tokens::Tokens,
     /// Serialises updates of one remote user's cached device list
     /// (`federation::devices`).
     pub remote_device_locks: crate::util::KeyedLocks<OwnedUserId>,
@@ -98,6 +108,8 @@ impl Users {
         }
         Ok(Self {
             sliding: sliding::Connections::new(db.clone()),
+            moderated: std::sync::RwLock::new(moderation::load(&db)?),
+            registration_tokens: registration_tokens::Tokens::new(db.clone()),
             db,
             server_name,
             stream,
@@ -206,6 +218,44 @@ impl Users {
         Ok(users)
     }
 
+    /// Every local account's record, in user ID order (for server admins).
+    pub fn records(&self) -> Result<Vec<(OwnedUserId, UserRecord)>> {
+        self.db
+            .scan_json::<UserRecord>(&maps::USERS, b"")?
+            .into_iter()
+            .map(|(key, record)| {
+                let id = String::from_utf8(key).map_err(Error::internal)?;
+                Ok((OwnedUserId::try_from(id).map_err(Error::internal)?, record))
+            })
+            .collect()
+    }
+
+    /// Writes a changed record (the account must exist).
+    pub fn put_record(&self, user_id: &UserId, record: &UserRecord) -> Result<()> {
+        let _guard = self.alloc_lock.lock().expect("allocation lock");
+        if !self.exists(user_id)? {
+            return Err(Error::not_found("Unknown user"));
+        }
+        self.db.put_json(&maps::USERS, user_id.as_bytes(), record)?;
+        Ok(())
+    }
+
+    /// Brings a deactivated account back (Synapse's admin API): it can log
+    /// in again once it has a password; its profile starts over.
+    pub fn reactivate(&self, user_id: &UserId) -> Result<()> {
+        let mut record = self.get(user_id)?.ok_or_else(|| Error::not_found("Unknown user"))?;
+        record.deactivated = false;
+        let mut batch = Batch::new();
+        batch.put_json(&maps::USERS, user_id.as_bytes(), &record);
+        let mut profile = serde_json::Map::new();
+        profile.insert("displayname".into(), user_id.localpart().into());
+        batch.put_json(&maps::PROFILES, user_id.as_bytes(), &profile);
+        batch.delete(&maps::ERASED_USERS, user_id.as_bytes());
+        self.db.write(batch)?;
+        self.erased.write().expect("erased users").remove(user_id);
+        Ok(())
+    }
+
     pub fn is_active(&self, user_id: &UserId) -> Result<bool> {
         Ok(self.get(user_id)?.is_some_and(|u| !u.deactivated))
     }
@@ -232,8 +282,14 @@ impl Users {
         if self.exists(user_id)? {
             return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken."));
         }
-        let record =
-            UserRecord { password_hash, admin, deactivated: false, created_ts: util::now_ms(), guest: false };
+        let record = UserRecord {
+            password_hash,
+            admin,
+            deactivated: false,
+            created_ts: util::now_ms(),
+            guest: false,
+            user_type: None,
+        };
         let mut batch = Batch::new();
         batch.put_json(&maps::USERS, user_id.as_bytes(), &record);
         let mut profile = serde_json::Map::new();
@@ -260,6 +316,7 @@ impl Users {
             deactivated: false,
             created_ts: util::now_ms(),
             guest: true,
+            user_type: None,
         };
         let mut batch = Batch::new();
         batch.put_json(&maps::USERS, user_id.as_bytes(), &record);

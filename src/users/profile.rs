@@ -26,6 +26,11 @@ impl Users {
         Ok(urls)
     }
 
+    /// Every stored profile, by user ID (for server admins' lists).
+    pub fn all_profiles(&self) -> Result<std::collections::HashMap<Vec<u8>, Profile>> {
+        Ok(self.db.scan_json::<Profile>(&maps::PROFILES, b"")?.into_iter().collect())
+    }
+
     /// The profile of a local user, or `None` when no such account exists.
     /// Deactivated accounts have none.
     pub fn profile(&self, user_id: &UserId) -> Result<Option<Profile>> {

@@ -39,11 +39,16 @@ struct Session {
     /// so a client retrying its last request gets the API's result again.
     done: bool,
     created: Instant,
+    /// The registration token this session holds a use of (counted as
+    /// pending until the registration completes or the session expires).
+    registration_token: Option<String>,
 }
 
 /// What one submitted stage came to.
 enum Outcome {
     Completed(AuthType),
+    /// The registration token stage, completed with a newly held token.
+    Reserved(String),
     /// The stage failed; the client may try again (401 with the error).
     Failed(StandardErrorBody),
     /// Nothing to check (a fallback acknowledgement): report progress.
@@ -80,16 +85,21 @@ struct Sessions {
 }
 
 impl Sessions {
-    /// Drops expired sessions, and the oldest beyond the cap.
-    fn trim(&mut self) {
+    /// Drops expired sessions, and the oldest beyond the cap; returns the
+    /// registration tokens they held.
+    fn trim(&mut self) -> Vec<String> {
+        let mut held = Vec::new();
         while let Some(oldest) = self.order.front() {
             let expired = self.by_id.get(oldest).is_none_or(|s| s.created.elapsed() >= SESSION_LIFETIME);
             if !expired && self.order.len() < MAX_SESSIONS {
                 break;
             }
             let oldest = self.order.pop_front().expect("front exists");
-            self.by_id.remove(&oldest);
+            if let Some(token) = self.by_id.remove(&oldest).and_then(|s| s.registration_token) {
+                held.push(token);
+            }
         }
+        held
     }
 
     /// A new session (after [`Sessions::trim`]).
@@ -103,6 +113,7 @@ impl Sessions {
                 completed: Vec::new(),
                 done: false,
                 created: Instant::now(),
+                registration_token: None,
             },
         );
         self.order.push_back(id.clone());
@@ -115,9 +126,16 @@ impl Uiaa {
     /// complete; otherwise the 401 [`Error::Uiaa`] the client needs to go on.
     /// `users` verifies passwords (blocking work: call from a blocking task).
     pub fn check(&self, users: &Users, challenge: &Challenge<'_>, auth: Option<&AuthData>) -> Result<()> {
-        let session_id = {
+        let (session_id, held) = {
             let mut sessions = self.sessions.lock().expect("uiaa lock");
-            sessions.trim();
+            let abandoned = sessions.trim();
+            if !abandoned.is_empty() {
+                drop(sessions);
+                for token in abandoned {
+                    users.registration_tokens.release(&token)?;
+                }
+                sessions = self.sessions.lock().expect("uiaa lock");
+            }
             let Some(auth) = auth else {
                 let id = sessions.start(challenge);
                 return Err(info(challenge, &id, &[], None));
@@ -138,14 +156,14 @@ impl Uiaa {
                     if session.done {
                         return Ok(());
                     }
-                    id.to_owned()
+                    (id.to_owned(), session.registration_token.clone())
                 }
-                None => sessions.start(challenge),
+                None => (sessions.start(challenge), None),
             }
         };
 
         // Password checks are slow: run the stage without holding the lock.
-        let outcome = run_stage(users, challenge, auth.expect("checked above"));
+        let outcome = run_stage(users, challenge, auth.expect("checked above"), held.as_deref());
 
         let mut sessions = self.sessions.lock().expect("uiaa lock");
         let session = sessions
@@ -153,6 +171,11 @@ impl Uiaa {
             .get_mut(&session_id)
             .ok_or_else(|| Error::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, "Unknown session ID"))?;
         let stage_error = match outcome {
+            Outcome::Reserved(token) => {
+                session.registration_token = Some(token);
+                session.completed.push(AuthType::RegistrationToken);
+                None
+            }
             Outcome::Completed(stage) => {
                 if !session.completed.contains(&stage) {
                     session.completed.push(stage);
@@ -174,7 +197,16 @@ impl Uiaa {
     }
 }
 
-fn auth_session(auth: &AuthData) -> Option<&str> {
+impl Uiaa {
+    /// Takes the registration token a completed session holds, for the
+    /// registration to count it as used.
+    pub fn take_registration_token(&self, session_id: &str) -> Option<String> {
+        let mut sessions = self.sessions.lock().expect("uiaa lock");
+        sessions.by_id.get_mut(session_id).and_then(|session| session.registration_token.take())
+    }
+}
+
+pub fn auth_session(auth: &AuthData) -> Option<&str> {
     match auth {
         AuthData::Password(p) => p.session.as_deref(),
         AuthData::Dummy(d) => d.session.as_deref(),
@@ -184,8 +216,8 @@ fn auth_session(auth: &AuthData) -> Option<&str> {
     }
 }
 
-/// Runs one stage.
-fn run_stage(users: &Users, challenge: &Challenge<'_>, auth: &AuthData) -> Outcome {
+/// Runs one stage; `held` is the registration token the session holds.
+fn run_stage(users: &Users, challenge: &Challenge<'_>, auth: &AuthData, held: Option<&str>) -> Outcome {
     if let AuthData::FallbackAcknowledgement(_) = auth {
         return Outcome::Nothing;
     }
@@ -198,16 +230,25 @@ fn run_stage(users: &Users, challenge: &Challenge<'_>, auth: &AuthData) -> Outco
     };
     match auth {
         AuthData::Dummy(_) => Outcome::Completed(stage),
-        AuthData::RegistrationToken(t) => {
-            if challenge.registration_token.is_some_and(|expected| expected == t.token) {
+        AuthData::RegistrationToken(t) => match held {
+            Some(held) if held == t.token => Outcome::Completed(stage),
+            Some(_) => Outcome::Failed(StandardErrorBody::new(
+                ErrorKind::InvalidParam,
+                "Registration token has changed".into(),
+            )),
+            // The configured token is not counted.
+            None if challenge.registration_token.is_some_and(|configured| configured == t.token) => {
                 Outcome::Completed(stage)
-            } else {
-                Outcome::Failed(StandardErrorBody::new(
+            }
+            None => match users.registration_tokens.reserve(&t.token) {
+                Ok(true) => Outcome::Reserved(t.token.clone()),
+                Ok(false) => Outcome::Failed(StandardErrorBody::new(
                     ErrorKind::Unauthorized,
                     "Invalid registration token".into(),
-                ))
-            }
-        }
+                )),
+                Err(e) => Outcome::Refused(e),
+            },
+        },
         AuthData::Password(p) => {
             let invalid = || {
                 Outcome::Failed(StandardErrorBody::new(

@@ -766,8 +766,8 @@ async fn forget_knock_and_reports() {
     );
     let reports = s.server().services.rooms.reports().unwrap();
     assert_eq!(reports.len(), 3);
-    assert_eq!(reports[0].reason.as_deref(), Some("rude"));
-    assert_eq!(reports[0].event_id.as_ref().map(|e| e.as_str()), Some(event));
+    assert_eq!(reports[0].1.reason.as_deref(), Some("rude"));
+    assert_eq!(reports[0].1.event_id.as_ref().map(|e| e.as_str()), Some(event));
 
     // Leave and forget.
     assert_eq!(member_action(&s, &bob, &room, "leave", json!({})).await.0, StatusCode::OK);

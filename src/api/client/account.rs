@@ -132,7 +132,7 @@ async fn register(req: Ruma<register::v3::Request>) -> Result<register::v3::Resp
 
     // A request without `auth` learns the flows first, whatever else it
     // lacks (clients ask with `{}`), as in Synapse.
-    let stage = if services.config.registration.token.is_some() {
+    let stage = if services.config.registration.requires_token() {
         AuthType::RegistrationToken
     } else {
         AuthType::Dummy
@@ -150,6 +150,10 @@ async fn register(req: Ruma<register::v3::Request>) -> Result<register::v3::Resp
         None => services.users.create(&user_id, Some(password_hash), false, None)?,
     }
     tracing::info!("registered {user_id}");
+    let session = body.auth.as_ref().and_then(crate::users::uiaa::auth_session);
+    if let Some(token) = session.and_then(|session| services.uiaa.take_registration_token(session)) {
+        services.users.registration_tokens.complete(&token)?;
+    }
 
     let mut response = register::v3::Response::new(user_id.clone());
     if !body.inhibit_login {
@@ -265,7 +269,9 @@ async fn registration_token_validity(
         return Err(registration_disabled());
     }
     rate_limit_checks(&req)?;
-    let valid = registration.token.as_deref().is_some_and(|t| t == req.body.token);
+    let token = &req.body.token;
+    let valid = registration.token.as_deref().is_some_and(|t| t == token)
+        || req.services.users.registration_tokens.is_valid(token)?;
     Ok(check_registration_token_validity::v1::Response::new(valid))
 }
 

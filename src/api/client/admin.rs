@@ -32,6 +32,12 @@ async fn whois(req: Ruma<get_user_info::v3::Request>) -> Result<Response> {
     if !services.users.is_local(target) || !services.users.exists(target)? {
         return Err(Error::not_found("User not found"));
     }
+    Ok(Json(whois_body(services, target)?).into_response())
+}
+
+/// What whois answers of a local user: each device with where and with
+/// what it was last seen.
+pub(crate) fn whois_body(services: &Services, target: &ruma::UserId) -> Result<Value> {
     let mut devices = Map::new();
     for (device_id, record) in services.users.list_devices(target)? {
         let connection = json!({
@@ -41,5 +47,5 @@ async fn whois(req: Ruma<get_user_info::v3::Request>) -> Result<Response> {
         });
         devices.insert(device_id.to_string(), json!({"sessions": [{"connections": [connection]}]}));
     }
-    Ok(Json(json!({"user_id": target, "devices": Value::Object(devices)})).into_response())
+    Ok(json!({"user_id": target, "devices": Value::Object(devices)}))
 }

@@ -62,6 +62,9 @@ async fn set_membership(
     if let Some(reason) = reason {
         content.insert("reason".to_owned(), json!(reason));
     }
+    if matches!(membership, "invite" | "knock") {
+        services.users.check_not_suspended(sender)?;
+    }
     services.limiters.membership.check_user(sender)?;
     crate::federation::membership::change_membership(services, room_id, sender, target, content).await?;
     Ok(())
@@ -69,6 +72,7 @@ async fn set_membership(
 
 async fn join_by_id(req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room_by_id::v3::Response> {
     let room_id = &req.body.room_id;
+    req.services.users.check_not_suspended(req.user())?;
     req.services.limiters.membership.check_user(req.user())?;
     accept_third_party_invite(&req, room_id, req.body.third_party_signed.as_ref()).await?;
     join(&req, room_id, Vec::new()).await?;
@@ -142,6 +146,7 @@ async fn join_by_id_or_alias(
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
     let (room_id, mut via) = resolve_room(&req.services, &req.body.room_id_or_alias).await?;
+    req.services.users.check_not_suspended(req.user())?;
     req.services.limiters.membership.check_user(req.user())?;
     accept_third_party_invite(&req, &room_id, req.body.third_party_signed.as_ref()).await?;
     via.splice(0..0, req.body.via.iter().cloned());
@@ -163,6 +168,11 @@ async fn leave(req: Ruma<leave_room::v3::Request>) -> Result<leave_room::v3::Res
 }
 
 async fn invite(req: Ruma<invite_user::v3::Request>) -> Result<invite_user::v3::Response> {
+    req.services.users.check_not_suspended(req.user())?;
+    if req.services.users.is_shadow_banned(req.user()) {
+        // Seems done; nobody is invited (Synapse's shadow-ban).
+        return Ok(invite_user::v3::Response::new());
+    }
     let recipient = match &req.body.recipient {
         invite_user::v3::InvitationRecipient::UserId(recipient) => recipient,
         invite_user::v3::InvitationRecipient::ThirdPartyId(invite) => {
@@ -306,6 +316,7 @@ async fn knock(req: Ruma<knock_room::v3::Request>) -> Result<knock_room::v3::Res
         set_membership(services, &room_id, req.user(), req.user(), "knock", req.body.reason.as_deref())
             .await?;
     } else {
+        services.users.check_not_suspended(req.user())?;
         services.limiters.membership.check_user(req.user())?;
         let mut content = Map::new();
         if let Some(reason) = &req.body.reason {

@@ -2,7 +2,7 @@
 
 mod account;
 mod account_data;
-mod admin;
+pub(crate) mod admin;
 mod backup;
 mod devices;
 pub(crate) mod directory;
@@ -39,7 +39,7 @@ use axum::{Extension, Router};
 
 use crate::{api::ruma::GuestPolicy, services::Services};
 
-pub use account::check_password_length;
+pub use account::{MAX_PASSWORD_LEN, check_password_length};
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = discovery::routes(router);

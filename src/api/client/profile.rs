@@ -77,6 +77,7 @@ fn check_own<T>(req: &Ruma<T>, user_id: &UserId, field: &str) -> Result<()> {
 async fn set_field(req: Ruma<set_profile_field::v3::Request>) -> Result<set_profile_field::v3::Response> {
     let value = &req.body.value;
     check_own(&req, &req.body.user_id, value.field_name().as_str())?;
+    req.services.users.check_not_suspended(req.user())?;
     if let ProfileFieldValue::DisplayName(name) = value
         && name.chars().count() > MAX_DISPLAYNAME_LEN
     {
@@ -84,38 +85,8 @@ async fn set_field(req: Ruma<set_profile_field::v3::Request>) -> Result<set_prof
     }
     let field = value.field_name();
     req.services.users.set_profile_field(req.user(), field.as_str(), Some(value.value().into_owned()))?;
-    update_member_events(&req.services, req.user(), field.as_str()).await?;
+    req.services.rooms.update_member_events(req.user(), field.as_str()).await?;
     Ok(set_profile_field::v3::Response::new())
-}
-
-/// A new display name or avatar reaches the user's rooms as a new
-/// `m.room.member` join in each, as Synapse sends them.
-async fn update_member_events(services: &Services, user: &UserId, field: &str) -> Result<()> {
-    if !matches!(field, "displayname" | "avatar_url") {
-        return Ok(());
-    }
-    let value = services.users.profile(user)?.and_then(|p| p.get(field).cloned());
-    let rooms = &services.rooms;
-    for room_id in rooms.rooms_with_membership(user, "join")? {
-        let Some(room_short) = rooms.room_short(&room_id)? else { continue };
-        let Some(member) = rooms.current_state_event(room_short, "m.room.member", user.as_str())? else {
-            continue;
-        };
-        let serde_json::Value::Object(mut content) = member.content_value() else { continue };
-        if content.get(field) == value.as_ref() {
-            continue;
-        }
-        match &value {
-            Some(value) => content.insert(field.to_owned(), value.clone()),
-            None => content.remove(field),
-        };
-        // Through the membership path, which drops an old restricted-join
-        // authorisation: only the profile changes.
-        if let Err(e) = services.rooms.change_membership(&room_id, user, user, content).await {
-            tracing::warn!("profile change of {user} not sent to {room_id}: {e}");
-        }
-    }
-    Ok(())
 }
 
 async fn delete_field(
@@ -123,7 +94,8 @@ async fn delete_field(
 ) -> Result<delete_profile_field::v3::Response> {
     let field: &ProfileFieldName = &req.body.field;
     check_own(&req, &req.body.user_id, field.as_str())?;
+    req.services.users.check_not_suspended(req.user())?;
     req.services.users.set_profile_field(req.user(), field.as_str(), None)?;
-    update_member_events(&req.services, req.user(), field.as_str()).await?;
+    req.services.rooms.update_member_events(req.user(), field.as_str()).await?;
     Ok(delete_profile_field::v3::Response::new())
 }

@@ -1,10 +1,15 @@
 //! Reporting content: `POST /rooms/{roomId}/report/{eventId}` and
-//! `POST /rooms/{roomId}/report`. Reports are stored for the server's admins.
+//! `POST /rooms/{roomId}/report`, `POST /users/{userId}/report`. Reports
+//! are stored for the server's admins (their queue: Synapse's admin API and
+//! the console).
 
 use std::sync::Arc;
 
 use axum::Router;
-use ruma::api::client::room::{report_content, report_room};
+use ruma::api::client::{
+    reporting::report_user,
+    room::{report_content, report_room},
+};
 
 use crate::{
     Error, Result,
@@ -14,7 +19,7 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    router.ruma(report_event).ruma(report_whole_room)
+    router.ruma(report_event).ruma(report_whole_room).ruma(report_a_user)
 }
 
 /// Longest reason kept, in characters.
@@ -43,10 +48,14 @@ async fn report_event(req: Ruma<report_content::v3::Request>) -> Result<report_c
         return Err(not_found());
     }
     rooms.report(Report {
-        room_id: body.room_id.clone(),
+        room_id: Some(body.room_id.clone()),
         event_id: Some(body.event_id.clone()),
+        user_id: None,
         reporter: req.user().clone(),
         reason: reason(body.reason.as_deref())?,
+        score: serde_json::from_slice::<serde_json::Value>(&req.raw_body)
+            .ok()
+            .and_then(|b| b["score"].as_i64()),
         ts: 0,
     })?;
     tracing::info!("{} reported {} in {}", req.user(), body.event_id, body.room_id);
@@ -59,12 +68,33 @@ async fn report_whole_room(req: Ruma<report_room::v3::Request>) -> Result<report
     // Room reports do not depend on membership (the spec forbids that).
     rooms.room_short(&body.room_id)?.ok_or_else(|| Error::not_found("Room not found"))?;
     rooms.report(Report {
-        room_id: body.room_id.clone(),
+        room_id: Some(body.room_id.clone()),
         event_id: None,
+        user_id: None,
         reporter: req.user().clone(),
         reason: reason(Some(&body.reason))?,
+        score: None,
         ts: 0,
     })?;
     tracing::info!("{} reported room {}", req.user(), body.room_id);
     Ok(report_room::v3::Response::new())
+}
+
+async fn report_a_user(req: Ruma<report_user::v3::Request>) -> Result<report_user::v3::Response> {
+    let services = &req.services;
+    let target = &req.body.user_id;
+    if services.users.is_local(target) && !services.users.exists(target)? {
+        return Err(Error::not_found("The user was not found."));
+    }
+    services.rooms.report(Report {
+        room_id: None,
+        event_id: None,
+        user_id: Some(target.clone()),
+        reporter: req.user().clone(),
+        reason: reason(Some(&req.body.reason))?,
+        score: None,
+        ts: 0,
+    })?;
+    tracing::info!("{} reported user {target}", req.user());
+    Ok(report_user::v3::Response::new())
 }

@@ -75,6 +75,13 @@ async fn login(req: Ruma<login::v3::Request>) -> Result<login::v3::Response> {
         failures.check(user_id.as_str()).map_err(Error::limit_exceeded)?;
         return Err(invalid_login());
     }
+    if services.users.is_locked(&user_id) {
+        return Err(Error::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorKind::UserLocked,
+            "User account has been locked",
+        ));
+    }
 
     let (device_id, token) = services.users.login_device(
         &user_id,

@@ -43,7 +43,17 @@ pub async fn send_event(
     {
         return Ok(event_id);
     }
-    services.limiters.message.check_user(user)?;
+    let moderation = services.users.moderation(user);
+    moderation.check_not_suspended()?;
+    match moderation.message_rate() {
+        Some(rate) => services.limiters.message.check_user_at(user, rate)?,
+        None => services.limiters.message.check_user(user)?,
+    }
+    if moderation.shadow_banned {
+        // Seems sent; goes nowhere (Synapse's shadow-ban).
+        return ruma::OwnedEventId::try_from(format!("${}", crate::util::random_string(43)))
+            .map_err(Error::internal);
+    }
     services.rooms.send(room_id, user, builder, txn).await
 }
 

@@ -66,6 +66,9 @@ async fn typing(req: Ruma<endpoint::Request>) -> Result<endpoint::Response> {
         ));
     }
     req.services.limiters.typing.check_user(req.user())?;
+    if req.services.users.is_shadow_banned(req.user()) {
+        return Ok(endpoint::Response {});
+    }
     let rooms = &req.services.rooms;
     let not_in_room = || Error::forbidden("You are not in this room.");
     let room_short = rooms.room_short(&body.room_id)?.ok_or_else(not_in_room)?;
