@@ -33,8 +33,28 @@ pub struct Config {
     pub turn: Turn,
     pub media: MediaConfig,
     pub search: SearchConfig,
+    pub server_notices: ServerNotices,
     #[serde(default)]
     pub experimental: Experimental,
+}
+
+/// Server notices (`[server_notices]`): messages from the server's admins
+/// to one user, in a room the user cannot leave unread.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerNotices {
+    /// The notices' sender (never a registered account); unset: off.
+    #[serde(default)]
+    pub system_mxid_localpart: Option<String>,
+    #[serde(default)]
+    pub system_mxid_display_name: Option<String>,
+    #[serde(default)]
+    pub system_mxid_avatar_url: Option<String>,
+    pub room_name: String,
+    #[serde(default)]
+    pub room_topic: Option<String>,
+    /// Join the user to the notices room at once (else they are invited).
+    pub auto_join: bool,
 }
 
 /// The stemmers `search.language` may name (tantivy's), and `none`.

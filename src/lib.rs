@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod federation;
 pub mod identity;
+pub mod jobs;
 pub mod keys;
 pub mod media;
 pub mod outbound;

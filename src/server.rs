@@ -89,6 +89,7 @@ pub async fn start_on(mut config: Config, sockets: Vec<TcpListener>) -> Result<R
     if services.media.previewer.is_some() {
         workers.push(tokio::spawn(forget_expired_previews(services.clone())));
     }
+    crate::admin::rooms::resume_purges(&services)?;
     if let Some(search) = services.search.clone() {
         let services = services.clone();
         workers

@@ -30,6 +30,8 @@ pub struct Services {
     pub media: crate::media::Media,
     /// The search index, unless `search.enabled` is off.
     pub search: Option<Arc<crate::search::Search>>,
+    /// Admins' background jobs and their progress.
+    pub jobs: Arc<crate::jobs::Jobs>,
 }
 
 impl Services {
@@ -67,6 +69,7 @@ impl Services {
             }
             false => None,
         };
+        let jobs = crate::jobs::Jobs::open(db.clone())?;
         Ok(Arc::new(Self {
             config,
             db,
@@ -82,6 +85,7 @@ impl Services {
             servers,
             media,
             search,
+            jobs,
         }))
     }
 

@@ -80,6 +80,14 @@ impl<V: Clone> Lru<V> {
         self.map.is_empty()
     }
 
+    /// Drops one entry.
+    pub fn remove(&mut self, id: u64) {
+        if let Some((_, entries, used)) = self.map.remove(&id) {
+            self.order.remove(&used);
+            self.held -= entries;
+        }
+    }
+
     pub fn clear(&mut self) {
         self.map.clear();
         self.order.clear();

@@ -5,3 +5,5 @@
 //! The HTTP face is `api::admin` (Synapse's admin API) and the console.
 
 pub mod accounts;
+pub mod notices;
+pub mod rooms;

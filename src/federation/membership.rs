@@ -77,6 +77,7 @@ pub async fn join_remote(
     via: &[OwnedServerName],
     content: Map<String, Value>,
 ) -> Result<OwnedEventId> {
+    services.rooms.check_not_blocked(room_id)?;
     let what = format!("joining {room_id}");
     through_first(services, via, &what, |server| {
         let content = content.clone();
@@ -399,6 +400,7 @@ pub async fn invite_remote(
     content: Map<String, Value>,
 ) -> Result<OwnedEventId> {
     let rooms = &services.rooms;
+    rooms.check_not_blocked(room_id)?;
     let (room_short, record) = rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
     if rooms.membership(target, room_short)?.as_deref() == Some("join") {
         return Err(Error::forbidden(format!("{target} is already in the room.")));
@@ -513,6 +515,7 @@ pub async fn take_invite(
     if !SUPPORTED_ROOM_VERSIONS.contains(version) {
         return Err(incompatible(version, "This server does not support the room's version"));
     }
+    services.rooms.check_not_blocked(room_id)?;
     let rules = version.rules().ok_or_else(|| Error::bad_json("Unknown room version"))?;
     if &event_id_of(&object, &rules)? != event_id || ingest::room_of(&object).as_deref() != Some(room_id) {
         return Err(Error::bad_json("The event ID or room ID does not match the event"));
@@ -694,6 +697,7 @@ pub async fn knock_remote(
     via: &[OwnedServerName],
     content: Map<String, Value>,
 ) -> Result<OwnedEventId> {
+    services.rooms.check_not_blocked(room_id)?;
     let what = format!("knocking on {room_id}");
     let content = &content;
     through_first(services, via, &what, |server| async move {

@@ -47,6 +47,12 @@ pub async fn run(services: Arc<Services>) {
     tokio::join!(fan_out, deliver);
 }
 
+/// Where the fan-out has got to: local events up to this stream position
+/// are queued for other servers (0 before its first round).
+pub fn fanned_out(db: &crate::storage::Db) -> Result<u64> {
+    Ok(db.get(&maps::GLOBAL, CURSOR_KEY)?.map(|bytes| decode_u64(&bytes)).transpose()?.unwrap_or(0))
+}
+
 async fn fan_out(services: Arc<Services>) {
     let mut cursor = match services.db.get(&maps::GLOBAL, CURSOR_KEY) {
         Ok(Some(bytes)) => decode_u64(&bytes).unwrap_or(0),

@@ -103,6 +103,17 @@ impl Rooms {
         self.directory.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Every published room's ID (one scan, for admins' room lists).
+    pub fn published_room_ids(&self) -> Result<std::collections::HashSet<OwnedRoomId>> {
+        self.db
+            .scan_prefix(&maps::PUBLISHED_ROOMS, b"")?
+            .into_iter()
+            .map(|(k, _)| {
+                OwnedRoomId::try_from(String::from_utf8(k).map_err(Error::internal)?).map_err(Error::internal)
+            })
+            .collect()
+    }
+
     pub fn is_published(&self, room_id: &RoomId) -> Result<bool> {
         Ok(self.db.contains(&maps::PUBLISHED_ROOMS, room_id.as_bytes())?)
     }
@@ -149,7 +160,7 @@ impl Rooms {
         for (k, _) in self.db.scan_prefix(&maps::PUBLISHED_ROOMS, b"")? {
             let room_id = OwnedRoomId::try_from(String::from_utf8(k).map_err(Error::internal)?)
                 .map_err(Error::internal)?;
-            let Some(room_short) = self.room_short(&room_id)? else { continue };
+            let Some((room_short, _)) = self.room(&room_id)? else { continue };
             entries.push(self.summary_entry(room_id, room_short)?);
         }
         entries

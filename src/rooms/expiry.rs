@@ -61,8 +61,10 @@ impl Rooms {
             }
             let mut batch = Batch::new();
             batch.delete(&maps::EVENT_EXPIRY, key);
-            if let (Some(meta), Some(json)) = (self.event_meta(short)?, self.pdu_json(short)?) {
-                let rules = self.room_by_short(meta.room)?.rules()?;
+            if let (Some(meta), Some(json)) = (self.event_meta(short)?, self.pdu_json(short)?)
+                && let Ok(record) = self.room_by_short(meta.room)
+            {
+                let rules = record.rules()?;
                 let pruned = redact(json, &rules.redaction, None).map_err(Error::internal)?;
                 batch.put_json(&maps::PDUS, short.to_be_bytes(), &pruned);
             }

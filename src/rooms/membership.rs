@@ -58,6 +58,9 @@ impl Rooms {
             .and_then(Value::as_str)
             .ok_or_else(|| Error::bad_json("`membership` must be a string"))?
             .to_owned();
+        if matches!(membership.as_str(), "join" | "invite" | "knock") {
+            self.check_not_blocked(room_id)?;
+        }
         content.remove("join_authorised_via_users_server");
         if self.users.is_guest(sender)? {
             self.check_guest_membership(room_short, sender, target, &membership)?;

@@ -18,6 +18,7 @@ pub mod moderation;
 pub mod notifications;
 pub mod pdu;
 pub mod pipeline;
+pub mod purge;
 pub mod read;
 pub mod receipts;
 pub mod redaction;
@@ -27,6 +28,7 @@ pub mod resolve;
 pub mod serving;
 pub mod short_ids;
 pub mod state;
+pub mod stats;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod typing;
@@ -200,6 +202,12 @@ pub struct Rooms {
     /// Rooms known to be encrypted (encryption is never turned off).
     encrypted_rooms: Mutex<std::collections::HashSet<u64>>,
     expiry: expiry::Expiry,
+    /// Admins' room stats, with the current-state snapshot they were
+    /// counted at ([`stats`]).
+    stats_cache: Mutex<crate::util::Lru<(Option<u64>, Arc<stats::RoomStats>)>>,
+    /// Rooms being purged ([`purge`]): unknown to readers.
+    purging: std::sync::RwLock<std::collections::HashSet<u64>>,
+    purging_any: std::sync::atomic::AtomicBool,
 }
 
 /// Rooms whose joined-member count is kept in memory.
@@ -216,7 +224,7 @@ impl Rooms {
         stream: Arc<Stream>,
         users: Arc<Users>,
     ) -> Result<Self> {
-        Ok(Self {
+        let rooms = Self {
             short: ShortIds::open(db.clone())?,
             state: StateStore::open(db.clone())?,
             db,
@@ -236,7 +244,12 @@ impl Rooms {
             room_types: Mutex::new(crate::util::Lru::new(JOINED_COUNTS_CACHED)),
             encrypted_rooms: Mutex::default(),
             expiry: expiry::Expiry::default(),
-        })
+            stats_cache: Mutex::new(crate::util::Lru::new(stats::STATS_CACHED)),
+            purging: Default::default(),
+            purging_any: Default::default(),
+        };
+        rooms.load_purges()?;
+        Ok(rooms)
     }
 
     /// The largest stream position stored by rooms, for opening the stream.
@@ -286,9 +299,7 @@ impl Rooms {
 
     /// The record of a room known by its short ID.
     pub fn room_by_short(&self, short: u64) -> Result<RoomRecord> {
-        self.db
-            .get_json(&maps::ROOMS, &short.to_be_bytes())?
-            .ok_or_else(|| Error::internal("room without a record"))
+        self.db.get_json(&maps::ROOMS, &short.to_be_bytes())?.ok_or_else(|| Error::not_found("Unknown room"))
     }
 
     pub fn event_short(&self, event_id: &ruma::EventId) -> Result<Option<u64>> {
@@ -404,6 +415,9 @@ impl Rooms {
 
     /// A user's membership in a room, from the membership index.
     pub fn membership(&self, user_id: &UserId, room_short: u64) -> Result<Option<String>> {
+        if self.is_purging(room_short) {
+            return Ok(None);
+        }
         let value = self.db.get(&maps::USER_ROOMS, &key(&[user_id.as_bytes(), &room_short.to_be_bytes()]))?;
         value.map(|v| String::from_utf8(v).map_err(Error::internal)).transpose()
     }
@@ -417,6 +431,7 @@ impl Rooms {
             .map(|(k, v)| {
                 Ok((decode_u64(&k[prefix.len()..])?, String::from_utf8(v).map_err(Error::internal)?))
             })
+            .filter(|row| row.as_ref().map_or(true, |(room, _)| !self.is_purging(*room)))
             .collect()
     }
 
@@ -427,6 +442,9 @@ impl Rooms {
         for (k, v) in self.db.scan_prefix(&maps::USER_ROOMS, &prefix)? {
             if v == membership.as_bytes() {
                 let short = decode_u64(&k[prefix.len()..])?;
+                if self.is_purging(short) {
+                    continue;
+                }
                 rooms.push(OwnedRoomId::try_from(self.short.name(short)?).map_err(Error::internal)?);
             }
         }

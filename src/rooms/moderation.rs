@@ -38,7 +38,45 @@ impl Report {
     }
 }
 
+/// What `blocked_rooms` stores: who blocked the room, and when.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Block {
+    pub user_id: OwnedUserId,
+    pub ts: u64,
+}
+
 impl Rooms {
+    /// Blocks a room (`Some(admin)`) or lifts the block (`None`): nobody
+    /// here may join it or be invited to it.
+    pub fn set_blocked(&self, room_id: &RoomId, by: Option<&UserId>) -> Result<()> {
+        let mut batch = Batch::new();
+        match by {
+            Some(admin) => batch.put_json(
+                &maps::BLOCKED_ROOMS,
+                room_id.as_bytes(),
+                &Block { user_id: admin.to_owned(), ts: util::now_ms() },
+            ),
+            None => batch.delete(&maps::BLOCKED_ROOMS, room_id.as_bytes()),
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    pub fn blocked(&self, room_id: &RoomId) -> Result<Option<Block>> {
+        Ok(self.db.get_json(&maps::BLOCKED_ROOMS, room_id.as_bytes())?)
+    }
+
+    /// Refuses (403) a join, invite or knock of a blocked room.
+    pub fn check_not_blocked(&self, room_id: &RoomId) -> Result<()> {
+        if self.room_short(room_id)?.is_some_and(|room| self.is_purging(room)) {
+            return Err(crate::Error::forbidden("This room is being purged from this server"));
+        }
+        match self.db.contains(&maps::BLOCKED_ROOMS, room_id.as_bytes())? {
+            true => Err(crate::Error::forbidden("This room has been blocked on this server")),
+            false => Ok(()),
+        }
+    }
+
     /// Once a room's `m.room.guest_access` no longer says `can_join`, each
     /// local guest joined or invited there leaves, by its own leave event
     /// (as Synapse does: no kick by whoever changed the setting, so power

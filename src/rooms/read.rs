@@ -129,6 +129,9 @@ impl Rooms {
 
     /// Whether the room's current history visibility is `world_readable`.
     pub fn is_world_readable(&self, room_short: u64) -> Result<bool> {
+        if self.is_purging(room_short) {
+            return Ok(false);
+        }
         Ok(self
             .current_state_event(room_short, "m.room.history_visibility", "")?
             .is_some_and(|p| p.content_value()["history_visibility"] == "world_readable"))

@@ -104,6 +104,14 @@ impl ShortIds {
         id
     }
 
+    /// Forgets a name's ID in memory (its row was deleted: a purged room).
+    pub fn forget(&self, kind: Kind, name: &str) {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(name_key(kind, name));
+        self.ids.lock().expect("short IDs").remove(hash);
+    }
+
     /// Empties the in-memory names (benchmarks).
     pub fn clear_cache(&self) {
         self.names.lock().expect("short ID names").clear();

@@ -53,6 +53,14 @@ impl Typing {
         Arc::new(Self { stream, state: Mutex::default() })
     }
 
+    /// Forgets a room (purged).
+    pub fn forget_room(&self, room_short: u64) {
+        let mut state = self.state.lock().expect("typing");
+        if let Some(room) = state.rooms.remove(&room_short) {
+            state.changes.remove(&room.changed_at);
+        }
+    }
+
     /// Marks `user` typing in a room for `timeout`, or not typing.
     pub fn set(self: &Arc<Self>, room_short: u64, user: &UserId, timeout: Option<Duration>) -> Result<()> {
         let deadline = timeout.map(|t| Instant::now() + t.min(MAX_TIMEOUT));

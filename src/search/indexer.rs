@@ -126,6 +126,9 @@ impl<'a> Indexer<'a> {
 
     /// Refreshes the documents one stream event affects.
     fn apply(&mut self, short: u64, room: u64) -> Result<()> {
+        if self.rooms.is_purging(room) {
+            return Ok(());
+        }
         let Some(pdu) = self.rooms.pdu_by_short(short)? else { return Ok(()) };
         let content = pdu.content_value();
         match pdu.kind.to_string().as_str() {

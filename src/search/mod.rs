@@ -410,6 +410,13 @@ impl Search {
         self.dirty.store(true, Ordering::SeqCst);
     }
 
+    /// Removes every document of a room (a purged room); searchable at
+    /// the next commit.
+    pub fn remove_room(&self, room: u64) {
+        self.writer.lock().expect("search writer").delete_term(Term::from_field_u64(self.fields.room, room));
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
     /// The events whose documents hold the text of edit `edit`.
     pub fn edited_by(&self, edit: u64) -> Result<Vec<u64>> {
         let mut out: Vec<u64> =

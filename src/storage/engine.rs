@@ -27,6 +27,11 @@ impl Batch {
         Self::default()
     }
 
+    /// The changes it holds.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
     pub fn put(&mut self, map: &MapDef, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         self.ops.push(Op::Put(map.name, key.into(), value.into()));
     }

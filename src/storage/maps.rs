@@ -425,6 +425,27 @@ maps! {
         key: "user ID ‖ SEP ‖ app ID ‖ SEP ‖ pushkey",
         value: "JSON PusherRecord {app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, pushkey_ts, device_id, pushed_upto, last_badge, failing_since, retry_at, backoff_ms}"
     }
+    /// Room purges under way (rooms/purge.rs): the mark, and the events
+    /// still to delete.
+    ROOM_PURGES = "room_purges" {
+        key: "room short ID (the mark), or room short ID ‖ `e` ‖ event short ID (an event to delete)",
+        value: "the mark: JSON PurgeRecord {room_id, phase (collect, users, rooms, events, finish), cursor}; events: empty"
+    }
+    /// Each user's server notices room (admin/notices.rs).
+    SERVER_NOTICE_ROOMS = "server_notice_rooms" {
+        key: "user ID",
+        value: "room ID"
+    }
+    /// Admins' background jobs (jobs.rs): kept a day after they end.
+    JOBS = "jobs" {
+        key: "job ID",
+        value: "JSON Job {id, action, resource_id, status (scheduled, active, complete, failed, cancelled), timestamp_ms, done, total, result, error}"
+    }
+    /// Rooms a server admin blocked: nobody here joins or is invited.
+    BLOCKED_ROOMS = "blocked_rooms" {
+        key: "room ID",
+        value: "JSON Block {user_id (the admin), ts}"
+    }
     /// Reports of events, rooms and users, for server admins.
     REPORTS = "reports" {
         key: "report number (u64 big-endian)",

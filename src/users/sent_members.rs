@@ -18,6 +18,13 @@ type ByRoom = HashMap<u64, HashMap<String, String>>;
 pub struct SentMembers(Mutex<HashMap<(OwnedUserId, OwnedDeviceId), ByRoom>>);
 
 impl SentMembers {
+    /// Forgets a room (purged) for every device.
+    pub fn forget_room(&self, room_short: u64) {
+        for by_room in self.0.lock().expect("sent members").values_mut() {
+            by_room.remove(&room_short);
+        }
+    }
+
     pub fn forget(&self, user: &UserId, device: &DeviceId) {
         self.0.lock().expect("sent members").remove(&(user.to_owned(), device.to_owned()));
     }

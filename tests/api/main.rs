@@ -4,6 +4,7 @@ mod common;
 
 mod account;
 mod admin_register;
+mod admin_rooms;
 mod admin_users;
 mod bounds;
 mod conformance;

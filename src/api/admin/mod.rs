@@ -3,6 +3,7 @@
 //! (`/_hearth/admin/*`). Server admins only, unless an endpoint says so.
 
 mod media;
+mod notices;
 mod register;
 mod reports;
 mod rooms;
@@ -21,7 +22,7 @@ use crate::{Error, Result, api::ruma::Authed, services::Services};
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = search::routes(media::routes(rooms::routes(register::routes(router))));
-    tokens::routes(reports::routes(users::routes(router)))
+    notices::routes(tokens::routes(reports::routes(users::routes(router))))
 }
 
 /// Refuses (403) whoever is not a server admin.
@@ -36,7 +37,6 @@ fn require_admin(services: &Services, user: &ruma::UserId) -> Result<()> {
 /// anyone else (checked before anything about the request, as Synapse).
 pub struct Admin {
     pub user: OwnedUserId,
-    #[allow(dead_code)]
     pub device: OwnedDeviceId,
 }
 

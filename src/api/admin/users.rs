@@ -296,6 +296,13 @@ async fn create_or_modify(
         if valid != user {
             return Err(Error::invalid_param("Invalid user ID"));
         }
+        if crate::admin::notices::notices_user(&services).as_ref() == Some(&user) {
+            return Err(Error::new(
+                StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::Exclusive,
+                "This user ID is reserved.",
+            ));
+        }
         let hash = match changes.password {
             Some(password) => Some(users.hash_new_password(password.to_owned()).await?),
             None => None,

@@ -123,6 +123,9 @@ async fn register(req: Ruma<register::v3::Request>) -> Result<register::v3::Resp
             }
         },
     };
+    if crate::admin::notices::notices_user(services).as_ref() == Some(&user_id) {
+        return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::Exclusive, "This user ID is reserved."));
+    }
     if upgrading_guest.is_none() && services.users.exists(&user_id)? {
         return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken."));
     }

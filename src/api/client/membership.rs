@@ -83,6 +83,7 @@ async fn join_by_id(req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room
 /// servers that may help (`servers_to_ask`).
 async fn join<T>(req: &Ruma<T>, room_id: &RoomId, via: Vec<ruma::OwnedServerName>) -> Result<()> {
     let services = &req.services;
+    services.rooms.check_not_blocked(room_id)?;
     let via = servers_to_ask(services, req.user(), room_id, via)?;
     if via.is_empty() {
         services.rooms.change_membership(room_id, req.user(), req.user(), join_content(req)).await?;
@@ -155,6 +156,17 @@ async fn join_by_id_or_alias(
 }
 
 async fn leave(req: Ruma<leave_room::v3::Request>) -> Result<leave_room::v3::Response> {
+    let (services, room_id) = (&req.services, &req.body.room_id);
+    if crate::admin::notices::is_notices_room(services, req.user(), room_id)?
+        && let Some(short) = services.rooms.room_short(room_id)?
+        && services.rooms.membership(req.user(), short)?.as_deref() == Some("invite")
+    {
+        return Err(Error::custom(
+            http::StatusCode::FORBIDDEN,
+            "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM",
+            "You cannot reject this invite",
+        ));
+    }
     set_membership(
         &req.services,
         &req.body.room_id,
@@ -169,6 +181,11 @@ async fn leave(req: Ruma<leave_room::v3::Request>) -> Result<leave_room::v3::Res
 
 async fn invite(req: Ruma<invite_user::v3::Request>) -> Result<invite_user::v3::Response> {
     req.services.users.check_not_suspended(req.user())?;
+    if let invite_user::v3::InvitationRecipient::UserId(recipient) = &req.body.recipient
+        && crate::admin::notices::notices_user(&req.services).as_ref() == Some(&recipient.user_id)
+    {
+        return Err(Error::forbidden("Cannot invite this user"));
+    }
     if req.services.users.is_shadow_banned(req.user()) {
         // Seems done; nobody is invited (Synapse's shadow-ban).
         return Ok(invite_user::v3::Response::new());

@@ -301,6 +301,10 @@ async fn notifications(req: Ruma<get_notifications::v3::Request>) -> Result<get_
     let (found, next) = rooms.notifications(req.user(), from, limit, only_highlight)?;
     let mut out = Vec::with_capacity(found.len());
     for crate::rooms::notifications::Listed { room_short, notification, read } in found {
+        // A purged room's notifications are going: skip them.
+        if rooms.is_purging(room_short) || rooms.pdu_json(notification.event)?.is_none() {
+            continue;
+        }
         let room_id = OwnedRoomId::try_from(rooms.short.name(room_short)?).map_err(Error::internal)?;
         let mut event = rooms.client_event(notification.event, req.sender_device.as_deref(), req.user())?;
         if let Some(object) = event.as_object_mut() {

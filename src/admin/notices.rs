@@ -1,0 +1,115 @@
+//! Server notices: messages from the server's admins to one user, sent by
+//! a notices user that is never a registered account, in a room made for
+//! that user (private, they cannot speak, tagged `m.server_notice`) which
+//! they cannot reject. When they leave it, the next notice makes a new one.
+
+use std::sync::Arc;
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    Error, Result,
+    rooms::{
+        builder::PduBuilder,
+        create::{CreateRoom, Preset},
+        pipeline::Txn,
+    },
+    services::Services,
+    storage::maps,
+};
+
+/// The notices user, when notices are on.
+pub fn notices_user(services: &Services) -> Option<OwnedUserId> {
+    let localpart = services.config.server_notices.system_mxid_localpart.as_deref()?;
+    UserId::parse(format!("@{localpart}:{}", services.config.server_name)).ok()
+}
+
+/// Whether `room_id` is `user`'s notices room.
+pub fn is_notices_room(services: &Services, user: &UserId, room_id: &RoomId) -> Result<bool> {
+    let stored = services.db.get(&maps::SERVER_NOTICE_ROOMS, user.as_bytes())?;
+    Ok(stored.is_some_and(|room| room == room_id.as_bytes()))
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    value.as_object().cloned().unwrap_or_default()
+}
+
+/// The user's notices room where the notices user is joined and the user
+/// joined or invited; a new one otherwise.
+async fn notices_room(services: &Arc<Services>, sender: &UserId, user: &UserId) -> Result<OwnedRoomId> {
+    let rooms = &services.rooms;
+    let config = &services.config.server_notices;
+    if let Some(stored) = services.db.get(&maps::SERVER_NOTICE_ROOMS, user.as_bytes())? {
+        let room_id = OwnedRoomId::try_from(String::from_utf8(stored).map_err(Error::internal)?)
+            .map_err(Error::internal)?;
+        if let Some(short) = rooms.room_short(&room_id)?
+            && rooms.membership(sender, short)?.as_deref() == Some("join")
+            && matches!(rooms.membership(user, short)?.as_deref(), Some("join" | "invite"))
+        {
+            return Ok(room_id);
+        }
+    }
+    let mut create = CreateRoom::new(RoomVersionId::V11, Preset::PrivateChat);
+    create.name = Some(config.room_name.clone());
+    create.topic = config.room_topic.clone();
+    create.power_level_override = Some(object(json!({"users_default": -10})));
+    create.displayname = config.system_mxid_display_name.clone();
+    create.avatar_url = config.system_mxid_avatar_url.clone();
+    let room_id = rooms.create_room(sender, create).await?;
+    // The user's tag marks it for clients (kept with the user's other tags).
+    let mut tags: Value = match services.users.account_data(user, Some(&room_id), "m.tag")? {
+        Some(raw) => serde_json::from_str(raw.get()).map_err(Error::internal)?,
+        None => json!({"tags": {}}),
+    };
+    tags["tags"]["m.server_notice"] = json!({});
+    let tags = serde_json::value::to_raw_value(&tags).map_err(Error::internal)?;
+    services.users.set_account_data(user, Some(&room_id), "m.tag", &tags)?;
+    let mut batch = crate::storage::Batch::new();
+    batch.put(&maps::SERVER_NOTICE_ROOMS, user.as_bytes(), room_id.as_bytes().to_vec());
+    services.db.write(batch)?;
+    Ok(room_id)
+}
+
+/// Sends a notice to a local user: an event of `kind` (a state event with
+/// `state_key`). With `txn` (the admin's device and transaction ID), a
+/// retry answers the first event and sends nothing.
+pub async fn send(
+    services: &Arc<Services>,
+    user: &UserId,
+    kind: &str,
+    state_key: Option<&str>,
+    content: Value,
+    txn: Option<Txn>,
+) -> Result<OwnedEventId> {
+    let sender = notices_user(services).ok_or_else(|| {
+        Error::custom(
+            http::StatusCode::BAD_REQUEST,
+            "M_UNKNOWN",
+            "Server notices are not enabled on this server",
+        )
+    })?;
+    let rooms = &services.rooms;
+    let room_id = notices_room(services, &sender, user).await?;
+    if let Some(txn) = &txn
+        && let Some(event_id) =
+            rooms.txn_event(&sender, &txn.device_id, &room_id, txn.endpoint, &txn.txn_id)?
+    {
+        return Ok(event_id);
+    }
+    let short = rooms.room_short(&room_id)?.ok_or_else(|| Error::internal("the notices room vanished"))?;
+    if !matches!(rooms.membership(user, short)?.as_deref(), Some("join" | "invite")) {
+        rooms.change_membership(&room_id, &sender, user, object(json!({"membership": "invite"}))).await?;
+    }
+    if services.config.server_notices.auto_join && rooms.membership(user, short)?.as_deref() == Some("invite")
+    {
+        rooms.change_membership(&room_id, user, user, object(json!({"membership": "join"}))).await?;
+    }
+    let builder = match state_key {
+        Some(key) => PduBuilder::state(kind, key, content),
+        None => PduBuilder::message(kind, content),
+    };
+    let event_id = rooms.send(&room_id, &sender, builder, txn).await?;
+    tracing::info!("server notice {event_id} sent to {user}");
+    Ok(event_id)
+}
