@@ -131,6 +131,9 @@ pub enum Resource {
     Keys,
     /// `/_matrix/media/*`.
     Media,
+    /// `/metrics` (Prometheus). Not among the defaults: name it on a
+    /// listener only your monitoring reaches.
+    Metrics,
 }
 
 impl Resource {

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod jobs;
 pub mod keys;
 pub mod media;
+pub mod metrics;
 pub mod outbound;
 pub mod presence;
 pub mod pushers;

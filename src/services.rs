@@ -32,6 +32,7 @@ pub struct Services {
     pub search: Option<Arc<crate::search::Search>>,
     /// Admins' background jobs and their progress.
     pub jobs: Arc<crate::jobs::Jobs>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Services {
@@ -77,7 +78,6 @@ impl Services {
             stream,
             presence,
             users,
-            rooms,
             uiaa: Uiaa::default(),
             limiters,
             shared_secret_nonces: Nonces::default(),
@@ -85,6 +85,8 @@ impl Services {
             servers,
             media,
             search,
+            metrics: crate::metrics::Metrics::new(rooms.appended.clone()),
+            rooms,
             jobs,
         }))
     }

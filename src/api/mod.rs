@@ -6,6 +6,7 @@ pub mod client;
 mod error;
 pub mod federation;
 mod media;
+mod metrics;
 pub mod ruma;
 
 use std::{
@@ -43,7 +44,11 @@ pub fn router(services: Arc<Services>, resources: &[Resource]) -> Router {
     if resources.contains(&Resource::Keys) {
         router = federation::key_routes(router);
     }
-    router
+    if resources.contains(&Resource::Metrics) {
+        router = metrics::metrics_routes(router);
+    }
+    metrics::health_routes(router)
+        .route_layer(axum::middleware::from_fn_with_state(services.clone(), metrics::count))
         .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async { Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED) })
         .with_state(services)

@@ -208,6 +208,8 @@ pub struct Rooms {
     /// Rooms being purged ([`purge`]): unknown to readers.
     purging: std::sync::RwLock<std::collections::HashSet<u64>>,
     purging_any: std::sync::atomic::AtomicBool,
+    /// Events accepted into timelines (a metric).
+    pub appended: prometheus_client::metrics::counter::Counter,
 }
 
 /// Rooms whose joined-member count is kept in memory.
@@ -247,6 +249,7 @@ impl Rooms {
             stats_cache: Mutex::new(crate::util::Lru::new(stats::STATS_CACHED)),
             purging: Default::default(),
             purging_any: Default::default(),
+            appended: Default::default(),
         };
         rooms.load_purges()?;
         Ok(rooms)

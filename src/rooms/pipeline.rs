@@ -641,6 +641,7 @@ impl Rooms {
         if expires {
             self.expiry_noted();
         }
+        self.appended.inc();
         position.publish([Topic::Room(room_short)]);
         Ok(Outcome::Accepted { stream })
     }

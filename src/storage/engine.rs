@@ -77,6 +77,11 @@ pub trait KvEngine: Send + Sync + 'static {
     /// Persists memory tables to disk (used at shutdown).
     fn flush(&self) -> Result<()>;
 
+    /// The engine's own figures (name, value) for metrics: sizes, caches.
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Rewrites every map's files in the current format, dropping what
     /// deletes left behind (`hearth database compact`).
     fn compact(&self) -> Result<()>;

@@ -92,6 +92,11 @@ impl Db {
         Self { engine }
     }
 
+    /// The engine's figures for metrics.
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        self.engine.stats()
+    }
+
     fn check_schema(&self) -> Result<()> {
         const KEY: &[u8] = b"schema_version";
         match self.get(&maps::GLOBAL, KEY)? {

@@ -146,6 +146,27 @@ impl KvEngine for RocksEngine {
         self.write_with(batch, false)
     }
 
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        // Summed over the maps; the block cache is shared, read once.
+        const PER_MAP: &[(&str, &str)] = &[
+            ("live_data_bytes", "rocksdb.estimate-live-data-size"),
+            ("sst_files_bytes", "rocksdb.total-sst-files-size"),
+            ("memtable_bytes", "rocksdb.cur-size-all-mem-tables"),
+            ("estimated_keys", "rocksdb.estimate-num-keys"),
+            ("pending_compaction_bytes", "rocksdb.estimate-pending-compaction-bytes"),
+        ];
+        let mut out: Vec<(&'static str, u64)> = PER_MAP.iter().map(|(name, _)| (*name, 0)).collect();
+        for map in ALL {
+            let Ok(cf) = self.cf(map.name) else { continue };
+            for (slot, (_, property)) in out.iter_mut().zip(PER_MAP) {
+                slot.1 += self.db.property_int_value_cf(cf, *property).ok().flatten().unwrap_or(0);
+            }
+        }
+        let cache = self.db.property_int_value("rocksdb.block-cache-usage").ok().flatten().unwrap_or(0);
+        out.push(("block_cache_bytes", cache));
+        out
+    }
+
     fn flush(&self) -> Result<()> {
         for map in ALL {
             self.db.flush_cf(self.cf(map.name)?).map_err(rocks_err)?;

@@ -17,6 +17,7 @@ mod federation;
 mod guests;
 mod login;
 mod media;
+mod operations;
 mod persistence;
 mod privacy;
 mod process;
