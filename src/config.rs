@@ -34,8 +34,19 @@ pub struct Config {
     pub media: MediaConfig,
     pub search: SearchConfig,
     pub server_notices: ServerNotices,
+    pub moderation: Moderation,
     #[serde(default)]
     pub experimental: Experimental,
+}
+
+/// Moderation (`[moderation]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Moderation {
+    /// Each report is announced to the server's admins in a room the
+    /// notices user keeps (needs `server_notices`).
+    pub notify_admins: bool,
+    pub reports_room_name: String,
 }
 
 /// Server notices (`[server_notices]`): messages from the server's admins

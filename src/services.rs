@@ -33,6 +33,8 @@ pub struct Services {
     /// Admins' background jobs and their progress.
     pub jobs: Arc<crate::jobs::Jobs>,
     pub metrics: crate::metrics::Metrics,
+    /// Serialises the admin side's make-once steps (the reports room).
+    pub admin_lock: tokio::sync::Mutex<()>,
 }
 
 impl Services {
@@ -88,6 +90,7 @@ impl Services {
             metrics: crate::metrics::Metrics::new(rooms.appended.clone()),
             rooms,
             jobs,
+            admin_lock: Default::default(),
         }))
     }
 

@@ -113,3 +113,64 @@ pub async fn send(
     tracing::info!("server notice {event_id} sent to {user}");
     Ok(event_id)
 }
+
+/// Where reports are announced: the notices user's room for the server's
+/// admins (made on first use; admins not yet in it are invited).
+async fn reports_room(services: &Arc<Services>, sender: &UserId) -> Result<OwnedRoomId> {
+    const KEY: &[u8] = b"moderation.reports_room";
+    let _guard = services.admin_lock.lock().await;
+    let rooms = &services.rooms;
+    let stored = services.db.get(&maps::GLOBAL, KEY)?;
+    let known = match stored {
+        Some(id) => OwnedRoomId::try_from(String::from_utf8(id).map_err(Error::internal)?).ok(),
+        None => None,
+    };
+    let room_id = match known.filter(|room| rooms.room_short(room).ok().flatten().is_some()) {
+        Some(room_id) => room_id,
+        None => {
+            let mut create = CreateRoom::new(RoomVersionId::V11, Preset::PrivateChat);
+            create.name = Some(services.config.moderation.reports_room_name.clone());
+            create.topic = Some("Reports of content and users, as they arrive".into());
+            create.displayname = services.config.server_notices.system_mxid_display_name.clone();
+            let room_id = rooms.create_room(sender, create).await?;
+            let mut batch = crate::storage::Batch::new();
+            batch.put(&maps::GLOBAL, KEY, room_id.as_bytes().to_vec());
+            services.db.write(batch)?;
+            room_id
+        }
+    };
+    let short = rooms.room_short(&room_id)?.ok_or_else(|| Error::internal("the reports room vanished"))?;
+    for (admin, record) in services.users.records()? {
+        if record.admin && !record.deactivated && rooms.membership(&admin, short)?.is_none() {
+            rooms
+                .change_membership(&room_id, sender, &admin, object(json!({"membership": "invite"})))
+                .await?;
+        }
+    }
+    Ok(room_id)
+}
+
+/// Announces a report to the server's admins (when configured).
+pub async fn announce_report(services: &Arc<Services>, id: u64) -> Result<()> {
+    if !services.config.moderation.notify_admins {
+        return Ok(());
+    }
+    let Some(sender) = notices_user(services) else { return Ok(()) };
+    let Some(report) = services.rooms.get_report(id)? else { return Ok(()) };
+    let what = match (&report.event_id, &report.user_id, &report.room_id) {
+        (Some(event), _, Some(room)) => {
+            let by =
+                services.rooms.pdu(event)?.map(|pdu| pdu.sender.to_string()).unwrap_or_else(|| "?".into());
+            format!("an event by {by} ({event}) in {room}")
+        }
+        (_, Some(user), _) => format!("the user {user}"),
+        (_, _, Some(room)) => format!("the room {room}"),
+        _ => "something".into(),
+    };
+    let reason = report.reason.as_deref().filter(|r| !r.is_empty()).unwrap_or("no reason given");
+    let body = format!("Report #{id}: {} reported {what}: “{reason}”.", report.reporter);
+    let room_id = reports_room(services, &sender).await?;
+    let content = json!({"msgtype": "m.notice", "body": body, "dev.hearth.report_id": id});
+    services.rooms.send(&room_id, &sender, PduBuilder::message("m.room.message", content), None).await?;
+    Ok(())
+}

@@ -534,6 +534,11 @@ pub async fn take_invite(
     if pdu.sender.server_name() != origin {
         return Err(Error::forbidden("The inviter is not on the sending server"));
     }
+    // Someone the invitee ignores cannot invite them (the spec lets
+    // servers drop such invites).
+    if services.users.is_local(&target) && services.users.ignored_users(&target)?.contains(&pdu.sender) {
+        return Err(Error::forbidden("The invitee does not accept invites from this user"));
+    }
     if let Some(short) = services.rooms.room_short(room_id)?
         && !services.rooms.acl_allows(origin, short)?
     {

@@ -12,6 +12,7 @@ pub mod directory;
 pub mod expiry;
 pub mod hierarchy;
 pub mod inspect;
+pub mod invite_codes;
 pub mod invites;
 pub mod membership;
 pub mod moderation;
@@ -208,6 +209,7 @@ pub struct Rooms {
     /// Rooms being purged ([`purge`]): unknown to readers.
     purging: std::sync::RwLock<std::collections::HashSet<u64>>,
     purging_any: std::sync::atomic::AtomicBool,
+    invite_code_lock: invite_codes::CodeLock,
     /// Events accepted into timelines (a metric).
     pub appended: prometheus_client::metrics::counter::Counter,
 }
@@ -250,6 +252,7 @@ impl Rooms {
             purging: Default::default(),
             purging_any: Default::default(),
             appended: Default::default(),
+            invite_code_lock: Default::default(),
         };
         rooms.load_purges()?;
         Ok(rooms)

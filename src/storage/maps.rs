@@ -431,6 +431,11 @@ maps! {
         key: "room short ID (the mark), or room short ID ‖ `e` ‖ event short ID (an event to delete)",
         value: "the mark: JSON PurgeRecord {room_id, phase (collect, users, rooms, events, finish), cursor}; events: empty"
     }
+    /// Room invite codes (rooms/invite_codes.rs), revoked ones included.
+    ROOM_INVITE_CODES = "room_invite_codes" {
+        key: "the code",
+        value: "JSON InviteCode {room_id, created_by, created_ts, expires_ts, max_uses, uses, revoked}"
+    }
     /// Each user's server notices room (admin/notices.rs).
     SERVER_NOTICE_ROOMS = "server_notice_rooms" {
         key: "user ID",

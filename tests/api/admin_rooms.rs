@@ -4,7 +4,7 @@
 //! users moved to a new room) and purging it; background jobs; notices.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
     common::{Session, TestServer, assert_error, create_room, join, send, sync, urlencode},
@@ -307,5 +307,4 @@ async fn server_notices_reach_the_user_in_a_room_they_cannot_reject() {
         )
         .await;
     assert_error(&resp, StatusCode::BAD_REQUEST, "M_EXCLUSIVE");
-    let _: Value = json!(null);
 }

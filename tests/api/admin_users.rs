@@ -526,7 +526,11 @@ async fn registration_tokens_gate_registration() {
 
 #[tokio::test]
 async fn reports_reach_the_admins_queue_and_are_closed() {
-    let s = admin_server().await;
+    let s = TestServer::start_with(|c| {
+        c.registration.shared_secret = Some("s3cret".into());
+        c.server_notices.system_mxid_localpart = Some("notices".into());
+    })
+    .await;
     let root = admin_of(&s).await;
     let token = Some(root.token.as_str());
     let (alice, bob) = (s.register("alice").await, s.register("bob").await);
@@ -584,6 +588,33 @@ async fn reports_reach_the_admins_queue_and_are_closed() {
     let (_, users) = s.get(&format!("{V1}/user_reports"), token).await;
     assert_eq!(users["total"], 1);
     assert_eq!(users["user_reports"][0]["target_user_id"], "@bob:localhost");
+
+    // The admins hear of each report in their moderation room (long
+    // polls until the invite, then the messages, arrive).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut since = String::new();
+    let mut seen = String::new();
+    let mut reports_room: Option<String> = None;
+    loop {
+        let query =
+            if since.is_empty() { "timeout=0".to_owned() } else { format!("since={since}&timeout=5000") };
+        let synced = crate::common::sync(&s, &root, &query).await;
+        since = synced["next_batch"].as_str().unwrap().to_owned();
+        if reports_room.is_none()
+            && let Some((room, _)) = synced["rooms"]["invite"].as_object().and_then(|i| i.iter().next())
+        {
+            crate::common::join(&s, &root, room).await;
+            reports_room = Some(room.clone());
+        }
+        if let Some(room) = &reports_room {
+            seen.push_str(&synced["rooms"]["join"][room]["timeline"].to_string());
+        }
+        if seen.contains(&format!("Report #{id}")) && seen.contains("reported the user @bob:localhost") {
+            assert!(seen.contains("rude"), "{seen}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "reports not announced: {seen}");
+    }
 
     // Closing a report takes it out of the queue.
     let (status, _) = s.request(Method::DELETE, &format!("{V1}/event_reports/{id}"), token, None).await;

@@ -15,6 +15,7 @@ mod e2ee;
 mod errors;
 mod federation;
 mod guests;
+mod invite_codes;
 mod login;
 mod media;
 mod operations;

@@ -113,3 +113,47 @@ async fn lazy_loaded_members_are_as_of_the_events() {
         state.iter().find(|e| e["state_key"] == alice.user_id.as_str()).expect("alice's member event");
     assert_eq!(alices["content"]["displayname"], "alice", "{alices}");
 }
+
+/// Blocking someone (ignoring them) means they cannot DM you: their
+/// invites are dropped, by `/invite` and by `createRoom`, and do not come
+/// back when the block is lifted.
+#[tokio::test]
+async fn people_you_ignore_cannot_invite_you() {
+    let s = TestServer::start().await;
+    let (alice, mallory, carol) =
+        (s.register("alice").await, s.register("mallory").await, s.register("carol").await);
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", alice.user_id),
+            Some(&alice.token),
+            json!({"ignored_users": {mallory.user_id.clone(): {}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let dm = create_room(&s, &mallory, json!({"is_direct": true, "invite": [alice.user_id, carol.user_id], "preset": "trusted_private_chat"})).await;
+    let room = create_room(&s, &mallory, json!({"preset": "private_chat"})).await;
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&mallory.token),
+            json!({"user_id": alice.user_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "the inviter cannot tell");
+    for room in [&dm, &room] {
+        let (_, members) =
+            s.get(&format!("/_matrix/client/v3/rooms/{room}/members"), Some(&mallory.token)).await;
+        assert!(!members.to_string().contains(&alice.user_id), "{members}");
+    }
+    let (_, members) = s.get(&format!("/_matrix/client/v3/rooms/{dm}/members"), Some(&mallory.token)).await;
+    assert!(members.to_string().contains(&carol.user_id), "others are invited: {members}");
+    // Lifting the block brings nothing back.
+    s.put(
+        &format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", alice.user_id),
+        Some(&alice.token),
+        json!({"ignored_users": {}}),
+    )
+    .await;
+    let synced = sync(&s, &alice, "").await;
+    assert!(synced["rooms"]["invite"].as_object().is_none_or(|i| i.is_empty()), "{synced}");
+}

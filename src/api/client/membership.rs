@@ -203,6 +203,12 @@ async fn invite(req: Ruma<invite_user::v3::Request>) -> Result<invite_user::v3::
         _ => return Err(Error::invalid_param("Unknown kind of invitee")),
     };
     let user_id = &recipient.user_id;
+    // An invite from someone the invitee ignores is dropped: it seems made.
+    if req.services.users.is_local(user_id) && req.services.users.ignored_users(user_id)?.contains(req.user())
+    {
+        tracing::debug!("dropped an invite of {user_id} by {}, whom they ignore", req.user());
+        return Ok(invite_user::v3::Response::new());
+    }
     set_membership(
         &req.services,
         &req.body.room_id,

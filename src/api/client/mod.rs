@@ -8,6 +8,7 @@ mod devices;
 pub(crate) mod directory;
 mod discovery;
 mod filter;
+mod invite_codes;
 mod keys;
 mod legacy;
 mod membership;
@@ -56,6 +57,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = redact::routes(router);
     let router = directory::routes(router);
     let router = report::routes(router);
+    let router = invite_codes::routes(router);
     let router = sync::routes(router);
     let router = space::routes(router);
     let router = receipts::routes(router);

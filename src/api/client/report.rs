@@ -47,7 +47,7 @@ async fn report_event(req: Ruma<report_content::v3::Request>) -> Result<report_c
     if rooms.event_meta(short)?.is_none_or(|meta| meta.room != room_short) {
         return Err(not_found());
     }
-    rooms.report(Report {
+    let id = rooms.report(Report {
         room_id: Some(body.room_id.clone()),
         event_id: Some(body.event_id.clone()),
         user_id: None,
@@ -59,6 +59,7 @@ async fn report_event(req: Ruma<report_content::v3::Request>) -> Result<report_c
         ts: 0,
     })?;
     tracing::info!("{} reported {} in {}", req.user(), body.event_id, body.room_id);
+    announce(&req.services, id);
     Ok(report_content::v3::Response::new())
 }
 
@@ -67,7 +68,7 @@ async fn report_whole_room(req: Ruma<report_room::v3::Request>) -> Result<report
     let body = &req.body;
     // Room reports do not depend on membership (the spec forbids that).
     rooms.room_short(&body.room_id)?.ok_or_else(|| Error::not_found("Room not found"))?;
-    rooms.report(Report {
+    let id = rooms.report(Report {
         room_id: Some(body.room_id.clone()),
         event_id: None,
         user_id: None,
@@ -77,6 +78,7 @@ async fn report_whole_room(req: Ruma<report_room::v3::Request>) -> Result<report
         ts: 0,
     })?;
     tracing::info!("{} reported room {}", req.user(), body.room_id);
+    announce(&req.services, id);
     Ok(report_room::v3::Response::new())
 }
 
@@ -86,7 +88,7 @@ async fn report_a_user(req: Ruma<report_user::v3::Request>) -> Result<report_use
     if services.users.is_local(target) && !services.users.exists(target)? {
         return Err(Error::not_found("The user was not found."));
     }
-    services.rooms.report(Report {
+    let id = services.rooms.report(Report {
         room_id: None,
         event_id: None,
         user_id: Some(target.clone()),
@@ -96,5 +98,16 @@ async fn report_a_user(req: Ruma<report_user::v3::Request>) -> Result<report_use
         ts: 0,
     })?;
     tracing::info!("{} reported user {target}", req.user());
+    announce(services, id);
     Ok(report_user::v3::Response::new())
+}
+
+/// Tells the server's admins, in the background (the reporter does not wait).
+fn announce(services: &Arc<Services>, id: u64) {
+    let services = services.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::admin::notices::announce_report(&services, id).await {
+            tracing::warn!("report {id} could not be announced to the admins: {e}");
+        }
+    });
 }

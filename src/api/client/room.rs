@@ -97,6 +97,7 @@ async fn create(req: Ruma<create_room::v3::Request>) -> Result<create_room::v3::
         (None, _) => Preset::PrivateChat,
     };
     let profile = services.users.profile(req.user())?.unwrap_or_default();
+    let invite = invitees(services, req.user(), &body.invite)?;
     let request = CreateRoom {
         version: body.room_version.clone().unwrap_or(DEFAULT_ROOM_VERSION),
         creation_content: object(body.creation_content.as_ref().map(Raw::json), "creation_content")?,
@@ -110,7 +111,7 @@ async fn create(req: Ruma<create_room::v3::Request>) -> Result<create_room::v3::
         initial_state,
         name: body.name.clone(),
         topic: body.topic.clone(),
-        invite: body.invite.clone(),
+        invite: invite.clone(),
         is_direct: body.is_direct,
         displayname: profile.get("displayname").and_then(Value::as_str).map(str::to_owned),
         avatar_url: profile.get("avatar_url").and_then(Value::as_str).map(str::to_owned),
@@ -121,7 +122,7 @@ async fn create(req: Ruma<create_room::v3::Request>) -> Result<create_room::v3::
     tracing::info!("{} created {room_id}", req.user());
     // Other servers' users and invites by address once the room exists
     // (as Synapse; a failed remote invite does not undo the room).
-    for invitee in body.invite.iter().filter(|i| i.server_name() != server) {
+    for invitee in invite.iter().filter(|i| i.server_name() != server) {
         let mut content = Map::new();
         content.insert("membership".to_owned(), serde_json::json!("invite"));
         if body.is_direct {
@@ -486,4 +487,24 @@ async fn upgrade(req: Ruma<upgrade_request::Request>) -> Result<upgrade_request:
         .await?;
     tracing::info!("{} upgraded {} to {new_room} (version {version})", req.user(), body.room_id);
     Ok(upgrade_request::Response { replacement_room: new_room })
+}
+
+/// The local users a new room invites: not those who ignore its creator
+/// (their invites are dropped), nor anyone when the creator is
+/// shadow-banned.
+fn invitees(
+    services: &Services,
+    creator: &UserId,
+    invite: &[ruma::OwnedUserId],
+) -> Result<Vec<ruma::OwnedUserId>> {
+    if services.users.is_shadow_banned(creator) {
+        return Ok(Vec::new());
+    }
+    let mut kept = Vec::new();
+    for user in invite {
+        if !services.users.is_local(user) || !services.users.ignored_users(user)?.contains(creator) {
+            kept.push(user.clone());
+        }
+    }
+    Ok(kept)
 }
