@@ -9,8 +9,10 @@ export CARGO_TARGET_DIR
 VENV := $(CARGO_TARGET_DIR)/venv
 # Synapse and matrix-nio with encryption, for `make interop` only.
 INTEROP_VENV := $(CARGO_TARGET_DIR)/interop-venv
+# playwright-core, for the browser tests of the admin console.
+CONSOLE_DEPS := tests/console/node_modules/.ok
 
-.PHONY: run test interop bench bench-federation bench-media bench-search bench-sliding postgres deps build release check fmt clean
+.PHONY: run test interop bench bench-admin bench-federation bench-media bench-search bench-sliding postgres deps build release check fmt clean
 
 run: deps
 	$(CARGO) run --release --bin hearth -- --config example.toml
@@ -21,14 +23,15 @@ build: deps
 release: deps
 	$(CARGO) build --release
 
-# Rust unit and integration tests, then real Matrix clients: matrix-nio,
+# Rust unit and integration tests (the web console's in headless Chromium
+# through playwright-core), then real Matrix clients: matrix-nio,
 # push notifications through a WebPush gateway (Sygnal when SYGNAL names
 # one: it is not on PyPI), third-party invites through an identity server,
 # TURN credentials against a real coturn (Debian's, installed by `deps`),
 # and matrix-sdk (Element X's SDK) for end-to-end encryption, a separate
 # package (tests/e2ee) so the server's own build never compiles the SDK.
 # Benchmarks only have to compile here; `make bench` runs them.
-test: deps $(VENV)/.ok
+test: deps $(VENV)/.ok $(CONSOLE_DEPS)
 	$(CARGO) test
 	$(CARGO) check --benches
 	$(CARGO) build --bin hearth
@@ -75,6 +78,17 @@ bench-media: deps postgres
 	$(INTEROP_VENV)/bin/python benches/media.py $(CARGO_TARGET_DIR)/release/hearth \
 		--synapse-python $(INTEROP_VENV)/bin/python --postgres
 
+# The operator's side against Synapse (the interop venv's, on SQLite and on
+# PostgreSQL): the admin API's user and room lists walked page by page over
+# 100,000 users and 10,000 rooms, and purging expired messages (50,000 on
+# every server; 1,000,000 on Hearth alone) while a client sends every 50 ms
+# and another long-polls /sync. Several hours (Synapse's seeding dominates);
+# figures: docs/PERFORMANCE.md.
+bench-admin: deps postgres
+	$(CARGO) build --release --bin hearth
+	$(INTEROP_VENV)/bin/python benches/admin.py $(CARGO_TARGET_DIR)/release/hearth \
+		--synapse-python $(INTEROP_VENV)/bin/python --postgres
+
 bench-search: deps postgres
 	$(CARGO) build --release --bin hearth
 	$(INTEROP_VENV)/bin/python benches/search.py $(CARGO_TARGET_DIR)/release/hearth \
@@ -119,11 +133,20 @@ deps:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq coturn; \
 	fi
+	@if ! command -v chromium >/dev/null || ! command -v npm >/dev/null; then \
+		echo "make: installing chromium, nodejs and npm (the console's browser test)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium nodejs npm; \
+	fi
 	@if [ ! -x /usr/sbin/clamd ]; then \
 		echo "make: installing clamav-daemon (the malware scanner the media test starts)"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq clamav-daemon; \
 	fi
+
+$(CONSOLE_DEPS): tests/console/package-lock.json
+	cd tests/console && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 # A Python virtualenv with matrix-nio, the client library the smoke test drives.
 $(VENV)/.ok: tests/clients/requirements.txt

@@ -35,8 +35,44 @@ pub struct Config {
     pub search: SearchConfig,
     pub server_notices: ServerNotices,
     pub moderation: Moderation,
+    pub retention: Retention,
+    pub console: Console,
     #[serde(default)]
     pub experimental: Experimental,
+}
+
+/// Message retention and expiry (`[retention]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Prune messages past their room's `m.room.retention` `max_lifetime`
+    /// (or the default below).
+    pub enabled: bool,
+    /// The `max_lifetime` of rooms without `m.room.retention`; none: kept.
+    #[serde(default, with = "humantime_serde")]
+    pub default_max_lifetime: Option<std::time::Duration>,
+    /// Bounds a room's own `max_lifetime` is held within.
+    #[serde(default, with = "humantime_serde")]
+    pub allowed_lifetime_min: Option<std::time::Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub allowed_lifetime_max: Option<std::time::Duration>,
+    /// How often the pass runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: std::time::Duration,
+    /// Rooms with no event for this long are shut down and purged; none: never.
+    #[serde(default, with = "humantime_serde")]
+    pub inactive_rooms_after: Option<std::time::Duration>,
+    /// Notifications older than this are deleted (whatever `enabled` says).
+    #[serde(with = "humantime_serde")]
+    pub notification_lifetime: std::time::Duration,
+}
+
+/// The built-in web console (`[console]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Console {
+    /// Serve it at `/_hearth/console/` on the client listeners.
+    pub enabled: bool,
 }
 
 /// Moderation (`[moderation]`).

@@ -6,9 +6,12 @@
 //! rooms. Counters and histograms are updated as requests end; the rest is
 //! read when scraped.
 
-use std::sync::{
-    Mutex,
-    atomic::{AtomicI64, AtomicU64},
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicI64, AtomicU64},
+    },
+    time::{Duration, Instant},
 };
 
 use prometheus_client::{
@@ -31,6 +34,9 @@ pub struct Metrics {
     /// Events the pipeline appended (local and other servers').
     pub events_appended: Counter<u64, AtomicU64>,
     gauges: Family<Labels, Gauge<i64, AtomicI64>>,
+    started: Instant,
+    /// When [`Metrics::events_per_second`] last looked, and the count then.
+    last_rate: Mutex<(Instant, u64)>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -61,7 +67,16 @@ impl Metrics {
         );
         let gauges = Family::<Labels, Gauge<i64, AtomicI64>>::default();
         registry.register("state", "Figures read at scrape time (see the `what` label)", gauges.clone());
-        Self { registry: Mutex::new(registry), requests, latency, events_appended, gauges }
+        let started = Instant::now();
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            latency,
+            events_appended,
+            gauges,
+            started,
+            last_rate: Mutex::new((started, 0)),
+        }
     }
 
     /// Records an answered request. `endpoint` is the route's path.
@@ -77,6 +92,21 @@ impl Metrics {
     pub fn set(&self, what: &str, value: u64) {
         let labels = vec![("what", what.to_owned())];
         self.gauges.get_or_create(&labels).set(i64::try_from(value).unwrap_or(i64::MAX));
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Events appended per second since the last call (since the start on
+    /// the first).
+    pub fn events_per_second(&self) -> f64 {
+        let now = (Instant::now(), self.events_appended.get());
+        let mut last = self.last_rate.lock().expect("rate");
+        let seconds = now.0.duration_since(last.0).as_secs_f64();
+        let rate = if seconds > 0.0 { (now.1 - last.1) as f64 / seconds } else { 0.0 };
+        *last = now;
+        rate
     }
 
     /// Everything, in Prometheus' text format.

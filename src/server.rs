@@ -90,6 +90,7 @@ pub async fn start_on(mut config: Config, sockets: Vec<TcpListener>) -> Result<R
         workers.push(tokio::spawn(forget_expired_previews(services.clone())));
     }
     crate::admin::rooms::resume_purges(&services)?;
+    workers.push(tokio::spawn(crate::admin::retention::run(services.clone())));
     if let Some(search) = services.search.clone() {
         let services = services.clone();
         workers

@@ -5,5 +5,7 @@
 //! The HTTP face is `api::admin` (Synapse's admin API) and the console.
 
 pub mod accounts;
+pub mod moderation;
 pub mod notices;
+pub mod retention;
 pub mod rooms;

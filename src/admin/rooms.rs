@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
+use ruma::{
+    OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
+    room_version_rules::RoomVersionRules,
+};
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -13,6 +16,7 @@ use crate::{
     rooms::{
         builder::PduBuilder,
         create::{CreateRoom, Preset},
+        state::StateMap,
     },
     services::Services,
 };
@@ -69,7 +73,7 @@ fn bad(message: impl Into<String>) -> Error {
     Error::custom(http::StatusCode::BAD_REQUEST, "M_UNKNOWN", message)
 }
 
-fn object(value: Value) -> Map<String, Value> {
+pub(super) fn object(value: Value) -> Map<String, Value> {
     value.as_object().cloned().unwrap_or_default()
 }
 
@@ -139,6 +143,24 @@ pub async fn shut_down(
     Ok(result)
 }
 
+/// The room's most powerful local member and their level (`i64::MAX` for
+/// the creators of rooms that privilege them).
+pub(super) fn strongest_local(
+    services: &Services,
+    room_short: u64,
+    state: &StateMap,
+    rules: &RoomVersionRules,
+) -> Result<Option<(OwnedUserId, i64)>> {
+    let mut best: Option<(OwnedUserId, i64)> = None;
+    for user in services.rooms.local_joined(room_short)? {
+        let level = services.rooms.power_level(state, &user, rules)?;
+        if best.as_ref().is_none_or(|(_, top)| level > *top) {
+            best = Some((user, level));
+        }
+    }
+    Ok(best)
+}
+
 /// Synapse's make-room-admin: the room's most powerful local member gives
 /// `user` the same power (inviting them first unless they are in the room
 /// or it is public).
@@ -147,42 +169,10 @@ pub async fn make_room_admin(services: &Arc<Services>, room_id: &RoomId, user: &
     let unknown = || bad(format!("Server not in room {room_id}"));
     let (room_short, record) = rooms.room(room_id)?.ok_or_else(unknown)?;
     let state = rooms.current_state(&record)?;
-    let levels = rooms.state_event(&state, "m.room.power_levels", "")?.map(|e| e.content_value());
-    let create = rooms.state_event(&state, "m.room.create", "")?;
     let rules = record.rules()?;
-    let creators: Vec<OwnedUserId> = match &create {
-        Some(create) if rules.authorization.explicitly_privilege_room_creators => {
-            let mut all = vec![create.sender.clone()];
-            let extra = create.content_value()["additional_creators"].as_array().cloned().unwrap_or_default();
-            all.extend(extra.iter().filter_map(|u| u.as_str()).filter_map(|u| OwnedUserId::try_from(u).ok()));
-            all
-        }
-        _ => Vec::new(),
-    };
-    let level_of = |who: &UserId| -> i64 {
-        match &levels {
-            Some(levels) => levels["users"][who.as_str()]
-                .as_i64()
-                .unwrap_or_else(|| levels["users_default"].as_i64().unwrap_or(0)),
-            None => i64::from(create.as_ref().is_some_and(|c| c.sender == who)) * 100,
-        }
-    };
-    let local_joined = rooms.local_joined(room_short)?;
-    if local_joined.is_empty() {
-        return Err(bad("No local admin user in room"));
-    }
-    // Creators of rooms that privilege them outrank everyone.
-    let best = local_joined
-        .iter()
-        .max_by_key(|who| (creators.contains(who), level_of(who)))
-        .cloned()
-        .expect("not empty");
-    let needed = levels.as_ref().map_or(100, |l| {
-        l["events"]["m.room.power_levels"]
-            .as_i64()
-            .unwrap_or_else(|| l["state_default"].as_i64().unwrap_or(50))
-    });
-    if !creators.contains(&best) && level_of(&best) < needed {
+    let (best, best_level) = strongest_local(services, room_short, &state, &rules)?
+        .ok_or_else(|| bad("No local admin user in room"))?;
+    if !rooms.may_send_state(&state, &best, "m.room.power_levels", &rules)? {
         return Err(bad("No local admin user in room with power to update power levels."));
     }
     let join_rule = rooms.current_state_field(room_short, "m.room.join_rules", "", "join_rule")?;
@@ -191,11 +181,13 @@ pub async fn make_room_admin(services: &Arc<Services>, room_id: &RoomId, user: &
         let invite = object(json!({"membership": "invite"}));
         crate::federation::membership::change_membership(services, room_id, &best, user, invite).await?;
     }
-    if creators.contains(&user.to_owned()) {
+    if rooms.power_level(&state, user, &rules)? == i64::MAX {
+        // A creator already outranks everyone.
         return Ok(());
     }
-    let level = if creators.contains(&best) { 100.max(level_of(&best)) } else { level_of(&best) };
-    let mut content = levels.clone().unwrap_or_else(|| json!({"users": {}}));
+    let level = if best_level == i64::MAX { 100 } else { best_level };
+    let levels = rooms.state_event(&state, "m.room.power_levels", "")?.map(|e| e.content_value());
+    let mut content = levels.unwrap_or_else(|| json!({"users": {}}));
     if !content["users"].is_object() {
         content["users"] = json!({});
     }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod client;
+mod console;
 mod error;
 pub mod federation;
 mod media;
@@ -31,6 +32,9 @@ pub fn router(services: Arc<Services>, resources: &[Resource]) -> Router {
     let mut router = Router::new();
     if resources.contains(&Resource::Client) {
         router = media::client_routes(admin::routes(client::routes(router)));
+        if services.config.console.enabled {
+            router = console::routes(router);
+        }
     }
     if resources.contains(&Resource::Media) {
         router = media::media_routes(router);

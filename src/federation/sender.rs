@@ -230,8 +230,10 @@ async fn deliver(services: Arc<Services>) {
                 in_flight.remove(&destination);
                 if ok {
                     backoff.remove(&destination);
+                    outbox.record_try(&destination, true, Duration::ZERO);
                 } else {
                     let wait = backoff.get(&destination).map_or(first_backoff, |b| b.next);
+                    outbox.record_try(&destination, false, wait);
                     backoff.insert(destination, Backoff { until: Instant::now() + wait, next: (wait * 2).min(max_backoff) });
                 }
             }

@@ -486,6 +486,15 @@ impl Media {
         Ok(self.db.get_json::<u64>(&maps::MEDIA_USAGE, user.as_bytes())?.unwrap_or(0))
     }
 
+    /// The bytes all local users' uploads take.
+    pub fn total_usage(&self) -> Result<u64> {
+        let mut total = 0;
+        for (_, value) in self.db.scan_prefix(&maps::MEDIA_USAGE, b"")? {
+            total += serde_json::from_slice::<u64>(&value).unwrap_or(0);
+        }
+        Ok(total)
+    }
+
     /// `batch` also counts `size` more bytes against `user`'s quota.
     fn count_usage(&self, batch: &mut Batch, user: &UserId, size: u64) -> Result<()> {
         batch.put_json(&maps::MEDIA_USAGE, user.as_bytes().to_vec(), &(self.usage(user)? + size));

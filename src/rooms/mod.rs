@@ -26,6 +26,7 @@ pub mod redaction;
 pub mod relations;
 pub mod remote;
 pub mod resolve;
+pub mod retention;
 pub mod serving;
 pub mod short_ids;
 pub mod state;
@@ -124,6 +125,9 @@ pub struct EventMeta {
     /// position. None before schema 2: `state_after` stands in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<u64>,
+    /// Its content was pruned (retention, a history purge): a stub.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pruned: bool,
 }
 
 impl EventMeta {

@@ -84,7 +84,7 @@ fn ready<F: Future>(future: F) -> Option<F::Output> {
     }
 }
 
-fn notification_key(user: &UserId, room_short: u64, position: u64) -> Vec<u8> {
+pub(super) fn notification_key(user: &UserId, room_short: u64, position: u64) -> Vec<u8> {
     key(&[user.as_bytes(), &[room_short.to_be_bytes(), position.to_be_bytes()].concat()])
 }
 

@@ -508,6 +508,7 @@ impl Rooms {
             redacted_by,
             status,
             current,
+            pruned: false,
         };
         batch.put(
             &maps::PDUS,
@@ -1016,6 +1017,7 @@ impl Rooms {
             redacted_by: None,
             status: if rejection.is_some() { Status::Rejected } else { Status::Outlier },
             current: None,
+            pruned: false,
         };
         batch.put_json(&maps::EVENT_META, short.to_be_bytes(), &meta);
         batch.put(&maps::AUTH_EDGES, short.to_be_bytes(), self.auth_edge_value(&checked.pdu.auth_events)?);

@@ -314,6 +314,7 @@ impl Rooms {
             &maps::BACKWARD_EXTREMITIES,
             &maps::THREADS,
             &maps::THREAD_ACTIVITY,
+            &maps::RETENTION_CURSORS,
         ] {
             out.drain(map, &r8, |_, _| Ok(()))?;
         }
@@ -457,6 +458,7 @@ mod tests {
         "room_bump",
         "receipts",
         "room_aliases",
+        "retention_cursors",
     ];
 
     fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -316,7 +316,8 @@ impl Rooms {
         keep: impl FnMut(&Pdu) -> bool,
     ) -> Result<Page> {
         let order = Order::Live;
-        let scan = Scan { viewer, viewer_device, backwards, limit, current_state_always };
+        let sight = if current_state_always { Sight::WithCurrentState } else { Sight::Visible };
+        let scan = Scan { viewer, viewer_device, backwards, limit, sight };
         let found = self.scan(
             room_short,
             order,
@@ -348,15 +349,41 @@ impl Rooms {
         to: Option<Gap>,
         backwards: bool,
         limit: usize,
+        keep: impl FnMut(&Pdu) -> bool,
+    ) -> Result<GapPage> {
+        let scan = Scan { viewer, viewer_device, backwards, limit, sight: Sight::Visible };
+        self.page_all_seeing(room_short, &scan, from, to, keep)
+    }
+
+    /// The same with every event of the room, whatever its history
+    /// visibility (a server admin's view: `/_synapse/admin/v1/rooms/…`).
+    pub fn page_all_unfiltered(
+        &self,
+        room_short: u64,
+        admin: &UserId,
+        (from, to): (Gap, Option<Gap>),
+        backwards: bool,
+        limit: usize,
+    ) -> Result<GapPage> {
+        let scan = Scan { viewer: admin, viewer_device: None, backwards, limit, sight: Sight::Everything };
+        self.page_all_seeing(room_short, &scan, from, to, |_| true)
+    }
+
+    fn page_all_seeing(
+        &self,
+        room_short: u64,
+        scan: &Scan<'_>,
+        from: Gap,
+        to: Option<Gap>,
         mut keep: impl FnMut(&Pdu) -> bool,
     ) -> Result<GapPage> {
-        let scan = Scan { viewer, viewer_device, backwards, limit, current_state_always: false };
+        let (backwards, limit) = (scan.backwards, scan.limit);
         let mut page = GapPage { events: Vec::new(), shorts: Vec::new(), next: None, cursor: from };
         let mut at = from;
         loop {
             let (order, gap) = at.split();
             let bound = to.filter(|t| t.order() == order).map(|t| t.split().1);
-            let rest = Scan { limit: limit - page.events.len(), ..scan };
+            let rest = Scan { limit: limit - page.events.len(), ..*scan };
             let found = self.scan(room_short, order, &gap, bound.as_deref(), &rest, &mut keep)?;
             page.events.extend(found.events);
             page.shorts.extend(found.shorts);
@@ -410,14 +437,17 @@ impl Rooms {
         scan: &Scan<'_>,
         mut keep: impl FnMut(&Pdu) -> bool,
     ) -> Result<Found> {
-        let Scan { viewer, viewer_device, backwards, limit, current_state_always } = *scan;
+        let Scan { viewer, viewer_device, backwards, limit, sight } = *scan;
         let map = match order {
             Order::Live => &maps::TIMELINE,
             Order::History => &maps::ROOM_HISTORY,
         };
         let prefix = room_short.to_be_bytes();
         // Ignored users' events stay hidden; their state events do not.
-        let ignored = self.users.ignored_users(viewer)?;
+        let ignored = match sight {
+            Sight::Everything => Default::default(),
+            _ => self.users.ignored_users(viewer)?,
+        };
         let mut found = Found {
             events: Vec::new(),
             gaps: Vec::new(),
@@ -466,7 +496,12 @@ impl Rooms {
                     let now = self.current_state_event(room_short, &pdu.kind.to_string(), state_key)?;
                     Ok(now.is_some_and(|now| now.event_id == pdu.event_id))
                 };
-                if !(self.can_see(viewer, &pdu, &meta)? || (current_state_always && current(&pdu)?)) {
+                let seen = match sight {
+                    Sight::Everything => true,
+                    Sight::Visible => self.can_see(viewer, &pdu, &meta)?,
+                    Sight::WithCurrentState => self.can_see(viewer, &pdu, &meta)? || current(&pdu)?,
+                };
+                if !seen {
                     continue;
                 }
                 found.events.push(self.client_event(short, viewer_device, viewer)?);
@@ -520,6 +555,18 @@ pub enum Gap {
 }
 
 impl Gap {
+    /// The gaps just before and just after an event, in history or the
+    /// timeline.
+    pub fn around(short: u64, meta: &EventMeta) -> (Self, Self) {
+        match meta.status {
+            super::Status::History => (
+                Gap::History { depth: meta.depth, short },
+                Gap::History { depth: meta.depth, short: short + 1 },
+            ),
+            _ => (Gap::Live(meta.stream), Gap::Live(meta.stream + 1)),
+        }
+    }
+
     /// The gap after all history.
     pub fn history_end() -> Self {
         Gap::History { depth: u64::MAX, short: u64::MAX }
@@ -567,7 +614,18 @@ struct Scan<'a> {
     viewer_device: Option<&'a ruma::DeviceId>,
     backwards: bool,
     limit: usize,
-    current_state_always: bool,
+    sight: Sight,
+}
+
+/// Which events a scan shows.
+#[derive(Clone, Copy)]
+enum Sight {
+    /// Those history visibility lets the viewer see.
+    Visible,
+    /// Those, and the events of the current state (sync).
+    WithCurrentState,
+    /// All (a server admin's view).
+    Everything,
 }
 
 /// What a scan found: events, the gap before each, their short IDs, where

@@ -4,7 +4,7 @@
 //! wake the sender.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{
         Mutex,
         atomic::{AtomicU64, Ordering},
@@ -38,6 +38,20 @@ pub struct Outbox {
     /// Destinations that contacted us since the sender last looked: up again.
     contacted: Mutex<HashSet<OwnedServerName>>,
     notify: Notify,
+    /// How each destination tried since the start has answered.
+    health: Mutex<HashMap<OwnedServerName, Health>>,
+}
+
+/// How a destination has answered the sender (times in ms since the epoch;
+/// Synapse's destination retry fields).
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub last_success_ts: Option<u64>,
+    /// When it started failing; none while it answers.
+    pub failure_ts: Option<u64>,
+    /// The last try, and the wait before the next (0 while it answers).
+    pub retry_last_ts: u64,
+    pub retry_interval: u64,
 }
 
 impl Outbox {
@@ -56,6 +70,7 @@ impl Outbox {
             woken: Mutex::default(),
             contacted: Mutex::default(),
             notify: Notify::new(),
+            health: Mutex::default(),
         })
     }
 
@@ -132,6 +147,28 @@ impl Outbox {
             batch.delete(&FEDERATION_QUEUE, [prefix.clone(), seq.to_be_bytes().to_vec()].concat());
         }
         Ok(self.db.write(batch)?)
+    }
+
+    /// The sender's try of `destination` ended: delivered, or failed and
+    /// not tried again for `retry_interval`.
+    pub fn record_try(&self, destination: &ServerName, delivered: bool, retry_interval: std::time::Duration) {
+        let now = crate::util::now_ms();
+        let mut health = self.health.lock().expect("health");
+        let entry = health.entry(destination.to_owned()).or_default();
+        entry.retry_last_ts = now;
+        if delivered {
+            entry.last_success_ts = Some(now);
+            entry.failure_ts = None;
+            entry.retry_interval = 0;
+        } else {
+            entry.failure_ts.get_or_insert(now);
+            entry.retry_interval = retry_interval.as_millis() as u64;
+        }
+    }
+
+    /// Every destination tried since the start, with how it answered.
+    pub fn health(&self) -> Vec<(OwnedServerName, Health)> {
+        self.health.lock().expect("health").iter().map(|(d, h)| (d.clone(), h.clone())).collect()
     }
 
     /// Every destination with something queued.

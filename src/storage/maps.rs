@@ -111,7 +111,7 @@ maps! {
     /// What Hearth knows about each stored event.
     EVENT_META = "event_meta" {
         key: "event short ID",
-        value: "JSON EventMeta {room, stream (0 unless in the timeline), state_before (snapshot ID; none for outliers and before the create event), state_after, depth, replaces_state, txn, redacted_by, status (timeline when absent; outlier, rejected, soft_failed)}"
+        value: "JSON EventMeta {room, stream (0 unless in the timeline), state_before (snapshot ID; none for outliers and before the create event), state_after, depth, replaces_state, txn, redacted_by, status (timeline when absent; outlier, rejected, soft_failed), current, pruned (only when true: the content was pruned by retention or a history purge)}"
     }
     /// Every event in the order this server accepted it (all rooms).
     STREAM = "stream" {
@@ -435,6 +435,11 @@ maps! {
     ROOM_INVITE_CODES = "room_invite_codes" {
         key: "the code",
         value: "JSON InviteCode {room_id, created_by, created_ts, expires_ts, max_uses, uses, revoked}"
+    }
+    /// How far retention has pruned each room (rooms/retention.rs).
+    RETENTION_CURSORS = "retention_cursors" {
+        key: "room short ID",
+        value: "ms (u64 big-endian): messages sent before it were pruned"
     }
     /// Each user's server notices room (admin/notices.rs).
     SERVER_NOTICE_ROOMS = "server_notice_rooms" {

@@ -1,6 +1,7 @@
 //! Integration tests: real servers, real HTTP.
 
 mod common;
+mod console;
 
 mod account;
 mod admin_register;
@@ -27,6 +28,7 @@ mod push;
 mod pushers;
 mod register;
 mod relations;
+mod retention;
 mod rooms;
 mod search;
 mod sliding_sync;

@@ -294,7 +294,7 @@ fn picture(width: u32, height: u32) -> image::DynamicImage {
 }
 
 /// Uploads `bytes` as `kind`; the media ID.
-async fn uploaded(s: &TestServer, who: &Session, kind: &str, bytes: Vec<u8>) -> String {
+pub(crate) async fn uploaded(s: &TestServer, who: &Session, kind: &str, bytes: Vec<u8>) -> String {
     let (status, body) = upload(s, who, "/_matrix/media/v3/upload", kind, bytes).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     media_id(s, &body["content_uri"])

@@ -4,8 +4,10 @@
 
 mod media;
 mod notices;
+mod overview;
 mod register;
 mod reports;
+mod room_events;
 mod rooms;
 mod search;
 mod tokens;
@@ -22,7 +24,8 @@ use crate::{Error, Result, api::ruma::Authed, services::Services};
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = search::routes(media::routes(rooms::routes(register::routes(router))));
-    notices::routes(tokens::routes(reports::routes(users::routes(router))))
+    let router = notices::routes(tokens::routes(reports::routes(users::routes(router))));
+    overview::routes(room_events::routes(router))
 }
 
 /// Refuses (403) whoever is not a server admin.

@@ -1,18 +1,26 @@
 //! Synapse's admin API for reports: `GET /_synapse/admin/v1/event_reports`
 //! (the queue, newest first), one report with its event, and deleting it
-//! once dealt with; the same for user reports (`/v1/user_reports`).
+//! once dealt with; the same for user reports (`/v1/user_reports`). And
+//! Hearth's one-click actions on an event report (the console's):
+//! `POST /_hearth/admin/v1/event_reports/{id}/action` with `action` one of
+//! `redact`, `kick`, `ban` (the event's sender) or `dismiss`.
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
     extract::{Path, State},
-    routing::get,
+    routing::{get, post},
 };
 use serde_json::{Value, json};
 
-use super::{Admin, Params, paged};
-use crate::{Error, Result, rooms::moderation::Report, services::Services};
+use super::{Admin, Body, Params, paged};
+use crate::{
+    Error, Result,
+    admin::moderation::{ReportAction, act_on_report},
+    rooms::moderation::Report,
+    services::Services,
+};
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     const V1: &str = "/_synapse/admin/v1";
@@ -21,6 +29,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route(&format!("{V1}/event_reports/{{id}}"), get(event_report).delete(delete_event_report))
         .route(&format!("{V1}/user_reports"), get(list_users))
         .route(&format!("{V1}/user_reports/{{id}}"), get(user_report).delete(delete_user_report))
+        .route("/_hearth/admin/v1/event_reports/{id}/action", post(act))
 }
 
 /// An event report as Synapse lists it: with the reported event's sender
@@ -193,4 +202,21 @@ async fn delete_user_report(
     services.rooms.delete_report(id)?;
     tracing::info!("{} closed user report {id}", admin.user);
     Ok(Json(json!({})))
+}
+
+/// `POST /_hearth/admin/v1/event_reports/{reportId}/action`
+async fn act(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(raw): Path<String>,
+    Body(body): Body,
+) -> Result<Json<Value>> {
+    let id = report_id(&raw)?;
+    let action = body
+        .get("action")
+        .and_then(Value::as_str)
+        .and_then(ReportAction::parse)
+        .ok_or_else(|| Error::invalid_param("'action' must be one of redact, kick, ban, dismiss"))?;
+    let event_id = act_on_report(&services, id, action, &admin.user).await?;
+    Ok(Json(json!({"action": action.done(), "event_id": event_id})))
 }

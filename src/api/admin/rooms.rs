@@ -90,6 +90,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route(&format!("{V2}/rooms/{{room_id}}/delete_status"), get(delete_status_by_room))
         .route(&format!("{V2}/rooms/delete_status/{{delete_id}}"), get(delete_status))
         .route(&format!("{V1}/scheduled_tasks"), get(scheduled_tasks))
+        .route(&format!("{V1}/purge_history/{{room_id}}"), post(purge_history))
+        .route(&format!("{V1}/purge_history/{{room_id}}/{{event_id}}"), post(purge_history_to_event))
+        .route(&format!("{V1}/purge_history_status/{{purge_id}}"), get(purge_history_status))
+        .route("/_hearth/admin/v1/retention/run", post(run_retention))
         .route(&format!("{V1}/server_version"), get(server_version))
 }
 
@@ -126,7 +130,7 @@ fn room_id(raw: &str) -> Result<OwnedRoomId> {
 }
 
 /// The room, or 404.
-fn known_room(services: &Services, raw: &str) -> Result<(u64, OwnedRoomId)> {
+pub(super) fn known_room(services: &Services, raw: &str) -> Result<(u64, OwnedRoomId)> {
     let room_id = room_id(raw)?;
     let (short, _) = services.rooms.room(&room_id)?.ok_or_else(crate::rooms::stats::room_not_found)?;
     Ok((short, room_id))
@@ -563,4 +567,93 @@ async fn scheduled_tasks(
 /// `GET /_synapse/admin/v1/server_version` (no authentication, as Synapse).
 async fn server_version() -> Json<Value> {
     Json(json!({"server_version": format!("Hearth {}", env!("CARGO_PKG_VERSION"))}))
+}
+
+/// Purges a room's history before an event (path or body) or a time.
+async fn purge_history_before(
+    services: &Arc<Services>,
+    raw: &str,
+    event: Option<String>,
+    body: &serde_json::Map<String, Value>,
+) -> Result<Json<Value>> {
+    let (_, room_id) = known_room(services, raw)?;
+    let delete_local = body
+        .bool_field("delete_local_events", || Error::bad_json("delete_local_events must be a boolean"))?
+        .unwrap_or(false);
+    let event = event.or_else(|| body.get("purge_up_to_event_id").and_then(Value::as_str).map(str::to_owned));
+    let before = match (event, body.get("purge_up_to_ts")) {
+        (Some(event), _) => {
+            let event_id = ruma::OwnedEventId::try_from(event.as_str())
+                .map_err(|_| Error::not_found(format!("Could not find event {event}")))?;
+            let pdu = services
+                .rooms
+                .pdu(&event_id)?
+                .ok_or_else(|| Error::not_found(format!("Could not find event {event}")))?;
+            if pdu.room_id.as_deref().is_some_and(|r| r != room_id) {
+                return Err(bad_request("Event is for wrong room."));
+            }
+            u64::from(pdu.origin_server_ts.get())
+        }
+        (None, Some(ts)) => ts.as_u64().ok_or_else(|| Error::bad_json("purge_up_to_ts must be an int"))?,
+        (None, None) => return Err(Error::bad_json("must specify purge_up_to_event_id or purge_up_to_ts")),
+    };
+    let id = crate::admin::retention::start_history_purge(services, &room_id, before, delete_local)?;
+    Ok(Json(json!({"purge_id": id})))
+}
+
+/// `POST /_synapse/admin/v1/purge_history/{roomId}`
+async fn purge_history(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path(raw): Path<String>,
+    OptionalBody(body): OptionalBody,
+) -> Result<Json<Value>> {
+    purge_history_before(&services, &raw, None, &body).await
+}
+
+/// `POST /_synapse/admin/v1/purge_history/{roomId}/{eventId}`
+async fn purge_history_to_event(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path((raw, event)): Path<(String, String)>,
+    OptionalBody(body): OptionalBody,
+) -> Result<Json<Value>> {
+    purge_history_before(&services, &raw, Some(event), &body).await
+}
+
+/// `GET /_synapse/admin/v1/purge_history_status/{purgeId}`
+async fn purge_history_status(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    match services.jobs.get(&id)? {
+        Some(job) if job.action == crate::admin::retention::PURGE_HISTORY => {
+            let status = match job.status {
+                crate::jobs::Status::Scheduled | crate::jobs::Status::Active => "active",
+                other => other.as_str(),
+            };
+            let mut body = json!({"status": status});
+            if let Some(error) = &job.error {
+                body["error"] = json!(error);
+            }
+            Ok(Json(body))
+        }
+        _ => Err(Error::not_found(format!("purge id '{id}' not found"))),
+    }
+}
+
+/// `POST /_hearth/admin/v1/retention/run`: a retention pass now; its job
+/// (`{"job_id"}`, or the running one's).
+async fn run_retention(State(services): State<Arc<Services>>, _: Admin) -> Result<Json<Value>> {
+    let id = match crate::admin::retention::start_pass(&services)? {
+        Some(id) => id,
+        None => services
+            .jobs
+            .running(crate::admin::retention::RETENTION, "")?
+            .first()
+            .map(|job| job.id.clone())
+            .unwrap_or_default(),
+    };
+    Ok(Json(json!({"job_id": id})))
 }

@@ -41,6 +41,7 @@ use axum::{Extension, Router};
 use crate::{api::ruma::GuestPolicy, services::Services};
 
 pub use account::{MAX_PASSWORD_LEN, check_password_length};
+pub use room::{gap_token, parse_gap};
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = discovery::routes(router);

@@ -23,7 +23,7 @@ use crate::{
     Error, Result,
     api::ruma::{Ruma, RumaRouter},
     rooms::{
-        DEFAULT_ROOM_VERSION, Status,
+        DEFAULT_ROOM_VERSION,
         create::{CreateRoom, Preset},
         read::{self, Gap},
     },
@@ -350,13 +350,7 @@ pub(super) fn events_around(
     keep: impl Fn(&crate::rooms::pdu::Pdu) -> bool + Copy,
 ) -> Result<(read::GapPage, read::GapPage)> {
     let rooms = &services.rooms;
-    // The gaps before and after the event, in history or the timeline.
-    let (at, past) = match meta.status {
-        Status::History => {
-            (Gap::History { depth: meta.depth, short }, Gap::History { depth: meta.depth, short: short + 1 })
-        }
-        _ => (Gap::Live(meta.stream), Gap::Live(meta.stream + 1)),
-    };
+    let (at, past) = Gap::around(short, meta);
     let mut before = rooms.page_all(meta.room, viewer, device, at, None, true, before_limit, keep)?;
     let mut after = rooms.page_all(meta.room, viewer, device, past, None, false, after_limit, keep)?;
     rooms.bundle_all(&mut before.events, &before.shorts, viewer, device)?;

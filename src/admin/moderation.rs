@@ -1,0 +1,96 @@
+//! Acting on an event report from the queue: redacting the reported event,
+//! kicking or banning its sender — done by the room's most powerful local
+//! member, as a room moderator would —, or dismissing the report. Every
+//! action closes the report.
+
+use std::sync::Arc;
+
+use ruma::{OwnedEventId, UserId};
+use serde_json::json;
+
+use crate::{Error, Result, rooms::builder::PduBuilder, services::Services};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportAction {
+    Redact,
+    Kick,
+    Ban,
+    Dismiss,
+}
+
+impl ReportAction {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "redact" => Some(Self::Redact),
+            "kick" => Some(Self::Kick),
+            "ban" => Some(Self::Ban),
+            "dismiss" => Some(Self::Dismiss),
+            _ => None,
+        }
+    }
+
+    /// The past tense, for logs and answers.
+    pub fn done(self) -> &'static str {
+        match self {
+            Self::Redact => "redacted",
+            Self::Kick => "kicked",
+            Self::Ban => "banned",
+            Self::Dismiss => "dismissed",
+        }
+    }
+}
+
+/// Takes `action` on event report `id` for server admin `admin`; the event
+/// the action sent (the redaction or the membership change), if any.
+pub async fn act_on_report(
+    services: &Arc<Services>,
+    id: u64,
+    action: ReportAction,
+    admin: &UserId,
+) -> Result<Option<OwnedEventId>> {
+    let rooms = &services.rooms;
+    let report = rooms.get_report(id)?.filter(|r| r.is_event_report());
+    let report = report.ok_or_else(|| Error::not_found("Event report not found"))?;
+    let sent = match action {
+        ReportAction::Dismiss => None,
+        _ => {
+            let (Some(room_id), Some(event_id)) = (&report.room_id, &report.event_id) else {
+                return Err(Error::not_found("Event report not found"));
+            };
+            let pdu = rooms.pdu(event_id)?.ok_or_else(|| Error::not_found("The reported event is gone"))?;
+            let (room_short, record) =
+                rooms.room(room_id)?.ok_or_else(|| Error::not_found("The reported room is gone"))?;
+            let state = rooms.current_state(&record)?;
+            let rules = record.rules()?;
+            let (actor, _) = super::rooms::strongest_local(services, room_short, &state, &rules)?
+                .ok_or_else(|| Error::forbidden("No user of this server is in the room"))?;
+            let reason = format!("Removed by a server admin (report {id})");
+            let event_id = match action {
+                ReportAction::Redact => {
+                    if !rooms.may_redact(&state, &actor, &pdu, &rules)? {
+                        return Err(Error::forbidden("No user of this server in the room may redact it"));
+                    }
+                    let mut builder = PduBuilder::message("m.room.redaction", json!({"reason": reason}));
+                    builder.redacts = Some(pdu.event_id.clone());
+                    rooms.send(room_id, &actor, builder, None).await?
+                }
+                _ => {
+                    let membership = if action == ReportAction::Ban { "ban" } else { "leave" };
+                    let content = super::rooms::object(json!({"membership": membership, "reason": reason}));
+                    crate::federation::membership::change_membership(
+                        services,
+                        room_id,
+                        &actor,
+                        &pdu.sender,
+                        content,
+                    )
+                    .await?
+                }
+            };
+            Some(event_id)
+        }
+    };
+    rooms.delete_report(id)?;
+    tracing::info!("{admin} acted on report {id}: {}", action.done());
+    Ok(sent)
+}
