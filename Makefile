@@ -28,6 +28,7 @@ release: deps
 # push notifications through a WebPush gateway (Sygnal when SYGNAL names
 # one: it is not on PyPI), third-party invites through an identity server,
 # TURN credentials against a real coturn (Debian's, installed by `deps`),
+# synadm (the admin CLI) against the admin API,
 # and matrix-sdk (Element X's SDK) for end-to-end encryption, a separate
 # package (tests/e2ee) so the server's own build never compiles the SDK.
 # Benchmarks only have to compile here; `make bench` runs them.
@@ -39,6 +40,7 @@ test: deps $(VENV)/.ok $(CONSOLE_DEPS)
 	$(VENV)/bin/python tests/clients/push_gateway.py $(CARGO_TARGET_DIR)/debug/hearth
 	$(VENV)/bin/python tests/clients/third_party_invites.py $(CARGO_TARGET_DIR)/debug/hearth
 	$(VENV)/bin/python tests/clients/turn.py $(CARGO_TARGET_DIR)/debug/hearth
+	$(VENV)/bin/python tests/clients/synadm_tool.py $(CARGO_TARGET_DIR)/debug/hearth
 	$(CARGO) test -p hearth-e2ee-tests
 
 # Hearth federating with a real Synapse (both on 127.0.0.1, TLS with a test

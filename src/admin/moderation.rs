@@ -94,3 +94,71 @@ pub async fn act_on_report(
     tracing::info!("{admin} acted on report {id}: {}", action.done());
     Ok(sent)
 }
+
+/// The job action of a user's events redacted (Synapse's `redact_all_events`).
+pub const REDACT_USER: &str = "redact_all_events";
+
+/// Redacts `user`'s messages, newest first and at most `limit` in each
+/// room, in `rooms` (or every room where they have a membership here), as
+/// each room's most powerful local member; the events that could not be
+/// redacted, with why.
+pub async fn redact_user_events(
+    services: &Arc<Services>,
+    user: &UserId,
+    rooms: Vec<ruma::OwnedRoomId>,
+    reason: Option<String>,
+    limit: usize,
+    progress: &crate::jobs::Progress,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let store = &services.rooms;
+    let rooms = if rooms.is_empty() {
+        let mut all = Vec::new();
+        for (short, _) in store.memberships(user)? {
+            all.push(ruma::OwnedRoomId::try_from(store.short.name(short)?).map_err(Error::internal)?);
+        }
+        all
+    } else {
+        rooms
+    };
+    let mut failed = serde_json::Map::new();
+    let total = rooms.len() as u64;
+    for (done, room_id) in rooms.iter().enumerate() {
+        progress.set(done as u64, Some(total));
+        let Some((room_short, record)) = store.room(room_id)? else { continue };
+        let mut theirs = Vec::new();
+        for (_, short) in store.messages_between(room_short, 0, u64::MAX, usize::MAX)? {
+            if let Some(pdu) = store.pdu_by_short(short)?
+                && pdu.sender == user
+                && store.event_meta(short)?.is_some_and(|meta| meta.redacted_by.is_none())
+            {
+                theirs.push(pdu);
+            }
+        }
+        let state = store.current_state(&record)?;
+        let rules = record.rules()?;
+        let actor = super::rooms::strongest_local(services, room_short, &state, &rules)?;
+        for pdu in theirs.into_iter().rev().take(limit) {
+            let Some((actor, _)) =
+                actor.as_ref().filter(|(a, _)| store.may_redact(&state, a, &pdu, &rules).unwrap_or(false))
+            else {
+                failed.insert(
+                    pdu.event_id.to_string(),
+                    json!("No user of this server in the room may redact it"),
+                );
+                continue;
+            };
+            let mut content = json!({});
+            if let Some(reason) = &reason {
+                content["reason"] = json!(reason);
+            }
+            let mut builder = PduBuilder::message("m.room.redaction", content);
+            builder.redacts = Some(pdu.event_id.clone());
+            if let Err(e) = store.send(room_id, actor, builder, None).await {
+                failed.insert(pdu.event_id.to_string(), json!(e.to_string()));
+            }
+        }
+    }
+    progress.set(total, Some(total));
+    tracing::info!("redacted {user}'s events in {total} rooms ({} failed)", failed.len());
+    Ok(failed)
+}

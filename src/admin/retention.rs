@@ -35,21 +35,6 @@ pub fn max_lifetime(services: &Services, room: u64) -> Result<Option<u64>> {
     Ok(Some(config.allowed_lifetime_max.map_or(lifetime, |max| lifetime.min(ms(max)))))
 }
 
-/// The `mxc://` URLs an event's content names (its file, its thumbnail).
-fn media_of(content: &Value) -> Vec<String> {
-    [
-        &content["url"],
-        &content["info"]["thumbnail_url"],
-        &content["file"]["url"],
-        &content["info"]["thumbnail_file"]["url"],
-    ]
-    .into_iter()
-    .filter_map(Value::as_str)
-    .filter(|url| url.starts_with("mxc://"))
-    .map(str::to_owned)
-    .collect()
-}
-
 /// After events are pruned: their search documents go, and the local
 /// media their senders uploaded. How many media items went.
 async fn forget_pruned(services: &Arc<Services>, pruned: &[Pruned]) -> Result<usize> {
@@ -62,7 +47,7 @@ async fn forget_pruned(services: &Arc<Services>, pruned: &[Pruned]) -> Result<us
     let server = services.media.server_name().to_string();
     let mut doomed = Vec::new();
     for event in pruned {
-        for url in media_of(&event.content) {
+        for url in crate::media::mxc_urls(&event.content) {
             let Some((origin, media_id)) = url["mxc://".len()..].split_once('/') else { continue };
             if origin != server {
                 continue;
@@ -121,29 +106,37 @@ pub async fn run_pass(services: &Arc<Services>, progress: &Progress) -> Result<V
     let now = util::now_ms();
     let rooms = services.rooms.room_ids()?;
     let total = rooms.len() as u64;
-    let (mut events, mut media, mut closed) = (0, 0, Vec::new());
+    let (mut events, mut media, mut closed, mut failed) = (0, 0, Vec::new(), 0);
     for (done, (room, room_id)) in rooms.into_iter().enumerate() {
         progress.set(done as u64, Some(total));
-        if let Some(idle) = config.inactive_rooms_after
-            && services.rooms.last_activity(room)?.is_some_and(|at| at < now.saturating_sub(ms(idle)))
-        {
-            shut_down_inactive(services, &room_id).await?;
-            closed.push(room_id);
-            continue;
+        // One room that fails does not hold up the others.
+        let outcome = async {
+            if let Some(idle) = config.inactive_rooms_after
+                && services.rooms.last_activity(room)?.is_some_and(|at| at < now.saturating_sub(ms(idle)))
+            {
+                shut_down_inactive(services, &room_id).await?;
+                closed.push(room_id.clone());
+                return Ok(());
+            }
+            if !config.enabled {
+                return Ok(());
+            }
+            let Some(lifetime) = max_lifetime(services, room)? else { return Ok(()) };
+            let cutoff = now.saturating_sub(lifetime);
+            let cursor = services.rooms.retention_cursor(room)?;
+            if cutoff <= cursor {
+                return Ok(());
+            }
+            let (pruned, removed) = prune_room(services, room, &room_id, cursor, cutoff, &|_| false).await?;
+            services.rooms.set_retention_cursor(room, cutoff)?;
+            events += pruned;
+            media += removed;
+            Ok::<_, crate::Error>(())
+        };
+        if let Err(e) = outcome.await {
+            tracing::warn!("retention: {room_id} skipped this pass: {e}");
+            failed += 1;
         }
-        if !config.enabled {
-            continue;
-        }
-        let Some(lifetime) = max_lifetime(services, room)? else { continue };
-        let cutoff = now.saturating_sub(lifetime);
-        let cursor = services.rooms.retention_cursor(room)?;
-        if cutoff <= cursor {
-            continue;
-        }
-        let (pruned, removed) = prune_room(services, room, &room_id, cursor, cutoff, &|_| false).await?;
-        services.rooms.set_retention_cursor(room, cutoff)?;
-        events += pruned;
-        media += removed;
     }
     let mut notifications = 0;
     let before = now.saturating_sub(ms(config.notification_lifetime));
@@ -162,6 +155,7 @@ pub async fn run_pass(services: &Arc<Services>, progress: &Progress) -> Result<V
         "media_deleted": media,
         "notifications_deleted": notifications,
         "rooms_shut_down": closed,
+        "rooms_failed": failed,
     });
     tracing::info!("retention pass: {summary}");
     Ok(summary)

@@ -2,6 +2,7 @@
 //! module. Handlers stay thin; the work happens in the services.
 
 pub mod admin;
+pub mod body;
 pub mod client;
 mod console;
 mod error;

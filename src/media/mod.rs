@@ -121,6 +121,21 @@ pub fn valid_media_id(media_id: &str) -> bool {
         && media_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// The `mxc://` URLs an event's content names (its file, its thumbnail).
+pub fn mxc_urls(content: &serde_json::Value) -> Vec<String> {
+    [
+        &content["url"],
+        &content["info"]["thumbnail_url"],
+        &content["file"]["url"],
+        &content["info"]["thumbnail_file"]["url"],
+    ]
+    .into_iter()
+    .filter_map(serde_json::Value::as_str)
+    .filter(|url| url.starts_with("mxc://"))
+    .map(str::to_owned)
+    .collect()
+}
+
 impl Media {
     /// The repository under `media.path`, or `default_root` when unset.
     pub fn open(

@@ -9,6 +9,7 @@
 pub mod builder;
 pub mod create;
 pub mod directory;
+pub mod ending;
 pub mod expiry;
 pub mod hierarchy;
 pub mod inspect;

@@ -1,7 +1,9 @@
-//! Redactions: who may redact what, and applying the room version's
+//! Redactions and power: who may redact what, who is a room admin, and
 //! redaction algorithm to the stored event.
 
-use ruma::{UserId, canonical_json::redact, events::TimelineEventType, room_version_rules::RoomVersionRules};
+use ruma::{
+    RoomId, UserId, canonical_json::redact, events::TimelineEventType, room_version_rules::RoomVersionRules,
+};
 
 use super::{Rooms, pdu::Pdu, state::StateMap};
 
@@ -68,6 +70,20 @@ impl Rooms {
             .and_then(|l| l["events"][kind].as_i64().or_else(|| l["state_default"].as_i64()))
             .unwrap_or(if levels.is_some() { 50 } else { 0 });
         Ok(self.power_level(state, user, rules)? >= required)
+    }
+
+    /// Refuses (403, with `refusal`) whoever is not joined with the power
+    /// to change the room's power levels.
+    pub fn check_room_admin(&self, room_id: &RoomId, user: &UserId, refusal: &str) -> Result<()> {
+        let (_, record) = self.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        let state = self.current_state(&record)?;
+        let rules = record.rules()?;
+        let member = self.state_event(&state, "m.room.member", user.as_str())?;
+        let joined = member.is_some_and(|m| m.content_value()["membership"] == "join");
+        if !joined || !self.may_send_state(&state, user, "m.room.power_levels", &rules)? {
+            return Err(Error::forbidden(refusal));
+        }
+        Ok(())
     }
 
     /// Whether `sender` may redact `target`: their own event, or with the

@@ -64,6 +64,20 @@ async fn admins_list_and_inspect_rooms() {
     assert_eq!(reversed["rooms"][0]["room_id"], small);
     let (_, found) = s.get(&format!("{V1}/rooms?search_term=HALL"), token).await;
     assert_eq!(found["total_rooms"], 1);
+    let (_, by_id) = s.get(&format!("{V1}/rooms?search_term={}", urlencode(small.as_str())), token).await;
+    assert_eq!(
+        (by_id["total_rooms"].clone(), by_id["rooms"][0]["room_id"].clone()),
+        (json!(1), json!(small)),
+        "{by_id}"
+    );
+    // A server admin sees the aliases of a room they are not in (synadm needs it); others do not.
+    let aliases = format!("/_matrix/client/v3/rooms/{big}/aliases");
+    let (status, listed) = s.get(&aliases, token).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed["aliases"], json!([format!("#hall:{}", s.config.server_name)]));
+    let carol = s.register("carol").await;
+    let (status, _) = s.get(&aliases, Some(&carol.token)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     let (_, page) = s.get(&format!("{V1}/rooms?limit=1"), token).await;
     assert_eq!((page["rooms"].as_array().unwrap().len(), page["next_batch"].clone()), (1, json!(1)));
     let (_, second) = s.get(&format!("{V1}/rooms?from=1&limit=1"), token).await;

@@ -621,3 +621,77 @@ async fn reports_reach_the_admins_queue_and_are_closed() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(s.get(&format!("{V1}/event_reports"), token).await.1["total"], 0);
 }
+
+#[tokio::test]
+async fn admins_redact_all_of_a_users_messages() {
+    let s = admin_server().await;
+    let root = admin_of(&s).await;
+    let (alice, spammer) = (s.register("alice").await, s.register("spammer").await);
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    crate::common::join(&s, &spammer, &room).await;
+    let (_, kept) = send(&s, &alice, &room, "a1", "hello").await;
+    let mut spam = Vec::new();
+    for i in 0..3 {
+        let (_, sent) = send(&s, &spammer, &room, &format!("s{i}"), "buy now").await;
+        spam.push(sent["event_id"].as_str().unwrap().to_owned());
+    }
+    let path = format!("{V1}/user/{}/redact", urlencode(&spammer.user_id));
+    assert_error(
+        &s.post(&path, Some(&alice.token), json!({"rooms": []})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    for bad in [json!({}), json!({"rooms": "all"}), json!({"rooms": [], "limit": 0})] {
+        assert_error(
+            &s.post(&path, Some(&root.token), bad).await,
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+        );
+    }
+    // Newest first, at most `limit` a room; then all of them.
+    let (status, body) =
+        s.post(&path, Some(&root.token), json!({"rooms": [room], "limit": 1, "reason": "spam"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let status_path = format!("{V1}/user/redact_status/{}", body["redact_id"].as_str().unwrap());
+    let finished = redaction_done(&s, &root.token, &status_path).await;
+    assert_eq!(finished, json!({"status": "completed", "failed_redactions": {}}));
+    assert_eq!(content_of(&s, &alice.token, &room, &spam[2]).await, json!({}));
+    assert_eq!(content_of(&s, &alice.token, &room, &spam[1]).await["body"], "buy now");
+    let (_, body) = s.post(&path, Some(&root.token), json!({"rooms": []})).await;
+    redaction_done(
+        &s,
+        &root.token,
+        &format!("{V1}/user/redact_status/{}", body["redact_id"].as_str().unwrap()),
+    )
+    .await;
+    for id in &spam {
+        assert_eq!(content_of(&s, &alice.token, &room, id).await, json!({}), "{id}");
+    }
+    assert_eq!(
+        content_of(&s, &alice.token, &room, kept["event_id"].as_str().unwrap()).await["body"],
+        "hello"
+    );
+    let (status, _) = s.get(&format!("{V1}/user/redact_status/nope"), Some(&root.token)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// The redaction job's status once it ended.
+async fn redaction_done(s: &TestServer, token: &str, path: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = s.get(path, Some(token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["status"] != "active" && body["status"] != "scheduled" {
+            return body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn content_of(s: &TestServer, token: &str, room: &str, event: &str) -> Value {
+    let (status, body) =
+        s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{}", urlencode(event)), Some(token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["content"].clone()
+}

@@ -201,3 +201,71 @@ async fn report_actions() {
         s.get("/_synapse/admin/v1/rooms/!nowhere:localhost/messages", Some(&root.token)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
+
+/// synapse-admin, the most used admin web UI, driven in headless Chromium
+/// (`tests/console/synapse_admin.mjs`): log in, list users, create one,
+/// deactivate one, list rooms, delete one, list reports. It is not
+/// published on the npm registry, so CI cannot install it: run with
+/// `SYNAPSE_ADMIN_DIST=<its built files> cargo test --test api -- --ignored synapse_admin`
+/// (how to build them: docs/ADMINISTRATION.md).
+#[tokio::test]
+#[ignore = "needs SYNAPSE_ADMIN_DIST, synapse-admin's built files (not on npm)"]
+async fn synapse_admin_in_a_browser() {
+    let dist =
+        std::env::var("SYNAPSE_ADMIN_DIST").expect("SYNAPSE_ADMIN_DIST names synapse-admin's built files");
+    let s = TestServer::start_with(|c| c.registration.shared_secret = Some("s3cret".into())).await;
+    let root = admin_of(&s).await;
+    let (alice, bob) = (s.register("alice").await, s.register("bob").await);
+    let room = create_room(&s, &alice, json!({"preset": "public_chat", "name": "Doomed room"})).await;
+    join(&s, &bob, &room).await;
+    let (_, pills) = send(&s, &bob, &room, "p1", "buy cheap pills").await;
+    let path =
+        format!("/_matrix/client/v3/rooms/{room}/report/{}", urlencode(pills["event_id"].as_str().unwrap()));
+    let (status, body) = s.post(&path, Some(&alice.token), json!({"reason": "spam"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let shots = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console/synapse_admin.mjs");
+    let (base, server_name, shots_dir) =
+        (s.base.clone(), s.config.server_name.to_string(), shots.path().to_owned());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .env("HS_URL", base)
+            .env("SYNAPSE_ADMIN_DIST", dist)
+            .env("SERVER_NAME", server_name)
+            .env("ADMIN_USER", "root")
+            .env("ADMIN_PASSWORD", "pw")
+            .env("SCREENSHOTS", &shots_dir)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "synapse-admin's browser test failed:\n{stdout}\n{stderr}");
+
+    // What the clicks did, seen through the API.
+    let user = |name: &str| format!("/_synapse/admin/v2/users/@{name}:{}", s.config.server_name);
+    let (status, dave) = s.get(&user("dave"), Some(&root.token)).await;
+    assert_eq!(status, StatusCode::OK, "{dave}");
+    assert_eq!(dave["displayname"], "Dave", "{dave}");
+    let (status, login) = s.login("dave", "dave-pass-1").await;
+    assert_eq!(status, StatusCode::OK, "dave logs in with the password set in the UI: {login}");
+    let (_, bob_now) = s.get(&user("bob"), Some(&root.token)).await;
+    assert_eq!(
+        (bob_now["deactivated"].as_bool(), bob_now["erased"].as_bool()),
+        (Some(true), Some(true)),
+        "{bob_now}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, _) = s.get(&format!("/_synapse/admin/v1/rooms/{room}"), Some(&root.token)).await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the room was never deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -938,3 +938,76 @@ async fn operators_quarantine_protect_and_delete_media() {
     assert_eq!((status, &body["deleted_media"]), (StatusCode::OK, &serde_json::json!([avatar])), "{body}");
     assert_eq!(get(&b).await.status(), StatusCode::OK, "protected");
 }
+
+#[tokio::test]
+async fn admins_see_each_users_media_usage() {
+    let s = TestServer::start_with(|c| c.registration.shared_secret = Some("s3cret".into())).await;
+    let root = admin_of(&s).await;
+    let (alice, bob) = (s.register("alice").await, s.register("bob").await);
+    uploaded(&s, &alice, "text/plain", vec![b'a'; 100]).await;
+    uploaded(&s, &alice, "text/plain", vec![b'b'; 50]).await;
+    uploaded(&s, &bob, "text/plain", vec![b'c'; 500]).await;
+    const PATH: &str = "/_synapse/admin/v1/statistics/users/media";
+
+    let (status, body) = s.get(PATH, Some(&alice.token)).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")), "{body}");
+    let (status, body) = s.get(&format!("{PATH}?order_by=media_count&dir=b"), Some(&root.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["total"], 2, "{body}");
+    assert_eq!(body["users"][0]["user_id"], alice.user_id.as_str(), "{body}");
+    assert_eq!(
+        (body["users"][0]["media_count"].as_u64(), body["users"][0]["media_length"].as_u64()),
+        (Some(2), Some(150))
+    );
+    assert_eq!(
+        (body["users"][1]["media_count"].as_u64(), body["users"][1]["media_length"].as_u64()),
+        (Some(1), Some(500))
+    );
+    let (_, body) = s.get(&format!("{PATH}?order_by=media_length&dir=b&limit=1"), Some(&root.token)).await;
+    assert_eq!(body["users"][0]["user_id"], bob.user_id.as_str(), "{body}");
+    assert_eq!(body["next_token"], 1, "{body}");
+    let (_, body) = s.get(&format!("{PATH}?search_term=BOB"), Some(&root.token)).await;
+    assert_eq!(body["total"], 1, "{body}");
+    for bad in ["from=-1", "until_ts=5&from_ts=10", "search_term=", "order_by=size"] {
+        let (status, body) = s.get(&format!("{PATH}?{bad}"), Some(&root.token)).await;
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("M_INVALID_PARAM")),
+            "{bad}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn admins_list_and_quarantine_a_rooms_media() {
+    let s = TestServer::start_with(|c| c.registration.shared_secret = Some("s3cret".into())).await;
+    let root = admin_of(&s).await;
+    let alice = s.register("alice").await;
+    let room = crate::common::create_room(&s, &alice, serde_json::json!({})).await;
+    let media = uploaded(&s, &alice, "text/plain", b"a file".to_vec()).await;
+    let local = format!("mxc://{}/{media}", s.config.server_name);
+    for (txn, url) in [("a", local.as_str()), ("b", "mxc://elsewhere.example/abc")] {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+        let (status, _) = s
+            .put(&path, Some(&alice.token), serde_json::json!({"msgtype": "m.file", "body": "f", "url": url}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let path = format!("/_synapse/admin/v1/room/{room}/media");
+    let (status, body) = s.get(&path, Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = s.get(&path, Some(&root.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, serde_json::json!({"local": [local], "remote": ["mxc://elsewhere.example/abc"]}));
+    let (status, body) = s.get("/_synapse/admin/v1/room/!unknown:localhost/media", Some(&root.token)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    let (status, body) =
+        s.post(&format!("{path}/quarantine"), Some(&root.token), serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["num_quarantined"], 1, "only the local item is kept here: {body}");
+    let (status, info) =
+        s.get(&format!("/_synapse/admin/v1/media/{}/{media}", s.config.server_name), Some(&root.token)).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(info["media_info"]["quarantined_by"], root.user_id.as_str(), "{info}");
+}

@@ -161,3 +161,29 @@ async fn admins_purge_history_before_an_event() {
     let (status, _) = s.get("/_synapse/admin/v1/purge_history_status/unknown", Some(&root.token)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn rooms_without_activity_are_shut_down_and_purged() {
+    let s = TestServer::start_with(|c| {
+        c.registration.shared_secret = Some("s3cret".into());
+        c.retention.inactive_rooms_after = Some(std::time::Duration::from_millis(1));
+    })
+    .await;
+    let root = admin_of(&s).await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "private_chat", "name": "Quiet"})).await;
+    let (status, started) = s.post("/_hearth/admin/v1/retention/run", Some(&root.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    let job = job_done(&s, &root.token, "retention").await;
+    assert_eq!(job["status"], "complete", "{job}");
+    assert_eq!(job["result"]["rooms_shut_down"], json!([room]), "{job}");
+    assert_eq!(job["result"]["rooms_failed"], 0, "{job}");
+    let (status, joined) = s.get("/_matrix/client/v3/joined_rooms", Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(joined["joined_rooms"], json!([]), "{joined}");
+    let (status, body) = s.get(&format!("/_synapse/admin/v1/rooms/{room}"), Some(&root.token)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "purged: {body}");
+    // Alice goes on: a new room is not touched until it too is idle.
+    let (status, _) = s.post("/_matrix/client/v3/createRoom", Some(&alice.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+}

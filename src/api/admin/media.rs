@@ -1,7 +1,8 @@
 //! Synapse's admin API for media (`/_synapse/admin/v1/...`), the shapes
 //! its tools (synadm, Synapse-admin) speak: quarantine and protection,
 //! media info, a user's media listed and deleted, local media deleted by
-//! ID or by age, other servers' media purged. Server admins only.
+//! ID or by age, other servers' media purged, each user's media usage.
+//! Server admins only.
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -14,6 +15,7 @@ use http::StatusCode;
 use ruma::{OwnedUserId, ServerName};
 use serde_json::{Value, json};
 
+use super::{Admin, Params, paged};
 use crate::{
     Error, Result,
     api::ruma::Authed,
@@ -33,6 +35,9 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route(&format!("{V1}/users/{{user_id}}/media"), get(list_user).delete(delete_user))
         .route(&format!("{V1}/media/delete"), post(delete_old))
         .route(&format!("{V1}/purge_media_cache"), post(purge_cache))
+        .route(&format!("{V1}/statistics/users/media"), get(user_statistics))
+        .route(&format!("{V1}/room/{{room_id}}/media"), get(room_media))
+        .route(&format!("{V1}/room/{{room_id}}/media/quarantine"), post(quarantine_room))
 }
 
 fn admin(services: &Services, auth: &Authed) -> Result<()> {
@@ -336,4 +341,124 @@ async fn purge_cache(
     let deleted = services.media.purge_remote(before_ts(query.as_deref())?).await?;
     tracing::info!("media: {} purged {deleted} items of other servers", auth.user);
     Ok(Json(json!({ "deleted": deleted })))
+}
+
+/// `GET /_synapse/admin/v1/statistics/users/media`: how many local media
+/// items, and bytes, each user uploaded (`from_ts`, `until_ts`,
+/// `search_term` on the ID or display name, `order_by`, `dir`, paging).
+async fn user_statistics(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    params: Params,
+) -> Result<Json<Value>> {
+    let (from, limit) = params.page()?;
+    let since = params.int("from_ts")?.unwrap_or(0);
+    let until = params.int("until_ts")?;
+    if until.is_some_and(|until| until <= since) {
+        return Err(Error::invalid_param("Query parameter until_ts must be greater than from_ts."));
+    }
+    let search = params.str("search_term");
+    if search == Some("") {
+        return Err(Error::invalid_param("Query parameter search_term cannot be an empty string."));
+    }
+    let order =
+        params.choice("order_by", &["user_id", "displayname", "media_length", "media_count"], "user_id")?;
+    let mut per_user: std::collections::BTreeMap<OwnedUserId, (u64, u64)> = Default::default();
+    for item in services.media.items()? {
+        let record = &item.record;
+        if !services.media.is_local(&item.server)
+            || record.created_ts < since
+            || until.is_some_and(|until| record.created_ts >= until)
+        {
+            continue;
+        }
+        let Some(user) = &record.user_id else { continue };
+        let entry = per_user.entry(user.clone()).or_default();
+        entry.0 += 1;
+        entry.1 += record.content.as_ref().map_or(0, |c| c.size);
+    }
+    let mut users: Vec<(OwnedUserId, Option<String>, u64, u64)> = Vec::new();
+    for (user, (count, length)) in per_user {
+        let profile = services.users.profile(&user)?;
+        let name = profile.and_then(|p| p.get("displayname").and_then(Value::as_str).map(str::to_owned));
+        let matches = |text: &str| search.is_none_or(|s| text.to_lowercase().contains(&s.to_lowercase()));
+        if matches(user.as_str()) || name.as_deref().is_some_and(matches) {
+            users.push((user, name, count, length));
+        }
+    }
+    match order {
+        "displayname" => users.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0))),
+        "media_length" => users.sort_by(|a, b| a.3.cmp(&b.3).then(a.0.cmp(&b.0))),
+        "media_count" => users.sort_by(|a, b| a.2.cmp(&b.2).then(a.0.cmp(&b.0))),
+        _ => {}
+    }
+    if params.backwards("f")? {
+        users.reverse();
+    }
+    let total = users.len();
+    let (page, next) = paged(users, from, limit);
+    let listed: Vec<Value> = page
+        .into_iter()
+        .map(|(user_id, displayname, media_count, media_length)| {
+            json!({"user_id": user_id, "displayname": displayname, "media_count": media_count, "media_length": media_length})
+        })
+        .collect();
+    let mut body = json!({"users": listed, "total": total});
+    if let Some(next) = next {
+        body["next_token"] = json!(next);
+    }
+    Ok(Json(body))
+}
+
+/// The `mxc://` URLs a room's events name (messages and the current
+/// state), split into this server's and other servers'.
+fn media_in_room(services: &Services, raw: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let (room, room_id) = super::rooms::known_room(services, raw)?;
+    let rooms = &services.rooms;
+    let (_, record) = rooms.room(&room_id)?.ok_or_else(crate::rooms::stats::room_not_found)?;
+    let mut urls = std::collections::BTreeSet::new();
+    for (_, short) in rooms.messages_between(room, 0, u64::MAX, usize::MAX)? {
+        if let Some(pdu) = rooms.pdu_by_short(short)? {
+            urls.extend(crate::media::mxc_urls(&pdu.content_value()));
+        }
+    }
+    for (_, short) in rooms.current_state(&record)?.iter() {
+        if let Some(pdu) = rooms.pdu_by_short(*short)? {
+            let content = pdu.content_value();
+            urls.extend(crate::media::mxc_urls(&content));
+            urls.extend(
+                content["avatar_url"].as_str().filter(|u| u.starts_with("mxc://")).map(str::to_owned),
+            );
+        }
+    }
+    let local = format!("mxc://{}/", services.config.server_name);
+    Ok(urls.into_iter().partition(|url| url.starts_with(&local)))
+}
+
+/// `GET /_synapse/admin/v1/room/{roomId}/media`
+async fn room_media(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>> {
+    let (local, remote) = media_in_room(&services, &raw)?;
+    Ok(Json(json!({"local": local, "remote": remote})))
+}
+
+/// `POST /_synapse/admin/v1/room/{roomId}/media/quarantine`: every item
+/// the room names (protected ones stay).
+async fn quarantine_room(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>> {
+    let (local, remote) = media_in_room(&services, &raw)?;
+    let mut count = 0;
+    for url in local.iter().chain(&remote) {
+        let Some((server, media_id)) = url["mxc://".len()..].split_once('/') else { continue };
+        let Ok(server) = <&ServerName>::try_from(server) else { continue };
+        count += services.media.set_quarantine(server, media_id, Some(admin.user.as_str()))?;
+    }
+    tracing::info!("media: {} quarantined {count} items of room {raw}", admin.user);
+    Ok(Json(json!({"num_quarantined": count})))
 }

@@ -20,6 +20,7 @@ use http::StatusCode;
 use ruma::{OwnedDeviceId, OwnedUserId};
 use serde_json::{Map, Value};
 
+pub use super::body::{Body, OptionalBody};
 use crate::{Error, Result, api::ruma::Authed, services::Services};
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -147,50 +148,6 @@ pub fn paged<T>(items: Vec<T>, from: usize, limit: usize) -> (Vec<T>, Option<usi
     let page: Vec<T> = items.into_iter().skip(from).take(limit).collect();
     let next = (from.saturating_add(limit) < total).then(|| from + page.len());
     (page, next)
-}
-
-/// A JSON object body. `Body` requires one (an empty body is 400
-/// `M_NOT_JSON`, as Synapse); `Body::optional` takes an empty body as `{}`.
-pub struct Body(pub Map<String, Value>);
-
-/// The body, possibly empty (then `{}`).
-pub struct OptionalBody(pub Map<String, Value>);
-
-async fn read_object(
-    req: axum::extract::Request,
-    services: &Services,
-    optional: bool,
-) -> Result<Map<String, Value>> {
-    let limit = services.config.limits.max_request_size;
-    let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| Error::too_large())?;
-    if optional && bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match crate::api::parse_json::<Value>(&bytes) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(Error::bad_json("Content must be a JSON object.")),
-        Err(_) => Err(Error::new(
-            StatusCode::BAD_REQUEST,
-            ruma::api::error::ErrorKind::NotJson,
-            "Content not JSON.",
-        )),
-    }
-}
-
-impl axum::extract::FromRequest<Arc<Services>> for Body {
-    type Rejection = Error;
-
-    async fn from_request(req: axum::extract::Request, services: &Arc<Services>) -> Result<Self> {
-        read_object(req, services, false).await.map(Self)
-    }
-}
-
-impl axum::extract::FromRequest<Arc<Services>> for OptionalBody {
-    type Rejection = Error;
-
-    async fn from_request(req: axum::extract::Request, services: &Arc<Services>) -> Result<Self> {
-        read_object(req, services, true).await.map(Self)
-    }
 }
 
 /// Reading fields of a body with Synapse's checks.

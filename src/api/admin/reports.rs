@@ -3,7 +3,9 @@
 //! once dealt with; the same for user reports (`/v1/user_reports`). And
 //! Hearth's one-click actions on an event report (the console's):
 //! `POST /_hearth/admin/v1/event_reports/{id}/action` with `action` one of
-//! `redact`, `kick`, `ban` (the event's sender) or `dismiss`.
+//! `redact`, `kick`, `ban` (the event's sender) or `dismiss`; and
+//! Synapse's redaction of all of a user's events
+//! (`POST /_synapse/admin/v1/user/{userId}/redact`, a job with its status).
 
 use std::sync::Arc;
 
@@ -14,10 +16,10 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{Admin, Body, Params, paged};
+use super::{Admin, Body, Params, paged, user_id};
 use crate::{
     Error, Result,
-    admin::moderation::{ReportAction, act_on_report},
+    admin::moderation::{REDACT_USER, ReportAction, act_on_report, redact_user_events},
     rooms::moderation::Report,
     services::Services,
 };
@@ -30,6 +32,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route(&format!("{V1}/user_reports"), get(list_users))
         .route(&format!("{V1}/user_reports/{{id}}"), get(user_report).delete(delete_user_report))
         .route("/_hearth/admin/v1/event_reports/{id}/action", post(act))
+        .route(&format!("{V1}/user/{{user_id}}/redact"), post(redact_user))
+        .route(&format!("{V1}/user/redact_status/{{redact_id}}"), get(redact_status))
 }
 
 /// An event report as Synapse lists it: with the reported event's sender
@@ -219,4 +223,57 @@ async fn act(
         .ok_or_else(|| Error::invalid_param("'action' must be one of redact, kick, ban, dismiss"))?;
     let event_id = act_on_report(&services, id, action, &admin.user).await?;
     Ok(Json(json!({"action": action.done(), "event_id": event_id})))
+}
+
+/// `POST /_synapse/admin/v1/user/{userId}/redact` `{rooms, reason?, limit?}`
+async fn redact_user(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path(raw): Path<String>,
+    Body(body): Body,
+) -> Result<Json<Value>> {
+    let user = user_id(&raw)?;
+    let rooms = match body.get("rooms") {
+        None | Some(Value::Null) => return Err(Error::invalid_param("Must provide a value for rooms.")),
+        Some(Value::Array(rooms)) => rooms
+            .iter()
+            .map(|room| room.as_str().and_then(|r| ruma::OwnedRoomId::try_from(r).ok()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::invalid_param("rooms must be a list of room IDs"))?,
+        Some(_) => return Err(Error::invalid_param("rooms must be a list of room IDs")),
+    };
+    let reason = match body.get("reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(reason)) => Some(reason.clone()),
+        Some(_) => return Err(Error::invalid_param("reason must be a string")),
+    };
+    let limit = match body.get("limit") {
+        None | Some(Value::Null) => 1000,
+        Some(limit) => limit.as_u64().filter(|&l| l > 0).ok_or_else(|| {
+            Error::invalid_param("If limit is provided it must be a non-negative integer greater than 0.")
+        })? as usize,
+    };
+    let worker = services.clone();
+    let job_user = user.clone();
+    let redact_id = services.jobs.start(REDACT_USER, user.as_str(), move |progress| async move {
+        let failed = redact_user_events(&worker, &job_user, rooms, reason, limit, &progress).await?;
+        Ok(json!({"failed_redactions": failed}))
+    })?;
+    Ok(Json(json!({"redact_id": redact_id})))
+}
+
+/// `GET /_synapse/admin/v1/user/redact_status/{redactId}`
+async fn redact_status(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let job = services.jobs.get(&id)?.filter(|job| job.action == REDACT_USER);
+    let job = job.ok_or_else(|| Error::not_found(format!("redact id '{id}' not found")))?;
+    let status = match job.status {
+        crate::jobs::Status::Complete => "completed",
+        other => other.as_str(),
+    };
+    let failed = job.result.as_ref().map_or(json!({}), |r| r["failed_redactions"].clone());
+    Ok(Json(json!({"status": status, "failed_redactions": failed})))
 }

@@ -201,7 +201,8 @@ async fn list(State(services): State<Arc<Services>>, _: Admin, params: Params) -
     let (from, limit) = params.page()?;
     let order_by = params.choice("order_by", ORDERS, "name")?.to_owned();
     let backwards = params.backwards("f")?;
-    let search = params.str("search_term").map(str::to_lowercase);
+    let raw_search = params.str("search_term");
+    let search = raw_search.map(str::to_lowercase);
     if search.as_deref() == Some("") {
         return Err(Error::invalid_param("search_term cannot be an empty string"));
     }
@@ -217,8 +218,7 @@ async fn list(State(services): State<Arc<Services>>, _: Admin, params: Params) -
             let matches = search.as_deref().is_none_or(|term| {
                 stats.name.as_deref().is_some_and(|n| n.to_lowercase().contains(term))
                     || stats.canonical_alias.as_deref().is_some_and(|a| a.to_lowercase().contains(term))
-                    || stats.room_id.as_str() == term
-            });
+            }) || raw_search.is_some_and(|id| stats.room_id.as_str() == id);
             if matches
                 && public_rooms.is_none_or(|wanted| public == wanted)
                 && empty_rooms.is_none_or(|wanted| (stats.joined_members == 0) == wanted)

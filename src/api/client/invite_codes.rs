@@ -1,4 +1,4 @@
-//! Room invite codes, a Hearth extension (`docs/EXTENSIONS.md`):
+//! Room invite codes, a Hearth extension (`docs/ADMINISTRATION.md`):
 //! `POST/GET /_hearth/client/v1/rooms/{roomId}/invite_codes` (room admins
 //! make and list), `DELETE …/invite_codes/{code}` (revoke),
 //! `GET /_hearth/client/v1/invite_codes/{code}` (what it leads to) and
@@ -67,7 +67,7 @@ async fn create(
     State(services): State<Arc<Services>>,
     auth: Authed,
     Path(raw): Path<String>,
-    crate::api::admin::OptionalBody(body): crate::api::admin::OptionalBody,
+    crate::api::body::OptionalBody(body): crate::api::body::OptionalBody,
 ) -> Result<Json<Value>> {
     let room_id = room_id(&raw)?;
     let lifetime = count(&body, "expires_in_ms")?;
@@ -84,7 +84,7 @@ async fn list(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>> {
     let room_id = room_id(&raw)?;
-    services.rooms.check_room_admin(&room_id, &auth.user)?;
+    services.rooms.check_room_admin(&room_id, &auth.user, invite_codes::MANAGERS_ONLY)?;
     let codes = services.rooms.invite_codes(&room_id)?;
     Ok(Json(json!({"invite_codes": codes.iter().map(|(c, r)| described(c, r)).collect::<Vec<_>>()})))
 }
@@ -96,7 +96,7 @@ async fn revoke(
     Path((raw, code)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
     let room_id = room_id(&raw)?;
-    services.rooms.check_room_admin(&room_id, &auth.user)?;
+    services.rooms.check_room_admin(&room_id, &auth.user, invite_codes::MANAGERS_ONLY)?;
     services.rooms.revoke_invite_code(&room_id, &code)?;
     tracing::info!("{} revoked an invite code of {room_id}", auth.user);
     Ok(Json(json!({})))

@@ -7,6 +7,7 @@ mod backup;
 mod devices;
 pub(crate) mod directory;
 mod discovery;
+mod end_room;
 mod filter;
 mod invite_codes;
 mod keys;
@@ -58,7 +59,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = redact::routes(router);
     let router = directory::routes(router);
     let router = report::routes(router);
-    let router = invite_codes::routes(router);
+    let router = end_room::routes(invite_codes::routes(router));
     let router = sync::routes(router);
     let router = space::routes(router);
     let router = receipts::routes(router);
