@@ -9,35 +9,22 @@
 // Prints one line per passed check; on the first failure prints what
 // failed with the page's URL and text, saves failure.png, exits 1.
 
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import {
+  collectPageErrors, env, escapeRe, exact, fail, launchChromium, makeUntil, runScript, screenshotsDir,
+} from './common.mjs';
 
 const TIMEOUT = 15_000;
 const EXPECTED_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
   + "img-src 'self' data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
 const NAV = ['Overview', 'Users', 'Registration tokens', 'Reports', 'Rooms', 'Jobs'];
 
-function env(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`FAIL - setup: the environment variable ${name} is not set`);
-    process.exit(1);
-  }
-  return value;
-}
-
 const CONSOLE_URL = env('CONSOLE_URL');
 const ADMIN_USER = env('ADMIN_USER');
 const ADMIN_PASSWORD = env('ADMIN_PASSWORD');
 const USER_USER = env('USER_USER');
 const USER_PASSWORD = env('USER_PASSWORD');
-const SHOTS = process.env.SCREENSHOTS || '';
-if (SHOTS) fs.mkdirSync(SHOTS, { recursive: true });
-
-const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-const exact = (s) => new RegExp(`^\\s*${escapeRe(s)}\\s*$`);
+const SHOTS = screenshotsDir();
 
 // The one browser error the run expects: the plain user's admin check
 // (403) in the sign-in step, logged by Chromium as a failed resource.
@@ -50,28 +37,7 @@ let browser;
 let page;
 let step = 'setup';
 
-class CheckFailed extends Error {}
-
-function fail(message) {
-  throw new CheckFailed(message);
-}
-
-/// Polls `probe` until it returns true (anything else is what was seen
-/// last, reported on timeout).
-async function until(what, probe, timeout = TIMEOUT) {
-  const deadline = Date.now() + timeout;
-  let seen;
-  for (;;) {
-    try {
-      seen = await probe();
-      if (seen === true) return;
-    } catch (err) {
-      seen = err.message.split('\n')[0];
-    }
-    if (Date.now() > deadline) fail(`timed out after ${timeout} ms waiting for ${what}${seen !== undefined && seen !== false ? ` (last seen: ${JSON.stringify(seen)})` : ''}`);
-    await new Promise((resolve) => { setTimeout(resolve, 100); });
-  }
-}
+const until = makeUntil(TIMEOUT);
 
 async function visible(locator, what, timeout = TIMEOUT) {
   try {
@@ -153,10 +119,7 @@ function rowWith(list, cell, text) {
 }
 
 async function main() {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--headless=new'],
-  });
+  browser = await launchChromium();
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   // CSP violations are also logged by Chromium; this names them plainly.
   await context.addInitScript(() => {
@@ -166,7 +129,7 @@ async function main() {
   });
   page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
-  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  collectPageErrors(page, problems);
   page.on('console', (msg) => {
     if (msg.type() !== 'error') return;
     const text = msg.text();
@@ -342,28 +305,12 @@ async function main() {
   console.log(`ok - no console errors, page errors or CSP violations (${expected403} expected 403 log(s) filtered)`);
 }
 
-let failed = false;
-try {
-  await main();
-} catch (err) {
-  failed = true;
-  console.error(`FAIL - ${step}: ${err instanceof CheckFailed ? err.message : err.stack || err}`);
-  if (page) {
-    try {
-      console.error(`page URL: ${page.url()}`);
-      const text = (await page.evaluate(() => document.body.innerText)).replace(/\n{2,}/g, '\n').trim();
-      console.error(`page text:\n${text.length > 2000 ? `${text.slice(0, 2000)}…` : text}`);
-      const file = path.join(SHOTS || os.tmpdir(), 'failure.png');
-      await page.screenshot({ path: file, fullPage: true });
-      console.error(`screenshot: ${file}`);
-    } catch (inner) {
-      console.error(`(could not capture the page: ${inner.message})`);
+await runScript(main, {
+  state: () => ({ step, page, browser }),
+  shots: SHOTS,
+  afterReport(err) {
+    if (problems.length && !String(err.message).includes(problems[0])) {
+      console.error(`browser errors: ${problems.join(' | ')}`);
     }
-  }
-  if (problems.length && !String(err.message).includes(problems[0])) {
-    console.error(`browser errors: ${problems.join(' | ')}`);
-  }
-} finally {
-  if (browser) await browser.close().catch(() => {});
-}
-process.exit(failed ? 1 : 0);
+  },
+});

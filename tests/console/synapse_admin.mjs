@@ -25,33 +25,22 @@
 
 import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import {
+  collectPageErrors, env, escapeRe, exact, fail, launchChromium, makeUntil, runScript, screenshotsDir,
+} from './common.mjs';
 
 const TIMEOUT = 20_000;
 const DELETE_TIMEOUT = 60_000;
 const HARMLESS_PAGE_ERROR = '__SYNAPSE_ADMIN_VERSION__ is not defined';
-
-function env(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`FAIL - setup: the environment variable ${name} is not set`);
-    process.exit(1);
-  }
-  return value;
-}
 
 const HS_URL = env('HS_URL').replace(/\/+$/, '');
 const DIST = path.resolve(env('SYNAPSE_ADMIN_DIST'));
 const ADMIN_USER = env('ADMIN_USER');
 const ADMIN_PASSWORD = env('ADMIN_PASSWORD');
 const SERVER_NAME = env('SERVER_NAME');
-const SHOTS = process.env.SCREENSHOTS || '';
-if (SHOTS) fs.mkdirSync(SHOTS, { recursive: true });
+const SHOTS = screenshotsDir();
 
-const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-const exact = (s) => new RegExp(`^\\s*${escapeRe(s)}\\s*$`);
 const mxid = (localpart) => `@${localpart}:${SERVER_NAME}`;
 // How a user ID may appear in the hash route: raw or percent-encoded.
 const userRoute = (localpart) => new RegExp(`#/users/(@|%40)${escapeRe(localpart)}(:|%3A)${escapeRe(encodeURIComponent(SERVER_NAME)).replace(/%3A/gi, '(:|%3A)')}$`, 'i');
@@ -65,30 +54,7 @@ let page;
 let step = 'setup';
 let shotNumber = 0;
 
-class CheckFailed extends Error {}
-
-function fail(message) {
-  throw new CheckFailed(message);
-}
-
-/// Polls `probe` until it returns true (anything else is what was seen
-/// last, reported on timeout).
-async function until(what, probe, timeout = TIMEOUT) {
-  const deadline = Date.now() + timeout;
-  let seen;
-  for (;;) {
-    try {
-      seen = await probe();
-      if (seen === true) return;
-    } catch (err) {
-      seen = err.message.split('\n')[0];
-    }
-    if (Date.now() > deadline) {
-      fail(`timed out after ${timeout} ms waiting for ${what}${seen !== undefined && seen !== false ? ` (last seen: ${JSON.stringify(seen)})` : ''}`);
-    }
-    await new Promise((resolve) => { setTimeout(resolve, 100); });
-  }
-}
+const until = makeUntil(TIMEOUT);
 
 async function visible(locator, what, timeout = TIMEOUT) {
   try {
@@ -198,16 +164,11 @@ async function main() {
   server = await serveDist();
   const uiUrl = `http://127.0.0.1:${server.address().port}/`;
 
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--headless=new'],
-  });
+  browser = await launchChromium();
   const context = await browser.newContext({ locale: 'en-US', viewport: { width: 1400, height: 900 } });
   page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
-  page.on('pageerror', (err) => {
-    if (!err.message.includes(HARMLESS_PAGE_ERROR)) problems.push(`page error: ${err.message}`);
-  });
+  collectPageErrors(page, problems, HARMLESS_PAGE_ERROR);
   page.on('console', (msg) => {
     const text = msg.text();
     // A refused cross-origin request is only reported here.
@@ -379,28 +340,14 @@ async function main() {
   });
 }
 
-let failed = false;
-try {
-  await main();
-} catch (err) {
-  failed = true;
-  console.error(`FAIL - ${step}: ${err instanceof CheckFailed ? err.message : err.stack || err}`);
-  if (page) {
-    try {
-      console.error(`page URL: ${page.url()}`);
-      const text = (await page.evaluate(() => document.body.innerText)).replace(/\n{2,}/g, '\n').trim();
-      console.error(`page text:\n${text.length > 2000 ? `${text.slice(0, 2000)}…` : text}`);
-      const file = path.join(SHOTS || os.tmpdir(), 'failure.png');
-      await page.screenshot({ path: file, fullPage: true });
-      console.error(`screenshot: ${file}`);
-    } catch (inner) {
-      console.error(`(could not capture the page: ${inner.message})`);
-    }
-  }
-  if (problems.length) console.error(`browser errors: ${problems.join(' | ')}`);
-  if (apiErrors.length) console.error(`Hearth's error answers: ${apiErrors.join(' | ')}`);
-} finally {
-  if (browser) await browser.close().catch(() => {});
-  if (server) server.close();
-}
-process.exit(failed ? 1 : 0);
+await runScript(main, {
+  state: () => ({ step, page, browser }),
+  shots: SHOTS,
+  afterReport() {
+    if (problems.length) console.error(`browser errors: ${problems.join(' | ')}`);
+    if (apiErrors.length) console.error(`Hearth's error answers: ${apiErrors.join(' | ')}`);
+  },
+  cleanup() {
+    if (server) server.close();
+  },
+});
