@@ -84,8 +84,8 @@ bench-media: deps postgres
 # PostgreSQL): the admin API's user and room lists walked page by page over
 # 100,000 users and 10,000 rooms, and purging expired messages (50,000 on
 # every server; 1,000,000 on Hearth alone) while a client sends every 50 ms
-# and another long-polls /sync. Several hours (Synapse's seeding dominates);
-# figures: docs/PERFORMANCE.md.
+# and another long-polls /sync. About 2 h (Synapse's seeding and loading
+# dominate); figures: docs/PERFORMANCE.md.
 bench-admin: deps postgres
 	$(CARGO) build --release --bin hearth
 	$(INTEROP_VENV)/bin/python benches/admin.py $(CARGO_TARGET_DIR)/release/hearth \

@@ -27,12 +27,16 @@ fn profile_field(profile: Option<&serde_json::Map<String, Value>>, field: &str) 
     profile.and_then(|p| p.get(field)).and_then(Value::as_str).map(str::to_owned)
 }
 
-/// Every local account, in user ID order (three scans: accounts,
-/// profiles, devices).
-pub fn all(services: &Services) -> Result<Vec<Account>> {
+/// Every local account, in user ID order. With `details`, each has its
+/// profile and last-seen time (three scans: accounts, profiles, devices);
+/// without, only what the account record holds (one scan), and
+/// [`fill_details`] adds the rest to the few that need it.
+pub fn all(services: &Services, details: bool) -> Result<Vec<Account>> {
     let users = &services.users;
-    let profiles = users.all_profiles()?;
-    let seen = users.last_seen_all()?;
+    let (profiles, seen) = match details {
+        true => (users.all_profiles()?, users.last_seen_all()?),
+        false => Default::default(),
+    };
     Ok(users
         .records()?
         .into_iter()
@@ -49,6 +53,18 @@ pub fn all(services: &Services) -> Result<Vec<Account>> {
             }
         })
         .collect())
+}
+
+/// Adds profiles and last-seen times to accounts listed without them.
+pub fn fill_details(services: &Services, accounts: &mut [Account]) -> Result<()> {
+    let users = &services.users;
+    for account in accounts {
+        let profile = users.profile(&account.user_id)?;
+        account.displayname = profile_field(profile.as_ref(), "displayname");
+        account.avatar_url = profile_field(profile.as_ref(), "avatar_url");
+        account.last_seen_ts = users.last_seen(&account.user_id)?;
+    }
+    Ok(())
 }
 
 /// One local account.

@@ -45,6 +45,21 @@ pub enum Unusable {
 }
 
 impl InviteCode {
+    /// As the client and admin APIs show it.
+    pub fn to_json(&self, code: &str) -> serde_json::Value {
+        serde_json::json!({
+            "code": code,
+            "room_id": self.room_id,
+            "created_by": self.created_by,
+            "created_ts": self.created_ts,
+            "expires_ts": self.expires_ts,
+            "max_uses": self.max_uses,
+            "uses": self.uses,
+            "revoked": self.revoked,
+            "valid": self.unusable(util::now_ms()).is_none(),
+        })
+    }
+
     pub fn unusable(&self, now: u64) -> Option<Unusable> {
         if self.revoked {
             Some(Unusable::Revoked)
@@ -112,13 +127,13 @@ impl Rooms {
         Ok((code, record))
     }
 
-    /// A room's codes (revoked ones too), newest first.
-    pub fn invite_codes(&self, room_id: &RoomId) -> Result<Vec<(String, InviteCode)>> {
+    /// A room's codes (or every room's), revoked ones too, newest first.
+    pub fn invite_codes(&self, room_id: Option<&RoomId>) -> Result<Vec<(String, InviteCode)>> {
         let mut codes: Vec<(String, InviteCode)> = self
             .db
             .scan_json::<InviteCode>(&maps::ROOM_INVITE_CODES, b"")?
             .into_iter()
-            .filter(|(_, code)| code.room_id == room_id)
+            .filter(|(_, code)| room_id.is_none_or(|room| code.room_id == room))
             .map(|(k, code)| (String::from_utf8_lossy(&k).into_owned(), code))
             .collect();
         codes.sort_by_key(|c| std::cmp::Reverse(c.1.created_ts));
@@ -129,10 +144,11 @@ impl Rooms {
         get(&self.db, code)
     }
 
-    /// Revokes a code of the room.
-    pub fn revoke_invite_code(&self, room_id: &RoomId, code: &str) -> Result<()> {
+    /// Revokes a code of the room (of any room for a server admin: none).
+    pub fn revoke_invite_code(&self, room_id: Option<&RoomId>, code: &str) -> Result<()> {
         let _guard = self.invite_code_lock.0.lock().expect("invite codes");
-        let mut record = get(&self.db, code)?.filter(|c| c.room_id == room_id).ok_or_else(unknown_code)?;
+        let record = get(&self.db, code)?.filter(|c| room_id.is_none_or(|room| c.room_id == room));
+        let mut record = record.ok_or_else(unknown_code)?;
         record.revoked = true;
         self.db.put_json(&maps::ROOM_INVITE_CODES, code.as_bytes(), &record)?;
         Ok(())

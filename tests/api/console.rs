@@ -1,8 +1,8 @@
 //! The built-in web console, driven in headless Chromium
 //! (`tests/console/console.mjs`, playwright-core): log-in refused to a
 //! non-admin; the overview's figures; accounts created and deactivated;
-//! registration tokens; reports acted on from the queue; a room shut down;
-//! jobs. What the browser did is then checked over the API.
+//! registration tokens and room invite codes; reports acted on from the
+//! queue; a room shut down; jobs. What the browser did is then checked over the API.
 
 use std::process::Command;
 
@@ -51,6 +51,16 @@ async fn the_console_in_a_browser() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    let back_room = create_room(&s, &alice, json!({"preset": "private_chat", "name": "Back room"})).await;
+    let (status, made) = s
+        .post(
+            &format!("/_hearth/client/v1/rooms/{back_room}/invite_codes"),
+            Some(&alice.token),
+            json!({"max_uses": 3}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    let invite_code = made["code"].as_str().unwrap().to_owned();
 
     let shots = tempfile::tempdir().unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console/console.mjs");
@@ -103,6 +113,14 @@ async fn the_console_in_a_browser() {
         .filter_map(|t| t["token"].as_str())
         .collect();
     assert_eq!(names, ["welcome"], "spring was made and revoked: {tokens}");
+    let (status, codes) = s.get("/_hearth/admin/v1/invite_codes", Some(&root.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    let first = &codes["invite_codes"][0];
+    assert_eq!(
+        (codes["total"].as_u64(), first["code"].as_str(), first["revoked"].as_bool()),
+        (Some(1), Some(invite_code.as_str()), Some(true)),
+        "the console revoked the invite code: {codes}"
+    );
     let (status, block) = s.get(&format!("/_synapse/admin/v1/rooms/{room}/block"), Some(&root.token)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(block["block"], true, "the room was shut down and blocked: {block}");

@@ -107,3 +107,46 @@ async fn invite_codes_let_people_into_invite_only_rooms() {
     assert_eq!(after["valid"], true, "a failed use is given back");
     join(&s, &alice, &room).await;
 }
+
+#[tokio::test]
+async fn server_admins_list_and_revoke_every_rooms_codes() {
+    let s = TestServer::start_with(|c| c.registration.shared_secret = Some("s3cret".into())).await;
+    let root = crate::media::admin_of(&s).await;
+    let (alice, bob) = (s.register("alice").await, s.register("bob").await);
+    let room = create_room(&s, &alice, json!({"preset": "private_chat"})).await;
+    let (status, made) =
+        s.post(&format!("{V1}/rooms/{room}/invite_codes"), Some(&alice.token), json!({"max_uses": 3})).await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    let code = made["code"].as_str().unwrap().to_owned();
+    const ADMIN: &str = "/_hearth/admin/v1/invite_codes";
+
+    assert_error(&s.get(ADMIN, Some(&alice.token)).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let (status, listed) = s.get(ADMIN, Some(&root.token)).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed["total"], 1, "{listed}");
+    assert_eq!(
+        (listed["invite_codes"][0]["code"].as_str(), listed["invite_codes"][0]["room_id"].as_str()),
+        (Some(code.as_str()), Some(room.as_str()))
+    );
+    let (_, other) = s.get(&format!("{ADMIN}?room_id=!other:localhost"), Some(&root.token)).await;
+    assert_eq!(other["total"], 0, "{other}");
+
+    let revoke = format!("{ADMIN}/{code}");
+    assert_error(
+        &s.request(Method::DELETE, &revoke, Some(&alice.token), None).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    let (status, body) = s.request(Method::DELETE, &revoke, Some(&root.token), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) =
+        s.request(Method::DELETE, &format!("{ADMIN}/nosuchcode"), Some(&root.token), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (_, valid) = s.get(&format!("{ADMIN}?valid=true"), Some(&root.token)).await;
+    assert_eq!(valid["total"], 0, "{valid}");
+    assert_error(
+        &s.post(&format!("{V1}/invite_codes/{code}/redeem"), Some(&bob.token), json!({})).await,
+        StatusCode::FORBIDDEN,
+        "DEV.HEARTH.INVITE_CODE_REVOKED",
+    );
+}

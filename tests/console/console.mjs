@@ -210,9 +210,9 @@ async function main() {
     await shot('users.png');
   });
 
-  await check('Registration tokens: shows welcome, creates and revokes spring', async () => {
+  await check('Registration tokens: shows welcome, creates and revokes spring; revokes the Back room invite code', async () => {
     await go('Registration tokens');
-    await visible(page.getByText('Room invite codes are created by room admins in their rooms (Hearth client API).'), 'the invite-code note');
+    await visible(page.locator('#view h3', { hasText: exact('Room invite codes') }), 'the room invite codes heading');
     const welcome = rowWith('#tokens-list', 'td.col-token', exact('welcome'));
     await visible(welcome, "welcome's row");
     await textIs(welcome.locator('td').nth(1), '5', "welcome's uses allowed");
@@ -228,6 +228,23 @@ async function main() {
     await dialogSaid(dialog, 'spring');
     await countIs(spring, 0, "spring's rows");
     await visible(welcome, "welcome's row after the revocation");
+
+    // alice's invite code for Back room (max_uses 3), seeded by the Rust test.
+    const codes = page.locator('#invite-codes-list tbody tr');
+    await countIs(codes, 1, 'the listed invite codes');
+    await textIs(codes.locator('td.col-status'), 'valid', "the invite code's status");
+    await textIs(codes.locator('td.col-uses'), '0 / 3', "the invite code's uses");
+    await textIs(codes.locator('td.col-created-by'), /^@alice:/, "the invite code's maker");
+    const inviteCode = (await codes.locator('td.col-code').textContent()).trim();
+    if (!inviteCode) fail('the invite code cell is empty');
+    const backRoom = rowWith('#invite-codes-list', 'td.col-code', exact(inviteCode));
+    const codeDialog = acceptDialog();
+    await backRoom.getByRole('button', { name: /Revoke/ }).click();
+    await dialogSaid(codeDialog, inviteCode);
+    await textIs(page.locator('#notice-text'), `Revoked invite code ${inviteCode}`, 'the notice');
+    await textIs(backRoom.locator('td.col-status'), 'revoked', "the invite code's status after the revocation");
+    await countIs(backRoom.getByRole('button', { name: /Revoke/ }), 0, "the invite code's Revoke buttons");
+    await countIs(codes, 1, 'the listed invite codes after the revocation');
     await shot('tokens.png');
   });
 

@@ -1,13 +1,16 @@
 //! Synapse's admin API for registration tokens
-//! (`/_synapse/admin/v1/registration_tokens`): list, make, change, revoke.
+//! (`/_synapse/admin/v1/registration_tokens`): list, make, change, revoke;
+//! and Hearth's for every room's invite codes
+//! (`/_hearth/admin/v1/invite_codes`): list, revoke.
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
     extract::{Path, State},
-    routing::{get, post},
+    routing::{self, get, post},
 };
+use ruma::OwnedRoomId;
 use serde_json::{Map, Value, json};
 
 use super::{Admin, Body, Params};
@@ -23,6 +26,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route(PATH, get(list))
         .route(&format!("{PATH}/new"), post(create))
         .route(&format!("{PATH}/{{token}}"), get(one).put(update).delete(delete))
+        .route("/_hearth/admin/v1/invite_codes", get(invite_codes))
+        .route("/_hearth/admin/v1/invite_codes/{code}", routing::delete(revoke_invite_code))
 }
 
 fn described(token: &str, record: &RegistrationToken) -> Value {
@@ -120,5 +125,39 @@ async fn delete(
         return Err(no_such(&token));
     }
     tracing::info!("{} revoked a registration token", admin.user);
+    Ok(Json(json!({})))
+}
+
+/// `GET /_hearth/admin/v1/invite_codes` (`room_id`, `valid`): every room's
+/// invite codes, newest first.
+async fn invite_codes(
+    State(services): State<Arc<Services>>,
+    _: Admin,
+    params: Params,
+) -> Result<Json<Value>> {
+    let room = params
+        .str("room_id")
+        .map(OwnedRoomId::try_from)
+        .transpose()
+        .map_err(|_| Error::invalid_param("Not a room ID"))?;
+    let valid = params.bool("valid")?;
+    let codes: Vec<Value> = services
+        .rooms
+        .invite_codes(room.as_deref())?
+        .iter()
+        .map(|(code, record)| record.to_json(code))
+        .filter(|code| valid.is_none_or(|valid| code["valid"] == valid))
+        .collect();
+    Ok(Json(json!({"total": codes.len(), "invite_codes": codes})))
+}
+
+/// `DELETE /_hearth/admin/v1/invite_codes/{code}`: revoked.
+async fn revoke_invite_code(
+    State(services): State<Arc<Services>>,
+    admin: Admin,
+    Path(code): Path<String>,
+) -> Result<Json<Value>> {
+    services.rooms.revoke_invite_code(None, &code)?;
+    tracing::info!("{} revoked invite code {code}", admin.user);
     Ok(Json(json!({})))
 }

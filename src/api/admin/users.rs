@@ -156,7 +156,11 @@ async fn list(services: Arc<Services>, params: Params, version: Version) -> Resu
     let user_id = params.str("user_id").map(str::to_lowercase);
     let not_types: Vec<String> = params.all("not_user_type").into_iter().map(str::to_owned).collect();
 
-    let accounts = crate::util::heavy(|| accounts::all(&services))?;
+    // Profiles and last-seen times are read for every account only when
+    // the filter or the order needs them; otherwise for the page alone.
+    let details =
+        name.is_some() || matches!(order_by.as_str(), "displayname" | "avatar_url" | "last_seen_ts");
+    let accounts = crate::util::heavy(|| accounts::all(&services, details))?;
     let mut found: Vec<Account> = accounts
         .into_iter()
         .filter(|a| {
@@ -192,7 +196,10 @@ async fn list(services: Arc<Services>, params: Params, version: Version) -> Resu
         order.then_with(|| a.user_id.cmp(&b.user_id))
     });
     let total = found.len();
-    let (page, next) = paged(found, from, limit);
+    let (mut page, next) = paged(found, from, limit);
+    if !details {
+        accounts::fill_details(&services, &mut page)?;
+    }
     let mut body = json!({"users": page.iter().map(listed).collect::<Vec<_>>(), "total": total});
     if let Some(next) = next {
         body["next_token"] = json!(next.to_string());

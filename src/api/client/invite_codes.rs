@@ -14,12 +14,7 @@ use axum::{
 use ruma::OwnedRoomId;
 use serde_json::{Value, json};
 
-use crate::{
-    Error, Result,
-    api::ruma::Authed,
-    rooms::invite_codes::{self, InviteCode},
-    services::Services,
-};
+use crate::{Error, Result, api::ruma::Authed, rooms::invite_codes, services::Services};
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     const V1: &str = "/_hearth/client/v1";
@@ -28,21 +23,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route(&format!("{V1}/rooms/{{room_id}}/invite_codes/{{code}}"), delete(revoke))
         .route(&format!("{V1}/invite_codes/{{code}}"), get(show))
         .route(&format!("{V1}/invite_codes/{{code}}/redeem"), post(redeem))
-}
-
-fn described(code: &str, record: &InviteCode) -> Value {
-    let unusable = record.unusable(crate::util::now_ms());
-    json!({
-        "code": code,
-        "room_id": record.room_id,
-        "created_by": record.created_by,
-        "created_ts": record.created_ts,
-        "expires_ts": record.expires_ts,
-        "max_uses": record.max_uses,
-        "uses": record.uses,
-        "revoked": record.revoked,
-        "valid": unusable.is_none(),
-    })
 }
 
 fn room_id(raw: &str) -> Result<OwnedRoomId> {
@@ -74,7 +54,7 @@ async fn create(
     let max_uses = count(&body, "max_uses")?;
     let (code, record) = services.rooms.create_invite_code(&room_id, &auth.user, lifetime, max_uses)?;
     tracing::info!("{} made an invite code for {room_id}", auth.user);
-    Ok(Json(described(&code, &record)))
+    Ok(Json(record.to_json(&code)))
 }
 
 /// `GET …/rooms/{roomId}/invite_codes`
@@ -85,8 +65,8 @@ async fn list(
 ) -> Result<Json<Value>> {
     let room_id = room_id(&raw)?;
     services.rooms.check_room_admin(&room_id, &auth.user, invite_codes::MANAGERS_ONLY)?;
-    let codes = services.rooms.invite_codes(&room_id)?;
-    Ok(Json(json!({"invite_codes": codes.iter().map(|(c, r)| described(c, r)).collect::<Vec<_>>()})))
+    let codes = services.rooms.invite_codes(Some(&room_id))?;
+    Ok(Json(json!({"invite_codes": codes.iter().map(|(c, r)| r.to_json(c)).collect::<Vec<_>>()})))
 }
 
 /// `DELETE …/rooms/{roomId}/invite_codes/{code}`
@@ -97,7 +77,7 @@ async fn revoke(
 ) -> Result<Json<Value>> {
     let room_id = room_id(&raw)?;
     services.rooms.check_room_admin(&room_id, &auth.user, invite_codes::MANAGERS_ONLY)?;
-    services.rooms.revoke_invite_code(&room_id, &code)?;
+    services.rooms.revoke_invite_code(Some(&room_id), &code)?;
     tracing::info!("{} revoked an invite code of {room_id}", auth.user);
     Ok(Json(json!({})))
 }

@@ -501,11 +501,62 @@ function tokensView(root, gen) {
   });
 
   root.append(h('h2', {}, 'Registration tokens'),
-    h('p', { class: 'note' }, 'Room invite codes are created by room admins in their rooms (Hearth client API).'),
     list,
     h('section', { class: 'panel', 'aria-labelledby': 'create-token-title' },
-      h('h3', { id: 'create-token-title' }, 'Create token'), create));
+      h('h3', { id: 'create-token-title' }, 'Create token'), create),
+    inviteCodes(gen));
   load();
+}
+
+/// Why a room invite code can or cannot be used (as the server decides).
+function codeStatus(c, now) {
+  if (c.revoked) return 'revoked';
+  if (c.expires_ts != null && c.expires_ts <= now) return 'expired';
+  if (c.max_uses != null && c.uses >= c.max_uses) return 'used up';
+  return 'valid';
+}
+
+/// Every room's invite codes (Hearth's admin API), each revocable.
+function inviteCodes(gen) {
+  const list = h('div', { id: 'invite-codes-list' }, empty('Loading…'));
+
+  const load = guard(gen, async () => {
+    const r = await api('GET', '/_hearth/admin/v1/invite_codes');
+    if (!live(gen)) return;
+    const codes = r.invite_codes || [];
+    const now = Date.now();
+    list.replaceChildren(codes.length
+      ? table(['Code', 'Room', 'Created by', 'Uses', 'Expires', 'Status', 'Actions'], codes.map((c) => {
+        const status = codeStatus(c, now);
+        return h('tr', { data: { code: c.code, status }, class: status === 'valid' ? null : 'inactive' },
+          td(code(c.code), 'col-code'),
+          td(c.room_id && h('a', { href: `#/rooms/${enc(c.room_id)}` }, code(c.room_id)), 'col-room'),
+          td(c.created_by, 'col-created-by'),
+          td(`${fmtNumber(c.uses)} / ${c.max_uses == null ? '∞' : fmtNumber(c.max_uses)}`, 'num col-uses'),
+          td(c.expires_ts == null ? 'never' : fmtTime(c.expires_ts), 'col-expires'),
+          td(h('span', { class: `status status-${status.replace(' ', '-')}` }, status), 'col-status'),
+          td(status === 'valid'
+            ? button('Revoke', 'danger small', (e) => revoke(c, e.currentTarget), `Revoke invite code ${c.code}`)
+            : null, 'col-actions'));
+      }), 'Room invite codes')
+      : empty('No room invite codes.'));
+  });
+
+  async function revoke(c, el) {
+    if (!window.confirm(`Revoke invite code ${c.code} of ${c.room_id}? It can no longer be used to join the room.`)) return;
+    await busy(el, async () => {
+      await api('DELETE', `/_hearth/admin/v1/invite_codes/${enc(c.code)}`);
+      if (!live(gen)) return;
+      showNotice(`Revoked invite code ${c.code}`);
+      await load();
+    });
+  }
+
+  load();
+  return h('section', { class: 'invite-codes', 'aria-labelledby': 'invite-codes-title' },
+    h('h3', { id: 'invite-codes-title' }, 'Room invite codes'),
+    h('p', { class: 'muted' }, 'Room admins make invite codes for their invite-only rooms (Hearth client API); every room\'s are listed here, newest first.'),
+    list);
 }
 
 // ---- Reports
