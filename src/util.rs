@@ -96,6 +96,15 @@ impl<V: Clone> Lru<V> {
 }
 
 /// A JSON value as ruma's `Raw<T>`, for events built as JSON.
+/// A JSON object's map (empty for anything else): event content built
+/// with `json!`.
+pub fn object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match value {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
 pub fn raw<T>(value: serde_json::Value) -> crate::Result<ruma::serde::Raw<T>> {
     Ok(ruma::serde::Raw::from_json(serde_json::value::to_raw_value(&value).map_err(crate::Error::internal)?))
 }

@@ -111,7 +111,7 @@ pub async fn leave_everything(services: &Arc<Services>, user_id: &UserId) -> Res
     rooms.dedup();
     let mut left = Vec::new();
     for room_id in rooms {
-        let content = json!({"membership": "leave"}).as_object().cloned().unwrap_or_default();
+        let content = crate::util::object(json!({"membership": "leave"}));
         match crate::federation::membership::change_membership(services, &room_id, user_id, user_id, content)
             .await
         {

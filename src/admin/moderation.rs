@@ -40,6 +40,23 @@ impl ReportAction {
     }
 }
 
+/// Redacts `event` as `actor` (whose power was checked).
+async fn redact(
+    services: &Services,
+    room_id: &ruma::RoomId,
+    actor: &UserId,
+    event: &ruma::EventId,
+    reason: Option<&str>,
+) -> Result<OwnedEventId> {
+    let content = match reason {
+        Some(reason) => json!({"reason": reason}),
+        None => json!({}),
+    };
+    let mut builder = PduBuilder::message("m.room.redaction", content);
+    builder.redacts = Some(event.to_owned());
+    services.rooms.send(room_id, actor, builder, None).await
+}
+
 /// Takes `action` on event report `id` for server admin `admin`; the event
 /// the action sent (the redaction or the membership change), if any.
 pub async fn act_on_report(
@@ -70,13 +87,11 @@ pub async fn act_on_report(
                     if !rooms.may_redact(&state, &actor, &pdu, &rules)? {
                         return Err(Error::forbidden("No user of this server in the room may redact it"));
                     }
-                    let mut builder = PduBuilder::message("m.room.redaction", json!({"reason": reason}));
-                    builder.redacts = Some(pdu.event_id.clone());
-                    rooms.send(room_id, &actor, builder, None).await?
+                    redact(services, room_id, &actor, &pdu.event_id, Some(&reason)).await?
                 }
                 _ => {
                     let membership = if action == ReportAction::Ban { "ban" } else { "leave" };
-                    let content = super::rooms::object(json!({"membership": membership, "reason": reason}));
+                    let content = crate::util::object(json!({"membership": membership, "reason": reason}));
                     crate::federation::membership::change_membership(
                         services,
                         room_id,
@@ -147,13 +162,7 @@ pub async fn redact_user_events(
                 );
                 continue;
             };
-            let mut content = json!({});
-            if let Some(reason) = &reason {
-                content["reason"] = json!(reason);
-            }
-            let mut builder = PduBuilder::message("m.room.redaction", content);
-            builder.redacts = Some(pdu.event_id.clone());
-            if let Err(e) = store.send(room_id, actor, builder, None).await {
+            if let Err(e) = redact(services, room_id, actor, &pdu.event_id, reason.as_deref()).await {
                 failed.insert(pdu.event_id.to_string(), json!(e.to_string()));
             }
         }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::{
     Error, Result,
@@ -17,6 +17,7 @@ use crate::{
     },
     services::Services,
     storage::maps,
+    util,
 };
 
 /// The notices user, when notices are on.
@@ -29,10 +30,6 @@ pub fn notices_user(services: &Services) -> Option<OwnedUserId> {
 pub fn is_notices_room(services: &Services, user: &UserId, room_id: &RoomId) -> Result<bool> {
     let stored = services.db.get(&maps::SERVER_NOTICE_ROOMS, user.as_bytes())?;
     Ok(stored.is_some_and(|room| room == room_id.as_bytes()))
-}
-
-fn object(value: Value) -> Map<String, Value> {
-    value.as_object().cloned().unwrap_or_default()
 }
 
 /// The user's notices room where the notices user is joined and the user
@@ -53,7 +50,7 @@ async fn notices_room(services: &Arc<Services>, sender: &UserId, user: &UserId) 
     let mut create = CreateRoom::new(RoomVersionId::V11, Preset::PrivateChat);
     create.name = Some(config.room_name.clone());
     create.topic = config.room_topic.clone();
-    create.power_level_override = Some(object(json!({"users_default": -10})));
+    create.power_level_override = Some(util::object(json!({"users_default": -10})));
     create.displayname = config.system_mxid_display_name.clone();
     create.avatar_url = config.system_mxid_avatar_url.clone();
     let room_id = rooms.create_room(sender, create).await?;
@@ -99,11 +96,13 @@ pub async fn send(
     }
     let short = rooms.room_short(&room_id)?.ok_or_else(|| Error::internal("the notices room vanished"))?;
     if !matches!(rooms.membership(user, short)?.as_deref(), Some("join" | "invite")) {
-        rooms.change_membership(&room_id, &sender, user, object(json!({"membership": "invite"}))).await?;
+        rooms
+            .change_membership(&room_id, &sender, user, util::object(json!({"membership": "invite"})))
+            .await?;
     }
     if services.config.server_notices.auto_join && rooms.membership(user, short)?.as_deref() == Some("invite")
     {
-        rooms.change_membership(&room_id, user, user, object(json!({"membership": "join"}))).await?;
+        rooms.change_membership(&room_id, user, user, util::object(json!({"membership": "join"}))).await?;
     }
     let builder = match state_key {
         Some(key) => PduBuilder::state(kind, key, content),
@@ -143,7 +142,7 @@ async fn reports_room(services: &Arc<Services>, sender: &UserId) -> Result<Owned
     for (admin, record) in services.users.records()? {
         if record.admin && !record.deactivated && rooms.membership(&admin, short)?.is_none() {
             rooms
-                .change_membership(&room_id, sender, &admin, object(json!({"membership": "invite"})))
+                .change_membership(&room_id, sender, &admin, util::object(json!({"membership": "invite"})))
                 .await?;
         }
     }

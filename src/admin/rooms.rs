@@ -9,7 +9,7 @@ use ruma::{
     OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
     room_version_rules::RoomVersionRules,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::{
     Error, Result,
@@ -19,6 +19,7 @@ use crate::{
         state::StateMap,
     },
     services::Services,
+    util,
 };
 
 /// What a shutdown is asked to do (Synapse's delete-room body).
@@ -73,10 +74,6 @@ fn bad(message: impl Into<String>) -> Error {
     Error::custom(http::StatusCode::BAD_REQUEST, "M_UNKNOWN", message)
 }
 
-pub(super) fn object(value: Value) -> Map<String, Value> {
-    value.as_object().cloned().unwrap_or_default()
-}
-
 /// Shuts a room down; an unknown room only gets blocked (if asked).
 pub async fn shut_down(
     services: &Arc<Services>,
@@ -93,9 +90,9 @@ pub async fn shut_down(
     if let Some(owner) = &request.new_room_user_id {
         let mut create = CreateRoom::new(RoomVersionId::V11, Preset::PublicChat);
         create.name = Some(request.room_name.clone());
-        create.power_level_override = Some(object(json!({"users_default": -10})));
+        create.power_level_override = Some(util::object(json!({"users_default": -10})));
         let new_room = rooms.create_room(owner, create).await?;
-        let content = object(json!({"msgtype": "m.text", "body": request.message}));
+        let content = util::object(json!({"msgtype": "m.text", "body": request.message}));
         rooms
             .send(&new_room, owner, PduBuilder::message("m.room.message", Value::Object(content)), None)
             .await?;
@@ -105,14 +102,14 @@ pub async fn shut_down(
         if !services.users.is_local(&user) || !matches!(membership.as_str(), "join" | "invite" | "knock") {
             continue;
         }
-        let leave = object(json!({"membership": "leave"}));
+        let leave = util::object(json!({"membership": "leave"}));
         let moved = async {
             crate::federation::membership::change_membership(services, room_id, &user, &user, leave).await?;
             if let Some(new_room) = &result.new_room_id
                 && membership == "join"
             {
                 rooms
-                    .change_membership(new_room, &user, &user, object(json!({"membership": "join"})))
+                    .change_membership(new_room, &user, &user, util::object(json!({"membership": "join"})))
                     .await?;
             }
             rooms.forget(&user, room_short)
@@ -178,7 +175,7 @@ pub async fn make_room_admin(services: &Arc<Services>, room_id: &RoomId, user: &
     let join_rule = rooms.current_state_field(room_short, "m.room.join_rules", "", "join_rule")?;
     let membership = rooms.membership(user, room_short)?;
     if !matches!(membership.as_deref(), Some("join" | "invite")) && join_rule.as_deref() != Some("public") {
-        let invite = object(json!({"membership": "invite"}));
+        let invite = util::object(json!({"membership": "invite"}));
         crate::federation::membership::change_membership(services, room_id, &best, user, invite).await?;
     }
     if rooms.power_level(&state, user, &rules)? == i64::MAX {

@@ -6,10 +6,10 @@
 //! those they could not remove (admins of the same power) are named.
 
 use ruma::{OwnedUserId, RoomId, UserId};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::{Rooms, builder::PduBuilder};
-use crate::{Error, Result};
+use crate::{Error, Result, util};
 
 #[derive(Debug, Default)]
 pub struct Ended {
@@ -17,10 +17,6 @@ pub struct Ended {
     pub not_removed: Vec<OwnedUserId>,
     /// Whether the admin left (everyone else was removed).
     pub left: bool,
-}
-
-fn object(value: Value) -> Map<String, Value> {
-    value.as_object().cloned().unwrap_or_default()
 }
 
 impl Rooms {
@@ -45,7 +41,7 @@ impl Rooms {
                 continue;
             }
             // The room's auth rules decide (power to kick, and above theirs).
-            let leave = object(json!({"membership": "leave", "reason": reason}));
+            let leave = util::object(json!({"membership": "leave", "reason": reason}));
             match self.change_membership(room_id, by, &user, leave).await {
                 Ok(_) => ended.removed.push(user),
                 Err(e) => {
@@ -55,8 +51,13 @@ impl Rooms {
             }
         }
         if ended.not_removed.is_empty() {
-            self.change_membership(room_id, by, by, object(json!({"membership": "leave", "reason": reason})))
-                .await?;
+            self.change_membership(
+                room_id,
+                by,
+                by,
+                util::object(json!({"membership": "leave", "reason": reason})),
+            )
+            .await?;
             ended.left = true;
         }
         tracing::info!(

@@ -190,9 +190,7 @@ pub async fn redeem(rooms: &Rooms, code: &str, user: &UserId) -> Result<OwnedRoo
     }
     let taken = rooms.take_invite_code(code)?;
     let room_id = taken.room_id.clone();
-    let member = |membership: &str| {
-        serde_json::json!({"membership": membership}).as_object().cloned().unwrap_or_default()
-    };
+    let member = |membership: &str| util::object(serde_json::json!({"membership": membership}));
     let joined = async {
         let short = rooms.room_short(&room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
         if rooms.membership(user, short)?.as_deref() != Some("invite") {
