@@ -84,12 +84,15 @@ bench-media: deps postgres
 # PostgreSQL): the admin API's user and room lists walked page by page over
 # 100,000 users and 10,000 rooms, and purging expired messages (50,000 on
 # every server; 1,000,000 on Hearth alone) while a client sends every 50 ms
-# and another long-polls /sync. About 2 h (Synapse's seeding and loading
-# dominate); figures: docs/PERFORMANCE.md.
+# and another long-polls /sync. About 35 min as run for docs/PERFORMANCE.md
+# (Synapse seeded past its first 2,000 users and 300 rooms by SQL, 10,000
+# messages purged on every server); `ADMIN_BENCH_ARGS=` (all through
+# Synapse's API, 50,000 messages) takes about 2 h.
+ADMIN_BENCH_ARGS ?= --synapse-seed sql --shared-purge-events 10000 --baseline 30
 bench-admin: deps postgres
 	$(CARGO) build --release --bin hearth
 	$(INTEROP_VENV)/bin/python benches/admin.py $(CARGO_TARGET_DIR)/release/hearth \
-		--synapse-python $(INTEROP_VENV)/bin/python --postgres
+		--synapse-python $(INTEROP_VENV)/bin/python --postgres $(ADMIN_BENCH_ARGS)
 
 bench-search: deps postgres
 	$(CARGO) build --release --bin hearth

@@ -27,23 +27,42 @@ fn profile_field(profile: Option<&serde_json::Map<String, Value>>, field: &str) 
     profile.and_then(|p| p.get(field)).and_then(Value::as_str).map(str::to_owned)
 }
 
-/// Every local account, in user ID order. With `details`, each has its
-/// profile and last-seen time (three scans: accounts, profiles, devices);
-/// without, only what the account record holds (one scan), and
+/// What of each account a list reads beyond its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// The record alone (one scan).
+    Records,
+    /// And display names (two scans).
+    Names,
+    /// And the whole profile and last-seen time (three scans: accounts,
+    /// profiles, devices).
+    Everything,
+}
+
+/// Every local account, in user ID order, with what `needs` asks for;
 /// [`fill_details`] adds the rest to the few that need it.
-pub fn all(services: &Services, details: bool) -> Result<Vec<Account>> {
+pub fn all(services: &Services, needs: Needs) -> Result<Vec<Account>> {
     let users = &services.users;
-    let (profiles, seen) = match details {
-        true => (users.all_profiles()?, users.last_seen_all()?),
-        false => Default::default(),
+    let profiles = match needs {
+        Needs::Everything => users.all_profiles()?,
+        _ => Default::default(),
+    };
+    let names = match needs {
+        Needs::Names => users.all_displaynames()?,
+        _ => Default::default(),
+    };
+    let seen = match needs {
+        Needs::Everything => users.last_seen_all()?,
+        _ => Default::default(),
     };
     Ok(users
         .records()?
         .into_iter()
         .map(|(user_id, record)| {
             let profile = profiles.get(user_id.as_bytes());
+            let name = names.get(user_id.as_bytes()).cloned();
             Account {
-                displayname: profile_field(profile, "displayname"),
+                displayname: name.or_else(|| profile_field(profile, "displayname")),
                 avatar_url: profile_field(profile, "avatar_url"),
                 moderation: users.moderation(&user_id),
                 erased: users.is_erased(&user_id),

@@ -31,6 +31,21 @@ impl Users {
         Ok(self.db.scan_json::<Profile>(&maps::PROFILES, b"")?.into_iter().collect())
     }
 
+    /// Every stored display name, by user ID (the admin list's name
+    /// search: the other profile fields are skipped, not decoded).
+    pub fn all_displaynames(&self) -> Result<std::collections::HashMap<Vec<u8>, String>> {
+        #[derive(serde::Deserialize)]
+        struct Name {
+            displayname: Option<String>,
+        }
+        Ok(self
+            .db
+            .scan_json::<Name>(&maps::PROFILES, b"")?
+            .into_iter()
+            .filter_map(|(user, name)| Some((user, name.displayname?)))
+            .collect())
+    }
+
     /// The profile of a local user, or `None` when no such account exists.
     /// Deactivated accounts have none.
     pub fn profile(&self, user_id: &UserId) -> Result<Option<Profile>> {

@@ -156,11 +156,16 @@ async fn list(services: Arc<Services>, params: Params, version: Version) -> Resu
     let user_id = params.str("user_id").map(str::to_lowercase);
     let not_types: Vec<String> = params.all("not_user_type").into_iter().map(str::to_owned).collect();
 
-    // Profiles and last-seen times are read for every account only when
-    // the filter or the order needs them; otherwise for the page alone.
-    let details =
-        name.is_some() || matches!(order_by.as_str(), "displayname" | "avatar_url" | "last_seen_ts");
-    let accounts = crate::util::heavy(|| accounts::all(&services, details))?;
+    // Display names, profiles and last-seen times are read for every
+    // account only when the filter or the order needs them; otherwise for
+    // the page alone.
+    let needs = match order_by.as_str() {
+        "avatar_url" | "last_seen_ts" => accounts::Needs::Everything,
+        "displayname" => accounts::Needs::Names,
+        _ if name.is_some() => accounts::Needs::Names,
+        _ => accounts::Needs::Records,
+    };
+    let accounts = crate::util::heavy(|| accounts::all(&services, needs))?;
     let mut found: Vec<Account> = accounts
         .into_iter()
         .filter(|a| {
@@ -197,7 +202,7 @@ async fn list(services: Arc<Services>, params: Params, version: Version) -> Resu
     });
     let total = found.len();
     let (mut page, next) = paged(found, from, limit);
-    if !details {
+    if needs != accounts::Needs::Everything {
         accounts::fill_details(&services, &mut page)?;
     }
     let mut body = json!({"users": page.iter().map(listed).collect::<Vec<_>>(), "total": total});
