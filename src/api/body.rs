@@ -51,3 +51,13 @@ impl axum::extract::FromRequest<Arc<Services>> for OptionalBody {
         read_object(req, services, true).await.map(Self)
     }
 }
+
+/// An optional string field (absent or `null`: none), else 400
+/// `M_INVALID_PARAM`.
+pub fn string_field<'a>(body: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Error::invalid_param(format!("{name} must be a string"))),
+    }
+}

@@ -31,6 +31,10 @@ async fn a_room_admin_ends_their_room() {
         .await;
     assert_eq!(status, StatusCode::OK);
     let end = format!("/_hearth/client/v1/rooms/{room}/end");
+    let alias = format!(
+        "/_matrix/client/v3/directory/room/{}",
+        urlencode(&format!("#party:{}", s.config.server_name))
+    );
 
     // Only its admins may; refused attempts change nothing.
     let (status, body) = s.post(&end, Some(&bob.token), json!({})).await;
@@ -41,15 +45,7 @@ async fn a_room_admin_ends_their_room() {
         (StatusCode::BAD_REQUEST, Some("M_INVALID_PARAM")),
         "{body}"
     );
-    let (status, _) = s
-        .get(
-            &format!(
-                "/_matrix/client/v3/directory/room/{}",
-                urlencode(&format!("#party:{}", s.config.server_name))
-            ),
-            None,
-        )
-        .await;
+    let (status, _) = s.get(&alias, None).await;
     assert_eq!(status, StatusCode::OK, "still there after refusals");
 
     let (status, ended) = s.post(&end, Some(&alice.token), json!({"reason": "Party's over"})).await;
@@ -71,15 +67,7 @@ async fn a_room_admin_ends_their_room() {
     let (status, body) =
         s.post(&format!("/_matrix/client/v3/join/{room}"), Some(&carol.token), json!({})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "the invite was withdrawn: {body}");
-    let (status, _) = s
-        .get(
-            &format!(
-                "/_matrix/client/v3/directory/room/{}",
-                urlencode(&format!("#party:{}", s.config.server_name))
-            ),
-            None,
-        )
-        .await;
+    let (status, _) = s.get(&alias, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, public) = s.get("/_matrix/client/v3/publicRooms", Some(&dave.token)).await;
     assert_eq!(public["chunk"], json!([]), "{public}");

@@ -20,7 +20,7 @@ use http::StatusCode;
 use ruma::{OwnedDeviceId, OwnedUserId};
 use serde_json::{Map, Value};
 
-pub use super::body::{Body, OptionalBody};
+pub use super::body::{Body, OptionalBody, string_field};
 use crate::{Error, Result, api::ruma::Authed, services::Services};
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {

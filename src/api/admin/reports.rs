@@ -16,7 +16,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{Admin, Body, Params, paged, user_id};
+use super::{Admin, Body, Params, paged, string_field, user_id};
 use crate::{
     Error, Result,
     admin::moderation::{REDACT_USER, ReportAction, act_on_report, redact_user_events},
@@ -242,11 +242,7 @@ async fn redact_user(
             .ok_or_else(|| Error::invalid_param("rooms must be a list of room IDs"))?,
         Some(_) => return Err(Error::invalid_param("rooms must be a list of room IDs")),
     };
-    let reason = match body.get("reason") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(reason)) => Some(reason.clone()),
-        Some(_) => return Err(Error::invalid_param("reason must be a string")),
-    };
+    let reason = string_field(&body, "reason")?.map(str::to_owned);
     let limit = match body.get("limit") {
         None | Some(Value::Null) => 1000,
         Some(limit) => limit.as_u64().filter(|&l| l > 0).ok_or_else(|| {

@@ -15,7 +15,8 @@ use ruma::{OwnedDeviceId, UserId};
 use serde_json::{Map, Value, json};
 
 use super::{
-    Admin, Body, Fields, OptionalBody, Params, bad_request, existing_user, local_user_id, paged, user_id,
+    Admin, Body, Fields, OptionalBody, Params, bad_request, existing_user, local_user_id, paged,
+    string_field, user_id,
 };
 use crate::{
     Error, Result,
@@ -231,15 +232,6 @@ async fn query(
     let user = local_user_id(&services, &raw, LOOK_UP_LOCAL)?;
     let account = accounts::one(&services, &user)?.ok_or_else(|| Error::not_found("User not found"))?;
     Ok(Json(detailed(&account)))
-}
-
-/// A string field that may be absent, or `""` for "remove".
-fn string_field<'a>(body: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>> {
-    match body.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Error::invalid_param(format!("{name} must be a string"))),
-    }
 }
 
 /// What a create-or-modify asks for, checked before anything changes.

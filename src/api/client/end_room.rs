@@ -12,7 +12,14 @@ use axum::{
 use ruma::OwnedRoomId;
 use serde_json::{Value, json};
 
-use crate::{Error, Result, api::body::OptionalBody, api::ruma::Authed, services::Services};
+use crate::{
+    Error, Result,
+    api::{
+        body::{OptionalBody, string_field},
+        ruma::Authed,
+    },
+    services::Services,
+};
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router.route("/_hearth/client/v1/rooms/{room_id}/end", post(end))
@@ -25,11 +32,7 @@ async fn end(
     OptionalBody(body): OptionalBody,
 ) -> Result<Json<Value>> {
     let room_id = OwnedRoomId::try_from(raw).map_err(|_| Error::invalid_param("Not a room ID"))?;
-    let reason = match body.get("reason") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(reason)) => Some(reason.as_str()),
-        Some(_) => return Err(Error::invalid_param("reason must be a string")),
-    };
+    let reason = string_field(&body, "reason")?;
     services.users.check_not_suspended(&auth.user)?;
     let ended = services.rooms.end_room(&room_id, &auth.user, reason).await?;
     Ok(Json(json!({"removed": ended.removed, "not_removed": ended.not_removed, "left": ended.left})))
