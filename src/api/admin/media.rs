@@ -8,17 +8,16 @@ use std::{collections::HashSet, sync::Arc};
 
 use axum::{
     Json, Router,
-    extract::{Path, RawQuery, State},
+    extract::{Path, State},
     routing::{get, post},
 };
 use http::StatusCode;
 use ruma::{OwnedUserId, ServerName};
 use serde_json::{Value, json};
 
-use super::{Admin, Params, paged};
+use super::{Admin, Params, existing_user, paged};
 use crate::{
     Error, Result,
-    api::ruma::Authed,
     media::{MediaRecord, manage::Item},
     services::Services,
 };
@@ -40,10 +39,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route(&format!("{V1}/room/{{room_id}}/media/quarantine"), post(quarantine_room))
 }
 
-fn admin(services: &Services, auth: &Authed) -> Result<()> {
-    super::require_admin(services, &auth.user)
-}
-
 fn server(name: &str) -> Result<&ServerName> {
     <&ServerName>::try_from(name).map_err(|_| Error::invalid_param("Not a server name"))
 }
@@ -55,41 +50,9 @@ fn local_only(services: &Services, name: &str) -> Result<()> {
     }
 }
 
-/// A local user who exists (Synapse's checks and errors).
-fn local_user(services: &Services, user_id: &str) -> Result<OwnedUserId> {
-    let user = OwnedUserId::try_from(user_id).map_err(|_| Error::invalid_param("Not a user ID"))?;
-    if user.server_name() != services.config.server_name {
-        return Err(Error::custom(StatusCode::BAD_REQUEST, "M_UNKNOWN", "Can only look up local users"));
-    }
-    if !services.users.exists(&user)? {
-        return Err(Error::not_found("Unknown user"));
-    }
-    Ok(user)
-}
-
-/// An integer query parameter (`None` when absent).
-fn int_param(query: Option<&str>, name: &str) -> Result<Option<u64>> {
-    let Some(value) = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-    else {
-        return Ok(None);
-    };
-    value
-        .parse()
-        .map(Some)
-        .map_err(|_| Error::invalid_param(format!("Query parameter {name} must be an integer")))
-}
-
-fn str_param(query: Option<&str>, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
 /// A timestamp in ms that is not from 1970 (a `before_ts` in seconds).
-fn before_ts(query: Option<&str>) -> Result<u64> {
-    let before = int_param(query, "before_ts")?.ok_or_else(|| {
+fn before_ts(params: &Params) -> Result<u64> {
+    let before = params.int("before_ts")?.ok_or_else(|| {
         Error::custom(
             StatusCode::BAD_REQUEST,
             "M_MISSING_PARAM",
@@ -113,10 +76,9 @@ fn deleted_reply(deleted: Vec<String>) -> Json<Value> {
 /// `POST /_synapse/admin/v1/media/quarantine/{serverName}/{mediaId}`
 async fn quarantine(
     State(services): State<Arc<Services>>,
-    auth: Authed,
+    auth: Admin,
     Path((name, media_id)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
-    admin(&services, &auth)?;
     let changed = services.media.set_quarantine(server(&name)?, &media_id, Some(auth.user.as_str()))?;
     tracing::info!("media: {} quarantined mxc://{name}/{media_id} ({changed} items)", auth.user);
     Ok(Json(json!({})))
@@ -125,10 +87,9 @@ async fn quarantine(
 /// `POST /_synapse/admin/v1/media/unquarantine/{serverName}/{mediaId}`
 async fn unquarantine(
     State(services): State<Arc<Services>>,
-    auth: Authed,
+    _: Admin,
     Path((name, media_id)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
-    admin(&services, &auth)?;
     services.media.set_quarantine(server(&name)?, &media_id, None)?;
     Ok(Json(json!({})))
 }
@@ -136,23 +97,16 @@ async fn unquarantine(
 /// `POST /_synapse/admin/v1/user/{userId}/media/quarantine`
 async fn quarantine_user(
     State(services): State<Arc<Services>>,
-    auth: Authed,
+    auth: Admin,
     Path(user_id): Path<String>,
 ) -> Result<Json<Value>> {
-    admin(&services, &auth)?;
     let user = OwnedUserId::try_from(user_id).map_err(|_| Error::invalid_param("Not a user ID"))?;
     let changed = services.media.quarantine_user_media(&user, auth.user.as_str())?;
     tracing::info!("media: {} quarantined the media of {user} ({changed} items)", auth.user);
     Ok(Json(json!({ "num_quarantined": changed })))
 }
 
-async fn set_protected(
-    services: &Services,
-    auth: &Authed,
-    media_id: &str,
-    protected: bool,
-) -> Result<Json<Value>> {
-    admin(services, auth)?;
+fn set_protected(services: &Services, media_id: &str, protected: bool) -> Result<Json<Value>> {
     if !services.media.set_protected(media_id, protected)? {
         return Err(Error::custom(
             StatusCode::NOT_FOUND,
@@ -166,19 +120,19 @@ async fn set_protected(
 /// `POST /_synapse/admin/v1/media/protect/{mediaId}`
 async fn protect(
     State(services): State<Arc<Services>>,
-    auth: Authed,
+    _: Admin,
     Path(media_id): Path<String>,
 ) -> Result<Json<Value>> {
-    set_protected(&services, &auth, &media_id, true).await
+    set_protected(&services, &media_id, true)
 }
 
 /// `POST /_synapse/admin/v1/media/unprotect/{mediaId}`
 async fn unprotect(
     State(services): State<Arc<Services>>,
-    auth: Authed,
+    _: Admin,
     Path(media_id): Path<String>,
 ) -> Result<Json<Value>> {
-    set_protected(&services, &auth, &media_id, false).await
+    set_protected(&services, &media_id, false)
 }
 
 /// An item as Synapse's admin API describes local media.
@@ -203,10 +157,9 @@ fn described(media_id: &str, record: &MediaRecord) -> Value {
 /// `GET /_synapse/admin/v1/media/{serverName}/{mediaId}`
 async fn info(
     State(services): State<Arc<Services>>,
-    auth: Authed,
+    _: Admin,
     Path((name, media_id)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
-    admin(&services, &auth)?;
     let server = server(&name)?;
     let record =
         services.media.record(server, &media_id)?.ok_or_else(|| Error::not_found("Unknown media"))?;
@@ -219,10 +172,9 @@ async fn info(
 /// `DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}`
 async fn delete_one(
     State(services): State<Arc<Services>>,
-    auth: Authed,
+    auth: Admin,
     Path((name, media_id)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
-    admin(&services, &auth)?;
     local_only(&services, &name)?;
     if services.media.record(services.media.server_name(), &media_id)?.is_none() {
         return Err(Error::not_found("Unknown media"));
@@ -234,11 +186,10 @@ async fn delete_one(
 
 /// One page of a user's media, in the order asked for (newest first by
 /// default), and how many there are in all.
-fn page(services: &Services, user_id: &str, query: Option<&str>) -> Result<(Vec<Item>, usize, usize)> {
-    let user = local_user(services, user_id)?;
-    let from = int_param(query, "from")?.unwrap_or(0) as usize;
-    let limit = int_param(query, "limit")?.unwrap_or(100) as usize;
-    let (order_by, dir) = (str_param(query, "order_by"), str_param(query, "dir"));
+fn page(services: &Services, user_id: &str, params: &Params) -> Result<(Vec<Item>, usize, usize)> {
+    let user = existing_user(services, user_id, "Can only look up local users", "Unknown user")?;
+    let (from, limit) = params.page()?;
+    let (order_by, dir) = (params.str("order_by").map(str::to_owned), params.str("dir").map(str::to_owned));
     let mut items = services.media.user_media(&user)?;
     if order_by.is_some() || dir.is_some() {
         let order_by = order_by.unwrap_or_else(|| "created_ts".into());
@@ -277,12 +228,11 @@ fn page(services: &Services, user_id: &str, query: Option<&str>) -> Result<(Vec<
 /// `GET /_synapse/admin/v1/users/{userId}/media`
 async fn list_user(
     State(services): State<Arc<Services>>,
-    auth: Authed,
+    _: Admin,
     Path(user_id): Path<String>,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<Value>> {
-    admin(&services, &auth)?;
-    let (page, total, from) = page(&services, &user_id, query.as_deref())?;
+    let (page, total, from) = page(&services, &user_id, &params)?;
     let media: Vec<Value> = page.iter().map(|i| described(&i.media_id, &i.record)).collect();
     let mut body = json!({ "media": media, "total": total });
     if from + media.len() < total {
@@ -294,12 +244,11 @@ async fn list_user(
 /// `DELETE /_synapse/admin/v1/users/{userId}/media`: one page of it.
 async fn delete_user(
     State(services): State<Arc<Services>>,
-    auth: Authed,
+    auth: Admin,
     Path(user_id): Path<String>,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<Value>> {
-    admin(&services, &auth)?;
-    let (page, _, _) = page(&services, &user_id, query.as_deref())?;
+    let (page, _, _) = page(&services, &user_id, &params)?;
     let ids: Vec<String> = page.into_iter().map(|i| i.media_id).collect();
     let deleted = services.media.delete_local(&ids).await?;
     tracing::info!("media: {} deleted {} items of {user_id}", auth.user, deleted.len());
@@ -309,14 +258,12 @@ async fn delete_user(
 /// `POST /_synapse/admin/v1/media/delete?before_ts=…&size_gt=…&keep_profiles=…`
 async fn delete_old(
     State(services): State<Arc<Services>>,
-    auth: Authed,
-    RawQuery(query): RawQuery,
+    auth: Admin,
+    params: Params,
 ) -> Result<Json<Value>> {
-    admin(&services, &auth)?;
-    let query = query.as_deref();
-    let before = before_ts(query)?;
-    let size_gt = int_param(query, "size_gt")?.unwrap_or(0);
-    let keep_profiles = match str_param(query, "keep_profiles").as_deref() {
+    let before = before_ts(&params)?;
+    let size_gt = params.int("size_gt")?.unwrap_or(0);
+    let keep_profiles = match params.str("keep_profiles") {
         None | Some("true") => true,
         Some("false") => false,
         Some(_) => return Err(Error::invalid_param("Query parameter keep_profiles must be true or false")),
@@ -334,11 +281,10 @@ async fn delete_old(
 /// `POST /_synapse/admin/v1/purge_media_cache?before_ts=…`
 async fn purge_cache(
     State(services): State<Arc<Services>>,
-    auth: Authed,
-    RawQuery(query): RawQuery,
+    auth: Admin,
+    params: Params,
 ) -> Result<Json<Value>> {
-    admin(&services, &auth)?;
-    let deleted = services.media.purge_remote(before_ts(query.as_deref())?).await?;
+    let deleted = services.media.purge_remote(before_ts(&params)?).await?;
     tracing::info!("media: {} purged {deleted} items of other servers", auth.user);
     Ok(Json(json!({ "deleted": deleted })))
 }
